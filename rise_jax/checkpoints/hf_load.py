@@ -1,0 +1,238 @@
+"""Load an HF checkpoint directory (config.json + safetensors) into a params pytree.
+
+Reads tensor by tensor from memory-mapped safetensors straight into each destination array
+(``jax.make_array_from_callback``: a device's block is assembled from only the tensors it covers),
+so the weights are never held twice: the peak host overhead is one leaf (or one shard of it).
+Accepts one or many safetensors files (with or without ``model.safetensors.index.json``) and
+experts stored per expert (hub layout) or fused per layer. Every problem raises
+:class:`CheckpointError` naming the file and tensor.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from rise_jax.checkpoints.hf_layout import LeafSpec, fused_router_name, leaf_specs
+from rise_jax.checkpoints.safetensors_io import SafetensorsFile, SafetensorsFormatError
+from rise_jax.models.config import ConfigError, ModelConfig, config_from_hf_dict
+
+# Tensors a checkpoint may carry that the model does not use.
+_IGNORED = (re.compile(r".*\.rotary_emb\.inv_freq$"),)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory that cannot be loaded; the message names the file and tensor."""
+
+
+class HFCheckpoint(NamedTuple):
+    """What :func:`load_hf_checkpoint` returns."""
+
+    config: ModelConfig
+    params: dict[str, Any]
+    hf_config: dict[str, Any]  # config.json as read, to write back on export
+    path: str
+
+
+def read_hf_config(path: str) -> tuple[ModelConfig, dict[str, Any]]:
+    """Parse ``<path>/config.json``; errors name the file."""
+    if not os.path.isdir(path):
+        raise CheckpointError(f"{path}: checkpoint directory does not exist")
+    cfg_path = os.path.join(path, "config.json")
+    if not os.path.isfile(cfg_path):
+        raise CheckpointError(f"{cfg_path}: missing (an HF checkpoint directory needs config.json)")
+    try:
+        with open(cfg_path, encoding="utf-8") as fh:
+            raw = json.load(fh)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{cfg_path}: unreadable config: {err}") from err
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{cfg_path}: unreadable config: expected a JSON object")
+    try:
+        return config_from_hf_dict(raw, source=cfg_path), raw
+    except ConfigError as err:
+        raise CheckpointError(str(err)) from err
+
+
+class TensorIndex:
+    """Name -> open :class:`SafetensorsFile` over every weight file of a checkpoint directory."""
+
+    def __init__(self, path: str):
+        self.path = path
+        index_path = os.path.join(path, "model.safetensors.index.json")
+        if os.path.isfile(index_path):
+            try:
+                with open(index_path, encoding="utf-8") as fh:
+                    weight_map = json.load(fh)["weight_map"]
+            except (OSError, KeyError, TypeError, json.JSONDecodeError) as err:
+                raise CheckpointError(f"{index_path}: unreadable index: {err}") from err
+            files = sorted(set(weight_map.values()))
+            for f in files:
+                if not os.path.isfile(os.path.join(path, f)):
+                    raise CheckpointError(f"{os.path.join(path, f)}: missing (listed in {index_path})")
+        else:
+            files = sorted(os.path.basename(f) for f in glob.glob(os.path.join(path, "*.safetensors")))
+        if not files:
+            pickled = [
+                os.path.basename(f)
+                for pat in ("*.bin", "*.pt", "*.pth", "*.ckpt")
+                for f in glob.glob(os.path.join(path, pat))
+            ]
+            if pickled:
+                raise CheckpointError(
+                    f"{path}: only pickled weights ({', '.join(sorted(pickled))}); rise_jax reads safetensors only "
+                    "and never unpickles checkpoint files. Convert once with transformers: "
+                    "`AutoModelForCausalLM.from_pretrained(dir).save_pretrained(new_dir)` (writes safetensors)."
+                )
+            raise CheckpointError(f"{path}: no *.safetensors weight files found")
+        self.files: dict[str, SafetensorsFile] = {}
+        self.owner: dict[str, str] = {}
+        for f in files:
+            full = os.path.join(path, f)
+            try:
+                st = SafetensorsFile(full)
+            except SafetensorsFormatError as err:
+                raise CheckpointError(str(err)) from err
+            self.files[full] = st
+            for k in st.keys():
+                if k in self.owner:
+                    raise CheckpointError(f"{full}: tensor {k!r} also present in {self.owner[k]}")
+                self.owner[k] = full
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.owner
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self.files[self.owner[name]].shape(name)
+
+    def get(self, name: str) -> np.ndarray:
+        return self.files[self.owner[name]].get(name)
+
+    def where(self, name: str) -> str:
+        return self.owner.get(name, self.path)
+
+    def close(self) -> None:
+        for f in self.files.values():
+            f.close()
+
+
+def _fmt(name: str, layer: int | None = None, expert: int | None = None) -> str:
+    return name.replace("{l}", str(layer)).replace("{e}", str(expert))
+
+
+class _LeafReader:
+    """Resolves one leaf's sources (checking names and shapes) and reads arbitrary blocks of it."""
+
+    def __init__(self, spec: LeafSpec, tensors: TensorIndex, cfg: ModelConfig, used: set[str]):
+        self.spec, self.t = spec, tensors
+        self.sources: list[Any] = []  # per stacked layer: hub names / fused name / single name
+        if spec.layers is None:
+            self.sources = [self._check(spec.hf_name, spec.hf_shape(), used)]
+            return
+        for layer in spec.layers:
+            if not spec.per_expert:
+                name = _fmt(spec.hf_name, layer)
+                if name not in tensors and spec.path[-1] == "router":
+                    alt = _fmt(fused_router_name(cfg), layer)
+                    name = alt if alt in tensors else name
+                self.sources.append(self._check(name, spec.hf_shape(), used))
+                continue
+            hub = [_fmt(spec.hf_name, layer, e) for e in range(cfg.num_experts)]
+            fused = _fmt(spec.fused.name, layer) if spec.fused else None
+            if hub[0] not in tensors and fused is not None and fused in tensors:
+                e, h, i = cfg.num_experts, cfg.hidden_size, cfg.moe_intermediate_size
+                want = (e, h, i) if fused.endswith("down_proj") else (e, 2 * i, h)
+                self.sources.append(("fused", self._check(fused, want, used)))
+            else:
+                self.sources.append(("hub", [self._check(n, spec.hf_shape(), used) for n in hub]))
+
+    def _check(self, name: str, shape: tuple[int, ...], used: set[str]) -> str:
+        if name not in self.t:
+            raise CheckpointError(f"{self.t.path}: missing tensor {name!r} (searched {len(self.t.files)} file(s))")
+        got = self.t.shape(name)
+        if got != tuple(shape):
+            raise CheckpointError(f"{self.t.where(name)}: tensor {name!r} has shape {list(got)}, expected {list(shape)}")
+        used.add(name)
+        return name
+
+    def _hf(self, name: str) -> np.ndarray:
+        a = self.t.get(name)
+        return a.T if self.spec.transpose else a
+
+    def read(self, index: tuple[slice, ...], dtype: np.dtype) -> np.ndarray:
+        spec = self.spec
+        if spec.layers is None:
+            return self._hf(self.sources[0])[index].astype(dtype)
+        block = tuple(range(*s.indices(n)) for s, n in zip(index, spec.shape))
+        out = np.empty(tuple(len(r) for r in block), dtype)
+        for a, li in enumerate(block[0]):
+            src = self.sources[li]
+            if not spec.per_expert:
+                out[a] = self._hf(src)[index[1:]]
+                continue
+            kind, names = src
+            fused = self.t.get(names) if kind == "fused" else None
+            for b, e in enumerate(block[1]):
+                if kind == "hub":
+                    t = self._hf(names[e])
+                else:
+                    t = fused[e, spec.fused.row_lo : spec.fused.row_hi].T
+                out[a, b] = t[index[2:]]
+        return out
+
+
+ShardingFn = Callable[[tuple[str, ...], tuple[int, ...]], jax.sharding.Sharding]
+
+
+def load_hf_checkpoint(
+    path: str,
+    dtype: Any = jnp.bfloat16,
+    sharding: ShardingFn | None = None,
+    progress: bool = True,
+) -> HFCheckpoint:
+    """Load ``path`` into params of ``dtype``.
+
+    ``sharding(path, shape)`` gives each leaf's placement (default: the first device); each device
+    receives only its block, read from the files directly.
+    """
+    cfg, raw = read_hf_config(path)
+    tensors = TensorIndex(path)
+    np_dtype = np.dtype(jnp.dtype(dtype))
+    used: set[str] = set()
+    try:
+        specs = leaf_specs(cfg)
+        readers = [_LeafReader(s, tensors, cfg, used) for s in specs]
+        unexpected = [
+            n
+            for n in tensors.owner
+            if n not in used
+            and not any(p.match(n) for p in _IGNORED)
+            and not (n == "lm_head.weight" and cfg.tie_word_embeddings)
+        ]
+        if unexpected:
+            shown = ", ".join(f"{n!r} in {tensors.where(n)}" for n in sorted(unexpected)[:5])
+            more = f" and {len(unexpected) - 5} more" if len(unexpected) > 5 else ""
+            raise CheckpointError(f"{path}: unexpected tensor(s) for {cfg.model_type}: {shown}{more}")
+        params: dict[str, Any] = {}
+        default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        for spec, reader in tqdm(
+            list(zip(specs, readers)), desc=f"loading {os.path.basename(path.rstrip('/'))}", disable=not progress
+        ):
+            shard = sharding(spec.path, spec.shape) if sharding else default
+            arr = jax.make_array_from_callback(spec.shape, shard, lambda idx, r=reader: r.read(idx, np_dtype))
+            node = params
+            for key in spec.path[:-1]:
+                node = node.setdefault(key, {})
+            node[spec.path[-1]] = arr
+    finally:
+        tensors.close()
+    return HFCheckpoint(cfg, params, raw, path)

@@ -1,0 +1,142 @@
+"""Routers: which experts each token uses, and with what weight.
+
+Both routers compute logits in fp32 (``x @ W`` with ``x`` and ``W`` upcast) and select experts on
+fp32 values, so the selected set is the one the model uses whatever the parameter dtype.
+
+* ``softmax_topk`` (Qwen3-MoE, Qwen3MoeTopKRouter): ``p = softmax(z)``; top-k of ``p``; weights
+  are the top-k probabilities, renormalised to sum to 1 when ``norm_topk_prob``.
+* ``sparsemixer`` (PhiMoE, transformers ``sparsemixer``): top-1 = argmax z, weight = softmax over
+  the logits within a relative ``2·jitter_eps`` band of the max; top-2 = argmax of z with top-1
+  masked, weight from the same construction. Eval mode is deterministic and exact; train mode
+  (Gumbel sampling + Heun's third-order custom backward) is :func:`sparsemixer_train`.
+"""
+
+from __future__ import annotations
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+@flax.struct.dataclass
+class RoutingInfo:
+    """Per-layer routing of every token, stacked over the model's MoE layers.
+
+    Shapes (``L`` = MoE layers, ``B`` batch, ``T`` tokens, ``k`` experts per token, ``E`` experts):
+
+    * ``topk_indices``  int32 ``[L, B, T, k]`` — experts each token activates (rank order).
+    * ``topk_weights``  float32 ``[L, B, T, k]`` — the routing weight of each of those experts.
+    * ``router_logits`` float32 ``[L, B, T, E]`` — raw router logits (fp32).
+
+    Padding positions are included; mask them with the attention mask before counting.
+    """
+
+    topk_indices: Array
+    topk_weights: Array
+    router_logits: Array
+
+    def activation_mask(self) -> Array:
+        """bool ``[L, B, T, E]``: True where the token activates the expert."""
+        e = self.router_logits.shape[-1]
+        return jnp.any(jax.nn.one_hot(self.topk_indices, e, dtype=jnp.bool_), axis=-2)
+
+    def router_probs(self) -> Array:
+        """float32 ``[L, B, T, E]``: ``softmax`` of the router logits (Bandarkar's routing distribution)."""
+        return jax.nn.softmax(self.router_logits, axis=-1)
+
+
+def softmax_topk(logits: Array, k: int, norm_topk_prob: bool) -> tuple[Array, Array]:
+    """Qwen3-MoE router on fp32 logits ``[..., E]`` -> (weights ``[..., k]``, indices ``[..., k]``)."""
+    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+    weights, idx = jax.lax.top_k(probs, k)
+    if norm_topk_prob:
+        weights = weights / jnp.sum(weights, axis=-1, keepdims=True)
+    return weights, idx.astype(jnp.int32)
+
+
+def _band_mask(scores: Array, threshold: Array, jitter_eps: float) -> Array:
+    """True where ``(threshold - s) / max(|s|, threshold) > 2·eps`` (logit masked out)."""
+    factor = jnp.maximum(jnp.abs(scores), threshold)
+    return ((threshold - scores) / factor) > (2 * jitter_eps)
+
+
+def sparsemixer_eval(scores: Array, jitter_eps: float) -> tuple[Array, Array]:
+    """PhiMoE's eval-mode sparsemixer on fp32 logits ``[..., E]`` -> (weights, indices) ``[..., 2]``."""
+    scores = scores.astype(jnp.float32)
+    neg_inf = jnp.float32(-jnp.inf)
+    top1 = jnp.argmax(scores, axis=-1, keepdims=True)
+    max1 = jnp.take_along_axis(scores, top1, axis=-1)
+    gates1 = jax.nn.softmax(jnp.where(_band_mask(scores, max1, jitter_eps), neg_inf, scores), axis=-1)
+    w1 = jnp.take_along_axis(gates1, top1, axis=-1)
+
+    e = scores.shape[-1]
+    masked = jnp.where(jax.nn.one_hot(top1[..., 0], e, dtype=jnp.bool_), neg_inf, scores)
+    top2 = jnp.argmax(masked, axis=-1, keepdims=True)
+    max2 = jnp.take_along_axis(masked, top2, axis=-1)
+    gates2 = jax.nn.softmax(jnp.where(_band_mask(scores, max2, jitter_eps), neg_inf, masked), axis=-1)
+    w2 = jnp.take_along_axis(gates2, top2, axis=-1)
+    return jnp.concatenate([w1, w2], -1), jnp.concatenate([top1, top2], -1).astype(jnp.int32)
+
+
+@jax.custom_vjp
+def _phimoe_multiplier(scores: Array, multiplier: Array, selected: Array, gates: Array, mask_for_one: Array) -> Array:
+    """PhimoeMultiplier.forward: ``multiplier · mask_for_one`` (gradient only to ``scores``)."""
+    del scores, selected, gates
+    return multiplier * mask_for_one
+
+
+def _phimoe_multiplier_fwd(scores, multiplier, selected, gates, mask_for_one):
+    out = multiplier * mask_for_one
+    return out, (scores, multiplier, selected, gates, mask_for_one)
+
+
+def _phimoe_multiplier_bwd(res, g):
+    """PhimoeMultiplier.backward: ``d scores = -gates·(g·m) + scatter(selected, g·m)``."""
+    scores, multiplier, selected, gates, mask_for_one = res
+    gm = g * multiplier
+    d_scores = gates * (-gm) + selected * gm  # `selected` is the one-hot of the sampled expert
+    return (
+        d_scores.astype(scores.dtype),
+        jnp.zeros_like(multiplier),
+        jnp.zeros_like(selected),
+        jnp.zeros_like(gates),
+        jnp.zeros_like(mask_for_one),
+    )
+
+
+_phimoe_multiplier.defvjp(_phimoe_multiplier_fwd, _phimoe_multiplier_bwd)
+
+
+def sparsemixer_train(scores: Array, jitter_eps: float, rng: Array) -> tuple[Array, Array]:
+    """PhiMoE's train-mode sparsemixer: Gumbel-sampled experts, Heun third-order backward.
+
+    Stochastic (needs ``rng``); gradients reach the router logits through the custom VJP exactly as
+    transformers' ``PhimoeMultiplier``. Routing then differs from eval mode, so a training step may
+    send tokens through experts outside a frozen selection (see the training docs).
+    """
+    scores = scores.astype(jnp.float32)
+    e = scores.shape[-1]
+    neg_inf = jnp.float32(-jnp.inf)
+    k_g1, k_u1, k_g2, k_u2 = jax.random.split(rng, 4)
+
+    def pick(masked_scores: Array, threshold: Array, k_gumbel: Array, k_unif: Array):
+        masked = jnp.where(_band_mask(scores, threshold, jitter_eps), neg_inf, masked_scores)
+        gumbel = -jnp.log(jax.random.exponential(k_gumbel, masked.shape, jnp.float32))
+        sel = jnp.argmax(masked + gumbel, axis=-1, keepdims=True)
+        gates = jax.nn.softmax(masked, axis=-1)
+        mult_o = jnp.take_along_axis(gates, sel, axis=-1)
+        max_ind = jnp.argmax(gates, axis=-1, keepdims=True)
+        unif = jax.random.uniform(k_unif, mult_o.shape, jnp.float32)
+        mask_for_one = jnp.where((sel == max_ind) | (unif > 0.75), 1.0, 0.3333).astype(jnp.float32)
+        sel_onehot = jax.nn.one_hot(sel[..., 0], e, dtype=jnp.float32)
+        mult = _phimoe_multiplier(scores, mult_o, sel_onehot, jax.lax.stop_gradient(gates), mask_for_one)
+        return mult, sel
+
+    max1 = jax.lax.stop_gradient(jnp.max(scores, axis=-1, keepdims=True))
+    m1, s1 = pick(scores, max1, k_g1, k_u1)
+    masked = jnp.where(jax.nn.one_hot(s1[..., 0], e, dtype=jnp.bool_), neg_inf, scores)
+    max2 = jax.lax.stop_gradient(jnp.max(masked, axis=-1, keepdims=True))
+    m2, s2 = pick(masked, max2, k_g2, k_u2)
+    return jnp.concatenate([m1, m2], -1), jnp.concatenate([s1, s2], -1).astype(jnp.int32)

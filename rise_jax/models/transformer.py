@@ -1,0 +1,252 @@
+"""The decoder shared by Qwen3-MoE and PhiMoE, as Flax linen modules.
+
+Family differences come from :class:`ModelConfig` (norm type, q/k norms, biases, router, rope).
+Layers are ``nn.scan``-ned so compile time does not grow with depth. Consecutive layers of the
+same kind (MoE or dense MLP) form one scanned *run*; all released Qwen3-MoE and PhiMoE checkpoints
+are all-MoE and so have a single run named ``layers``. Mixed models (``mlp_only_layers``,
+``decoder_sparse_step``) get runs ``layers_0``, ``layers_1``, ... (see :func:`layer_runs`).
+
+Parameter tree (leading axis ``[n]`` = layers of the run; kernels are ``[in, out]``)::
+
+    embed_tokens/embedding                [V, H]
+    layers/input_norm/{scale[,bias]}      [n, H]
+    layers/attn/{q,k,v,o}_proj/kernel     [n, H, heads*D] ... (+ bias if attention_bias)
+    layers/attn/{q,k}_norm/scale          [n, D]                       (Qwen3 only)
+    layers/post_attention_norm/...        [n, H]
+    layers/moe/router                     [n, H, E]
+    layers/moe/experts/{gate,up}_proj     [n, E, H, I]
+    layers/moe/experts/down_proj          [n, E, I, H]
+    layers/mlp/{gate,up,down}_proj/kernel (dense runs)
+    final_norm/{scale[,bias]}             [H]
+    lm_head/{kernel[,bias]}               [H, V]    (absent with tied embeddings)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from rise_jax.models import dispatch as dispatch_lib
+from rise_jax.models import routing
+from rise_jax.models.config import ModelConfig
+from rise_jax.models.layers import Attention, attention_bias, make_norm, rope_cos_sin
+
+Array = jax.Array
+DType = Any
+
+ROUTER_MODES = ("deterministic", "sparsemixer_train")
+
+
+class LayerRun(NamedTuple):
+    """A maximal block of consecutive decoder layers of one kind, scanned together."""
+
+    name: str
+    is_moe: bool
+    start: int  # first decoder layer
+    length: int
+    moe_start: int  # index of its first layer among the MoE layers (if is_moe)
+
+
+def layer_runs(cfg: ModelConfig) -> tuple[LayerRun, ...]:
+    kinds = cfg.is_moe_layer
+    spans: list[tuple[bool, int, int]] = []
+    for i, kind in enumerate(kinds):
+        if spans and spans[-1][0] == kind:
+            spans[-1] = (kind, spans[-1][1], spans[-1][2] + 1)
+        else:
+            spans.append((kind, i, 1))
+    runs, moe_seen = [], 0
+    for j, (kind, start, length) in enumerate(spans):
+        name = "layers" if len(spans) == 1 else f"layers_{j}"
+        runs.append(LayerRun(name, kind, start, length, moe_seen))
+        moe_seen += length if kind else 0
+    return tuple(runs)
+
+
+def moe_layer_location(cfg: ModelConfig, moe_layer: int) -> tuple[str, int]:
+    """(run name, index inside the run's stacked params) of the ``moe_layer``-th MoE layer."""
+    for run in layer_runs(cfg):
+        if run.is_moe and run.moe_start <= moe_layer < run.moe_start + run.length:
+            return run.name, moe_layer - run.moe_start
+    raise IndexError(f"MoE layer {moe_layer} out of range [0, {cfg.num_moe_layers})")
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeOptions:
+    """How to run the architecture (not part of the checkpoint).
+
+    dtype: activation/compute dtype; param_dtype: parameter storage dtype; dispatch: MoE
+    implementation (:mod:`rise_jax.models.dispatch`); remat: rematerialise each layer in the
+    backward pass; router_mode: ``deterministic`` (eval routing, the default) or
+    ``sparsemixer_train`` (PhiMoE's stochastic training router; needs a ``router`` rng).
+    """
+
+    dtype: DType = jnp.float32
+    param_dtype: DType = jnp.float32
+    dispatch: str = "auto"
+    remat: bool = False
+    router_mode: str = "deterministic"
+
+    def __post_init__(self):
+        if self.router_mode not in ROUTER_MODES:
+            raise ValueError(f"router_mode must be one of {ROUTER_MODES}, got {self.router_mode!r}")
+        dispatch_lib.resolve_impl(self.dispatch)
+
+
+class Experts(nn.Module):
+    cfg: ModelConfig
+    opts: RuntimeOptions
+
+    @nn.compact
+    def __call__(self, x: Array, indices: Array, weights: Array) -> Array:
+        e, h, i = self.cfg.num_experts, self.cfg.hidden_size, self.cfg.moe_intermediate_size
+        init = nn.initializers.normal(0.02)
+        pd, dt = self.opts.param_dtype, self.opts.dtype
+        w_gate = self.param("gate_proj", init, (e, h, i), pd).astype(dt)
+        w_up = self.param("up_proj", init, (e, h, i), pd).astype(dt)
+        w_down = self.param("down_proj", init, (e, i, h), pd).astype(dt)
+        return dispatch_lib.dispatch(x.astype(dt), w_gate, w_up, w_down, indices, weights, self.opts.dispatch)
+
+
+class MoEBlock(nn.Module):
+    """Router + experts; returns the block output and this layer's routing (fp32)."""
+
+    cfg: ModelConfig
+    opts: RuntimeOptions
+
+    @nn.compact
+    def __call__(self, x: Array) -> tuple[Array, tuple[Array, Array, Array]]:
+        cfg, opts = self.cfg, self.opts
+        b, t, h = x.shape
+        train_router = opts.router_mode == "sparsemixer_train" and cfg.router_type == "sparsemixer"
+        if train_router and cfg.input_jitter_noise > 0:
+            # HF applies the input jitter twice in place (block, then router): both reach the experts.
+            for _ in range(2):
+                noise = jax.random.uniform(
+                    self.make_rng("router"), x.shape, jnp.float32, 1 - cfg.input_jitter_noise, 1 + cfg.input_jitter_noise
+                )
+                x = (x * noise).astype(x.dtype)
+        flat = x.reshape(b * t, h)
+        w_router = self.param("router", nn.initializers.normal(0.02), (h, cfg.num_experts), opts.param_dtype)
+        logits = flat.astype(jnp.float32) @ w_router.astype(jnp.float32)
+        if cfg.router_type == "softmax_topk":
+            weights, idx = routing.softmax_topk(logits, cfg.top_k, cfg.norm_topk_prob)
+        elif train_router:
+            weights, idx = routing.sparsemixer_train(logits, cfg.router_jitter_noise, self.make_rng("router"))
+        else:
+            weights, idx = routing.sparsemixer_eval(logits, cfg.router_jitter_noise)
+        out = Experts(cfg, opts, name="experts")(flat, idx, weights)
+        info = (idx.reshape(b, t, -1), weights.reshape(b, t, -1), logits.reshape(b, t, -1))
+        return out.reshape(b, t, h), info
+
+
+class DenseMLP(nn.Module):
+    cfg: ModelConfig
+    opts: RuntimeOptions
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        dense = lambda f, name: nn.Dense(  # noqa: E731
+            f, use_bias=False, dtype=self.opts.dtype, param_dtype=self.opts.param_dtype, name=name
+        )
+        i = self.cfg.intermediate_size
+        return dense(self.cfg.hidden_size, "down_proj")(nn.silu(dense(i, "gate_proj")(x)) * dense(i, "up_proj")(x))
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm attention + (MoE or dense) MLP; the ``nn.scan`` body ``(carry, _) -> (carry, ys)``."""
+
+    cfg: ModelConfig
+    opts: RuntimeOptions
+    is_moe: bool
+    return_routing: bool = False
+
+    @nn.compact
+    def __call__(self, x: Array, cos: Array, sin: Array, bias: Array):
+        cfg, opts = self.cfg, self.opts
+        h = make_norm(cfg, opts.param_dtype, "input_norm")(x)
+        x = x + Attention(cfg, opts.dtype, opts.param_dtype, name="attn")(h, cos, sin, bias)
+        h = make_norm(cfg, opts.param_dtype, "post_attention_norm")(x)
+        if self.is_moe:
+            y, info = MoEBlock(cfg, opts, name="moe")(h)
+        else:
+            y, info = DenseMLP(cfg, opts, name="mlp")(h), None
+        x = x + y.astype(x.dtype)
+        return x, (info if self.return_routing else None)
+
+
+class ModelOutput(NamedTuple):
+    """``logits`` float ``[B, T, V]`` (None when ``skip_lm_head``), ``hidden`` ``[B, T, H]`` after the
+    final norm, ``routing`` a :class:`~rise_jax.models.routing.RoutingInfo` or None."""
+
+    logits: Array | None
+    hidden: Array
+    routing: routing.RoutingInfo | None
+
+
+class MoEModel(nn.Module):
+    """Causal LM over ``input_ids`` ``[B, T]`` with optional routing output.
+
+    ``attention_mask`` ``[B, T]`` (1 = real token, default all ones); ``positions`` ``[B, T]``
+    default ``0..T-1`` for every row (HF forward's convention; pass ``cumsum(mask) - 1`` to match
+    HF ``generate`` with left padding).
+    """
+
+    cfg: ModelConfig
+    opts: RuntimeOptions = RuntimeOptions()
+
+    @nn.compact
+    def __call__(
+        self,
+        input_ids: Array,
+        attention_mask: Array | None = None,
+        positions: Array | None = None,
+        *,
+        return_routing: bool = False,
+        skip_lm_head: bool = False,
+    ) -> ModelOutput:
+        cfg, opts = self.cfg, self.opts
+        b, t = input_ids.shape
+        if attention_mask is None:
+            attention_mask = jnp.ones((b, t), jnp.int32)
+        if positions is None:
+            positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+        embed = nn.Embed(
+            cfg.vocab_size, cfg.hidden_size, dtype=opts.dtype, param_dtype=opts.param_dtype, name="embed_tokens"
+        )
+        x = embed(input_ids).astype(opts.dtype)
+        cos, sin = rope_cos_sin(cfg, positions, opts.dtype)
+        bias = attention_bias(attention_mask, t, t, sliding_window=cfg.sliding_window)
+
+        infos = []
+        for run in layer_runs(cfg):
+            layer_cls = nn.remat(DecoderLayer, prevent_cse=False) if opts.remat else DecoderLayer
+            scanned = nn.scan(
+                layer_cls,
+                variable_axes={"params": 0},
+                split_rngs={"params": True, "router": True},
+                in_axes=(nn.broadcast, nn.broadcast, nn.broadcast),
+                length=run.length,
+            )
+            x, ys = scanned(cfg, opts, run.is_moe, return_routing, name=run.name)(x, cos, sin, bias)
+            if run.is_moe and return_routing:
+                infos.append(ys)
+        x = make_norm(cfg, opts.param_dtype, "final_norm")(x)
+
+        info = None
+        if return_routing:
+            idx, w, lg = (jnp.concatenate([i[j] for i in infos], axis=0) for j in range(3))
+            info = routing.RoutingInfo(topk_indices=idx, topk_weights=w, router_logits=lg)
+        if skip_lm_head:
+            return ModelOutput(None, x, info)
+        if cfg.tie_word_embeddings:
+            logits = embed.attend(x)
+        else:
+            logits = nn.Dense(
+                cfg.vocab_size, use_bias=cfg.lm_head_bias, dtype=opts.dtype, param_dtype=opts.param_dtype, name="lm_head"
+            )(x)
+        return ModelOutput(logits, x, info)
