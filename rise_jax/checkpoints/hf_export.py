@@ -115,7 +115,9 @@ def export_hf_checkpoint(
         n_tensors = sum(
             (len(s.layers) * (s.shape[1] if s.per_expert else 1)) if s.layers else 1 for s in leaf_specs(cfg)
         )
-        for name, arr in tqdm(iter_hf_tensors(params, cfg, dtype), total=n_tensors, desc="exporting", disable=not progress):
+        for name, arr in tqdm(
+            iter_hf_tensors(params, cfg, dtype), total=n_tensors, desc="exporting", disable=not progress
+        ):
             out_dtype = out_dtype or arr.dtype
             if size and size + arr.nbytes > max_shard_bytes:
                 flush()

@@ -160,7 +160,9 @@ class _LeafReader:
             raise CheckpointError(f"{self.t.path}: missing tensor {name!r} (searched {len(self.t.files)} file(s))")
         got = self.t.shape(name)
         if got != tuple(shape):
-            raise CheckpointError(f"{self.t.where(name)}: tensor {name!r} has shape {list(got)}, expected {list(shape)}")
+            raise CheckpointError(
+                f"{self.t.where(name)}: tensor {name!r} has shape {list(got)}, expected {list(shape)}"
+            )
         used.add(name)
         return name
 
@@ -172,7 +174,7 @@ class _LeafReader:
         spec = self.spec
         if spec.layers is None:
             return self._hf(self.sources[0])[index].astype(dtype)
-        block = tuple(range(*s.indices(n)) for s, n in zip(index, spec.shape))
+        block = tuple(range(*s.indices(n)) for s, n in zip(index, spec.shape, strict=False))
         out = np.empty(tuple(len(r) for r in block), dtype)
         for a, li in enumerate(block[0]):
             src = self.sources[li]
@@ -225,7 +227,9 @@ def load_hf_checkpoint(
         params: dict[str, Any] = {}
         default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
         for spec, reader in tqdm(
-            list(zip(specs, readers)), desc=f"loading {os.path.basename(path.rstrip('/'))}", disable=not progress
+            list(zip(specs, readers, strict=False)),
+            desc=f"loading {os.path.basename(path.rstrip('/'))}",
+            disable=not progress,
         ):
             shard = sharding(spec.path, spec.shape) if sharding else default
             arr = jax.make_array_from_callback(spec.shape, shard, lambda idx, r=reader: r.read(idx, np_dtype))

@@ -113,9 +113,7 @@ def _rope_from_hf(d: Mapping[str, Any], model_type: str, source: str) -> RopeCon
     params = dict(d.get("rope_parameters") or d.get("rope_scaling") or {})
     rope_type = params.get("rope_type", params.get("type", "default"))
     if rope_type not in SUPPORTED_ROPE_TYPES:
-        raise ConfigError(
-            f"{source}: rope type {rope_type!r} is not supported (supported: {SUPPORTED_ROPE_TYPES})"
-        )
+        raise ConfigError(f"{source}: rope type {rope_type!r} is not supported (supported: {SUPPORTED_ROPE_TYPES})")
     theta = params.get("rope_theta", d.get("rope_theta", _DEFAULT_THETA[model_type]))
     partial = params.get("partial_rotary_factor", d.get("partial_rotary_factor", 1.0))
     if rope_type == "default":
@@ -147,8 +145,7 @@ def config_from_hf_dict(d: Mapping[str, Any], source: str = "config.json") -> Mo
     model_type = d.get("model_type")
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise ConfigError(
-            f"{source}: model_type {model_type!r} is not supported "
-            f"(supported: {', '.join(SUPPORTED_MODEL_TYPES)})"
+            f"{source}: model_type {model_type!r} is not supported (supported: {', '.join(SUPPORTED_MODEL_TYPES)})"
         )
     hidden = int(_get(d, "hidden_size", source))
     heads = int(_get(d, "num_attention_heads", source))
@@ -162,16 +159,13 @@ def config_from_hf_dict(d: Mapping[str, Any], source: str = "config.json") -> Mo
         raise ConfigError(f"{source}: num_experts_per_tok={top_k} must be in [1, {experts}]")
     if model_type == "phimoe" and top_k != 2:
         raise ConfigError(
-            f"{source}: phimoe's sparsemixer router always selects exactly 2 experts; "
-            f"num_experts_per_tok={top_k}"
+            f"{source}: phimoe's sparsemixer router always selects exactly 2 experts; num_experts_per_tok={top_k}"
         )
     head_dim = d.get("head_dim") or hidden // heads
     if model_type == "qwen3_moe":
         mlp_only = set(d.get("mlp_only_layers") or [])
         step = int(d.get("decoder_sparse_step", 1) or 1)
-        moe_ids = tuple(
-            i for i in range(num_layers) if i not in mlp_only and experts > 0 and (i + 1) % step == 0
-        )
+        moe_ids = tuple(i for i in range(num_layers) if i not in mlp_only and experts > 0 and (i + 1) % step == 0)
         moe_inter = int(_get(d, "moe_intermediate_size", source))
         inter = int(d.get("intermediate_size", moe_inter))
         sliding = d.get("sliding_window") if d.get("use_sliding_window", False) else None
@@ -280,4 +274,3 @@ def zone_boundaries(num_layers: int) -> tuple[int, int]:
     L=12 -> (4, 8), L=48 -> (18, 30), L=32 -> (12, 20).
     """
     return round(0.375 * num_layers), round(0.625 * num_layers)
-

@@ -90,9 +90,7 @@ def _window_size(n_pairs: int, num_experts: int) -> int:
     return max(8, min(n_pairs, -(-avg // 8) * 8))
 
 
-def dispatch_sorted_scan(
-    x: Array, w_gate: Array, w_up: Array, w_down: Array, indices: Array, weights: Array
-) -> Array:
+def dispatch_sorted_scan(x: Array, w_gate: Array, w_up: Array, w_down: Array, indices: Array, weights: Array) -> Array:
     """Expert-sorted rows processed in fixed windows: ``scan`` over (expert, window) steps.
 
     The sorted rows of expert ``e`` occupy ``[start_e, start_e + size_e)``. Step ``s`` handles
@@ -139,7 +137,5 @@ def dispatch(
     x: Array, w_gate: Array, w_up: Array, w_down: Array, indices: Array, weights: Array, impl: str = "auto"
 ) -> Array:
     """Apply the routed experts to tokens ``x`` ``[N, H]``; ``indices``/``weights`` ``[N, k]``."""
-    fn = {"dense": dispatch_dense, "ragged": dispatch_ragged, "sorted_scan": dispatch_sorted_scan}[
-        resolve_impl(impl)
-    ]
+    fn = {"dense": dispatch_dense, "ragged": dispatch_ragged, "sorted_scan": dispatch_sorted_scan}[resolve_impl(impl)]
     return fn(x, w_gate, w_up, w_down, indices, weights)

@@ -127,7 +127,11 @@ class MoEBlock(nn.Module):
             # HF applies the input jitter twice in place (block, then router): both reach the experts.
             for _ in range(2):
                 noise = jax.random.uniform(
-                    self.make_rng("router"), x.shape, jnp.float32, 1 - cfg.input_jitter_noise, 1 + cfg.input_jitter_noise
+                    self.make_rng("router"),
+                    x.shape,
+                    jnp.float32,
+                    1 - cfg.input_jitter_noise,
+                    1 + cfg.input_jitter_noise,
                 )
                 x = (x * noise).astype(x.dtype)
         flat = x.reshape(b * t, h)
@@ -247,6 +251,10 @@ class MoEModel(nn.Module):
             logits = embed.attend(x)
         else:
             logits = nn.Dense(
-                cfg.vocab_size, use_bias=cfg.lm_head_bias, dtype=opts.dtype, param_dtype=opts.param_dtype, name="lm_head"
+                cfg.vocab_size,
+                use_bias=cfg.lm_head_bias,
+                dtype=opts.dtype,
+                param_dtype=opts.param_dtype,
+                name="lm_head",
             )(x)
         return ModelOutput(logits, x, info)

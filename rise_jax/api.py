@@ -1,0 +1,116 @@
+"""The Python API: load a checkpoint, run the model, export it.
+
+>>> model, params = rise_jax.load_model("/ckpt/Qwen3-30B-A3B", dtype="bfloat16")
+>>> out = rise_jax.forward(model, params, input_ids, attention_mask, return_routing=True)
+>>> out.logits            # [B, T, V]
+>>> out.routing.topk_indices  # [L_moe, B, T, k]   (see rise_jax.models.routing.RoutingInfo)
+>>> rise_jax.export_model(model, params, "/out/merged", source_dir="/ckpt/Qwen3-30B-A3B")
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from rise_jax.checkpoints import export_hf_checkpoint, load_hf_checkpoint
+from rise_jax.checkpoints.hf_load import ShardingFn
+from rise_jax.models.transformer import ModelOutput, MoEModel, RuntimeOptions
+
+_DTYPES = {"float32": jnp.float32, "fp32": jnp.float32, "bfloat16": jnp.bfloat16, "bf16": jnp.bfloat16}
+
+
+def as_dtype(dtype: Any) -> Any:
+    """``"bfloat16"``/``"bf16"``/``"float32"``/``"fp32"`` or a jnp dtype -> jnp dtype."""
+    if isinstance(dtype, str):
+        if dtype not in _DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}")
+        return _DTYPES[dtype]
+    return dtype
+
+
+def load_model(
+    path: str,
+    *,
+    dtype: Any = "bfloat16",
+    compute_dtype: Any = None,
+    dispatch: str = "auto",
+    remat: bool = False,
+    router_mode: str = "deterministic",
+    sharding: ShardingFn | None = None,
+    progress: bool = True,
+) -> tuple[MoEModel, dict[str, Any]]:
+    """Load an HF checkpoint directory -> ``(model, params)``.
+
+    ``dtype`` is the parameter dtype; ``compute_dtype`` the activation dtype (default: ``dtype``).
+    Router logits and top-k are fp32 regardless.
+    """
+    pdt = as_dtype(dtype)
+    ckpt = load_hf_checkpoint(path, pdt, sharding=sharding, progress=progress)
+    opts = RuntimeOptions(
+        dtype=as_dtype(compute_dtype) if compute_dtype is not None else pdt,
+        param_dtype=pdt,
+        dispatch=dispatch,
+        remat=remat,
+        router_mode=router_mode,
+    )
+    return MoEModel(ckpt.config, opts), ckpt.params
+
+
+@functools.partial(jax.jit, static_argnames=("model", "return_routing", "skip_lm_head"))
+def forward(
+    model: MoEModel,
+    params: dict[str, Any],
+    input_ids: jax.Array,
+    attention_mask: jax.Array | None = None,
+    positions: jax.Array | None = None,
+    return_routing: bool = False,
+    skip_lm_head: bool = False,
+) -> ModelOutput:
+    """Jit-compiled forward pass. With ``return_routing`` the output carries a
+    :class:`~rise_jax.models.routing.RoutingInfo`; without it no routing array is materialised."""
+    return model.apply(
+        {"params": params},
+        input_ids,
+        attention_mask,
+        positions,
+        return_routing=return_routing,
+        skip_lm_head=skip_lm_head,
+    )
+
+
+def export_model(
+    model: MoEModel,
+    params: dict[str, Any],
+    out_dir: str,
+    *,
+    source_dir: str | None = None,
+    dtype: Any = None,
+    overwrite: bool = False,
+    max_shard_bytes: int = 5 * 1024**3,
+    progress: bool = True,
+) -> str:
+    """Write ``params`` as an HF checkpoint directory (per-expert hub layout) that transformers loads.
+
+    With ``source_dir`` its ``config.json`` is written back (dtype updated) and its tokenizer files
+    are copied; otherwise a config is generated from the model's :class:`ModelConfig`.
+    """
+    hf_config = None
+    if source_dir is not None:
+        with open(os.path.join(source_dir, "config.json"), encoding="utf-8") as fh:
+            hf_config = json.load(fh)
+    return export_hf_checkpoint(
+        params,
+        model.cfg,
+        out_dir,
+        hf_config=hf_config,
+        dtype=as_dtype(dtype) if dtype is not None else None,
+        tokenizer_dir=source_dir,
+        overwrite=overwrite,
+        max_shard_bytes=max_shard_bytes,
+        progress=progress,
+    )
