@@ -1,0 +1,107 @@
+"""Tiny random HF models (the correctness oracle), built with transformers and ``save_pretrained``."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import torch
+import transformers
+
+SHARED_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")
+SHARED_DATA = os.path.normpath(SHARED_DATA)
+
+QWEN_BASE: dict[str, Any] = dict(
+    vocab_size=128,
+    hidden_size=32,
+    intermediate_size=48,
+    moe_intermediate_size=16,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=8,
+    num_experts=8,
+    num_experts_per_tok=2,
+    norm_topk_prob=True,
+    max_position_embeddings=256,
+)
+
+PHI_BASE: dict[str, Any] = dict(
+    vocab_size=128,
+    hidden_size=32,
+    intermediate_size=24,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    num_local_experts=6,
+    num_experts_per_tok=2,
+    max_position_embeddings=256,
+)
+
+
+def longrope(head_dim: int, original_max: int) -> dict[str, Any]:
+    half = head_dim // 2
+    return dict(
+        rope_type="longrope",
+        rope_theta=10000.0,
+        short_factor=[1.0 + 0.1 * i for i in range(half)],
+        long_factor=[1.5 + 0.2 * i for i in range(half)],
+        short_mscale=1.05,
+        long_mscale=1.2,
+        original_max_position_embeddings=original_max,
+    )
+
+
+def make_hf_model(family: str, seed: int = 0, **overrides) -> transformers.PreTrainedModel:
+    torch.manual_seed(seed)
+    if family == "qwen3_moe":
+        cfg = transformers.Qwen3MoeConfig(**{**QWEN_BASE, **overrides})
+        model = transformers.Qwen3MoeForCausalLM(cfg)
+    else:
+        cfg = transformers.PhimoeConfig(**{**PHI_BASE, **overrides})
+        model = transformers.PhimoeForCausalLM(cfg)
+    # Random init leaves norms at 1/0 and biases at 0; perturb them so they are tested too.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name or name.endswith("bias"):
+                p.add_(0.1 * torch.randn_like(p))
+    return model.eval()
+
+
+def save_hf_model(model, path: str, **kwargs) -> str:
+    model.save_pretrained(path, **kwargs)
+    return path
+
+
+def load_hf_model(path: str, dtype=torch.float32):
+    return transformers.AutoModelForCausalLM.from_pretrained(
+        path, dtype=dtype, attn_implementation="eager", experts_implementation="eager"
+    ).eval()
+
+
+def padded_batch(vocab: int, lengths: list[int], total: int, left: list[bool], seed: int = 0):
+    """``input_ids``/``attention_mask`` ``[B, total]``; row ``b`` has ``lengths[b]`` real tokens,
+    padded on the left where ``left[b]``."""
+    rng = np.random.RandomState(seed)
+    ids = np.zeros((len(lengths), total), np.int64)
+    mask = np.zeros((len(lengths), total), np.int64)
+    for b, (n, is_left) in enumerate(zip(lengths, left, strict=True)):
+        sl = slice(total - n, total) if is_left else slice(0, n)
+        ids[b, sl] = rng.randint(1, vocab, n)
+        mask[b, sl] = 1
+    return ids, mask
+
+
+@torch.no_grad()
+def hf_forward(model, ids: np.ndarray, mask: np.ndarray, positions: np.ndarray | None = None):
+    """HF logits ``[B, T, V]`` and per-layer router logits ``[L, B, T, E]`` as numpy."""
+    out = model(
+        input_ids=torch.tensor(ids),
+        attention_mask=torch.tensor(mask),
+        position_ids=None if positions is None else torch.tensor(positions),
+        output_router_logits=True,
+    )
+    b, t = ids.shape
+    router = np.stack([r.float().reshape(b, t, -1).numpy() for r in out.router_logits])
+    return out.logits.float().numpy(), router

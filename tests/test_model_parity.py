@@ -1,0 +1,180 @@
+"""Our Flax models against the HF PyTorch implementation on tiny random checkpoints."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from hf_reference import hf_forward, load_hf_model, longrope, make_hf_model, padded_batch, save_hf_model
+from transformers.models.phimoe.modeling_phimoe import sparsemixer
+
+import rise_jax
+from rise_jax.models import routing
+
+QWEN_CASES = {
+    "gqa2_normtopk": dict(),
+    "mha_no_norm_topk": dict(num_key_value_heads=4, norm_topk_prob=False),
+    "gqa4_headdim16": dict(num_attention_heads=8, num_key_value_heads=2, head_dim=16),
+    "mlp_only_layers_tied": dict(mlp_only_layers=[1], tie_word_embeddings=True),
+    "sparse_step2_top3": dict(decoder_sparse_step=2, num_hidden_layers=4, num_experts_per_tok=3),
+    "attention_bias": dict(attention_bias=True),
+}
+PHI_CASES = {
+    "gqa2": dict(),
+    "mha_biases": dict(num_key_value_heads=4, attention_bias=True, lm_head_bias=True),
+    "longrope_short": dict(rope_parameters=longrope(8, 64), max_position_embeddings=256),
+    "longrope_long": dict(rope_parameters=longrope(8, 12), max_position_embeddings=256),
+    "tied": dict(tie_word_embeddings=True),
+}
+CASES = [("qwen3_moe", k, v) for k, v in QWEN_CASES.items()] + [("phimoe", k, v) for k, v in PHI_CASES.items()]
+
+
+def hf_topk(family: str, router_logits: np.ndarray, k: int, norm: bool, jitter: float) -> np.ndarray:
+    """Expert indices from HF's own router functions applied to HF's router logits."""
+    logits = torch.tensor(router_logits)
+    if family == "qwen3_moe":
+        return torch.topk(torch.softmax(logits, dim=-1, dtype=torch.float), k, dim=-1).indices.numpy()
+    return sparsemixer(logits, jitter_eps=jitter, training=False)[1].numpy()
+
+
+@pytest.mark.parametrize("family,name,overrides", CASES, ids=[f"{f}-{n}" for f, n, _ in CASES])
+def test_fp32_logits_and_topk_match_hf_with_left_and_right_padding(tmp_path, family, name, overrides):
+    hf = make_hf_model(family, seed=1, **overrides)
+    path = save_hf_model(hf, str(tmp_path / "ckpt"))
+    hf = load_hf_model(path)
+    model, params = rise_jax.load_model(path, dtype="float32", dispatch="dense", progress=False)
+    cfg = model.cfg
+    total = 20
+    ids, mask = padded_batch(cfg.vocab_size, [20, 13, 7, 16], total, [False, True, False, True], seed=2)
+
+    ref_logits, ref_router = hf_forward(hf, ids, mask)
+    out = rise_jax.forward(model, params, jnp.asarray(ids), jnp.asarray(mask), return_routing=True)
+    real = mask.astype(bool)
+    err = np.abs(np.asarray(out.logits) - ref_logits)[real].max()
+    assert err < 1e-4, f"max abs logit error {err}"
+
+    # Per-layer top-k identical to HF's on every real token.
+    ref_idx = hf_topk(family, ref_router, cfg.top_k, cfg.norm_topk_prob, cfg.router_jitter_noise)
+    ours = np.asarray(out.routing.topk_indices)
+    assert ours.shape == (cfg.num_moe_layers, *ids.shape, cfg.top_k)
+    np.testing.assert_array_equal(ours[:, real], ref_idx[:, real])
+    np.testing.assert_allclose(np.asarray(out.routing.router_logits)[:, real], ref_router[:, real], atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["qwen3_moe", "phimoe"])
+def test_generate_style_positions_match_hf(tmp_path, family):
+    """Left padding with positions = cumsum(mask) - 1, HF generate's convention."""
+    over = {"rope_parameters": longrope(8, 10)} if family == "phimoe" else {}
+    path = save_hf_model(make_hf_model(family, seed=3, **over), str(tmp_path / "ckpt"))
+    hf = load_hf_model(path)
+    model, params = rise_jax.load_model(path, dtype="float32", progress=False)
+    ids, mask = padded_batch(model.cfg.vocab_size, [12, 5, 9], 12, [True, True, True], seed=4)
+    pos = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
+    ref_logits, _ = hf_forward(hf, ids, mask, positions=pos)
+    out = rise_jax.forward(model, params, jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(pos))
+    err = np.abs(np.asarray(out.logits) - ref_logits)[mask.astype(bool)].max()
+    assert err < 1e-4
+
+
+@pytest.mark.parametrize("family", ["qwen3_moe", "phimoe"])
+def test_bf16_mean_token_kl_against_hf_bf16_is_small(tmp_path, family):
+    path = save_hf_model(make_hf_model(family, seed=5), str(tmp_path / "ckpt"))
+    hf = load_hf_model(path, dtype=torch.bfloat16)
+    model, params = rise_jax.load_model(path, dtype="bfloat16", progress=False)
+    ids, mask = padded_batch(model.cfg.vocab_size, [16, 10], 16, [False, True], seed=6)
+    ref_logits, _ = hf_forward(hf, ids, mask)
+    out = rise_jax.forward(model, params, jnp.asarray(ids), jnp.asarray(mask))
+    p = jax.nn.log_softmax(jnp.asarray(ref_logits, jnp.float32), -1)
+    q = jax.nn.log_softmax(out.logits.astype(jnp.float32), -1)
+    kl = jnp.sum(jnp.exp(p) * (p - q), -1)
+    mean_kl = float(kl[mask.astype(bool)].mean())
+    assert mean_kl <= 1e-3, mean_kl
+
+
+def test_sparsemixer_eval_weights_match_hf_including_near_ties():
+    rng = np.random.RandomState(0)
+    scores = rng.randn(512, 16).astype(np.float32)
+    # Near-ties around the top logits exercise the relative 2·eps band.
+    scores[:128, 3] = scores[:128].max(-1) * (1 - 0.015 * rng.rand(128))
+    scores[128:256] *= 0.01
+    for eps in (0.01, 0.1):
+        ref_w, ref_i = sparsemixer(torch.tensor(scores), jitter_eps=eps, training=False)
+        w, i = routing.sparsemixer_eval(jnp.asarray(scores), eps)
+        np.testing.assert_array_equal(np.asarray(i), ref_i.numpy())
+        assert np.abs(np.asarray(w) - ref_w.numpy()).max() < 1e-6
+
+
+def test_sparsemixer_train_backward_equals_hf_phimoe_multiplier():
+    """The custom VJP reproduces transformers' PhimoeMultiplier.backward."""
+    from transformers.models.phimoe.modeling_phimoe import PhimoeMultiplier
+
+    rng = np.random.RandomState(1)
+    n, e = 32, 8
+    scores = rng.randn(n, e).astype(np.float32)
+    gates = jax.nn.softmax(jnp.asarray(rng.randn(n, e).astype(np.float32)), -1)
+    sel = rng.randint(0, e, (n, 1))
+    mult = jnp.take_along_axis(gates, jnp.asarray(sel), -1)
+    mask_for_one = jnp.asarray(np.where(rng.rand(n, 1) > 0.5, 1.0, 0.3333).astype(np.float32))
+    g_out = rng.randn(n, 1).astype(np.float32)
+
+    ts = torch.tensor(scores, requires_grad=True)
+    out = PhimoeMultiplier.apply(
+        ts,
+        torch.tensor(np.asarray(mult)),
+        torch.tensor(sel),
+        torch.tensor(np.asarray(gates)),
+        torch.tensor(np.asarray(mask_for_one)),
+    )
+    out.backward(torch.tensor(g_out))
+
+    onehot = jax.nn.one_hot(sel[:, 0], e)
+    f = lambda s: routing._phimoe_multiplier(s, mult, onehot, gates, mask_for_one)  # noqa: E731
+    y, vjp = jax.vjp(f, jnp.asarray(scores))
+    np.testing.assert_allclose(np.asarray(y), out.detach().numpy(), atol=1e-7)
+    np.testing.assert_allclose(np.asarray(vjp(jnp.asarray(g_out))[0]), ts.grad.numpy(), atol=1e-6)
+
+
+def test_sparsemixer_train_mode_is_seeded_and_differentiable(tmp_path):
+    path = save_hf_model(make_hf_model("phimoe", seed=7, router_jitter_noise=0.5), str(tmp_path / "ckpt"))
+    model, params = rise_jax.load_model(path, dtype="float32", router_mode="sparsemixer_train", progress=False)
+    ids = jnp.asarray(np.random.RandomState(0).randint(0, 128, (2, 8)))
+
+    def loss(p, key):
+        out = model.apply({"params": p}, ids, rngs={"router": key}, return_routing=True)
+        return jnp.mean(out.logits**2), out.routing.topk_indices
+
+    (l1, i1), g = jax.value_and_grad(loss, has_aux=True)(params, jax.random.PRNGKey(0))
+    l2, i2 = loss(params, jax.random.PRNGKey(0))
+    _, i3 = loss(params, jax.random.PRNGKey(1))
+    assert float(l1) == float(l2) and np.array_equal(i1, i2)
+    assert not np.array_equal(i1, i3)  # sampling depends on the key
+    assert float(jnp.abs(g["layers"]["moe"]["router"]).sum()) > 0  # router gets the Heun gradient
+
+
+def test_layers_are_scanned_so_program_size_does_not_grow_with_depth(tmp_path):
+    sizes = []
+    for layers in (2, 8):
+        cfg = rise_jax.config_from_hf_dict({**_qwen_dict(), "num_hidden_layers": layers})
+        model = rise_jax.MoEModel(cfg)
+        params = jax.eval_shape(lambda m=model: m.init(jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32)))
+        jaxpr = jax.make_jaxpr(lambda p, m=model: m.apply(p, jnp.zeros((1, 4), jnp.int32)))(params)
+        sizes.append(len(str(jaxpr)))
+    assert abs(sizes[0] - sizes[1]) < 0.02 * sizes[0], sizes
+
+
+def test_routing_output_is_absent_unless_requested(qwen_dir):
+    model, params = rise_jax.load_model(qwen_dir, dtype="float32", progress=False)
+    ids = jnp.ones((1, 5), jnp.int32)
+    assert rise_jax.forward(model, params, ids).routing is None
+    lowered = jax.jit(lambda p: model.apply({"params": p}, ids)).lower(params)
+    assert len(jax.tree_util.tree_leaves(lowered.out_info)) == 2  # logits and hidden only
+    info = rise_jax.forward(model, params, ids, return_routing=True).routing
+    mask = np.asarray(info.activation_mask())
+    assert mask.shape == (model.cfg.num_moe_layers, 1, 5, model.cfg.num_experts)
+    assert (mask.sum(-1) == model.cfg.top_k).all()
+
+
+def _qwen_dict():
+    from hf_reference import QWEN_BASE
+
+    return {"model_type": "qwen3_moe", **QWEN_BASE}
