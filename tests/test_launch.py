@@ -1,0 +1,107 @@
+"""The CLI: ``python -m rise_jax.launch`` with the inspect stage, overrides and config errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def launch(*args, cwd=ROOT):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    return subprocess.run(
+        [sys.executable, "-m", "rise_jax.launch", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_inspect_prints_and_writes_summary_and_orbax_params(tmp_path, qwen_dir):
+    r = launch(
+        "--config=configs/qwen3_30b_a3b.py",
+        f"--config.model.checkpoint={qwen_dir}",
+        "--config.model.dtype=float32",
+        "--config.inspect.save_params=True",
+        f"--workdir={tmp_path}",
+    )
+    assert r.returncode == 0, r.stderr
+    assert "zones        shallow 0-0 | middle 1-1 | deep 2-2" in r.stdout
+    info = json.load(open(tmp_path / "inspect.json"))
+    assert info["model_type"] == "qwen3_moe" and info["num_experts"] == 8 and info["moe_layers"] == 3
+    assert info["params"]["experts"] == 3 * 8 * 3 * 32 * 16
+
+    import orbax.checkpoint as ocp
+
+    import rise_jax
+
+    _, params = rise_jax.load_model(qwen_dir, dtype="float32", progress=False)
+    restored = ocp.StandardCheckpointer().restore(info["params_checkpoint"], params)
+    for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(restored), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_full_size_zones_and_parameter_counts_from_config_only():
+    from rise_jax.stages.inspect import parameter_counts, zones
+
+    assert zones(48) == {"shallow": [0, 17], "middle": [18, 29], "deep": [30, 47]}
+    assert zones(32) == {"shallow": [0, 11], "middle": [12, 19], "deep": [20, 31]}
+    assert zones(4)["middle"] is None
+    import rise_jax
+
+    qwen30b = rise_jax.config_from_hf_dict(
+        {
+            "model_type": "qwen3_moe",
+            "vocab_size": 151936,
+            "hidden_size": 2048,
+            "intermediate_size": 6144,
+            "moe_intermediate_size": 768,
+            "num_hidden_layers": 48,
+            "num_attention_heads": 32,
+            "num_key_value_heads": 4,
+            "head_dim": 128,
+            "num_experts": 128,
+            "num_experts_per_tok": 8,
+            "norm_topk_prob": True,
+            "rope_theta": 1000000.0,
+        }
+    )
+    counts = parameter_counts(qwen30b)
+    assert 30.4e9 < counts["total"] < 30.6e9  # "30.5B in total"
+    assert 3.2e9 < counts["active_per_token"] < 3.4e9  # "3.3B activated"
+
+
+def test_demo_config_runs_inspect_on_a_built_checkpoint(tmp_path):
+    r = launch("--config=configs/demo.py", f"--workdir={tmp_path}")
+    assert r.returncode == 0, r.stderr
+    assert os.path.isfile(tmp_path / "demo_checkpoint" / "config.json")
+    assert json.load(open(tmp_path / "inspect.json"))["model_type"] == "qwen3_moe"
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--config.stages=inspect,nosuch"], "unknown stage(s) ['nosuch']"),
+        (["--config.model.nosuchkey=1"], "nosuchkey"),
+        (
+            ["--config.model.demo=False", "--config.model.checkpoint=/does/not/exist"],
+            "/does/not/exist: checkpoint directory does not exist",
+        ),
+        (["--config.model.dtype=int8"], "unknown dtype 'int8'"),
+        (["--config.model.dispatch=magic"], "unknown MoE dispatch 'magic'"),
+        (["--config.inspect.load_weights=maybe"], "load_weights"),
+    ],
+)
+def test_config_errors_are_clear(tmp_path, args, message):
+    r = launch("--config=configs/demo.py", f"--workdir={tmp_path}", *args)
+    assert r.returncode != 0
+    assert message in r.stderr
+
+
+def test_unwritable_workdir_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    r = launch("--config=configs/demo.py", f"--workdir={blocker / 'sub'}")
+    assert r.returncode != 0 and "cannot be created" in r.stderr
