@@ -21,7 +21,7 @@ def _problem(n=37, h=16, i=8, e=6, k=2, skew=False, seed=0):
     return tuple(map(jnp.asarray, (x, wg, wu, wd, idx.astype(np.int32), w)))
 
 
-@pytest.mark.parametrize("impl", ["ragged", "sorted_scan"])
+@pytest.mark.parametrize("impl", ["ragged", "grouped_scan"])
 @pytest.mark.parametrize("skew", [False, True])
 def test_grouped_dispatch_equals_dense_reference_in_value_and_gradient(impl, skew):
     x, wg, wu, wd, idx, w = _problem(skew=skew)
@@ -56,6 +56,26 @@ def test_unknown_dispatch_is_a_clear_error():
 
 
 def test_auto_picks_sorted_scan_on_cpu_and_ragged_on_accelerators():
-    assert dispatch.default_impl("cpu") == "sorted_scan"
+    assert dispatch.default_impl("cpu") == "grouped_scan"
     assert dispatch.default_impl("gpu") == "ragged"
     assert dispatch.default_impl("tpu") == "ragged"
+
+
+@pytest.mark.parametrize("window", [8, 16])
+def test_grouped_matmul_equals_ragged_dot_with_empty_groups_and_trailing_rows(window):
+    from rise_jax.models.grouped_matmul import grouped_matmul
+
+    rng = np.random.RandomState(3)
+    lhs = jnp.asarray(rng.randn(50, 8).astype(np.float32))
+    rhs = jnp.asarray(rng.randn(5, 8, 6).astype(np.float32))
+    sizes = jnp.asarray([10, 0, 25, 13, 0], jnp.int32)  # 48 of 50 rows: the last two are zero
+
+    def f(gmm, lhs, rhs):
+        return jnp.sum(jnp.sin(gmm(lhs, rhs, sizes)))
+
+    ours = lambda l_, r_, s_: grouped_matmul(l_, r_, s_, window=window)  # noqa: E731
+    np.testing.assert_allclose(ours(lhs, rhs, sizes), jax.lax.ragged_dot(lhs, rhs, sizes), atol=1e-5)
+    g_ours = jax.grad(f, argnums=(1, 2))(ours, lhs, rhs)
+    g_ref = jax.grad(f, argnums=(1, 2))(jax.lax.ragged_dot, lhs, rhs)
+    for a, b in zip(g_ours, g_ref, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)

@@ -8,9 +8,10 @@ implementations that agree to fp32 round-off and never drop a token:
   loop-over-experts reference plays the same role).
 * ``"ragged"`` — the token-expert pairs sorted by expert and fed to ``jax.lax.ragged_dot``
   (grouped matmul; native on GPU/TPU, emulated on CPU).
-* ``"sorted_scan"`` — pairs sorted by expert, then a ``lax.scan`` over experts where each step
-  multiplies a fixed-size window of the sorted rows by one expert's weights. Exact and dropless;
-  efficient on CPU, where ``ragged_dot`` is emulated.
+* ``"grouped_scan"`` — the same sorted rows through
+  :func:`~rise_jax.models.grouped_matmul.grouped_expert_mlp`: a scan over experts, each walking
+  its rows in fixed windows (exact, dropless, custom VJP). Efficient on CPU, where XLA emulates
+  ``ragged_dot`` densely.
 
 ``"auto"`` picks the fastest exact one for the backend (measured in ``bench/forward.py``).
 
@@ -24,15 +25,17 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from rise_jax.models.grouped_matmul import grouped_expert_mlp
+
 Array = jax.Array
 
-IMPLEMENTATIONS = ("dense", "ragged", "sorted_scan")
+IMPLEMENTATIONS = ("dense", "ragged", "grouped_scan")
 
 
 def default_impl(backend: str | None = None) -> str:
     """Fastest exact implementation per backend: grouped matmul on accelerators, scan on CPU."""
     backend = backend or jax.default_backend()
-    return "sorted_scan" if backend == "cpu" else "ragged"
+    return "grouped_scan" if backend == "cpu" else "ragged"
 
 
 def resolve_impl(impl: str) -> str:
@@ -74,68 +77,36 @@ def _unsort(y_sorted: Array, order: Array, n: int, k: int) -> Array:
     return y.reshape(n, k, -1)
 
 
-def dispatch_ragged(x: Array, w_gate: Array, w_up: Array, w_down: Array, indices: Array, weights: Array) -> Array:
-    """Grouped matmul over expert-sorted rows with ``jax.lax.ragged_dot``."""
+def _dispatch_sorted(x, w_gate, w_up, w_down, indices, weights, gmm) -> Array:
+    """Sort the token-expert pairs by expert, run the expert MLP as three grouped matmuls, unsort."""
     n, k = indices.shape
     order, token, sizes = _sort_by_expert(indices, w_gate.shape[0])
     xs = x[token]
-    h = jax.nn.silu(jax.lax.ragged_dot(xs, w_gate, sizes)) * jax.lax.ragged_dot(xs, w_up, sizes)
-    ys = jax.lax.ragged_dot(h, w_down, sizes)
+    h = jax.nn.silu(gmm(xs, w_gate, sizes)) * gmm(xs, w_up, sizes)
+    ys = gmm(h, w_down, sizes)
     return _combine(_unsort(ys, order, n, k), weights, x.dtype)
 
 
-def _window_size(n_pairs: int, num_experts: int) -> int:
-    """Rows per scan step: enough for a balanced load, rounded to 8; groups larger than it loop."""
-    avg = -(-n_pairs // num_experts)
-    return max(8, min(n_pairs, -(-avg // 8) * 8))
+def dispatch_ragged(x: Array, w_gate: Array, w_up: Array, w_down: Array, indices: Array, weights: Array) -> Array:
+    """Grouped matmul over expert-sorted rows with ``jax.lax.ragged_dot``."""
+    return _dispatch_sorted(x, w_gate, w_up, w_down, indices, weights, jax.lax.ragged_dot)
 
 
-def dispatch_sorted_scan(x: Array, w_gate: Array, w_up: Array, w_down: Array, indices: Array, weights: Array) -> Array:
-    """Expert-sorted rows processed in fixed windows: ``scan`` over (expert, window) steps.
-
-    The sorted rows of expert ``e`` occupy ``[start_e, start_e + size_e)``. Step ``s`` handles
-    expert ``e_s`` and rows ``[start_e + j·W, start_e + (j+1)·W)`` for its ``j``-th window; rows
-    past the group end are masked out. The step count is static: ``E + ceil(N·k / W)`` covers any
-    load (each expert needs ``ceil(size_e / W) ≤ size_e / W + 1`` windows), so nothing is dropped.
-    """
+def dispatch_grouped_scan(x: Array, w_gate: Array, w_up: Array, w_down: Array, indices: Array, weights: Array) -> Array:
+    """Expert-sorted rows through :func:`~rise_jax.models.grouped_matmul.grouped_expert_mlp`."""
     n, k = indices.shape
-    num_experts = w_gate.shape[0]
-    n_pairs = n * k
-    order, token, sizes = _sort_by_expert(indices, num_experts)
-    xs = x[token]
-    win = _window_size(n_pairs, num_experts)
-    xs_pad = jnp.concatenate([xs, jnp.zeros((win, x.shape[1]), x.dtype)], axis=0)
-
-    starts = jnp.concatenate([jnp.zeros((1,), jnp.int32), jnp.cumsum(sizes)[:-1].astype(jnp.int32)])
-    n_windows = (sizes + win - 1) // win  # per expert
-    steps = num_experts + -(-n_pairs // win)
-    # step s -> (expert, window j): expert = number of experts whose windows end at or before s.
-    window_ends = jnp.cumsum(n_windows)
-    s = jnp.arange(steps)
-    step_expert = jnp.minimum(jnp.searchsorted(window_ends, s, side="right"), num_experts - 1).astype(jnp.int32)
-    step_j = s - (window_ends[step_expert] - n_windows[step_expert])
-    step_valid = s < window_ends[-1]
-
-    def body(acc: Array, inp):
-        e, j, valid = inp
-        row0 = starts[e] + j * win
-        rows = jax.lax.dynamic_slice_in_dim(xs_pad, row0, win, axis=0)
-        h = jax.nn.silu(rows @ w_gate[e]) * (rows @ w_up[e])
-        y = h @ w_down[e]
-        live = valid & (jnp.arange(win) < sizes[e] - j * win)
-        y = jnp.where(live[:, None], y, jnp.zeros_like(y))
-        old = jax.lax.dynamic_slice_in_dim(acc, row0, win, axis=0)
-        acc = jax.lax.dynamic_update_slice_in_dim(acc, old + y, row0, axis=0)
-        return acc, None
-
-    acc0 = jnp.zeros((n_pairs + win, x.shape[1]), x.dtype)
-    acc, _ = jax.lax.scan(body, acc0, (step_expert, step_j, step_valid))
-    return _combine(_unsort(acc[:n_pairs], order, n, k), weights, x.dtype)
+    order, token, sizes = _sort_by_expert(indices, w_gate.shape[0])
+    ys = grouped_expert_mlp(x[token], w_gate, w_up, w_down, sizes)
+    return _combine(_unsort(ys, order, n, k), weights, x.dtype)
 
 
 def dispatch(
     x: Array, w_gate: Array, w_up: Array, w_down: Array, indices: Array, weights: Array, impl: str = "auto"
 ) -> Array:
     """Apply the routed experts to tokens ``x`` ``[N, H]``; ``indices``/``weights`` ``[N, k]``."""
-    fn = {"dense": dispatch_dense, "ragged": dispatch_ragged, "sorted_scan": dispatch_sorted_scan}[resolve_impl(impl)]
+    fn = {
+        "dense": dispatch_dense,
+        "ragged": dispatch_ragged,
+        "grouped_scan": dispatch_grouped_scan,
+    }[resolve_impl(impl)]
     return fn(x, w_gate, w_up, w_down, indices, weights)

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 from rise_jax.models import dispatch as dispatch_lib
 from rise_jax.models import routing
 from rise_jax.models.config import ModelConfig
-from rise_jax.models.layers import Attention, attention_bias, make_norm, rope_cos_sin
+from rise_jax.models.layers import Attention, attention_visibility, make_norm, rope_cos_sin
 
 Array = jax.Array
 DType = Any
@@ -170,10 +170,10 @@ class DecoderLayer(nn.Module):
     return_routing: bool = False
 
     @nn.compact
-    def __call__(self, x: Array, cos: Array, sin: Array, bias: Array):
+    def __call__(self, x: Array, cos: Array, sin: Array, visible: Array):
         cfg, opts = self.cfg, self.opts
         h = make_norm(cfg, opts.param_dtype, "input_norm")(x)
-        x = x + Attention(cfg, opts.dtype, opts.param_dtype, name="attn")(h, cos, sin, bias)
+        x = x + Attention(cfg, opts.dtype, opts.param_dtype, name="attn")(h, cos, sin, visible)
         h = make_norm(cfg, opts.param_dtype, "post_attention_norm")(x)
         if self.is_moe:
             y, info = MoEBlock(cfg, opts, name="moe")(h)
@@ -224,7 +224,7 @@ class MoEModel(nn.Module):
         )
         x = embed(input_ids).astype(opts.dtype)
         cos, sin = rope_cos_sin(cfg, positions, opts.dtype)
-        bias = attention_bias(attention_mask, t, t, sliding_window=cfg.sliding_window)
+        visible = attention_visibility(attention_mask, t, t, sliding_window=cfg.sliding_window)
 
         infos = []
         for run in layer_runs(cfg):
@@ -236,7 +236,7 @@ class MoEModel(nn.Module):
                 in_axes=(nn.broadcast, nn.broadcast, nn.broadcast),
                 length=run.length,
             )
-            x, ys = scanned(cfg, opts, run.is_moe, return_routing, name=run.name)(x, cos, sin, bias)
+            x, ys = scanned(cfg, opts, run.is_moe, return_routing, name=run.name)(x, cos, sin, visible)
             if run.is_moe and return_routing:
                 infos.append(ys)
         x = make_norm(cfg, opts.param_dtype, "final_norm")(x)

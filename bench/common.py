@@ -1,0 +1,98 @@
+"""Shared benchmark helpers: the mid-size config, timing by medians, matmul peaks."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+MID_QWEN: dict[str, Any] = {
+    "model_type": "qwen3_moe",
+    "architectures": ["Qwen3MoeForCausalLM"],
+    "vocab_size": 4096,
+    "hidden_size": 512,
+    "intermediate_size": 1024,
+    "moe_intermediate_size": 256,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 4,
+    "head_dim": 64,
+    "num_experts": 64,
+    "num_experts_per_tok": 8,
+    "norm_topk_prob": True,
+    "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0},
+    "max_position_embeddings": 4096,
+    "tie_word_embeddings": False,
+}
+
+QWEN3_30B_A3B: dict[str, Any] = {
+    **MID_QWEN,
+    "vocab_size": 151936,
+    "hidden_size": 2048,
+    "intermediate_size": 6144,
+    "moe_intermediate_size": 768,
+    "num_hidden_layers": 48,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 4,
+    "head_dim": 128,
+    "num_experts": 128,
+    "num_experts_per_tok": 8,
+    "max_position_embeddings": 40960,
+}
+
+
+def set_threads(n: int = 2) -> None:
+    os.environ.setdefault("XLA_FLAGS", f"--xla_cpu_multi_thread_eigen=true intra_op_parallelism_threads={n}")
+    try:
+        import torch
+
+        torch.set_num_threads(n)
+    except ImportError:
+        pass
+
+
+def median_time(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def forward_flops(cfg: dict[str, Any], batch: int, seq: int) -> float:
+    """Model FLOPs of one forward (multiply-add = 2), full T x T attention as computed."""
+    h, l = cfg["hidden_size"], cfg["num_hidden_layers"]
+    qd = cfg["num_attention_heads"] * cfg["head_dim"]
+    kvd = cfg["num_key_value_heads"] * cfg["head_dim"]
+    per_tok = 2 * h * (2 * qd + 2 * kvd)  # q, k, v, o projections
+    per_tok += 2 * 2 * seq * qd  # scores + weighted values
+    per_tok += 2 * h * cfg["num_experts"]  # router
+    per_tok += 2 * 3 * h * cfg["moe_intermediate_size"] * cfg["num_experts_per_tok"]  # routed experts
+    return batch * seq * (l * per_tok + 2 * h * cfg["vocab_size"])
+
+
+def matmul_peaks(n: int = 2048) -> dict[str, float]:
+    """GFLOP/s of one fp32 n x n matmul in XLA and in torch on this machine."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    a = jnp.asarray(np.random.rand(n, n).astype(np.float32))
+    f = jax.jit(lambda x: x @ x)
+    f(a).block_until_ready()
+    t_xla = median_time(lambda: f(a).block_until_ready(), repeats=7)
+    out = {"xla": 2 * n**3 / t_xla / 1e9}
+    try:
+        import torch
+
+        ta = torch.rand(n, n)
+        t_torch = median_time(lambda: ta @ ta, repeats=7)
+        out["torch"] = 2 * n**3 / t_torch / 1e9
+    except ImportError:
+        pass
+    return out

@@ -1,0 +1,186 @@
+"""``grouped_matmul``: ``jax.lax.ragged_dot`` semantics, computed efficiently on CPU.
+
+``out[r] = lhs[r] @ rhs[g(r)]`` where rows are grouped contiguously: the first ``sizes[0]`` rows
+use ``rhs[0]``, the next ``sizes[1]`` use ``rhs[1]``, and so on. XLA's CPU backend emulates
+``ragged_dot`` with a dense masked computation over all groups (G times the FLOPs; see
+``bench/forward.py``). Here a ``scan`` over groups reads each group's weight once, and an inner
+``while_loop`` walks the group's rows in fixed windows of ``W`` rows; the last, partial window of a
+group is masked on write. Work is ``sum_g ceil(size_g / W)`` window matmuls, exact and dropless.
+
+``while_loop`` has no reverse-mode rule, so the VJP is written out (``jax.custom_vjp``):
+``d lhs = grouped_matmul(d out, rhs^T)`` and ``d rhs[g] = lhs_g^T d out_g`` (the same walk,
+accumulating per group).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+def default_window(num_rows: int, num_groups: int) -> int:
+    """Rows per window: half a balanced group, rounded up to 8, between 8 and 256."""
+    half = -(-num_rows // (2 * max(num_groups, 1)))
+    return int(min(256, max(8, -(-half // 8) * 8)))
+
+
+def _starts(sizes: Array) -> Array:
+    sizes = sizes.astype(jnp.int32)
+    return jnp.cumsum(sizes) - sizes
+
+
+def _pad_rows(x: Array, win: int) -> Array:
+    return jnp.concatenate([x, jnp.zeros((win, *x.shape[1:]), x.dtype)], axis=0)
+
+
+def _forward(lhs: Array, rhs: Array, sizes: Array, win: int) -> Array:
+    m = lhs.shape[0]
+    lhs_p = _pad_rows(lhs, win)
+    out0 = jnp.zeros((m + win, rhs.shape[-1]), lhs.dtype)
+
+    def per_group(out: Array, inp):
+        w, start, size = inp
+
+        def body(carry):
+            j, out = carry
+            r0 = start + j * win
+            rows = jax.lax.dynamic_slice_in_dim(lhs_p, r0, win, axis=0)
+            y = (rows @ w).astype(out.dtype)
+            live = (jnp.arange(win) < size - j * win)[:, None]
+            old = jax.lax.dynamic_slice_in_dim(out, r0, win, axis=0)
+            return j + 1, jax.lax.dynamic_update_slice_in_dim(out, jnp.where(live, y, old), r0, axis=0)
+
+        _, out = jax.lax.while_loop(lambda c: c[0] * win < size, body, (jnp.int32(0), out))
+        return out, None
+
+    out, _ = jax.lax.scan(per_group, out0, (rhs, _starts(sizes), sizes.astype(jnp.int32)))
+    return out[:m]
+
+
+def _rhs_grad(lhs: Array, dout: Array, sizes: Array, win: int, rhs_dtype) -> Array:
+    lhs_p, dout_p = _pad_rows(lhs, win), _pad_rows(dout, win)
+    k, n = lhs.shape[1], dout.shape[1]
+
+    def per_group(_, inp):
+        start, size = inp
+
+        def body(carry):
+            j, acc = carry
+            r0 = start + j * win
+            live = (jnp.arange(win) < size - j * win)[:, None]
+            rows = jnp.where(live, jax.lax.dynamic_slice_in_dim(lhs_p, r0, win, axis=0), 0)
+            dy = jax.lax.dynamic_slice_in_dim(dout_p, r0, win, axis=0)
+            return j + 1, acc + (rows.T @ dy).astype(jnp.float32)
+
+        _, acc = jax.lax.while_loop(lambda c: c[0] * win < size, body, (jnp.int32(0), jnp.zeros((k, n), jnp.float32)))
+        return None, acc.astype(rhs_dtype)
+
+    _, grad = jax.lax.scan(per_group, None, (_starts(sizes), sizes.astype(jnp.int32)))
+    return grad
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _grouped_matmul(lhs: Array, rhs: Array, sizes: Array, win: int) -> Array:
+    return _forward(lhs, rhs, sizes, win)
+
+
+def _gmm_fwd(lhs, rhs, sizes, win):
+    return _forward(lhs, rhs, sizes, win), (lhs, rhs, sizes)
+
+
+def _gmm_bwd(win, res, dout):
+    lhs, rhs, sizes = res
+    dlhs = _forward(dout.astype(lhs.dtype), jnp.swapaxes(rhs, 1, 2), sizes, win)
+    drhs = _rhs_grad(lhs, dout, sizes, win, rhs.dtype)
+    return dlhs, drhs, None
+
+
+_grouped_matmul.defvjp(_gmm_fwd, _gmm_bwd)
+
+
+def grouped_matmul(lhs: Array, rhs: Array, group_sizes: Array, window: int | None = None) -> Array:
+    """``lhs`` ``[M, K]`` (rows sorted by group), ``rhs`` ``[G, K, N]``, ``group_sizes`` ``[G]``
+    summing to at most ``M`` -> ``[M, N]``; rows past the groups are zero, as with ragged_dot."""
+    win = window or default_window(lhs.shape[0], rhs.shape[0])
+    return _grouped_matmul(lhs, rhs, group_sizes, win)
+
+
+def _silu_grad(g: Array) -> Array:
+    sig = jax.nn.sigmoid(g)
+    return sig * (1 + g * (1 - sig))
+
+
+def _mlp_forward(xs: Array, w_gate: Array, w_up: Array, w_down: Array, sizes: Array, win: int) -> Array:
+    """The expert MLP ``down(silu(x gate) * (x up))`` in one walk: each expert's three weights are
+    read once and each window of rows goes through all three matmuls while it is in cache."""
+    m = xs.shape[0]
+    xp = _pad_rows(xs, win)
+    out0 = jnp.zeros((m + win, w_down.shape[-1]), xs.dtype)
+
+    def per_group(out: Array, inp):
+        wg, wu, wd, start, size = inp
+
+        def body(carry):
+            j, out = carry
+            r0 = start + j * win
+            rows = jax.lax.dynamic_slice_in_dim(xp, r0, win, axis=0)
+            y = ((jax.nn.silu(rows @ wg) * (rows @ wu)) @ wd).astype(out.dtype)
+            live = (jnp.arange(win) < size - j * win)[:, None]
+            old = jax.lax.dynamic_slice_in_dim(out, r0, win, axis=0)
+            return j + 1, jax.lax.dynamic_update_slice_in_dim(out, jnp.where(live, y, old), r0, axis=0)
+
+        _, out = jax.lax.while_loop(lambda c: c[0] * win < size, body, (jnp.int32(0), out))
+        return out, None
+
+    out, _ = jax.lax.scan(per_group, out0, (w_gate, w_up, w_down, _starts(sizes), sizes.astype(jnp.int32)))
+    return out[:m]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+def _grouped_expert_mlp(xs, w_gate, w_up, w_down, sizes, win):
+    return _mlp_forward(xs, w_gate, w_up, w_down, sizes, win)
+
+
+def _mlp_fwd(xs, w_gate, w_up, w_down, sizes, win):
+    return _mlp_forward(xs, w_gate, w_up, w_down, sizes, win), (xs, w_gate, w_up, w_down, sizes)
+
+
+def _mlp_bwd(win, res, dy):
+    """Recompute the activations with :func:`grouped_matmul`'s walk, then the chain rule."""
+    xs, w_gate, w_up, w_down, sizes = res
+    g = _forward(xs, w_gate, sizes, win)
+    u = _forward(xs, w_up, sizes, win)
+    act = jax.nn.silu(g)
+    h = act * u
+    dy = dy.astype(xs.dtype)
+    dh = _forward(dy, jnp.swapaxes(w_down, 1, 2), sizes, win)
+    d_down = _rhs_grad(h, dy, sizes, win, w_down.dtype)
+    dg = (dh * u * _silu_grad(g.astype(jnp.float32)).astype(dh.dtype)).astype(xs.dtype)
+    du = (dh * act).astype(xs.dtype)
+    dxs = _forward(dg, jnp.swapaxes(w_gate, 1, 2), sizes, win) + _forward(du, jnp.swapaxes(w_up, 1, 2), sizes, win)
+    d_gate = _rhs_grad(xs, dg, sizes, win, w_gate.dtype)
+    d_up = _rhs_grad(xs, du, sizes, win, w_up.dtype)
+    return dxs, d_gate, d_up, d_down, None
+
+
+_grouped_expert_mlp.defvjp(_mlp_fwd, _mlp_bwd)
+
+
+def mlp_window(num_rows: int, num_groups: int) -> int:
+    """Rows per window of the fused walk: a quarter of a balanced group, rounded up to 8, in
+    ``[8, 128]`` (measured fastest on CPU; see bench/RESULTS.md)."""
+    quarter = -(-num_rows // (4 * max(num_groups, 1)))
+    return int(min(128, max(8, -(-quarter // 8) * 8)))
+
+
+def grouped_expert_mlp(
+    xs: Array, w_gate: Array, w_up: Array, w_down: Array, group_sizes: Array, window: int | None = None
+) -> Array:
+    """Expert MLP on expert-sorted rows: row ``r`` of group ``g`` gets
+    ``(silu(xs[r] @ w_gate[g]) * (xs[r] @ w_up[g])) @ w_down[g]``. Differentiable (custom VJP)."""
+    win = window or mlp_window(xs.shape[0], w_gate.shape[0])
+    return _grouped_expert_mlp(xs, w_gate, w_up, w_down, group_sizes, win)
