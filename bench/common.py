@@ -66,14 +66,14 @@ def median_time(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> flo
 
 def forward_flops(cfg: dict[str, Any], batch: int, seq: int) -> float:
     """Model FLOPs of one forward (multiply-add = 2), full T x T attention as computed."""
-    h, l = cfg["hidden_size"], cfg["num_hidden_layers"]
+    h, n_layers = cfg["hidden_size"], cfg["num_hidden_layers"]
     qd = cfg["num_attention_heads"] * cfg["head_dim"]
     kvd = cfg["num_key_value_heads"] * cfg["head_dim"]
     per_tok = 2 * h * (2 * qd + 2 * kvd)  # q, k, v, o projections
     per_tok += 2 * 2 * seq * qd  # scores + weighted values
     per_tok += 2 * h * cfg["num_experts"]  # router
     per_tok += 2 * 3 * h * cfg["moe_intermediate_size"] * cfg["num_experts_per_tok"]  # routed experts
-    return batch * seq * (l * per_tok + 2 * h * cfg["vocab_size"])
+    return batch * seq * (n_layers * per_tok + 2 * h * cfg["vocab_size"])
 
 
 def matmul_peaks(n: int = 2048) -> dict[str, float]:

@@ -65,9 +65,10 @@ def bench_mid(batch: int, seq: int, repeats: int, with_ragged: bool) -> None:
     j_ids, j_mask = jnp.asarray(ids), jnp.asarray(mask)
     for impl in impls:
         model, params = rise_jax.load_model(tmp, dtype="float32", dispatch=impl, progress=False)
-        fn = lambda model=model, params=params: rise_jax.forward(
-            model, params, j_ids, j_mask
-        ).logits.block_until_ready()  # noqa: E731
+
+        def fn(model=model, params=params):
+            return rise_jax.forward(model, params, j_ids, j_mask).logits.block_until_ready()
+
         t0 = time.perf_counter()
         fn()
         compile_s = time.perf_counter() - t0
@@ -96,21 +97,21 @@ def bench_full_size_compile(batch: int, seq: int) -> None:
     from rise_jax.models.transformer import MoEModel, RuntimeOptions
 
     cfg = rise_jax.config_from_hf_dict(QWEN3_30B_A3B)
-    for impl in ("ragged", "grouped_scan"):
-        model = MoEModel(cfg, RuntimeOptions(dtype=jnp.bfloat16, param_dtype=jnp.bfloat16, dispatch=impl))
+    for impl, dtype in (("grouped_scan", jnp.float32), ("grouped_scan", jnp.bfloat16), ("ragged", jnp.bfloat16)):
+        model = MoEModel(cfg, RuntimeOptions(dtype=dtype, param_dtype=dtype, dispatch=impl))
         ids = jax.ShapeDtypeStruct((batch, seq), jnp.int32)
-        params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 1), jnp.int32)))["params"]
+        params = jax.eval_shape(lambda m=model: m.init(jax.random.PRNGKey(0), jnp.zeros((1, 1), jnp.int32)))["params"]
         t0 = time.perf_counter()
-        lowered = jax.jit(lambda p, i: model.apply({"params": p}, i).logits).lower(params, ids)
+        lowered = jax.jit(lambda p, i, m=model: m.apply({"params": p}, i).logits).lower(params, ids)
         t1 = time.perf_counter()
         compiled = lowered.compile()
         t2 = time.perf_counter()
         mem = compiled.memory_analysis()
-        gb = lambda b: b / 1024**3  # noqa: E731
+        gib = lambda b: b / 1024**3  # noqa: E731
         print(
-            f"Qwen3-30B-A3B bf16 forward {batch}x{seq} [{impl}]: lower {t1 - t0:.1f} s, compile {t2 - t1:.1f} s; "
-            f"arguments {gb(mem.argument_size_in_bytes):.2f} GiB, outputs {gb(mem.output_size_in_bytes):.2f} GiB, "
-            f"temporaries {gb(mem.temp_size_in_bytes):.2f} GiB"
+            f"Qwen3-30B-A3B forward {batch}x{seq} {jnp.dtype(dtype).name} [{impl}]: lower {t1 - t0:.1f} s, "
+            f"compile {t2 - t1:.1f} s; weights+inputs {gib(mem.argument_size_in_bytes):.2f} GiB, "
+            f"outputs {gib(mem.output_size_in_bytes):.2f} GiB, temporaries {gib(mem.temp_size_in_bytes):.2f} GiB"
         )
 
 
