@@ -12,9 +12,47 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.model.checkpoint = ""  # HF checkpoint directory or hub id
     c.model.demo = False  # build and use the small demo checkpoint instead
     c.model.dtype = "bfloat16"  # parameter dtype: bfloat16 | float32
-    c.model.dispatch = "auto"  # MoE dispatch: auto | ragged | sorted_scan | dense
+    c.model.dispatch = "auto"  # MoE dispatch: auto | ragged | grouped_scan | dense
+    c.model.tokenizer = ""  # tokenizer directory (default: the checkpoint's)
 
     c.inspect = ml_collections.ConfigDict()
     c.inspect.load_weights = True  # load (and so validate) every tensor
     c.inspect.save_params = False  # also save the converted params with orbax to <workdir>/params
+
+    # Text replayed for routing statistics (rise_jax/data/sources.py documents every kind).
+    c.data = ml_collections.ConfigDict()
+    c.data.source = "flores"  # plain_text | mgsm | squad | flores | ntrex | hf
+    c.data.path = ""  # directory or file ({lang}/{flores}/{tydiqa} placeholders where relevant)
+    c.data.split = "dev"
+    c.data.languages = "en,bn,sw,te,th,zh,de,fr,ru,ja"
+    c.data.max_samples = 0  # per language; 0 = all
+    c.data.max_length = 512  # tokens; longer sequences are truncated and counted
+    c.data.template = "raw"  # raw | chat
+    c.data.include_answer = False  # QA/MGSM: append the answer to the text
+    c.data.hf_path = ""  # Hugging Face dataset id (source = hf)
+    c.data.hf_name = ""
+    c.data.hf_data_files = ""
+    c.data.text_fields = "text"
+    c.data.hf_filter = ""  # "column:prefix" filter, e.g. "id:{tydiqa}-"
+
+    c.stats = ml_collections.ConfigDict()
+    c.stats.batch_size = 8
+    c.stats.bucket_multiple = 32  # pad lengths to a multiple of this (few compiled shapes)
+    c.stats.divergence = True  # keep per-sequence router distributions on parallel sources
+
+    c.analyze = ml_collections.ConfigDict()
+    c.analyze.reference = "en"
+    c.analyze.global_top_n = 30
+    c.analyze.layer_top_n = 0  # 0 = top-k of the model
+
+    c.select = ml_collections.ConfigDict()
+    c.select.method = "rise"  # rise | random | topk | esft_gate | esft_token
+    c.select.target = "bn"
+    c.select.k = 128
+    c.select.ratios = (0.35, 0.25, 0.40)  # shallow, middle, deep
+    c.select.alpha = 10.0
+    c.select.zones = "shallow,middle,deep"  # layer-group ablations drop zones
+    c.select.seed = 42
+    c.select.p_gate = 0.1
+    c.select.p_token = 0.2
     return c

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from rise_jax.stages import inspect
+from rise_jax.stages import analyze, inspect, select, stats
 
-STAGES: dict[str, Callable] = {"inspect": inspect.run}
+STAGES: dict[str, Callable] = {
+    "inspect": inspect.run,
+    "stats": stats.run,
+    "analyze": analyze.run,
+    "select": select.run,
+}

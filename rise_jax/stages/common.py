@@ -17,3 +17,10 @@ def checkpoint_path(config: ml_collections.ConfigDict, workdir: str) -> str:
 
         return build_random_checkpoint(os.path.join(workdir, "demo_checkpoint"), seed=config.get("seed", 0))
     return resolve_checkpoint(config.model.checkpoint)
+
+
+def tokenizer_for(config: ml_collections.ConfigDict, checkpoint_dir: str):
+    """``config.model.tokenizer`` if set, else the checkpoint directory's tokenizer."""
+    from rise_jax.tokenizer import load_tokenizer
+
+    return load_tokenizer(config.model.get("tokenizer") or checkpoint_dir)

@@ -1,0 +1,194 @@
+"""Per-language text sources.
+
+Every loader returns ``list[Example]`` for one language; ``Example.id`` aligns parallel corpora
+(FLoRes ``index_id``, NTREX line number) so the same sentence can be compared across languages.
+
+Sources (``kind``):
+
+* ``plain_text`` — ``<path>/<lang>.txt``, one example a line (``<lang>`` the ISO code or the
+  FLoRes name).
+* ``mgsm`` — ``<path>/mgsm_<code>.tsv``: no header, ``question<TAB>answer``.
+* ``squad`` — SQuAD-format JSON (TyDiQA-GoldP, XQuAD): ``path`` with ``{lang}`` (ISO) or
+  ``{tydiqa}`` placeholders names one file per language; without one, a single multilingual file
+  is filtered by the TyDiQA id prefix (``bengali-...``). Text = context, newline, question.
+* ``flores`` — ``<path>/<flores code>/<split>.tsv`` with header ``index_id, category, text``.
+* ``ntrex`` — ``<path>/newstest2019-ref.<code>.txt`` (English: ``newstest2019-src.eng.txt``).
+* ``hf`` — any Hugging Face dataset through ``datasets.load_dataset(hf_path, hf_name, split=split)``;
+  ``hf_name`` / ``hf_data_files`` may hold ``{lang}``/``{flores}``/``{tydiqa}`` placeholders,
+  ``text_fields`` lists the columns joined into the text, ``hf_filter`` = ``"column:prefix"``
+  keeps rows whose column starts with the (templated) prefix.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+from typing import Any
+
+from rise_jax.data.languages import Language, get_language
+
+SOURCE_KINDS = ("plain_text", "mgsm", "squad", "flores", "ntrex", "hf")
+
+
+class SourceError(ValueError):
+    """A source that is missing, unreadable or empty; the message names the file."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    """One text of one language. ``prompt``/``answer`` are set for prompt-answer data (MGSM,
+    SQuAD-style QA) so training can score the completion only."""
+
+    id: str
+    text: str
+    prompt: str | None = None
+    answer: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceSpec:
+    kind: str
+    path: str = ""
+    split: str = "dev"
+    include_answer: bool = False  # squad/mgsm: append the answer to the text
+    hf_path: str = ""
+    hf_name: str = ""
+    hf_data_files: str = ""
+    text_fields: str = "text"
+    hf_filter: str = ""
+
+    def __post_init__(self):
+        if self.kind not in SOURCE_KINDS:
+            raise SourceError(f"unknown source kind {self.kind!r}; choose one of {', '.join(SOURCE_KINDS)}")
+
+
+def _fill(template: str, lang: Language) -> str:
+    return template.format(lang=lang.code, code=lang.code, flores=lang.flores, tydiqa=lang.tydiqa, ntrex=lang.ntrex)
+
+
+def _read_lines(path: str) -> list[str]:
+    if not os.path.isfile(path):
+        raise SourceError(f"{path}: missing")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return [line.rstrip("\n").rstrip("\r") for line in fh]
+    except (OSError, UnicodeDecodeError) as err:
+        raise SourceError(f"{path}: unreadable: {err}") from err
+
+
+def _plain_text(spec: SourceSpec, lang: Language) -> list[Example]:
+    candidates = [os.path.join(spec.path, f"{name}.txt") for name in (lang.code, lang.flores) if name]
+    path = next((p for p in candidates if os.path.isfile(p)), candidates[0])
+    return [Example(str(i), line) for i, line in enumerate(_read_lines(path)) if line.strip()]
+
+
+def _mgsm(spec: SourceSpec, lang: Language) -> list[Example]:
+    path = os.path.join(spec.path, f"mgsm_{lang.code}.tsv")
+    out = []
+    for i, line in enumerate(_read_lines(path)):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) != 2:
+            raise SourceError(f"{path}: line {i + 1} has {len(parts)} tab-separated fields, expected 2")
+        q, a = parts
+        text = f"{q}\n{a}" if spec.include_answer else q
+        out.append(Example(str(i), text, prompt=q, answer=a.strip()))
+    return out
+
+
+def _load_json(path: str) -> Any:
+    if not os.path.isfile(path):
+        raise SourceError(f"{path}: missing")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise SourceError(f"{path}: unreadable: {err}") from err
+
+
+def _squad(spec: SourceSpec, lang: Language) -> list[Example]:
+    templated = "{" in spec.path
+    if templated and "{tydiqa}" in spec.path and not lang.tydiqa:
+        raise SourceError(f"{spec.path}: language {lang.code} has no TyDiQA name")
+    path = _fill(spec.path, lang) if templated else spec.path
+    doc = _load_json(path)
+    if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
+        raise SourceError(f"{path}: not SQuAD format (expected a top-level 'data' list)")
+    out = []
+    for article in doc["data"]:
+        for para in article.get("paragraphs", []):
+            for qa in para.get("qas", []):
+                qid = str(qa.get("id", len(out)))
+                if not templated and (lang.tydiqa is None or not qid.startswith(lang.tydiqa + "-")):
+                    continue
+                prompt = f"{para['context']}\n{qa['question']}"
+                answers = [a["text"] for a in qa.get("answers", [])]
+                answer = answers[0] if answers else None
+                text = f"{prompt}\n{answer}" if spec.include_answer and answer else prompt
+                out.append(Example(qid, text, prompt=prompt, answer=answer))
+    return out
+
+
+def _flores(spec: SourceSpec, lang: Language) -> list[Example]:
+    if not lang.flores:
+        raise SourceError(f"language {lang.code} has no FLoRes-200 code")
+    path = os.path.join(spec.path, lang.flores, f"{spec.split}.tsv")
+    if not os.path.isfile(path):
+        raise SourceError(f"{path}: missing")
+    try:
+        with open(path, encoding="utf-8", newline="") as fh:
+            rows = list(csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise SourceError(f"{path}: unreadable: {err}") from err
+    if rows and not {"index_id", "text"} <= set(rows[0]):
+        raise SourceError(f"{path}: expected columns index_id and text, found {sorted(rows[0])}")
+    return [Example(r["index_id"], r["text"]) for r in rows if r.get("text")]
+
+
+def _ntrex(spec: SourceSpec, lang: Language) -> list[Example]:
+    name = "newstest2019-src.eng.txt" if lang.code == "en" else f"newstest2019-ref.{lang.ntrex}.txt"
+    lines = _read_lines(os.path.join(spec.path, name))
+    return [Example(str(i), line) for i, line in enumerate(lines) if line.strip()]
+
+
+def _hf(spec: SourceSpec, lang: Language) -> list[Example]:
+    import datasets
+
+    kwargs: dict[str, Any] = {"split": spec.split}
+    if spec.hf_name:
+        kwargs["name"] = _fill(spec.hf_name, lang)
+    if spec.hf_data_files:
+        kwargs["data_files"] = _fill(spec.hf_data_files, lang)
+    try:
+        ds = datasets.load_dataset(spec.hf_path, **kwargs)
+    except Exception as err:  # datasets raises many types (FileNotFound, ConnectionError, ValueError)
+        raise SourceError(f"{spec.hf_path} ({kwargs}): cannot load dataset: {type(err).__name__}: {err}") from err
+    fields = [f.strip() for f in spec.text_fields.split(",") if f.strip()]
+    missing = [f for f in fields if f not in ds.column_names]
+    if missing:
+        raise SourceError(f"{spec.hf_path}: column(s) {missing} not in dataset columns {ds.column_names}")
+    col, prefix = (spec.hf_filter.split(":", 1) + [""])[:2] if spec.hf_filter else ("", "")
+    prefix = _fill(prefix, lang) if prefix else ""
+    out = []
+    for i, row in enumerate(ds):
+        if col and not str(row[col]).startswith(prefix):
+            continue
+        text = "\n".join(str(row[f]) for f in fields)
+        out.append(Example(str(row.get("id", i)), text))
+    return out
+
+
+_LOADERS = {"plain_text": _plain_text, "mgsm": _mgsm, "squad": _squad, "flores": _flores, "ntrex": _ntrex, "hf": _hf}
+
+
+def load_examples(spec: SourceSpec, code: str) -> list[Example]:
+    """All examples of language ``code`` from ``spec``; an empty result is an error."""
+    lang = get_language(code)
+    examples = _LOADERS[spec.kind](spec, lang)
+    if not examples:
+        where = spec.path or spec.hf_path
+        raise SourceError(f"{where}: no {spec.kind} examples for language {lang.code}")
+    return examples

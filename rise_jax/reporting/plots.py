@@ -1,0 +1,118 @@
+"""Matplotlib figures (PNG, titled and labelled so they read without the code)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import ListedColormap  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from rise_jax.models.config import zone_boundaries  # noqa: E402
+
+ZONE_COLOURS = {"shallow": "#4C72B0", "middle": "#DD8452", "deep": "#55A868"}
+
+
+def _save(fig, path: str) -> str:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".png", dir=directory)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _shade_zones(ax, num_layers: int) -> None:
+    l1, l2 = zone_boundaries(num_layers)
+    for name, (lo, hi) in {"shallow": (0, l1), "middle": (l1, l2), "deep": (l2, num_layers)}.items():
+        if hi > lo:
+            ax.axvspan(lo - 0.5, hi - 0.5, color=ZONE_COLOURS[name], alpha=0.12, label=f"{name} ({lo}-{hi - 1})")
+
+
+def overlap_heatmap(matrix: np.ndarray, languages: Sequence[str], path: str, title: str) -> str:
+    n = len(languages)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * n, 0.8 + 0.55 * n))
+    im = ax.imshow(matrix, vmin=0, vmax=1, cmap="viridis")
+    ax.set_xticks(range(n), languages)
+    ax.set_yticks(range(n), languages)
+    for i in range(n):
+        for j in range(n):
+            ax.text(
+                j,
+                i,
+                f"{matrix[i, j]:.2f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="w" if matrix[i, j] < 0.6 else "k",
+            )
+    fig.colorbar(im, ax=ax, label="Jaccard similarity")
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def layer_curves(values: np.ndarray, languages: Sequence[str], path: str, title: str, ylabel: str) -> str:
+    """One line per language over MoE layers, zones shaded."""
+    num_layers = values.shape[1]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    _shade_zones(ax, num_layers)
+    for lang, row in zip(languages, values, strict=True):
+        ax.plot(range(num_layers), row, marker="o", ms=3, label=lang)
+    ax.set_xlabel("MoE layer")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.set_xlim(-0.5, num_layers - 0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(fontsize=7, ncol=2, loc="best")
+    return _save(fig, path)
+
+
+def activation_heatmap(freq: np.ndarray, path: str, title: str) -> str:
+    """Layers x experts activation frequency of one language."""
+    num_layers, num_experts = freq.shape
+    fig, ax = plt.subplots(figsize=(min(16, 2 + num_experts * 0.12), min(10, 1.5 + num_layers * 0.25)))
+    im = ax.imshow(freq, aspect="auto", cmap="magma", interpolation="nearest")
+    ax.set_xlabel("expert")
+    ax.set_ylabel("MoE layer")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, label="activation frequency (share of tokens)")
+    return _save(fig, path)
+
+
+def selection_map(
+    num_layers: int, num_experts: int, cells: Sequence[tuple[int, int, str]], path: str, title: str
+) -> str:
+    """Layers x experts grid with the selected experts coloured by zone."""
+    grid = np.zeros((num_layers, num_experts), np.int32)
+    codes = {"shallow": 1, "middle": 2, "deep": 3}
+    for layer, expert, zone in cells:
+        grid[layer, expert] = codes[zone]
+    cmap = ListedColormap(["#F2F2F2", ZONE_COLOURS["shallow"], ZONE_COLOURS["middle"], ZONE_COLOURS["deep"]])
+    fig, ax = plt.subplots(figsize=(min(16, 2 + num_experts * 0.12), min(10, 1.5 + num_layers * 0.25)))
+    ax.imshow(grid, aspect="auto", cmap=cmap, vmin=0, vmax=3, interpolation="nearest")
+    ax.set_xlabel("expert")
+    ax.set_ylabel("MoE layer")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title(title)
+    counts = {z: sum(1 for c in cells if c[2] == z) for z in codes}
+    ax.legend(
+        handles=[Patch(color=ZONE_COLOURS[z], label=f"{z}: {counts[z]}") for z in codes],
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        fontsize=8,
+    )
+    return _save(fig, path)

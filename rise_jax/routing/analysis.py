@@ -1,0 +1,111 @@
+"""Routing analysis metrics (pure numpy over :class:`~rise_jax.routing.stats.RoutingStats` arrays).
+
+* Global overlap: ``G_λ`` = the top-N of all L·E experts by total activation count;
+  ``J(λ1, λ2) = |G_λ1 ∩ G_λ2| / |G_λ1 ∪ G_λ2|``.
+* Layer-wise overlap with a reference language r: ``G_λ^l`` = top-n experts of layer l by
+  ``a[λ,l,·]``; ``J_l(λ) = |G_λ^l ∩ G_r^l| / |G_λ^l ∪ G_r^l|``; zone average = mean over the
+  zone's layers (paper Table 2).
+* Routing divergence (Bandarkar et al.): per sequence and layer the mean router distribution q;
+  ``JSD(q_λ, q_en)`` normalised by the entropy of their mixture ``H((q_λ+q_en)/2)`` (so it lies in
+  [0, 1]); averaged over the parallel sentences per layer.
+* Routing entropy per layer; per-language top experts.
+
+Ties in top-N choices are broken by lower (layer, expert) index, so every result is deterministic.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rise_jax.models.config import zone_boundaries
+
+ZONES = ("shallow", "middle", "deep")
+
+
+def zone_of_layers(num_layers: int) -> list[str]:
+    l1, l2 = zone_boundaries(num_layers)
+    return ["shallow" if i < l1 else "middle" if i < l2 else "deep" for i in range(num_layers)]
+
+
+def top_n_indices(scores: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the ``n`` largest entries of a flat array; ties -> lower index first."""
+    order = np.lexsort((np.arange(scores.size), -scores.ravel()))
+    return np.sort(order[:n])
+
+
+def jaccard(a, b) -> float:
+    a, b = set(np.asarray(a).tolist()), set(np.asarray(b).tolist())
+    union = a | b
+    return len(a & b) / len(union) if union else 1.0
+
+
+def global_top_sets(counts: np.ndarray, n: int = 30) -> list[np.ndarray]:
+    """Per language, the flat indices (``l·E + i``) of its top-``n`` experts over all layers."""
+    return [top_n_indices(c.ravel().astype(np.float64), n) for c in counts]
+
+
+def global_jaccard_matrix(counts: np.ndarray, n: int = 30) -> np.ndarray:
+    """``[Λ, Λ]`` Jaccard similarity of the global top-N sets."""
+    sets = global_top_sets(counts, n)
+    return np.array([[jaccard(a, b) for b in sets] for a in sets])
+
+
+def layerwise_jaccard(freq: np.ndarray, ref: int, n: int) -> np.ndarray:
+    """``[Λ, L]``: ``J_l(λ)`` of each language's per-layer top-n set against language ``ref``."""
+    num_lang, num_layers, _ = freq.shape
+    out = np.zeros((num_lang, num_layers))
+    for layer in range(num_layers):
+        ref_set = top_n_indices(freq[ref, layer], n)
+        for lam in range(num_lang):
+            out[lam, layer] = jaccard(top_n_indices(freq[lam, layer], n), ref_set)
+    return out
+
+
+def zone_averages(per_layer: np.ndarray) -> dict[str, np.ndarray]:
+    """Mean of ``[..., L]`` values over each zone's layers (NaN for an empty zone), and ``all``."""
+    zones = np.array(zone_of_layers(per_layer.shape[-1]))
+    out = {}
+    for z in ZONES:
+        sel = zones == z
+        out[z] = per_layer[..., sel].mean(-1) if sel.any() else np.full(per_layer.shape[:-1], np.nan)
+    out["all"] = per_layer.mean(-1)
+    return out
+
+
+def entropy(p: np.ndarray, axis: int = -1) -> np.ndarray:
+    p = np.clip(p, 0, None)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return -np.sum(np.where(p > 0, p * np.log(p), 0.0), axis=axis)
+
+
+def normalised_jsd(p: np.ndarray, q: np.ndarray, axis: int = -1) -> np.ndarray:
+    """``JSD(p, q) / H(m)`` with ``m = (p+q)/2`` (natural logs); 0 when ``H(m) = 0``."""
+    p = p / np.sum(p, axis=axis, keepdims=True)
+    q = q / np.sum(q, axis=axis, keepdims=True)
+    m = 0.5 * (p + q)
+    h_m = entropy(m, axis)
+    jsd = h_m - 0.5 * (entropy(p, axis) + entropy(q, axis))
+    return np.where(h_m > 0, np.clip(jsd, 0, None) / np.where(h_m > 0, h_m, 1), 0.0)
+
+
+def parallel_divergence(
+    seq_probs: np.ndarray, seq_ids: list[str], ref_probs: np.ndarray, ref_ids: list[str]
+) -> tuple[np.ndarray, int]:
+    """``[L]`` mean normalised JSD between each sentence and its parallel reference sentence
+    (matched by example id), and the number of matched pairs."""
+    ref_index = {sid: i for i, sid in enumerate(ref_ids)}
+    pairs = [(i, ref_index[sid]) for i, sid in enumerate(seq_ids) if sid in ref_index]
+    if not pairs:
+        raise ValueError("no parallel sentences: example ids do not match the reference language's")
+    a = seq_probs[[i for i, _ in pairs]]
+    b = ref_probs[[j for _, j in pairs]]
+    return normalised_jsd(a, b).mean(0), len(pairs)
+
+
+def top_experts(freq_lang: np.ndarray, n: int) -> list[list[int]]:
+    """Per layer, the ``n`` most activated experts of one language (most frequent first)."""
+    out = []
+    for row in freq_lang:
+        order = np.lexsort((np.arange(row.size), -row))
+        out.append([int(i) for i in order[:n]])
+    return out

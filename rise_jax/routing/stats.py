@@ -1,0 +1,293 @@
+"""Routing statistics: replay text through the frozen model and count which experts fire.
+
+Per language a jit-compiled step folds each batch into on-device accumulators (Eq. activation
+frequency ``a[λ,l,i] = (1/T_λ) Σ_t 1[i ∈ TopK(t,l)]`` needs the counts and ``T_λ``):
+
+* ``counts`` int ``[L, E]``   — Σ over real tokens of 1[i ∈ TopK(t, l)]
+* ``tokens`` int              — real tokens (attention-mask sum)
+* ``weight_mass`` ``[L, E]``  — Σ_t g[t,l,i], the routing weight if selected else 0 (ESFT-Gate)
+* ``prob_mass`` ``[L, E]``    — Σ_t softmax(z_t,l)_i (router-probability mass)
+* ``entropy_sum`` ``[L]``     — Σ_t H(softmax(z_t,l)) (routing entropy, nats)
+* optionally per sequence the mean router distribution ``[N, L, E]`` (routing divergence on
+  parallel text, Bandarkar et al.).
+
+Padding never counts; the LM head is not computed. Device accumulators are flushed to host
+int64/float64 every ``flush_every`` batches so counts stay exact on any corpus size.
+
+Artefact (directory ``routing_stats/``), readable without rise_jax:
+
+* ``stats.npz``: ``languages`` [Λ] str, ``counts`` [Λ, L, E] int64, ``tokens`` [Λ] int64,
+  ``weight_mass`` / ``prob_mass`` [Λ, L, E] float64, ``entropy_sum`` [Λ, L] float64, and per
+  language with sequence distributions ``seq_probs__<lang>`` [N, L, E] float32 and
+  ``seq_ids__<lang>`` [N] str (example ids: FLoRes ``index_id``, line numbers).
+* ``summary.json``: ``model`` {model_type, num_moe_layers, num_experts, top_k, moe_layer_ids,
+  checkpoint}, ``languages`` {code: {tokens, sequences, truncated, available}}, ``source``,
+  ``max_length``, ``template``, and ``keys`` (this description, per key).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from rise_jax.data.batching import TokenizedCorpus, bucketed_batches
+from rise_jax.io_utils import write_json_atomic
+from rise_jax.models.config import ModelConfig
+from rise_jax.models.transformer import MoEModel
+
+KEY_DOCS = {
+    "languages": "[Λ] ISO 639-1 codes, the row order of every per-language array",
+    "counts": "[Λ, L, E] int64: real tokens whose top-k at MoE layer l contains expert i",
+    "tokens": "[Λ] int64: real (non-padding) tokens replayed",
+    "weight_mass": "[Λ, L, E] float64: sum over tokens of the routing weight given to expert i (0 if not selected)",
+    "prob_mass": "[Λ, L, E] float64: sum over tokens of softmax(router logits)_i",
+    "entropy_sum": "[Λ, L] float64: sum over tokens of the router-distribution entropy (nats)",
+    "seq_probs__<lang>": "[N, L, E] float32: per sequence, mean over its tokens of softmax(router logits)",
+    "seq_ids__<lang>": "[N] str: example id of each row of seq_probs__<lang> (parallel across languages)",
+}
+
+
+class StatsError(ValueError):
+    """Statistics that cannot be used (wrong model shape, missing language, unreadable file)."""
+
+
+@dataclasses.dataclass
+class RoutingStats:
+    languages: list[str]
+    counts: np.ndarray
+    tokens: np.ndarray
+    weight_mass: np.ndarray
+    prob_mass: np.ndarray
+    entropy_sum: np.ndarray
+    model: dict[str, Any]
+    info: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    seq_probs: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    seq_ids: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.counts.shape[1])
+
+    @property
+    def num_experts(self) -> int:
+        return int(self.counts.shape[2])
+
+    @property
+    def top_k(self) -> int:
+        return int(self.model["top_k"])
+
+    def index(self, lang: str) -> int:
+        if lang not in self.languages:
+            raise StatsError(f"language {lang!r} is not in the routing statistics (have: {', '.join(self.languages)})")
+        return self.languages.index(lang)
+
+    def frequencies(self) -> np.ndarray:
+        """``a[λ, l, i]``: activation frequency; each ``[λ, l]`` row sums to k."""
+        return self.counts / np.maximum(self.tokens, 1)[:, None, None]
+
+    def gate_scores(self) -> np.ndarray:
+        """ESFT-Gate ``G[λ, l, i] = (1/N) Σ_t g[t, l, i]``."""
+        return self.weight_mass / np.maximum(self.tokens, 1)[:, None, None]
+
+    def mean_entropy(self) -> np.ndarray:
+        """``[Λ, L]`` mean per-token routing entropy (nats)."""
+        return self.entropy_sum / np.maximum(self.tokens, 1)[:, None]
+
+    def check_model(self, cfg: ModelConfig, source: str = "routing statistics") -> None:
+        """Refuse statistics made with another model shape."""
+        want = (cfg.num_moe_layers, cfg.num_experts, cfg.top_k)
+        have = (self.num_layers, self.num_experts, self.top_k)
+        if want != have:
+            raise StatsError(
+                f"{source}: made for a model with (MoE layers, experts, top-k) = {have}, but the model has {want}"
+            )
+
+    def save(self, directory: str) -> str:
+        os.makedirs(directory, exist_ok=True)
+        arrays: dict[str, np.ndarray] = {
+            "languages": np.asarray(self.languages, dtype=str),
+            "counts": self.counts.astype(np.int64),
+            "tokens": self.tokens.astype(np.int64),
+            "weight_mass": self.weight_mass.astype(np.float64),
+            "prob_mass": self.prob_mass.astype(np.float64),
+            "entropy_sum": self.entropy_sum.astype(np.float64),
+        }
+        for lang, probs in self.seq_probs.items():
+            arrays[f"seq_probs__{lang}"] = probs.astype(np.float32)
+            arrays[f"seq_ids__{lang}"] = np.asarray(self.seq_ids[lang], dtype=str)
+        fd, tmp = tempfile.mkstemp(suffix=".npz", dir=directory)
+        os.close(fd)
+        try:
+            np.savez(tmp, **arrays)
+            os.replace(tmp, os.path.join(directory, "stats.npz"))
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        summary = {"model": self.model, "languages": self.info, **self.extra, "keys": KEY_DOCS}
+        write_json_atomic(os.path.join(directory, "summary.json"), summary)
+        return directory
+
+    @classmethod
+    def load(cls, directory: str) -> RoutingStats:
+        npz_path, json_path = os.path.join(directory, "stats.npz"), os.path.join(directory, "summary.json")
+        for p in (npz_path, json_path):
+            if not os.path.isfile(p):
+                raise StatsError(f"{p}: missing (run the stats stage first)")
+        try:
+            with np.load(npz_path, allow_pickle=False) as z:
+                data = {k: z[k] for k in z.files}
+            with open(json_path, encoding="utf-8") as fh:
+                summary = json.load(fh)
+        except (OSError, ValueError, json.JSONDecodeError) as err:
+            raise StatsError(f"{directory}: unreadable routing statistics: {err}") from err
+        languages = [str(x) for x in data["languages"]]
+        seq_probs = {k.split("__", 1)[1]: v for k, v in data.items() if k.startswith("seq_probs__")}
+        seq_ids = {k.split("__", 1)[1]: [str(x) for x in v] for k, v in data.items() if k.startswith("seq_ids__")}
+        extra = {k: v for k, v in summary.items() if k not in ("model", "languages", "keys")}
+        return cls(
+            languages,
+            data["counts"],
+            data["tokens"],
+            data["weight_mass"],
+            data["prob_mass"],
+            data["entropy_sum"],
+            summary["model"],
+            summary["languages"],
+            seq_probs,
+            seq_ids,
+            extra,
+        )
+
+
+def _zero_acc(cfg: ModelConfig) -> dict[str, jax.Array]:
+    shape = (cfg.num_moe_layers, cfg.num_experts)
+    return {
+        "counts": jnp.zeros(shape, jnp.int32),
+        "tokens": jnp.zeros((), jnp.int32),
+        "weight_mass": jnp.zeros(shape, jnp.float32),
+        "prob_mass": jnp.zeros(shape, jnp.float32),
+        "entropy_sum": jnp.zeros(shape[:1], jnp.float32),
+    }
+
+
+def make_replay_step(model: MoEModel, with_seq_probs: bool):
+    """``step(acc, params, ids, mask) -> (acc, seq_probs [B, L, E] | None)``, jit-compiled,
+    accumulator donated."""
+    e = model.cfg.num_experts
+
+    def step(acc, params, ids, mask):
+        out = model.apply({"params": params}, ids, mask, return_routing=True, skip_lm_head=True)
+        r = out.routing
+        m = mask.astype(jnp.float32)[None, :, :, None]  # [1, B, T, 1]
+        onehot = jax.nn.one_hot(r.topk_indices, e, dtype=jnp.float32)  # [L, B, T, k, E]
+        selected = jnp.sum(onehot, axis=-2) * m  # [L, B, T, E]
+        weights = jnp.einsum("lbtke,lbtk->lbte", onehot, r.topk_weights) * m
+        logp = jax.nn.log_softmax(r.router_logits, axis=-1)
+        probs = jnp.exp(logp) * m
+        entropy = -jnp.sum(jnp.exp(logp) * logp, axis=-1) * m[..., 0]
+        new = {
+            "counts": acc["counts"] + jnp.sum(selected, axis=(1, 2)).astype(jnp.int32),
+            "tokens": acc["tokens"] + jnp.sum(mask).astype(jnp.int32),
+            "weight_mass": acc["weight_mass"] + jnp.sum(weights, axis=(1, 2)),
+            "prob_mass": acc["prob_mass"] + jnp.sum(probs, axis=(1, 2)),
+            "entropy_sum": acc["entropy_sum"] + jnp.sum(entropy, axis=(1, 2)),
+        }
+        seq = None
+        if with_seq_probs:
+            lengths = jnp.maximum(jnp.sum(mask, axis=1), 1).astype(jnp.float32)
+            seq = jnp.transpose(jnp.sum(probs, axis=2), (1, 0, 2)) / lengths[:, None, None]
+        return new, seq
+
+    return jax.jit(step, donate_argnums=0)
+
+
+def replay(
+    model: MoEModel,
+    params: Any,
+    corpora: Sequence[TokenizedCorpus],
+    batch_size: int = 8,
+    bucket_multiple: int = 32,
+    seq_probs_languages: Sequence[str] = (),
+    flush_every: int = 64,
+    pad_id: int = 0,
+    progress: bool = True,
+    model_info: dict[str, Any] | None = None,
+) -> RoutingStats:
+    """Replay every corpus and return the statistics (languages in the order given)."""
+    cfg = model.cfg
+    steps = {flag: make_replay_step(model, flag) for flag in (False, True)}
+    rows: dict[str, list[np.ndarray]] = {k: [] for k in ("counts", "tokens", "weight_mass", "prob_mass", "entropy_sum")}
+    seq_probs, seq_ids, info = {}, {}, {}
+    total_batches = sum(-(-len(c.sequences) // batch_size) for c in corpora)
+    bar = tqdm(total=total_batches, desc="routing replay", unit="batch", disable=not progress)
+    for corpus in corpora:
+        lang = corpus.language
+        if not corpus.sequences:
+            raise StatsError(f"language {lang}: no sequences to replay")
+        want_seq = lang in seq_probs_languages
+        host = {
+            k: np.zeros(v.shape, np.int64 if v.dtype == jnp.int32 else np.float64) for k, v in _zero_acc(cfg).items()
+        }
+        acc = _zero_acc(cfg)
+        per_seq = np.zeros((len(corpus.sequences), cfg.num_moe_layers, cfg.num_experts), np.float32)
+        t0, n_tok = time.perf_counter(), 0
+        bar.set_description(f"routing replay [{lang}]")
+        for b, (ids, mask, index) in enumerate(bucketed_batches(corpus.sequences, batch_size, bucket_multiple, pad_id)):
+            acc, seq = steps[want_seq](acc, params, jnp.asarray(ids), jnp.asarray(mask))
+            if want_seq:
+                seq = np.asarray(seq)
+                for row, i in enumerate(index):
+                    if i >= 0:
+                        per_seq[i] = seq[row]
+            n_tok += int(mask.sum())
+            if (b + 1) % flush_every == 0:
+                for k, v in jax.device_get(acc).items():
+                    host[k] += v
+                acc = _zero_acc(cfg)
+            bar.update(1)
+            bar.set_postfix(tokens_per_s=f"{n_tok / max(time.perf_counter() - t0, 1e-9):.0f}")
+        for k, v in jax.device_get(acc).items():
+            host[k] += v
+        for k in rows:
+            rows[k].append(host[k])
+        if want_seq:
+            seq_probs[lang], seq_ids[lang] = per_seq, list(corpus.example_ids)
+        info[lang] = {
+            "tokens": int(host["tokens"]),
+            "sequences": len(corpus.sequences),
+            "truncated": corpus.truncated,
+            "available": corpus.available,
+        }
+    bar.close()
+    model_meta = {
+        "model_type": cfg.model_type,
+        "num_moe_layers": cfg.num_moe_layers,
+        "num_experts": cfg.num_experts,
+        "top_k": cfg.top_k,
+        "moe_layer_ids": list(cfg.moe_layer_ids),
+        **(model_info or {}),
+    }
+    return RoutingStats(
+        [c.language for c in corpora],
+        np.stack(rows["counts"]),
+        np.asarray(rows["tokens"], np.int64),
+        np.stack(rows["weight_mass"]),
+        np.stack(rows["prob_mass"]),
+        np.stack(rows["entropy_sum"]),
+        model_meta,
+        info,
+        seq_probs,
+        seq_ids,
+    )

@@ -1,0 +1,88 @@
+"""``selection.json``: the chosen expert subnetwork, readable without rise_jax.
+
+Keys: ``method``, ``params`` (K, ratios, alpha, zones_used, seed, p ...), ``model``
+{model_type, num_moe_layers, num_experts, top_k}, ``target_language``, ``languages``,
+``num_selected``, ``zones`` {``boundaries``: [L1, L2], per zone {``layers``: [first, last] or null,
+``budget``, ``count``}}, ``experts``: [{``layer`` (MoE-layer index), ``expert``, ``zone``,
+``scores``}] sorted by (layer, expert), ``interference``: {language: ρ_λ} for every non-target
+language (expected selected-expert activations per token), ``stats``: the statistics it came from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from rise_jax.io_utils import write_json_atomic
+from rise_jax.models.config import ModelConfig, zone_boundaries
+from rise_jax.selection.algorithms import ZONES, Selected, SelectionError, zone_ranges
+
+
+def build_artefact(
+    method: str,
+    params: dict[str, Any],
+    model: dict[str, Any],
+    target: str,
+    languages: list[str],
+    selection: list[Selected],
+    interference: dict[str, float],
+    budgets: dict[str, int] | None = None,
+    stats_path: str = "",
+) -> dict[str, Any]:
+    num_layers = int(model["num_moe_layers"])
+    ranges = zone_ranges(num_layers)
+    zones: dict[str, Any] = {"boundaries": list(zone_boundaries(num_layers))}
+    for z in ZONES:
+        lo, hi = ranges[z]
+        zones[z] = {
+            "layers": [lo, hi - 1] if hi > lo else None,
+            "budget": None if budgets is None else int(budgets[z]),
+            "count": sum(1 for s in selection if s.zone == z),
+        }
+    return {
+        "method": method,
+        "params": params,
+        "model": {k: model[k] for k in ("model_type", "num_moe_layers", "num_experts", "top_k")},
+        "target_language": target,
+        "languages": languages,
+        "num_selected": len(selection),
+        "zones": zones,
+        "experts": [{"layer": s.layer, "expert": s.expert, "zone": s.zone, "scores": s.scores} for s in selection],
+        "interference": interference,
+        "stats": stats_path,
+    }
+
+
+def save_selection(path: str, artefact: dict[str, Any]) -> str:
+    return write_json_atomic(path, artefact)
+
+
+def load_selection(path: str, cfg: ModelConfig | None = None) -> dict[str, Any]:
+    """Read ``selection.json``; with ``cfg``, refuse a selection made for another model shape."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            sel = json.load(fh)
+    except FileNotFoundError as err:
+        raise SelectionError(f"{path}: missing (run the select stage first)") from err
+    except (OSError, json.JSONDecodeError) as err:
+        raise SelectionError(f"{path}: unreadable selection: {err}") from err
+    for key in ("model", "experts", "target_language"):
+        if key not in sel:
+            raise SelectionError(f"{path}: not a selection artefact (no {key!r})")
+    if cfg is not None:
+        m = sel["model"]
+        have = (m["num_moe_layers"], m["num_experts"], m["top_k"])
+        want = (cfg.num_moe_layers, cfg.num_experts, cfg.top_k)
+        if have != want:
+            raise SelectionError(
+                f"{path}: selection made for (MoE layers, experts, top-k) = {tuple(have)}, but the model has {want}"
+            )
+        for e in sel["experts"]:
+            if not (0 <= e["layer"] < cfg.num_moe_layers and 0 <= e["expert"] < cfg.num_experts):
+                raise SelectionError(f"{path}: expert (layer {e['layer']}, expert {e['expert']}) is out of range")
+    return sel
+
+
+def selection_path(workdir: str) -> str:
+    return os.path.join(workdir, "selection.json")

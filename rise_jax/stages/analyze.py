@@ -1,0 +1,119 @@
+"""Stage ``analyze``: routing overlap, layer-wise convergence-divergence, entropy -> ``analysis/``.
+
+Artefacts: ``analysis/analysis.json`` (keys: ``languages``, ``reference``, ``global_top_n``,
+``global_jaccard`` [Λ][Λ], ``layer_top_n``, ``layerwise_jaccard`` {lang: [L]}, ``zone_jaccard``
+{lang: {shallow, middle, deep, all}}, ``divergence`` {lang: [L]} and ``divergence_pairs`` (parallel
+text only), ``entropy`` {lang: [L]} (nats), ``top_experts`` {lang: [L][n]}, ``zones``);
+``analysis/table2.md`` (layer-wise Jaccard vs the reference by zone, as the paper's Table 2);
+PNGs: ``overlap_heatmap.png``, ``layerwise_similarity.png``, ``routing_entropy.png``,
+``divergence.png`` (parallel text), ``activation_<lang>.png``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from rise_jax.io_utils import write_json_atomic, write_text_atomic
+from rise_jax.reporting import plots
+from rise_jax.routing import analysis
+from rise_jax.routing.stats import RoutingStats
+from rise_jax.stages.inspect import zones
+from rise_jax.stages.stats import stats_dir
+
+
+def _nan_to_none(x: Any) -> Any:
+    if isinstance(x, float) and np.isnan(x):
+        return None
+    return x
+
+
+def table2_markdown(zone_j: dict[str, dict[str, float]], reference: str, n: int) -> str:
+    lines = [
+        f"Layer-wise routing overlap with {reference} (Jaccard of per-layer top-{n} experts), averaged by zone.",
+        "",
+        "| language | shallow | middle | deep | all |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
+    for lang, row in zone_j.items():
+        lines.append(
+            f"| {lang} | {fmt(row['shallow'])} | {fmt(row['middle'])} | {fmt(row['deep'])} | {fmt(row['all'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    stats = RoutingStats.load(stats_dir(workdir))
+    cfg_a = config.analyze
+    ref = stats.index(cfg_a.reference)
+    langs = stats.languages
+    freq = stats.frequencies()
+    n_global = int(cfg_a.global_top_n)
+    n_layer = int(cfg_a.layer_top_n) or stats.top_k
+    out_dir = os.path.join(workdir, "analysis")
+
+    gj = analysis.global_jaccard_matrix(stats.counts, n_global)
+    lj = analysis.layerwise_jaccard(freq, ref, n_layer)
+    zavg = analysis.zone_averages(lj)
+    zone_j = {
+        lang: {z: _nan_to_none(float(zavg[z][i])) for z in ("shallow", "middle", "deep", "all")}
+        for i, lang in enumerate(langs)
+    }
+    entropy = stats.mean_entropy()
+    result: dict[str, Any] = {
+        "languages": langs,
+        "reference": cfg_a.reference,
+        "global_top_n": n_global,
+        "global_jaccard": gj.tolist(),
+        "layer_top_n": n_layer,
+        "layerwise_jaccard": {lang: lj[i].tolist() for i, lang in enumerate(langs)},
+        "zone_jaccard": zone_j,
+        "entropy": {lang: entropy[i].tolist() for i, lang in enumerate(langs)},
+        "top_experts": {lang: analysis.top_experts(freq[i], n_layer) for i, lang in enumerate(langs)},
+        "zones": zones(stats.num_layers),
+    }
+    ref_lang = cfg_a.reference
+    if ref_lang in stats.seq_probs:
+        div, pairs = {}, {}
+        for lang in langs:
+            if lang != ref_lang and lang in stats.seq_probs:
+                curve, n = analysis.parallel_divergence(
+                    stats.seq_probs[lang], stats.seq_ids[lang], stats.seq_probs[ref_lang], stats.seq_ids[ref_lang]
+                )
+                div[lang], pairs[lang] = curve.tolist(), n
+        result["divergence"], result["divergence_pairs"] = div, pairs
+        if div:
+            plots.layer_curves(
+                np.array(list(div.values())),
+                list(div),
+                os.path.join(out_dir, "divergence.png"),
+                f"Routing divergence from {ref_lang} on parallel text (JSD / mixture entropy)",
+                "normalised Jensen-Shannon divergence",
+            )
+
+    write_json_atomic(os.path.join(out_dir, "analysis.json"), result)
+    write_text_atomic(os.path.join(out_dir, "table2.md"), table2_markdown(zone_j, ref_lang, n_layer))
+    plots.overlap_heatmap(
+        gj, langs, os.path.join(out_dir, "overlap_heatmap.png"), f"Global top-{n_global} expert overlap"
+    )
+    plots.layer_curves(
+        lj,
+        langs,
+        os.path.join(out_dir, "layerwise_similarity.png"),
+        f"Layer-wise routing similarity with {ref_lang} (top-{n_layer} Jaccard)",
+        "Jaccard similarity",
+    )
+    plots.layer_curves(
+        entropy, langs, os.path.join(out_dir, "routing_entropy.png"), "Routing entropy per layer", "entropy (nats)"
+    )
+    for i, lang in enumerate(langs):
+        plots.activation_heatmap(
+            freq[i], os.path.join(out_dir, f"activation_{lang}.png"), f"Expert activation frequency: {lang}"
+        )
+    print(table2_markdown(zone_j, ref_lang, n_layer))
+    print(f"analysis -> {out_dir}")
+    return result
