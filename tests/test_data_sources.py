@@ -1,0 +1,116 @@
+"""Language registry, text sources (shared real data and local HF datasets), tokenisation, batching."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from hf_reference import SHARED_DATA
+
+import rise_jax
+from rise_jax.data.batching import bucketed_batches, render, tokenize_examples
+from rise_jax.data.languages import get_language, parse_languages
+from rise_jax.data.sources import Example, SourceError, SourceSpec, load_examples
+
+pytestmark = pytest.mark.skipif(not os.path.isdir(SHARED_DATA), reason="../shared/data not present")
+
+
+def test_registry_maps_every_dataset_code_to_one_iso_code():
+    bn = get_language("bn")
+    assert (bn.flores, bn.ntrex, bn.tydiqa, bn.mgsm, bn.resource) == ("ben_Beng", "ben", "bengali", True, "low")
+    assert get_language("ben_Beng") is bn and get_language("bengali") is bn and get_language("ben") is bn
+    assert get_language("zho-CN").code == "zh" and get_language("swh_Latn").code == "sw"
+    assert parse_languages("en, bn,sw") == ["en", "bn", "sw"]
+    with pytest.raises(KeyError, match="unknown language 'xx'"):
+        get_language("xx")
+    with pytest.raises(ValueError, match="listed twice: bn"):
+        parse_languages("bn,ben_Beng")
+    # every FLoRes and NTREX file of the shared data resolves
+    for d in os.listdir(os.path.join(SHARED_DATA, "flores200")):
+        if os.path.isdir(os.path.join(SHARED_DATA, "flores200", d)):
+            assert get_language(d).flores == d
+
+
+def test_flores_is_parallel_by_index_id():
+    spec = SourceSpec("flores", os.path.join(SHARED_DATA, "flores200"), split="dev")
+    en, bn = load_examples(spec, "en"), load_examples(spec, "bn")
+    assert len(en) == len(bn) == 99 and [e.id for e in en] == [e.id for e in bn]
+
+
+def test_ntrex_mgsm_squad_and_tydiqa_sources():
+    ntrex = load_examples(SourceSpec("ntrex", os.path.join(SHARED_DATA, "ntrex128")), "sw")
+    assert len(ntrex) == 1997 and ntrex[0].id == "0"
+    mgsm = load_examples(SourceSpec("mgsm", os.path.join(SHARED_DATA, "mgsm")), "bn")
+    assert len(mgsm) == 250 and mgsm[0].answer == "18" and mgsm[0].text == mgsm[0].prompt
+    xquad = load_examples(SourceSpec("squad", os.path.join(SHARED_DATA, "xquad", "xquad.{lang}.json")), "th")
+    assert len(xquad) == 1190 and "\n" in xquad[0].text and xquad[0].answer
+    tydi = SourceSpec(
+        "squad", os.path.join(SHARED_DATA, "tydiqa", "tydiqa-goldp-v1.1-dev_ini.json"), include_answer=True
+    )
+    bn = load_examples(tydi, "bn")
+    assert len(bn) == 1 and bn[0].id.startswith("bengali-") and bn[0].text.endswith(bn[0].answer)
+
+
+def test_hf_datasets_source_with_local_files(tmp_path):
+    for lang, rows in {"en": ["a b", "c d"], "bn": ["আমি", "তুমি", "সে"]}.items():
+        with open(tmp_path / f"{lang}.jsonl", "w", encoding="utf-8") as fh:
+            for i, r in enumerate(rows):
+                fh.write(json.dumps({"id": f"{lang}-{i}", "title": "t", "text": r}) + "\n")
+    spec = SourceSpec(
+        "hf", hf_path="json", hf_data_files=str(tmp_path / "{lang}.jsonl"), split="train", text_fields="title,text"
+    )
+    bn = load_examples(spec, "bn")
+    assert [e.text for e in bn] == ["t\nআমি", "t\nতুমি", "t\nসে"] and bn[0].id == "bn-0"
+    filt = SourceSpec(
+        "hf", hf_path="json", hf_data_files=str(tmp_path / "bn.jsonl"), split="train", hf_filter="id:{lang}-1"
+    )
+    assert [e.text for e in load_examples(filt, "bn")] == ["তুমি"]
+    bad = SourceSpec("hf", hf_path="json", hf_data_files=str(tmp_path / "en.jsonl"), split="train", text_fields="body")
+    with pytest.raises(SourceError, match=r"column\(s\) \['body'\] not in dataset columns"):
+        load_examples(bad, "en")
+
+
+def test_plain_text_and_source_errors(tmp_path):
+    (tmp_path / "sw.txt").write_text("moja\n\nmbili\n", encoding="utf-8")
+    assert [e.text for e in load_examples(SourceSpec("plain_text", str(tmp_path)), "sw")] == ["moja", "mbili"]
+    (tmp_path / "yo.txt").write_text("\n\n", encoding="utf-8")
+    with pytest.raises(SourceError, match=r"no plain_text examples for language yo"):
+        load_examples(SourceSpec("plain_text", str(tmp_path)), "yo")
+    with pytest.raises(SourceError, match=r"te\.txt: missing"):
+        load_examples(SourceSpec("plain_text", str(tmp_path)), "te")
+    (tmp_path / "mgsm_sw.tsv").write_text("q only\n", encoding="utf-8")
+    with pytest.raises(SourceError, match=r"mgsm_sw\.tsv: line 1 has 1 tab-separated fields"):
+        load_examples(SourceSpec("mgsm", str(tmp_path)), "sw")
+    (tmp_path / "bad.json").write_bytes(b"\xff\xfe{")
+    with pytest.raises(SourceError, match=r"bad\.json: unreadable"):
+        load_examples(SourceSpec("squad", str(tmp_path / "bad.json")), "bn")
+    with pytest.raises(SourceError, match="unknown source kind 'csv'"):
+        SourceSpec("csv")
+
+
+def test_truncation_is_counted_and_chat_template_applied():
+    tok = rise_jax.load_tokenizer(os.path.join(SHARED_DATA, "tokenizers", "qwen3"))
+    exs = [Example("0", "one two three four five six seven"), Example("1", "one")]
+    corpus = tokenize_examples("en", exs, tok, max_length=3)
+    assert corpus.truncated == 1 and [len(s) for s in corpus.sequences] == [3, 1]
+    capped = tokenize_examples("en", exs, tok, max_length=64, max_samples=1)
+    assert len(capped.sequences) == 1 and capped.available == 2
+    qa = Example("q", "ctx\nq", prompt="ctx\nq", answer="a")
+    text = render(qa, tok, "chat")
+    assert text.startswith("<|im_start|>user\nctx\nq<|im_end|>") and text.endswith(
+        "<|im_start|>assistant\n<think>\n\n</think>\n\n"
+    )
+
+
+def test_bucketed_batches_cover_every_sequence_once_with_static_batch_size():
+    seqs = [np.arange(1, n + 1, dtype=np.int32) for n in (5, 40, 3, 33, 17)]
+    seen = []
+    for ids, mask, index in bucketed_batches(seqs, batch_size=2, bucket_multiple=16):
+        assert ids.shape[0] == 2 and ids.shape[1] % 16 == 0
+        for row, i in enumerate(index):
+            if i < 0:
+                assert mask[row].sum() == 0
+                continue
+            seen.append(int(i))
+            assert mask[row].sum() == len(seqs[i]) and (ids[row, : len(seqs[i])] == seqs[i]).all()
+    assert sorted(seen) == list(range(5))
