@@ -55,4 +55,41 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.select.seed = 42
     c.select.p_gate = 0.1
     c.select.p_token = 0.2
+
+    # Subnetwork training (paper defaults). Data: the target language's text.
+    c.train = ml_collections.ConfigDict()
+    c.train.language = ""  # default: the selection's target language
+    c.train.data = ml_collections.ConfigDict()
+    c.train.data.source = "flores"
+    c.train.data.path = ""
+    c.train.data.split = "train"
+    c.train.data.max_samples = 0
+    c.train.data.max_length = 512
+    c.train.data.template = "raw"
+    c.train.data.hf_path = ""
+    c.train.data.hf_name = ""
+    c.train.data.hf_data_files = ""
+    c.train.data.text_fields = "text"
+    c.train.data.hf_filter = ""
+    c.train.completion_only = False  # loss on the answer only (QA / MGSM data)
+    c.train.held_out = 0.05  # fraction of sequences for the held-out loss
+    c.train.epochs = 3
+    c.train.batch_size = 2
+    c.train.grad_accum = 8
+    c.train.lr = 2e-5
+    c.train.warmup_ratio = 0.05
+    c.train.b1 = 0.9
+    c.train.b2 = 0.999
+    c.train.eps = 1e-8
+    c.train.weight_decay = 0.0
+    c.train.clip_norm = 1.0
+    c.train.seed = 42
+    c.train.compute_dtype = ""  # default: the parameter dtype (bf16 compute, fp32 expert masters)
+    c.train.remat = True
+    c.train.router_mode = "deterministic"  # PhiMoE: or sparsemixer_train
+    c.train.eval_every = 50  # optimiser steps
+    c.train.save_every = 100  # micro-steps
+    c.train.log_every = 1
+    c.train.bucket_multiple = 32
+    c.train.max_steps = 0  # stop early (resumable) after this many micro-steps
     return c

@@ -102,14 +102,26 @@ class Experts(nn.Module):
     opts: RuntimeOptions
 
     @nn.compact
-    def __call__(self, x: Array, indices: Array, weights: Array) -> Array:
+    def __call__(self, x: Array, indices: Array, weights: Array, override: Any = None) -> Array:
+        """``override`` = (slots ``[E]`` int, {proj: ``[K, ...]``}): expert ``e`` with ``slots[e] >= 0``
+        uses trainable weights ``proj[slots[e]]``; every other expert uses the (gradient-stopped)
+        parameters. This is how training sees only the selected experts as differentiable."""
         e, h, i = self.cfg.num_experts, self.cfg.hidden_size, self.cfg.moe_intermediate_size
         init = nn.initializers.normal(0.02)
         pd, dt = self.opts.param_dtype, self.opts.dtype
-        w_gate = self.param("gate_proj", init, (e, h, i), pd).astype(dt)
-        w_up = self.param("up_proj", init, (e, h, i), pd).astype(dt)
-        w_down = self.param("down_proj", init, (e, i, h), pd).astype(dt)
-        return dispatch_lib.dispatch(x.astype(dt), w_gate, w_up, w_down, indices, weights, self.opts.dispatch)
+        shapes = {"gate_proj": (e, h, i), "up_proj": (e, h, i), "down_proj": (e, i, h)}
+        w = {name: self.param(name, init, shape, pd) for name, shape in shapes.items()}
+        if override is not None:
+            slots, trained = override
+            use = (slots >= 0)[:, None, None]
+            safe = jnp.maximum(slots, 0)
+            w = {
+                name: jnp.where(use, trained[name][safe].astype(pd), jax.lax.stop_gradient(w[name])) for name in shapes
+            }
+        w = {name: v.astype(dt) for name, v in w.items()}
+        return dispatch_lib.dispatch(
+            x.astype(dt), w["gate_proj"], w["up_proj"], w["down_proj"], indices, weights, self.opts.dispatch
+        )
 
 
 class MoEBlock(nn.Module):
@@ -119,7 +131,7 @@ class MoEBlock(nn.Module):
     opts: RuntimeOptions
 
     @nn.compact
-    def __call__(self, x: Array) -> tuple[Array, tuple[Array, Array, Array]]:
+    def __call__(self, x: Array, override: Any = None) -> tuple[Array, tuple[Array, Array, Array]]:
         cfg, opts = self.cfg, self.opts
         b, t, h = x.shape
         train_router = opts.router_mode == "sparsemixer_train" and cfg.router_type == "sparsemixer"
@@ -143,7 +155,7 @@ class MoEBlock(nn.Module):
             weights, idx = routing.sparsemixer_train(logits, cfg.router_jitter_noise, self.make_rng("router"))
         else:
             weights, idx = routing.sparsemixer_eval(logits, cfg.router_jitter_noise)
-        out = Experts(cfg, opts, name="experts")(flat, idx, weights)
+        out = Experts(cfg, opts, name="experts")(flat, idx, weights, override)
         info = (idx.reshape(b, t, -1), weights.reshape(b, t, -1), logits.reshape(b, t, -1))
         return out.reshape(b, t, h), info
 
@@ -170,13 +182,14 @@ class DecoderLayer(nn.Module):
     return_routing: bool = False
 
     @nn.compact
-    def __call__(self, x: Array, cos: Array, sin: Array, visible: Array):
+    def __call__(self, x: Array, cos: Array, sin: Array, visible: Array, slots: Any = None, trained: Any = None):
         cfg, opts = self.cfg, self.opts
         h = make_norm(cfg, opts.param_dtype, "input_norm")(x)
         x = x + Attention(cfg, opts.dtype, opts.param_dtype, name="attn")(h, cos, sin, visible)
         h = make_norm(cfg, opts.param_dtype, "post_attention_norm")(x)
         if self.is_moe:
-            y, info = MoEBlock(cfg, opts, name="moe")(h)
+            override = None if slots is None else (slots, trained)
+            y, info = MoEBlock(cfg, opts, name="moe")(h, override)
         else:
             y, info = DenseMLP(cfg, opts, name="mlp")(h), None
         x = x + y.astype(x.dtype)
@@ -197,7 +210,8 @@ class MoEModel(nn.Module):
 
     ``attention_mask`` ``[B, T]`` (1 = real token, default all ones); ``positions`` ``[B, T]``
     default ``0..T-1`` for every row (HF forward's convention; pass ``cumsum(mask) - 1`` to match
-    HF ``generate`` with left padding).
+    HF ``generate`` with left padding). ``trainable_experts`` (see
+    :mod:`rise_jax.training.partition`) substitutes trainable copies for the selected experts.
     """
 
     cfg: ModelConfig
@@ -212,6 +226,7 @@ class MoEModel(nn.Module):
         *,
         return_routing: bool = False,
         skip_lm_head: bool = False,
+        trainable_experts: dict[str, Any] | None = None,
     ) -> ModelOutput:
         cfg, opts = self.cfg, self.opts
         b, t = input_ids.shape
@@ -233,10 +248,14 @@ class MoEModel(nn.Module):
                 layer_cls,
                 variable_axes={"params": 0},
                 split_rngs={"params": True, "router": True},
-                in_axes=(nn.broadcast, nn.broadcast, nn.broadcast),
+                in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0, nn.broadcast),
                 length=run.length,
             )
-            x, ys = scanned(cfg, opts, run.is_moe, return_routing, name=run.name)(x, cos, sin, visible)
+            slots = trained = None
+            if trainable_experts is not None and run.name in trainable_experts:
+                slots = trainable_experts[run.name]["slots"]
+                trained = {k: v for k, v in trainable_experts[run.name].items() if k != "slots"}
+            x, ys = scanned(cfg, opts, run.is_moe, return_routing, name=run.name)(x, cos, sin, visible, slots, trained)
             if run.is_moe and return_routing:
                 infos.append(ys)
         x = make_norm(cfg, opts.param_dtype, "final_norm")(x)

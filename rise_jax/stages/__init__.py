@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from rise_jax.stages import analyze, inspect, select, stats
+from rise_jax.stages import analyze, export, inspect, select, stats, train
 
 STAGES: dict[str, Callable] = {
     "inspect": inspect.run,
     "stats": stats.run,
     "analyze": analyze.run,
     "select": select.run,
+    "train": train.run,
+    "export": export.run,
 }

@@ -1,0 +1,32 @@
+"""Stage ``export``: merge the trained experts into the base model -> ``export/hf`` (HF checkpoint)."""
+
+from __future__ import annotations
+
+import os
+
+import ml_collections
+
+from rise_jax.api import export_model, load_model
+from rise_jax.stages.common import checkpoint_path
+from rise_jax.stages.train import train_dir
+from rise_jax.training.artefacts import apply_trained_experts
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> str:
+    path = checkpoint_path(config, workdir)
+    model, params = load_model(path, dtype=config.model.dtype, dispatch=config.model.dispatch)
+    merged = apply_trained_experts(params, train_dir(workdir))
+    out = export_model(
+        model, merged, os.path.join(workdir, "export", "hf"), source_dir=path, overwrite=True, progress=True
+    )
+    tok_dir = config.model.get("tokenizer")
+    if tok_dir:  # a separately given tokenizer travels with the merged model
+        import shutil
+
+        from rise_jax.checkpoints.hf_export import TOKENIZER_FILES
+
+        for f in TOKENIZER_FILES:
+            if os.path.isfile(os.path.join(tok_dir, f)):
+                shutil.copy2(os.path.join(tok_dir, f), os.path.join(out, f))
+    print(f"merged HF checkpoint -> {out}")
+    return out

@@ -1,0 +1,112 @@
+"""Training sequences: tokens plus a loss mask (whole text, or completion only)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from rise_jax.data.batching import render
+from rise_jax.data.sources import Example
+
+
+class TrainingDataError(ValueError):
+    """Unusable training data (empty, no answers for completion-only training)."""
+
+
+@dataclasses.dataclass
+class TrainingSet:
+    ids: list[np.ndarray]
+    loss_masks: list[np.ndarray]
+    truncated: int
+
+    @property
+    def num_tokens(self) -> int:
+        return int(sum(int(m.sum()) for m in self.loss_masks))
+
+    def split(self, held_out: float, seed: int) -> tuple[TrainingSet, TrainingSet]:
+        """(train, held-out): a seeded random ``held_out`` fraction (at least one sequence when > 0)."""
+        n = len(self.ids)
+        k = 0 if held_out <= 0 else max(1, round(n * held_out))
+        if k >= n:
+            raise TrainingDataError(f"held-out fraction {held_out} leaves no training sequences out of {n}")
+        perm = np.random.default_rng(seed).permutation(n)
+        pick = lambda idx: TrainingSet([self.ids[i] for i in idx], [self.loss_masks[i] for i in idx], 0)  # noqa: E731
+        train, held = pick(sorted(perm[k:])), pick(sorted(perm[:k]))
+        train.truncated = self.truncated
+        return train, held
+
+
+def build_training_set(
+    examples: Sequence[Example],
+    tokenizer,
+    max_length: int,
+    template: str = "raw",
+    completion_only: bool = False,
+    max_samples: int | None = None,
+) -> TrainingSet:
+    """Tokenise; sequences longer than ``max_length`` are cut (counted). With ``completion_only``
+    the loss covers the answer tokens only (the prompt is context)."""
+    chosen = list(examples[:max_samples] if max_samples else examples)
+    if not chosen:
+        raise TrainingDataError("no training examples")
+    ids_out, masks, truncated = [], [], 0
+    special = template == "raw"
+    for ex in chosen:
+        if completion_only:
+            if ex.prompt is None or ex.answer is None:
+                raise TrainingDataError(
+                    f"example {ex.id!r} has no prompt/answer: completion-only training needs QA/MGSM data"
+                )
+            full_ex = Example(ex.id, f"{ex.prompt}\n{ex.answer}", ex.prompt, ex.answer)
+            prompt_text = render(Example(ex.id, ex.prompt, ex.prompt, None), tokenizer, template)
+            if template == "raw":
+                prompt_text += "\n"
+            full_text = render(full_ex, tokenizer, template)
+            prompt_ids = tokenizer(prompt_text, add_special_tokens=special)["input_ids"]
+            ids = tokenizer(full_text, add_special_tokens=special)["input_ids"]
+            mask = np.zeros(len(ids), np.int32)
+            mask[min(len(prompt_ids), len(ids)) :] = 1
+        else:
+            ids = tokenizer(render(ex, tokenizer, template), add_special_tokens=special)["input_ids"]
+            mask = np.ones(len(ids), np.int32)
+        if len(ids) < 2:
+            continue
+        if len(ids) > max_length:
+            truncated += 1
+            ids, mask = ids[:max_length], mask[:max_length]
+        if mask[1:].sum() == 0:
+            continue
+        ids_out.append(np.asarray(ids, np.int32))
+        masks.append(mask)
+    if not ids_out:
+        raise TrainingDataError("no usable training sequences (all empty, or answers truncated away)")
+    return TrainingSet(ids_out, masks, truncated)
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
+    """The epoch's shuffled batches of sequence indices (seeded by ``seed`` and ``epoch``)."""
+    perm = np.random.default_rng([seed, epoch]).permutation(n)
+    return [perm[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def pad_batch(
+    data: TrainingSet, index: Sequence[int], batch_size: int, multiple: int = 32, pad_id: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ids, attention mask, loss mask) ``[batch_size, T]``, right-padded, empty rows to fill."""
+    longest = max(len(data.ids[i]) for i in index)
+    t = -(-longest // multiple) * multiple
+    ids = np.full((batch_size, t), pad_id, np.int32)
+    att = np.zeros((batch_size, t), np.int32)
+    loss = np.zeros((batch_size, t), np.int32)
+    for row, i in enumerate(index):
+        n = len(data.ids[i])
+        ids[row, :n], att[row, :n], loss[row, :n] = data.ids[i], 1, data.loss_masks[i]
+    return ids, att, loss
+
+
+def iterate(data: TrainingSet, batch_size: int, multiple: int, pad_id: int) -> Iterator[tuple[np.ndarray, ...]]:
+    """Unshuffled batches (held-out evaluation)."""
+    for start in range(0, len(data.ids), batch_size):
+        yield pad_batch(data, range(start, min(start + batch_size, len(data.ids))), batch_size, multiple, pad_id)

@@ -1,0 +1,228 @@
+"""The training loop: shuffled epochs, accumulation, held-out loss, metrics, checkpoints, resume.
+
+Guarantees:
+
+* Resumable and exact: the micro-step counter, trainable weights and optimiser state are saved
+  with orbax (``checkpoints/``); data order depends only on (seed, epoch) and the router rng on
+  the micro-step, so a resumed run ends bitwise where an uninterrupted one would (on CPU).
+* SIGTERM / SIGINT: the current step finishes, a checkpoint is written, the loop returns
+  ``status = "interrupted"``.
+* A non-finite loss stops the run with :class:`TrainingError`; the update is discarded and the
+  last good state is checkpointed.
+* Metrics: ``metrics.jsonl`` (one JSON object per logged step: step, opt_step, epoch, loss,
+  grad_norm, lr, tokens, tokens_per_s; held-out entries carry ``held_out_loss``) and TensorBoard
+  event files in ``tensorboard/`` (tensorboardX).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import time
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from tqdm.auto import tqdm
+
+from rise_jax.models.transformer import MoEModel
+from rise_jax.training.data import TrainingSet, epoch_batches, iterate, pad_batch
+from rise_jax.training.partition import split_trainable
+from rise_jax.training.step import make_optimizer, make_steps
+
+
+class TrainingError(RuntimeError):
+    """Training cannot continue (non-finite loss); the message says where the last good state is."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainOptions:
+    epochs: int = 3
+    batch_size: int = 2
+    grad_accum: int = 8
+    lr: float = 2e-5
+    warmup_ratio: float = 0.05
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    clip_norm: float = 1.0
+    seed: int = 42
+    eval_every: int = 50  # optimiser steps between held-out evaluations (0 = only at the end)
+    save_every: int = 100  # micro-steps between checkpoints (0 = only at the end / on signal)
+    log_every: int = 1  # micro-steps between metric records
+    bucket_multiple: int = 32
+    pad_id: int = 0
+    max_steps: int = 0  # stop (with a checkpoint) after this many micro-steps; 0 = run to the end
+    progress: bool = True
+
+
+def _held_out_loss(eval_step, weights, slots, base, held: TrainingSet, opts: TrainOptions) -> float:
+    total, count = 0.0, 0.0
+    for ids, att, loss in iterate(held, opts.batch_size, opts.bucket_multiple, opts.pad_id):
+        s, c = eval_step(weights, slots, base, ids, att, loss)
+        total, count = total + float(s), count + float(c)
+    return total / max(count, 1.0)
+
+
+class _StopFlag:
+    """Records SIGTERM/SIGINT instead of dying mid-step; restores the old handlers on exit."""
+
+    def __init__(self):
+        self.signal: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: signals cannot be caught here
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        del frame
+        self.signal = signum
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def train(
+    model: MoEModel,
+    base_params: Any,
+    trainable: dict[str, Any],
+    train_set: TrainingSet,
+    held_set: TrainingSet | None,
+    opts: TrainOptions,
+    out_dir: str,
+) -> dict[str, Any]:
+    """Train the selected experts; returns a summary (also the final trainable tree under
+    ``"trainable"``). Resumes from ``<out_dir>/checkpoints`` when it holds a checkpoint."""
+    os.makedirs(out_dir, exist_ok=True)
+    weights, slots = split_trainable(trainable)
+    n = len(train_set.ids)
+    per_epoch = math.ceil(n / opts.batch_size)
+    total_micro = opts.epochs * per_epoch
+    total_opt = math.ceil(total_micro / opts.grad_accum)
+    tx, schedule = make_optimizer(
+        opts.lr,
+        total_opt,
+        opts.warmup_ratio,
+        opts.b1,
+        opts.b2,
+        opts.eps,
+        opts.weight_decay,
+        opts.clip_norm,
+        opts.grad_accum,
+    )
+    train_step, eval_step = make_steps(model, tx)
+    opt_state = tx.init(weights)
+
+    manager = ocp.CheckpointManager(
+        os.path.abspath(os.path.join(out_dir, "checkpoints")),
+        options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True),
+    )
+    start = 0
+    latest = manager.latest_step()
+    if latest is not None:
+        restored = manager.restore(latest, args=ocp.args.StandardRestore({"weights": weights, "opt_state": opt_state}))
+        weights, opt_state, start = restored["weights"], restored["opt_state"], int(latest)
+
+    def save(step: int, w, o) -> None:
+        if manager.latest_step() != step:
+            manager.save(step, args=ocp.args.StandardSave({"weights": w, "opt_state": o}))
+            manager.wait_until_finished()
+
+    from tensorboardX import SummaryWriter
+
+    tb = SummaryWriter(os.path.join(out_dir, "tensorboard"))
+    metrics_path = os.path.join(out_dir, "metrics.jsonl")
+    status, last_loss, held_loss, steps_done = "completed", float("nan"), None, start
+    base_key = jax.random.PRNGKey(opts.seed)
+    epoch_cache: dict[int, list[np.ndarray]] = {}
+    t0, tokens_seen = time.perf_counter(), 0
+    bar = tqdm(total=total_micro, initial=start, desc="training", unit="step", disable=not opts.progress)
+    try:
+        with open(metrics_path, "a", encoding="utf-8") as log, _StopFlag() as stop:
+
+            def record(entry: dict[str, Any]) -> None:
+                log.write(json.dumps(entry) + "\n")
+                log.flush()
+                for k, v in entry.items():
+                    if k not in ("step", "epoch", "opt_step") and isinstance(v, (int, float)):
+                        tb.add_scalar(f"train/{k}" if k != "held_out_loss" else "eval/loss", v, entry["step"])
+
+            for m in range(start, total_micro):
+                epoch, b = divmod(m, per_epoch)
+                if epoch not in epoch_cache:
+                    epoch_cache = {epoch: epoch_batches(n, opts.batch_size, opts.seed, epoch)}
+                ids, att, loss_mask = pad_batch(
+                    train_set, epoch_cache[epoch][b], opts.batch_size, opts.bucket_multiple, opts.pad_id
+                )
+                rng = jax.random.fold_in(base_key, m)
+                new_w, new_o, met = train_step(weights, opt_state, slots, base_params, ids, att, loss_mask, rng)
+                loss = float(met["loss"])
+                if not math.isfinite(loss):
+                    save(m, weights, opt_state)
+                    raise TrainingError(
+                        f"non-finite loss ({loss}) at micro-step {m + 1} (epoch {epoch}); the update was discarded "
+                        f"and the last good state (micro-step {m}) is checkpointed in {os.path.join(out_dir, 'checkpoints')}. "
+                        "Lower the learning rate or check the data."
+                    )
+                weights, opt_state, last_loss = new_w, new_o, loss
+                done = steps_done = m + 1
+                tokens_seen += int(att.sum())
+                tps = tokens_seen / max(time.perf_counter() - t0, 1e-9)
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}", tokens_per_s=f"{tps:.0f}")
+                if opts.log_every and done % opts.log_every == 0:
+                    record(
+                        {
+                            "step": done,
+                            "opt_step": done // opts.grad_accum,
+                            "epoch": epoch,
+                            "loss": loss,
+                            "grad_norm": float(met["grad_norm"]),
+                            "lr": float(schedule(max(done // opts.grad_accum - 1, 0))),
+                            "tokens": float(met["tokens"]),
+                            "tokens_per_s": tps,
+                        }
+                    )
+                at_opt_step = done % opts.grad_accum == 0
+                if held_set and opts.eval_every and at_opt_step and (done // opts.grad_accum) % opts.eval_every == 0:
+                    held_loss = _held_out_loss(eval_step, weights, slots, base_params, held_set, opts)
+                    record({"step": done, "opt_step": done // opts.grad_accum, "held_out_loss": held_loss})
+                if opts.save_every and done % opts.save_every == 0:
+                    save(done, weights, opt_state)
+                if stop.signal is not None:
+                    save(done, weights, opt_state)
+                    status = f"interrupted by signal {stop.signal}"
+                    break
+                if opts.max_steps and done >= opts.max_steps and done < total_micro:
+                    save(done, weights, opt_state)
+                    status = "stopped at max_steps"
+                    break
+            else:
+                save(total_micro, weights, opt_state)
+                if held_set:
+                    held_loss = _held_out_loss(eval_step, weights, slots, base_params, held_set, opts)
+                    record({"step": total_micro, "opt_step": total_opt, "held_out_loss": held_loss})
+    finally:
+        bar.close()
+        tb.close()
+        manager.close()
+    return {
+        "status": status,
+        "micro_steps": total_micro,
+        "optimizer_steps": total_opt,
+        "steps_done": steps_done,
+        "final_loss": last_loss,
+        "held_out_loss": held_loss,
+        "trainable": {run: {"slots": slots[run], **weights[run]} for run in weights},
+    }
