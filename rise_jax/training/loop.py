@@ -2,9 +2,12 @@
 
 Guarantees:
 
-* Resumable and exact: the micro-step counter, trainable weights and optimiser state are saved
-  with orbax (``checkpoints/``); data order depends only on (seed, epoch) and the router rng on
-  the micro-step, so a resumed run ends bitwise where an uninterrupted one would (on CPU).
+* Gradient accumulation as HF's Trainer: an optimiser step every ``grad_accum`` micro-batches
+  and at the end of each epoch; the update uses the mean of the accumulated gradients.
+* Resumable and exact: the micro-step counter, trainable weights, optimiser state and the
+  gradient accumulator are saved with orbax (``checkpoints/``, keyed by micro-step); data order
+  depends only on (seed, epoch) and the router rng on the micro-step, so a resumed run ends
+  bitwise where an uninterrupted one would (on CPU).
 * SIGTERM / SIGINT: the current step finishes, a checkpoint is written, the loop returns
   ``status = "interrupted"``.
 * A non-finite loss stops the run with :class:`TrainingError`; the update is discarded and the
@@ -25,6 +28,7 @@ import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from tqdm.auto import tqdm
@@ -43,7 +47,7 @@ class TrainingError(RuntimeError):
 class TrainOptions:
     epochs: int = 3
     batch_size: int = 2
-    grad_accum: int = 8
+    grad_accum: int = 8  # micro-batches per optimiser step (and one at each epoch end)
     lr: float = 2e-5
     warmup_ratio: float = 0.05
     b1: float = 0.9
@@ -107,22 +111,19 @@ def train(
     os.makedirs(out_dir, exist_ok=True)
     weights, slots = split_trainable(trainable)
     n = len(train_set.ids)
+    if n == 0:
+        raise TrainingError("no training sequences")
     per_epoch = math.ceil(n / opts.batch_size)
     total_micro = opts.epochs * per_epoch
-    total_opt = math.ceil(total_micro / opts.grad_accum)
+    opt_per_epoch = math.ceil(per_epoch / opts.grad_accum)
+    total_opt = opts.epochs * opt_per_epoch
     tx, schedule = make_optimizer(
-        opts.lr,
-        total_opt,
-        opts.warmup_ratio,
-        opts.b1,
-        opts.b2,
-        opts.eps,
-        opts.weight_decay,
-        opts.clip_norm,
-        opts.grad_accum,
+        opts.lr, total_opt, opts.warmup_ratio, opts.b1, opts.b2, opts.eps, opts.weight_decay, opts.clip_norm
     )
-    train_step, eval_step = make_steps(model, tx)
+    grad_step, apply_step, eval_step = make_steps(model, tx)
     opt_state = tx.init(weights)
+    grad_acc = jax.tree_util.tree_map(jnp.zeros_like, weights)
+    n_acc = 0
 
     manager = ocp.CheckpointManager(
         os.path.abspath(os.path.join(out_dir, "checkpoints")),
@@ -131,12 +132,15 @@ def train(
     start = 0
     latest = manager.latest_step()
     if latest is not None:
-        restored = manager.restore(latest, args=ocp.args.StandardRestore({"weights": weights, "opt_state": opt_state}))
-        weights, opt_state, start = restored["weights"], restored["opt_state"], int(latest)
+        target = {"weights": weights, "opt_state": opt_state, "grad_acc": grad_acc, "n_acc": np.zeros((), np.int32)}
+        restored = manager.restore(latest, args=ocp.args.StandardRestore(target))
+        weights, opt_state, grad_acc = restored["weights"], restored["opt_state"], restored["grad_acc"]
+        n_acc, start = int(restored["n_acc"]), int(latest)
 
-    def save(step: int, w, o) -> None:
+    def save(step: int) -> None:
         if manager.latest_step() != step:
-            manager.save(step, args=ocp.args.StandardSave({"weights": w, "opt_state": o}))
+            state = {"weights": weights, "opt_state": opt_state, "grad_acc": grad_acc, "n_acc": np.asarray(n_acc, np.int32)}
+            manager.save(step, args=ocp.args.StandardSave(state))
             manager.wait_until_finished()
 
     from tensorboardX import SummaryWriter
@@ -166,50 +170,51 @@ def train(
                     train_set, epoch_cache[epoch][b], opts.batch_size, opts.bucket_multiple, opts.pad_id
                 )
                 rng = jax.random.fold_in(base_key, m)
-                new_w, new_o, met = train_step(weights, opt_state, slots, base_params, ids, att, loss_mask, rng)
-                loss = float(met["loss"])
+                loss_a, count, grads = grad_step(weights, slots, base_params, ids, att, loss_mask, rng)
+                loss = float(loss_a)
                 if not math.isfinite(loss):
-                    save(m, weights, opt_state)
+                    save(m)
                     raise TrainingError(
                         f"non-finite loss ({loss}) at micro-step {m + 1} (epoch {epoch}); the update was discarded "
                         f"and the last good state (micro-step {m}) is checkpointed in {os.path.join(out_dir, 'checkpoints')}. "
                         "Lower the learning rate or check the data."
                     )
-                weights, opt_state, last_loss = new_w, new_o, loss
+                grad_acc = jax.tree_util.tree_map(jnp.add, grad_acc, grads)
+                n_acc += 1
+                at_opt_step = (b + 1) % opts.grad_accum == 0 or b == per_epoch - 1
+                grad_norm = None
+                if at_opt_step:
+                    weights, opt_state, gn = apply_step(weights, opt_state, grad_acc, jnp.float32(n_acc))
+                    grad_norm = float(gn)
+                    grad_acc = jax.tree_util.tree_map(jnp.zeros_like, grad_acc)
+                    n_acc = 0
+                last_loss = loss
                 done = steps_done = m + 1
+                opt_step = epoch * opt_per_epoch + math.ceil((b + 1) / opts.grad_accum) if at_opt_step else None
                 tokens_seen += int(att.sum())
                 tps = tokens_seen / max(time.perf_counter() - t0, 1e-9)
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}", tokens_per_s=f"{tps:.0f}")
                 if opts.log_every and done % opts.log_every == 0:
-                    record(
-                        {
-                            "step": done,
-                            "opt_step": done // opts.grad_accum,
-                            "epoch": epoch,
-                            "loss": loss,
-                            "grad_norm": float(met["grad_norm"]),
-                            "lr": float(schedule(max(done // opts.grad_accum - 1, 0))),
-                            "tokens": float(met["tokens"]),
-                            "tokens_per_s": tps,
-                        }
-                    )
-                at_opt_step = done % opts.grad_accum == 0
-                if held_set and opts.eval_every and at_opt_step and (done // opts.grad_accum) % opts.eval_every == 0:
+                    entry = {"step": done, "epoch": epoch, "loss": loss, "tokens": float(count), "tokens_per_s": tps}
+                    if opt_step is not None:
+                        entry.update(opt_step=opt_step, grad_norm=grad_norm, lr=float(schedule(opt_step - 1)))
+                    record(entry)
+                if held_set and opts.eval_every and opt_step and opt_step % opts.eval_every == 0:
                     held_loss = _held_out_loss(eval_step, weights, slots, base_params, held_set, opts)
-                    record({"step": done, "opt_step": done // opts.grad_accum, "held_out_loss": held_loss})
+                    record({"step": done, "opt_step": opt_step, "held_out_loss": held_loss})
                 if opts.save_every and done % opts.save_every == 0:
-                    save(done, weights, opt_state)
+                    save(done)
                 if stop.signal is not None:
-                    save(done, weights, opt_state)
+                    save(done)
                     status = f"interrupted by signal {stop.signal}"
                     break
                 if opts.max_steps and done >= opts.max_steps and done < total_micro:
-                    save(done, weights, opt_state)
+                    save(done)
                     status = "stopped at max_steps"
                     break
             else:
-                save(total_micro, weights, opt_state)
+                save(total_micro)
                 if held_set:
                     held_loss = _held_out_loss(eval_step, weights, slots, base_params, held_set, opts)
                     record({"step": total_micro, "opt_step": total_opt, "held_out_loss": held_loss})

@@ -35,12 +35,10 @@ def make_optimizer(
     eps: float = 1e-8,
     weight_decay: float = 0.0,
     clip_norm: float = 1.0,
-    grad_accum: int = 1,
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """(optimiser, learning-rate schedule): AdamW with linear warmup (``ceil(ratio · total)`` steps) then linear decay to 0, after
-    clipping the global norm of the trainable gradients; ``optax.MultiSteps`` averages
-    ``grad_accum`` micro-batches per optimiser step. (Paper defaults: lr 2e-5, (0.9, 0.999),
-    eps 1e-8, weight decay 0, warmup 0.05, clip 1.0, accumulation 8.)"""
+    """(optimiser, learning-rate schedule): clip the global norm of the trainable gradients, then
+    AdamW with linear warmup over ``ceil(ratio · total)`` optimiser steps and linear decay to 0.
+    (Paper defaults: lr 2e-5, betas (0.9, 0.999), eps 1e-8, weight decay 0, warmup 0.05, clip 1.0.)"""
     total_steps = max(int(total_steps), 1)
     warmup = min(math.ceil(warmup_ratio * total_steps), total_steps)
     schedule = optax.join_schedules(
@@ -49,16 +47,17 @@ def make_optimizer(
     )
     parts = [optax.clip_by_global_norm(clip_norm)] if clip_norm and clip_norm > 0 else []
     parts.append(optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay))
-    tx = optax.chain(*parts)
-    return (optax.MultiSteps(tx, every_k_schedule=grad_accum) if grad_accum > 1 else tx), schedule
+    return optax.chain(*parts), schedule
 
 
 def make_steps(model: MoEModel, tx: optax.GradientTransformation):
-    """(train_step, eval_step), both jit-compiled.
+    """(grad_step, apply_step, eval_step), jit-compiled.
 
-    ``train_step(weights, opt_state, slots, base_params, ids, mask, loss_mask, rng)`` ->
-    ``(weights, opt_state, {"loss", "tokens", "grad_norm"})``; base params are an input, never an
-    output: they cannot change. ``eval_step(...)`` -> (NLL sum, target count).
+    ``grad_step(weights, slots, base_params, ids, mask, loss_mask, rng)`` -> (mean loss, target
+    count, grads) — gradients of the trainable experts only; ``apply_step(weights, opt_state,
+    grad_sum, n)`` applies the mean of ``n`` accumulated micro-batch gradients. Base params are an
+    input of every step and an output of none: the optimiser never sees them.
+    ``eval_step(weights, slots, base, ids, mask, loss_mask)`` -> (NLL sum, target count).
     """
 
     def loss_fn(weights, slots, base, ids, mask, loss_mask, rng):
@@ -68,19 +67,22 @@ def make_steps(model: MoEModel, tx: optax.GradientTransformation):
         total, count = lm_loss_sums(out.logits, ids, loss_mask)
         return total / jnp.maximum(count, 1.0), count
 
-    def train_step(weights, opt_state, slots, base, ids, mask, loss_mask, rng):
+    def grad_step(weights, slots, base, ids, mask, loss_mask, rng):
         (loss, count), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             weights, slots, base, ids, mask, loss_mask, rng
         )
+        return loss, count, grads
+
+    def apply_step(weights, opt_state, grad_sum, n):
+        grads = jax.tree_util.tree_map(lambda g: g / n, grad_sum)
         updates, opt_state = tx.update(grads, opt_state, weights)
-        weights = optax.apply_updates(weights, updates)
-        return weights, opt_state, {"loss": loss, "tokens": count, "grad_norm": optax.global_norm(grads)}
+        return optax.apply_updates(weights, updates), opt_state, optax.global_norm(grads)
 
     def eval_step(weights, slots, base, ids, mask, loss_mask):
         out = model.apply({"params": base}, ids, mask, trainable_experts=join_trainable(weights, slots))
         return lm_loss_sums(out.logits, ids, loss_mask)
 
-    return jax.jit(train_step), jax.jit(eval_step)
+    return jax.jit(grad_step), jax.jit(apply_step), jax.jit(eval_step)
 
 
 def tree_bytes(tree: Any) -> int:

@@ -1,0 +1,220 @@
+"""Subnetwork training: exact isolation, HF torch step parity, disjoint routing, resume, artefacts."""
+
+import json
+import os
+import signal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from hf_reference import hf_forward, load_hf_model, make_hf_model, padded_batch, save_hf_model
+
+import rise_jax
+from rise_jax.training import loop as loop_lib
+from rise_jax.training import partition
+from rise_jax.training.artefacts import load_trained_experts, save_trained_experts
+from rise_jax.training.data import TrainingSet
+from rise_jax.training.loop import TrainingError, TrainOptions, train
+from rise_jax.training.step import make_optimizer, make_steps
+
+SELECTED = [(0, 1), (0, 5), (2, 3), (2, 6)]
+
+
+def token_set(vocab, n=10, seed=0, lo=5, hi=30):
+    rng = np.random.RandomState(seed)
+    seqs = [rng.randint(1, vocab, rng.randint(lo, hi)).astype(np.int32) for _ in range(n)]
+    return TrainingSet(seqs, [np.ones(len(s), np.int32) for s in seqs], 0)
+
+
+def bits(x):
+    x = np.asarray(x)
+    return x.view(np.uint32) if x.dtype == np.float32 else x
+
+
+@pytest.fixture
+def loaded(qwen_dir):
+    return rise_jax.load_model(qwen_dir, dtype="float32", progress=False)
+
+
+def test_twenty_adamw_steps_with_weight_decay_touch_only_the_selected_experts(tmp_path, loaded):
+    model, params = loaded
+    # A -0.0 in a frozen weight and in an unselected expert: `p + 0.0` would turn it into +0.0.
+    params = jax.tree_util.tree_map(lambda x: x, params)
+    params["layers"]["attn"]["q_proj"]["kernel"] = params["layers"]["attn"]["q_proj"]["kernel"].at[0, 0, 0].set(-0.0)
+    gate = params["layers"]["moe"]["experts"]["gate_proj"]
+    params["layers"]["moe"]["experts"]["gate_proj"] = gate.at[0, 0, 0, 0].set(-0.0)
+    before = jax.tree_util.tree_map(np.asarray, params)
+    opts = TrainOptions(epochs=2, batch_size=1, grad_accum=1, lr=1e-3, weight_decay=0.1, progress=False)
+    res = train(model, params, partition.init_trainable(params, model.cfg, SELECTED), token_set(128), None, opts, str(tmp_path))
+    assert res["optimizer_steps"] == 20 and res["status"] == "completed"
+    merged = partition.merge_experts(params, res["trainable"])
+
+    flat_before = jax.tree_util.tree_flatten_with_path(before)[0]
+    flat_after = dict(jax.tree_util.tree_flatten_with_path(merged)[0])
+    for path, old in flat_before:
+        new = np.asarray(flat_after[path])
+        if "experts" not in jax.tree_util.keystr(path):
+            assert np.array_equal(bits(old), bits(new)), jax.tree_util.keystr(path)  # frozen: bitwise
+            continue
+        for layer in range(old.shape[0]):
+            for e in range(old.shape[1]):
+                same = np.array_equal(bits(old[layer, e]), bits(new[layer, e]))
+                assert same != ((layer, e) in SELECTED), (jax.tree_util.keystr(path), layer, e)
+    assert np.signbit(np.asarray(merged["layers"]["attn"]["q_proj"]["kernel"])[0, 0, 0])
+    assert np.signbit(np.asarray(merged["layers"]["moe"]["experts"]["gate_proj"])[0, 0, 0, 0])
+
+
+def test_optimizer_state_holds_exactly_the_selected_parameters(loaded):
+    model, params = loaded
+    weights, _ = partition.split_trainable(partition.init_trainable(params, model.cfg, SELECTED))
+    tx, _ = make_optimizer(1e-3, 10)
+    state = tx.init(weights)
+    adam = [s for s in jax.tree_util.tree_leaves(state, is_leaf=lambda x: hasattr(x, "mu")) if hasattr(s, "mu")][0]
+    h, i = model.cfg.hidden_size, model.cfg.moe_intermediate_size
+    per_moment = len(SELECTED) * 3 * h * i
+    assert partition.count_trainable(adam.mu) == per_moment == partition.count_trainable(adam.nu)
+    assert partition.count_trainable(weights) == per_moment
+
+
+def test_one_step_matches_hf_torch_with_only_the_selected_experts_trainable(tmp_path):
+    hf = make_hf_model("qwen3_moe", seed=4)
+    path = save_hf_model(hf, str(tmp_path / "ckpt"))
+    hf = load_hf_model(path)
+    model, params = rise_jax.load_model(path, dtype="float32", dispatch="dense", progress=False)
+    ids, mask = padded_batch(128, [14, 9, 11], 14, [False, False, False], seed=5)
+    lr, wd = 1e-2, 0.05
+
+    # HF torch: only the expert tensors require grad; unselected experts' grads masked to zero.
+    for p in hf.parameters():
+        p.requires_grad_(False)
+    expert_params, masks = [], []
+    for layer_idx, layer in enumerate(hf.model.layers):
+        sel = torch.zeros(model.cfg.num_experts, dtype=torch.bool)
+        for lyr, e in SELECTED:
+            if lyr == layer_idx:
+                sel[e] = True
+        for p in (layer.mlp.experts.gate_up_proj, layer.mlp.experts.down_proj):
+            p.requires_grad_(True)
+            expert_params.append(p)
+            masks.append(sel)
+    opt = torch.optim.AdamW(expert_params, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=wd)
+    labels = torch.tensor(np.where(mask == 1, ids, -100))
+    out = hf(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), labels=labels)
+    out.loss.backward()
+    for p, sel in zip(expert_params, masks, strict=True):
+        p.grad[~sel] = 0.0
+    torch.nn.utils.clip_grad_norm_(expert_params, 1.0)
+    # AdamW's decoupled decay would also shrink the unselected experts inside these fused
+    # tensors; only the selected slices are compared.
+    opt.step()
+
+    tx, _ = make_optimizer(lr, total_steps=1_000_000, warmup_ratio=0.0, weight_decay=wd, clip_norm=1.0)
+    grad_step, apply_step, _ = make_steps(model, tx)
+    weights, slots = partition.split_trainable(partition.init_trainable(params, model.cfg, SELECTED))
+    loss, _, grads = grad_step(weights, slots, params, ids, mask, mask, jax.random.PRNGKey(0))
+    np.testing.assert_allclose(float(loss), out.loss.item(), rtol=1e-6)
+    weights, _, _ = apply_step(weights, tx.init(weights), grads, jnp.float32(1.0))
+    merged = partition.merge_experts(params, partition.join_trainable(weights, slots))
+    i = model.cfg.moe_intermediate_size
+    for layer, e in SELECTED:
+        ex = hf.model.layers[layer].mlp.experts
+        want = {
+            "gate_proj": ex.gate_up_proj[e, :i].detach().numpy().T,
+            "up_proj": ex.gate_up_proj[e, i:].detach().numpy().T,
+            "down_proj": ex.down_proj[e].detach().numpy().T,
+        }
+        for proj, w in want.items():
+            got = np.asarray(merged["layers"]["moe"]["experts"][proj][layer, e])
+            assert np.abs(got - w).max() < 1e-5, (layer, e, proj)
+        assert np.abs(want["gate_proj"] - np.asarray(params["layers"]["moe"]["experts"]["gate_proj"][layer, e])).max() > 1e-4
+
+
+def test_disjoint_routing_leaves_untouched_inputs_bitwise_identical(tmp_path, loaded):
+    model, params = loaded
+    cfg = model.cfg
+    rng = np.random.RandomState(7)
+    other = jnp.asarray(rng.randint(1, 128, (1, 6)))
+    used = np.asarray(rise_jax.forward(model, params, other, return_routing=True).routing.activation_mask())
+    used = used.any(axis=(1, 2))  # [L, E] experts the other input ever activates
+    free = [(int(layer), int(e)) for layer, e in zip(*np.nonzero(~used), strict=True)]
+    busy = [(int(layer), int(e)) for layer, e in zip(*np.nonzero(used), strict=True)]
+    assert free and busy
+    data = token_set(cfg.vocab_size, n=8, seed=8)
+    before = np.asarray(rise_jax.forward(model, params, other).logits)
+    opts = TrainOptions(epochs=2, batch_size=2, grad_accum=1, lr=5e-2, progress=False)
+
+    res = train(model, params, partition.init_trainable(params, cfg, free), data, None, opts, str(tmp_path / "free"))
+    after_free = np.asarray(rise_jax.forward(model, partition.merge_experts(params, res["trainable"]), other).logits)
+    assert np.array_equal(bits(before), bits(after_free))  # interference mass 0 -> identical
+
+    res = train(model, params, partition.init_trainable(params, cfg, busy[:4]), data, None, opts, str(tmp_path / "busy"))
+    after_busy = np.asarray(rise_jax.forward(model, partition.merge_experts(params, res["trainable"]), other).logits)
+    assert not np.array_equal(before, after_busy)  # interference mass > 0 -> changed
+
+
+def _run(model, params, tmp, name, **kw):
+    opts = TrainOptions(
+        epochs=2, batch_size=2, grad_accum=2, lr=1e-3, weight_decay=0.01, warmup_ratio=0.2, save_every=0, progress=False, **kw
+    )
+    return train(model, params, partition.init_trainable(params, model.cfg, SELECTED), token_set(128, n=9), None, opts, str(tmp / name))
+
+
+def test_interrupted_and_resumed_training_equals_uninterrupted(tmp_path, loaded, monkeypatch):
+    model, params = loaded
+    full = _run(model, params, tmp_path, "a")
+
+    stopped = _run(model, params, tmp_path, "b", max_steps=3)  # mid-accumulation stop
+    assert stopped["status"] == "stopped at max_steps" and stopped["steps_done"] == 3
+    resumed = _run(model, params, tmp_path, "b")
+    assert resumed["status"] == "completed"
+    for a, b in zip(jax.tree_util.tree_leaves(full["trainable"]), jax.tree_util.tree_leaves(resumed["trainable"]), strict=True):
+        assert np.array_equal(bits(a), bits(b))
+
+    # SIGTERM during a step: the step finishes, a checkpoint is written, a rerun completes identically.
+    real_pad = loop_lib.pad_batch
+    calls = {"n": 0}
+
+    def pad_and_signal(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_pad(*args, **kwargs)
+
+    monkeypatch.setattr(loop_lib, "pad_batch", pad_and_signal)
+    interrupted = _run(model, params, tmp_path, "c")
+    assert interrupted["status"].startswith("interrupted by signal") and interrupted["steps_done"] == 4
+    monkeypatch.setattr(loop_lib, "pad_batch", real_pad)
+    again = _run(model, params, tmp_path, "c")
+    for a, b in zip(jax.tree_util.tree_leaves(full["trainable"]), jax.tree_util.tree_leaves(again["trainable"]), strict=True):
+        assert np.array_equal(bits(a), bits(b))
+    lines = [json.loads(x) for x in open(tmp_path / "a" / "metrics.jsonl")]
+    assert lines[0]["step"] == 1 and any("opt_step" in x for x in lines)
+    assert os.listdir(tmp_path / "a" / "tensorboard")
+
+
+def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_good_state(tmp_path, loaded):
+    model, params = loaded
+    trainable = partition.init_trainable(params, model.cfg, SELECTED)
+    bad = dict(trainable)
+    bad["layers"] = {**trainable["layers"], "down_proj": trainable["layers"]["down_proj"].at[0, 0, 0].set(jnp.inf)}
+    opts = TrainOptions(epochs=1, batch_size=2, grad_accum=1, progress=False)
+    with pytest.raises(TrainingError, match=r"non-finite loss \(nan\) at micro-step 1.*last good state \(micro-step 0\) is checkpointed"):
+        train(model, params, bad, token_set(128, n=4), None, opts, str(tmp_path))
+    assert os.listdir(tmp_path / "checkpoints") == ["0"]
+
+
+def test_compact_checkpoint_round_trip_is_exact_and_export_loads_in_transformers(tmp_path, qwen_dir, loaded):
+    model, params = loaded
+    res = _run(model, params, tmp_path, "t")
+    save_trained_experts(str(tmp_path / "t"), res["trainable"])
+    back = load_trained_experts(str(tmp_path / "t"))
+    for a, b in zip(jax.tree_util.tree_leaves(res["trainable"]), jax.tree_util.tree_leaves(back), strict=True):
+        assert np.array_equal(bits(a), bits(b))
+    merged = partition.merge_experts(params, back)
+    out = rise_jax.export_model(model, merged, str(tmp_path / "hf"), source_dir=qwen_dir, progress=False)
+    ids, mask = padded_batch(128, [10, 7], 10, [False, True], seed=3)
+    ref, _ = hf_forward(load_hf_model(out), ids, mask)
+    ours = np.asarray(rise_jax.forward(model, merged, jnp.asarray(ids), jnp.asarray(mask)).logits)
+    assert np.abs(ours - ref)[mask.astype(bool)].max() < 1e-4
