@@ -147,7 +147,7 @@ def train(
 
     tb = SummaryWriter(os.path.join(out_dir, "tensorboard"))
     metrics_path = os.path.join(out_dir, "metrics.jsonl")
-    status, last_loss, held_loss, steps_done = "completed", float("nan"), None, start
+    status, last_loss, held_loss, steps_done = "completed", None, None, start
     base_key = jax.random.PRNGKey(opts.seed)
     epoch_cache: dict[int, list[np.ndarray]] = {}
     t0, tokens_seen = time.perf_counter(), 0
