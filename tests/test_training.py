@@ -47,7 +47,9 @@ def test_twenty_adamw_steps_with_weight_decay_touch_only_the_selected_experts(tm
     params["layers"]["moe"]["experts"]["gate_proj"] = gate.at[0, 0, 0, 0].set(-0.0)
     before = jax.tree_util.tree_map(np.asarray, params)
     opts = TrainOptions(epochs=2, batch_size=1, grad_accum=1, lr=1e-3, weight_decay=0.1, progress=False)
-    res = train(model, params, partition.init_trainable(params, model.cfg, SELECTED), token_set(128), None, opts, str(tmp_path))
+    res = train(
+        model, params, partition.init_trainable(params, model.cfg, SELECTED), token_set(128), None, opts, str(tmp_path)
+    )
     assert res["optimizer_steps"] == 20 and res["status"] == "completed"
     merged = partition.merge_experts(params, res["trainable"])
 
@@ -128,7 +130,10 @@ def test_one_step_matches_hf_torch_with_only_the_selected_experts_trainable(tmp_
         for proj, w in want.items():
             got = np.asarray(merged["layers"]["moe"]["experts"][proj][layer, e])
             assert np.abs(got - w).max() < 1e-5, (layer, e, proj)
-        assert np.abs(want["gate_proj"] - np.asarray(params["layers"]["moe"]["experts"]["gate_proj"][layer, e])).max() > 1e-4
+        assert (
+            np.abs(want["gate_proj"] - np.asarray(params["layers"]["moe"]["experts"]["gate_proj"][layer, e])).max()
+            > 1e-4
+        )
 
 
 def test_disjoint_routing_leaves_untouched_inputs_bitwise_identical(tmp_path, loaded):
@@ -149,16 +154,34 @@ def test_disjoint_routing_leaves_untouched_inputs_bitwise_identical(tmp_path, lo
     after_free = np.asarray(rise_jax.forward(model, partition.merge_experts(params, res["trainable"]), other).logits)
     assert np.array_equal(bits(before), bits(after_free))  # interference mass 0 -> identical
 
-    res = train(model, params, partition.init_trainable(params, cfg, busy[:4]), data, None, opts, str(tmp_path / "busy"))
+    res = train(
+        model, params, partition.init_trainable(params, cfg, busy[:4]), data, None, opts, str(tmp_path / "busy")
+    )
     after_busy = np.asarray(rise_jax.forward(model, partition.merge_experts(params, res["trainable"]), other).logits)
     assert not np.array_equal(before, after_busy)  # interference mass > 0 -> changed
 
 
 def _run(model, params, tmp, name, **kw):
     opts = TrainOptions(
-        epochs=2, batch_size=2, grad_accum=2, lr=1e-3, weight_decay=0.01, warmup_ratio=0.2, save_every=0, progress=False, **kw
+        epochs=2,
+        batch_size=2,
+        grad_accum=2,
+        lr=1e-3,
+        weight_decay=0.01,
+        warmup_ratio=0.2,
+        save_every=0,
+        progress=False,
+        **kw,
     )
-    return train(model, params, partition.init_trainable(params, model.cfg, SELECTED), token_set(128, n=9), None, opts, str(tmp / name))
+    return train(
+        model,
+        params,
+        partition.init_trainable(params, model.cfg, SELECTED),
+        token_set(128, n=9),
+        None,
+        opts,
+        str(tmp / name),
+    )
 
 
 def test_interrupted_and_resumed_training_equals_uninterrupted(tmp_path, loaded, monkeypatch):
@@ -169,7 +192,9 @@ def test_interrupted_and_resumed_training_equals_uninterrupted(tmp_path, loaded,
     assert stopped["status"] == "stopped at max_steps" and stopped["steps_done"] == 3
     resumed = _run(model, params, tmp_path, "b")
     assert resumed["status"] == "completed"
-    for a, b in zip(jax.tree_util.tree_leaves(full["trainable"]), jax.tree_util.tree_leaves(resumed["trainable"]), strict=True):
+    for a, b in zip(
+        jax.tree_util.tree_leaves(full["trainable"]), jax.tree_util.tree_leaves(resumed["trainable"]), strict=True
+    ):
         assert np.array_equal(bits(a), bits(b))
 
     # SIGTERM during a step: the step finishes, a checkpoint is written, a rerun completes identically.
@@ -187,7 +212,9 @@ def test_interrupted_and_resumed_training_equals_uninterrupted(tmp_path, loaded,
     assert interrupted["status"].startswith("interrupted by signal") and interrupted["steps_done"] == 4
     monkeypatch.setattr(loop_lib, "pad_batch", real_pad)
     again = _run(model, params, tmp_path, "c")
-    for a, b in zip(jax.tree_util.tree_leaves(full["trainable"]), jax.tree_util.tree_leaves(again["trainable"]), strict=True):
+    for a, b in zip(
+        jax.tree_util.tree_leaves(full["trainable"]), jax.tree_util.tree_leaves(again["trainable"]), strict=True
+    ):
         assert np.array_equal(bits(a), bits(b))
     lines = [json.loads(x) for x in open(tmp_path / "a" / "metrics.jsonl")]
     assert lines[0]["step"] == 1 and any("opt_step" in x for x in lines)
@@ -200,7 +227,10 @@ def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_good_stat
     bad = dict(trainable)
     bad["layers"] = {**trainable["layers"], "down_proj": trainable["layers"]["down_proj"].at[0, 0, 0].set(jnp.inf)}
     opts = TrainOptions(epochs=1, batch_size=2, grad_accum=1, progress=False)
-    with pytest.raises(TrainingError, match=r"non-finite loss \(nan\) at micro-step 1.*last good state \(micro-step 0\) is checkpointed"):
+    with pytest.raises(
+        TrainingError,
+        match=r"non-finite loss \(nan\) at micro-step 1.*last good state \(micro-step 0\) is checkpointed",
+    ):
         train(model, params, bad, token_set(128, n=4), None, opts, str(tmp_path))
     assert os.listdir(tmp_path / "checkpoints") == ["0"]
 

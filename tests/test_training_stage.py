@@ -58,7 +58,11 @@ def trained(tmp_path_factory, ckpt):
 def test_train_and_export_stages_write_their_artefacts(trained, ckpt):
     summary = json.load(open(os.path.join(trained, "train", "summary.json")))
     assert summary["status"] == "completed" and summary["language"] == "bn"
-    assert summary["truncated"] > 0 and summary["held_out_sequences"] == 1 and summary["trainable_parameters"] == 4 * 3 * 32 * 16
+    assert (
+        summary["truncated"] > 0
+        and summary["held_out_sequences"] == 1
+        and summary["trainable_parameters"] == 4 * 3 * 32 * 16
+    )
     assert sorted(os.listdir(os.path.join(trained, "train"))) == [
         "checkpoints", "experts", "metrics.jsonl", "selection.json", "summary.json", "tensorboard", "train_config.json",
     ]  # fmt: skip

@@ -102,5 +102,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         shutil.copyfile(sel_file, os.path.join(out, "selection.json"))
         write_json_atomic(os.path.join(out, "train_config.json"), t.to_dict())
     write_json_atomic(os.path.join(out, "summary.json"), summary)
-    print(f"train: {summary['status']}, last micro-batch loss {summary['final_loss']}, held-out loss {summary['held_out_loss']}")
+    print(
+        f"train: {summary['status']}, last micro-batch loss {summary['final_loss']}, held-out loss {summary['held_out_loss']}"
+    )
     return summary

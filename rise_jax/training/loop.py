@@ -139,7 +139,12 @@ def train(
 
     def save(step: int) -> None:
         if manager.latest_step() != step:
-            state = {"weights": weights, "opt_state": opt_state, "grad_acc": grad_acc, "n_acc": np.asarray(n_acc, np.int32)}
+            state = {
+                "weights": weights,
+                "opt_state": opt_state,
+                "grad_acc": grad_acc,
+                "n_acc": np.asarray(n_acc, np.int32),
+            }
             manager.save(step, args=ocp.args.StandardSave(state))
             manager.wait_until_finished()
 
