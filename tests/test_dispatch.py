@@ -79,3 +79,18 @@ def test_grouped_matmul_equals_ragged_dot_with_empty_groups_and_trailing_rows(wi
     g_ref = jax.grad(f, argnums=(1, 2))(jax.lax.ragged_dot, lhs, rhs)
     for a, b in zip(g_ours, g_ref, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_weight_gradients_only_for_trainable_experts_when_asked():
+    x, wg, wu, wd, idx, w = _problem()
+    trainable = jnp.asarray([True, False, True, False, False, True])
+
+    def loss(impl, wg, wu, wd, mask):
+        return jnp.sum(jnp.sin(dispatch.dispatch(x, wg, wu, wd, idx, w, impl, trainable=mask)))
+
+    ref = jax.grad(loss, argnums=(1, 2, 3))("dense", wg, wu, wd, None)
+    got = jax.grad(loss, argnums=(1, 2, 3))("grouped_scan", wg, wu, wd, trainable)
+    keep = np.asarray(trainable)
+    for a, b in zip(got, ref, strict=True):
+        np.testing.assert_allclose(np.asarray(a)[keep], np.asarray(b)[keep], atol=1e-5)
+        assert not np.asarray(a)[~keep].any()

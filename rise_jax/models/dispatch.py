@@ -92,18 +92,33 @@ def dispatch_ragged(x: Array, w_gate: Array, w_up: Array, w_down: Array, indices
     return _dispatch_sorted(x, w_gate, w_up, w_down, indices, weights, jax.lax.ragged_dot)
 
 
-def dispatch_grouped_scan(x: Array, w_gate: Array, w_up: Array, w_down: Array, indices: Array, weights: Array) -> Array:
+def dispatch_grouped_scan(
+    x: Array, w_gate: Array, w_up: Array, w_down: Array, indices: Array, weights: Array, trainable=None
+) -> Array:
     """Expert-sorted rows through :func:`~rise_jax.models.grouped_matmul.grouped_expert_mlp`."""
     n, k = indices.shape
     order, token, sizes = _sort_by_expert(indices, w_gate.shape[0])
-    ys = grouped_expert_mlp(x[token], w_gate, w_up, w_down, sizes)
+    ys = grouped_expert_mlp(x[token], w_gate, w_up, w_down, sizes, need_weight_grad=trainable)
     return _combine(_unsort(ys, order, n, k), weights, x.dtype)
 
 
 def dispatch(
-    x: Array, w_gate: Array, w_up: Array, w_down: Array, indices: Array, weights: Array, impl: str = "auto"
+    x: Array,
+    w_gate: Array,
+    w_up: Array,
+    w_down: Array,
+    indices: Array,
+    weights: Array,
+    impl: str = "auto",
+    trainable: Array | None = None,
 ) -> Array:
-    """Apply the routed experts to tokens ``x`` ``[N, H]``; ``indices``/``weights`` ``[N, k]``."""
+    """Apply the routed experts to tokens ``x`` ``[N, H]``; ``indices``/``weights`` ``[N, k]``.
+
+    ``trainable`` (bool ``[E]``, optional) says which experts' weights can receive gradients;
+    implementations may skip the weight-gradient work of the others (``grouped_scan`` does).
+    """
+    if trainable is not None and resolve_impl(impl) == "grouped_scan":
+        return dispatch_grouped_scan(x, w_gate, w_up, w_down, indices, weights, trainable)
     fn = {
         "dense": dispatch_dense,
         "ragged": dispatch_ragged,

@@ -61,9 +61,12 @@ def _forward(lhs: Array, rhs: Array, sizes: Array, win: int) -> Array:
     return out[:m]
 
 
-def _rhs_grad(lhs: Array, dout: Array, sizes: Array, win: int, rhs_dtype) -> Array:
+def _rhs_grad(lhs: Array, dout: Array, sizes: Array, win: int, rhs_dtype, need: Array | None = None) -> Array:
+    """``d rhs[g] = lhs_g^T dout_g``; groups with ``need[g]`` False get zeros without the walk."""
     lhs_p, dout_p = _pad_rows(lhs, win), _pad_rows(dout, win)
     k, n = lhs.shape[1], dout.shape[1]
+    if need is not None:
+        sizes = jnp.where(need, sizes, 0)  # an empty group's walk does no window
 
     def per_group(_, inp):
         start, size = inp
@@ -140,31 +143,34 @@ def _mlp_forward(xs: Array, w_gate: Array, w_up: Array, w_down: Array, sizes: Ar
     return out[:m]
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
-def _grouped_expert_mlp(xs, w_gate, w_up, w_down, sizes, win):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
+def _grouped_expert_mlp(xs, w_gate, w_up, w_down, sizes, need_grad, win):
+    del need_grad
     return _mlp_forward(xs, w_gate, w_up, w_down, sizes, win)
 
 
-def _mlp_fwd(xs, w_gate, w_up, w_down, sizes, win):
-    return _mlp_forward(xs, w_gate, w_up, w_down, sizes, win), (xs, w_gate, w_up, w_down, sizes)
+def _mlp_fwd(xs, w_gate, w_up, w_down, sizes, need_grad, win):
+    return _mlp_forward(xs, w_gate, w_up, w_down, sizes, win), (xs, w_gate, w_up, w_down, sizes, need_grad)
 
 
 def _mlp_bwd(win, res, dy):
-    """Recompute the activations with :func:`grouped_matmul`'s walk, then the chain rule."""
-    xs, w_gate, w_up, w_down, sizes = res
+    """Recompute the activations with :func:`grouped_matmul`'s walk, then the chain rule. Weight
+    gradients are computed only for experts with ``need_grad`` (all when it is None): frozen
+    experts in subnetwork training cost no weight-gradient work."""
+    xs, w_gate, w_up, w_down, sizes, need = res
     g = _forward(xs, w_gate, sizes, win)
     u = _forward(xs, w_up, sizes, win)
     act = jax.nn.silu(g)
     h = act * u
     dy = dy.astype(xs.dtype)
     dh = _forward(dy, jnp.swapaxes(w_down, 1, 2), sizes, win)
-    d_down = _rhs_grad(h, dy, sizes, win, w_down.dtype)
+    d_down = _rhs_grad(h, dy, sizes, win, w_down.dtype, need)
     dg = (dh * u * _silu_grad(g.astype(jnp.float32)).astype(dh.dtype)).astype(xs.dtype)
     du = (dh * act).astype(xs.dtype)
     dxs = _forward(dg, jnp.swapaxes(w_gate, 1, 2), sizes, win) + _forward(du, jnp.swapaxes(w_up, 1, 2), sizes, win)
-    d_gate = _rhs_grad(xs, dg, sizes, win, w_gate.dtype)
-    d_up = _rhs_grad(xs, du, sizes, win, w_up.dtype)
-    return dxs, d_gate, d_up, d_down, None
+    d_gate = _rhs_grad(xs, dg, sizes, win, w_gate.dtype, need)
+    d_up = _rhs_grad(xs, du, sizes, win, w_up.dtype, need)
+    return dxs, d_gate, d_up, d_down, None, None
 
 
 _grouped_expert_mlp.defvjp(_mlp_fwd, _mlp_bwd)
@@ -178,9 +184,16 @@ def mlp_window(num_rows: int, num_groups: int) -> int:
 
 
 def grouped_expert_mlp(
-    xs: Array, w_gate: Array, w_up: Array, w_down: Array, group_sizes: Array, window: int | None = None
+    xs: Array,
+    w_gate: Array,
+    w_up: Array,
+    w_down: Array,
+    group_sizes: Array,
+    window: int | None = None,
+    need_weight_grad: Array | None = None,
 ) -> Array:
     """Expert MLP on expert-sorted rows: row ``r`` of group ``g`` gets
-    ``(silu(xs[r] @ w_gate[g]) * (xs[r] @ w_up[g])) @ w_down[g]``. Differentiable (custom VJP)."""
+    ``(silu(xs[r] @ w_gate[g]) * (xs[r] @ w_up[g])) @ w_down[g]``. Differentiable (custom VJP);
+    ``need_weight_grad`` (bool ``[G]``) limits weight gradients to those groups (others get 0)."""
     win = window or mlp_window(xs.shape[0], w_gate.shape[0])
-    return _grouped_expert_mlp(xs, w_gate, w_up, w_down, group_sizes, win)
+    return _grouped_expert_mlp(xs, w_gate, w_up, w_down, group_sizes, need_weight_grad, win)

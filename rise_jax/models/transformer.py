@@ -111,16 +111,18 @@ class Experts(nn.Module):
         pd, dt = self.opts.param_dtype, self.opts.dtype
         shapes = {"gate_proj": (e, h, i), "up_proj": (e, h, i), "down_proj": (e, i, h)}
         w = {name: self.param(name, init, shape, pd) for name, shape in shapes.items()}
+        trainable = None
         if override is not None:
             slots, trained = override
-            use = (slots >= 0)[:, None, None]
+            trainable = slots >= 0
+            use = trainable[:, None, None]
             safe = jnp.maximum(slots, 0)
             w = {
                 name: jnp.where(use, trained[name][safe].astype(pd), jax.lax.stop_gradient(w[name])) for name in shapes
             }
         w = {name: v.astype(dt) for name, v in w.items()}
         return dispatch_lib.dispatch(
-            x.astype(dt), w["gate_proj"], w["up_proj"], w["down_proj"], indices, weights, self.opts.dispatch
+            x.astype(dt), w["gate_proj"], w["up_proj"], w["down_proj"], indices, weights, self.opts.dispatch, trainable
         )
 
 
