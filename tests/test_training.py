@@ -80,11 +80,12 @@ def test_optimizer_state_holds_exactly_the_selected_parameters(loaded):
     assert partition.count_trainable(weights) == per_moment
 
 
-def test_one_step_matches_hf_torch_with_only_the_selected_experts_trainable(tmp_path):
+@pytest.mark.parametrize("dispatch", ["dense", "grouped_scan"])
+def test_one_step_matches_hf_torch_with_only_the_selected_experts_trainable(tmp_path, dispatch):
     hf = make_hf_model("qwen3_moe", seed=4)
     path = save_hf_model(hf, str(tmp_path / "ckpt"))
     hf = load_hf_model(path)
-    model, params = rise_jax.load_model(path, dtype="float32", dispatch="dense", progress=False)
+    model, params = rise_jax.load_model(path, dtype="float32", dispatch=dispatch, progress=False)
     ids, mask = padded_batch(128, [14, 9, 11], 14, [False, False, False], seed=5)
     lr, wd = 1e-2, 0.05
 

@@ -65,8 +65,9 @@ def _rhs_grad(lhs: Array, dout: Array, sizes: Array, win: int, rhs_dtype, need: 
     """``d rhs[g] = lhs_g^T dout_g``; groups with ``need[g]`` False get zeros without the walk."""
     lhs_p, dout_p = _pad_rows(lhs, win), _pad_rows(dout, win)
     k, n = lhs.shape[1], dout.shape[1]
+    starts = _starts(sizes)  # row offsets from the true sizes, before any group is skipped
     if need is not None:
-        sizes = jnp.where(need, sizes, 0)  # an empty group's walk does no window
+        sizes = jnp.where(need, sizes, 0)  # a skipped group's walk does no window
 
     def per_group(_, inp):
         start, size = inp
@@ -82,7 +83,7 @@ def _rhs_grad(lhs: Array, dout: Array, sizes: Array, win: int, rhs_dtype, need: 
         _, acc = jax.lax.while_loop(lambda c: c[0] * win < size, body, (jnp.int32(0), jnp.zeros((k, n), jnp.float32)))
         return None, acc.astype(rhs_dtype)
 
-    _, grad = jax.lax.scan(per_group, None, (_starts(sizes), sizes.astype(jnp.int32)))
+    _, grad = jax.lax.scan(per_group, None, (starts, sizes.astype(jnp.int32)))
     return grad
 
 
