@@ -12,8 +12,6 @@ from rise_jax.data.batching import bucketed_batches, render, tokenize_examples
 from rise_jax.data.languages import get_language, parse_languages
 from rise_jax.data.sources import Example, SourceError, SourceSpec, load_examples
 
-pytestmark = pytest.mark.skipif(not os.path.isdir(SHARED_DATA), reason="../shared/data not present")
-
 
 def test_registry_maps_every_dataset_code_to_one_iso_code():
     bn = get_language("bn")

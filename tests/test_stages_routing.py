@@ -15,8 +15,6 @@ from rise_jax.selection.algorithms import SelectionError
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs"))
 import base  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not os.path.isdir(SHARED_DATA), reason="../shared/data not present")
-
 
 @pytest.fixture(scope="module")
 def real_vocab_ckpt(tmp_path_factory):

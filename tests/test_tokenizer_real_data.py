@@ -13,8 +13,6 @@ import rise_jax
 TOKENIZERS = os.path.join(SHARED_DATA, "tokenizers")
 FLORES = os.path.join(SHARED_DATA, "flores200")
 
-pytestmark = pytest.mark.skipif(not os.path.isdir(TOKENIZERS), reason="../shared/data not present")
-
 
 def flores(code: str, n: int) -> list[str]:
     with open(os.path.join(FLORES, code, "dev.tsv"), encoding="utf-8", newline="") as fh:

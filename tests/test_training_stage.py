@@ -17,7 +17,6 @@ from rise_jax.training.data import TrainingDataError, build_training_set
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs"))
 import base  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not os.path.isdir(SHARED_DATA), reason="../shared/data not present")
 QWEN_TOK = os.path.join(SHARED_DATA, "tokenizers", "qwen3")
 
 

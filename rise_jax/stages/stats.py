@@ -22,7 +22,7 @@ def source_spec(data: ml_collections.ConfigDict) -> SourceSpec:
         kind=data.source,
         path=data.path,
         split=data.split,
-        include_answer=data.include_answer,
+        include_answer=data.get("include_answer", False),
         hf_path=data.hf_path,
         hf_name=data.hf_name,
         hf_data_files=data.hf_data_files,

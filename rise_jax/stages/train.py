@@ -11,10 +11,11 @@ import ml_collections
 from rise_jax.api import load_model
 from rise_jax.checkpoints.hf_load import read_hf_config
 from rise_jax.data.languages import get_language
-from rise_jax.data.sources import SourceSpec, load_examples
+from rise_jax.data.sources import load_examples
 from rise_jax.io_utils import ensure_writable_dir, write_json_atomic
 from rise_jax.selection.artefact import load_selection, selection_path
 from rise_jax.stages.common import checkpoint_path, tokenizer_for
+from rise_jax.stages.stats import source_spec
 from rise_jax.training.artefacts import save_trained_experts
 from rise_jax.training.data import build_training_set
 from rise_jax.training.loop import TrainOptions, train
@@ -56,16 +57,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     selection = load_selection(sel_file, cfg)
     language = get_language(t.language or selection["target_language"]).code
     d = t.data
-    spec = SourceSpec(
-        kind=d.source,
-        path=d.path,
-        split=d.split,
-        hf_path=d.hf_path,
-        hf_name=d.hf_name,
-        hf_data_files=d.hf_data_files,
-        text_fields=d.text_fields,
-        hf_filter=d.hf_filter,
-    )
+    spec = source_spec(d)
     examples = load_examples(spec, language)
     tokenizer = tokenizer_for(config, path)
     data = build_training_set(examples, tokenizer, d.max_length, d.template, t.completion_only, d.max_samples or None)
