@@ -19,6 +19,7 @@ import jax.numpy as jnp
 
 from rise_jax.checkpoints import export_hf_checkpoint, load_hf_checkpoint
 from rise_jax.checkpoints.hf_load import ShardingFn
+from rise_jax.models.routing import RouterEdit
 from rise_jax.models.transformer import ModelOutput, MoEModel, RuntimeOptions
 
 _DTYPES = {"float32": jnp.float32, "fp32": jnp.float32, "bfloat16": jnp.bfloat16, "bf16": jnp.bfloat16}
@@ -70,9 +71,11 @@ def forward(
     positions: jax.Array | None = None,
     return_routing: bool = False,
     skip_lm_head: bool = False,
+    router_edit: RouterEdit | None = None,
 ) -> ModelOutput:
     """Jit-compiled forward pass. With ``return_routing`` the output carries a
-    :class:`~rise_jax.models.routing.RoutingInfo`; without it no routing array is materialised."""
+    :class:`~rise_jax.models.routing.RoutingInfo`; without it no routing array is materialised.
+    ``router_edit`` prunes or steers experts (:mod:`rise_jax.evaluation.interventions`)."""
     return model.apply(
         {"params": params},
         input_ids,
@@ -80,6 +83,7 @@ def forward(
         positions,
         return_routing=return_routing,
         skip_lm_head=skip_lm_head,
+        router_edit=router_edit,
     )
 
 

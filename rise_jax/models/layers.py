@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -95,6 +95,18 @@ def apply_rope(x: Array, cos: Array, sin: Array) -> Array:
     return jnp.concatenate([x_rot * cos + _rotate_half(x_rot) * sin, x_pass], axis=-1)
 
 
+class KVCacheLayer(NamedTuple):
+    """One layer's (or, stacked, one scanned run's) key/value cache.
+
+    ``keys``/``values`` ``[B, S, KV, D]`` (``[n, B, S, KV, D]`` when stacked over a run's layers);
+    ``index`` int32 scalar: the slot where the next tokens are written (tokens already cached).
+    """
+
+    keys: Array
+    values: Array
+    index: Array
+
+
 def attention_visibility(
     attention_mask: Array, q_len: int, kv_len: int, q_offset: Array | int = 0, sliding_window: int | None = None
 ) -> Array:
@@ -157,7 +169,12 @@ class Attention(nn.Module):
     param_dtype: DType = jnp.float32
 
     @nn.compact
-    def __call__(self, x: Array, cos: Array, sin: Array, visible: Array) -> Array:
+    def __call__(
+        self, x: Array, cos: Array, sin: Array, visible: Array, cache: KVCacheLayer | None = None
+    ) -> tuple[Array, KVCacheLayer | None]:
+        """Without ``cache``: self-attention over ``x``. With ``cache`` (keys/values ``[B, S, KV, D]``
+        and the write offset): the new keys/values are written at ``cache.index`` and the queries
+        attend over all ``S`` cached slots (``visible`` is ``[B, 1, 1, T, S]``)."""
         cfg = self.cfg
         dense = lambda feats, name, use_bias: nn.Dense(  # noqa: E731
             feats, use_bias=use_bias, dtype=self.dtype, param_dtype=self.param_dtype, name=name
@@ -173,5 +190,12 @@ class Attention(nn.Module):
             q = RMSNorm(cfg.norm_eps, self.param_dtype, name="q_norm")(q)
             k = RMSNorm(cfg.norm_eps, self.param_dtype, name="k_norm")(k)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        out = causal_self_attention(q, k, v, visible)
-        return dense(cfg.hidden_size, "o_proj", cfg.attention_bias)(out)
+        if cache is None:
+            out = causal_self_attention(q, k, v, visible)
+        else:
+            start = (0, cache.index, 0, 0)
+            keys = jax.lax.dynamic_update_slice(cache.keys, k.astype(cache.keys.dtype), start)
+            values = jax.lax.dynamic_update_slice(cache.values, v.astype(cache.values.dtype), start)
+            cache = KVCacheLayer(keys, values, cache.index)
+            out = dot_product_attention(q, keys.astype(q.dtype), values.astype(q.dtype), visible)
+        return dense(cfg.hidden_size, "o_proj", cfg.attention_bias)(out), cache

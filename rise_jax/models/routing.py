@@ -47,6 +47,39 @@ class RoutingInfo:
         return jax.nn.softmax(self.router_logits, axis=-1)
 
 
+HARD_STEER_EPS = 1e-3
+
+
+@flax.struct.dataclass
+class RouterEdit:
+    """Edits of the router logits ``z`` of every MoE layer, applied before expert selection.
+
+    All fields are ``[L, E]`` over MoE layers x experts (DESIGN §3, Bandarkar-style steering):
+
+    * ``soft`` float32 — soft steering ``z_i <- z_i + soft_i * std(z)`` (population std over the
+      token's ``E`` logits); 0 leaves the expert alone, so ``soft = 0`` is the identity.
+    * ``hard`` bool — hard steering ``z_i <- max(z) + eps`` (``eps`` = :data:`HARD_STEER_EPS`):
+      the expert ranks first, so up to ``k`` hard-steered experts are always in the top-k.
+    * ``prune`` bool — pruning ``z_i <- -inf``: the expert is never selected and the next-best
+      experts take its place.
+
+    ``std`` and ``max`` are taken on the unedited logits; pruning wins over steering. Build these
+    with :mod:`rise_jax.evaluation.interventions`.
+    """
+
+    soft: Array
+    hard: Array
+    prune: Array
+
+
+def edit_logits(logits: Array, soft: Array, hard: Array, prune: Array) -> Array:
+    """Apply one layer's edit (``soft``/``hard``/``prune`` ``[E]``) to fp32 logits ``[..., E]``."""
+    z = logits.astype(jnp.float32)
+    edited = z + soft.astype(jnp.float32) * jnp.std(z, axis=-1, keepdims=True)
+    edited = jnp.where(hard, jnp.max(z, axis=-1, keepdims=True) + HARD_STEER_EPS, edited)
+    return jnp.where(prune, -jnp.inf, edited)
+
+
 def softmax_topk(logits: Array, k: int, norm_topk_prob: bool) -> tuple[Array, Array]:
     """Qwen3-MoE router on fp32 logits ``[..., E]`` -> (weights ``[..., k]``, indices ``[..., k]``)."""
     probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)

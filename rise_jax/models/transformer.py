@@ -33,7 +33,7 @@ import jax.numpy as jnp
 from rise_jax.models import dispatch as dispatch_lib
 from rise_jax.models import routing
 from rise_jax.models.config import ModelConfig
-from rise_jax.models.layers import Attention, attention_visibility, make_norm, rope_cos_sin
+from rise_jax.models.layers import Attention, KVCacheLayer, attention_visibility, make_norm, rope_cos_sin
 
 Array = jax.Array
 DType = Any
@@ -133,7 +133,7 @@ class MoEBlock(nn.Module):
     opts: RuntimeOptions
 
     @nn.compact
-    def __call__(self, x: Array, override: Any = None) -> tuple[Array, tuple[Array, Array, Array]]:
+    def __call__(self, x: Array, override: Any = None, edit: Any = None) -> tuple[Array, tuple[Array, Array, Array]]:
         cfg, opts = self.cfg, self.opts
         b, t, h = x.shape
         train_router = opts.router_mode == "sparsemixer_train" and cfg.router_type == "sparsemixer"
@@ -151,6 +151,8 @@ class MoEBlock(nn.Module):
         flat = x.reshape(b * t, h)
         w_router = self.param("router", nn.initializers.normal(0.02), (h, cfg.num_experts), opts.param_dtype)
         logits = flat.astype(jnp.float32) @ w_router.astype(jnp.float32)
+        if edit is not None:  # (soft, hard, prune) rows of a RouterEdit for this layer
+            logits = routing.edit_logits(logits, *edit)
         if cfg.router_type == "softmax_topk":
             weights, idx = routing.softmax_topk(logits, cfg.top_k, cfg.norm_topk_prob)
         elif train_router:
@@ -184,27 +186,66 @@ class DecoderLayer(nn.Module):
     return_routing: bool = False
 
     @nn.compact
-    def __call__(self, x: Array, cos: Array, sin: Array, visible: Array, slots: Any = None, trained: Any = None):
+    def __call__(
+        self,
+        x: Array,
+        cos: Array,
+        sin: Array,
+        visible: Array,
+        slots: Any = None,
+        trained: Any = None,
+        cache: Any = None,
+        cache_index: Any = None,
+        edit: Any = None,
+    ):
         cfg, opts = self.cfg, self.opts
         h = make_norm(cfg, opts.param_dtype, "input_norm")(x)
-        x = x + Attention(cfg, opts.dtype, opts.param_dtype, name="attn")(h, cos, sin, visible)
+        layer_cache = None if cache is None else KVCacheLayer(cache[0], cache[1], cache_index)
+        attn, layer_cache = Attention(cfg, opts.dtype, opts.param_dtype, name="attn")(h, cos, sin, visible, layer_cache)
+        x = x + attn
         h = make_norm(cfg, opts.param_dtype, "post_attention_norm")(x)
         if self.is_moe:
             override = None if slots is None else (slots, trained)
-            y, info = MoEBlock(cfg, opts, name="moe")(h, override)
+            y, info = MoEBlock(cfg, opts, name="moe")(h, override, edit)
         else:
             y, info = DenseMLP(cfg, opts, name="mlp")(h), None
         x = x + y.astype(x.dtype)
-        return x, (info if self.return_routing else None)
+        new_cache = None if layer_cache is None else (layer_cache.keys, layer_cache.values)
+        return x, (info if self.return_routing else None, new_cache)
+
+
+class KVCache(NamedTuple):
+    """The whole model's key/value cache for incremental decoding.
+
+    ``keys``/``values``: run name -> ``[n, B, S, KV, D]`` (``n`` layers of the run, ``S`` cache
+    slots); ``index`` int32 scalar: slots already filled (the next tokens are written there).
+    With a cache, ``attention_mask`` covers all ``S`` slots (1 = a real token, cached or to come).
+    """
+
+    keys: dict[str, Array]
+    values: dict[str, Array]
+    index: Array
+
+
+def init_kv_cache(cfg: ModelConfig, batch: int, length: int, dtype: DType) -> KVCache:
+    """An empty cache with ``length`` slots per sequence."""
+    keys, values = {}, {}
+    for run in layer_runs(cfg):
+        shape = (run.length, batch, length, cfg.num_kv_heads, cfg.head_dim)
+        keys[run.name] = jnp.zeros(shape, dtype)
+        values[run.name] = jnp.zeros(shape, dtype)
+    return KVCache(keys, values, jnp.zeros((), jnp.int32))
 
 
 class ModelOutput(NamedTuple):
     """``logits`` float ``[B, T, V]`` (None when ``skip_lm_head``), ``hidden`` ``[B, T, H]`` after the
-    final norm, ``routing`` a :class:`~rise_jax.models.routing.RoutingInfo` or None."""
+    final norm, ``routing`` a :class:`~rise_jax.models.routing.RoutingInfo` or None, ``kv_cache``
+    the updated :class:`KVCache` when one was passed in."""
 
     logits: Array | None
     hidden: Array
     routing: routing.RoutingInfo | None
+    kv_cache: KVCache | None = None
 
 
 class MoEModel(nn.Module):
@@ -214,6 +255,9 @@ class MoEModel(nn.Module):
     default ``0..T-1`` for every row (HF forward's convention; pass ``cumsum(mask) - 1`` to match
     HF ``generate`` with left padding). ``trainable_experts`` (see
     :mod:`rise_jax.training.partition`) substitutes trainable copies for the selected experts.
+    ``kv_cache`` (:func:`init_kv_cache`) switches to incremental decoding; ``router_edit``
+    (:class:`~rise_jax.models.routing.RouterEdit`) prunes or steers experts; ``last_token_logits``
+    computes logits (and returns ``hidden``) for the last position only.
     """
 
     cfg: ModelConfig
@@ -229,45 +273,63 @@ class MoEModel(nn.Module):
         return_routing: bool = False,
         skip_lm_head: bool = False,
         trainable_experts: dict[str, Any] | None = None,
+        kv_cache: KVCache | None = None,
+        router_edit: routing.RouterEdit | None = None,
+        last_token_logits: bool = False,
     ) -> ModelOutput:
         cfg, opts = self.cfg, self.opts
         b, t = input_ids.shape
+        s = t if kv_cache is None else next(iter(kv_cache.keys.values())).shape[2]
         if attention_mask is None:
-            attention_mask = jnp.ones((b, t), jnp.int32)
+            attention_mask = jnp.ones((b, s), jnp.int32)
         if positions is None:
-            positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+            offset = 0 if kv_cache is None else kv_cache.index
+            positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32) + offset, (b, t))
         embed = nn.Embed(
             cfg.vocab_size, cfg.hidden_size, dtype=opts.dtype, param_dtype=opts.param_dtype, name="embed_tokens"
         )
         x = embed(input_ids).astype(opts.dtype)
         cos, sin = rope_cos_sin(cfg, positions, opts.dtype)
-        visible = attention_visibility(attention_mask, t, t, sliding_window=cfg.sliding_window)
+        q_offset = 0 if kv_cache is None else kv_cache.index
+        visible = attention_visibility(attention_mask, t, s, q_offset, sliding_window=cfg.sliding_window)
 
-        infos = []
+        infos, new_keys, new_values = [], {}, {}
         for run in layer_runs(cfg):
             layer_cls = nn.remat(DecoderLayer, prevent_cse=False) if opts.remat else DecoderLayer
             scanned = nn.scan(
                 layer_cls,
                 variable_axes={"params": 0},
                 split_rngs={"params": True, "router": True},
-                in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0, nn.broadcast),
+                in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0, nn.broadcast, 0, nn.broadcast, 0),
                 length=run.length,
             )
             slots = trained = None
             if trainable_experts is not None and run.name in trainable_experts:
                 slots = trainable_experts[run.name]["slots"]
                 trained = {k: v for k, v in trainable_experts[run.name].items() if k != "slots"}
-            x, ys = scanned(cfg, opts, run.is_moe, return_routing, name=run.name)(x, cos, sin, visible, slots, trained)
+            cache = None if kv_cache is None else (kv_cache.keys[run.name], kv_cache.values[run.name])
+            cache_index = None if kv_cache is None else kv_cache.index
+            edit = None
+            if router_edit is not None and run.is_moe:
+                rows = slice(run.moe_start, run.moe_start + run.length)
+                edit = (router_edit.soft[rows], router_edit.hard[rows], router_edit.prune[rows])
+            layer = scanned(cfg, opts, run.is_moe, return_routing, name=run.name)
+            x, (info, cache) = layer(x, cos, sin, visible, slots, trained, cache, cache_index, edit)
             if run.is_moe and return_routing:
-                infos.append(ys)
+                infos.append(info)
+            if cache is not None:
+                new_keys[run.name], new_values[run.name] = cache
         x = make_norm(cfg, opts.param_dtype, "final_norm")(x)
 
         info = None
         if return_routing:
             idx, w, lg = (jnp.concatenate([i[j] for i in infos], axis=0) for j in range(3))
             info = routing.RoutingInfo(topk_indices=idx, topk_weights=w, router_logits=lg)
+        new_cache = None if kv_cache is None else KVCache(new_keys, new_values, kv_cache.index + t)
         if skip_lm_head:
-            return ModelOutput(None, x, info)
+            return ModelOutput(None, x, info, new_cache)
+        if last_token_logits:  # generation only needs the next-token distribution
+            x = x[:, -1:]
         if cfg.tie_word_embeddings:
             logits = embed.attend(x)
         else:
@@ -278,4 +340,4 @@ class MoEModel(nn.Module):
                 param_dtype=opts.param_dtype,
                 name="lm_head",
             )(x)
-        return ModelOutput(logits, x, info)
+        return ModelOutput(logits, x, info, new_cache)
