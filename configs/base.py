@@ -92,4 +92,41 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.train.log_every = 1
     c.train.bucket_multiple = 32
     c.train.max_steps = 0  # stop early (resumable) after this many micro-steps
+
+    # Evaluation: the tasks named in `run`, for every variant (rise_jax/stages/eval.py).
+    c.eval = ml_collections.ConfigDict()
+    c.eval.variants = "base,trained"  # base | trained | pruned | trained_pruned | steered
+    c.eval.baseline = "base"  # the row deltas are taken against
+    c.eval.run = "mgsm,tydiqa,perplexity"  # names of entries in eval.tasks
+    c.eval.languages = "bn,en"  # default for tasks without their own list
+    c.eval.max_samples = 0  # per task and language; 0 = all
+    c.eval.batch_size = 8
+    c.eval.progress = True
+    c.eval.steer = ml_collections.ConfigDict()
+    c.eval.steer.experts = ""  # "3,17": expert indices steered in every layer of `layers`
+    c.eval.steer.layers = ""  # "0-11" or "4,5"; empty = all MoE layers
+    c.eval.steer.mode = "soft"  # soft: z += strength * std(z); hard: z = max(z) + eps
+    c.eval.steer.strength = 1.0
+    c.eval.tasks = ml_collections.ConfigDict()
+    c.eval.tasks.mgsm = ml_collections.ConfigDict(
+        dict(kind="mgsm", path="", languages="", shots=0, template="chat", max_new_tokens=256)
+    )
+    c.eval.tasks.tydiqa = ml_collections.ConfigDict(
+        dict(
+            kind="qa",
+            path="",  # SQuAD-format JSON; {lang}/{tydiqa} placeholders for one file per language
+            languages="",
+            template="chat",
+            prompt_template="",  # with {context} and {question}; empty = the built-in English one
+            max_prompt_length=2048,  # tokens; longer prompts are skipped or truncated (counted)
+            long_prompts="truncate",  # skip | truncate
+            max_new_tokens=32,
+        )
+    )
+    c.eval.tasks.perplexity = ml_collections.ConfigDict(
+        dict(kind="perplexity", source="flores", path="", split="test", languages="", max_length=512)
+    )
+    c.eval.tasks.multiple_choice = ml_collections.ConfigDict(
+        dict(kind="multiple_choice", path="", languages="")  # JSONL path with {lang}
+    )
     return c

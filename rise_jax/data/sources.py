@@ -45,6 +45,9 @@ class Example:
     text: str
     prompt: str | None = None
     answer: str | None = None
+    answers: tuple[str, ...] = ()  # every gold answer (SQuAD-style QA scores against the best)
+    context: str | None = None  # QA: the passage (``prompt`` is context + question)
+    question: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +98,7 @@ def _mgsm(spec: SourceSpec, lang: Language) -> list[Example]:
             raise SourceError(f"{path}: line {i + 1} has {len(parts)} tab-separated fields, expected 2")
         q, a = parts
         text = f"{q}\n{a}" if spec.include_answer else q
-        out.append(Example(str(i), text, prompt=q, answer=a.strip()))
+        out.append(Example(str(i), text, prompt=q, answer=a.strip(), question=q))
     return out
 
 
@@ -128,7 +131,17 @@ def _squad(spec: SourceSpec, lang: Language) -> list[Example]:
                 answers = [a["text"] for a in qa.get("answers", [])]
                 answer = answers[0] if answers else None
                 text = f"{prompt}\n{answer}" if spec.include_answer and answer else prompt
-                out.append(Example(qid, text, prompt=prompt, answer=answer))
+                out.append(
+                    Example(
+                        qid,
+                        text,
+                        prompt=prompt,
+                        answer=answer,
+                        answers=tuple(answers),
+                        context=para["context"],
+                        question=qa["question"],
+                    )
+                )
     return out
 
 

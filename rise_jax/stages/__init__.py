@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from rise_jax.stages import analyze, export, inspect, select, stats, train
+from rise_jax.stages import analyze, eval, export, inspect, select, stats, train
 
 STAGES: dict[str, Callable] = {
     "inspect": inspect.run,
@@ -13,4 +13,5 @@ STAGES: dict[str, Callable] = {
     "select": select.run,
     "train": train.run,
     "export": export.run,
+    "eval": eval.run,
 }

@@ -1,0 +1,310 @@
+"""Per-language evaluation tasks: MGSM, SQuAD-format QA (TyDiQA-GoldP, XQuAD), perplexity and
+multiple-choice log-likelihood. Each returns ``{metric: value, n, skipped, truncated}`` per language.
+
+Task configs (``ml_collections`` or dicts) carry ``kind`` plus the fields read below; the eval
+stage documents them with the defaults in ``configs/base.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from rise_jax.data.batching import bucketed_batches, tokenize_examples
+from rise_jax.data.languages import get_language
+from rise_jax.data.sources import Example, SourceError, SourceSpec, load_examples
+from rise_jax.evaluation.generate import SamplingOptions, generate_text
+from rise_jax.evaluation.metrics import best_over_golds, exact_match, f1_score, mgsm_correct
+from rise_jax.models.routing import RouterEdit
+from rise_jax.models.transformer import MoEModel
+
+TASK_KINDS = ("mgsm", "qa", "perplexity", "multiple_choice")
+LONG_PROMPT_POLICIES = ("skip", "truncate")
+DEFAULT_QA_TEMPLATE = (
+    "Answer the question using a short span copied from the passage.\n\nPassage: {context}\n\nQuestion: {question}"
+)
+
+
+class EvalError(ValueError):
+    """Unknown task, a language the task has no data for, an empty dataset (message names which)."""
+
+
+@dataclasses.dataclass
+class Evaluator:
+    """What every task needs: the model and params, the tokenizer and an optional router edit."""
+
+    model: MoEModel
+    params: dict[str, Any]
+    tokenizer: Any
+    stop_ids: Sequence[int]
+    router_edit: RouterEdit | None = None
+    batch_size: int = 8
+    progress: bool = True
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+
+    def render(self, prompt: str, template: str) -> str:
+        """``raw`` prompt text, or the chat template's user turn + assistant header (Qwen3 with
+        thinking disabled, as the paper evaluates)."""
+        if template == "raw":
+            return prompt
+        if template != "chat":
+            raise EvalError(f"unknown prompt template {template!r}; choose raw or chat")
+        return self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True, enable_thinking=False
+        )
+
+    def generate(self, prompts: list[str], max_new_tokens: int, desc: str) -> list[str]:
+        bar = tqdm(total=len(prompts), desc=desc, disable=not self.progress, leave=False)
+        with bar:
+            return generate_text(
+                self.model,
+                self.params,
+                self.tokenizer,
+                prompts,
+                max_new_tokens=max_new_tokens,
+                stop_ids=self.stop_ids,
+                batch_size=self.batch_size,
+                sampling=SamplingOptions(),
+                router_edit=self.router_edit,
+                progress=bar,
+            )
+
+    def sequence_logprobs(self, sequences: list[np.ndarray], targets: list[np.ndarray]) -> np.ndarray:
+        """Sum of ``log p(token)`` over each sequence's target positions (``targets`` bool masks)."""
+        out = np.zeros(len(sequences), np.float64)
+        packed = [np.stack([s, t.astype(np.int32)]) for s, t in zip(sequences, targets, strict=True)]
+        for ids, mask, index in bucketed_batches([p[0] for p in packed], self.batch_size, 32, self.pad_id):
+            tmask = np.zeros_like(mask)
+            for row, i in enumerate(index):
+                if i >= 0:
+                    tmask[row, : packed[i].shape[1]] = packed[i][1]
+            lp = _logprob_sums(
+                self.model, self.params, jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(tmask), self.router_edit
+            )
+            for row, i in enumerate(index):
+                if i >= 0:
+                    out[i] = float(lp[row])
+        return out
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def _logprob_sums(model, params, ids, mask, target_mask, router_edit) -> jax.Array:
+    """Per-row sum of ``log p(ids[t] | ids[<t])`` over positions where ``target_mask`` is 1."""
+    logits = model.apply({"params": params}, ids, mask, router_edit=router_edit).logits
+    logp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), axis=-1)
+    tok = jnp.take_along_axis(logp, ids[:, 1:, None], axis=-1)[..., 0]
+    return jnp.sum(tok * target_mask[:, 1:], axis=-1)
+
+
+def _limit(examples: list[Example], max_samples: int) -> list[Example]:
+    return examples[:max_samples] if max_samples else examples
+
+
+def _load(spec: SourceSpec, language: str, task: str) -> list[Example]:
+    try:
+        return load_examples(spec, language)
+    except SourceError as err:
+        raise EvalError(f"task {task}: no data for language {language}: {err}") from err
+
+
+def _fit_prompt(ev: Evaluator, build, context: str, max_len: int, policy: str) -> tuple[str | None, bool]:
+    """The rendered prompt within ``max_len`` tokens: as is, with its context cut (``truncate``)
+    or None (``skip``). Returns (prompt, truncated)."""
+    prompt = build(context)
+    n = len(ev.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    if max_len <= 0 or n <= max_len:
+        return prompt, False
+    if policy == "skip":
+        return None, False
+    ctx_ids = ev.tokenizer(context, add_special_tokens=False)["input_ids"]
+    keep = max(0, len(ctx_ids) - (n - max_len))
+    while True:  # decoding/re-encoding can shift a few tokens; shrink until it fits
+        prompt = build(ev.tokenizer.decode(ctx_ids[:keep]))
+        if keep == 0 or len(ev.tokenizer(prompt, add_special_tokens=False)["input_ids"]) <= max_len:
+            return prompt, True
+        keep = max(0, keep - 8)
+
+
+# --- MGSM ---------------------------------------------------------------------------------------
+
+
+def mgsm_exemplars(path: str, language: str) -> list[dict[str, str]]:
+    """The 8 chain-of-thought exemplars of ``language`` from ``mgsm_exemplars.json`` (q/a pairs)."""
+    file = os.path.join(path, "mgsm_exemplars.json")
+    if not os.path.isfile(file):
+        raise EvalError(f"{file}: missing (needed for MGSM prompts)")
+    with open(file, encoding="utf-8") as fh:
+        table = json.load(fh).get("MGSM_EXEMPLARS", {})
+    if language not in table:
+        raise EvalError(f"{file}: no exemplars for language {language}; has {sorted(table)}")
+    return [table[language][k] for k in sorted(table[language], key=int)]
+
+
+def _prefix(text: str) -> str:
+    """``Question:`` / ``প্রশ্ন:`` / ``问题：``: the exemplar's label up to its colon."""
+    cut = min((i for i in (text.find(":"), text.find("：")) if i >= 0), default=-1)
+    return text[: cut + 1] if 0 <= cut < 40 else ""
+
+
+def mgsm_prompt(question: str, exemplars: list[dict[str, str]], shots: int) -> str:
+    """Native-language prompt: ``shots`` exemplars (question + step-by-step answer), then the
+    question with the language's own ``Question:`` label and the answer label to continue from."""
+    q_label, a_label = _prefix(exemplars[0]["q"]), _prefix(exemplars[0]["a"])
+    parts = [f"{ex['q']}\n{ex['a']}" for ex in exemplars[:shots]]
+    parts.append(f"{q_label} {question}\n{a_label}".strip())
+    return "\n\n".join(parts)
+
+
+def eval_mgsm(ev: Evaluator, task: Any, language: str, max_samples: int) -> dict[str, Any]:
+    examples = _limit(_load(SourceSpec("mgsm", task.path), language, "mgsm"), max_samples)
+    exemplars = mgsm_exemplars(task.path, language)
+    prompts = [ev.render(mgsm_prompt(e.question, exemplars, task.shots), task.template) for e in examples]
+    outputs = ev.generate(prompts, task.max_new_tokens, f"mgsm/{language}")
+    correct = [mgsm_correct(o, e.answer) for o, e in zip(outputs, examples, strict=True)]
+    return {"accuracy": 100.0 * float(np.mean(correct)), "n": len(examples), "skipped": 0, "truncated": 0}
+
+
+# --- SQuAD-format QA ------------------------------------------------------------------------------
+
+
+def eval_qa(ev: Evaluator, task: Any, language: str, max_samples: int) -> dict[str, Any]:
+    if task.long_prompts not in LONG_PROMPT_POLICIES:
+        raise EvalError(f"long_prompts must be one of {LONG_PROMPT_POLICIES}, got {task.long_prompts!r}")
+    examples = _limit(_load(SourceSpec("squad", task.path), language, "qa"), max_samples)
+    template = task.get("prompt_template") or DEFAULT_QA_TEMPLATE
+    prompts, kept, truncated = [], [], 0
+    for e in examples:
+
+        def build(ctx: str, e=e) -> str:
+            return ev.render(template.format(context=ctx, question=e.question), task.template)
+
+        prompt, cut = _fit_prompt(ev, build, e.context, task.max_prompt_length, task.long_prompts)
+        truncated += cut
+        if prompt is not None:
+            prompts.append(prompt)
+            kept.append(e)
+    outputs = ev.generate(prompts, task.max_new_tokens, f"qa/{language}") if prompts else []
+    answers = {e.id: o.strip().split("\n")[0] for e, o in zip(kept, outputs, strict=True)}
+    f1s, ems = [], []
+    for e in examples:  # skipped prompts score as an empty answer
+        pred = answers.get(e.id, "")
+        f1s.append(best_over_golds(f1_score, pred, e.answers, language))
+        ems.append(best_over_golds(exact_match, pred, e.answers, language))
+    return {
+        "f1": 100.0 * float(np.mean(f1s)),
+        "exact_match": 100.0 * float(np.mean(ems)),
+        "n": len(examples),
+        "skipped": len(examples) - len(kept),
+        "truncated": truncated,
+    }
+
+
+# --- perplexity -----------------------------------------------------------------------------------
+
+
+def eval_perplexity(ev: Evaluator, task: Any, language: str, max_samples: int) -> dict[str, Any]:
+    spec = SourceSpec(task.source, task.path, split=task.split)
+    examples = _load(spec, language, "perplexity")
+    corpus = tokenize_examples(language, examples, ev.tokenizer, task.max_length, max_samples or None)
+    seqs = [s for s in corpus.sequences if len(s) >= 2]
+    if not seqs:
+        raise EvalError(f"task perplexity: no sequence of 2+ tokens for language {language}")
+    targets = [np.ones(len(s), bool) for s in seqs]
+    total = float(-ev.sequence_logprobs(seqs, targets).sum())
+    count = sum(len(s) - 1 for s in seqs)
+    return {
+        "perplexity": math.exp(total / count),
+        "nll_per_token": total / count,
+        "tokens": count,
+        "n": len(seqs),
+        "skipped": 0,
+        "truncated": corpus.truncated,
+    }
+
+
+# --- multiple choice ------------------------------------------------------------------------------
+
+
+def load_multiple_choice(path_template: str, language: str) -> list[dict[str, Any]]:
+    """JSONL items ``{"id", "question", "choices": [str, ...], "answer": int}`` from
+    ``path_template`` with ``{lang}`` filled (ARC / HellaSwag / MMLU converted to this shape)."""
+    path = path_template.format(lang=get_language(language).code)
+    if not os.path.isfile(path):
+        raise EvalError(f"task multiple_choice: no data for language {language}: {path} missing")
+    items = []
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+                ok = isinstance(item["choices"], list) and 0 <= int(item["answer"]) < len(item["choices"])
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+                raise EvalError(f"{path}: line {n}: not a multiple-choice item ({err})") from err
+            if not ok:
+                raise EvalError(f"{path}: line {n}: answer index outside the choices")
+            items.append(item)
+    if not items:
+        raise EvalError(f"{path}: empty dataset")
+    return items
+
+
+def eval_multiple_choice(ev: Evaluator, task: Any, language: str, max_samples: int) -> dict[str, Any]:
+    """Pick the choice with the highest log-likelihood after the question (``accuracy``) and after
+    dividing by the choice's length in characters (``accuracy_norm``, lm-eval-harness ``acc_norm``)."""
+    items = load_multiple_choice(task.path, language)
+    items = items[:max_samples] if max_samples else items
+    seqs, targets, owners, lengths = [], [], [], []
+    for i, item in enumerate(items):
+        context = ev.tokenizer(item["question"], add_special_tokens=False)["input_ids"]
+        for choice in item["choices"]:
+            cont = ev.tokenizer(" " + str(choice), add_special_tokens=False)["input_ids"]
+            seqs.append(np.asarray(context + cont, np.int32))
+            targets.append(np.asarray([0] * len(context) + [1] * len(cont), bool))
+            owners.append(i)
+            lengths.append(max(1, len(str(choice))))
+    scores = ev.sequence_logprobs(seqs, targets)
+    correct = correct_norm = 0
+    start = 0
+    for i, item in enumerate(items):
+        n = len(item["choices"])
+        s, ln = scores[start : start + n], np.asarray(lengths[start : start + n])
+        correct += int(np.argmax(s)) == int(item["answer"])
+        correct_norm += int(np.argmax(s / ln)) == int(item["answer"])
+        start += n
+    return {
+        "accuracy": 100.0 * correct / len(items),
+        "accuracy_norm": 100.0 * correct_norm / len(items),
+        "n": len(items),
+        "skipped": 0,
+        "truncated": 0,
+    }
+
+
+TASK_FUNCTIONS = {
+    "mgsm": eval_mgsm,
+    "qa": eval_qa,
+    "perplexity": eval_perplexity,
+    "multiple_choice": eval_multiple_choice,
+}
+PRIMARY_METRIC = {"mgsm": "accuracy", "qa": "f1", "perplexity": "perplexity", "multiple_choice": "accuracy"}
+
+
+def run_task(ev: Evaluator, task: Any, language: str, max_samples: int = 0) -> dict[str, Any]:
+    """One task on one language; ``task.kind`` picks the function."""
+    if task.kind not in TASK_FUNCTIONS:
+        raise EvalError(f"unknown task kind {task.kind!r}; choose one of {', '.join(TASK_KINDS)}")
+    return TASK_FUNCTIONS[task.kind](ev, task, get_language(language).code, max_samples)

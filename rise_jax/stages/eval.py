@@ -1,0 +1,138 @@
+"""Stage ``eval``: tasks x languages for the base model and its variants -> ``eval/``.
+
+Variants (``config.eval.variants``): ``base``; ``trained`` (the compact experts of ``train/``
+merged in-process); ``pruned`` (base with the selection's experts pruned from the routers);
+``trained_pruned``; ``steered`` (base with ``config.eval.steer`` applied).
+
+Artefacts: ``eval/results.json`` (``{"config", "results": {variant: {task: {lang: {metric: value,
+"n", "skipped", "truncated"}}}}}``, rewritten atomically after every language so an interrupted
+run resumes where it stopped) and ``eval/table.md`` (one table per task: rows = variants,
+columns = languages + Avg, plus deltas against ``config.eval.baseline``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import ml_collections
+
+from rise_jax.api import load_model
+from rise_jax.data.languages import parse_languages
+from rise_jax.evaluation import interventions as iv
+from rise_jax.evaluation.generate import stop_token_ids
+from rise_jax.evaluation.tasks import PRIMARY_METRIC, TASK_KINDS, EvalError, Evaluator, run_task
+from rise_jax.io_utils import ensure_writable_dir, write_json_atomic, write_text_atomic
+from rise_jax.reporting.tables import results_table
+from rise_jax.selection.artefact import load_selection, selection_path
+from rise_jax.stages.common import checkpoint_path, tokenizer_for
+from rise_jax.training.artefacts import apply_trained_experts
+
+VARIANTS = ("base", "trained", "pruned", "trained_pruned", "steered")
+
+
+def eval_dir(workdir: str) -> str:
+    return os.path.join(workdir, "eval")
+
+
+def _names(spec: str, what: str, allowed: tuple[str, ...] | list[str]) -> list[str]:
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    unknown = [n for n in names if n not in allowed]
+    if unknown:
+        raise EvalError(f"unknown {what} {unknown}; choose from {', '.join(allowed)}")
+    if not names:
+        raise EvalError(f"no {what} given")
+    return names
+
+
+def _ints(spec: str) -> list[int]:
+    """``"3,5"`` or ``"0-11"`` ranges -> ints."""
+    out: list[int] = []
+    for part in str(spec).split(","):
+        part = part.strip()
+        if "-" in part:
+            lo, hi = part.split("-")
+            out.extend(range(int(lo), int(hi) + 1))
+        elif part:
+            out.append(int(part))
+    return out
+
+
+def variant_setup(name: str, config: ml_collections.ConfigDict, workdir: str, model, base: dict[str, Any]):
+    """(params, router edit) of one variant."""
+    cfg = model.cfg
+    params, edit = base, None
+    if name in ("trained", "trained_pruned"):
+        params = apply_trained_experts(base, os.path.join(workdir, "train"))
+    if name in ("pruned", "trained_pruned"):
+        edit = iv.prune_selection(cfg, load_selection(selection_path(workdir), cfg))
+    if name == "steered":
+        s = config.eval.steer
+        layers = _ints(s.layers) if s.layers else range(cfg.num_moe_layers)
+        edit = iv.steer(cfg, _ints(s.experts), layers, s.mode, float(s.strength))
+    return params, edit
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    e = config.eval
+    variants = _names(e.variants, "eval variant(s)", VARIANTS)
+    task_names = _names(e.run, "eval task(s)", list(e.tasks.keys()))
+    for name in task_names:
+        if e.tasks[name].kind not in TASK_KINDS:
+            raise EvalError(f"eval.tasks.{name}.kind = {e.tasks[name].kind!r}; choose one of {', '.join(TASK_KINDS)}")
+    out = ensure_writable_dir(eval_dir(workdir))
+    results_file = os.path.join(out, "results.json")
+    config_record = e.to_dict()
+    results: dict[str, Any] = {}
+    if os.path.isfile(results_file):
+        with open(results_file, encoding="utf-8") as fh:
+            previous = json.load(fh)
+        if previous.get("config") == config_record:
+            results = previous.get("results", {})
+
+    path = checkpoint_path(config, workdir)
+    model, base = load_model(path, dtype=config.model.dtype, dispatch=config.model.dispatch, progress=False)
+    tokenizer = tokenizer_for(config, path)
+    gen_cfg_file = os.path.join(path, "generation_config.json")
+    gen_cfg = json.load(open(gen_cfg_file, encoding="utf-8")) if os.path.isfile(gen_cfg_file) else None
+    stops = stop_token_ids(tokenizer, gen_cfg)
+
+    for variant in variants:
+        params, edit = variant_setup(variant, config, workdir, model, base)
+        ev = Evaluator(model, params, tokenizer, stops, edit, batch_size=e.batch_size, progress=e.progress)
+        for name in task_names:
+            task = e.tasks[name]
+            for lang in parse_languages(task.languages or e.languages):
+                done = results.get(variant, {}).get(name, {})
+                if lang in done:
+                    continue
+                scores = run_task(ev, task, lang, e.max_samples)
+                results.setdefault(variant, {}).setdefault(name, {})[lang] = scores
+                write_json_atomic(results_file, {"config": config_record, "results": results})
+                metric = PRIMARY_METRIC[task.kind]
+                print(f"eval {variant} {name} {lang}: {metric} {scores[metric]:.2f} (n={scores['n']})")
+
+    write_text_atomic(os.path.join(out, "table.md"), results_markdown(results, e))
+    return results
+
+
+def results_markdown(results: dict[str, Any], e: ml_collections.ConfigDict) -> str:
+    """One table per task (its primary metric), with skipped/truncated counts when any."""
+    parts = []
+    task_names = [n for n in e.tasks.keys() if any(n in r for r in results.values())]
+    for name in task_names:
+        kind = e.tasks[name].kind
+        metric = PRIMARY_METRIC[kind]
+        per_variant = {v: r[name] for v, r in results.items() if name in r}
+        languages = list(next(iter(per_variant.values())))
+        parts.append(f"### {name} ({kind}, {metric})\n\n" + results_table(per_variant, metric, languages, e.baseline))
+        notes = [
+            f"{v}/{lang}: {s['skipped']} skipped, {s['truncated']} truncated"
+            for v, langs in per_variant.items()
+            for lang, s in langs.items()
+            if s.get("skipped") or s.get("truncated")
+        ]
+        if notes:
+            parts.append("Prompts over the length limit: " + "; ".join(notes) + ".\n")
+    return "\n".join(parts)

@@ -1,0 +1,127 @@
+"""The eval stage: tasks x languages x variants, results.json + table.md, resume, clear errors."""
+
+import json
+import os
+import sys
+
+import pytest
+from hf_reference import SHARED_DATA, make_hf_model, save_hf_model
+
+from rise_jax import launch
+from rise_jax.evaluation.interventions import InterventionError
+from rise_jax.evaluation.tasks import EvalError
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs"))
+import base  # noqa: E402
+
+QWEN_TOK = os.path.join(SHARED_DATA, "tokenizers", "qwen3")
+MC_ITEMS = [
+    {"id": "1", "question": "The capital of France is", "choices": ["Paris", "a banana"], "answer": 0},
+    {"id": "2", "question": "Two plus two equals", "choices": ["seven", "four"], "answer": 1},
+]
+
+
+def config(ckpt_dir, tmp):
+    c = base.get_base_config()
+    c.model.checkpoint = ckpt_dir
+    c.model.tokenizer = QWEN_TOK
+    c.model.dtype = "float32"
+    c.data.path = c.train.data.path = os.path.join(SHARED_DATA, "flores200")
+    c.data.languages = "en,bn"
+    c.data.max_samples = 6
+    c.select.k = 4
+    c.train.data.max_samples = 6
+    c.train.data.max_length = 32
+    c.train.epochs = 1
+    c.train.grad_accum = 1
+    c.train.lr = 1e-2
+    c.eval.variants = "base,trained,pruned"
+    c.eval.run = "mgsm,tydiqa,perplexity,multiple_choice"
+    c.eval.max_samples = 2
+    c.eval.progress = False
+    c.eval.tasks.mgsm.path = os.path.join(SHARED_DATA, "mgsm")
+    c.eval.tasks.mgsm.max_new_tokens = 6
+    c.eval.tasks.tydiqa.path = os.path.join(SHARED_DATA, "tydiqa", "tydiqa-goldp-v1.1-dev_ini.json")
+    c.eval.tasks.tydiqa.max_new_tokens = 4
+    c.eval.tasks.tydiqa.max_prompt_length = 64  # shorter than the passages: truncation is counted
+    c.eval.tasks.perplexity.path = os.path.join(SHARED_DATA, "flores200")
+    c.eval.tasks.perplexity.max_length = 24
+    mc = tmp / "mc_{lang}.jsonl"
+    for lang in ("en", "bn"):
+        (tmp / f"mc_{lang}.jsonl").write_text("\n".join(json.dumps(i) for i in MC_ITEMS) + "\n")
+    c.eval.tasks.multiple_choice.path = str(mc)
+    return c
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    model = make_hf_model("qwen3_moe", seed=4, vocab_size=151936, hidden_size=32, num_hidden_layers=4)
+    ckpt = save_hf_model(model, str(tmp_path_factory.mktemp("ck")))
+    tmp = tmp_path_factory.mktemp("data")
+    wd = str(tmp_path_factory.mktemp("wd"))
+    c = config(ckpt, tmp)
+    c.stages = "stats,select,train,eval"
+    launch.run(c, wd)
+    return ckpt, tmp, wd
+
+
+def test_eval_writes_results_for_every_variant_task_and_language(setup):
+    _, _, wd = setup
+    doc = json.load(open(os.path.join(wd, "eval", "results.json")))
+    res = doc["results"]
+    assert set(res) == {"base", "trained", "pruned"}
+    for variant in res.values():
+        assert set(variant) == {"mgsm", "tydiqa", "perplexity", "multiple_choice"}
+        for task in variant.values():
+            assert set(task) == {"en", "bn"}
+    assert res["base"]["mgsm"]["bn"]["n"] == 2 and 0 <= res["base"]["mgsm"]["bn"]["accuracy"] <= 100
+    assert res["base"]["tydiqa"]["en"]["truncated"] == 1  # the one English passage is over 64 tokens
+    assert res["base"]["multiple_choice"]["en"]["n"] == 2
+    # Training on bn changes bn perplexity; pruning the selected experts changes it too.
+    ppl = {v: res[v]["perplexity"]["bn"]["perplexity"] for v in res}
+    assert ppl["trained"] != ppl["base"] and ppl["pruned"] != ppl["base"]
+    table = open(os.path.join(wd, "eval", "table.md")).read()
+    assert "| setting | bn | en | Avg |" in table and "Δ trained" in table and "truncated" in table
+
+
+def test_eval_rerun_reuses_finished_results(setup, monkeypatch):
+    ckpt, tmp, wd = setup
+    import rise_jax.stages.eval as eval_stage
+
+    def fail(*a, **k):
+        raise AssertionError("a finished task was recomputed")
+
+    monkeypatch.setattr(eval_stage, "run_task", fail)
+    c = config(ckpt, tmp)
+    c.stages = "eval"
+    launch.run(c, wd)
+
+
+def test_eval_errors_are_clear(setup, tmp_path):
+    ckpt, tmp, wd = setup
+    c = config(ckpt, tmp)
+    c.stages = "eval"
+    c.eval.run = "mgsm,translation"
+    with pytest.raises(EvalError, match=r"unknown eval task\(s\) \['translation'\]"):
+        launch.run(c, str(tmp_path / "a"))
+    c = config(ckpt, tmp)
+    c.stages = "eval"
+    c.eval.run = "mgsm"
+    c.eval.tasks.mgsm.languages = "ar"  # MGSM has no Arabic
+    with pytest.raises(EvalError, match="task mgsm: no data for language ar: .*mgsm_ar.tsv: missing"):
+        launch.run(c, str(tmp_path / "b"))
+    empty = tmp_path / "empty_{lang}.jsonl"
+    (tmp_path / "empty_en.jsonl").write_text("\n")
+    c = config(ckpt, tmp)
+    c.stages = "eval"
+    c.eval.run = "multiple_choice"
+    c.eval.languages = "en"
+    c.eval.tasks.multiple_choice.path = str(empty)
+    with pytest.raises(EvalError, match="empty dataset"):
+        launch.run(c, str(tmp_path / "c"))
+    c = config(ckpt, tmp)
+    c.stages = "eval"
+    c.eval.variants = "steered"
+    c.eval.steer.experts = "3,99"
+    with pytest.raises(InterventionError, match="expert 99 out of range"):
+        launch.run(c, str(tmp_path / "d"))
