@@ -267,19 +267,18 @@ def eval_multiple_choice(ev: Evaluator, task: Any, language: str, max_samples: i
     dividing by the choice's length in characters (``accuracy_norm``, lm-eval-harness ``acc_norm``)."""
     items = load_multiple_choice(task.path, language)
     items = items[:max_samples] if max_samples else items
-    seqs, targets, owners, lengths = [], [], [], []
-    for i, item in enumerate(items):
+    seqs, targets, lengths = [], [], []
+    for item in items:
         context = ev.tokenizer(item["question"], add_special_tokens=False)["input_ids"]
         for choice in item["choices"]:
             cont = ev.tokenizer(" " + str(choice), add_special_tokens=False)["input_ids"]
             seqs.append(np.asarray(context + cont, np.int32))
             targets.append(np.asarray([0] * len(context) + [1] * len(cont), bool))
-            owners.append(i)
             lengths.append(max(1, len(str(choice))))
     scores = ev.sequence_logprobs(seqs, targets)
     correct = correct_norm = 0
     start = 0
-    for i, item in enumerate(items):
+    for item in items:
         n = len(item["choices"])
         s, ln = scores[start : start + n], np.asarray(lengths[start : start + n])
         correct += int(np.argmax(s)) == int(item["answer"])
