@@ -54,9 +54,11 @@ def _combine(expert_out: Array, weights: Array, dtype) -> Array:
 
 def dispatch_dense(x: Array, w_gate: Array, w_up: Array, w_down: Array, indices: Array, weights: Array) -> Array:
     """Reference: all experts on all tokens, gather the selected outputs. x ``[N, H]``."""
-    h = jax.nn.silu(jnp.einsum("nh,ehi->nei", x, w_gate)) * jnp.einsum("nh,ehi->nei", x, w_up)
-    y = jnp.einsum("nei,eih->neh", h, w_down)  # [N, E, H]
-    selected = jnp.take_along_axis(y, indices[..., None], axis=1)  # [N, k, H]
+    # Expert-major batched matmuls ([E, N, H] @ [E, H, I]) read the weights in their stored layout.
+    xe = jnp.broadcast_to(x, (w_gate.shape[0], *x.shape))
+    h = jax.nn.silu(jnp.einsum("enh,ehi->eni", xe, w_gate)) * jnp.einsum("enh,ehi->eni", xe, w_up)
+    y = jnp.einsum("eni,eih->enh", h, w_down)  # [E, N, H]
+    selected = y[indices, jnp.arange(x.shape[0])[:, None]]  # [N, k, H]
     return _combine(selected, weights, x.dtype)
 
 

@@ -126,21 +126,27 @@ def _mlp_forward(xs: Array, w_gate: Array, w_up: Array, w_down: Array, sizes: Ar
     out0 = jnp.zeros((m + win, w_down.shape[-1]), xs.dtype)
 
     def per_group(out: Array, inp):
-        wg, wu, wd, start, size = inp
+        g, start, size = inp
 
-        def body(carry):
-            j, out = carry
-            r0 = start + j * win
-            rows = jax.lax.dynamic_slice_in_dim(xp, r0, win, axis=0)
-            y = ((jax.nn.silu(rows @ wg) * (rows @ wu)) @ wd).astype(out.dtype)
-            live = (jnp.arange(win) < size - j * win)[:, None]
-            old = jax.lax.dynamic_slice_in_dim(out, r0, win, axis=0)
-            return j + 1, jax.lax.dynamic_update_slice_in_dim(out, jnp.where(live, y, old), r0, axis=0)
+        def walk(out: Array) -> Array:
+            # Experts without rows are skipped entirely, weights included: in decoding most are empty.
+            wg, wu, wd = w_gate[g], w_up[g], w_down[g]
 
-        _, out = jax.lax.while_loop(lambda c: c[0] * win < size, body, (jnp.int32(0), out))
-        return out, None
+            def body(carry):
+                j, out = carry
+                r0 = start + j * win
+                rows = jax.lax.dynamic_slice_in_dim(xp, r0, win, axis=0)
+                y = ((jax.nn.silu(rows @ wg) * (rows @ wu)) @ wd).astype(out.dtype)
+                live = (jnp.arange(win) < size - j * win)[:, None]
+                old = jax.lax.dynamic_slice_in_dim(out, r0, win, axis=0)
+                return j + 1, jax.lax.dynamic_update_slice_in_dim(out, jnp.where(live, y, old), r0, axis=0)
 
-    out, _ = jax.lax.scan(per_group, out0, (w_gate, w_up, w_down, _starts(sizes), sizes.astype(jnp.int32)))
+            return jax.lax.while_loop(lambda c: c[0] * win < size, body, (jnp.int32(0), out))[1]
+
+        return jax.lax.cond(size > 0, walk, lambda o: o, out), None
+
+    groups = jnp.arange(w_gate.shape[0], dtype=jnp.int32)
+    out, _ = jax.lax.scan(per_group, out0, (groups, _starts(sizes), sizes.astype(jnp.int32)))
     return out[:m]
 
 
