@@ -6,7 +6,10 @@ import ml_collections
 def get_base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 42
-    c.stages = "inspect"  # comma-separated, run in order
+    # Comma-separated, run in pipeline order; a stage whose artefact was made from the same
+    # relevant config is skipped (the run resumes); `force` redoes them.
+    c.stages = "stats,analyze,select,train,export,eval,report"
+    c.force = False
 
     c.model = ml_collections.ConfigDict()
     c.model.checkpoint = ""  # HF checkpoint directory or hub id
@@ -29,6 +32,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.data.max_length = 512  # tokens; longer sequences are truncated and counted
     c.data.template = "raw"  # raw | chat
     c.data.include_answer = False  # QA/MGSM: append the answer to the text
+    c.data.parallel = False  # line i is the same sentence in every language (flores/ntrex always are)
     c.data.hf_path = ""  # Hugging Face dataset id (source = hf)
     c.data.hf_name = ""
     c.data.hf_data_files = ""

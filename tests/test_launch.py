@@ -25,6 +25,7 @@ def test_inspect_prints_and_writes_summary_and_orbax_params(tmp_path, qwen_dir):
         f"--config.model.checkpoint={qwen_dir}",
         "--config.model.dtype=float32",
         "--config.inspect.save_params=True",
+        "--config.stages=inspect",
         f"--workdir={tmp_path}",
     )
     assert r.returncode == 0, r.stderr
@@ -73,13 +74,6 @@ def test_full_size_zones_and_parameter_counts_from_config_only():
     assert 3.2e9 < counts["active_per_token"] < 3.4e9  # "3.3B activated"
 
 
-def test_demo_config_runs_inspect_on_a_built_checkpoint(tmp_path):
-    r = launch("--config=configs/demo.py", f"--workdir={tmp_path}")
-    assert r.returncode == 0, r.stderr
-    assert os.path.isfile(tmp_path / "demo_checkpoint" / "config.json")
-    assert json.load(open(tmp_path / "inspect.json"))["model_type"] == "qwen3_moe"
-
-
 @pytest.mark.parametrize(
     "args,message",
     [
@@ -92,6 +86,10 @@ def test_demo_config_runs_inspect_on_a_built_checkpoint(tmp_path):
         (["--config.model.dtype=int8"], "unknown dtype 'int8'"),
         (["--config.model.dispatch=magic"], "unknown MoE dispatch 'magic'"),
         (["--config.inspect.load_weights=maybe"], "load_weights"),
+        (["--config.train.lr=fast"], "lr"),
+        (["--config.select.method=magic"], "config.select.method = 'magic'"),
+        (["--config.eval.variants=base,tuned"], "config.eval.variants: unknown ['tuned']"),
+        (["--config.model.demo=False", "--config.model.checkpoint="], "config.model.checkpoint is empty"),
     ],
 )
 def test_config_errors_are_clear(tmp_path, args, message):

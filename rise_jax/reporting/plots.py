@@ -116,3 +116,21 @@ def selection_map(
         fontsize=8,
     )
     return _save(fig, path)
+
+
+def results_bars(
+    values: dict[str, dict[str, float]], languages: Sequence[str], path: str, title: str, ylabel: str
+) -> str:
+    """Grouped bars: one group per language, one bar per setting (``values[setting][lang]``)."""
+    settings = list(values)
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(languages) + 1), 3.6))
+    width = 0.8 / max(1, len(settings))
+    x = np.arange(len(languages))
+    for j, s in enumerate(settings):
+        ys = [values[s].get(lang, np.nan) for lang in languages]
+        ax.bar(x + (j - (len(settings) - 1) / 2) * width, ys, width, label=s)
+    ax.set_xticks(x, list(languages))
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return _save(fig, path)

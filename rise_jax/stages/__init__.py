@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from rise_jax.stages import analyze, eval, export, inspect, select, stats, train
+from rise_jax.stages import analyze, eval, export, inspect, report, select, stats, train
 
 STAGES: dict[str, Callable] = {
     "inspect": inspect.run,
@@ -14,4 +14,8 @@ STAGES: dict[str, Callable] = {
     "train": train.run,
     "export": export.run,
     "eval": eval.run,
+    "report": report.run,
 }
+
+# Discard a stage's resumable state before it reruns under another config (rise_jax.pipeline).
+RESETS: dict[str, Callable[[str], None]] = {"train": train.reset, "eval": eval.reset}

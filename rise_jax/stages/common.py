@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import os
-
 import ml_collections
 
 from rise_jax.checkpoints.resolve import resolve_checkpoint
 
 
 def checkpoint_path(config: ml_collections.ConfigDict, workdir: str) -> str:
-    """The model checkpoint directory: ``config.model.checkpoint`` (directory or hub id), or for
-    the demo (``config.model.demo``) a small model written once to ``<workdir>/demo_checkpoint``."""
-    if config.model.get("demo", False):
-        from rise_jax.demo_model import build_random_checkpoint
-
-        return build_random_checkpoint(os.path.join(workdir, "demo_checkpoint"), seed=config.get("seed", 0))
+    """The model checkpoint directory: ``config.model.checkpoint`` (directory or hub id; for the
+    demo, the pretrained model that :func:`rise_jax.launch.run` builds in the workdir)."""
+    del workdir
     return resolve_checkpoint(config.model.checkpoint)
 
 

@@ -36,6 +36,13 @@ def eval_dir(workdir: str) -> str:
     return os.path.join(workdir, "eval")
 
 
+def reset(workdir: str) -> None:
+    """Forget finished results (they were made from another model, selection or training)."""
+    path = os.path.join(eval_dir(workdir), "results.json")
+    if os.path.exists(path):
+        os.remove(path)
+
+
 def _names(spec: str, what: str, allowed: tuple[str, ...] | list[str]) -> list[str]:
     names = [s.strip() for s in spec.split(",") if s.strip()]
     unknown = [n for n in names if n not in allowed]
@@ -126,7 +133,8 @@ def results_markdown(results: dict[str, Any], e: ml_collections.ConfigDict) -> s
         metric = PRIMARY_METRIC[kind]
         per_variant = {v: r[name] for v, r in results.items() if name in r}
         languages = list(next(iter(per_variant.values())))
-        parts.append(f"### {name} ({kind}, {metric})\n\n" + results_table(per_variant, metric, languages, e.baseline))
+        title = f"### {name}: {metric}" if kind == name else f"### {name} ({kind}): {metric}"
+        parts.append(f"{title}\n\n" + results_table(per_variant, metric, languages, e.baseline))
         notes = [
             f"{v}/{lang}: {s['skipped']} skipped, {s['truncated']} truncated"
             for v, langs in per_variant.items()

@@ -47,7 +47,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
         for lang in languages
     ]
     model, params = load_model(path, dtype=config.model.dtype, dispatch=config.model.dispatch)
-    divergence = config.stats.divergence and spec.kind in PARALLEL_SOURCES
+    parallel = spec.kind in PARALLEL_SOURCES or config.data.get("parallel", False)
+    divergence = config.stats.divergence and parallel
     stats = replay(
         model,
         params,

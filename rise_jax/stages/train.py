@@ -26,6 +26,16 @@ def train_dir(workdir: str) -> str:
     return os.path.join(workdir, "train")
 
 
+def reset(workdir: str) -> None:
+    """Remove the resumable training state and the last run's outputs (not the selection)."""
+    out = train_dir(workdir)
+    for name in ("checkpoints", "experts", "tensorboard"):
+        shutil.rmtree(os.path.join(out, name), ignore_errors=True)
+    for name in ("metrics.jsonl", "summary.json"):
+        if os.path.exists(os.path.join(out, name)):
+            os.remove(os.path.join(out, name))
+
+
 def train_options(t: ml_collections.ConfigDict, pad_id: int) -> TrainOptions:
     return TrainOptions(
         epochs=t.epochs,

@@ -1,0 +1,168 @@
+"""The demo's multilingual parallel corpus, written for this project.
+
+Every sentence is *subject + verb phrase + place/time* built from the small phrase tables below,
+translated phrase by phrase into six languages in four scripts (Latin, Cyrillic, Han, Bengali),
+with each language's own word order (Chinese and Bengali put the place before the verb phrase;
+Bengali is verb-final inside the phrase). The 8 x 8 x 8 = 512 combinations are the same sentence
+in every language (line ``i`` of every file is a translation of line ``i``), so the corpus is
+parallel like FLoRes.
+
+Splits are fixed by seed: ``test`` (64 sentences) and ``dev`` (64) for every language; ``train``
+holds the rest, of which the *pretraining* mix uses a skewed share per language
+(:data:`PRETRAIN_SHARE`): English, Spanish, Russian and Chinese are high-resource, Bengali and
+Swahili low-resource — the situation RISE is designed for.
+
+Files (``write_corpus``): ``<dir>/{train,dev,test}/<lang>.txt`` one sentence a line, and
+``<dir>/pretrain.txt`` (the shuffled pretraining mix, one sentence a line).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+from rise_jax.io_utils import write_json_atomic, write_text_atomic
+
+LANGUAGES = ("en", "es", "ru", "zh", "bn", "sw")
+
+SUBJECTS = {
+    "en": ["The teacher", "The child", "My friend", "The old man", "The doctor", "The farmer", "The girl", "The cat"],
+    "es": ["El maestro", "El niño", "Mi amigo", "El anciano", "La doctora", "El campesino", "La niña", "El gato"],
+    "ru": ["Учитель", "Ребёнок", "Мой друг", "Старик", "Врач", "Фермер", "Девочка", "Кошка"],
+    "zh": ["老师", "孩子", "我的朋友", "老人", "医生", "农民", "女孩", "猫"],
+    "bn": ["শিক্ষক", "শিশুটি", "আমার বন্ধু", "বৃদ্ধ লোকটি", "ডাক্তার", "কৃষক", "মেয়েটি", "বিড়ালটি"],
+    "sw": ["Mwalimu", "Mtoto", "Rafiki yangu", "Mzee", "Daktari", "Mkulima", "Msichana", "Paka"],
+}
+
+VERB_PHRASES = {
+    "en": [
+        "reads a book",
+        "drinks water",
+        "eats rice",
+        "sees a bird",
+        "writes a letter",
+        "buys bread",
+        "sings a song",
+        "opens the door",
+    ],
+    "es": [
+        "lee un libro",
+        "bebe agua",
+        "come arroz",
+        "ve un pájaro",
+        "escribe una carta",
+        "compra pan",
+        "canta una canción",
+        "abre la puerta",
+    ],
+    "ru": [
+        "читает книгу",
+        "пьёт воду",
+        "ест рис",
+        "видит птицу",
+        "пишет письмо",
+        "покупает хлеб",
+        "поёт песню",
+        "открывает дверь",
+    ],
+    "zh": ["读书", "喝水", "吃米饭", "看见一只鸟", "写信", "买面包", "唱歌", "开门"],
+    "bn": ["বই পড়ে", "পানি পান করে", "ভাত খায়", "একটি পাখি দেখে", "চিঠি লেখে", "রুটি কেনে", "গান গায়", "দরজা খোলে"],
+    "sw": [
+        "anasoma kitabu",
+        "anakunywa maji",
+        "anakula wali",
+        "anaona ndege",
+        "anaandika barua",
+        "ananunua mkate",
+        "anaimba wimbo",
+        "anafungua mlango",
+    ],
+}
+
+PLACES = {
+    "en": [
+        "in the garden",
+        "at home",
+        "in the market",
+        "at school",
+        "in the morning",
+        "in the evening",
+        "near the river",
+        "in the city",
+    ],
+    "es": [
+        "en el jardín",
+        "en casa",
+        "en el mercado",
+        "en la escuela",
+        "por la mañana",
+        "por la tarde",
+        "cerca del río",
+        "en la ciudad",
+    ],
+    "ru": ["в саду", "дома", "на рынке", "в школе", "утром", "вечером", "у реки", "в городе"],
+    "zh": ["在花园里", "在家里", "在市场上", "在学校", "早上", "晚上", "在河边", "在城市里"],
+    "bn": ["বাগানে", "বাড়িতে", "বাজারে", "স্কুলে", "সকালে", "সন্ধ্যায়", "নদীর কাছে", "শহরে"],
+    "sw": ["bustanini", "nyumbani", "sokoni", "shuleni", "asubuhi", "jioni", "karibu na mto", "mjini"],
+}
+
+# Share of each language's train split in the pretraining mix (skewed: high vs low resource).
+PRETRAIN_SHARE = {"en": 1.0, "es": 1.0, "ru": 1.0, "zh": 1.0, "bn": 0.08, "sw": 0.08}
+NUM_TEST = 64
+NUM_DEV = 64
+
+
+def sentence(lang: str, s: int, v: int, p: int) -> str:
+    """Combination ``(subject s, verb phrase v, place p)`` in ``lang``'s word order."""
+    subj, vp, place = SUBJECTS[lang][s], VERB_PHRASES[lang][v], PLACES[lang][p]
+    if lang == "zh":
+        return f"{subj}{place}{vp}。"
+    if lang == "bn":
+        return f"{subj} {place} {vp}।"
+    return f"{subj} {vp} {place}."
+
+
+def splits(seed: int = 0) -> dict[str, list[tuple[int, int, int]]]:
+    """The 512 combinations split into ``test`` / ``dev`` / ``train`` (fixed by ``seed``)."""
+    combos = [(s, v, p) for s in range(8) for v in range(8) for p in range(8)]
+    random.Random(seed).shuffle(combos)
+    return {
+        "test": combos[:NUM_TEST],
+        "dev": combos[NUM_TEST : NUM_TEST + NUM_DEV],
+        "train": combos[NUM_TEST + NUM_DEV :],
+    }
+
+
+def pretrain_lines(seed: int = 0) -> list[str]:
+    """The skewed pretraining mix: the first ``share`` of each language's train split, shuffled.
+
+    Low-resource languages see only a few sentences here; the rest of their train split is what
+    RISE fine-tunes on."""
+    train = splits(seed)["train"]
+    lines = []
+    for lang in LANGUAGES:
+        n = max(1, round(len(train) * PRETRAIN_SHARE[lang]))
+        lines += [sentence(lang, *c) for c in train[:n]]
+    random.Random(seed + 1).shuffle(lines)
+    return lines
+
+
+def write_corpus(directory: str, seed: int = 0) -> str:
+    """Write every split and the pretraining mix under ``directory`` (atomically); returns it."""
+    parts = splits(seed)
+    counts: dict[str, dict[str, int]] = {}
+    for split, combos in parts.items():
+        for lang in LANGUAGES:
+            lines = [sentence(lang, *c) for c in combos]
+            if split == "train" and PRETRAIN_SHARE[lang] < 1.0:
+                # Low-resource: their train split is the part pretraining did not see.
+                lines = lines[max(1, round(len(combos) * PRETRAIN_SHARE[lang])) :]
+            write_text_atomic(os.path.join(directory, split, f"{lang}.txt"), "\n".join(lines) + "\n")
+            counts.setdefault(split, {})[lang] = len(lines)
+    mix = pretrain_lines(seed)
+    write_text_atomic(os.path.join(directory, "pretrain.txt"), "\n".join(mix) + "\n")
+    counts["pretrain"] = {lang: 0 for lang in LANGUAGES}
+    for lang in LANGUAGES:
+        counts["pretrain"][lang] = max(1, round(len(parts["train"]) * PRETRAIN_SHARE[lang]))
+    write_json_atomic(os.path.join(directory, "counts.json"), counts)
+    return directory

@@ -1,0 +1,164 @@
+"""Stage ``report``: ``report.md`` + PNGs in the workdir, from the artefacts of the other stages.
+
+Sections: model and data; routing overlap (heatmap, layer-wise similarity by zone, Table 2);
+the selected subnetwork by zone; interference mass per language; training; per-language results
+before and after with deltas (``eval/table.md``) and a bar chart (``report_results.png``); what was
+skipped or truncated. Every number is read from this run's artefacts; sections whose stage did not
+run say so instead of guessing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import ml_collections
+
+from rise_jax.evaluation.tasks import PRIMARY_METRIC
+from rise_jax.io_utils import write_text_atomic
+from rise_jax.reporting import plots
+
+
+def _load(path: str) -> Any:
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh) if path.endswith(".json") else fh.read()
+
+
+def _img(workdir: str, rel: str, alt: str) -> str:
+    return f"![{alt}]({rel})\n" if os.path.isfile(os.path.join(workdir, rel)) else ""
+
+
+def _model_section(workdir: str, config: ml_collections.ConfigDict, stats: dict | None) -> list[str]:
+    out = ["## Model and data\n"]
+    model = (stats or {}).get("model", {})
+    if model:
+        keys = ("model_type", "num_moe_layers", "num_experts", "top_k", "checkpoint")
+        out.append("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
+        out.append("| " + " | ".join(str(model.get(k, "–")) for k in keys) + " |\n")
+    pre = _load(os.path.join(config.model.checkpoint, "pretrain.json")) if config.model.get("demo") else None
+    if pre:
+        curve = pre["loss_curve"]
+        out.append(
+            f"Demo model pretrained here from scratch: {pre['sentences']} sentences ({pre['tokens']} tokens) of the "
+            f"project's corpus, {pre['options']['steps']} steps, LM loss {curve[0]['lm_loss']:.3f} → "
+            f"{curve[-1]['lm_loss']:.3f}, {pre['seconds']:.0f} s.\n"
+        )
+    langs = (stats or {}).get("languages", {})
+    if langs:
+        out.append("Routing statistics replayed (real tokens only):\n")
+        out.append("| language | sequences | tokens | truncated |\n|---|---|---|---|")
+        for lang, info in langs.items():
+            out.append(
+                f"| {lang} | {info.get('sequences', '–')} | {info.get('tokens', '–')} | {info.get('truncated', '–')} |"
+            )
+        out.append("")
+    return out
+
+
+def _selection_section(workdir: str, sel: dict | None) -> list[str]:
+    if not sel:
+        return ["## Selected subnetwork\n", "The select stage has not run.\n"]
+    out = [
+        "## Selected subnetwork\n",
+        f"Method **{sel['method']}**, target **{sel['target_language']}**, {sel['num_selected']} experts "
+        f"({', '.join(f'{k}={v}' for k, v in sel['params'].items() if k != 'k')}).\n",
+        "| zone | layers | budget | selected |\n|---|---|---|---|",
+    ]
+    for zone in ("shallow", "middle", "deep"):
+        z = sel["zones"][zone]
+        layers = "–" if z["layers"] is None else f"{z['layers'][0]}–{z['layers'][1]}"
+        out.append(f"| {zone} | {layers} | {z['budget'] if z['budget'] is not None else '–'} | {z['count']} |")
+    out.append("")
+    out.append(_img(workdir, "selection_map.png", "selected experts by layer"))
+    rho = sel.get("interference", {})
+    if rho:
+        out.append("Interference mass ρ (expected selected-expert activations per token of each other language; ")
+        out.append("ρ = 0 would mean training cannot change that language's outputs):\n")
+        out.append("| " + " | ".join(rho) + " |\n|" + "---|" * len(rho))
+        out.append("| " + " | ".join(f"{v:.3f}" for v in rho.values()) + " |\n")
+    return out
+
+
+def _training_section(train: dict | None) -> list[str]:
+    if not train:
+        return ["## Training\n", "The train stage has not run.\n"]
+    ho, last = train.get("held_out_loss"), train.get("final_loss")
+    return [
+        "## Training\n",
+        f"Status **{train['status']}**: {train.get('trainable_parameters', 0):,} trainable parameters on "
+        f"{train['language']}, {train['sequences']} sequences ({train['target_tokens']:,} target tokens, "
+        f"{train['truncated']} truncated), {train.get('optimizer_steps', '–')} optimiser steps"
+        + (f"; last micro-batch loss {last:.4f}" if last is not None else "")
+        + (f", held-out loss {ho:.4f}" if ho is not None else "")
+        + ".\n",
+    ]
+
+
+def _results_section(
+    workdir: str, config: ml_collections.ConfigDict, results: dict | None, sel: dict | None
+) -> list[str]:
+    table = _load(os.path.join(workdir, "eval", "table.md"))
+    if not results or not table:
+        return ["## Results\n", "The eval stage has not run.\n"]
+    res = results["results"]
+    out = ["## Results per language\n", table]
+    for task_name in config.eval.tasks.keys():
+        per_variant = {v: r[task_name] for v, r in res.items() if task_name in r}
+        if not per_variant:
+            continue
+        metric = PRIMARY_METRIC[config.eval.tasks[task_name].kind]
+        languages = list(next(iter(per_variant.values())))
+        values = {v: {lang: s[metric] for lang, s in langs.items()} for v, langs in per_variant.items()}
+        rel = f"report_{task_name}.png"
+        plots.results_bars(values, languages, os.path.join(workdir, rel), f"{task_name}: {metric} per language", metric)
+        out.append(_img(workdir, rel, f"{task_name} per language"))
+        base, trained = values.get(config.eval.baseline), values.get("trained")
+        target = (sel or {}).get("target_language")
+        if base and trained and target in base and target in trained:
+            others = {lang: trained[lang] - base[lang] for lang in languages if lang != target and lang in base}
+            line = f"Target {target}: {metric} {base[target]:.3f} → {trained[target]:.3f} ({trained[target] - base[target]:+.3f})."
+            if others:
+                worst = max(others, key=lambda lang: abs(others[lang]))
+                line += f" Largest change on another language: {worst} {others[worst]:+.3f}."
+            out.append(line + "\n")
+    return out
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    stats = _load(os.path.join(workdir, "routing_stats", "summary.json"))
+    sel = _load(os.path.join(workdir, "selection.json"))
+    train = _load(os.path.join(workdir, "train", "summary.json"))
+    results = _load(os.path.join(workdir, "eval", "results.json"))
+    parts = ["# rise_jax report\n", f"Workdir `{workdir}`.\n"]
+    parts += _model_section(workdir, config, stats)
+    parts.append("## Routing overlap between languages\n")
+    table2 = _load(os.path.join(workdir, "analysis", "table2.md"))
+    if table2 is None:
+        parts.append("The analyze stage has not run.\n")
+    else:
+        parts.append(_img(workdir, "analysis/overlap_heatmap.png", "global expert overlap"))
+        parts.append(_img(workdir, "analysis/layerwise_similarity.png", "layer-wise similarity to the reference"))
+        parts.append(_img(workdir, "analysis/divergence.png", "routing divergence by layer"))
+        parts.append(table2)
+    parts += _selection_section(workdir, sel)
+    parts += _training_section(train)
+    parts += _results_section(workdir, config, results, sel)
+    notes = []
+    for lang, info in ((stats or {}).get("languages") or {}).items():
+        if info.get("truncated"):
+            notes.append(f"routing statistics: {info['truncated']} {lang} sequences truncated")
+    if train and train.get("truncated"):
+        notes.append(f"training: {train['truncated']} sequences truncated to max length")
+    for variant, tasks in ((results or {}).get("results") or {}).items():
+        for task, langs in tasks.items():
+            for lang, s in langs.items():
+                if s.get("skipped") or s.get("truncated"):
+                    notes.append(f"eval {variant}/{task}/{lang}: {s['skipped']} skipped, {s['truncated']} truncated")
+    parts.append("## Skipped or truncated\n")
+    parts.append("\n".join(f"- {n}" for n in notes) + "\n" if notes else "Nothing was skipped or truncated.\n")
+    path = write_text_atomic(os.path.join(workdir, "report.md"), "\n".join(parts))
+    print(f"report -> {path}")
+    return {"report": path}
