@@ -38,6 +38,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.data.hf_data_files = ""
     c.data.text_fields = "text"
     c.data.hf_filter = ""  # "column:prefix" filter, e.g. "id:{tydiqa}-"
+    c.data.answer_field = ""
 
     c.stats = ml_collections.ConfigDict()
     c.stats.batch_size = 8
@@ -75,6 +76,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.train.data.hf_data_files = ""
     c.train.data.text_fields = "text"
     c.train.data.hf_filter = ""
+    c.train.data.answer_field = ""  # hf: e.g. "answers.text.0" for prompt/answer (QA) training
     c.train.completion_only = False  # loss on the answer only (QA / MGSM data)
     c.train.held_out = 0.05  # fraction of sequences for the held-out loss
     c.train.epochs = 3
@@ -96,6 +98,11 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.train.log_every = 1
     c.train.bucket_multiple = 32
     c.train.max_steps = 0  # stop early (resumable) after this many micro-steps
+    # More trainable groups by path rule (regexes over "/"-joined param paths), off by default:
+    # e.g. "moe/router" (routers: training changes routing, so interference is no longer bounded
+    # by rho) or "attn/" (attention). They get their own AdamW with peak `extra_lr` (0 = lr).
+    c.train.extra_trainable = ""
+    c.train.extra_lr = 0.0
 
     # Evaluation: the tasks named in `run`, for every variant (rise_jax/stages/eval.py).
     c.eval = ml_collections.ConfigDict()
@@ -108,6 +115,8 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.eval.progress = True
     c.eval.steer = ml_collections.ConfigDict()
     c.eval.steer.experts = ""  # "3,17": expert indices steered in every layer of `layers`
+    c.eval.steer.language = ""  # or: steer this language's experts (frequency - mean of others > tau)
+    c.eval.steer.tau = 0.1
     c.eval.steer.layers = ""  # "0-11" or "4,5"; empty = all MoE layers
     c.eval.steer.mode = "soft"  # soft: z += strength * std(z); hard: z = max(z) + eps
     c.eval.steer.strength = 1.0

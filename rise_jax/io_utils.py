@@ -8,6 +8,16 @@ import tempfile
 from typing import Any
 
 
+def publish(tmp: str, path: str) -> str:
+    """Give a finished temp file the mode a plain ``open`` would (mkstemp makes it 0600), then
+    rename it onto ``path`` atomically."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)
+    os.replace(tmp, path)
+    return path
+
+
 def write_text_atomic(path: str, text: str) -> str:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
@@ -15,7 +25,7 @@ def write_text_atomic(path: str, text: str) -> str:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -46,6 +46,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     """Cheap checks that fail before any model is loaded or built; messages name the field."""
     from rise_jax.api import as_dtype
     from rise_jax.models.dispatch import resolve_impl
+    from rise_jax.selection.algorithms import SelectionError
     from rise_jax.stages.eval import VARIANTS
     from rise_jax.stages.select import METHODS
 
@@ -53,7 +54,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     as_dtype(config.model.dtype)
     resolve_impl(config.model.dispatch)
     if config.select.method not in METHODS:
-        raise ValueError(f"config.select.method = {config.select.method!r}; choose one of {', '.join(METHODS)}")
+        raise SelectionError(
+            f"unknown selection method {config.select.method!r} (config.select.method); choose one of {', '.join(METHODS)}"
+        )
     unknown = [v.strip() for v in config.eval.variants.split(",") if v.strip() and v.strip() not in VARIANTS]
     if unknown:
         raise ValueError(f"config.eval.variants: unknown {unknown}; choose from {', '.join(VARIANTS)}")

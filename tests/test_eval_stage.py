@@ -125,3 +125,25 @@ def test_eval_errors_are_clear(setup, tmp_path):
     c.eval.steer.experts = "3,99"
     with pytest.raises(InterventionError, match="expert 99 out of range"):
         launch.run(c, str(tmp_path / "d"))
+
+
+def test_steering_a_languages_experts_found_by_frequency_difference(setup, tmp_path):
+    import json as _json
+
+    ckpt, tmp, wd = setup
+    c = config(ckpt, tmp)
+    c.stages = "eval"
+    c.eval.variants = "base,steered"
+    c.eval.run = "perplexity"
+    c.eval.languages = "en"
+    c.eval.steer.language = "bn"
+    c.eval.steer.tau = 0.05
+    c.eval.steer.mode = "soft"
+    c.eval.steer.strength = 2.0
+    import shutil
+
+    work = tmp_path / "w"
+    shutil.copytree(wd, work)  # reuse routing_stats; eval records differ, so eval reruns
+    launch.run(c, str(work))
+    res = _json.load(open(work / "eval" / "results.json"))["results"]
+    assert res["steered"]["perplexity"]["en"]["perplexity"] != res["base"]["perplexity"]["en"]["perplexity"]

@@ -87,7 +87,7 @@ def test_full_size_zones_and_parameter_counts_from_config_only():
         (["--config.model.dispatch=magic"], "unknown MoE dispatch 'magic'"),
         (["--config.inspect.load_weights=maybe"], "load_weights"),
         (["--config.train.lr=fast"], "lr"),
-        (["--config.select.method=magic"], "config.select.method = 'magic'"),
+        (["--config.select.method=magic"], "unknown selection method 'magic' (config.select.method)"),
         (["--config.eval.variants=base,tuned"], "config.eval.variants: unknown ['tuned']"),
         (["--config.model.demo=False", "--config.model.checkpoint="], "config.model.checkpoint is empty"),
     ],

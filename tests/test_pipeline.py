@@ -108,3 +108,23 @@ def test_demo_corpus_is_parallel_skewed_and_deterministic(tmp_path):
     scripts = {lang: open(os.path.join(a, "dev", f"{lang}.txt")).read() for lang in ("ru", "zh", "bn")}
     assert "\u0400" <= scripts["ru"][0] <= "\u04ff" and "\u0980" <= scripts["bn"][0] <= "\u09ff"
     assert np.all([ord(ch) > 0x4E00 for ch in scripts["zh"].splitlines()[0][:2]])
+
+
+def test_sweep_points_share_the_replay_and_write_a_summary(demo_run, tmp_path):
+    from rise_jax.sweep import run_sweep
+
+    wd, _ = demo_run
+    c = demo.get_config("test")
+    c.model.demo = False
+    c.model.checkpoint = os.path.join(wd, "demo", "checkpoint")
+    for spec in (c.data, c.train.data, c.eval.tasks.perplexity):
+        spec.path = spec.path.replace("{workdir}", wd)
+    c.stages = "stats,analyze,select"
+    points = [{"select.alpha": 0.0}, {"select.alpha": 10.0}]
+    summary = run_sweep(c, points, str(tmp_path))
+    a, b = (p["workdir"] for p in summary)
+    npz = "routing_stats/stats.npz"
+    assert os.stat(os.path.join(a, npz)).st_ino == os.stat(os.path.join(b, npz)).st_ino  # replayed once
+    sel = [json.load(open(os.path.join(d, "selection.json"))) for d in (a, b)]
+    assert [s["params"]["alpha"] for s in sel] == [0.0, 10.0]
+    assert os.path.isfile(tmp_path / "sweep.json") and os.path.isfile(tmp_path / "sweep.md")

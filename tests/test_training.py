@@ -249,3 +249,35 @@ def test_compact_checkpoint_round_trip_is_exact_and_export_loads_in_transformers
     ref, _ = hf_forward(load_hf_model(out), ids, mask)
     ours = np.asarray(rise_jax.forward(model, merged, jnp.asarray(ids), jnp.asarray(mask)).logits)
     assert np.abs(ours - ref)[mask.astype(bool)].max() < 1e-4
+
+
+def test_extra_trainable_groups_by_path_rule_train_routers_and_leave_the_rest_bitwise(tmp_path, loaded):
+    model, params = loaded
+    before = jax.tree_util.tree_map(np.asarray, params)
+    trainable = partition.init_trainable(params, model.cfg, SELECTED, ["moe/router"])
+    weights, _ = partition.split_trainable(trainable)
+    assert set(weights[partition.EXTRA]["layers"]["moe"]) == {"router"}
+    opts = TrainOptions(epochs=1, batch_size=2, grad_accum=1, lr=1e-3, extra_lr=1e-2, progress=False)
+    res = train(model, params, trainable, token_set(128), None, opts, str(tmp_path))
+    merged = partition.merge_experts(params, res["trainable"])
+    flat_after = dict(jax.tree_util.tree_flatten_with_path(merged)[0])
+    for path, old in jax.tree_util.tree_flatten_with_path(before)[0]:
+        key = jax.tree_util.keystr(path)
+        new = np.asarray(flat_after[path])
+        if "router" in key:
+            assert not np.array_equal(old, new), key
+        elif "experts" not in key:
+            np.testing.assert_array_equal(bits(old), bits(new), err_msg=key)
+    # The optimiser is partitioned: experts and routers each hold their own Adam moments.
+    tx, _ = make_optimizer(1e-3, 10, extra_lr=1e-2)
+    state = tx.init(weights)
+    inner = state[-1].inner_states
+    assert set(inner) == {"experts", "extra"}
+
+
+def test_extra_trainable_rules_are_checked(loaded):
+    model, params = loaded
+    with pytest.raises(ValueError, match=r"pattern\(s\) \['rooter'\] match no parameter"):
+        partition.init_trainable(params, model.cfg, SELECTED, ["rooter"])
+    with pytest.raises(ValueError, match="match expert weights"):
+        partition.init_trainable(params, model.cfg, SELECTED, ["gate_proj"])

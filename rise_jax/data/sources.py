@@ -16,7 +16,8 @@ Sources (``kind``):
 * ``hf`` — any Hugging Face dataset through ``datasets.load_dataset(hf_path, hf_name, split=split)``;
   ``hf_name`` / ``hf_data_files`` may hold ``{lang}``/``{flores}``/``{tydiqa}`` placeholders,
   ``text_fields`` lists the columns joined into the text, ``hf_filter`` = ``"column:prefix"``
-  keeps rows whose column starts with the (templated) prefix.
+  keeps rows whose column starts with the (templated) prefix; ``answer_field`` (dotted path such as
+  ``answers.text.0``) makes prompt/answer examples (prompt = the text fields) for QA training.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class SourceSpec:
     hf_data_files: str = ""
     text_fields: str = "text"
     hf_filter: str = ""
+    answer_field: str = ""  # hf: dotted path of the answer, e.g. "answers.text.0" (prompt = text_fields)
 
     def __post_init__(self):
         if self.kind not in SOURCE_KINDS:
@@ -190,8 +192,24 @@ def _hf(spec: SourceSpec, lang: Language) -> list[Example]:
         if col and not str(row[col]).startswith(prefix):
             continue
         text = "\n".join(str(row[f]) for f in fields)
-        out.append(Example(str(row.get("id", i)), text))
+        if spec.answer_field:
+            answer = _dotted(row, spec.answer_field, spec.hf_path)
+            full = f"{text}\n{answer}" if spec.include_answer else text
+            out.append(Example(str(row.get("id", i)), full, prompt=text, answer=str(answer)))
+        else:
+            out.append(Example(str(row.get("id", i)), text))
     return out
+
+
+def _dotted(row: Any, path: str, where: str) -> Any:
+    """``row["answers"]["text"][0]`` for ``"answers.text.0"``; a clear error when absent."""
+    value = row
+    for part in path.split("."):
+        try:
+            value = value[int(part)] if isinstance(value, (list, tuple)) else value[part]
+        except (KeyError, IndexError, ValueError, TypeError) as err:
+            raise SourceError(f"{where}: answer_field {path!r} not found in a row ({part!r} missing)") from err
+    return value
 
 
 _LOADERS = {"plain_text": _plain_text, "mgsm": _mgsm, "squad": _squad, "flores": _flores, "ntrex": _ntrex, "hf": _hf}

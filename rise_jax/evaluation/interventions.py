@@ -94,6 +94,22 @@ def steer(
     return _from_numpy(arrays)
 
 
+def steer_pairs(
+    cfg: ModelConfig,
+    pairs: Iterable[tuple[int, int]],
+    mode: str = "soft",
+    strength: float = 1.0,
+    edit: RouterEdit | None = None,
+) -> RouterEdit:
+    """Steer individual ``(moe_layer, expert)`` pairs, e.g. from :func:`experts_by_frequency_difference`."""
+    by_layer: dict[int, list[int]] = {}
+    for layer, expert in pairs:
+        by_layer.setdefault(int(layer), []).append(int(expert))
+    for layer, experts in sorted(by_layer.items()):
+        edit = steer(cfg, experts, [layer], mode, strength, edit)
+    return edit if edit is not None else no_edit(cfg)
+
+
 def experts_by_frequency_difference(a: np.ndarray, b: np.ndarray, tau: float) -> list[tuple[int, int]]:
     """``(layer, expert)`` with ``a[l, i] - b[l, i] > tau``, sorted by ``(layer, expert)``.
 

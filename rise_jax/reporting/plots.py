@@ -15,6 +15,7 @@ from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from rise_jax.io_utils import publish  # noqa: E402
 from rise_jax.models.config import zone_boundaries  # noqa: E402
 
 ZONE_COLOURS = {"shallow": "#4C72B0", "middle": "#DD8452", "deep": "#55A868"}
@@ -27,7 +28,7 @@ def _save(fig, path: str) -> str:
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=120, bbox_inches="tight")
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         plt.close(fig)
         if os.path.exists(tmp):

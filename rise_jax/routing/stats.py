@@ -41,7 +41,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from rise_jax.data.batching import TokenizedCorpus, bucketed_batches
-from rise_jax.io_utils import write_json_atomic
+from rise_jax.io_utils import publish, write_json_atomic
 from rise_jax.models.config import ModelConfig
 from rise_jax.models.transformer import MoEModel
 
@@ -130,7 +130,7 @@ class RoutingStats:
         os.close(fd)
         try:
             np.savez(tmp, **arrays)
-            os.replace(tmp, os.path.join(directory, "stats.npz"))
+            publish(tmp, os.path.join(directory, "stats.npz"))
         except BaseException:
             if os.path.exists(tmp):
                 os.unlink(tmp)

@@ -77,8 +77,30 @@ def variant_setup(name: str, config: ml_collections.ConfigDict, workdir: str, mo
     if name == "steered":
         s = config.eval.steer
         layers = _ints(s.layers) if s.layers else range(cfg.num_moe_layers)
-        edit = iv.steer(cfg, _ints(s.experts), layers, s.mode, float(s.strength))
+        if s.get("language"):
+            pairs = language_experts(workdir, s.language, float(s.tau), set(layers))
+            print(f"steering {len(pairs)} {s.language} experts (activation-frequency difference > {s.tau})")
+            edit = iv.steer_pairs(cfg, pairs, s.mode, float(s.strength))
+        else:
+            edit = iv.steer(cfg, _ints(s.experts), layers, s.mode, float(s.strength))
     return params, edit
+
+
+def language_experts(workdir: str, language: str, tau: float, layers: set[int]) -> list[tuple[int, int]]:
+    """``(layer, expert)`` whose activation frequency on ``language`` exceeds the mean over the
+    other replayed languages by more than ``tau`` (from ``routing_stats/``), within ``layers``."""
+    from rise_jax.data.languages import get_language
+    from rise_jax.routing.stats import RoutingStats
+    from rise_jax.stages.stats import stats_dir
+
+    stats = RoutingStats.load(stats_dir(workdir))
+    freq = stats.frequencies()
+    i = stats.index(get_language(language).code)
+    others = [j for j in range(len(stats.languages)) if j != i]
+    if not others:
+        raise EvalError("steering by language needs routing statistics of at least two languages")
+    pairs = iv.experts_by_frequency_difference(freq[i], freq[others].mean(axis=0), tau)
+    return [(layer, e) for layer, e in pairs if layer in layers]
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:

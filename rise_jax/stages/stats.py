@@ -28,6 +28,7 @@ def source_spec(data: ml_collections.ConfigDict) -> SourceSpec:
         hf_data_files=data.hf_data_files,
         text_fields=data.text_fields,
         hf_filter=data.hf_filter,
+        answer_field=data.get("answer_field", ""),
     )
 
 

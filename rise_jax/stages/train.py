@@ -55,6 +55,7 @@ def train_options(t: ml_collections.ConfigDict, pad_id: int) -> TrainOptions:
         bucket_multiple=t.bucket_multiple,
         pad_id=pad_id,
         max_steps=t.max_steps,
+        extra_lr=t.get("extra_lr", 0.0),
     )
 
 
@@ -80,7 +81,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         remat=t.remat,
         router_mode=t.router_mode,
     )
-    trainable = init_trainable(base, cfg, selection_experts(selection))
+    patterns = [p.strip() for p in t.get("extra_trainable", "").split(",") if p.strip()]
+    trainable = init_trainable(base, cfg, selection_experts(selection), patterns)
     n_params = count_trainable(split_trainable(trainable)[0])
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     print(

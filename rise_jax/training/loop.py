@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from rise_jax.models.transformer import MoEModel
 from rise_jax.training.data import TrainingSet, epoch_batches, iterate, pad_batch
-from rise_jax.training.partition import split_trainable
+from rise_jax.training.partition import EXTRA, join_trainable, split_trainable
 from rise_jax.training.step import make_optimizer, make_steps
 
 
@@ -62,6 +62,7 @@ class TrainOptions:
     bucket_multiple: int = 32
     pad_id: int = 0
     max_steps: int = 0  # stop (with a checkpoint) after this many micro-steps; 0 = run to the end
+    extra_lr: float = 0.0  # peak lr of the path-rule groups (when the trainable tree has any); 0 = lr
     progress: bool = True
 
 
@@ -117,8 +118,9 @@ def train(
     total_micro = opts.epochs * per_epoch
     opt_per_epoch = math.ceil(per_epoch / opts.grad_accum)
     total_opt = opts.epochs * opt_per_epoch
+    extra_lr = (opts.extra_lr or opts.lr) if EXTRA in weights else None
     tx, schedule = make_optimizer(
-        opts.lr, total_opt, opts.warmup_ratio, opts.b1, opts.b2, opts.eps, opts.weight_decay, opts.clip_norm
+        opts.lr, total_opt, opts.warmup_ratio, opts.b1, opts.b2, opts.eps, opts.weight_decay, opts.clip_norm, extra_lr
     )
     grad_step, apply_step, eval_step = make_steps(model, tx)
     opt_state = tx.init(weights)
@@ -234,5 +236,5 @@ def train(
         "steps_done": steps_done,
         "final_loss": last_loss,
         "held_out_loss": held_loss,
-        "trainable": {run: {"slots": slots[run], **weights[run]} for run in weights},
+        "trainable": join_trainable(weights, slots),
     }

@@ -6,7 +6,10 @@ The trainable pytree holds only the K selected experts, as fp32 master copies:
                 "gate_proj": [K_run, H, I], "up_proj": [K_run, H, I], "down_proj": [K_run, I, H]}}
 
 ``slots`` is bookkeeping (never differentiated or optimised): :func:`split_trainable` separates
-it. The model substitutes the trainable rows for the selected experts and stops gradients to
+it. Optionally, whole parameter groups chosen by path rules (e.g. the routers, ``moe/router``, or
+attention, ``attn/``) are trainable too: their fp32 masters sit under the key
+:data:`EXTRA` as a subtree shaped like the params (``{"layers": {"moe": {"router": [n, H, E]}}}``)
+and are overlaid on the base params inside the step (off by default). The model substitutes the trainable rows for the selected experts and stops gradients to
 every base parameter, so gradients and optimiser state exist for the K experts only; the base
 params never pass through the optimiser and stay bitwise unchanged.
 """
@@ -23,6 +26,53 @@ from rise_jax.models.config import ModelConfig
 from rise_jax.models.transformer import layer_runs, moe_layer_location
 
 PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
+EXTRA = "extra_params"  # key of the path-rule groups in the trainable tree (never a run name)
+
+
+def _path(keys: tuple) -> str:
+    return "/".join(str(getattr(k, "key", k)) for k in keys)
+
+
+def select_extra(params: dict[str, Any], patterns: list[str]) -> dict[str, Any]:
+    """fp32 copies of every leaf whose ``/``-joined path matches one of the regex ``patterns``
+    (``re.search``), as a subtree shaped like ``params``. Expert weights are chosen by the
+    selection, never by a rule; a pattern that matches nothing is an error."""
+    import re
+
+    out: dict[str, Any] = {}
+    hits = dict.fromkeys(patterns, 0)
+    for keys, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        path = _path(keys)
+        matched = [p for p in patterns if re.search(p, path)]
+        if not matched:
+            continue
+        if "moe/experts" in path:
+            raise ValueError(
+                f"extra trainable pattern(s) {matched} match expert weights ({path}); experts come from the selection"
+            )
+        for p in matched:
+            hits[p] += 1
+        node = out
+        names = path.split("/")
+        for name in names[:-1]:
+            node = node.setdefault(name, {})
+        node[names[-1]] = jnp.asarray(leaf, jnp.float32)
+    missing = [p for p, n in hits.items() if n == 0]
+    if missing:
+        raise ValueError(
+            f"extra trainable pattern(s) {missing} match no parameter; paths look like layers/moe/router, layers/attn/q_proj/kernel"
+        )
+    return out
+
+
+def overlay(params: dict[str, Any], extra: dict[str, Any] | None) -> dict[str, Any]:
+    """``params`` with the leaves present in ``extra`` replaced (cast to the base dtype)."""
+    if not extra:
+        return params
+    out = dict(params)
+    for key, sub in extra.items():
+        out[key] = overlay(params[key], sub) if isinstance(sub, dict) else jnp.asarray(sub).astype(params[key].dtype)
+    return out
 
 
 def expert_slots(cfg: ModelConfig, experts: list[tuple[int, int]]) -> dict[str, np.ndarray]:
@@ -46,9 +96,14 @@ def selection_experts(selection: dict[str, Any]) -> list[tuple[int, int]]:
     return [(int(e["layer"]), int(e["expert"])) for e in selection["experts"]]
 
 
-def init_trainable(params: dict[str, Any], cfg: ModelConfig, experts: list[tuple[int, int]]) -> dict[str, Any]:
-    """fp32 copies of the selected experts' weights, gathered from ``params``."""
+def init_trainable(
+    params: dict[str, Any], cfg: ModelConfig, experts: list[tuple[int, int]], extra_patterns: list[str] | tuple = ()
+) -> dict[str, Any]:
+    """fp32 copies of the selected experts' weights, gathered from ``params`` (plus the groups
+    matching ``extra_patterns``, see :func:`select_extra`)."""
     out: dict[str, Any] = {}
+    if extra_patterns:
+        out[EXTRA] = select_extra(params, list(extra_patterns))
     for run, slots in expert_slots(cfg, experts).items():
         li, ei = np.nonzero(slots >= 0)
         order = np.argsort(slots[li, ei])
@@ -62,19 +117,30 @@ def init_trainable(params: dict[str, Any], cfg: ModelConfig, experts: list[tuple
 
 def split_trainable(trainable: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(weights to optimise, slot tables)."""
-    weights = {run: {p: v[p] for p in PROJECTIONS} for run, v in trainable.items()}
-    slots = {run: v["slots"] for run, v in trainable.items()}
+    weights = {run: {p: v[p] for p in PROJECTIONS} for run, v in trainable.items() if run != EXTRA}
+    slots = {run: v["slots"] for run, v in trainable.items() if run != EXTRA}
+    if EXTRA in trainable:
+        weights[EXTRA] = trainable[EXTRA]
     return weights, slots
 
 
 def join_trainable(weights: dict[str, Any], slots: dict[str, Any]) -> dict[str, Any]:
-    return {run: {"slots": slots[run], **weights[run]} for run in weights}
+    out = {run: {"slots": slots[run], **weights[run]} for run in weights if run != EXTRA}
+    if EXTRA in weights:
+        out[EXTRA] = weights[EXTRA]
+    return out
+
+
+def expert_overrides(trainable: dict[str, Any]) -> dict[str, Any]:
+    """The per-run expert entries (what ``MoEModel(trainable_experts=...)`` takes)."""
+    return {run: v for run, v in trainable.items() if run != EXTRA}
 
 
 def merge_experts(params: dict[str, Any], trainable: dict[str, Any]) -> dict[str, Any]:
     """Base params with the trained experts written back (cast to the base dtype)."""
     merged = jax.tree_util.tree_map(lambda x: x, params)  # new containers, same leaves
-    for run, entry in trainable.items():
+    merged = overlay(merged, trainable.get(EXTRA))
+    for run, entry in expert_overrides(trainable).items():
         slots = np.asarray(entry["slots"])
         li, ei = np.nonzero(slots >= 0)
         rows = slots[li, ei]

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import optax
 
 from rise_jax.models.transformer import MoEModel
-from rise_jax.training.partition import join_trainable
+from rise_jax.training.partition import EXTRA, expert_overrides, join_trainable, overlay
 
 
 def lm_loss_sums(logits: jax.Array, input_ids: jax.Array, loss_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -35,10 +35,13 @@ def make_optimizer(
     eps: float = 1e-8,
     weight_decay: float = 0.0,
     clip_norm: float = 1.0,
+    extra_lr: float | None = None,
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """(optimiser, learning-rate schedule): clip the global norm of the trainable gradients, then
     AdamW with linear warmup over ``ceil(ratio · total)`` optimiser steps and linear decay to 0.
-    (Paper defaults: lr 2e-5, betas (0.9, 0.999), eps 1e-8, weight decay 0, warmup 0.05, clip 1.0.)"""
+    (Paper defaults: lr 2e-5, betas (0.9, 0.999), eps 1e-8, weight decay 0, warmup 0.05, clip 1.0.)
+    With ``extra_lr`` the path-rule groups get their own AdamW (peak ``extra_lr``) through
+    ``optax.partition``; the selected experts keep theirs."""
     total_steps = max(int(total_steps), 1)
     warmup = min(math.ceil(warmup_ratio * total_steps), total_steps)
     schedule = optax.join_schedules(
@@ -46,8 +49,22 @@ def make_optimizer(
         [warmup],
     )
     parts = [optax.clip_by_global_norm(clip_norm)] if clip_norm and clip_norm > 0 else []
-    parts.append(optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay))
+    adamw = optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
+    if extra_lr is None:
+        parts.append(adamw)
+    else:  # path-rule groups (EXTRA) get their own AdamW, on the same schedule shape
+        extra = optax.adamw(
+            lambda step: schedule(step) * (extra_lr / lr), b1=b1, b2=b2, eps=eps, weight_decay=weight_decay
+        )
+        parts.append(optax.partition({"experts": adamw, "extra": extra}, _group_labels))
     return optax.chain(*parts), schedule
+
+
+def _group_labels(weights: dict[str, Any]) -> dict[str, Any]:
+    """``"extra"`` for the path-rule groups, ``"experts"`` for the selected experts."""
+    return {
+        k: jax.tree_util.tree_map(lambda _, k=k: "extra" if k == EXTRA else "experts", v) for k, v in weights.items()
+    }
 
 
 def make_steps(model: MoEModel, tx: optax.GradientTransformation):
@@ -60,10 +77,13 @@ def make_steps(model: MoEModel, tx: optax.GradientTransformation):
     ``eval_step(weights, slots, base, ids, mask, loss_mask)`` -> (NLL sum, target count).
     """
 
+    def apply(weights, slots, base, ids, mask, **kw):
+        trainable = join_trainable(weights, slots)
+        params = overlay(base, trainable.get(EXTRA))  # path-rule groups, when any
+        return model.apply({"params": params}, ids, mask, trainable_experts=expert_overrides(trainable), **kw)
+
     def loss_fn(weights, slots, base, ids, mask, loss_mask, rng):
-        out = model.apply(
-            {"params": base}, ids, mask, trainable_experts=join_trainable(weights, slots), rngs={"router": rng}
-        )
+        out = apply(weights, slots, base, ids, mask, rngs={"router": rng})
         total, count = lm_loss_sums(out.logits, ids, loss_mask)
         return total / jnp.maximum(count, 1.0), count
 
@@ -79,7 +99,7 @@ def make_steps(model: MoEModel, tx: optax.GradientTransformation):
         return optax.apply_updates(weights, updates), opt_state, optax.global_norm(grads)
 
     def eval_step(weights, slots, base, ids, mask, loss_mask):
-        out = model.apply({"params": base}, ids, mask, trainable_experts=join_trainable(weights, slots))
+        out = apply(weights, slots, base, ids, mask)
         return lm_loss_sums(out.logits, ids, loss_mask)
 
     return jax.jit(grad_step), jax.jit(apply_step), jax.jit(eval_step)

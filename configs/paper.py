@@ -1,0 +1,72 @@
+"""Settings shared by the paper-replication configs (qwen3_30b_a3b.py, phi35_moe.py).
+
+``get_config(arg)`` of those files accepts ``:arg`` variants, e.g.
+``--config=configs/qwen3_30b_a3b.py:bn,topk,64`` or ``:target=sw,method=esft_gate,k=32``:
+positional fields are target language, selection method and K, in that order.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from base import get_base_config  # noqa: E402
+
+METHODS = ("rise", "random", "topk", "esft_gate", "esft_token")
+TYDIQA_LANGUAGES = "ar,bn,en,fi,id,ko,ru,sw,te"
+MGSM_LANGUAGES = "bn,de,en,es,fr,ja,ru,sw,th,zh"
+
+
+def parse_arg(arg: str, defaults: dict) -> dict:
+    """``"bn,topk,64"`` / ``"target=bn,k=64"`` -> {target, method, k} over ``defaults``."""
+    out = dict(defaults)
+    keys = ("target", "method", "k")
+    for i, part in enumerate(p.strip() for p in (arg or "").split(",") if p.strip()):
+        key, value = part.split("=", 1) if "=" in part else (keys[i] if i < len(keys) else "?", part)
+        if key not in keys:
+            raise ValueError(f"config arg {arg!r}: unknown field {key!r}; use target, method, k")
+        out[key] = int(value) if key == "k" else value
+    if out["method"] not in METHODS:
+        raise ValueError(f"config arg {arg!r}: method {out['method']!r} not one of {', '.join(METHODS)}")
+    return out
+
+
+def paper_config(checkpoint: str, arg: str, k: int, ratios: tuple):
+    """Paper settings: TyDiQA-GoldP train (HF hub) for replay and training, MGSM + TyDiQA eval."""
+    v = parse_arg(arg, {"target": "bn", "method": "rise", "k": k})
+    c = get_base_config()
+    c.model.checkpoint = checkpoint
+    c.model.dtype = "bfloat16"
+
+    tydiqa = dict(
+        source="hf",
+        hf_path="google-research-datasets/tydiqa",
+        hf_name="secondary_task",
+        split="train",
+        text_fields="context,question",
+        hf_filter="id:{tydiqa}-",
+    )
+    for key, value in tydiqa.items():
+        setattr(c.data, key, value)
+        setattr(c.train.data, key, value)
+    c.data.languages = TYDIQA_LANGUAGES
+    c.data.max_samples = 1000
+    c.data.template = "chat"
+    c.train.data.answer_field = "answers.text.0"
+    c.train.data.template = "chat"
+    c.train.completion_only = True
+
+    c.select.target = v["target"]
+    c.select.method = v["method"]
+    c.select.k = v["k"]
+    c.select.ratios = ratios
+
+    # Paper training defaults are in base.py (lr 2e-5, AdamW, warmup 0.05, clip 1, 3 epochs, 2 x 8).
+    c.train.compute_dtype = "bfloat16"
+
+    c.eval.run = "mgsm,tydiqa"
+    c.eval.languages = v["target"] + ",en"
+    c.eval.tasks.mgsm.languages = MGSM_LANGUAGES
+    c.eval.tasks.mgsm.path = "data/mgsm"  # mgsm_<lang>.tsv + mgsm_exemplars.json (google-research/url-nlp)
+    c.eval.tasks.tydiqa.languages = TYDIQA_LANGUAGES
+    c.eval.tasks.tydiqa.path = "data/tydiqa-goldp-v1.1-dev.json"  # the official GoldP dev JSON (SQuAD format)
+    return c

@@ -1,0 +1,56 @@
+"""The shipped configs: paper settings, `:arg` variants, sweeps, and their errors."""
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs"))
+import phi35_moe  # noqa: E402
+import qwen3_30b_a3b  # noqa: E402
+import sweeps  # noqa: E402
+
+from rise_jax.selection.algorithms import zone_budgets  # noqa: E402
+
+
+def test_paper_defaults_give_the_papers_zone_budgets():
+    q, p = qwen3_30b_a3b.get_config(), phi35_moe.get_config()
+    assert (q.select.target, q.select.method, q.select.k) == ("bn", "rise", 128)
+    assert zone_budgets(q.select.k, tuple(q.select.ratios), 48, 128) == {"shallow": 44, "middle": 32, "deep": 52}
+    assert zone_budgets(p.select.k, tuple(p.select.ratios), 32, 16) == {"shallow": 2, "middle": 11, "deep": 3}
+    assert q.train.lr == 2e-5 and q.train.epochs == 3 and q.train.batch_size * q.train.grad_accum == 16
+    assert q.train.completion_only and q.train.data.answer_field == "answers.text.0"
+    assert q.eval.run == "mgsm,tydiqa"
+
+
+@pytest.mark.parametrize(
+    "arg,expected",
+    [
+        ("sw", ("sw", "rise", 128)),
+        ("bn,topk,64", ("bn", "topk", 64)),
+        ("k=32,method=esft_token", ("bn", "esft_token", 32)),
+    ],
+)
+def test_arg_variants(arg, expected):
+    c = qwen3_30b_a3b.get_config(arg)
+    assert (c.select.target, c.select.method, c.select.k) == expected
+
+
+def test_bad_arg_variants_are_clear():
+    with pytest.raises(ValueError, match="method 'best' not one of"):
+        qwen3_30b_a3b.get_config("bn,best")
+    with pytest.raises(ValueError, match="unknown field 'lr'"):
+        phi35_moe.get_config("lr=3")
+
+
+def test_every_sweep_point_names_a_real_config_field():
+    from rise_jax.sweep import apply_overrides
+
+    c = qwen3_30b_a3b.get_config()
+    for name in sweeps.SWEEPS:
+        for point in sweeps.get_sweep(name):
+            apply_overrides(c, point)
+    with pytest.raises(KeyError, match="no config field 'alpah'"):
+        apply_overrides(c, {"select.alpah": 1.0})
+    with pytest.raises(ValueError, match="unknown sweep"):
+        sweeps.get_sweep("lr")
