@@ -18,6 +18,12 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.model.dispatch = "auto"  # MoE dispatch: auto | ragged | grouped_scan | dense
     c.model.tokenizer = ""  # tokenizer directory (default: the checkpoint's)
 
+    # Device mesh when more than one device is visible (rise_jax/sharding.py): data x model;
+    # model = 0 takes every device not used by data. Experts are split whole over `model`.
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = 1
+    c.mesh.model = 0
+
     c.inspect = ml_collections.ConfigDict()
     c.inspect.load_weights = True  # load (and so validate) every tensor
     c.inspect.save_params = False  # also save the converted params with orbax to <workdir>/params

@@ -2,7 +2,8 @@
 
 ``get_config(arg)`` of those files accepts ``:arg`` variants, e.g.
 ``--config=configs/qwen3_30b_a3b.py:bn,topk,64`` or ``:target=sw,method=esft_gate,k=32``:
-positional fields are target language, selection method and K, in that order.
+positional fields are target language, selection method and K, in that order; ``gpus=N`` picks
+the multi-GPU preset (mesh: experts split over N devices; see the README's GPU table).
 """
 
 import os
@@ -19,12 +20,12 @@ MGSM_LANGUAGES = "bn,de,en,es,fr,ja,ru,sw,th,zh"
 def parse_arg(arg: str, defaults: dict) -> dict:
     """``"bn,topk,64"`` / ``"target=bn,k=64"`` -> {target, method, k} over ``defaults``."""
     out = dict(defaults)
-    keys = ("target", "method", "k")
+    keys = ("target", "method", "k", "gpus")
     for i, part in enumerate(p.strip() for p in (arg or "").split(",") if p.strip()):
         key, value = part.split("=", 1) if "=" in part else (keys[i] if i < len(keys) else "?", part)
         if key not in keys:
-            raise ValueError(f"config arg {arg!r}: unknown field {key!r}; use target, method, k")
-        out[key] = int(value) if key == "k" else value
+            raise ValueError(f"config arg {arg!r}: unknown field {key!r}; use target, method, k, gpus")
+        out[key] = int(value) if key in ("k", "gpus") else value
     if out["method"] not in METHODS:
         raise ValueError(f"config arg {arg!r}: method {out['method']!r} not one of {', '.join(METHODS)}")
     return out
@@ -32,10 +33,13 @@ def parse_arg(arg: str, defaults: dict) -> dict:
 
 def paper_config(checkpoint: str, arg: str, k: int, ratios: tuple):
     """Paper settings: TyDiQA-GoldP train (HF hub) for replay and training, MGSM + TyDiQA eval."""
-    v = parse_arg(arg, {"target": "bn", "method": "rise", "k": k})
+    v = parse_arg(arg, {"target": "bn", "method": "rise", "k": k, "gpus": 1})
     c = get_base_config()
     c.model.checkpoint = checkpoint
     c.model.dtype = "bfloat16"
+    # Multi-GPU preset: one `model` axis over all GPUs (experts split whole), batch replicated.
+    c.mesh.model = v["gpus"]
+    c.mesh.data = 1
 
     tydiqa = dict(
         source="hf",

@@ -82,6 +82,9 @@ def main(argv: list[str]) -> None:
     del argv
     if not FLAGS["verbosity"].present:  # library INFO logs (orbax, absl) only when asked for
         logging.set_verbosity(logging.WARNING)
+    from rise_jax.sharding import maybe_initialize_distributed
+
+    maybe_initialize_distributed()  # multi-host jobs (launch/ scripts); no-op on one process
     try:
         run(_CONFIG.value, FLAGS.workdir)
     except (ValueError, OSError, KeyError, PipelineError) as err:

@@ -28,7 +28,7 @@ ORDER = ("inspect", "stats", "analyze", "select", "train", "export", "eval", "re
 DEFAULT_PIPELINE = ("stats", "analyze", "select", "train", "export", "eval", "report")
 SECTIONS: dict[str, tuple[str, ...]] = {
     "inspect": ("model", "inspect"),
-    "stats": ("model", "demo", "data", "stats"),
+    "stats": ("model", "demo", "data", "stats"),  # (mesh: placement only, results are equal)
     "analyze": ("analyze",),
     "select": ("select",),
     "train": ("train",),

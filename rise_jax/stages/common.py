@@ -19,3 +19,23 @@ def tokenizer_for(config: ml_collections.ConfigDict, checkpoint_dir: str):
     from rise_jax.tokenizer import load_tokenizer
 
     return load_tokenizer(config.model.get("tokenizer") or checkpoint_dir)
+
+
+def model_mesh(config: ml_collections.ConfigDict):
+    """The ``(data, model)`` mesh of ``config.mesh`` when more than one device is visible, else None."""
+    import jax
+
+    from rise_jax.sharding import make_mesh
+
+    if jax.device_count() == 1:
+        return None
+    mesh_cfg = config.get("mesh") or {}
+    return make_mesh(model=mesh_cfg.get("model", 0), data=mesh_cfg.get("data", 1))
+
+
+def model_sharding(config: ml_collections.ConfigDict):
+    """Parameter placement for :func:`rise_jax.load_model` on :func:`model_mesh` (None: one device)."""
+    from rise_jax.sharding import param_sharding
+
+    mesh = model_mesh(config)
+    return None if mesh is None else param_sharding(mesh)

@@ -26,7 +26,7 @@ from rise_jax.evaluation.tasks import PRIMARY_METRIC, TASK_KINDS, EvalError, Eva
 from rise_jax.io_utils import ensure_writable_dir, write_json_atomic, write_text_atomic
 from rise_jax.reporting.tables import results_table
 from rise_jax.selection.artefact import load_selection, selection_path
-from rise_jax.stages.common import checkpoint_path, tokenizer_for
+from rise_jax.stages.common import checkpoint_path, model_sharding, tokenizer_for
 from rise_jax.training.artefacts import apply_trained_experts
 
 VARIANTS = ("base", "trained", "pruned", "trained_pruned", "steered")
@@ -121,7 +121,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             results = previous.get("results", {})
 
     path = checkpoint_path(config, workdir)
-    model, base = load_model(path, dtype=config.model.dtype, dispatch=config.model.dispatch, progress=False)
+    model, base = load_model(
+        path, dtype=config.model.dtype, dispatch=config.model.dispatch, progress=False, sharding=model_sharding(config)
+    )
     tokenizer = tokenizer_for(config, path)
     gen_cfg_file = os.path.join(path, "generation_config.json")
     gen_cfg = json.load(open(gen_cfg_file, encoding="utf-8")) if os.path.isfile(gen_cfg_file) else None

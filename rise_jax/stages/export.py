@@ -7,14 +7,16 @@ import os
 import ml_collections
 
 from rise_jax.api import export_model, load_model
-from rise_jax.stages.common import checkpoint_path
+from rise_jax.stages.common import checkpoint_path, model_sharding
 from rise_jax.stages.train import train_dir
 from rise_jax.training.artefacts import apply_trained_experts
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> str:
     path = checkpoint_path(config, workdir)
-    model, params = load_model(path, dtype=config.model.dtype, dispatch=config.model.dispatch)
+    model, params = load_model(
+        path, dtype=config.model.dtype, dispatch=config.model.dispatch, sharding=model_sharding(config)
+    )
     merged = apply_trained_experts(params, train_dir(workdir))
     out = export_model(
         model, merged, os.path.join(workdir, "export", "hf"), source_dir=path, overwrite=True, progress=True

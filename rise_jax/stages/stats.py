@@ -12,7 +12,7 @@ from rise_jax.data.batching import tokenize_examples
 from rise_jax.data.languages import parse_languages
 from rise_jax.data.sources import SourceSpec, load_examples
 from rise_jax.routing.stats import replay
-from rise_jax.stages.common import checkpoint_path, tokenizer_for
+from rise_jax.stages.common import checkpoint_path, model_sharding, tokenizer_for
 
 PARALLEL_SOURCES = ("flores", "ntrex")
 
@@ -47,7 +47,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
         tokenize_examples(lang, examples[lang], tokenizer, config.data.max_length, max_samples, config.data.template)
         for lang in languages
     ]
-    model, params = load_model(path, dtype=config.model.dtype, dispatch=config.model.dispatch)
+    model, params = load_model(
+        path, dtype=config.model.dtype, dispatch=config.model.dispatch, sharding=model_sharding(config)
+    )
     parallel = spec.kind in PARALLEL_SOURCES or config.data.get("parallel", False)
     divergence = config.stats.divergence and parallel
     stats = replay(

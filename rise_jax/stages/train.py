@@ -14,12 +14,18 @@ from rise_jax.data.languages import get_language
 from rise_jax.data.sources import load_examples
 from rise_jax.io_utils import ensure_writable_dir, write_json_atomic
 from rise_jax.selection.artefact import load_selection, selection_path
-from rise_jax.stages.common import checkpoint_path, tokenizer_for
+from rise_jax.stages.common import checkpoint_path, model_mesh, model_sharding, tokenizer_for
 from rise_jax.stages.stats import source_spec
 from rise_jax.training.artefacts import save_trained_experts
 from rise_jax.training.data import build_training_set
 from rise_jax.training.loop import TrainOptions, train
-from rise_jax.training.partition import count_trainable, init_trainable, selection_experts, split_trainable
+from rise_jax.training.partition import (
+    count_trainable,
+    init_trainable,
+    join_trainable,
+    selection_experts,
+    split_trainable,
+)
 
 
 def train_dir(workdir: str) -> str:
@@ -80,9 +86,18 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         dispatch=config.model.dispatch,
         remat=t.remat,
         router_mode=t.router_mode,
+        sharding=model_sharding(config),
     )
     patterns = [p.strip() for p in t.get("extra_trainable", "").split(",") if p.strip()]
     trainable = init_trainable(base, cfg, selection_experts(selection), patterns)
+    mesh = model_mesh(config)
+    if mesh is not None:  # trainable experts (and so their Adam moments) split by expert too
+        import jax
+
+        from rise_jax.sharding import trainable_shardings
+
+        weights, slots = split_trainable(trainable)
+        trainable = join_trainable(jax.device_put(weights, trainable_shardings(weights, mesh)), slots)
     n_params = count_trainable(split_trainable(trainable)[0])
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     print(

@@ -1,0 +1,123 @@
+"""Device mesh and parameter shardings (JAX SPMD; no hand-written collectives).
+
+Mesh axes: ``data`` (batch) x ``model`` (parameters). On ``model`` the MoE expert weights are
+split by expert (expert parallelism: ``[n, E, H, I]`` -> ``P(None, "model")``, each device holds
+``E / m`` whole experts, which is where almost all of an MoE's parameters are), and the large
+dense matrices are split FSDP-style along a dimension that divides evenly (embedding by vocab,
+``lm_head`` by vocab, q/k/v by output features, o_proj by input features). Norms, biases and
+routers (``[n, H, E]``, ~0.1 % of the model) are replicated. A leaf whose dimension does not
+divide by the axis size is replicated rather than padded. XLA's partitioner inserts the
+all-gathers / reductions; results equal the single-device ones up to fp32 summation order.
+
+Why expert parallel + FSDP on one axis: Qwen3-30B-A3B keeps 97 % of its weights in experts
+(128 per layer, divisible by 2, 4, 8, 16), Phi-3.5-MoE 96 % (16 per layer); sharding experts whole
+keeps each expert's matmuls local, and one parameter axis keeps the mesh simple on 1-16 GPUs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+DATA, MODEL = "data", "model"
+
+
+def make_mesh(model: int = 0, data: int = 1, devices: list | None = None) -> Mesh:
+    """A ``(data, model)`` mesh; ``model = 0`` uses every device not taken by ``data``."""
+    devices = list(devices if devices is not None else jax.devices())
+    if data < 1:
+        raise ValueError(f"mesh data axis must be >= 1, got {data}")
+    model = model or len(devices) // data
+    if data * model != len(devices):
+        raise ValueError(
+            f"mesh data x model = {data} x {model} = {data * model}, but {len(devices)} devices are present"
+        )
+    return Mesh(np.asarray(devices).reshape(data, model), (DATA, MODEL))
+
+
+def param_spec(path: tuple[str, ...], shape: tuple[int, ...], model_size: int) -> PartitionSpec:
+    """The :class:`PartitionSpec` of one parameter (``path`` as in the params tree)."""
+    name = "/".join(path)
+
+    def split(dim: int) -> PartitionSpec:
+        if model_size <= 1 or shape[dim] % model_size:
+            return PartitionSpec()
+        spec: list[Any] = [None] * len(shape)
+        spec[dim] = MODEL
+        return PartitionSpec(*spec)
+
+    if "moe/experts" in name:  # [n, E, H, I] / [n, E, I, H]: whole experts per device
+        return split(1)
+    if name.startswith("embed_tokens"):  # [V, H]
+        return split(0)
+    if name.startswith("lm_head/kernel"):  # [H, V]
+        return split(1)
+    if name.endswith("kernel") and len(shape) == 3:  # stacked [n, in, out]
+        if "o_proj" in name or "down_proj" in name:
+            return split(1)
+        return split(2)
+    return PartitionSpec()
+
+
+def param_sharding(mesh: Mesh):
+    """``sharding(path, shape)`` for :func:`rise_jax.load_model` (leaves are placed sharded as they
+    are read: no full host copy per device)."""
+    m = mesh.shape[MODEL]
+
+    def sharding(path: tuple[str, ...], shape: tuple[int, ...]) -> NamedSharding:
+        return NamedSharding(mesh, param_spec(tuple(path), tuple(shape), m))
+
+    return sharding
+
+
+def tree_shardings(tree: Any, mesh: Mesh) -> Any:
+    """A :class:`NamedSharding` for every leaf of a params-shaped tree (arrays or ShapeDtypeStructs)."""
+    m = mesh.shape[MODEL]
+
+    def one(path, leaf):
+        keys = tuple(str(getattr(k, "key", k)) for k in path)
+        return NamedSharding(mesh, param_spec(keys, tuple(leaf.shape), m))
+
+    return jax.tree_util.tree_map_with_path(one, tree)
+
+
+def shard_tree(tree: Any, mesh: Mesh) -> Any:
+    """Place an existing tree on ``mesh`` with :func:`tree_shardings`."""
+    return jax.device_put(tree, tree_shardings(tree, mesh))
+
+
+def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
+    """Inputs ``[B, ...]`` split over ``data`` (replicated over ``model``)."""
+    return NamedSharding(mesh, PartitionSpec(DATA, *([None] * (ndim - 1))))
+
+
+def trainable_shardings(weights: Any, mesh: Mesh) -> Any:
+    """The K trainable experts ``[K_run, H, I]`` split by expert over ``model`` when K divides."""
+    m = mesh.shape[MODEL]
+
+    def one(leaf):
+        if leaf.ndim >= 1 and m > 1 and leaf.shape[0] % m == 0:
+            return NamedSharding(mesh, PartitionSpec(MODEL, *([None] * (leaf.ndim - 1))))
+        return NamedSharding(mesh, PartitionSpec())
+
+    return jax.tree_util.tree_map(one, weights)
+
+
+def maybe_initialize_distributed() -> bool:
+    """``jax.distributed.initialize()`` when the environment describes a multi-process job
+    (``JAX_COORDINATOR_ADDRESS`` set by launch/ scripts, SLURM with several tasks, or a TPU pod
+    slice); returns whether it did. Single-process runs are left alone."""
+    import os
+
+    multi = (
+        os.environ.get("JAX_COORDINATOR_ADDRESS")
+        or int(os.environ.get("SLURM_NTASKS", "1")) > 1
+        or os.environ.get("TPU_WORKER_HOSTNAMES", "").count(",") > 0
+    )
+    if not multi:
+        return False
+    jax.distributed.initialize()
+    return True
