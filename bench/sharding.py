@@ -23,11 +23,10 @@ import sys  # noqa: E402
 import time  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import QWEN3_30B_A3B  # noqa: E402
-
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from common import QWEN3_30B_A3B  # noqa: E402
 
 PHI35_MOE = {
     "model_type": "phimoe",
@@ -65,7 +64,9 @@ def main() -> None:
     from rise_jax.models.transformer import MoEModel, RuntimeOptions
     from rise_jax.sharding import make_mesh, tree_shardings
 
-    print(f"{'model':16s} {'devices':>7s} {'params/dev GiB':>15s} {'RISE opt/dev GiB':>17s} {'fwd args/dev GiB':>17s} {'fwd temp/dev GiB':>17s} {'compile s':>9s}")
+    print(
+        f"{'model':16s} {'devices':>7s} {'params/dev GiB':>15s} {'RISE opt/dev GiB':>17s} {'fwd args/dev GiB':>17s} {'fwd temp/dev GiB':>17s} {'compile s':>9s}"
+    )
     for name, hf, k in (("Qwen3-30B-A3B", QWEN3_30B_A3B, 128), ("Phi-3.5-MoE", PHI35_MOE, 16)):
         cfg = rise_jax.config_from_hf_dict(hf)
         model = MoEModel(cfg, RuntimeOptions(dtype=jnp.bfloat16, param_dtype=jnp.bfloat16, dispatch="grouped_scan"))
@@ -83,7 +84,9 @@ def main() -> None:
             if not args.no_compile:
                 ids = jax.ShapeDtypeStruct((8, 512), jnp.int32)
                 fn = jax.jit(
-                    lambda p, i, m=model: m.apply({"params": p}, i, return_routing=True, skip_lm_head=True).routing.topk_indices,
+                    lambda p, i, m=model: (
+                        m.apply({"params": p}, i, return_routing=True, skip_lm_head=True).routing.topk_indices
+                    ),
                     in_shardings=(shard, None),
                 )
                 t0 = time.perf_counter()
