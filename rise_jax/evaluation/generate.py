@@ -213,7 +213,6 @@ def generate_text(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     encoded = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
     stop_set = set(int(s) for s in stop_ids)
-    texts: list[str] = []
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     results: dict[int, str] = {}
     for start in range(0, len(order), batch_size):
@@ -235,5 +234,4 @@ def generate_text(
             results[i] = tokenizer.decode([t for t in toks if t not in stop_set], skip_special_tokens=True)
         if progress is not None:
             progress.update(len(chunk))
-    texts = [results[i] for i in range(len(encoded))]
-    return texts
+    return [results[i] for i in range(len(encoded))]

@@ -125,8 +125,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         path, dtype=config.model.dtype, dispatch=config.model.dispatch, progress=False, sharding=model_sharding(config)
     )
     tokenizer = tokenizer_for(config, path)
-    gen_cfg_file = os.path.join(path, "generation_config.json")
-    gen_cfg = json.load(open(gen_cfg_file, encoding="utf-8")) if os.path.isfile(gen_cfg_file) else None
+    gen_cfg_file, gen_cfg = os.path.join(path, "generation_config.json"), None
+    if os.path.isfile(gen_cfg_file):
+        with open(gen_cfg_file, encoding="utf-8") as fh:
+            gen_cfg = json.load(fh)
     stops = stop_token_ids(tokenizer, gen_cfg)
 
     for variant in variants:
