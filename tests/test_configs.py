@@ -54,3 +54,9 @@ def test_every_sweep_point_names_a_real_config_field():
         apply_overrides(c, {"select.alpah": 1.0})
     with pytest.raises(ValueError, match="unknown sweep"):
         sweeps.get_sweep("lr")
+
+
+def test_multi_gpu_presets_set_the_mesh():
+    assert qwen3_30b_a3b.get_config().mesh.model == 1
+    assert qwen3_30b_a3b.get_config("bn,rise,128,gpus=8").mesh.model == 8
+    assert phi35_moe.get_config("gpus=2").mesh.model == 2
