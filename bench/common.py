@@ -43,6 +43,33 @@ QWEN3_30B_A3B: dict[str, Any] = {
 }
 
 
+# The two HF settings every benchmark compares against: (label, attn_implementation, experts_implementation).
+HF_SETTINGS = (("hf eager/eager", "eager", "eager"), ("hf sdpa/grouped_mm (default)", "sdpa", "grouped_mm"))
+
+
+def write_hf_qwen(cfg: dict[str, Any], seed: int = 0) -> str:
+    """A randomly initialised HF Qwen3-MoE checkpoint of ``cfg`` (torch seed ``seed``) in a temp dir."""
+    import tempfile
+
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    hf_cfg = transformers.Qwen3MoeConfig(**{k: v for k, v in cfg.items() if k not in ("model_type", "architectures")})
+    path = tempfile.mkdtemp()
+    transformers.Qwen3MoeForCausalLM(hf_cfg).save_pretrained(path)
+    return path
+
+
+def load_hf(path: str, attn: str, experts: str):
+    """The HF model from ``path`` in fp32 with the given attention / experts implementations."""
+    import transformers
+
+    return transformers.AutoModelForCausalLM.from_pretrained(
+        path, dtype="float32", attn_implementation=attn, experts_implementation=experts
+    )
+
+
 def set_threads(n: int = 2) -> None:
     os.environ.setdefault("XLA_FLAGS", f"--xla_cpu_multi_thread_eigen=true intra_op_parallelism_threads={n}")
     try:

@@ -13,11 +13,20 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import MID_QWEN, QWEN3_30B_A3B, forward_flops, matmul_peaks, median_time, set_threads  # noqa: E402
+from common import (  # noqa: E402
+    HF_SETTINGS,
+    MID_QWEN,
+    QWEN3_30B_A3B,
+    forward_flops,
+    load_hf,
+    matmul_peaks,
+    median_time,
+    set_threads,
+    write_hf_qwen,
+)
 
 set_threads(2)
 
@@ -26,25 +35,13 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def hf_model(path: str, attn: str, experts: str):
-    import transformers
-
-    return transformers.AutoModelForCausalLM.from_pretrained(
-        path, dtype="float32", attn_implementation=attn, experts_implementation=experts
-    ).eval()
-
-
 def bench_mid(batch: int, seq: int, repeats: int, with_ragged: bool) -> None:
     import torch
-    import transformers
 
     import rise_jax
 
-    torch.manual_seed(0)
     cfg = dict(MID_QWEN)
-    hf_cfg = transformers.Qwen3MoeConfig(**{k: v for k, v in cfg.items() if k not in ("model_type", "architectures")})
-    tmp = tempfile.mkdtemp()
-    transformers.Qwen3MoeForCausalLM(hf_cfg).save_pretrained(tmp)
+    tmp = write_hf_qwen(cfg)
     ids = np.random.RandomState(0).randint(0, cfg["vocab_size"], (batch, seq))
     mask = np.ones_like(ids)
     tokens = batch * seq
@@ -52,11 +49,8 @@ def bench_mid(batch: int, seq: int, repeats: int, with_ragged: bool) -> None:
 
     results: dict[str, float] = {}
     t_ids, t_mask = torch.tensor(ids), torch.tensor(mask)
-    for name, attn, experts in (
-        ("hf eager/eager", "eager", "eager"),
-        ("hf sdpa/grouped_mm (default)", "sdpa", "grouped_mm"),
-    ):
-        m = hf_model(tmp, attn, experts)
+    for name, attn, experts in HF_SETTINGS:
+        m = load_hf(tmp, attn, experts).eval()
         with torch.no_grad():
             results[name] = median_time(lambda m=m: m(input_ids=t_ids, attention_mask=t_mask).logits, repeats=repeats)
         del m

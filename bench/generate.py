@@ -13,11 +13,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import MID_QWEN, median_time, set_threads  # noqa: E402
+from common import HF_SETTINGS, MID_QWEN, load_hf, median_time, set_threads, write_hf_qwen  # noqa: E402
 
 set_threads(2)
 
@@ -32,28 +31,20 @@ def main() -> None:
     batch, prompt, new = (2, 32, 8) if args.quick else (8, 128, 64)
 
     import torch
-    import transformers
 
     import rise_jax
     from rise_jax.evaluation.generate import generate
 
-    torch.manual_seed(0)
-    cfg = {k: v for k, v in MID_QWEN.items() if k not in ("model_type", "architectures")}
-    tmp = tempfile.mkdtemp()
-    transformers.Qwen3MoeForCausalLM(transformers.Qwen3MoeConfig(**cfg)).save_pretrained(tmp)
+    cfg = dict(MID_QWEN)
+    tmp = write_hf_qwen(cfg)
     ids = np.random.RandomState(0).randint(1, cfg["vocab_size"], (batch, prompt)).astype(np.int32)
     mask = np.ones_like(ids)
 
     results: dict[str, float] = {}
     outputs: dict[str, np.ndarray] = {}
     t_ids, t_mask = torch.tensor(ids, dtype=torch.long), torch.tensor(mask, dtype=torch.long)
-    for name, attn, experts in (
-        ("hf eager/eager", "eager", "eager"),
-        ("hf sdpa/grouped_mm (default)", "sdpa", "grouped_mm"),
-    ):
-        m = transformers.AutoModelForCausalLM.from_pretrained(
-            tmp, dtype="float32", attn_implementation=attn, experts_implementation=experts
-        ).eval()
+    for name, attn, experts in HF_SETTINGS:
+        m = load_hf(tmp, attn, experts).eval()
 
         def hf_run(m=m):
             with torch.no_grad():

@@ -14,11 +14,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import MID_QWEN, set_threads  # noqa: E402
+from common import HF_SETTINGS, MID_QWEN, load_hf, set_threads, write_hf_qwen  # noqa: E402
 
 set_threads(2)
 
@@ -55,19 +54,13 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     args = ap.parse_args()
 
-    import torch
-    import transformers
-
     import rise_jax
     from rise_jax.data.batching import bucketed_batches, tokenize_examples
     from rise_jax.data.sources import SourceSpec, load_examples
     from rise_jax.routing.stats import replay
 
     cfg = {**MID_QWEN, "vocab_size": 151936}
-    torch.manual_seed(0)
-    tmp = tempfile.mkdtemp()
-    hf_cfg = transformers.Qwen3MoeConfig(**{k: v for k, v in cfg.items() if k not in ("model_type", "architectures")})
-    transformers.Qwen3MoeForCausalLM(hf_cfg).save_pretrained(tmp)
+    tmp = write_hf_qwen(cfg)
     tok = rise_jax.load_tokenizer(os.path.join(SHARED, "tokenizers", "qwen3"))
     spec = SourceSpec("flores", os.path.join(SHARED, "flores200"), split="train")
     langs = args.languages.split(",")
@@ -76,13 +69,9 @@ def main() -> None:
     layers, experts = cfg["num_hidden_layers"], cfg["num_experts"]
 
     results = {}
-    for name, attn, exp in (
-        ("hf eager/eager + hooks", "eager", "eager"),
-        ("hf sdpa/grouped_mm + hooks", "sdpa", "grouped_mm"),
-    ):
-        hf = transformers.AutoModelForCausalLM.from_pretrained(
-            tmp, dtype="float32", attn_implementation=attn, experts_implementation=exp
-        ).eval()
+    for name, attn, exp in HF_SETTINGS:
+        name = f"{name} + hooks"
+        hf = load_hf(tmp, attn, exp).eval()
         t0 = time.perf_counter()
         hf_counts = [
             hf_replay(hf, bucketed_batches(c.sequences, args.batch_size, 32, 0), layers, experts) for c in corpora

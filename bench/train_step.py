@@ -14,11 +14,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import MID_QWEN, QWEN3_30B_A3B, median_time, set_threads  # noqa: E402
+from common import HF_SETTINGS, MID_QWEN, QWEN3_30B_A3B, load_hf, median_time, set_threads, write_hf_qwen  # noqa: E402
 
 set_threads(2)
 
@@ -38,31 +37,20 @@ def pick_experts(num_layers: int, num_experts: int, k: int, seed: int = 0) -> li
 
 def bench_step(batch: int, seq: int, k: int, repeats: int) -> None:
     import torch
-    import transformers
 
     import rise_jax
     from rise_jax.training import partition
     from rise_jax.training.step import make_optimizer, make_steps
 
     cfg = dict(MID_QWEN)
-    torch.manual_seed(0)
-    tmp = tempfile.mkdtemp()
-    hf_cfg = transformers.Qwen3MoeConfig(
-        **{k_: v for k_, v in cfg.items() if k_ not in ("model_type", "architectures")}
-    )
-    transformers.Qwen3MoeForCausalLM(hf_cfg).save_pretrained(tmp)
+    tmp = write_hf_qwen(cfg)
     experts = pick_experts(cfg["num_hidden_layers"], cfg["num_experts"], k)
     ids = np.random.RandomState(0).randint(0, cfg["vocab_size"], (batch, seq))
     mask = np.ones_like(ids)
     results = {}
 
-    for name, attn, exp in (
-        ("hf eager/eager", "eager", "eager"),
-        ("hf sdpa/grouped_mm (default)", "sdpa", "grouped_mm"),
-    ):
-        hf = transformers.AutoModelForCausalLM.from_pretrained(
-            tmp, dtype="float32", attn_implementation=attn, experts_implementation=exp
-        ).train()
+    for name, attn, exp in HF_SETTINGS:
+        hf = load_hf(tmp, attn, exp).train()
         for p in hf.parameters():
             p.requires_grad_(False)
         params = []

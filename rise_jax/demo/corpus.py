@@ -133,6 +133,11 @@ def splits(seed: int = 0) -> dict[str, list[tuple[int, int, int]]]:
     }
 
 
+def pretrain_count(lang: str, num_train: int) -> int:
+    """How many of ``lang``'s first train sentences the pretraining mix uses."""
+    return max(1, round(num_train * PRETRAIN_SHARE[lang]))
+
+
 def pretrain_lines(seed: int = 0) -> list[str]:
     """The skewed pretraining mix: the first ``share`` of each language's train split, shuffled.
 
@@ -141,8 +146,7 @@ def pretrain_lines(seed: int = 0) -> list[str]:
     train = splits(seed)["train"]
     lines = []
     for lang in LANGUAGES:
-        n = max(1, round(len(train) * PRETRAIN_SHARE[lang]))
-        lines += [sentence(lang, *c) for c in train[:n]]
+        lines += [sentence(lang, *c) for c in train[: pretrain_count(lang, len(train))]]
     random.Random(seed + 1).shuffle(lines)
     return lines
 
@@ -156,13 +160,11 @@ def write_corpus(directory: str, seed: int = 0) -> str:
             lines = [sentence(lang, *c) for c in combos]
             if split == "train" and PRETRAIN_SHARE[lang] < 1.0:
                 # Low-resource: their train split is the part pretraining did not see.
-                lines = lines[max(1, round(len(combos) * PRETRAIN_SHARE[lang])) :]
+                lines = lines[pretrain_count(lang, len(combos)) :]
             write_text_atomic(os.path.join(directory, split, f"{lang}.txt"), "\n".join(lines) + "\n")
             counts.setdefault(split, {})[lang] = len(lines)
     mix = pretrain_lines(seed)
     write_text_atomic(os.path.join(directory, "pretrain.txt"), "\n".join(mix) + "\n")
-    counts["pretrain"] = {lang: 0 for lang in LANGUAGES}
-    for lang in LANGUAGES:
-        counts["pretrain"][lang] = max(1, round(len(parts["train"]) * PRETRAIN_SHARE[lang]))
+    counts["pretrain"] = {lang: pretrain_count(lang, len(parts["train"])) for lang in LANGUAGES}
     write_json_atomic(os.path.join(directory, "counts.json"), counts)
     return directory

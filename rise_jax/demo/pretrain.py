@@ -33,6 +33,7 @@ from rise_jax.demo.corpus import LANGUAGES, pretrain_lines, write_corpus
 from rise_jax.io_utils import write_json_atomic
 from rise_jax.models.config import config_from_hf_dict
 from rise_jax.models.transformer import MoEModel, RuntimeOptions
+from rise_jax.training.step import lm_loss_sums
 
 PAD, EOS = "<pad>", "<eos>"
 
@@ -121,19 +122,14 @@ def _encode(tokenizer_path: str, lines: list[str], max_length: int) -> tuple[np.
 
 def _loss_fn(params, model: MoEModel, ids, mask, aux_coef: float):
     out = model.apply({"params": params}, ids, mask, return_routing=True)
-    logp = jax.nn.log_softmax(out.logits[:, :-1].astype(jnp.float32), axis=-1)
-    nll = -jnp.take_along_axis(logp, ids[:, 1:, None], axis=-1)[..., 0]
-    m = mask[:, 1:].astype(jnp.float32)
-    lm = jnp.sum(nll * m) / jnp.sum(m)
+    total, count = lm_loss_sums(out.logits, ids, mask)
+    lm = total / count
     # Load balancing over real tokens, averaged over layers: E * sum_i f_i * P_i.
     real = mask.astype(jnp.float32)[None, :, :, None]
-    e = model.cfg.num_experts
-    probs = jax.nn.softmax(out.routing.router_logits, axis=-1)
-    chosen = jnp.sum(jax.nn.one_hot(out.routing.topk_indices, e), axis=-2)
     denom = jnp.sum(real, axis=(1, 2))
-    f = jnp.sum(chosen * real, axis=(1, 2)) / denom / model.cfg.top_k
-    p = jnp.sum(probs * real, axis=(1, 2)) / denom
-    aux = e * jnp.mean(jnp.sum(f * p, axis=-1))
+    f = jnp.sum(out.routing.activation_mask() * real, axis=(1, 2)) / denom / model.cfg.top_k
+    p = jnp.sum(out.routing.router_probs() * real, axis=(1, 2)) / denom
+    aux = model.cfg.num_experts * jnp.mean(jnp.sum(f * p, axis=-1))
     return lm + aux_coef * aux, (lm, aux)
 
 

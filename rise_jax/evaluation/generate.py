@@ -187,10 +187,8 @@ def stop_token_ids(tokenizer, generation_config: dict[str, Any] | None = None) -
     eos = (generation_config or {}).get("eos_token_id")
     if eos is not None:
         ids.update(int(e) for e in (eos if isinstance(eos, list) else [eos]))
-    for special in ("<|im_end|>", "<|end|>", "<|endoftext|>"):
-        tid = tokenizer.convert_tokens_to_ids(special) if special in tokenizer.get_vocab() else None
-        if tid is not None:
-            ids.add(int(tid))
+    vocab = tokenizer.get_vocab()
+    ids.update(int(vocab[t]) for t in ("<|im_end|>", "<|end|>", "<|endoftext|>") if t in vocab)
     return sorted(ids)
 
 

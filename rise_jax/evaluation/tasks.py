@@ -20,13 +20,14 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from rise_jax.data.batching import bucketed_batches, tokenize_examples
+from rise_jax.data.batching import bucketed_batches, render, tokenize_examples
 from rise_jax.data.languages import get_language
 from rise_jax.data.sources import Example, SourceError, SourceSpec, load_examples
 from rise_jax.evaluation.generate import SamplingOptions, generate_text
 from rise_jax.evaluation.metrics import best_over_golds, exact_match, f1_score, mgsm_correct
 from rise_jax.models.routing import RouterEdit
 from rise_jax.models.transformer import MoEModel
+from rise_jax.training.step import token_log_probs
 
 TASK_KINDS = ("mgsm", "qa", "perplexity", "multiple_choice")
 LONG_PROMPT_POLICIES = ("skip", "truncate")
@@ -58,13 +59,7 @@ class Evaluator:
     def render(self, prompt: str, template: str) -> str:
         """``raw`` prompt text, or the chat template's user turn + assistant header (Qwen3 with
         thinking disabled, as the paper evaluates)."""
-        if template == "raw":
-            return prompt
-        if template != "chat":
-            raise EvalError(f"unknown prompt template {template!r}; choose raw or chat")
-        return self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True, enable_thinking=False
-        )
+        return render(Example("", prompt, prompt=prompt), self.tokenizer, template)
 
     def generate(self, prompts: list[str], max_new_tokens: int, desc: str) -> list[str]:
         bar = tqdm(total=len(prompts), desc=desc, disable=not self.progress, leave=False)
@@ -85,18 +80,17 @@ class Evaluator:
     def sequence_logprobs(self, sequences: list[np.ndarray], targets: list[np.ndarray]) -> np.ndarray:
         """Sum of ``log p(token)`` over each sequence's target positions (``targets`` bool masks)."""
         out = np.zeros(len(sequences), np.float64)
-        packed = [np.stack([s, t.astype(np.int32)]) for s, t in zip(sequences, targets, strict=True)]
-        for ids, mask, index in bucketed_batches([p[0] for p in packed], self.batch_size, 32, self.pad_id):
+        for ids, mask, index in bucketed_batches(sequences, self.batch_size, 32, self.pad_id):
             tmask = np.zeros_like(mask)
             for row, i in enumerate(index):
                 if i >= 0:
-                    tmask[row, : packed[i].shape[1]] = packed[i][1]
-            lp = _logprob_sums(
-                self.model, self.params, jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(tmask), self.router_edit
+                    tmask[row, : len(targets[i])] = targets[i]
+            lp = np.asarray(
+                _logprob_sums(
+                    self.model, self.params, jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(tmask), self.router_edit
+                )
             )
-            for row, i in enumerate(index):
-                if i >= 0:
-                    out[i] = float(lp[row])
+            out[index[index >= 0]] = lp[index >= 0]
         return out
 
 
@@ -104,9 +98,7 @@ class Evaluator:
 def _logprob_sums(model, params, ids, mask, target_mask, router_edit) -> jax.Array:
     """Per-row sum of ``log p(ids[t] | ids[<t])`` over positions where ``target_mask`` is 1."""
     logits = model.apply({"params": params}, ids, mask, router_edit=router_edit).logits
-    logp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), axis=-1)
-    tok = jnp.take_along_axis(logp, ids[:, 1:, None], axis=-1)[..., 0]
-    return jnp.sum(tok * target_mask[:, 1:], axis=-1)
+    return jnp.sum(token_log_probs(logits, ids) * target_mask[:, 1:], axis=-1)
 
 
 def _limit(examples: list[Example], max_samples: int) -> list[Example]:

@@ -13,15 +13,19 @@ from rise_jax.models.transformer import MoEModel
 from rise_jax.training.partition import EXTRA, expert_overrides, join_trainable, overlay
 
 
+def token_log_probs(logits: jax.Array, input_ids: jax.Array) -> jax.Array:
+    """fp32 ``[B, T-1]``: ``log p(input_ids[:, t+1] | input_ids[:, :t+1])`` (position ``t`` predicts ``t+1``)."""
+    logp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), axis=-1)
+    return jnp.take_along_axis(logp, input_ids[:, 1:, None], axis=-1)[..., 0]
+
+
 def lm_loss_sums(logits: jax.Array, input_ids: jax.Array, loss_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Causal-LM NLL summed over target positions, and their count.
 
     Position ``t`` predicts token ``t+1``; ``loss_mask[b, t+1]`` (1 for real answer/text tokens)
     selects which targets count, as HF's shifted ``labels`` with -100 elsewhere.
     """
-    logp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), axis=-1)
-    target = input_ids[:, 1:]
-    nll = -jnp.take_along_axis(logp, target[..., None], axis=-1)[..., 0]
+    nll = -token_log_probs(logits, input_ids)
     m = loss_mask[:, 1:].astype(jnp.float32)
     return jnp.sum(nll * m), jnp.sum(m)
 
