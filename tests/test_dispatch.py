@@ -94,3 +94,19 @@ def test_weight_gradients_only_for_trainable_experts_when_asked():
     for a, b in zip(got, ref, strict=True):
         np.testing.assert_allclose(np.asarray(a)[keep], np.asarray(b)[keep], atol=1e-5)
         assert not np.asarray(a)[~keep].any()
+
+
+@pytest.mark.parametrize("param_dtype", [jnp.float32, jnp.bfloat16])
+def test_stacked_dispatch_reads_the_given_layer_and_equals_grouped_scan(param_dtype):
+    """The decoding path indexes ``[layer, expert]`` in stacked weights; each layer gives what
+    ``grouped_scan`` gives on that layer's slice (weights cast per expert to the input dtype)."""
+    layers = [_problem(n=5, seed=s) for s in range(3)]
+    x, _, _, _, idx, w = layers[0]
+    wg, wu, wd = (jnp.stack([p[j] for p in layers]).astype(param_dtype) for j in (1, 2, 3))
+    for layer in range(3):
+        want = dispatch.dispatch_grouped_scan(
+            x, *(a[layer].astype(jnp.float32) for a in (wg, wu, wd)), idx, w
+        )
+        got = jax.jit(dispatch.dispatch_stacked)(x, wg, wu, wd, jnp.int32(layer), idx, w)
+        assert got.dtype == x.dtype
+        np.testing.assert_array_equal(got, want)

@@ -129,3 +129,24 @@ def test_generation_rejects_right_padding_and_empty_prompts(qwen_dir):
         left_pad([[1, 2], []], 0)
     with pytest.raises(GenerationError, match="temperature"):
         SamplingOptions(temperature=-1)
+
+
+def test_decoding_never_copies_a_layers_whole_expert_slice(qwen_dir):
+    """With a KV cache the MoE layers read only the experts they use from the stacked ``[n, E, ...]``
+    parameters: the compiled decode step holds no ``[E, H, I]`` buffer (``nn.scan``'s per-layer
+    slice, which made decoding copy every expert of every layer at each step), while the forward
+    without a cache does slice it."""
+    model, params = rise_jax.load_model(qwen_dir, dtype="float32", progress=False)
+    cfg = model.cfg
+    slice_shape = f"f32[{cfg.num_experts},{cfg.hidden_size},{cfg.moe_intermediate_size}]"
+    cache = init_kv_cache(cfg, 2, 8, jnp.float32)
+    ids = jnp.ones((2, 1), jnp.int32)
+
+    def step(p, c):
+        return model.apply({"params": p}, ids, jnp.ones((2, 8), jnp.int32), kv_cache=c).logits
+
+    def no_cache(p):
+        return model.apply({"params": p}, ids).logits
+
+    assert slice_shape in jax.jit(no_cache).lower(params).compile().as_text()
+    assert slice_shape not in jax.jit(step).lower(params, cache).compile().as_text()

@@ -25,7 +25,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from rise_jax.models.grouped_matmul import grouped_expert_mlp
+from rise_jax.models.grouped_matmul import grouped_expert_mlp, grouped_expert_mlp_stacked
 
 Array = jax.Array
 
@@ -94,18 +94,36 @@ def dispatch_ragged(x: Array, w_gate: Array, w_up: Array, w_down: Array, indices
     return _dispatch_sorted(x, w_gate, w_up, w_down, indices, weights, jax.lax.ragged_dot)
 
 
-def dispatch_grouped_scan(
-    x: Array, w_gate: Array, w_up: Array, w_down: Array, indices: Array, weights: Array, trainable=None
-) -> Array:
-    """Expert-sorted rows through :func:`~rise_jax.models.grouped_matmul.grouped_expert_mlp`."""
-    n, k = indices.shape
-    order, token, sizes = _sort_by_expert(indices, w_gate.shape[0])
-    ys = grouped_expert_mlp(x[token], w_gate, w_up, w_down, sizes, need_weight_grad=trainable)
+def _walk_and_combine(x: Array, indices: Array, weights: Array, num_experts: int, mlp) -> Array:
+    """Sort the pairs by expert, run ``mlp(sorted rows, group sizes)``, weight and scatter-add back."""
+    n = indices.shape[0]
+    order, token, sizes = _sort_by_expert(indices, num_experts)
+    ys = mlp(x[token], sizes)
     # Weight each sorted row and scatter-add it to its token in fp32: one pass instead of an
     # unsort plus a combine (CPU scatter-add is sequential, so this stays deterministic).
     w_sorted = weights.reshape(-1)[order].astype(jnp.float32)
     out = jnp.zeros((n, x.shape[1]), jnp.float32).at[token].add(ys.astype(jnp.float32) * w_sorted[:, None])
     return out.astype(x.dtype)
+
+
+def dispatch_grouped_scan(
+    x: Array, w_gate: Array, w_up: Array, w_down: Array, indices: Array, weights: Array, trainable=None
+) -> Array:
+    """Expert-sorted rows through :func:`~rise_jax.models.grouped_matmul.grouped_expert_mlp`."""
+    mlp = lambda xs, sizes: grouped_expert_mlp(xs, w_gate, w_up, w_down, sizes, need_weight_grad=trainable)  # noqa: E731
+    return _walk_and_combine(x, indices, weights, w_gate.shape[0], mlp)
+
+
+def dispatch_stacked(
+    x: Array, w_gate: Array, w_up: Array, w_down: Array, layer: Array, indices: Array, weights: Array
+) -> Array:
+    """``grouped_scan`` on layer ``layer`` of the stacked expert weights ``[L, E, ...]`` (forward only).
+
+    The decoding path: inside the scan over layers it reads only the experts a token uses instead
+    of copying the layer's whole expert slice (see ``bench/generate.py``).
+    """
+    mlp = lambda xs, sizes: grouped_expert_mlp_stacked(xs, w_gate, w_up, w_down, layer, sizes)  # noqa: E731
+    return _walk_and_combine(x, indices, weights, w_gate.shape[1], mlp)
 
 
 def dispatch(

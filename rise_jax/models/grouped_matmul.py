@@ -118,19 +118,19 @@ def _silu_grad(g: Array) -> Array:
     return sig * (1 + g * (1 - sig))
 
 
-def _mlp_forward(xs: Array, w_gate: Array, w_up: Array, w_down: Array, sizes: Array, win: int) -> Array:
-    """The expert MLP ``down(silu(x gate) * (x up))`` in one walk: each expert's three weights are
-    read once and each window of rows goes through all three matmuls while it is in cache."""
+def _mlp_walk(xs: Array, take, num_groups: int, out_dim: int, sizes: Array, win: int) -> Array:
+    """The expert MLP ``down(silu(x gate) * (x up))`` in one walk: ``take(g)`` gives expert ``g``'s
+    three weights, read once; each window of rows goes through all three matmuls while in cache."""
     m = xs.shape[0]
     xp = _pad_rows(xs, win)
-    out0 = jnp.zeros((m + win, w_down.shape[-1]), xs.dtype)
+    out0 = jnp.zeros((m + win, out_dim), xs.dtype)
 
     def per_group(out: Array, inp):
         g, start, size = inp
 
         def walk(out: Array) -> Array:
             # Experts without rows are skipped entirely, weights included: in decoding most are empty.
-            wg, wu, wd = w_gate[g], w_up[g], w_down[g]
+            wg, wu, wd = take(g)
 
             def body(carry):
                 j, out = carry
@@ -145,9 +145,14 @@ def _mlp_forward(xs: Array, w_gate: Array, w_up: Array, w_down: Array, sizes: Ar
 
         return jax.lax.cond(size > 0, walk, lambda o: o, out), None
 
-    groups = jnp.arange(w_gate.shape[0], dtype=jnp.int32)
+    groups = jnp.arange(num_groups, dtype=jnp.int32)
     out, _ = jax.lax.scan(per_group, out0, (groups, _starts(sizes), sizes.astype(jnp.int32)))
     return out[:m]
+
+
+def _mlp_forward(xs: Array, w_gate: Array, w_up: Array, w_down: Array, sizes: Array, win: int) -> Array:
+    take = lambda g: (w_gate[g], w_up[g], w_down[g])  # noqa: E731
+    return _mlp_walk(xs, take, w_gate.shape[0], w_down.shape[-1], sizes, win)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
@@ -204,3 +209,25 @@ def grouped_expert_mlp(
     ``need_weight_grad`` (bool ``[G]``) limits weight gradients to those groups (others get 0)."""
     win = window or mlp_window(xs.shape[0], w_gate.shape[0])
     return _grouped_expert_mlp(xs, w_gate, w_up, w_down, group_sizes, need_weight_grad, win)
+
+
+def grouped_expert_mlp_stacked(
+    xs: Array,
+    w_gate: Array,
+    w_up: Array,
+    w_down: Array,
+    layer: Array,
+    group_sizes: Array,
+    window: int | None = None,
+) -> Array:
+    """:func:`grouped_expert_mlp` on layer ``layer`` of stacked weights ``[L, G, ...]``, forward only.
+
+    Each used expert's weights are read straight out of the stacked array (``w[layer, g]``), so
+    no copy of the layer's whole ``[G, ...]`` slice is made. Inside a scan over layers that copy
+    (3·G·H·I values per layer per call) dominates decoding, where only a few experts have rows.
+    Not differentiable (the walk is a ``while_loop``); training uses :func:`grouped_expert_mlp`.
+    """
+    win = window or mlp_window(xs.shape[0], w_gate.shape[1])
+    dt = xs.dtype  # cast per expert: casting the whole stack would copy every layer
+    take = lambda g: (w_gate[layer, g].astype(dt), w_up[layer, g].astype(dt), w_down[layer, g].astype(dt))  # noqa: E731
+    return _mlp_walk(xs, take, w_gate.shape[1], w_down.shape[-1], group_sizes, win)

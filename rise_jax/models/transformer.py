@@ -102,15 +102,25 @@ class Experts(nn.Module):
     opts: RuntimeOptions
 
     @nn.compact
-    def __call__(self, x: Array, indices: Array, weights: Array, override: Any = None) -> Array:
+    def __call__(
+        self, x: Array, indices: Array, weights: Array, override: Any = None, stacked: Any = None
+    ) -> Array:
         """``override`` = (slots ``[E]`` int, {proj: ``[K, ...]``}): expert ``e`` with ``slots[e] >= 0``
         uses trainable weights ``proj[slots[e]]``; every other expert uses the (gradient-stopped)
-        parameters. This is how training sees only the selected experts as differentiable."""
+        parameters. This is how training sees only the selected experts as differentiable.
+
+        ``stacked`` = ({proj: ``[n, E, ...]``}, layer): this run's un-sliced expert parameters and
+        this layer's index in them (the decoding path, see :class:`MoEModel`); the experts are then
+        read from there (only the used ones) instead of from this layer's slice."""
         e, h, i = self.cfg.num_experts, self.cfg.hidden_size, self.cfg.moe_intermediate_size
         init = nn.initializers.normal(0.02)
         pd, dt = self.opts.param_dtype, self.opts.dtype
         shapes = {"gate_proj": (e, h, i), "up_proj": (e, h, i), "down_proj": (e, i, h)}
         w = {name: self.param(name, init, shape, pd) for name, shape in shapes.items()}
+        if stacked is not None:  # this layer's slice goes unused (and is never copied)
+            full, layer = stacked
+            g, u, d = (full[name] for name in shapes)
+            return dispatch_lib.dispatch_stacked(x.astype(dt), g, u, d, layer, indices, weights)
         trainable = None
         if override is not None:
             slots, trained = override
@@ -133,7 +143,9 @@ class MoEBlock(nn.Module):
     opts: RuntimeOptions
 
     @nn.compact
-    def __call__(self, x: Array, override: Any = None, edit: Any = None) -> tuple[Array, tuple[Array, Array, Array]]:
+    def __call__(
+        self, x: Array, override: Any = None, edit: Any = None, stacked: Any = None
+    ) -> tuple[Array, tuple[Array, Array, Array]]:
         cfg, opts = self.cfg, self.opts
         b, t, h = x.shape
         train_router = opts.router_mode == "sparsemixer_train" and cfg.router_type == "sparsemixer"
@@ -159,7 +171,7 @@ class MoEBlock(nn.Module):
             weights, idx = routing.sparsemixer_train(logits, cfg.router_jitter_noise, self.make_rng("router"))
         else:
             weights, idx = routing.sparsemixer_eval(logits, cfg.router_jitter_noise)
-        out = Experts(cfg, opts, name="experts")(flat, idx, weights, override)
+        out = Experts(cfg, opts, name="experts")(flat, idx, weights, override, stacked)
         info = (idx.reshape(b, t, -1), weights.reshape(b, t, -1), logits.reshape(b, t, -1))
         return out.reshape(b, t, h), info
 
@@ -197,6 +209,8 @@ class DecoderLayer(nn.Module):
         cache: Any = None,
         cache_index: Any = None,
         edit: Any = None,
+        stacked_experts: Any = None,
+        layer_index: Any = None,
     ):
         cfg, opts = self.cfg, self.opts
         h = make_norm(cfg, opts.param_dtype, "input_norm")(x)
@@ -206,7 +220,8 @@ class DecoderLayer(nn.Module):
         h = make_norm(cfg, opts.param_dtype, "post_attention_norm")(x)
         if self.is_moe:
             override = None if slots is None else (slots, trained)
-            y, info = MoEBlock(cfg, opts, name="moe")(h, override, edit)
+            stacked = None if stacked_experts is None else (stacked_experts, layer_index)
+            y, info = MoEBlock(cfg, opts, name="moe")(h, override, edit, stacked)
         else:
             y, info = DenseMLP(cfg, opts, name="mlp")(h), None
         x = x + y.astype(x.dtype)
@@ -263,6 +278,22 @@ class MoEModel(nn.Module):
     cfg: ModelConfig
     opts: RuntimeOptions = RuntimeOptions()
 
+    def _reads_used_experts_only(self, run: LayerRun, kv_cache: Any, slots: Any) -> bool:
+        """Whether this run's MoE layers read their experts from the un-sliced stacked params.
+
+        ``nn.scan`` hands each layer a copy of its ``[E, ...]`` expert slice; with the CPU
+        ``grouped_scan`` dispatch and a KV cache (decoding: few tokens, few experts used) that copy
+        costs more than the experts' work, so the layers index ``[layer, expert]`` directly.
+        Forward only: not with trainable experts, and not at init (no params to read yet).
+        """
+        return (
+            run.is_moe
+            and kv_cache is not None
+            and slots is None
+            and not self.is_initializing()
+            and dispatch_lib.resolve_impl(self.opts.dispatch) == "grouped_scan"
+        )
+
     @nn.compact
     def __call__(
         self,
@@ -300,7 +331,7 @@ class MoEModel(nn.Module):
                 layer_cls,
                 variable_axes={"params": 0},
                 split_rngs={"params": True, "router": True},
-                in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0, nn.broadcast, 0, nn.broadcast, 0),
+                in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0, nn.broadcast, 0, nn.broadcast, 0, nn.broadcast, 0),
                 length=run.length,
             )
             slots = trained = None
@@ -313,8 +344,14 @@ class MoEModel(nn.Module):
             if router_edit is not None and run.is_moe:
                 rows = slice(run.moe_start, run.moe_start + run.length)
                 edit = (router_edit.soft[rows], router_edit.hard[rows], router_edit.prune[rows])
+            stacked = layer_index = None
+            if self._reads_used_experts_only(run, kv_cache, slots):
+                stacked = self.variables["params"][run.name]["moe"]["experts"]
+                layer_index = jnp.arange(run.length, dtype=jnp.int32)
             layer = scanned(cfg, opts, run.is_moe, return_routing, name=run.name)
-            x, (info, cache) = layer(x, cos, sin, visible, slots, trained, cache, cache_index, edit)
+            x, (info, cache) = layer(
+                x, cos, sin, visible, slots, trained, cache, cache_index, edit, stacked, layer_index
+            )
             if run.is_moe and return_routing:
                 infos.append(info)
             if cache is not None:
