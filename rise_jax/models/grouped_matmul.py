@@ -190,9 +190,13 @@ _grouped_expert_mlp.defvjp(_mlp_fwd, _mlp_bwd)
 
 def mlp_window(num_rows: int, num_groups: int) -> int:
     """Rows per window of the fused walk: a quarter of a balanced group, rounded up to 8, in
-    ``[8, 128]`` (measured fastest on CPU; see bench/RESULTS.md)."""
-    quarter = -(-num_rows // (4 * max(num_groups, 1)))
-    return int(min(128, max(8, -(-quarter // 8) * 8)))
+    ``[8, 128]`` (measured fastest on CPU; see bench/RESULTS.md); when a balanced group holds
+    under 4 rows (decoding: 8 tokens × top-8 over 64 experts is 1 row per expert) twice that,
+    rounded up to a power of two, since an 8-row window then computes mostly padding."""
+    balanced = -(-num_rows // max(num_groups, 1))
+    quarter = -(-balanced // 4)
+    window = int(min(128, max(8, -(-quarter // 8) * 8)))
+    return min(window, 1 << (2 * balanced - 1).bit_length())
 
 
 def grouped_expert_mlp(

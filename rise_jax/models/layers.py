@@ -96,14 +96,17 @@ def apply_rope(x: Array, cos: Array, sin: Array) -> Array:
 
 
 class KVCacheLayer(NamedTuple):
-    """One layer's (or, stacked, one scanned run's) key/value cache.
+    """What one layer of a scanned run sees of the key/value cache (read only).
 
-    ``keys``/``values`` ``[B, S, KV, D]`` (``[n, B, S, KV, D]`` when stacked over a run's layers);
-    ``index`` int32 scalar: the slot where the next tokens are written (tokens already cached).
+    ``keys``/``values`` ``[n, B, S, KV, D]``: the whole run's cache, not a per-layer slice, so the
+    scan neither copies it in nor stacks a new one out each step; ``layer``: this layer's index in
+    it; ``index`` int32 scalar: the slot where the new tokens go (tokens already cached). The layer
+    returns its new keys/values and the caller writes them into the cache in place.
     """
 
     keys: Array
     values: Array
+    layer: Array
     index: Array
 
 
@@ -171,10 +174,11 @@ class Attention(nn.Module):
     @nn.compact
     def __call__(
         self, x: Array, cos: Array, sin: Array, visible: Array, cache: KVCacheLayer | None = None
-    ) -> tuple[Array, KVCacheLayer | None]:
-        """Without ``cache``: self-attention over ``x``. With ``cache`` (keys/values ``[B, S, KV, D]``
-        and the write offset): the new keys/values are written at ``cache.index`` and the queries
-        attend over all ``S`` cached slots (``visible`` is ``[B, 1, 1, T, S]``)."""
+    ) -> tuple[Array, tuple[Array, Array] | None]:
+        """Without ``cache``: self-attention over ``x``; returns (output, None). With ``cache``
+        (:class:`KVCacheLayer`): the queries attend over this layer's ``S`` cache slots with the new
+        keys/values placed at ``cache.index`` (``visible`` is ``[B, 1, 1, T, S]``); returns
+        (output, (new keys, new values)) ``[B, T, KV, D]`` for the caller to write into the cache."""
         cfg = self.cfg
         dense = lambda feats, name, use_bias: nn.Dense(  # noqa: E731
             feats, use_bias=use_bias, dtype=self.dtype, param_dtype=self.param_dtype, name=name
@@ -190,12 +194,15 @@ class Attention(nn.Module):
             q = RMSNorm(cfg.norm_eps, self.param_dtype, name="q_norm")(q)
             k = RMSNorm(cfg.norm_eps, self.param_dtype, name="k_norm")(k)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        new_kv = None
         if cache is None:
             out = causal_self_attention(q, k, v, visible)
         else:
+            new_kv = (k.astype(cache.keys.dtype), v.astype(cache.values.dtype))
             start = (0, cache.index, 0, 0)
-            keys = jax.lax.dynamic_update_slice(cache.keys, k.astype(cache.keys.dtype), start)
-            values = jax.lax.dynamic_update_slice(cache.values, v.astype(cache.values.dtype), start)
-            cache = KVCacheLayer(keys, values, cache.index)
+            keys, values = (
+                jax.lax.dynamic_update_slice(jax.lax.dynamic_index_in_dim(c, cache.layer, 0, False), new, start)
+                for c, new in zip((cache.keys, cache.values), new_kv, strict=True)
+            )
             out = dot_product_attention(q, keys.astype(q.dtype), values.astype(q.dtype), visible)
-        return dense(cfg.hidden_size, "o_proj", cfg.attention_bias)(out), cache
+        return dense(cfg.hidden_size, "o_proj", cfg.attention_bias)(out), new_kv

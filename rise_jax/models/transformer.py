@@ -214,8 +214,8 @@ class DecoderLayer(nn.Module):
     ):
         cfg, opts = self.cfg, self.opts
         h = make_norm(cfg, opts.param_dtype, "input_norm")(x)
-        layer_cache = None if cache is None else KVCacheLayer(cache[0], cache[1], cache_index)
-        attn, layer_cache = Attention(cfg, opts.dtype, opts.param_dtype, name="attn")(h, cos, sin, visible, layer_cache)
+        layer_cache = None if cache is None else KVCacheLayer(cache[0], cache[1], layer_index, cache_index)
+        attn, new_kv = Attention(cfg, opts.dtype, opts.param_dtype, name="attn")(h, cos, sin, visible, layer_cache)
         x = x + attn
         h = make_norm(cfg, opts.param_dtype, "post_attention_norm")(x)
         if self.is_moe:
@@ -225,8 +225,7 @@ class DecoderLayer(nn.Module):
         else:
             y, info = DenseMLP(cfg, opts, name="mlp")(h), None
         x = x + y.astype(x.dtype)
-        new_cache = None if layer_cache is None else (layer_cache.keys, layer_cache.values)
-        return x, (info if self.return_routing else None, new_cache)
+        return x, (info if self.return_routing else None, new_kv)
 
 
 class KVCache(NamedTuple):
@@ -235,6 +234,8 @@ class KVCache(NamedTuple):
     ``keys``/``values``: run name -> ``[n, B, S, KV, D]`` (``n`` layers of the run, ``S`` cache
     slots); ``index`` int32 scalar: slots already filled (the next tokens are written there).
     With a cache, ``attention_mask`` covers all ``S`` slots (1 = a real token, cached or to come).
+    Each scanned layer reads the run's cache whole and returns its new keys/values; the model
+    writes them all at once (``dynamic_update_slice``, in place inside a decode loop).
     """
 
     keys: dict[str, Array]
@@ -331,7 +332,18 @@ class MoEModel(nn.Module):
                 layer_cls,
                 variable_axes={"params": 0},
                 split_rngs={"params": True, "router": True},
-                in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0, nn.broadcast, 0, nn.broadcast, 0, nn.broadcast, 0),
+                in_axes=(
+                    nn.broadcast,  # cos
+                    nn.broadcast,  # sin
+                    nn.broadcast,  # visible
+                    0,  # slots
+                    nn.broadcast,  # trained
+                    nn.broadcast,  # cache (the whole run's; see KVCacheLayer)
+                    nn.broadcast,  # cache_index
+                    0,  # edit
+                    nn.broadcast,  # stacked_experts
+                    0,  # layer_index
+                ),
                 length=run.length,
             )
             slots = trained = None
@@ -344,18 +356,20 @@ class MoEModel(nn.Module):
             if router_edit is not None and run.is_moe:
                 rows = slice(run.moe_start, run.moe_start + run.length)
                 edit = (router_edit.soft[rows], router_edit.hard[rows], router_edit.prune[rows])
-            stacked = layer_index = None
+            stacked = None
             if self._reads_used_experts_only(run, kv_cache, slots):
                 stacked = self.variables["params"][run.name]["moe"]["experts"]
-                layer_index = jnp.arange(run.length, dtype=jnp.int32)
+            layer_index = jnp.arange(run.length, dtype=jnp.int32)
             layer = scanned(cfg, opts, run.is_moe, return_routing, name=run.name)
-            x, (info, cache) = layer(
+            x, (info, new_kv) = layer(
                 x, cos, sin, visible, slots, trained, cache, cache_index, edit, stacked, layer_index
             )
             if run.is_moe and return_routing:
                 infos.append(info)
-            if cache is not None:
-                new_keys[run.name], new_values[run.name] = cache
+            if cache is not None:  # new_kv: [n, B, T, KV, D] each, written at slot kv_cache.index
+                start = (0, 0, kv_cache.index, 0, 0)
+                new_keys[run.name] = jax.lax.dynamic_update_slice(cache[0], new_kv[0], start)
+                new_values[run.name] = jax.lax.dynamic_update_slice(cache[1], new_kv[1], start)
         x = make_norm(cfg, opts.param_dtype, "final_norm")(x)
 
         info = None
