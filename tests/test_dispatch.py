@@ -104,9 +104,35 @@ def test_stacked_dispatch_reads_the_given_layer_and_equals_grouped_scan(param_dt
     x, _, _, _, idx, w = layers[0]
     wg, wu, wd = (jnp.stack([p[j] for p in layers]).astype(param_dtype) for j in (1, 2, 3))
     for layer in range(3):
-        want = dispatch.dispatch_grouped_scan(
-            x, *(a[layer].astype(jnp.float32) for a in (wg, wu, wd)), idx, w
-        )
+        want = dispatch.dispatch_grouped_scan(x, *(a[layer].astype(jnp.float32) for a in (wg, wu, wd)), idx, w)
         got = jax.jit(dispatch.dispatch_stacked)(x, wg, wu, wd, jnp.int32(layer), idx, w)
         assert got.dtype == x.dtype
         np.testing.assert_array_equal(got, want)
+
+
+def test_override_dispatch_equals_combined_weights_in_value_and_gradient():
+    """Subnetwork training's path: experts with a slot use their trainable copy; value and the
+    gradients for x and the trainable copies equal the dense reference on the combined weights,
+    and the frozen base weights get no gradient."""
+    x, wg, wu, wd, idx, w = _problem(n=23)
+    slots = jnp.asarray([-1, 1, -1, 0, -1, -1], jnp.int32)  # experts 3 and 1 train (slots 0, 1)
+    rng = np.random.RandomState(5)
+    trained = tuple(jnp.asarray(rng.randn(2, *a.shape[1:]).astype(np.float32) * 0.3) for a in (wg, wu, wd))
+
+    def combined(trained):
+        use = (slots >= 0)[:, None, None]
+        return [jnp.where(use, t[jnp.maximum(slots, 0)], b) for b, t in zip((wg, wu, wd), trained, strict=True)]
+
+    def loss_ref(x, trained):
+        return jnp.sum(jnp.sin(dispatch.dispatch_dense(x, *combined(trained), idx, w)))
+
+    def loss(x, trained, base):
+        return jnp.sum(jnp.sin(dispatch.dispatch_override(x, base, trained, slots, idx, w)))
+
+    want = jax.value_and_grad(loss_ref, argnums=(0, 1))(x, trained)
+    got = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(x, trained, (wg, wu, wd))
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
+    np.testing.assert_allclose(got[1][0], want[1][0], atol=1e-5)
+    for a, b in zip(got[1][1], want[1][1], strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    assert all(not np.any(np.asarray(g)) for g in got[1][2])

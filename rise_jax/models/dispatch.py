@@ -25,7 +25,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from rise_jax.models.grouped_matmul import grouped_expert_mlp, grouped_expert_mlp_stacked
+from rise_jax.models.grouped_matmul import (
+    grouped_expert_mlp,
+    grouped_expert_mlp_override,
+    grouped_expert_mlp_stacked,
+)
 
 Array = jax.Array
 
@@ -112,6 +116,21 @@ def dispatch_grouped_scan(
     """Expert-sorted rows through :func:`~rise_jax.models.grouped_matmul.grouped_expert_mlp`."""
     mlp = lambda xs, sizes: grouped_expert_mlp(xs, w_gate, w_up, w_down, sizes, need_weight_grad=trainable)  # noqa: E731
     return _walk_and_combine(x, indices, weights, w_gate.shape[0], mlp)
+
+
+def dispatch_override(
+    x: Array,
+    base: tuple[Array, Array, Array],
+    trained: tuple[Array, Array, Array],
+    slots: Array,
+    indices: Array,
+    weights: Array,
+) -> Array:
+    """``grouped_scan`` where expert ``e`` uses the trainable copy ``trained[·][slots[e]]`` when
+    ``slots[e] >= 0`` and the frozen ``base[·][e]`` otherwise (subnetwork training). Gradients flow
+    to ``x`` and ``trained`` only, computed for the trainable experts only."""
+    mlp = lambda xs, sizes: grouped_expert_mlp_override(xs, base, trained, slots, sizes)  # noqa: E731
+    return _walk_and_combine(x, indices, weights, base[0].shape[0], mlp)
 
 
 def dispatch_stacked(

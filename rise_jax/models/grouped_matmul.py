@@ -118,41 +118,59 @@ def _silu_grad(g: Array) -> Array:
     return sig * (1 + g * (1 - sig))
 
 
-def _mlp_walk(xs: Array, take, num_groups: int, out_dim: int, sizes: Array, win: int) -> Array:
+def _mlp_walk(
+    xs: Array, take, num_groups: int, out_dim: int, sizes: Array, win: int, keep_hidden: bool = False
+) -> Array | tuple[Array, Array, Array]:
     """The expert MLP ``down(silu(x gate) * (x up))`` in one walk: ``take(g)`` gives expert ``g``'s
-    three weights, read once; each window of rows goes through all three matmuls while in cache."""
+    three weights, read once; each window of rows goes through all three matmuls while in cache.
+    With ``keep_hidden`` also returns the pre-activations ``x gate`` and ``x up`` ``[M, I]`` (the
+    backward pass's residuals, which it would otherwise recompute with two more walks)."""
     m = xs.shape[0]
     xp = _pad_rows(xs, win)
-    out0 = jnp.zeros((m + win, out_dim), xs.dtype)
+    hid = take(0)[0].shape[-1]
+    bufs0 = [jnp.zeros((m + win, out_dim), xs.dtype)]
+    if keep_hidden:
+        bufs0 += [jnp.zeros((m + win, hid), xs.dtype), jnp.zeros((m + win, hid), xs.dtype)]
 
-    def per_group(out: Array, inp):
+    def per_group(bufs: list[Array], inp):
         g, start, size = inp
 
-        def walk(out: Array) -> Array:
+        def walk(bufs: list[Array]) -> list[Array]:
             # Experts without rows are skipped entirely, weights included: in decoding most are empty.
             wg, wu, wd = take(g)
 
             def body(carry):
-                j, out = carry
+                j, bufs = carry
                 r0 = start + j * win
                 rows = jax.lax.dynamic_slice_in_dim(xp, r0, win, axis=0)
-                y = ((jax.nn.silu(rows @ wg) * (rows @ wu)) @ wd).astype(out.dtype)
+                pre_g, pre_u = rows @ wg, rows @ wu
+                y = ((jax.nn.silu(pre_g) * pre_u) @ wd).astype(xs.dtype)
                 live = (jnp.arange(win) < size - j * win)[:, None]
-                old = jax.lax.dynamic_slice_in_dim(out, r0, win, axis=0)
-                return j + 1, jax.lax.dynamic_update_slice_in_dim(out, jnp.where(live, y, old), r0, axis=0)
+                new = [y, pre_g.astype(xs.dtype), pre_u.astype(xs.dtype)][: len(bufs)]
+                bufs = [
+                    jax.lax.dynamic_update_slice_in_dim(
+                        b, jnp.where(live, v, jax.lax.dynamic_slice_in_dim(b, r0, win, axis=0)), r0, axis=0
+                    )
+                    for b, v in zip(bufs, new, strict=True)
+                ]
+                return j + 1, bufs
 
-            return jax.lax.while_loop(lambda c: c[0] * win < size, body, (jnp.int32(0), out))[1]
+            return jax.lax.while_loop(lambda c: c[0] * win < size, body, (jnp.int32(0), bufs))[1]
 
-        return jax.lax.cond(size > 0, walk, lambda o: o, out), None
+        return jax.lax.cond(size > 0, walk, lambda b: b, bufs), None
 
     groups = jnp.arange(num_groups, dtype=jnp.int32)
-    out, _ = jax.lax.scan(per_group, out0, (groups, _starts(sizes), sizes.astype(jnp.int32)))
-    return out[:m]
+    bufs, _ = jax.lax.scan(per_group, bufs0, (groups, _starts(sizes), sizes.astype(jnp.int32)))
+    if keep_hidden:
+        return tuple(b[:m] for b in bufs)
+    return bufs[0][:m]
 
 
-def _mlp_forward(xs: Array, w_gate: Array, w_up: Array, w_down: Array, sizes: Array, win: int) -> Array:
+def _mlp_forward(
+    xs: Array, w_gate: Array, w_up: Array, w_down: Array, sizes: Array, win: int, keep_hidden: bool = False
+):
     take = lambda g: (w_gate[g], w_up[g], w_down[g])  # noqa: E731
-    return _mlp_walk(xs, take, w_gate.shape[0], w_down.shape[-1], sizes, win)
+    return _mlp_walk(xs, take, w_gate.shape[0], w_down.shape[-1], sizes, win, keep_hidden)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
@@ -162,16 +180,13 @@ def _grouped_expert_mlp(xs, w_gate, w_up, w_down, sizes, need_grad, win):
 
 
 def _mlp_fwd(xs, w_gate, w_up, w_down, sizes, need_grad, win):
-    return _mlp_forward(xs, w_gate, w_up, w_down, sizes, win), (xs, w_gate, w_up, w_down, sizes, need_grad)
+    y, g, u = _mlp_forward(xs, w_gate, w_up, w_down, sizes, win, keep_hidden=True)
+    return y, (xs, g, u, w_gate, w_up, w_down, sizes, need_grad)
 
 
-def _mlp_bwd(win, res, dy):
-    """Recompute the activations with :func:`grouped_matmul`'s walk, then the chain rule. Weight
-    gradients are computed only for experts with ``need_grad`` (all when it is None): frozen
-    experts in subnetwork training cost no weight-gradient work."""
-    xs, w_gate, w_up, w_down, sizes, need = res
-    g = _forward(xs, w_gate, sizes, win)
-    u = _forward(xs, w_up, sizes, win)
+def _mlp_grads(xs, g, u, w_gate, w_up, w_down, sizes, need, dy, win):
+    """(d xs, d w_gate, d w_up, d w_down) from the saved pre-activations ``g = x gate``,
+    ``u = x up``. Weight gradients only for groups with ``need`` (all when None)."""
     act = jax.nn.silu(g)
     h = act * u
     dy = dy.astype(xs.dtype)
@@ -182,10 +197,77 @@ def _mlp_bwd(win, res, dy):
     dxs = _forward(dg, jnp.swapaxes(w_gate, 1, 2), sizes, win) + _forward(du, jnp.swapaxes(w_up, 1, 2), sizes, win)
     d_gate = _rhs_grad(xs, dg, sizes, win, w_gate.dtype, need)
     d_up = _rhs_grad(xs, du, sizes, win, w_up.dtype, need)
+    return dxs, d_gate, d_up, d_down
+
+
+def _mlp_bwd(win, res, dy):
+    """The chain rule from the saved pre-activations (``x gate``, ``x up``: 2·M·I values, saved
+    rather than recomputed, which would cost two of the backward's eight matmul walks). Weight
+    gradients are computed only for experts with ``need_grad`` (all when it is None): frozen
+    experts in subnetwork training cost no weight-gradient work."""
+    xs, g, u, w_gate, w_up, w_down, sizes, need = res
+    dxs, d_gate, d_up, d_down = _mlp_grads(xs, g, u, w_gate, w_up, w_down, sizes, need, dy, win)
     return dxs, d_gate, d_up, d_down, None, None
 
 
 _grouped_expert_mlp.defvjp(_mlp_fwd, _mlp_bwd)
+
+
+def _combine_override(base: tuple, trained: tuple, slots: Array, dtype) -> list[Array]:
+    """Expert ``e`` takes ``trained[slots[e]]`` where ``slots[e] >= 0``, else ``base[e]``."""
+    use = (slots >= 0)[:, None, None]
+    safe = jnp.maximum(slots, 0)
+    # Trained copies pass through the base dtype (a bf16 model computes with bf16-rounded masters).
+    return [
+        jnp.where(use, t[safe].astype(b.dtype).astype(dtype), b.astype(dtype))
+        for b, t in zip(base, trained, strict=True)
+    ]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+def _override_mlp(xs, base, trained, slots, sizes, win):
+    return _mlp_forward(xs, *_combine_override(base, trained, slots, xs.dtype), sizes, win)
+
+
+def _override_fwd(xs, base, trained, slots, sizes, win):
+    y, g, u = _mlp_forward(xs, *_combine_override(base, trained, slots, xs.dtype), sizes, win, keep_hidden=True)
+    return y, (xs, g, u, base, trained, slots, sizes)
+
+
+def _override_bwd(win, res, dy):
+    """Gradients for ``xs`` and the trainable experts only; the combined weights are rebuilt here
+    rather than saved, so a scan over layers stores no per-layer copy of every expert."""
+    xs, g, u, base, trained, slots, sizes = res
+    combined = _combine_override(base, trained, slots, xs.dtype)
+    use = slots >= 0
+    dxs, *d_w = _mlp_grads(xs, g, u, *combined, sizes, use, dy, win)
+    safe = jnp.maximum(slots, 0)
+    d_trained = tuple(
+        jnp.zeros(t.shape, jnp.float32)
+        .at[safe]
+        .add(jnp.where(use[:, None, None], d, 0).astype(b.dtype).astype(jnp.float32))
+        .astype(t.dtype)
+        for b, t, d in zip(base, trained, d_w, strict=True)
+    )
+    return dxs, None, d_trained, None, None
+
+
+_override_mlp.defvjp(_override_fwd, _override_bwd)
+
+
+def grouped_expert_mlp_override(
+    xs: Array,
+    base: tuple[Array, Array, Array],
+    trained: tuple[Array, Array, Array],
+    slots: Array,
+    group_sizes: Array,
+    window: int | None = None,
+) -> Array:
+    """:func:`grouped_expert_mlp` where expert ``e`` uses ``trained[k][slots[e]]`` if ``slots[e] >= 0``
+    (the trainable copies of subnetwork training, ``[K, ...]``) and the frozen ``base[k][e]``
+    otherwise; differentiable in ``xs`` and ``trained`` only (``base`` gets no gradient)."""
+    win = window or mlp_window(xs.shape[0], base[0].shape[0])
+    return _override_mlp(xs, tuple(base), tuple(trained), slots, group_sizes, win)
 
 
 def mlp_window(num_rows: int, num_groups: int) -> int:

@@ -102,9 +102,7 @@ class Experts(nn.Module):
     opts: RuntimeOptions
 
     @nn.compact
-    def __call__(
-        self, x: Array, indices: Array, weights: Array, override: Any = None, stacked: Any = None
-    ) -> Array:
+    def __call__(self, x: Array, indices: Array, weights: Array, override: Any = None, stacked: Any = None) -> Array:
         """``override`` = (slots ``[E]`` int, {proj: ``[K, ...]``}): expert ``e`` with ``slots[e] >= 0``
         uses trainable weights ``proj[slots[e]]``; every other expert uses the (gradient-stopped)
         parameters. This is how training sees only the selected experts as differentiable.
@@ -121,6 +119,11 @@ class Experts(nn.Module):
             full, layer = stacked
             g, u, d = (full[name] for name in shapes)
             return dispatch_lib.dispatch_stacked(x.astype(dt), g, u, d, layer, indices, weights)
+        if override is not None and dispatch_lib.resolve_impl(self.opts.dispatch) == "grouped_scan":
+            slots, trained = override
+            base = tuple(jax.lax.stop_gradient(w[name]) for name in shapes)
+            tw = tuple(trained[name] for name in shapes)
+            return dispatch_lib.dispatch_override(x.astype(dt), base, tw, slots, indices, weights)
         trainable = None
         if override is not None:
             slots, trained = override
