@@ -70,6 +70,39 @@ def load_hf(path: str, attn: str, experts: str):
     )
 
 
+def torch_sync(device: str) -> None:
+    """Wait for queued CUDA work, so host timers measure it (no-op on CPU)."""
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def device_label(gpu: bool) -> str:
+    """What the run timed on: the GPU's name, or the CPU thread count."""
+    if not gpu:
+        return "CPU, 2 threads"
+    import jax
+    import torch
+
+    return (
+        f"{torch.cuda.get_device_name()} (torch) / {jax.devices()[0].device_kind} (jax), fp32 matmuls at full precision"
+    )
+
+
+def use_gpu(gpu: bool) -> str:
+    """The torch device for ``--gpu``; JAX then runs on its default (GPU) backend with fp32 matmuls at
+    full precision (no TF32), as torch's default, so both sides do the same arithmetic."""
+    if not gpu:
+        return "cpu"
+    import jax
+
+    if jax.default_backend() != "gpu":
+        raise SystemExit(f"--gpu: JAX sees no GPU (backend {jax.default_backend()!r})")
+    jax.config.update("jax_default_matmul_precision", "highest")
+    return "cuda"
+
+
 def set_threads(n: int = 2) -> None:
     os.environ.setdefault("XLA_FLAGS", f"--xla_cpu_multi_thread_eigen=true intra_op_parallelism_threads={n}")
     try:

@@ -2,6 +2,7 @@
 
     python bench/generate.py            # batch 8, 128-token prompts, 64 new tokens, fp32, 2 threads
     python bench/generate.py --quick    # batch 2, 32-token prompts, 8 new tokens
+    python bench/generate.py --gpu      # HF on CUDA, JAX on its GPU backend (both fp32, no TF32)
 
 Both decode greedily with a KV cache, no stop token (every row generates all new tokens), so the
 work is identical; the script checks the generated tokens agree. Prints new tokens/s of each
@@ -18,7 +19,17 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import HF_SETTINGS, MID_QWEN, load_hf, median_time, set_threads, write_hf_qwen  # noqa: E402
+from common import (  # noqa: E402
+    HF_SETTINGS,
+    MID_QWEN,
+    device_label,
+    load_hf,
+    median_time,
+    set_threads,
+    torch_sync,
+    use_gpu,
+    write_hf_qwen,
+)
 
 set_threads(2)
 
@@ -29,7 +40,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--gpu", action="store_true", help="HF on CUDA and JAX on its GPU backend")
     args = ap.parse_args()
+    dev = use_gpu(args.gpu)
     batch, prompt, new = (2, 32, 8) if args.quick else (8, 128, 64)
 
     import torch
@@ -45,13 +58,14 @@ def main() -> None:
     results: dict[str, float] = {}  # end to end: prefill + all new tokens
     prefill: dict[str, float] = {}  # prefill + the first new token only
     outputs: dict[str, np.ndarray] = {}
-    t_ids, t_mask = torch.tensor(ids, dtype=torch.long), torch.tensor(mask, dtype=torch.long)
+    t_ids = torch.tensor(ids, dtype=torch.long, device=dev)
+    t_mask = torch.tensor(mask, dtype=torch.long, device=dev)
     for name, attn, experts in HF_SETTINGS:
-        m = load_hf(tmp, attn, experts).eval()
+        m = load_hf(tmp, attn, experts).eval().to(dev)
 
         def hf_run(n=new, m=m):
             with torch.no_grad():
-                return m.generate(
+                out = m.generate(
                     input_ids=t_ids,
                     attention_mask=t_mask,
                     max_new_tokens=n,
@@ -60,8 +74,10 @@ def main() -> None:
                     pad_token_id=0,
                     eos_token_id=None,
                 )
+            torch_sync(dev)
+            return out
 
-        outputs[name] = hf_run()[:, prompt:].numpy()
+        outputs[name] = hf_run()[:, prompt:].cpu().numpy()
         results[name] = median_time(hf_run, repeats=args.repeats, warmup=0)
         prefill[name] = median_time(lambda: hf_run(1), repeats=args.repeats, warmup=0)
         del m
@@ -85,7 +101,8 @@ def main() -> None:
     best_step = min(v for k, v in step.items() if k.startswith("hf"))
     best_pre = min(v for k, v in prefill.items() if k.startswith("hf"))
     print(
-        f"\nmid-size Qwen3-MoE greedy decoding: batch {batch}, {prompt}-token prompts, {new} new tokens, fp32, 2 threads"
+        f"\nmid-size Qwen3-MoE greedy decoding: batch {batch}, {prompt}-token prompts, {new} new tokens, fp32, "
+        + device_label(args.gpu)
     )
     print(
         f"{'implementation':34s} {'new tok/s':>10s} {'vs best HF':>10s} {'prefill s':>10s} {'vs HF':>6s}"

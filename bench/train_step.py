@@ -2,6 +2,8 @@
 full-size Qwen3-30B-A3B RISE training step from abstract shapes.
 
     python bench/train_step.py [--k 16] [--repeats 5]
+    python bench/train_step.py --gpu    # HF on CUDA, JAX on its GPU backend (fp32, no TF32), plus the
+                                        # real peak memory of a full-size Qwen3-30B-A3B step (random bf16 weights)
 
 Reference: the paper's method in HF torch — everything frozen except the selected experts (in
 transformers 5.x experts are fused per layer, so the layer's expert tensors require grad and the
@@ -17,7 +19,18 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import HF_SETTINGS, MID_QWEN, QWEN3_30B_A3B, load_hf, median_time, set_threads, write_hf_qwen  # noqa: E402
+from common import (  # noqa: E402
+    HF_SETTINGS,
+    MID_QWEN,
+    QWEN3_30B_A3B,
+    device_label,
+    load_hf,
+    median_time,
+    set_threads,
+    torch_sync,
+    use_gpu,
+    write_hf_qwen,
+)
 
 set_threads(2)
 
@@ -35,13 +48,14 @@ def pick_experts(num_layers: int, num_experts: int, k: int, seed: int = 0) -> li
     return sorted((int(f) // num_experts, int(f) % num_experts) for f in flat)
 
 
-def bench_step(batch: int, seq: int, k: int, repeats: int) -> None:
+def bench_step(batch: int, seq: int, k: int, repeats: int, gpu: bool = False) -> None:
     import torch
 
     import rise_jax
     from rise_jax.training import partition
     from rise_jax.training.step import make_optimizer, make_steps
 
+    dev = use_gpu(gpu)
     cfg = dict(MID_QWEN)
     tmp = write_hf_qwen(cfg)
     experts = pick_experts(cfg["num_hidden_layers"], cfg["num_experts"], k)
@@ -50,12 +64,12 @@ def bench_step(batch: int, seq: int, k: int, repeats: int) -> None:
     results = {}
 
     for name, attn, exp in HF_SETTINGS:
-        hf = load_hf(tmp, attn, exp).train()
+        hf = load_hf(tmp, attn, exp).train().to(dev)
         for p in hf.parameters():
             p.requires_grad_(False)
         params = []
         for layer_idx, layer in enumerate(hf.model.layers):
-            sel = torch.zeros(cfg["num_experts"], dtype=torch.bool)
+            sel = torch.zeros(cfg["num_experts"], dtype=torch.bool, device=dev)
             for lyr, e in experts:
                 sel[e] |= lyr == layer_idx
             if not sel.any():
@@ -65,7 +79,7 @@ def bench_step(batch: int, seq: int, k: int, repeats: int) -> None:
                 p.register_hook(lambda g, sel=sel: g * sel.view(-1, 1, 1).to(g.dtype))
                 params.append(p)
         opt = torch.optim.AdamW(params, lr=2e-5)
-        t_ids, t_mask = torch.tensor(ids), torch.tensor(mask)
+        t_ids, t_mask = torch.tensor(ids, device=dev), torch.tensor(mask, device=dev)
 
         def hf_step(hf=hf, opt=opt, params=params, t_ids=t_ids, t_mask=t_mask):
             opt.zero_grad(set_to_none=True)
@@ -73,6 +87,7 @@ def bench_step(batch: int, seq: int, k: int, repeats: int) -> None:
             out.loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
+            torch_sync(dev)
 
         results[name] = median_time(hf_step, repeats=repeats)
         del hf, opt
@@ -96,7 +111,9 @@ def bench_step(batch: int, seq: int, k: int, repeats: int) -> None:
         results[f"rise_jax (remat={remat})"] = median_time(our_step, repeats=repeats, warmup=0)
 
     best = min(v for n, v in results.items() if n.startswith("hf"))
-    print(f"\ntraining step, mid-size Qwen3-MoE, batch {batch} x {seq}, fp32, 2 threads, {k} selected experts")
+    print(
+        f"\ntraining step, mid-size Qwen3-MoE, batch {batch} x {seq}, fp32, {device_label(gpu)}, {k} selected experts"
+    )
     print(f"{'implementation':32s} {'s/step':>8s} {'tokens/s':>9s} {'vs best HF':>10s}")
     for name, t in results.items():
         print(f"{name:32s} {t:8.3f} {batch * seq / t:9.0f} {best / t:9.2f}x")
@@ -157,15 +174,78 @@ def memory_full_size(batch: int, seq: int, k: int) -> None:
     print(f"  compile times: bf16 {rows['bf16'][2]:.1f} s, fp32 {rows['fp32'][2]:.1f} s")
 
 
+def peak_full_size(batch: int, seq: int, k: int, repeats: int) -> None:
+    """Real device memory of one RISE step on Qwen3-30B-A3B: random bf16 weights built on the GPU,
+    K fp32 master experts, AdamW; the allocator's peak after init and after the steps."""
+    import rise_jax
+    from rise_jax.models.transformer import MoEModel, RuntimeOptions
+    from rise_jax.training import partition
+    from rise_jax.training.step import make_optimizer, make_steps, tree_bytes
+
+    dev = jax.devices()[0]
+    cfg = rise_jax.config_from_hf_dict(QWEN3_30B_A3B)
+    model = MoEModel(cfg, RuntimeOptions(dtype=jnp.bfloat16, param_dtype=jnp.bfloat16, dispatch="auto", remat=True))
+    t0 = time.perf_counter()
+    base = jax.jit(lambda key: model.init(key, jnp.zeros((1, 1), jnp.int32))["params"])(jax.random.PRNGKey(0))
+    jax.block_until_ready(base)
+    after_init = dev.memory_stats()["peak_bytes_in_use"]
+    print(
+        f"\nQwen3-30B-A3B random bf16 weights on {dev.device_kind}: {tree_bytes(base) / GIB:.2f} GiB "
+        f"({time.perf_counter() - t0:.0f} s); allocator peak so far {after_init / GIB:.2f} GiB"
+    )
+    experts = pick_experts(cfg.num_moe_layers, cfg.num_experts, k)
+    weights, slots = partition.split_trainable(partition.init_trainable(base, cfg, experts))
+    tx, _ = make_optimizer(2e-5, 1000)
+    opt = tx.init(weights)
+    grad_step, apply_step, _ = make_steps(model, tx)
+    ids = jnp.asarray(np.random.RandomState(0).randint(0, cfg.vocab_size, (batch, seq)), jnp.int32)
+    mask = jnp.ones_like(ids)
+    lowered = grad_step.lower(weights, slots, base, ids, mask, mask, jax.random.PRNGKey(0))
+    mem = lowered.compile().memory_analysis()
+
+    def step():
+        nonlocal weights, opt
+        loss, _, g = grad_step(weights, slots, base, ids, mask, mask, jax.random.PRNGKey(0))
+        weights, opt, gn = apply_step(weights, opt, g, jnp.float32(1.0))
+        return float(loss), float(gn)
+
+    t0 = time.perf_counter()
+    loss, gn = step()
+    first = time.perf_counter() - t0
+    t = median_time(step, repeats=repeats, warmup=0)
+    stats = dev.memory_stats()
+    print(f"RISE step, K = {k}, batch {batch} x {seq}, bf16 compute, fp32 masters + AdamW, remat, dispatch auto:")
+    print(
+        f"  loss {loss:.3f}, grad norm {gn:.3g}; first step incl. compile {first:.0f} s, then {t:.3f} s/step "
+        f"({batch * seq / t:.0f} tokens/s)"
+    )
+    print(
+        f"  XLA GPU memory analysis of grad_step: temporaries {mem.temp_size_in_bytes / GIB:.2f} GiB, "
+        f"arguments {mem.argument_size_in_bytes / GIB:.2f} GiB"
+    )
+    print(
+        f"  weights {tree_bytes(base) / GIB:.2f} GiB, masters {tree_bytes(weights) / GIB:.2f} GiB, "
+        f"Adam {tree_bytes(opt) / GIB:.2f} GiB"
+    )
+    print(
+        f"  REAL PEAK (allocator peak_bytes_in_use): {stats['peak_bytes_in_use'] / GIB:.2f} GiB "
+        f"= {stats['peak_bytes_in_use'] / 1e9:.1f} GB (paper Table 12: 72.0 GB; target <= 64 GB)"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--k", type=int, default=16, help="selected experts in the mid-size step benchmark")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--skip-step", action="store_true")
+    ap.add_argument("--gpu", action="store_true", help="time on the GPU and measure the full-size step's real peak")
     args = ap.parse_args()
     if not args.skip_step:
-        bench_step(4, 512, args.k, args.repeats)
-    memory_full_size(2, 512, 128)
+        bench_step(4, 512, args.k, args.repeats, gpu=args.gpu)
+    if args.gpu:
+        peak_full_size(2, 512, 128, repeats=3)
+    else:
+        memory_full_size(2, 512, 128)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.model.checkpoint = ""  # HF checkpoint directory or hub id
     c.model.demo = False  # build and use the small demo checkpoint instead
     c.model.dtype = "bfloat16"  # parameter dtype: bfloat16 | float32
-    c.model.dispatch = "auto"  # MoE dispatch: auto | ragged | grouped_scan | dense
+    c.model.dispatch = "auto"  # MoE dispatch: auto | blocked | ragged | grouped_scan | dense
     c.model.tokenizer = ""  # tokenizer directory (default: the checkpoint's)
 
     # Device mesh when more than one device is visible (rise_jax/sharding.py): data x model;

@@ -18,12 +18,14 @@ from rise_jax.training import partition
 from rise_jax.training.step import make_optimizer, make_steps
 
 
-def main(path: str) -> None:
+def main(path: str, dispatch: str = "auto") -> None:
     assert len(jax.devices()) == 8, jax.devices()
     out = {}
-    model, single = rise_jax.load_model(path, dtype="float32", progress=False)
+    model, single = rise_jax.load_model(path, dtype="float32", dispatch=dispatch, progress=False)
     mesh = make_mesh(model=8)
-    _, sharded = rise_jax.load_model(path, dtype="float32", progress=False, sharding=param_sharding(mesh))
+    _, sharded = rise_jax.load_model(
+        path, dtype="float32", dispatch=dispatch, progress=False, sharding=param_sharding(mesh)
+    )
 
     # Per-device share of the sharded parameters.
     total = per_device = 0
@@ -90,4 +92,4 @@ def main(path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:])

@@ -21,7 +21,7 @@ def _problem(n=37, h=16, i=8, e=6, k=2, skew=False, seed=0):
     return tuple(map(jnp.asarray, (x, wg, wu, wd, idx.astype(np.int32), w)))
 
 
-@pytest.mark.parametrize("impl", ["ragged", "grouped_scan"])
+@pytest.mark.parametrize("impl", ["ragged", "grouped_scan", "blocked"])
 @pytest.mark.parametrize("skew", [False, True])
 def test_grouped_dispatch_equals_dense_reference_in_value_and_gradient(impl, skew):
     x, wg, wu, wd, idx, w = _problem(skew=skew)
@@ -55,10 +55,35 @@ def test_unknown_dispatch_is_a_clear_error():
         dispatch.resolve_impl("fast")
 
 
-def test_auto_picks_sorted_scan_on_cpu_and_ragged_on_accelerators():
+def test_auto_picks_sorted_scan_on_cpu_blocks_on_gpu_and_ragged_on_tpu():
     assert dispatch.default_impl("cpu") == "grouped_scan"
-    assert dispatch.default_impl("gpu") == "ragged"
+    assert dispatch.default_impl("gpu") == "blocked"
     assert dispatch.default_impl("tpu") == "ragged"
+
+
+@pytest.mark.parametrize("block", [1, 4, 8, 128])
+@pytest.mark.parametrize("sizes", [[10, 0, 25, 13, 0], [0, 0, 0, 0, 48], [1, 1, 1, 1, 1], [0, 3, 0, 0, 0]])
+def test_block_layout_puts_each_block_in_one_expert_within_the_static_bound(block, sizes):
+    """Every row lands in a distinct padded slot inside its own expert's blocks, and the static block
+    count covers the worst case of each non-empty group wasting almost a block."""
+    from rise_jax.models.blocked_matmul import block_layout
+
+    sizes_np = np.asarray(sizes)
+    dest, expert, nb = block_layout(jnp.asarray(sizes, jnp.int32), int(sizes_np.sum()), block)
+    dest, expert = np.asarray(dest), np.asarray(expert)
+    assert len(set(dest.tolist())) == len(dest) and dest.max() < nb * block
+    row_expert = np.repeat(np.arange(len(sizes)), sizes_np)
+    np.testing.assert_array_equal(expert[dest // block], row_expert)
+    assert nb >= sum(-(-s // block) for s in sizes)
+
+
+@pytest.mark.parametrize("block", [None, 1, 8])
+def test_blocked_dispatch_in_bf16_matches_dense_to_bf16_round_off(block):
+    x, wg, wu, wd, idx, w = (a.astype(jnp.bfloat16) if a.dtype == jnp.float32 else a for a in _problem(n=64, e=8))
+    want = dispatch.dispatch_dense(*(a.astype(jnp.float32) for a in (x, wg, wu, wd)), idx, w.astype(jnp.float32))
+    got = dispatch.dispatch_blocked(x, wg, wu, wd, idx, w, block)
+    assert got.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(got, np.float32), want, atol=0.05 * float(jnp.abs(want).max()))
 
 
 @pytest.mark.parametrize("window", [8, 16])
@@ -96,8 +121,9 @@ def test_weight_gradients_only_for_trainable_experts_when_asked():
         assert not np.asarray(a)[~keep].any()
 
 
+@pytest.mark.parametrize("stacked_fn", ["dispatch_stacked", "dispatch_blocked_stacked"])
 @pytest.mark.parametrize("param_dtype", [jnp.float32, jnp.bfloat16])
-def test_stacked_dispatch_reads_the_given_layer_and_equals_grouped_scan(param_dtype):
+def test_stacked_dispatch_reads_the_given_layer_and_equals_grouped_scan(param_dtype, stacked_fn):
     """The decoding path indexes ``[layer, expert]`` in stacked weights; each layer gives what
     ``grouped_scan`` gives on that layer's slice (weights cast per expert to the input dtype)."""
     layers = [_problem(n=5, seed=s) for s in range(3)]
@@ -105,12 +131,13 @@ def test_stacked_dispatch_reads_the_given_layer_and_equals_grouped_scan(param_dt
     wg, wu, wd = (jnp.stack([p[j] for p in layers]).astype(param_dtype) for j in (1, 2, 3))
     for layer in range(3):
         want = dispatch.dispatch_grouped_scan(x, *(a[layer].astype(jnp.float32) for a in (wg, wu, wd)), idx, w)
-        got = jax.jit(dispatch.dispatch_stacked)(x, wg, wu, wd, jnp.int32(layer), idx, w)
+        got = jax.jit(getattr(dispatch, stacked_fn))(x, wg, wu, wd, jnp.int32(layer), idx, w)
         assert got.dtype == x.dtype
-        np.testing.assert_array_equal(got, want)
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
 
-def test_override_dispatch_equals_combined_weights_in_value_and_gradient():
+@pytest.mark.parametrize("override_fn", ["dispatch_override", "dispatch_blocked_override"])
+def test_override_dispatch_equals_combined_weights_in_value_and_gradient(override_fn):
     """Subnetwork training's path: experts with a slot use their trainable copy; value and the
     gradients for x and the trainable copies equal the dense reference on the combined weights,
     and the frozen base weights get no gradient."""
@@ -127,7 +154,7 @@ def test_override_dispatch_equals_combined_weights_in_value_and_gradient():
         return jnp.sum(jnp.sin(dispatch.dispatch_dense(x, *combined(trained), idx, w)))
 
     def loss(x, trained, base):
-        return jnp.sum(jnp.sin(dispatch.dispatch_override(x, base, trained, slots, idx, w)))
+        return jnp.sum(jnp.sin(getattr(dispatch, override_fn)(x, base, trained, slots, idx, w)))
 
     want = jax.value_and_grad(loss_ref, argnums=(0, 1))(x, trained)
     got = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(x, trained, (wg, wu, wd))

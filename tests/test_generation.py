@@ -19,10 +19,10 @@ CASES = {
 }
 
 
-def _load(tmp_path, name, seed=3):
+def _load(tmp_path, name, seed=3, dispatch="auto"):
     family = name.split("-")[0]
     path = save_hf_model(make_hf_model(family, seed=seed, **CASES[name]), str(tmp_path / name))
-    model, params = rise_jax.load_model(path, dtype="float32", progress=False)
+    model, params = rise_jax.load_model(path, dtype="float32", dispatch=dispatch, progress=False)
     return path, model, params
 
 
@@ -86,9 +86,11 @@ def _hf_generate(path, ids, mask, new, eos):
     return trimmed
 
 
-@pytest.mark.parametrize("name", list(CASES))
-def test_greedy_generation_equals_hf_generate_with_padding_and_stop_token(tmp_path, name):
-    path, model, params = _load(tmp_path, name)
+@pytest.mark.parametrize(
+    "name, dispatch", [(n, "auto") for n in CASES] + [("qwen3_moe-mixed_layers", "blocked"), ("phimoe", "blocked")]
+)
+def test_greedy_generation_equals_hf_generate_with_padding_and_stop_token(tmp_path, name, dispatch):
+    path, model, params = _load(tmp_path, name, dispatch=dispatch)
     ids, mask = _left_padded(model.cfg.vocab_size, [11, 4, 8, 11], 11, seed=4)
     # A stop token the model actually emits mid-way in row 0, so stopping and padding are exercised.
     free = generate(model, params, ids, mask, max_new_tokens=12, stop_ids=[], pad_id=0)
@@ -131,12 +133,13 @@ def test_generation_rejects_right_padding_and_empty_prompts(qwen_dir):
         SamplingOptions(temperature=-1)
 
 
-def test_decoding_never_copies_a_layers_whole_expert_slice(qwen_dir):
+@pytest.mark.parametrize("dispatch", ["grouped_scan", "blocked"])
+def test_decoding_never_copies_a_layers_whole_expert_slice(qwen_dir, dispatch):
     """With a KV cache the MoE layers read only the experts they use from the stacked ``[n, E, ...]``
     parameters: the compiled decode step holds no ``[E, H, I]`` buffer (``nn.scan``'s per-layer
     slice, which made decoding copy every expert of every layer at each step), while the forward
     without a cache does slice it."""
-    model, params = rise_jax.load_model(qwen_dir, dtype="float32", progress=False)
+    model, params = rise_jax.load_model(qwen_dir, dtype="float32", dispatch=dispatch, progress=False)
     cfg = model.cfg
     slice_shape = f"f32[{cfg.num_experts},{cfg.hidden_size},{cfg.moe_intermediate_size}]"
     cache = init_kv_cache(cfg, 2, 8, jnp.float32)

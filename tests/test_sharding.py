@@ -13,13 +13,13 @@ from rise_jax.sharding import make_mesh, param_spec
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-@pytest.fixture(scope="module")
-def sharded_results(tmp_path_factory):
+@pytest.fixture(scope="module", params=["auto", "blocked"])  # auto = grouped_scan on CPU; blocked = the GPU default
+def sharded_results(tmp_path_factory, request):
     # 8 experts, vocab 128, hidden 32: every sharded dimension divides by 8.
     path = save_hf_model(make_hf_model("qwen3_moe", seed=2), str(tmp_path_factory.mktemp("q")))
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
     r = subprocess.run(
-        [sys.executable, os.path.join(HERE, "sharded_check.py"), path],
+        [sys.executable, os.path.join(HERE, "sharded_check.py"), path, request.param],
         env=env,
         capture_output=True,
         text=True,

@@ -80,7 +80,7 @@ def test_optimizer_state_holds_exactly_the_selected_parameters(loaded):
     assert partition.count_trainable(weights) == per_moment
 
 
-@pytest.mark.parametrize("dispatch", ["dense", "grouped_scan"])
+@pytest.mark.parametrize("dispatch", ["dense", "grouped_scan", "blocked"])
 def test_one_step_matches_hf_torch_with_only_the_selected_experts_trainable(tmp_path, dispatch):
     hf = make_hf_model("qwen3_moe", seed=4)
     path = save_hf_model(hf, str(tmp_path / "ckpt"))

@@ -12,6 +12,10 @@ implementations that agree to fp32 round-off and never drop a token:
   :func:`~rise_jax.models.grouped_matmul.grouped_expert_mlp`: a scan over experts, each walking
   its rows in fixed windows (exact, dropless, custom VJP). Efficient on CPU, where XLA emulates
   ``ragged_dot`` densely.
+* ``"blocked"`` — the sorted rows with every expert's group padded to a multiple of a block of
+  rows, each block multiplied by its expert's weights gathered per block: one batched matmul
+  ``[nb, B, H] @ [nb, H, I]`` per projection (:mod:`rise_jax.models.blocked_matmul`). Plain XLA,
+  few large kernels: the accelerator path where ``ragged_dot`` is not a native grouped matmul.
 
 ``"auto"`` picks the fastest exact one for the backend (measured in ``bench/forward.py``).
 
@@ -25,6 +29,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from rise_jax.models.blocked_matmul import blocked_expert_mlp
 from rise_jax.models.grouped_matmul import (
     grouped_expert_mlp,
     grouped_expert_mlp_override,
@@ -33,13 +38,15 @@ from rise_jax.models.grouped_matmul import (
 
 Array = jax.Array
 
-IMPLEMENTATIONS = ("dense", "ragged", "grouped_scan")
+IMPLEMENTATIONS = ("dense", "ragged", "grouped_scan", "blocked")
 
 
 def default_impl(backend: str | None = None) -> str:
-    """Fastest exact implementation per backend: grouped matmul on accelerators, scan on CPU."""
+    """Fastest exact implementation per backend (``bench/moe_dispatch.py``): the windowed scan on
+    CPU, blocked batched matmuls on GPU (XLA GPU expands ``ragged_dot`` over all experts), and
+    ``ragged_dot`` on TPU."""
     backend = backend or jax.default_backend()
-    return "grouped_scan" if backend == "cpu" else "ragged"
+    return {"cpu": "grouped_scan", "gpu": "blocked", "cuda": "blocked", "rocm": "blocked"}.get(backend, "ragged")
 
 
 def resolve_impl(impl: str) -> str:
@@ -145,6 +152,52 @@ def dispatch_stacked(
     return _walk_and_combine(x, indices, weights, w_gate.shape[1], mlp)
 
 
+def dispatch_blocked(
+    x: Array, w_gate: Array, w_up: Array, w_down: Array, indices: Array, weights: Array, block: int | None = None
+) -> Array:
+    """Expert-sorted rows in blocks through :func:`~rise_jax.models.blocked_matmul.blocked_expert_mlp`."""
+    ws = lambda be: (w_gate[be], w_up[be], w_down[be])  # noqa: E731
+    mlp = lambda xs, sizes: blocked_expert_mlp(xs, sizes, ws, block)  # noqa: E731
+    return _walk_and_combine(x, indices, weights, w_gate.shape[0], mlp)
+
+
+def dispatch_blocked_override(
+    x: Array,
+    base: tuple[Array, Array, Array],
+    trained: tuple[Array, Array, Array],
+    slots: Array,
+    indices: Array,
+    weights: Array,
+    block: int | None = None,
+) -> Array:
+    """``blocked`` where expert ``e`` uses ``trained[·][slots[e]]`` (cast to ``x``'s dtype) when
+    ``slots[e] >= 0`` and the gradient-stopped ``base[·][e]`` otherwise. Each block gathers its
+    expert's weights from one of the two, so weight gradients are ``[K, ...]``-sized: only the
+    trainable experts receive any."""
+
+    def ws(be):
+        s = slots[be]
+        use = (s >= 0)[:, None, None]
+        safe = jnp.maximum(s, 0)
+        return tuple(
+            jnp.where(use, t[safe].astype(x.dtype), jax.lax.stop_gradient(b[be]).astype(x.dtype))
+            for b, t in zip(base, trained, strict=True)
+        )
+
+    mlp = lambda xs, sizes: blocked_expert_mlp(xs, sizes, ws, block)  # noqa: E731
+    return _walk_and_combine(x, indices, weights, base[0].shape[0], mlp)
+
+
+def dispatch_blocked_stacked(
+    x: Array, w_gate: Array, w_up: Array, w_down: Array, layer: Array, indices: Array, weights: Array
+) -> Array:
+    """``blocked`` on layer ``layer`` of the stacked ``[L, E, ...]`` weights: gathers only the
+    experts the blocks use (the decoding path, like :func:`dispatch_stacked`)."""
+    ws = lambda be: tuple(w[layer, be].astype(x.dtype) for w in (w_gate, w_up, w_down))  # noqa: E731
+    mlp = lambda xs, sizes: blocked_expert_mlp(xs, sizes, ws, None)  # noqa: E731
+    return _walk_and_combine(x, indices, weights, w_gate.shape[1], mlp)
+
+
 def dispatch(
     x: Array,
     w_gate: Array,
@@ -166,5 +219,6 @@ def dispatch(
         "dense": dispatch_dense,
         "ragged": dispatch_ragged,
         "grouped_scan": dispatch_grouped_scan,
+        "blocked": dispatch_blocked,
     }[resolve_impl(impl)]
     return fn(x, w_gate, w_up, w_down, indices, weights)

@@ -115,15 +115,18 @@ class Experts(nn.Module):
         pd, dt = self.opts.param_dtype, self.opts.dtype
         shapes = {"gate_proj": (e, h, i), "up_proj": (e, h, i), "down_proj": (e, i, h)}
         w = {name: self.param(name, init, shape, pd) for name, shape in shapes.items()}
+        impl = dispatch_lib.resolve_impl(self.opts.dispatch)
         if stacked is not None:  # this layer's slice goes unused (and is never copied)
             full, layer = stacked
             g, u, d = (full[name] for name in shapes)
-            return dispatch_lib.dispatch_stacked(x.astype(dt), g, u, d, layer, indices, weights)
-        if override is not None and dispatch_lib.resolve_impl(self.opts.dispatch) == "grouped_scan":
+            fn = dispatch_lib.dispatch_blocked_stacked if impl == "blocked" else dispatch_lib.dispatch_stacked
+            return fn(x.astype(dt), g, u, d, layer, indices, weights)
+        if override is not None and impl in ("grouped_scan", "blocked"):
             slots, trained = override
             base = tuple(jax.lax.stop_gradient(w[name]) for name in shapes)
             tw = tuple(trained[name] for name in shapes)
-            return dispatch_lib.dispatch_override(x.astype(dt), base, tw, slots, indices, weights)
+            fn = dispatch_lib.dispatch_blocked_override if impl == "blocked" else dispatch_lib.dispatch_override
+            return fn(x.astype(dt), base, tw, slots, indices, weights)
         trainable = None
         if override is not None:
             slots, trained = override
@@ -285,9 +288,10 @@ class MoEModel(nn.Module):
     def _reads_used_experts_only(self, run: LayerRun, kv_cache: Any, slots: Any) -> bool:
         """Whether this run's MoE layers read their experts from the un-sliced stacked params.
 
-        ``nn.scan`` hands each layer a copy of its ``[E, ...]`` expert slice; with the CPU
-        ``grouped_scan`` dispatch and a KV cache (decoding: few tokens, few experts used) that copy
-        costs more than the experts' work, so the layers index ``[layer, expert]`` directly.
+        ``nn.scan`` hands each layer a copy of its ``[E, ...]`` expert slice; with the
+        ``grouped_scan`` or ``blocked`` dispatch and a KV cache (decoding: few tokens, few experts
+        used) that copy costs more than the experts' work, so the layers index ``[layer, expert]``
+        directly.
         Forward only: not with trainable experts, and not at init (no params to read yet).
         """
         return (
@@ -295,7 +299,7 @@ class MoEModel(nn.Module):
             and kv_cache is not None
             and slots is None
             and not self.is_initializing()
-            and dispatch_lib.resolve_impl(self.opts.dispatch) == "grouped_scan"
+            and dispatch_lib.resolve_impl(self.opts.dispatch) in ("grouped_scan", "blocked")
         )
 
     @nn.compact
