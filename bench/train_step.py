@@ -48,7 +48,7 @@ def pick_experts(num_layers: int, num_experts: int, k: int, seed: int = 0) -> li
     return sorted((int(f) // num_experts, int(f) % num_experts) for f in flat)
 
 
-def bench_step(batch: int, seq: int, k: int, repeats: int, gpu: bool = False) -> None:
+def bench_step(batch: int, seq: int, k: int, repeats: int, gpu: bool = False, dispatch: str = "auto") -> None:
     import torch
 
     import rise_jax
@@ -93,7 +93,7 @@ def bench_step(batch: int, seq: int, k: int, repeats: int, gpu: bool = False) ->
         del hf, opt
 
     for remat in (False, True):
-        model, base = rise_jax.load_model(tmp, dtype="float32", remat=remat, progress=False)
+        model, base = rise_jax.load_model(tmp, dtype="float32", remat=remat, dispatch=dispatch, progress=False)
         weights, slots = partition.split_trainable(partition.init_trainable(base, model.cfg, experts))
         tx, _ = make_optimizer(2e-5, 1000)
         grad_step, apply_step, _ = make_steps(model, tx)
@@ -108,7 +108,7 @@ def bench_step(batch: int, seq: int, k: int, repeats: int, gpu: bool = False) ->
         t0 = time.perf_counter()
         our_step()
         print(f"  (rise_jax remat={remat}: first step incl. compile {time.perf_counter() - t0:.1f} s)")
-        results[f"rise_jax (remat={remat})"] = median_time(our_step, repeats=repeats, warmup=0)
+        results[f"rise_jax {dispatch} (remat={remat})"] = median_time(our_step, repeats=repeats, warmup=0)
 
     best = min(v for n, v in results.items() if n.startswith("hf"))
     print(
@@ -238,10 +238,14 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=16, help="selected experts in the mid-size step benchmark")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--skip-step", action="store_true")
+    ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--dispatch", default="auto", help="MoE dispatch of ours (auto: per backend)")
     ap.add_argument("--gpu", action="store_true", help="time on the GPU and measure the full-size step's real peak")
     args = ap.parse_args()
     if not args.skip_step:
-        bench_step(4, 512, args.k, args.repeats, gpu=args.gpu)
+        bench_step(4, 512, args.k, args.repeats, gpu=args.gpu, dispatch=args.dispatch)
+    if args.skip_memory:
+        return
     if args.gpu:
         peak_full_size(2, 512, 128, repeats=3)
     else:

@@ -77,6 +77,16 @@ def test_block_layout_puts_each_block_in_one_expert_within_the_static_bound(bloc
     assert nb >= sum(-(-s // block) for s in sizes)
 
 
+@pytest.mark.parametrize("rows, experts", [(64, 64), (8192, 128), (16384, 64), (131072, 128), (10**7, 8)])
+def test_block_rows_keep_the_weight_gather_under_three_matrices_per_expert(rows, experts):
+    from rise_jax.models.blocked_matmul import block_layout, block_rows
+
+    b = block_rows(rows, experts)
+    assert b & (b - 1) == 0 and 8 <= b <= 1024
+    nb = block_layout(jnp.zeros((experts,), jnp.int32), rows, b)[2]
+    assert nb <= 3 * experts or b == 1024
+
+
 @pytest.mark.parametrize("block", [None, 1, 8])
 def test_blocked_dispatch_in_bf16_matches_dense_to_bf16_round_off(block):
     x, wg, wu, wd, idx, w = (a.astype(jnp.bfloat16) if a.dtype == jnp.float32 else a for a in _problem(n=64, e=8))

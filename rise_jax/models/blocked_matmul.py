@@ -8,9 +8,10 @@ rows (each non-empty group wastes under one block); the rest hold zeros and are 
 
 Why: XLA on GPU lowers ``jax.lax.ragged_dot`` by expanding it over all experts (E/k times the
 routed FLOPs and an ``[E, R, H]`` temporary), and a scan over experts is one small kernel per
-step. Here the cost is a gather of ``nb`` weight matrices — ``nb ≈ R/B + E`` — plus matmuls with
-under two times the routed rows; gradients come from autodiff (the gather's transpose is a
-scatter-add into only the weights that were gathered from a differentiable source).
+step. Here the cost is a gather of ``nb ≈ R/B + E`` weight matrices plus matmuls over
+``R + E·B`` rows (:func:`block_rows` balances the two); gradients come from autodiff (the
+gather's transpose is a scatter-add into only the weights that were gathered from a
+differentiable source). Measured in ``bench/moe_dispatch.py`` and ``bench/RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -24,9 +25,19 @@ Array = jax.Array
 
 
 def block_rows(num_rows: int, num_experts: int) -> int:
-    """Rows per block: about the mean group size, a power of two in [8, 128]."""
-    mean = max(1, -(-num_rows // num_experts))
-    return int(min(128, max(8, 1 << (mean - 1).bit_length())))
+    """Rows per block ``B``, a power of two: about the mean group size ``R/E``, in [8, 128] (the
+    setting measured in ``bench/RESULTS.md``: 8 in decoding, 64-128 for training batches), and
+    for very large ``R`` at least ``R / 2E`` (up to 1024), so that the per-layer weight gather stays
+    under ``3E`` matrices (e.g. 512 rows for a 16k-token replay batch of Qwen3-30B-A3B).
+
+    ``B`` trades padded rows (matmul work on up to ``R + E·(B − 1)`` rows) against gathered
+    weights (``R/B + E`` matrices of ``H × I``)."""
+
+    def pow2ceil(v: int) -> int:
+        return 1 << max(0, v - 1).bit_length()
+
+    mean = pow2ceil(-(-num_rows // num_experts))
+    return int(min(1024, max(min(128, max(8, mean)), pow2ceil(-(-num_rows // (2 * num_experts))))))
 
 
 def block_layout(sizes: Array, num_rows: int, block: int) -> tuple[Array, Array, int]:
