@@ -17,7 +17,8 @@ implementations that agree to fp32 round-off and never drop a token:
   ``[nb, B, H] @ [nb, H, I]`` per projection (:mod:`rise_jax.models.blocked_matmul`). Plain XLA,
   few large kernels: the accelerator path where ``ragged_dot`` is not a native grouped matmul.
 
-``"auto"`` picks the fastest exact one for the backend (measured in ``bench/forward.py``).
+``"auto"`` picks the fastest exact one for the backend (measured in ``bench/forward.py`` on CPU,
+``bench/moe_dispatch.py --gpu`` and ``bench/train_step.py --gpu`` on GPU).
 
 Expert weights: ``w_gate``/``w_up`` ``[E, H, I]``, ``w_down`` ``[E, I, H]``; the expert function is
 ``down(silu(x @ gate) * (x @ up))``. The combine multiplies each expert output by its fp32 weight
