@@ -3,6 +3,7 @@
     python bench/moe_dispatch.py                      # mid-size layer, CPU, fp32
     python bench/moe_dispatch.py --gpu --size full    # a Qwen3-30B-A3B layer on the GPU
     python bench/moe_dispatch.py --gpu --dtype bfloat16
+    python bench/moe_dispatch.py --size tiny          # 256-token batch: a quick CPU check
 
 Times (medians) the routed experts of one layer — sort by expert, expert MLP, weighted combine —
 for the same tokens, top-k indices and weights: forward at a prefill/training batch and at a
@@ -139,11 +140,15 @@ def main() -> None:
     ap.add_argument("--size", choices=list(SIZES), default="mid")
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--impls", default="dense,ragged,grouped_scan,blocked")
+    ap.add_argument(
+        "--impls", default="", help="comma-separated; default all (without ragged on CPU: emulated densely)"
+    )
     args = ap.parse_args()
     dev = use_gpu(args.gpu)
     cfg, n = SIZES[args.size]
-    impls = args.impls.split(",")
+    impls = args.impls.split(",") if args.impls else ["dense", "grouped_scan", "blocked"]
+    if not args.impls and args.gpu:
+        impls.insert(1, "ragged")
 
     rows: dict[str, dict[str, float]] = {}
     for label, tokens in (("batch", n), ("decode", 8)):
