@@ -68,6 +68,25 @@ def test_twenty_adamw_steps_with_weight_decay_touch_only_the_selected_experts(tm
     assert np.signbit(np.asarray(merged["layers"]["moe"]["experts"]["gate_proj"])[0, 0, 0, 0])
 
 
+def test_apply_step_reuses_the_optimizer_state_and_gradient_buffers(loaded):
+    """The update consumes (donates) the Adam moments and the gradient sum, so it never holds two
+    copies of the optimiser state; the weights passed in stay valid (they may alias the caller's)."""
+    model, params = loaded
+    weights, slots = partition.split_trainable(partition.init_trainable(params, model.cfg, SELECTED))
+    tx, _ = make_optimizer(1e-3, 10)
+    grad_step, apply_step, _ = make_steps(model, tx)
+    ids = jnp.asarray(np.random.RandomState(0).randint(1, 128, (2, 8)), jnp.int32)
+    mask = jnp.ones_like(ids)
+    opt_state = tx.init(weights)
+    _, _, grads = grad_step(weights, slots, params, ids, mask, mask, jax.random.PRNGKey(0))
+    new, new_state, _ = apply_step(weights, opt_state, grads, jnp.float32(1.0))
+    moments = [x for x in jax.tree_util.tree_leaves(opt_state) if x.ndim > 0]
+    assert moments and all(x.is_deleted() for x in moments)
+    assert all(x.is_deleted() for x in jax.tree_util.tree_leaves(grads))
+    assert not any(x.is_deleted() for x in jax.tree_util.tree_leaves(weights))
+    assert not any(x.is_deleted() for x in jax.tree_util.tree_leaves((new, new_state)))
+
+
 def test_optimizer_state_holds_exactly_the_selected_parameters(loaded):
     model, params = loaded
     weights, _ = partition.split_trainable(partition.init_trainable(params, model.cfg, SELECTED))

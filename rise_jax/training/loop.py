@@ -193,7 +193,7 @@ def train(
                 if at_opt_step:
                     weights, opt_state, gn = apply_step(weights, opt_state, grad_acc, jnp.float32(n_acc))
                     grad_norm = float(gn)
-                    grad_acc = jax.tree_util.tree_map(jnp.zeros_like, grad_acc)
+                    grad_acc = jax.tree_util.tree_map(jnp.zeros_like, weights)  # the old sum was donated
                     n_acc = 0
                 last_loss = loss
                 done = steps_done = m + 1

@@ -76,7 +76,8 @@ def make_steps(model: MoEModel, tx: optax.GradientTransformation):
 
     ``grad_step(weights, slots, base_params, ids, mask, loss_mask, rng)`` -> (mean loss, target
     count, grads) — gradients of the trainable experts only; ``apply_step(weights, opt_state,
-    grad_sum, n)`` applies the mean of ``n`` accumulated micro-batch gradients. Base params are an
+    grad_sum, n)`` applies the mean of ``n`` accumulated micro-batch gradients and consumes
+    (donates) ``opt_state`` and ``grad_sum``: do not reuse them after the call. Base params are an
     input of every step and an output of none: the optimiser never sees them.
     ``eval_step(weights, slots, base, ids, mask, loss_mask)`` -> (NLL sum, target count).
     """
@@ -106,7 +107,11 @@ def make_steps(model: MoEModel, tx: optax.GradientTransformation):
         out = apply(weights, slots, base, ids, mask)
         return lm_loss_sums(out.logits, ids, loss_mask)
 
-    return jax.jit(grad_step), jax.jit(apply_step), jax.jit(eval_step)
+    # apply_step donates the optimiser state and the gradient sum: their buffers become the new
+    # state and weights, so an update holds no second copy of the Adam moments (on a Qwen3-30B-A3B
+    # K = 128 step that copy, 4.5 + 2.25 GiB, was the peak; bench/RESULTS.md). The weights are not
+    # donated: the caller's initial trainable tree may alias arrays it still uses.
+    return jax.jit(grad_step), jax.jit(apply_step, donate_argnums=(1, 2)), jax.jit(eval_step)
 
 
 def tree_bytes(tree: Any) -> int:
