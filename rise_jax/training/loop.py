@@ -124,7 +124,7 @@ def train(
     )
     grad_step, apply_step, eval_step = make_steps(model, tx)
     opt_state = tx.init(weights)
-    grad_acc = jax.tree_util.tree_map(jnp.zeros_like, weights)
+    grad_acc = None  # the gradient sum of the micro-batches since the last update (None: none yet)
     n_acc = 0
 
     manager = ocp.CheckpointManager(
@@ -134,17 +134,20 @@ def train(
     start = 0
     latest = manager.latest_step()
     if latest is not None:
-        target = {"weights": weights, "opt_state": opt_state, "grad_acc": grad_acc, "n_acc": np.zeros((), np.int32)}
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, weights)
+        target = {"weights": weights, "opt_state": opt_state, "grad_acc": zeros, "n_acc": np.zeros((), np.int32)}
         restored = manager.restore(latest, args=ocp.args.StandardRestore(target))
-        weights, opt_state, grad_acc = restored["weights"], restored["opt_state"], restored["grad_acc"]
+        weights, opt_state = restored["weights"], restored["opt_state"]
         n_acc, start = int(restored["n_acc"]), int(latest)
+        grad_acc = restored["grad_acc"] if n_acc else None
+        del zeros
 
     def save(step: int) -> None:
         if manager.latest_step() != step:
             state = {
                 "weights": weights,
                 "opt_state": opt_state,
-                "grad_acc": grad_acc,
+                "grad_acc": grad_acc if grad_acc is not None else jax.tree_util.tree_map(jnp.zeros_like, weights),
                 "n_acc": np.asarray(n_acc, np.int32),
             }
             manager.save(step, args=ocp.args.StandardSave(state))
@@ -186,14 +189,16 @@ def train(
                         f"and the last good state (micro-step {m}) is checkpointed in {os.path.join(out_dir, 'checkpoints')}. "
                         "Lower the learning rate or check the data."
                     )
-                grad_acc = jax.tree_util.tree_map(jnp.add, grad_acc, grads)
+                # No zero-filled sum is held between updates: with grad_accum = 1 that buffer would
+                # sit beside the next step's gradients (K experts' worth of fp32).
+                grad_acc = grads if grad_acc is None else jax.tree_util.tree_map(jnp.add, grad_acc, grads)
                 n_acc += 1
                 at_opt_step = (b + 1) % opts.grad_accum == 0 or b == per_epoch - 1
                 grad_norm = None
                 if at_opt_step:
                     weights, opt_state, gn = apply_step(weights, opt_state, grad_acc, jnp.float32(n_acc))
                     grad_norm = float(gn)
-                    grad_acc = jax.tree_util.tree_map(jnp.zeros_like, weights)  # the old sum was donated
+                    grad_acc = None  # donated to the update
                     n_acc = 0
                 last_loss = loss
                 done = steps_done = m + 1
