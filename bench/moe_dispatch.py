@@ -51,16 +51,14 @@ def _problem(cfg, n, seed=0):
 def _loss_fn(impl, g, u, d, slots, idx, wt, dt):
     """The training-setting loss: experts with a slot use trainable fp32 copies (cast to ``dt``)."""
     from rise_jax.models import dispatch as D
+    from rise_jax.models.grouped_matmul import override_weights
 
     def loss(x, trained):
         if impl in ("grouped_scan", "blocked"):
             fn = D.dispatch_blocked_override if impl == "blocked" else D.dispatch_override
             y = fn(x, (g, u, d), trained, slots, idx, wt)
         else:  # the model's path for the others: combined weights, mask of trainable experts
-            use = (slots >= 0)[:, None, None]
-            ws = [
-                jnp.where(use, t[jnp.maximum(slots, 0)].astype(dt), b) for b, t in zip((g, u, d), trained, strict=True)
-            ]
+            ws = override_weights((g, u, d), trained, slots, dt)
             y = D.dispatch(x, *ws, idx, wt, impl, slots >= 0)
         return jnp.sum(y.astype(jnp.float32) ** 2), y
 

@@ -35,6 +35,7 @@ from rise_jax.models.grouped_matmul import (
     grouped_expert_mlp,
     grouped_expert_mlp_override,
     grouped_expert_mlp_stacked,
+    override_weights,
 )
 
 Array = jax.Array
@@ -171,20 +172,12 @@ def dispatch_blocked_override(
     weights: Array,
     block: int | None = None,
 ) -> Array:
-    """``blocked`` where expert ``e`` uses ``trained[·][slots[e]]`` (cast to ``x``'s dtype) when
-    ``slots[e] >= 0`` and the gradient-stopped ``base[·][e]`` otherwise. Each block gathers its
+    """``blocked`` where expert ``e`` uses ``trained[·][slots[e]]`` when ``slots[e] >= 0`` and the
+    gradient-stopped ``base[·][e]`` otherwise (:func:`override_weights`). Each block gathers its
     expert's weights from one of the two, so weight gradients are ``[K, ...]``-sized: only the
     trainable experts receive any."""
 
-    def ws(be):
-        s = slots[be]
-        use = (s >= 0)[:, None, None]
-        safe = jnp.maximum(s, 0)
-        return tuple(
-            jnp.where(use, t[safe].astype(x.dtype), jax.lax.stop_gradient(b[be]).astype(x.dtype))
-            for b, t in zip(base, trained, strict=True)
-        )
-
+    ws = lambda be: tuple(override_weights(base, trained, slots, x.dtype, be))  # noqa: E731
     mlp = lambda xs, sizes: blocked_expert_mlp(xs, sizes, ws, block)  # noqa: E731
     return _walk_and_combine(x, indices, weights, base[0].shape[0], mlp)
 

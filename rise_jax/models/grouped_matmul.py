@@ -213,24 +213,28 @@ def _mlp_bwd(win, res, dy):
 _grouped_expert_mlp.defvjp(_mlp_fwd, _mlp_bwd)
 
 
-def _combine_override(base: tuple, trained: tuple, slots: Array, dtype) -> list[Array]:
-    """Expert ``e`` takes ``trained[slots[e]]`` where ``slots[e] >= 0``, else ``base[e]``."""
-    use = (slots >= 0)[:, None, None]
-    safe = jnp.maximum(slots, 0)
-    # Trained copies pass through the base dtype (a bf16 model computes with bf16-rounded masters).
-    return [
-        jnp.where(use, t[safe].astype(b.dtype).astype(dtype), b.astype(dtype))
-        for b, t in zip(base, trained, strict=True)
-    ]
+def override_weights(base: tuple, trained: tuple, slots: Array, dtype, experts: Array | None = None) -> list[Array]:
+    """The weights subnetwork training computes with: expert ``e`` (every expert, or each entry of
+    ``experts``) takes ``trained[slots[e]]`` where ``slots[e] >= 0``, else the gradient-stopped
+    ``base[e]``; cast to ``dtype``. Trained copies pass through the base dtype first (a bf16 model
+    computes with bf16-rounded masters). One rule for every dispatch."""
+    s = slots if experts is None else slots[experts]
+    use = (s >= 0)[:, None, None]
+    safe = jnp.maximum(s, 0)
+    out = []
+    for b, t in zip(base, trained, strict=True):
+        b = jax.lax.stop_gradient(b if experts is None else b[experts])
+        out.append(jnp.where(use, t[safe].astype(b.dtype).astype(dtype), b.astype(dtype)))
+    return out
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
 def _override_mlp(xs, base, trained, slots, sizes, win):
-    return _mlp_forward(xs, *_combine_override(base, trained, slots, xs.dtype), sizes, win)
+    return _mlp_forward(xs, *override_weights(base, trained, slots, xs.dtype), sizes, win)
 
 
 def _override_fwd(xs, base, trained, slots, sizes, win):
-    y, g, u = _mlp_forward(xs, *_combine_override(base, trained, slots, xs.dtype), sizes, win, keep_hidden=True)
+    y, g, u = _mlp_forward(xs, *override_weights(base, trained, slots, xs.dtype), sizes, win, keep_hidden=True)
     return y, (xs, g, u, base, trained, slots, sizes)
 
 
@@ -238,7 +242,7 @@ def _override_bwd(win, res, dy):
     """Gradients for ``xs`` and the trainable experts only; the combined weights are rebuilt here
     rather than saved, so a scan over layers stores no per-layer copy of every expert."""
     xs, g, u, base, trained, slots, sizes = res
-    combined = _combine_override(base, trained, slots, xs.dtype)
+    combined = override_weights(base, trained, slots, xs.dtype)
     use = slots >= 0
     dxs, *d_w = _mlp_grads(xs, g, u, *combined, sizes, use, dy, win)
     safe = jnp.maximum(slots, 0)

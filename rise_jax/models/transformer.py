@@ -33,6 +33,7 @@ import jax.numpy as jnp
 from rise_jax.models import dispatch as dispatch_lib
 from rise_jax.models import routing
 from rise_jax.models.config import ModelConfig
+from rise_jax.models.grouped_matmul import override_weights
 from rise_jax.models.layers import Attention, KVCacheLayer, attention_visibility, make_norm, rope_cos_sin
 
 Array = jax.Array
@@ -131,11 +132,8 @@ class Experts(nn.Module):
         if override is not None:
             slots, trained = override
             trainable = slots >= 0
-            use = trainable[:, None, None]
-            safe = jnp.maximum(slots, 0)
-            w = {
-                name: jnp.where(use, trained[name][safe].astype(pd), jax.lax.stop_gradient(w[name])) for name in shapes
-            }
+            combined = override_weights(tuple(w[n] for n in shapes), tuple(trained[n] for n in shapes), slots, dt)
+            w = dict(zip(shapes, combined, strict=True))
         w = {name: v.astype(dt) for name, v in w.items()}
         return dispatch_lib.dispatch(
             x.astype(dt), w["gate_proj"], w["up_proj"], w["down_proj"], indices, weights, self.opts.dispatch, trainable
