@@ -54,6 +54,10 @@ def test_export_loads_in_transformers_with_identical_logits(tmp_path, family):
     # Without source_dir: config.json is generated from our ModelConfig.
     out = rise_jax.export_model(model, params, str(tmp_path / "o"), max_shard_bytes=20_000, progress=False)
     assert os.path.isfile(os.path.join(out, "model.safetensors.index.json"))  # several shards
+    with open(os.path.join(out, "config.json")) as fh:  # the hub's class name: what vLLM looks up
+        assert json.load(fh)["architectures"] == [
+            {"qwen3_moe": "Qwen3MoeForCausalLM", "phimoe": "PhiMoEForCausalLM"}[family]
+        ]
     ids, mask = padded_batch(model.cfg.vocab_size, [9, 6], 9, [False, True], seed=1)
     ref, _ = hf_forward(load_hf_model(src), ids, mask)
     got, _ = hf_forward(load_hf_model(out), ids, mask)

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from rise_jax.checkpoints.hf_layout import leaf_specs
 from rise_jax.checkpoints.safetensors_io import save_safetensors
-from rise_jax.models.config import ModelConfig, config_to_hf_dict
+from rise_jax.models.config import HUB_ARCHITECTURES, ModelConfig, config_to_hf_dict
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -88,7 +88,8 @@ def export_hf_checkpoint(
     """Write ``params`` as an HF checkpoint at ``out_dir``; returns ``out_dir``.
 
     ``hf_config``: the source ``config.json`` to write back (its ``dtype`` updated); default one
-    generated from ``cfg``. ``dtype``: cast tensors (default: keep the params' dtype).
+    generated from ``cfg``; either way ``architectures`` names the hub class (what vLLM looks up,
+    see :data:`HUB_ARCHITECTURES`). ``dtype``: cast tensors (default: keep the params' dtype).
     """
     out_dir = os.path.abspath(out_dir)
     if os.path.exists(out_dir) and not overwrite:
@@ -139,6 +140,7 @@ def export_hf_checkpoint(
         config = dict(hf_config) if hf_config is not None else config_to_hf_dict(cfg)
         dtype_name = _DTYPE_NAMES.get(str(out_dtype), "float32")
         config["dtype"] = dtype_name
+        config["architectures"] = [HUB_ARCHITECTURES[cfg.model_type]]
         config.pop("torch_dtype", None)
         with open(os.path.join(tmp, "config.json"), "w", encoding="utf-8") as fh:
             json.dump(config, fh, indent=2, sort_keys=True)

@@ -207,6 +207,13 @@ def config_from_hf_dict(d: Mapping[str, Any], source: str = "config.json") -> Mo
     )
 
 
+# The ``architectures`` entry of each family's hub checkpoint. transformers picks the class from
+# ``model_type``; vLLM picks it from this name, and knows PhiMoE only by the hub's spelling
+# ("PhiMoEForCausalLM", not transformers' "PhimoeForCausalLM", which sends vLLM to its generic
+# Transformers fallback).
+HUB_ARCHITECTURES = {"qwen3_moe": "Qwen3MoeForCausalLM", "phimoe": "PhiMoEForCausalLM"}
+
+
 def config_to_hf_dict(cfg: ModelConfig, dtype: str = "float32") -> dict[str, Any]:
     """An HF ``config.json`` dict (transformers 5.x keys) that describes ``cfg``."""
     rope: dict[str, Any] = {"rope_type": cfg.rope.rope_type, "rope_theta": cfg.rope.theta}
@@ -243,7 +250,7 @@ def config_to_hf_dict(cfg: ModelConfig, dtype: str = "float32") -> dict[str, Any
     if cfg.model_type == "qwen3_moe":
         dense = [i for i in range(cfg.num_layers) if i not in set(cfg.moe_layer_ids)]
         d.update(
-            architectures=["Qwen3MoeForCausalLM"],
+            architectures=[HUB_ARCHITECTURES["qwen3_moe"]],
             num_experts=cfg.num_experts,
             head_dim=cfg.head_dim,
             moe_intermediate_size=cfg.moe_intermediate_size,
@@ -255,7 +262,7 @@ def config_to_hf_dict(cfg: ModelConfig, dtype: str = "float32") -> dict[str, Any
         )
     else:
         d.update(
-            architectures=["PhimoeForCausalLM"],
+            architectures=[HUB_ARCHITECTURES["phimoe"]],
             num_local_experts=cfg.num_experts,
             lm_head_bias=cfg.lm_head_bias,
             router_jitter_noise=cfg.router_jitter_noise,

