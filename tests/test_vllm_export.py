@@ -73,7 +73,11 @@ def test_merged_export_decodes_in_vllm_as_in_rise_jax(tmp_path, family):
     src = save_hf_model(hf, str(tmp_path / "src"))
     model, base = rise_jax.load_model(src, dtype="float32", progress=False)
     merged = _train_like(base, model.cfg, seed=5)
-    out = rise_jax.export_model(model, merged, str(tmp_path / "merged"), source_dir=src, progress=False)
+    # Small shards: vLLM reads the sharded layout with its index, as for the real models.
+    out = rise_jax.export_model(
+        model, merged, str(tmp_path / "merged"), source_dir=src, max_shard_bytes=100_000, progress=False
+    )
+    assert os.path.isfile(os.path.join(out, "model.safetensors.index.json"))
 
     rng = np.random.RandomState(0)
     prompts = [rng.randint(1, model.cfg.vocab_size, n).tolist() for n in PROMPT_LENGTHS]
