@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import ml_collections
 
 from rise_jax.api import export_model, load_model
+from rise_jax.checkpoints.hf_export import TOKENIZER_FILES
 from rise_jax.stages.common import checkpoint_path, model_sharding
 from rise_jax.stages.train import train_dir
 from rise_jax.training.artefacts import apply_trained_experts
@@ -23,10 +25,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
     )
     tok_dir = config.model.get("tokenizer")
     if tok_dir:  # a separately given tokenizer travels with the merged model
-        import shutil
-
-        from rise_jax.checkpoints.hf_export import TOKENIZER_FILES
-
         for f in TOKENIZER_FILES:
             if os.path.isfile(os.path.join(tok_dir, f)):
                 shutil.copy2(os.path.join(tok_dir, f), os.path.join(out, f))
