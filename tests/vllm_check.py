@@ -16,6 +16,7 @@ import os
 import sys
 
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # one process: no spawn of this script
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; the default claims most of the RAM
 
 
 def main(export_dir: str, request_path: str, result_path: str) -> None:
@@ -30,6 +31,9 @@ def main(export_dir: str, request_path: str, result_path: str) -> None:
         enforce_eager=True,
         skip_tokenizer_init=True,
         max_model_len=256,
+        # On CPU this is the share of host RAM vLLM requires free at start (default 0.92), which
+        # the test process and its neighbours do not leave.
+        gpu_memory_utilization=0.1,
         seed=0,
     )
     params = SamplingParams(
