@@ -71,6 +71,16 @@ def test_merged_export_decodes_in_vllm_as_in_rise_jax(tmp_path, family):
         with torch.no_grad():
             hf.lm_head.bias.zero_()
     src = save_hf_model(hf, str(tmp_path / "src"))
+    if family == "phimoe":  # the hub's config.json: its class name and remote-code pointers
+        with open(os.path.join(src, "config.json")) as fh:
+            hub = json.load(fh)
+        hub["architectures"] = ["PhiMoEForCausalLM"]
+        hub["auto_map"] = {
+            "AutoConfig": "configuration_phimoe.PhiMoEConfig",
+            "AutoModelForCausalLM": "modeling_phimoe.PhiMoEForCausalLM",
+        }
+        with open(os.path.join(src, "config.json"), "w") as fh:
+            json.dump(hub, fh)
     model, base = rise_jax.load_model(src, dtype="float32", progress=False)
     merged = _train_like(base, model.cfg, seed=5)
     # Small shards: vLLM reads the sharded layout with its index, as for the real models.
@@ -78,6 +88,8 @@ def test_merged_export_decodes_in_vllm_as_in_rise_jax(tmp_path, family):
         model, merged, str(tmp_path / "merged"), source_dir=src, max_shard_bytes=100_000, progress=False
     )
     assert os.path.isfile(os.path.join(out, "model.safetensors.index.json"))
+    with open(os.path.join(out, "config.json")) as fh:
+        assert "auto_map" not in json.load(fh)  # its modeling code is not in the export
 
     rng = np.random.RandomState(0)
     prompts = [rng.randint(1, model.cfg.vocab_size, n).tolist() for n in PROMPT_LENGTHS]

@@ -89,7 +89,7 @@ def export_hf_checkpoint(
 
     ``hf_config``: the source ``config.json`` to write back (its ``dtype`` updated); default one
     generated from ``cfg``; either way ``architectures`` names the hub class (what vLLM looks up,
-    see :data:`HUB_ARCHITECTURES`). ``dtype``: cast tensors (default: keep the params' dtype).
+    see :data:`HUB_ARCHITECTURES`) and ``auto_map`` is dropped. ``dtype``: cast tensors (default: keep the params' dtype).
     """
     out_dir = os.path.abspath(out_dir)
     if os.path.exists(out_dir) and not overwrite:
@@ -141,6 +141,9 @@ def export_hf_checkpoint(
         dtype_name = _DTYPE_NAMES.get(str(out_dtype), "float32")
         config["dtype"] = dtype_name
         config["architectures"] = [HUB_ARCHITECTURES[cfg.model_type]]
+        # The hub's Phi-3.5-MoE config points ``auto_map`` at its own modeling code, which is not
+        # copied (no checkpoint code is carried or run); the native classes load the export.
+        config.pop("auto_map", None)
         config.pop("torch_dtype", None)
         with open(os.path.join(tmp, "config.json"), "w", encoding="utf-8") as fh:
             json.dump(config, fh, indent=2, sort_keys=True)
