@@ -89,7 +89,8 @@ def export_hf_checkpoint(
 
     ``hf_config``: the source ``config.json`` to write back (its ``dtype`` updated); default one
     generated from ``cfg``; either way ``architectures`` names the hub class (what vLLM looks up,
-    see :data:`HUB_ARCHITECTURES`) and ``auto_map`` is dropped. ``dtype``: cast tensors (default: keep the params' dtype).
+    see :data:`HUB_ARCHITECTURES`) and ``auto_map`` is dropped. ``dtype``: cast tensors (default:
+    keep the params' dtype).
     """
     out_dir = os.path.abspath(out_dir)
     if os.path.exists(out_dir) and not overwrite:
