@@ -47,12 +47,11 @@ def _train_like(params, cfg, seed):
     experts = [(0, 0), (0, 3), (last, 1), (last, cfg.num_experts - 1)]
     trainable = partition.init_trainable(params, cfg, experts)
     key = jax.random.PRNGKey(seed)
-    for run, entry in partition.expert_overrides(trainable).items():
+    for entry in partition.expert_overrides(trainable).values():  # the dicts inside trainable
         for proj in partition.PROJECTIONS:
             key, sub = jax.random.split(key)
             w = entry[proj]
             entry[proj] = w + jnp.std(w) * jax.random.normal(sub, w.shape, w.dtype)
-        trainable[run] = entry
     return partition.merge_experts(params, trainable)
 
 
