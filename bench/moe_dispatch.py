@@ -8,7 +8,7 @@
 Times (medians) the routed experts of one layer — sort by expert, expert MLP, weighted combine —
 for the same tokens, top-k indices and weights: forward at a prefill/training batch and at a
 decode batch, and forward + backward in the training setting (gradients for the input and for K
-trainable experts, the rest frozen: ``dispatch_override``-style paths for ours, ``requires_grad``
+trainable experts, the rest frozen: the ``SubstitutedExperts`` weight source for ours, ``requires_grad``
 on the fused expert tensors for HF). This is the benchmark behind ``dispatch.default_impl``.
 """
 
@@ -48,18 +48,13 @@ def _problem(cfg, n, seed=0):
     return x, w, idx, wt / wt.sum(-1, keepdims=True)
 
 
-def _loss_fn(impl, g, u, d, slots, idx, wt, dt):
+def _loss_fn(impl, g, u, d, slots, idx, wt):
     """The training-setting loss: experts with a slot use trainable fp32 copies (cast to ``dt``)."""
     from rise_jax.models import dispatch as D
-    from rise_jax.models.grouped_matmul import override_weights
+    from rise_jax.models.expert_weights import StackedExperts, SubstitutedExperts
 
-    def loss(x, trained):
-        if impl in ("grouped_scan", "blocked"):
-            fn = D.dispatch_blocked_override if impl == "blocked" else D.dispatch_override
-            y = fn(x, (g, u, d), trained, slots, idx, wt)
-        else:  # the model's path for the others: combined weights, mask of trainable experts
-            ws = override_weights((g, u, d), trained, slots, dt)
-            y = D.dispatch(x, *ws, idx, wt, impl, slots >= 0)
+    def loss(x, trained):  # the model's training path: the substituted source
+        y = D.dispatch(x, D.ExpertChoice(idx, wt), SubstitutedExperts(StackedExperts(g, u, d), trained, slots), impl)
         return jnp.sum(y.astype(jnp.float32) ** 2), y
 
     return loss
@@ -72,14 +67,16 @@ def ours(impl, x, w, idx, wt, dtype, repeats, ref=None):
     dt = jnp.dtype(dtype)
     xj, idxj, wtj = jnp.asarray(x, dt), jnp.asarray(idx), jnp.asarray(wt)
     g, u, d = (jnp.asarray(w[p], dt) for p in "gud")
-    fwd = jax.jit(lambda x: D.dispatch(x, g, u, d, idxj, wtj, impl))
+    from rise_jax.models.expert_weights import StackedExperts
+
+    fwd = jax.jit(lambda x: D.dispatch(x, D.ExpertChoice(idxj, wtj), StackedExperts(g, u, d), impl))
     fwd(xj).block_until_ready()
     t_fwd = median_time(lambda: fwd(xj).block_until_ready(), repeats=repeats)
 
     e = g.shape[0]
     slots = jnp.asarray(np.where(np.arange(e) < K_TRAINABLE, np.arange(e), -1), jnp.int32)
     trained = tuple(jnp.asarray(w[p][:K_TRAINABLE], jnp.float32) for p in "gud")
-    bwd = jax.jit(jax.grad(_loss_fn(impl, g, u, d, slots, idxj, wtj, dt), argnums=(0, 1), has_aux=True))
+    bwd = jax.jit(jax.grad(_loss_fn(impl, g, u, d, slots, idxj, wtj), argnums=(0, 1), has_aux=True))
     (gx, gt), y = jax.block_until_ready(bwd(xj, trained))
     t_bwd = median_time(lambda: jax.block_until_ready(bwd(xj, trained)), repeats=repeats)
     outs = [np.asarray(a, np.float32) for a in (y, gx, *gt)]

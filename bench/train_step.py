@@ -94,7 +94,7 @@ def bench_step(batch: int, seq: int, k: int, repeats: int, gpu: bool = False, di
 
     for remat in (False, True):
         model, base = rise_jax.load_model(tmp, dtype="float32", remat=remat, dispatch=dispatch, progress=False)
-        weights, slots = partition.split_trainable(partition.init_trainable(base, model.cfg, experts))
+        weights, slots = partition.init_trainable(base, model.cfg, experts)
         tx, _ = make_optimizer(2e-5, 1000)
         grad_step, apply_step, _ = make_steps(model, tx)
         state = {"w": weights, "o": tx.init(weights)}
@@ -194,7 +194,7 @@ def peak_full_size(batch: int, seq: int, k: int, repeats: int) -> None:
         f"({time.perf_counter() - t0:.0f} s); allocator peak so far {after_init / GIB:.2f} GiB"
     )
     experts = pick_experts(cfg.num_moe_layers, cfg.num_experts, k)
-    weights, slots = partition.split_trainable(partition.init_trainable(base, cfg, experts))
+    weights, slots = partition.init_trainable(base, cfg, experts)
     tx, _ = make_optimizer(2e-5, 1000)
     opt = tx.init(weights)
     grad_step, apply_step, _ = make_steps(model, tx)

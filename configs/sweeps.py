@@ -1,29 +1,6 @@
-"""Sweeps over selection settings: each point is a set of config overrides run in its own workdir.
+"""Sweeps file for ``python -m rise_jax.sweep --sweeps_file=configs/sweeps.py`` (the default).
 
-python -m rise_jax.sweep --config=configs/qwen3_30b_a3b.py --sweep=alpha --workdir=/tmp/sweep_alpha
-
-Points share the routing statistics (replayed once, then linked into every point's workdir).
+The sweeps are defined in rise_jax/configs/sweeps.py (``rise_jax.configs.sweeps``).
 """
 
-SWEEPS = {
-    # Composite-score weight alpha of Spec / Ovlp (DESIGN §3).
-    "alpha": [{"select.alpha": a} for a in (0.0, 1.0, 5.0, 10.0, 20.0)],
-    # Zone budget ratios (shallow, middle, deep).
-    "ratios": [
-        {"select.ratios": r}
-        for r in ((1 / 3, 1 / 3, 1 / 3), (0.35, 0.25, 0.40), (0.5, 0.0, 0.5), (0.125, 0.6875, 0.1875), (0.2, 0.2, 0.6))
-    ],
-    "k": [{"select.k": k} for k in (16, 32, 64, 128, 256)],
-    # Layer-group ablations: select only in some zones (their budgets spill to the zones kept).
-    "zones": [
-        {"select.zones": z}
-        for z in ("shallow", "middle", "deep", "shallow,middle", "middle,deep", "shallow,deep", "shallow,middle,deep")
-    ],
-    "methods": [{"select.method": m} for m in ("rise", "random", "topk", "esft_gate", "esft_token")],
-}
-
-
-def get_sweep(name: str) -> list[dict]:
-    if name not in SWEEPS:
-        raise ValueError(f"unknown sweep {name!r}; choose one of {', '.join(SWEEPS)}")
-    return SWEEPS[name]
+from rise_jax.configs.sweeps import SWEEPS, get_sweep  # noqa: F401

@@ -3,7 +3,7 @@
 >>> model, params = rise_jax.load_model("/ckpt/Qwen3-30B-A3B", dtype="bfloat16")
 >>> out = rise_jax.forward(model, params, input_ids, attention_mask, return_routing=True)
 >>> out.logits            # [B, T, V]
->>> out.routing.topk_indices  # [L_moe, B, T, k]   (see rise_jax.models.routing.RoutingInfo)
+>>> out.routing.topk_indices  # [L_moe, B, T, k]   (see rise_jax.models.routers.RoutingInfo)
 >>> rise_jax.export_model(model, params, "/out/merged", source_dir="/ckpt/Qwen3-30B-A3B")
 """
 
@@ -19,7 +19,7 @@ import jax.numpy as jnp
 
 from rise_jax.checkpoints import export_hf_checkpoint, load_hf_checkpoint
 from rise_jax.checkpoints.hf_load import ShardingFn
-from rise_jax.models.routing import RouterEdit
+from rise_jax.models.routers import RouterEdit
 from rise_jax.models.transformer import ModelOutput, MoEModel, RuntimeOptions
 
 _DTYPES = {"float32": jnp.float32, "fp32": jnp.float32, "bfloat16": jnp.bfloat16, "bf16": jnp.bfloat16}
@@ -74,7 +74,7 @@ def forward(
     router_edit: RouterEdit | None = None,
 ) -> ModelOutput:
     """Jit-compiled forward pass. With ``return_routing`` the output carries a
-    :class:`~rise_jax.models.routing.RoutingInfo`; without it no routing array is materialised.
+    :class:`~rise_jax.models.routers.RoutingInfo`; without it no routing array is materialised.
     ``router_edit`` prunes or steers experts (:mod:`rise_jax.evaluation.interventions`)."""
     return model.apply(
         {"params": params},

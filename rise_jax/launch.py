@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import ml_collections
-from absl import app, flags, logging
+from absl import app, flags
 
+from rise_jax.errors import RiseError
 from rise_jax.io_utils import ensure_writable_dir
-from rise_jax.pipeline import PipelineError, parse_stages, run_pipeline
-from rise_jax.stages import RESETS, STAGES
+from rise_jax.messages import show_messages, verbose_flag
+from rise_jax.pipeline import run_pipeline, validate_stages
+from rise_jax.workdir import Workdir
 
 FLAGS = flags.FLAGS
 _CONFIG = None  # set in main() by config_flags
@@ -43,29 +47,22 @@ def resolve_placeholders(config: ml_collections.ConfigDict, workdir: str) -> ml_
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
-    """Cheap checks that fail before any model is loaded or built; messages name the field."""
+    """Cheap checks that fail before any model is loaded or built; messages name the field: the
+    model settings every stage shares, then each requested stage's own (``Stage.validate``)."""
     from rise_jax.api import as_dtype
     from rise_jax.models.dispatch import resolve_impl
-    from rise_jax.selection.algorithms import SelectionError
-    from rise_jax.stages.eval import VARIANTS
-    from rise_jax.stages.select import METHODS
 
-    parse_stages(config.stages)
     as_dtype(config.model.dtype)
     resolve_impl(config.model.dispatch)
-    if config.select.method not in METHODS:
-        raise SelectionError(
-            f"unknown selection method {config.select.method!r} (config.select.method); choose one of {', '.join(METHODS)}"
-        )
-    unknown = [v.strip() for v in config.eval.variants.split(",") if v.strip() and v.strip() not in VARIANTS]
-    if unknown:
-        raise ValueError(f"config.eval.variants: unknown {unknown}; choose from {', '.join(VARIANTS)}")
     if not config.model.get("demo", False) and not config.model.checkpoint:
         raise ValueError("config.model.checkpoint is empty: give an HF checkpoint directory or hub id")
+    validate_stages(config)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, str]:
-    """Validate ``config``, build the demo model when asked, then run the pipeline."""
+    """Validate ``config``, build the demo model when asked, then run the pipeline (its messages
+    on stdout, :mod:`rise_jax.messages`)."""
+    show_messages(library_info=verbose_flag())
     workdir = os.path.abspath(workdir)
     ensure_writable_dir(workdir)
     config = resolve_placeholders(config, workdir)
@@ -73,23 +70,33 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, str]:
     if config.model.get("demo", False):
         from rise_jax.demo.pretrain import PretrainOptions, build_demo
 
-        _, checkpoint = build_demo(workdir, PretrainOptions(**config.demo.to_dict()))
+        _, checkpoint = build_demo(Workdir(workdir), PretrainOptions(**config.demo.to_dict()))
         config.model.checkpoint = checkpoint
-    return run_pipeline(config, workdir, STAGES, RESETS)
+    return run_pipeline(config, workdir)
+
+
+# What the CLI reports as one line: the project's own errors, and bad values / missing files /
+# unknown keys raised by the libraries it drives (ml_collections, json, the OS).
+USER_ERRORS = (RiseError, ValueError, OSError, KeyError)
+
+
+def run_or_exit(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)``; an error in :data:`USER_ERRORS` is printed as one ``error: ...`` line on
+    stderr and exits with status 2 (anything else is a bug and keeps its traceback)."""
+    try:
+        return fn(*args)
+    except USER_ERRORS as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
 
 
 def main(argv: list[str]) -> None:
     del argv
-    if not FLAGS["verbosity"].present:  # library INFO logs (orbax, absl) only when asked for
-        logging.set_verbosity(logging.WARNING)
     from rise_jax.sharding import maybe_initialize_distributed
 
     maybe_initialize_distributed()  # multi-host jobs (launch/ scripts); no-op on one process
-    try:
-        run(_CONFIG.value, FLAGS.workdir)
-    except (ValueError, OSError, KeyError, PipelineError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_or_exit(run, _CONFIG.value, FLAGS.workdir)
 
 
 if __name__ == "__main__":

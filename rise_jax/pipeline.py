@@ -1,53 +1,47 @@
 """The pipeline: run the chosen stages in order, skipping those whose artefact is up to date.
 
-Each stage depends on some config sections (:data:`SECTIONS`) and on every stage before it in
-:data:`ORDER`. A stage's *fingerprint* is the SHA-256 of those sections, its own and its
-predecessors', so a changed training setting changes the fingerprints of ``train`` and every
-later stage but not of ``stats``. When a stage finishes, ``<workdir>/.rise/<stage>.json`` records
-its fingerprint, the sections it was made from, ``status`` (``running`` while it runs, ``done``
-after) and its wall time, written atomically. A later run skips a ``done`` stage whose fingerprint
-matches and resumes a ``running`` one; a fingerprint that does not match is reported with the keys
-that changed, the stage's resumable state is discarded and it reruns. ``config.force`` reruns
-every chosen stage from scratch.
+Stages come from :data:`rise_jax.stages.REGISTRY` (pipeline order). A stage's *fingerprint* is
+the SHA-256 of the config it depends on (``Stage.depends_on``: sections or dotted fields) and,
+for chained stages, of what every earlier stage depends on — so a changed training setting changes
+the fingerprints of ``train`` and every later stage but not of ``stats``. When a stage finishes,
+``<workdir>/.rise/<stage>.json`` records its fingerprint, the config it was made from, ``status``
+(``running`` while it runs, ``done`` after) and its wall time, written atomically. A later run
+skips a ``done`` stage whose fingerprint matches and resumes a ``running`` one; a fingerprint that
+does not match is reported with the keys that changed, the stage's resumable state is discarded
+(``Stage.reset``) and it reruns. ``config.force`` reruns every chosen stage from scratch.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable
 from typing import Any
 
 import ml_collections
+from absl import logging
 
+from rise_jax.config_values import comma_list
+from rise_jax.errors import RiseError
 from rise_jax.io_utils import write_json_atomic
+from rise_jax.stages import REGISTRY
+from rise_jax.stages.registry import Stage
+from rise_jax.workdir import Workdir
 
-ORDER = ("inspect", "stats", "analyze", "select", "train", "export", "eval", "report")
-DEFAULT_PIPELINE = ("stats", "analyze", "select", "train", "export", "eval", "report")
-SECTIONS: dict[str, tuple[str, ...]] = {
-    "inspect": ("model", "inspect"),
-    "stats": ("model", "demo", "data", "stats"),  # (mesh: placement only, results are equal)
-    "analyze": ("analyze",),
-    "select": ("select",),
-    "train": ("train",),
-    "export": (),
-    "eval": ("eval",),
-    "report": (),
-}
+ORDER = tuple(REGISTRY)
 # Fields that change how a stage reports, not what it computes.
 _IGNORED = {"progress"}
 
 
-class PipelineError(RuntimeError):
+class PipelineError(RiseError, RuntimeError):
     """A stage that did not finish (e.g. interrupted training); later stages cannot run."""
 
 
 def parse_stages(stages: str | list | tuple) -> list[str]:
     """Comma-separated stage names -> the list in pipeline order; unknown names are an error."""
-    names = [s.strip() for s in (stages.split(",") if isinstance(stages, str) else stages) if s.strip()]
-    unknown = [s for s in names if s not in ORDER]
+    names = comma_list(stages)
+    unknown = [s for s in names if s not in REGISTRY]
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown} in config.stages; available: {', '.join(ORDER)}")
     if not names:
@@ -63,12 +57,27 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
+def _dependencies(stage: str) -> list[str]:
+    """What ``stage`` depends on: its own ``depends_on`` and, when chained, every earlier stage's."""
+    st = REGISTRY[stage]
+    upto = [s for s in ORDER[: ORDER.index(stage) + 1] if REGISTRY[s].chained] if st.chained else [stage]
+    return sorted({dep for s in upto for dep in REGISTRY[s].depends_on})
+
+
 def relevant_config(config: ml_collections.ConfigDict, stage: str) -> dict[str, Any]:
-    """The config sections ``stage`` depends on: its own and those of every earlier stage."""
-    upto = ORDER[: ORDER.index(stage) + 1] if stage != "inspect" else ("inspect",)
-    sections = {s for st in upto for s in SECTIONS[st]}
+    """The config ``stage`` depends on, as a nested dict: whole sections, or single fields of a
+    section when only those are depended on (``select.zone_ratios``)."""
     full = config.to_dict()
-    return {s: _clean(full[s]) for s in sorted(sections) if s in full}
+    out: dict[str, Any] = {}
+    for dep in sorted(_dependencies(stage), key=lambda d: d.count(".")):  # sections before fields
+        *parents, leaf = dep.split(".")
+        src, dst = full, out
+        for key in parents:
+            src = src.get(key, {}) if isinstance(src, dict) else {}
+            dst = dst.setdefault(key, {})
+        if isinstance(src, dict) and leaf in src and leaf not in dst:
+            dst[leaf] = _clean(src[leaf])
+    return out
 
 
 def fingerprint(relevant: dict[str, Any]) -> str:
@@ -90,58 +99,66 @@ def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 def record_path(workdir: str, stage: str) -> str:
-    return os.path.join(workdir, ".rise", f"{stage}.json")
+    return Workdir(workdir).record(stage)
+
+
+def validate_stages(config: ml_collections.ConfigDict) -> list[Stage]:
+    """The requested stages, each one's config validated, before any of them runs."""
+    chosen = [REGISTRY[name] for name in parse_stages(config.stages)]
+    for stage in chosen:
+        stage.validate(config)
+    return chosen
 
 
 def run_pipeline(
-    config: ml_collections.ConfigDict,
-    workdir: str,
-    stages: dict[str, Callable[[ml_collections.ConfigDict, str], Any]],
-    resets: dict[str, Callable[[str], None]] | None = None,
-    log: Callable[[str], None] = print,
+    config: ml_collections.ConfigDict, workdir: str, log: Callable[[str], None] = logging.info
 ) -> dict[str, str]:
     """Run ``config.stages``; returns ``{stage: "ran" | "skipped"}``.
 
-    ``resets[stage](workdir)`` discards a stage's resumable state (training checkpoints, partial
-    eval results); it is called before a stage reruns with a different fingerprint or with
-    ``force``, so a rerun never resumes from state made with another config. A stage that was
-    interrupted with the same fingerprint resumes.
+    A stage's ``reset`` discards its resumable state (training checkpoints, partial eval results);
+    it is called before a stage reruns with a different fingerprint or with ``force``, so a rerun
+    never resumes from state made with another config. A stage that was interrupted with the same
+    fingerprint resumes.
     """
-    resets = resets or {}
+    wd = Workdir(workdir)
     force = bool(config.get("force", False))
     outcome: dict[str, str] = {}
-    for stage in parse_stages(config.stages):
-        relevant = relevant_config(config, stage)
+    for stage in validate_stages(config):
+        relevant = relevant_config(config, stage.name)
         fp = fingerprint(relevant)
-        path = record_path(workdir, stage)
+        path = wd.record(stage.name)
         previous = None
-        if os.path.isfile(path):
+        try:
             with open(path, encoding="utf-8") as fh:
                 previous = json.load(fh)
+        except FileNotFoundError:
+            pass
         same = previous is not None and previous.get("fingerprint") == fp
         if same and previous.get("status") == "done" and not force:
-            log(f"[{stage}] up to date (made {previous.get('finished', '?')}); skipped — force with --config.force")
-            outcome[stage] = "skipped"
+            log(
+                f"[{stage.name}] up to date (made {previous.get('finished', '?')}); skipped — force with --config.force"
+            )
+            outcome[stage.name] = "skipped"
             continue
         if previous is not None and (not same or force):
             if not same:
                 keys = changed_keys(previous.get("config", {}), relevant)
-                log(f"[{stage}] config changed since its artefact was made ({', '.join(keys[:8])}); rerunning")
-            if stage in resets:
-                resets[stage](workdir)
+                log(f"[{stage.name}] config changed since its artefact was made ({', '.join(keys[:8])}); rerunning")
+            if stage.reset is not None:
+                stage.reset(wd)
         elif same:
-            log(f"[{stage}] resuming an unfinished run")
-        record = {"stage": stage, "fingerprint": fp, "config": relevant, "status": "running"}
+            log(f"[{stage.name}] resuming an unfinished run")
+        record = {"stage": stage.name, "fingerprint": fp, "config": relevant, "status": "running"}
         write_json_atomic(path, record)
-        log(f"[{stage}] running")
+        log(f"[{stage.name}] running")
         t0 = time.perf_counter()
-        result = stages[stage](config, workdir)
+        result = stage.run(config, wd)
         seconds = time.perf_counter() - t0
         status = result.get("status") if isinstance(result, dict) else None
         if status is not None and status != "completed":
-            raise PipelineError(f"stage {stage} did not complete ({status}); rerun the same command to resume it")
+            raise PipelineError(f"stage {stage.name} did not complete ({status}); rerun the same command to resume it")
         record.update(status="done", seconds=round(seconds, 2), finished=time.strftime("%Y-%m-%d %H:%M:%S"))
         write_json_atomic(path, record)
-        log(f"[{stage}] done in {seconds:.1f} s")
-        outcome[stage] = "ran"
+        log(f"[{stage.name}] done in {seconds:.1f} s")
+        outcome[stage.name] = "ran"
     return outcome

@@ -84,16 +84,6 @@ def tree_shardings(tree: Any, mesh: Mesh) -> Any:
     return jax.tree_util.tree_map_with_path(one, tree)
 
 
-def shard_tree(tree: Any, mesh: Mesh) -> Any:
-    """Place an existing tree on ``mesh`` with :func:`tree_shardings`."""
-    return jax.device_put(tree, tree_shardings(tree, mesh))
-
-
-def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
-    """Inputs ``[B, ...]`` split over ``data`` (replicated over ``model``)."""
-    return NamedSharding(mesh, PartitionSpec(DATA, *([None] * (ndim - 1))))
-
-
 def trainable_shardings(weights: Any, mesh: Mesh) -> Any:
     """The K trainable experts ``[K_run, H, I]`` split by expert over ``model`` when K divides."""
     m = mesh.shape[MODEL]

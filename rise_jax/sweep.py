@@ -14,18 +14,19 @@ import importlib.util
 import json
 import os
 import shutil
-import sys
 from typing import Any
 
 import ml_collections
 from absl import app, flags, logging
 
 from rise_jax.io_utils import ensure_writable_dir, write_json_atomic, write_text_atomic
-from rise_jax.launch import run
-from rise_jax.pipeline import PipelineError, record_path
+from rise_jax.launch import run, run_or_exit
+from rise_jax.messages import show_messages, verbose_flag
+from rise_jax.stages import REGISTRY
+from rise_jax.workdir import Workdir
 
 FLAGS = flags.FLAGS
-SHARED_STAGES = ("stats", "analyze")
+SHARED_STAGES = ("stats", "analyze")  # depend on no swept (selection, training, eval) setting
 
 
 def load_sweep(path: str, name: str) -> list[dict[str, Any]]:
@@ -59,13 +60,20 @@ def label(overrides: dict[str, Any]) -> str:
 
 
 def share_stages(src: str, dst: str) -> None:
-    """Hard-link the shared stages' artefacts and records from ``src`` into ``dst``."""
-    for stage, rel in (("stats", "routing_stats"), ("analyze", "analysis")):
-        if not os.path.isfile(record_path(src, stage)) or os.path.exists(os.path.join(dst, rel)):
+    """Hard-link the shared stages' artefacts (``Stage.outputs``) and records from ``src`` into ``dst``."""
+    a, b = Workdir(src), Workdir(dst)
+    for stage in SHARED_STAGES:
+        outputs = list(zip(REGISTRY[stage].outputs(a), REGISTRY[stage].outputs(b), strict=True))
+        if not os.path.isfile(a.record(stage)) or any(os.path.exists(d) for _, d in outputs):
             continue
-        shutil.copytree(os.path.join(src, rel), os.path.join(dst, rel), copy_function=os.link)
-        os.makedirs(os.path.dirname(record_path(dst, stage)), exist_ok=True)
-        shutil.copyfile(record_path(src, stage), record_path(dst, stage))
+        for s, d in outputs:
+            if os.path.isdir(s):
+                shutil.copytree(s, d, copy_function=os.link)
+            else:
+                os.makedirs(os.path.dirname(d), exist_ok=True)
+                os.link(s, d)
+        os.makedirs(b.records, exist_ok=True)
+        shutil.copyfile(a.record(stage), b.record(stage))
 
 
 def run_sweep(config: ml_collections.ConfigDict, points: list[dict[str, Any]], workdir: str) -> list[dict[str, Any]]:
@@ -76,10 +84,10 @@ def run_sweep(config: ml_collections.ConfigDict, points: list[dict[str, Any]], w
         ensure_writable_dir(point_dir)
         if first is not None:
             share_stages(first, point_dir)
-        print(f"=== sweep point {i + 1}/{len(points)}: {overrides} -> {point_dir}")
+        logging.info(f"=== sweep point {i + 1}/{len(points)}: {overrides} -> {point_dir}")
         run(apply_overrides(config, overrides), point_dir)
         first = first or point_dir
-        results_file = os.path.join(point_dir, "eval", "results.json")
+        results_file = Workdir(point_dir).eval_results
         results = json.load(open(results_file, encoding="utf-8"))["results"] if os.path.isfile(results_file) else None
         summary.append({"overrides": overrides, "workdir": point_dir, "results": results})
         write_json_atomic(os.path.join(workdir, "sweep.json"), summary)
@@ -111,14 +119,9 @@ def sweep_markdown(summary: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str]) -> None:
     del argv
-    if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
-    try:
-        points = load_sweep(FLAGS.sweeps_file, FLAGS.sweep)
-        run_sweep(_CONFIG.value, points, os.path.abspath(FLAGS.workdir))
-    except (ValueError, OSError, KeyError, PipelineError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    show_messages(library_info=verbose_flag())
+    points = run_or_exit(load_sweep, FLAGS.sweeps_file, FLAGS.sweep)
+    run_or_exit(run_sweep, _CONFIG.value, points, os.path.abspath(FLAGS.workdir))
 
 
 if __name__ == "__main__":

@@ -13,10 +13,12 @@ import json
 import os
 from typing import Any
 
+from rise_jax.errors import RiseError
+
 _SPECIAL = ("bos_token", "eos_token", "unk_token", "pad_token")
 
 
-class TokenizerError(ValueError):
+class TokenizerError(RiseError, ValueError):
     """No usable tokenizer in a directory; the message names it."""
 
 

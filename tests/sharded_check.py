@@ -63,7 +63,7 @@ def main(path: str, dispatch: str = "auto") -> None:
     mask = jnp.ones_like(ids)
     results = []
     for params in (single, sharded):
-        weights, slots = partition.split_trainable(partition.init_trainable(params, model.cfg, experts_sel))
+        weights, slots = partition.init_trainable(params, model.cfg, experts_sel)
         if params is sharded:
             weights = jax.device_put(weights, trainable_shardings(weights, mesh))
         opt_state = tx.init(weights)

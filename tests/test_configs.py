@@ -1,15 +1,8 @@
 """The shipped configs: paper settings, `:arg` variants, sweeps, and their errors."""
 
-import os
-import sys
-
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs"))
-import phi35_moe  # noqa: E402
-import qwen3_30b_a3b  # noqa: E402
-import sweeps  # noqa: E402
-
+from rise_jax.configs import phi35_moe, qwen3_30b_a3b, sweeps  # noqa: E402
 from rise_jax.selection.algorithms import zone_budgets  # noqa: E402
 
 

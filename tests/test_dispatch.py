@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from rise_jax.models import dispatch
+from rise_jax.models.dispatch import ExpertChoice
+from rise_jax.models.expert_weights import StackedExperts, StackLayerExperts, SubstitutedExperts
 
 
 def _problem(n=37, h=16, i=8, e=6, k=2, skew=False, seed=0):
@@ -27,7 +29,7 @@ def test_grouped_dispatch_equals_dense_reference_in_value_and_gradient(impl, ske
     x, wg, wu, wd, idx, w = _problem(skew=skew)
 
     def loss(fn_impl, x, wg, wu, wd, w):
-        y = dispatch.dispatch(x, wg, wu, wd, idx, w, fn_impl)
+        y = dispatch.dispatch(x, ExpertChoice(idx, w), StackedExperts(wg, wu, wd), fn_impl)
         return jnp.sum(jnp.sin(y)), y
 
     (_, y_ref), g_ref = jax.value_and_grad(loss, argnums=(1, 2, 3, 4, 5), has_aux=True)("dense", x, wg, wu, wd, w)
@@ -46,7 +48,8 @@ def test_loop_over_experts_reference_agrees_with_dense():
             e = idx[t, s]
             g = x[t] @ wg[e]
             want[t] += w[t, s] * ((g / (1 + np.exp(-g)) * (x[t] @ wu[e])) @ wd[e])
-    got = dispatch.dispatch_dense(*map(jnp.asarray, (x, wg, wu, wd, idx, w)))
+    x, wg, wu, wd, idx, w = map(jnp.asarray, (x, wg, wu, wd, idx, w))
+    got = dispatch.dispatch_dense(x, ExpertChoice(idx, w), StackedExperts(wg, wu, wd))
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 
@@ -90,8 +93,9 @@ def test_block_rows_keep_the_weight_gather_under_three_matrices_per_expert(rows,
 @pytest.mark.parametrize("block", [None, 1, 8])
 def test_blocked_dispatch_in_bf16_matches_dense_to_bf16_round_off(block):
     x, wg, wu, wd, idx, w = (a.astype(jnp.bfloat16) if a.dtype == jnp.float32 else a for a in _problem(n=64, e=8))
-    want = dispatch.dispatch_dense(*(a.astype(jnp.float32) for a in (x, wg, wu, wd)), idx, w.astype(jnp.float32))
-    got = dispatch.dispatch_blocked(x, wg, wu, wd, idx, w, block)
+    f32 = lambda a: a.astype(jnp.float32)  # noqa: E731
+    want = dispatch.dispatch_dense(f32(x), ExpertChoice(idx, f32(w)), StackedExperts(f32(wg), f32(wu), f32(wd)))
+    got = dispatch.dispatch_blocked(x, ExpertChoice(idx, w), StackedExperts(wg, wu, wd), block)
     assert got.dtype == jnp.bfloat16
     np.testing.assert_allclose(np.asarray(got, np.float32), want, atol=0.05 * float(jnp.abs(want).max()))
 
@@ -121,7 +125,7 @@ def test_weight_gradients_only_for_trainable_experts_when_asked():
     trainable = jnp.asarray([True, False, True, False, False, True])
 
     def loss(impl, wg, wu, wd, mask):
-        return jnp.sum(jnp.sin(dispatch.dispatch(x, wg, wu, wd, idx, w, impl, trainable=mask)))
+        return jnp.sum(jnp.sin(dispatch.dispatch(x, ExpertChoice(idx, w), StackedExperts(wg, wu, wd, mask), impl)))
 
     ref = jax.grad(loss, argnums=(1, 2, 3))("dense", wg, wu, wd, None)
     got = jax.grad(loss, argnums=(1, 2, 3))("grouped_scan", wg, wu, wd, trainable)
@@ -131,7 +135,7 @@ def test_weight_gradients_only_for_trainable_experts_when_asked():
         assert not np.asarray(a)[~keep].any()
 
 
-@pytest.mark.parametrize("stacked_fn", ["dispatch_stacked", "dispatch_blocked_stacked"])
+@pytest.mark.parametrize("stacked_fn", ["dispatch_grouped_scan", "dispatch_blocked"])
 @pytest.mark.parametrize("param_dtype", [jnp.float32, jnp.bfloat16])
 def test_stacked_dispatch_reads_the_given_layer_and_equals_grouped_scan(param_dtype, stacked_fn):
     """The decoding path indexes ``[layer, expert]`` in stacked weights; each layer gives what
@@ -140,13 +144,15 @@ def test_stacked_dispatch_reads_the_given_layer_and_equals_grouped_scan(param_dt
     x, _, _, _, idx, w = layers[0]
     wg, wu, wd = (jnp.stack([p[j] for p in layers]).astype(param_dtype) for j in (1, 2, 3))
     for layer in range(3):
-        want = dispatch.dispatch_grouped_scan(x, *(a[layer].astype(jnp.float32) for a in (wg, wu, wd)), idx, w)
-        got = jax.jit(getattr(dispatch, stacked_fn))(x, wg, wu, wd, jnp.int32(layer), idx, w)
+        layer_weights = StackedExperts(*(a[layer].astype(jnp.float32) for a in (wg, wu, wd)))
+        want = dispatch.dispatch_grouped_scan(x, ExpertChoice(idx, w), layer_weights)
+        fn = jax.jit(lambda x, src: getattr(dispatch, stacked_fn)(x, ExpertChoice(idx, w), src))  # noqa: B023
+        got = fn(x, StackLayerExperts(wg, wu, wd, jnp.int32(layer)))
         assert got.dtype == x.dtype
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("override_fn", ["dispatch_override", "dispatch_blocked_override"])
+@pytest.mark.parametrize("override_fn", ["dispatch_grouped_scan", "dispatch_blocked"])
 def test_override_dispatch_equals_combined_weights_in_value_and_gradient(override_fn):
     """Subnetwork training's path: experts with a slot use their trainable copy; value and the
     gradients for x and the trainable copies equal the dense reference on the combined weights,
@@ -161,10 +167,11 @@ def test_override_dispatch_equals_combined_weights_in_value_and_gradient(overrid
         return [jnp.where(use, t[jnp.maximum(slots, 0)], b) for b, t in zip((wg, wu, wd), trained, strict=True)]
 
     def loss_ref(x, trained):
-        return jnp.sum(jnp.sin(dispatch.dispatch_dense(x, *combined(trained), idx, w)))
+        return jnp.sum(jnp.sin(dispatch.dispatch_dense(x, ExpertChoice(idx, w), StackedExperts(*combined(trained)))))
 
     def loss(x, trained, base):
-        return jnp.sum(jnp.sin(getattr(dispatch, override_fn)(x, base, trained, slots, idx, w)))
+        source = SubstitutedExperts(StackedExperts(*base), trained, slots)
+        return jnp.sum(jnp.sin(getattr(dispatch, override_fn)(x, ExpertChoice(idx, w), source)))
 
     want = jax.value_and_grad(loss_ref, argnums=(0, 1))(x, trained)
     got = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(x, trained, (wg, wu, wd))
@@ -173,3 +180,46 @@ def test_override_dispatch_equals_combined_weights_in_value_and_gradient(overrid
     for a, b in zip(got[1][1], want[1][1], strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
     assert all(not np.any(np.asarray(g)) for g in got[1][2])
+
+
+def _sources():
+    """One of each weight source over the same problem (6 experts)."""
+    x, wg, wu, wd, idx, w = _problem(n=29)
+    rng = np.random.RandomState(7)
+    slots = jnp.asarray([0, -1, -1, 2, 1, -1], jnp.int32)
+    trained = tuple(jnp.asarray(rng.randn(3, *a.shape[1:]).astype(np.float32) * 0.3) for a in (wg, wu, wd))
+    stack = tuple(jnp.stack([a * 0.5, a, a * 2.0]) for a in (wg, wu, wd))  # the problem's weights are layer 1
+    return (x, idx, w), {
+        "stacked": StackedExperts(wg, wu, wd),
+        "stacked_some_trainable": StackedExperts(wg, wu, wd, jnp.asarray([True, False, True, True, False, False])),
+        "substituted": SubstitutedExperts(StackedExperts(wg, wu, wd), trained, slots),
+        "stack_layer": StackLayerExperts(*stack, jnp.int32(1)),
+    }
+
+
+@pytest.mark.parametrize("source_name", ["stacked", "stacked_some_trainable", "substituted", "stack_layer"])
+@pytest.mark.parametrize("impl", ["ragged", "grouped_scan", "blocked"])
+def test_every_weight_source_gives_the_dense_reference_through_every_dispatch(source_name, impl):
+    """Each source through each implementation equals ``dense`` through the same source in fp32:
+    the output, the gradient for the tokens and the gradients for the source's parameters (only
+    the experts ``trainable()`` names get a non-zero one)."""
+    (x, idx, w), sources = _sources()
+    source = sources[source_name]
+
+    def loss(fn_impl, x, params):
+        y = dispatch.dispatch(x, ExpertChoice(idx, w), source.with_params(params), fn_impl)
+        return jnp.sum(jnp.sin(y)), y
+
+    grad = jax.value_and_grad(loss, argnums=(1, 2), has_aux=True)
+    (_, y_ref), (gx_ref, gp_ref) = grad("dense", x, source.params())
+    (_, y), (gx, gp) = jax.jit(grad, static_argnums=0)(impl, x, source.params())
+    np.testing.assert_allclose(y, y_ref, atol=1e-5)
+    np.testing.assert_allclose(gx, gx_ref, atol=1e-5)
+    assert jax.tree_util.tree_structure(gp) == jax.tree_util.tree_structure(gp_ref)
+    for a, b in zip(jax.tree_util.tree_leaves(gp), jax.tree_util.tree_leaves(gp_ref), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+        if source_name == "stacked_some_trainable":  # the other experts get exactly zero
+            assert not np.asarray(a)[~np.asarray(source.trainable())].any()
+    if source_name == "stack_layer":  # reads layer 1 of the stack: the plain layer's values
+        want = dispatch.dispatch_dense(x, ExpertChoice(idx, w), sources["stacked"])
+        np.testing.assert_allclose(y, want, atol=1e-6)

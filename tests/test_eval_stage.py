@@ -2,17 +2,14 @@
 
 import json
 import os
-import sys
 
 import pytest
 from hf_reference import SHARED_DATA, make_hf_model, save_hf_model
 
 from rise_jax import launch
+from rise_jax.configs import base  # noqa: E402
 from rise_jax.evaluation.interventions import InterventionError
 from rise_jax.evaluation.tasks import EvalError
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs"))
-import base  # noqa: E402
 
 QWEN_TOK = os.path.join(SHARED_DATA, "tokenizers", "qwen3")
 MC_ITEMS = [
@@ -86,7 +83,7 @@ def test_eval_writes_results_for_every_variant_task_and_language(setup):
 
 def test_eval_rerun_reuses_finished_results(setup, monkeypatch):
     ckpt, tmp, wd = setup
-    import rise_jax.stages.eval as eval_stage
+    import rise_jax.stages.evaluate as eval_stage
 
     def fail(*a, **k):
         raise AssertionError("a finished task was recomputed")

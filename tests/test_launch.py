@@ -45,7 +45,8 @@ def test_inspect_prints_and_writes_summary_and_orbax_params(tmp_path, qwen_dir):
 
 
 def test_full_size_zones_and_parameter_counts_from_config_only():
-    from rise_jax.stages.inspect import parameter_counts, zones
+    from rise_jax.stages.inspect_model import parameter_counts
+    from rise_jax.zones import zone_spans as zones
 
     assert zones(48) == {"shallow": [0, 17], "middle": [18, 29], "deep": [30, 47]}
     assert zones(32) == {"shallow": [0, 11], "middle": [12, 19], "deep": [20, 31]}
@@ -103,3 +104,41 @@ def test_unwritable_workdir_is_a_clear_error(tmp_path):
     blocker.write_text("not a directory")
     r = launch("--config=configs/demo.py", f"--workdir={blocker / 'sub'}")
     assert r.returncode != 0 and "cannot be created" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        "rise_jax.training.loop.TrainingError",
+        "rise_jax.pipeline.PipelineError",
+        "rise_jax.checkpoints.hf_load.CheckpointError",
+        "rise_jax.errors.SettingError",
+    ],
+)
+def test_every_domain_error_is_reported_as_one_line_with_status_2(capsys, error):
+    """A non-finite loss (TrainingError) and every other RiseError reach the user as one line."""
+    import importlib
+
+    from rise_jax import errors
+    from rise_jax.launch import run_or_exit
+
+    module, name = error.rsplit(".", 1)
+    cls = getattr(importlib.import_module(module), name)
+    assert issubclass(cls, errors.RiseError)
+
+    def fail():
+        raise cls("non-finite loss (nan) at micro-step 3; the last good state is checkpointed")
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_or_exit(fail)
+    assert exit_info.value.code == 2
+    assert (
+        capsys.readouterr().err == "error: non-finite loss (nan) at micro-step 3; the last good state is checkpointed\n"
+    )
+
+
+def test_a_bug_keeps_its_traceback():
+    from rise_jax.launch import run_or_exit
+
+    with pytest.raises(ZeroDivisionError):
+        run_or_exit(lambda: 1 / 0)

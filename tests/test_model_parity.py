@@ -9,7 +9,7 @@ from hf_reference import hf_forward, load_hf_model, longrope, make_hf_model, pad
 from transformers.models.phimoe.modeling_phimoe import sparsemixer
 
 import rise_jax
-from rise_jax.models import routing
+from rise_jax.models import routers
 
 QWEN_CASES = {
     "gqa2_normtopk": dict(),
@@ -99,7 +99,7 @@ def test_sparsemixer_eval_weights_match_hf_including_near_ties():
     scores[128:256] *= 0.01
     for eps in (0.01, 0.1):
         ref_w, ref_i = sparsemixer(torch.tensor(scores), jitter_eps=eps, training=False)
-        w, i = routing.sparsemixer_eval(jnp.asarray(scores), eps)
+        w, i = routers.sparsemixer_eval(jnp.asarray(scores), eps)
         np.testing.assert_array_equal(np.asarray(i), ref_i.numpy())
         assert np.abs(np.asarray(w) - ref_w.numpy()).max() < 1e-6
 
@@ -128,7 +128,7 @@ def test_sparsemixer_train_backward_equals_hf_phimoe_multiplier():
     out.backward(torch.tensor(g_out))
 
     onehot = jax.nn.one_hot(sel[:, 0], e)
-    f = lambda s: routing._phimoe_multiplier(s, mult, onehot, gates, mask_for_one)  # noqa: E731
+    f = lambda s: routers._phimoe_multiplier(s, mult, onehot, gates, mask_for_one)  # noqa: E731
     y, vjp = jax.vjp(f, jnp.asarray(scores))
     np.testing.assert_allclose(np.asarray(y), out.detach().numpy(), atol=1e-7)
     np.testing.assert_allclose(np.asarray(vjp(jnp.asarray(g_out))[0]), ts.grad.numpy(), atol=1e-6)

@@ -2,16 +2,13 @@
 
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
 
 from rise_jax import launch
+from rise_jax.configs import demo  # noqa: E402
 from rise_jax.pipeline import changed_keys, fingerprint, parse_stages, relevant_config
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs"))
-import demo  # noqa: E402
 
 STAGES = ["stats", "analyze", "select", "train", "export", "eval", "report"]
 

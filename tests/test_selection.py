@@ -134,3 +134,33 @@ def test_bad_selection_parameters_are_clear_errors(kwargs, message):
 def test_one_language_is_an_error():
     with pytest.raises(alg.SelectionError, match="at least 2 languages"):
         alg.rise_select(random_freq(1, 4, 4, 2), 0, 2, (0.35, 0.25, 0.40))
+
+
+def test_scores_tied_in_real_arithmetic_break_by_the_documented_rule_not_round_off():
+    """Experts 0 and 1 of layer 0 have Spec = 5 exactly (a = 2/5 for the target, mean 2/5), but
+    float64 gives 4.999999999999999 and 5.000000000000001; ranked in float32 (as the reference
+    implementation computes) they tie, and the lower expert wins."""
+    counts = np.zeros((3, 4, 6))
+    counts[:, 0] = [[2, 2, 2, 0, 1, 0], [2, 3, 2, 0, 2, 1], [2, 1, 3, 0, 1, 3]]
+    freq = counts / 5
+    spec64 = alg.rise_scores(freq, 0, 10.0)["spec"][0]
+    assert spec64[1] > spec64[0]  # the round-off this guards against
+    chosen, _ = alg.rise_select(freq, 0, 1, (1.0, 0.0, 0.0))
+    assert [(s.layer, s.expert) for s in chosen] == [(0, 0)]
+    assert chosen[0].scores["spec"] == spec64[0]  # the recorded scores stay float64
+
+
+def test_zone_ratios_move_the_boundaries_like_the_reference_code():
+    """``select.zone_ratios`` = (ρs, ρm): L1 = round(ρs L), L2 = round((ρs + ρm) L); the defaults are
+    the paper's, and other ratios move every zone-dependent result (budgets, zones of experts)."""
+    from rise_jax.zones import zone_boundaries, zone_spans
+
+    assert zone_boundaries(48) == (18, 30) and zone_boundaries(12) == (4, 8)
+    assert zone_boundaries(48, (0.25, 0.5)) == (12, 36)
+    assert zone_spans(10, (0.0, 0.5)) == {"shallow": None, "middle": [0, 4], "deep": [5, 9]}
+    freq = random_freq(3, 8, 4, 2)
+    chosen, budgets = alg.rise_select(freq, 0, 8, (0.5, 0.0, 0.5), zone_ratios=(0.125, 0.5))
+    assert budgets == {"shallow": 4, "middle": 0, "deep": 4}  # L1 = round(1.0) = 1, L2 = round(5.0) = 5
+    assert all((s.layer < 1) == (s.zone == "shallow") and (s.layer >= 5) == (s.zone == "deep") for s in chosen)
+    with pytest.raises(ValueError, match=r"zone ratios \(0.7, 0.5\) must lie in \[0, 1\] and sum to at most 1"):
+        zone_boundaries(8, (0.7, 0.5))

@@ -2,18 +2,15 @@
 
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
 from hf_reference import SHARED_DATA, make_hf_model, save_hf_model
 
 from rise_jax import launch
+from rise_jax.configs import base  # noqa: E402
 from rise_jax.routing.stats import StatsError
 from rise_jax.selection.algorithms import SelectionError
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs"))
-import base  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import torch
 from hf_reference import hf_forward, load_hf_model, make_hf_model, padded_batch, save_hf_model
 
 import rise_jax
+from rise_jax.models.transformer import TrainableExperts
 from rise_jax.training import loop as loop_lib
 from rise_jax.training import partition
 from rise_jax.training.artefacts import load_trained_experts, save_trained_experts
@@ -72,7 +73,7 @@ def test_apply_step_reuses_the_optimizer_state_and_gradient_buffers(loaded):
     """The update consumes (donates) the Adam moments and the gradient sum, so it never holds two
     copies of the optimiser state; the weights passed in stay valid (they may alias the caller's)."""
     model, params = loaded
-    weights, slots = partition.split_trainable(partition.init_trainable(params, model.cfg, SELECTED))
+    weights, slots = partition.init_trainable(params, model.cfg, SELECTED)
     tx, _ = make_optimizer(1e-3, 10)
     grad_step, apply_step, _ = make_steps(model, tx)
     ids = jnp.asarray(np.random.RandomState(0).randint(1, 128, (2, 8)), jnp.int32)
@@ -89,7 +90,7 @@ def test_apply_step_reuses_the_optimizer_state_and_gradient_buffers(loaded):
 
 def test_optimizer_state_holds_exactly_the_selected_parameters(loaded):
     model, params = loaded
-    weights, _ = partition.split_trainable(partition.init_trainable(params, model.cfg, SELECTED))
+    weights, _ = partition.init_trainable(params, model.cfg, SELECTED)
     tx, _ = make_optimizer(1e-3, 10)
     state = tx.init(weights)
     adam = [s for s in jax.tree_util.tree_leaves(state, is_leaf=lambda x: hasattr(x, "mu")) if hasattr(s, "mu")][0]
@@ -134,11 +135,11 @@ def test_one_step_matches_hf_torch_with_only_the_selected_experts_trainable(tmp_
 
     tx, _ = make_optimizer(lr, total_steps=1_000_000, warmup_ratio=0.0, weight_decay=wd, clip_norm=1.0)
     grad_step, apply_step, _ = make_steps(model, tx)
-    weights, slots = partition.split_trainable(partition.init_trainable(params, model.cfg, SELECTED))
+    weights, slots = partition.init_trainable(params, model.cfg, SELECTED)
     loss, _, grads = grad_step(weights, slots, params, ids, mask, mask, jax.random.PRNGKey(0))
     np.testing.assert_allclose(float(loss), out.loss.item(), rtol=1e-6)
     weights, _, _ = apply_step(weights, tx.init(weights), grads, jnp.float32(1.0))
-    merged = partition.merge_experts(params, partition.join_trainable(weights, slots))
+    merged = partition.merge_experts(params, TrainableExperts(weights, slots))
     i = model.cfg.moe_intermediate_size
     for layer, e in SELECTED:
         ex = hf.model.layers[layer].mlp.experts
@@ -244,8 +245,10 @@ def test_interrupted_and_resumed_training_equals_uninterrupted(tmp_path, loaded,
 def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_good_state(tmp_path, loaded):
     model, params = loaded
     trainable = partition.init_trainable(params, model.cfg, SELECTED)
-    bad = dict(trainable)
-    bad["layers"] = {**trainable["layers"], "down_proj": trainable["layers"]["down_proj"].at[0, 0, 0].set(jnp.inf)}
+    w = trainable.weights["layers"]
+    bad = trainable._replace(
+        weights={**trainable.weights, "layers": {**w, "down_proj": w["down_proj"].at[0, 0, 0].set(jnp.inf)}}
+    )
     opts = TrainOptions(epochs=1, batch_size=2, grad_accum=1, progress=False)
     with pytest.raises(
         TrainingError,
@@ -274,7 +277,7 @@ def test_extra_trainable_groups_by_path_rule_train_routers_and_leave_the_rest_bi
     model, params = loaded
     before = jax.tree_util.tree_map(np.asarray, params)
     trainable = partition.init_trainable(params, model.cfg, SELECTED, ["moe/router"])
-    weights, _ = partition.split_trainable(trainable)
+    weights = trainable.weights
     assert set(weights[partition.EXTRA]["layers"]["moe"]) == {"router"}
     opts = TrainOptions(epochs=1, batch_size=2, grad_accum=1, lr=1e-3, extra_lr=1e-2, progress=False)
     res = train(model, params, trainable, token_set(128), None, opts, str(tmp_path))

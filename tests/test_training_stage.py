@@ -2,7 +2,6 @@
 
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -10,12 +9,10 @@ from hf_reference import SHARED_DATA, make_hf_model, save_hf_model
 
 import rise_jax
 from rise_jax import launch
+from rise_jax.configs import base  # noqa: E402
 from rise_jax.data.sources import Example
 from rise_jax.selection.algorithms import SelectionError
 from rise_jax.training.data import TrainingDataError, build_training_set
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs"))
-import base  # noqa: E402
 
 QWEN_TOK = os.path.join(SHARED_DATA, "tokenizers", "qwen3")
 

@@ -47,7 +47,7 @@ def _train_like(params, cfg, seed):
     experts = [(0, 0), (0, 3), (last, 1), (last, cfg.num_experts - 1)]
     trainable = partition.init_trainable(params, cfg, experts)
     key = jax.random.PRNGKey(seed)
-    for entry in partition.expert_overrides(trainable).values():  # the dicts inside trainable
+    for entry in partition.expert_weights(trainable).values():  # the dicts inside trainable
         for proj in partition.PROJECTIONS:
             key, sub = jax.random.split(key)
             w = entry[proj]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 
 from rise_jax.models.config import ModelConfig
-from rise_jax.models.transformer import layer_runs
+from rise_jax.models.layout import layer_runs
 
 
 @dataclasses.dataclass(frozen=True)

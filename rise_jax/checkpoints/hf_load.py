@@ -24,13 +24,14 @@ from tqdm.auto import tqdm
 
 from rise_jax.checkpoints.hf_layout import LeafSpec, fused_router_name, leaf_specs
 from rise_jax.checkpoints.safetensors_io import SafetensorsFile, SafetensorsFormatError
+from rise_jax.errors import RiseError
 from rise_jax.models.config import ConfigError, ModelConfig, config_from_hf_dict
 
 # Tensors a checkpoint may carry that the model does not use.
 _IGNORED = (re.compile(r".*\.rotary_emb\.inv_freq$"),)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(RiseError, ValueError):
     """A checkpoint directory that cannot be loaded; the message names the file and tensor."""
 
 

@@ -18,6 +18,8 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
+from rise_jax.errors import RiseError
+
 _DTYPES = {
     "F64": np.float64,
     "F32": np.float32,
@@ -32,7 +34,7 @@ _DTYPES = {
 }
 
 
-class SafetensorsFormatError(ValueError):
+class SafetensorsFormatError(RiseError, ValueError):
     """A file that is not a readable safetensors file; the message names it."""
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from rise_jax.config_values import comma_list
+
 
 @dataclasses.dataclass(frozen=True)
 class Language:
@@ -61,8 +63,7 @@ def get_language(code: str) -> Language:
 
 def parse_languages(spec: str | list[str] | tuple[str, ...]) -> list[str]:
     """``"en,bn,sw"`` or a list -> normalised ISO codes, order kept, duplicates rejected."""
-    items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
-    codes = [get_language(s).code for s in items]
+    codes = [get_language(s).code for s in comma_list(spec)]
     dupes = sorted({c for c in codes if codes.count(c) > 1})
     if dupes:
         raise ValueError(f"language(s) listed twice: {', '.join(dupes)}")

@@ -28,12 +28,14 @@ import json
 import os
 from typing import Any
 
+from rise_jax.config_values import comma_list
 from rise_jax.data.languages import Language, get_language
+from rise_jax.errors import RiseError
 
 SOURCE_KINDS = ("plain_text", "mgsm", "squad", "flores", "ntrex", "hf")
 
 
-class SourceError(ValueError):
+class SourceError(RiseError, ValueError):
     """A source that is missing, unreadable or empty; the message names the file."""
 
 
@@ -67,6 +69,13 @@ class SourceSpec:
     def __post_init__(self):
         if self.kind not in SOURCE_KINDS:
             raise SourceError(f"unknown source kind {self.kind!r}; choose one of {', '.join(SOURCE_KINDS)}")
+
+    @classmethod
+    def from_config(cls, section: Any) -> SourceSpec:
+        """From a data-source config section (``config.data``, ``config.train.data``: the fields
+        :func:`rise_jax.configs.base.data_source` defines); fields it lacks keep their defaults."""
+        fields = {f.name for f in dataclasses.fields(cls)} - {"kind"}
+        return cls(kind=section.source, **{k: section[k] for k in fields if k in section})
 
 
 def _fill(template: str, lang: Language) -> str:
@@ -181,7 +190,7 @@ def _hf(spec: SourceSpec, lang: Language) -> list[Example]:
         ds = datasets.load_dataset(spec.hf_path, **kwargs)
     except Exception as err:  # datasets raises many types (FileNotFound, ConnectionError, ValueError)
         raise SourceError(f"{spec.hf_path} ({kwargs}): cannot load dataset: {type(err).__name__}: {err}") from err
-    fields = [f.strip() for f in spec.text_fields.split(",") if f.strip()]
+    fields = comma_list(spec.text_fields)
     missing = [f for f in fields if f not in ds.column_names]
     if missing:
         raise SourceError(f"{spec.hf_path}: column(s) {missing} not in dataset columns {ds.column_names}")

@@ -32,8 +32,9 @@ from rise_jax.checkpoints import export_hf_checkpoint
 from rise_jax.demo.corpus import LANGUAGES, pretrain_lines, write_corpus
 from rise_jax.io_utils import write_json_atomic
 from rise_jax.models.config import config_from_hf_dict
+from rise_jax.models.lm_loss import lm_loss_sums
 from rise_jax.models.transformer import MoEModel, RuntimeOptions
-from rise_jax.training.step import lm_loss_sums
+from rise_jax.workdir import Workdir
 
 PAD, EOS = "<pad>", "<eos>"
 
@@ -191,10 +192,10 @@ def pretrain(out_dir: str, opts: PretrainOptions = PretrainOptions(), progress: 
     return out_dir
 
 
-def build_demo(workdir: str, opts: PretrainOptions = PretrainOptions(), progress: bool = True) -> tuple[str, str]:
+def build_demo(wd: Workdir, opts: PretrainOptions = PretrainOptions(), progress: bool = True) -> tuple[str, str]:
     """The demo's corpus (``<workdir>/demo/corpus``) and pretrained checkpoint
     (``<workdir>/demo/checkpoint``), each made once and reused."""
-    corpus = os.path.join(workdir, "demo", "corpus")
+    corpus = wd.demo_corpus
     if not os.path.isfile(os.path.join(corpus, "counts.json")):
         write_corpus(corpus, opts.seed)
-    return corpus, pretrain(os.path.join(workdir, "demo", "checkpoint"), opts, progress)
+    return corpus, pretrain(wd.demo_checkpoint, opts, progress)

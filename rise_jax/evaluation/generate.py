@@ -17,13 +17,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rise_jax.models.routing import RouterEdit
+from rise_jax.errors import RiseError
+from rise_jax.models.routers import RouterEdit
 from rise_jax.models.transformer import MoEModel, init_kv_cache
 
 Array = jax.Array
 
 
-class GenerationError(ValueError):
+class GenerationError(RiseError, ValueError):
     """Prompts or options that cannot be decoded (the message says which)."""
 
 

@@ -1,6 +1,6 @@
 """Interventions on the routers: pruning and steering experts, and finding which experts to touch.
 
-Each builder is a pure function returning a :class:`~rise_jax.models.routing.RouterEdit` (or a new
+Each builder is a pure function returning a :class:`~rise_jax.models.routers.RouterEdit` (or a new
 one from an old one, so edits compose). Pass the edit to :func:`rise_jax.forward` or the
 generation functions; the parameters are never modified, so any params (base, trained, merged)
 can be combined with any edit.
@@ -20,13 +20,14 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from rise_jax.errors import RiseError
 from rise_jax.models.config import ModelConfig
-from rise_jax.models.routing import RouterEdit
+from rise_jax.models.routers import RouterEdit
 
 STEER_MODES = ("soft", "hard")
 
 
-class InterventionError(ValueError):
+class InterventionError(RiseError, ValueError):
     """An intervention naming a layer or expert the model does not have, or a bad mode."""
 
 

@@ -23,11 +23,12 @@ from tqdm import tqdm
 from rise_jax.data.batching import bucketed_batches, render, tokenize_examples
 from rise_jax.data.languages import get_language
 from rise_jax.data.sources import Example, SourceError, SourceSpec, load_examples
+from rise_jax.errors import RiseError
 from rise_jax.evaluation.generate import SamplingOptions, generate_text
 from rise_jax.evaluation.metrics import best_over_golds, exact_match, f1_score, mgsm_correct
-from rise_jax.models.routing import RouterEdit
+from rise_jax.models.lm_loss import token_log_probs
+from rise_jax.models.routers import RouterEdit
 from rise_jax.models.transformer import MoEModel
-from rise_jax.training.step import token_log_probs
 
 TASK_KINDS = ("mgsm", "qa", "perplexity", "multiple_choice")
 LONG_PROMPT_POLICIES = ("skip", "truncate")
@@ -36,7 +37,7 @@ DEFAULT_QA_TEMPLATE = (
 )
 
 
-class EvalError(ValueError):
+class EvalError(RiseError, ValueError):
     """Unknown task, a language the task has no data for, an empty dataset (message names which)."""
 
 

@@ -11,6 +11,8 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from rise_jax.errors import RiseError
+
 SUPPORTED_MODEL_TYPES = ("qwen3_moe", "phimoe")
 SUPPORTED_ROPE_TYPES = ("default", "longrope")
 
@@ -18,7 +20,7 @@ SUPPORTED_ROPE_TYPES = ("default", "longrope")
 _DEFAULT_THETA = {"qwen3_moe": 10000.0, "phimoe": 1000000.0}
 
 
-class ConfigError(ValueError):
+class ConfigError(RiseError, ValueError):
     """A config.json that cannot describe a supported model; the message names file and key."""
 
 
@@ -76,10 +78,6 @@ class ModelConfig:
     @property
     def num_moe_layers(self) -> int:
         return len(self.moe_layer_ids)
-
-    @property
-    def expert_intermediate_size(self) -> int:
-        return self.moe_intermediate_size
 
     @property
     def is_moe_layer(self) -> tuple[bool, ...]:
@@ -272,12 +270,3 @@ def config_to_hf_dict(cfg: ModelConfig, dtype: str = "float32") -> dict[str, Any
         if cfg.rope.rope_type == "longrope":
             d["original_max_position_embeddings"] = cfg.rope.original_max_position_embeddings
     return d
-
-
-def zone_boundaries(num_layers: int) -> tuple[int, int]:
-    """Shallow/middle/deep boundaries ``(L1, L2)``: ``round(0.375 L)``, ``round(0.625 L)``.
-
-    Python's ``round`` (half to even), as the paper's reference code: L=4 -> (2, 2) (empty middle),
-    L=12 -> (4, 8), L=48 -> (18, 30), L=32 -> (12, 20).
-    """
-    return round(0.375 * num_layers), round(0.625 * num_layers)

@@ -15,9 +15,12 @@ accumulating per group).
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+
+from rise_jax.models.expert_weights import ExpertWeights
 
 Array = jax.Array
 
@@ -166,24 +169,6 @@ def _mlp_walk(
     return bufs[0][:m]
 
 
-def _mlp_forward(
-    xs: Array, w_gate: Array, w_up: Array, w_down: Array, sizes: Array, win: int, keep_hidden: bool = False
-):
-    take = lambda g: (w_gate[g], w_up[g], w_down[g])  # noqa: E731
-    return _mlp_walk(xs, take, w_gate.shape[0], w_down.shape[-1], sizes, win, keep_hidden)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
-def _grouped_expert_mlp(xs, w_gate, w_up, w_down, sizes, need_grad, win):
-    del need_grad
-    return _mlp_forward(xs, w_gate, w_up, w_down, sizes, win)
-
-
-def _mlp_fwd(xs, w_gate, w_up, w_down, sizes, need_grad, win):
-    y, g, u = _mlp_forward(xs, w_gate, w_up, w_down, sizes, win, keep_hidden=True)
-    return y, (xs, g, u, w_gate, w_up, w_down, sizes, need_grad)
-
-
 def _mlp_grads(xs, g, u, w_gate, w_up, w_down, sizes, need, dy, win):
     """(d xs, d w_gate, d w_up, d w_down) from the saved pre-activations ``g = x gate``,
     ``u = x up``. Weight gradients only for groups with ``need`` (all when None)."""
@@ -200,78 +185,36 @@ def _mlp_grads(xs, g, u, w_gate, w_up, w_down, sizes, need, dy, win):
     return dxs, d_gate, d_up, d_down
 
 
-def _mlp_bwd(win, res, dy):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _source_mlp(xs: Array, params: Any, source: ExpertWeights, sizes: Array, win: int) -> Array:
+    return _source_walk(xs, source.with_params(params), sizes, win)
+
+
+def _source_walk(xs: Array, source: ExpertWeights, sizes: Array, win: int, keep_hidden: bool = False):
+    take = lambda g: source.take(g, xs.dtype)  # noqa: E731
+    return _mlp_walk(xs, take, source.num_experts, xs.shape[-1], sizes, win, keep_hidden)
+
+
+def _source_fwd(xs, params, source, sizes, win):
+    y, g, u = _source_walk(xs, source.with_params(params), sizes, win, keep_hidden=True)
+    return y, (xs, g, u, params, source, sizes)
+
+
+def _source_bwd(win, res, dy):
     """The chain rule from the saved pre-activations (``x gate``, ``x up``: 2·M·I values, saved
-    rather than recomputed, which would cost two of the backward's eight matmul walks). Weight
-    gradients are computed only for experts with ``need_grad`` (all when it is None): frozen
-    experts in subnetwork training cost no weight-gradient work."""
-    xs, g, u, w_gate, w_up, w_down, sizes, need = res
-    dxs, d_gate, d_up, d_down = _mlp_grads(xs, g, u, w_gate, w_up, w_down, sizes, need, dy, win)
-    return dxs, d_gate, d_up, d_down, None, None
+    rather than recomputed, which would cost two of the backward's eight matmul walks). The
+    source's weights are rebuilt here rather than saved (a scan over layers then stores no
+    per-layer copy of every expert); weight gradients are computed only for the experts
+    ``source.trainable()`` names (all when None) and pulled back to ``source.params()`` through
+    ``take_all``, so frozen experts cost no weight-gradient work and any source differentiates."""
+    xs, g, u, params, source, sizes = res
+    weights, pull = jax.vjp(lambda p: source.with_params(p).take_all(xs.dtype), params)
+    dxs, *d_w = _mlp_grads(xs, g, u, *weights, sizes, source.trainable(), dy, win)
+    (d_params,) = pull(tuple(d_w))
+    return dxs, d_params, None, None
 
 
-_grouped_expert_mlp.defvjp(_mlp_fwd, _mlp_bwd)
-
-
-def override_weights(base: tuple, trained: tuple, slots: Array, dtype, experts: Array | None = None) -> list[Array]:
-    """The weights subnetwork training computes with: expert ``e`` (every expert, or each entry of
-    ``experts``) takes ``trained[slots[e]]`` where ``slots[e] >= 0``, else the gradient-stopped
-    ``base[e]``; cast to ``dtype``. Trained copies pass through the base dtype first (a bf16 model
-    computes with bf16-rounded masters). One rule for every dispatch."""
-    s = slots if experts is None else slots[experts]
-    use = (s >= 0)[:, None, None]
-    safe = jnp.maximum(s, 0)
-    out = []
-    for b, t in zip(base, trained, strict=True):
-        b = jax.lax.stop_gradient(b if experts is None else b[experts])
-        out.append(jnp.where(use, t[safe].astype(b.dtype).astype(dtype), b.astype(dtype)))
-    return out
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
-def _override_mlp(xs, base, trained, slots, sizes, win):
-    return _mlp_forward(xs, *override_weights(base, trained, slots, xs.dtype), sizes, win)
-
-
-def _override_fwd(xs, base, trained, slots, sizes, win):
-    y, g, u = _mlp_forward(xs, *override_weights(base, trained, slots, xs.dtype), sizes, win, keep_hidden=True)
-    return y, (xs, g, u, base, trained, slots, sizes)
-
-
-def _override_bwd(win, res, dy):
-    """Gradients for ``xs`` and the trainable experts only; the combined weights are rebuilt here
-    rather than saved, so a scan over layers stores no per-layer copy of every expert."""
-    xs, g, u, base, trained, slots, sizes = res
-    combined = override_weights(base, trained, slots, xs.dtype)
-    use = slots >= 0
-    dxs, *d_w = _mlp_grads(xs, g, u, *combined, sizes, use, dy, win)
-    safe = jnp.maximum(slots, 0)
-    d_trained = tuple(
-        jnp.zeros(t.shape, jnp.float32)
-        .at[safe]
-        .add(jnp.where(use[:, None, None], d, 0).astype(b.dtype).astype(jnp.float32))
-        .astype(t.dtype)
-        for b, t, d in zip(base, trained, d_w, strict=True)
-    )
-    return dxs, None, d_trained, None, None
-
-
-_override_mlp.defvjp(_override_fwd, _override_bwd)
-
-
-def grouped_expert_mlp_override(
-    xs: Array,
-    base: tuple[Array, Array, Array],
-    trained: tuple[Array, Array, Array],
-    slots: Array,
-    group_sizes: Array,
-    window: int | None = None,
-) -> Array:
-    """:func:`grouped_expert_mlp` where expert ``e`` uses ``trained[k][slots[e]]`` if ``slots[e] >= 0``
-    (the trainable copies of subnetwork training, ``[K, ...]``) and the frozen ``base[k][e]``
-    otherwise; differentiable in ``xs`` and ``trained`` only (``base`` gets no gradient)."""
-    win = window or mlp_window(xs.shape[0], base[0].shape[0])
-    return _override_mlp(xs, tuple(base), tuple(trained), slots, group_sizes, win)
+_source_mlp.defvjp(_source_fwd, _source_bwd)
 
 
 def mlp_window(num_rows: int, num_groups: int) -> int:
@@ -285,39 +228,11 @@ def mlp_window(num_rows: int, num_groups: int) -> int:
     return min(window, 1 << (2 * balanced - 1).bit_length())
 
 
-def grouped_expert_mlp(
-    xs: Array,
-    w_gate: Array,
-    w_up: Array,
-    w_down: Array,
-    group_sizes: Array,
-    window: int | None = None,
-    need_weight_grad: Array | None = None,
-) -> Array:
+def grouped_expert_mlp(xs: Array, source: ExpertWeights, group_sizes: Array, window: int | None = None) -> Array:
     """Expert MLP on expert-sorted rows: row ``r`` of group ``g`` gets
-    ``(silu(xs[r] @ w_gate[g]) * (xs[r] @ w_up[g])) @ w_down[g]``. Differentiable (custom VJP);
-    ``need_weight_grad`` (bool ``[G]``) limits weight gradients to those groups (others get 0)."""
-    win = window or mlp_window(xs.shape[0], w_gate.shape[0])
-    return _grouped_expert_mlp(xs, w_gate, w_up, w_down, group_sizes, need_weight_grad, win)
-
-
-def grouped_expert_mlp_stacked(
-    xs: Array,
-    w_gate: Array,
-    w_up: Array,
-    w_down: Array,
-    layer: Array,
-    group_sizes: Array,
-    window: int | None = None,
-) -> Array:
-    """:func:`grouped_expert_mlp` on layer ``layer`` of stacked weights ``[L, G, ...]``, forward only.
-
-    Each used expert's weights are read straight out of the stacked array (``w[layer, g]``), so
-    no copy of the layer's whole ``[G, ...]`` slice is made. Inside a scan over layers that copy
-    (3·G·H·I values per layer per call) dominates decoding, where only a few experts have rows.
-    Not differentiable (the walk is a ``while_loop``); training uses :func:`grouped_expert_mlp`.
-    """
-    win = window or mlp_window(xs.shape[0], w_gate.shape[1])
-    dt = xs.dtype  # cast per expert: casting the whole stack would copy every layer
-    take = lambda g: (w_gate[layer, g].astype(dt), w_up[layer, g].astype(dt), w_down[layer, g].astype(dt))  # noqa: E731
-    return _mlp_walk(xs, take, w_gate.shape[1], w_down.shape[-1], group_sizes, win)
+    ``(silu(xs[r] @ gate[g]) * (xs[r] @ up[g])) @ down[g]`` with ``source.take(g)``'s weights, read
+    once per expert and only for experts that have rows (in decoding most have none).
+    Differentiable in ``xs`` and ``source.params()`` (custom VJP), weight gradients only for the
+    experts ``source.trainable()`` names."""
+    win = window or mlp_window(xs.shape[0], source.num_experts)
+    return _source_mlp(xs, source.params(), source, group_sizes, win)

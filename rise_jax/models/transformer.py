@@ -4,7 +4,7 @@ Family differences come from :class:`ModelConfig` (norm type, q/k norms, biases,
 Layers are ``nn.scan``-ned so compile time does not grow with depth. Consecutive layers of the
 same kind (MoE or dense MLP) form one scanned *run*; all released Qwen3-MoE and PhiMoE checkpoints
 are all-MoE and so have a single run named ``layers``. Mixed models (``mlp_only_layers``,
-``decoder_sparse_step``) get runs ``layers_0``, ``layers_1``, ... (see :func:`layer_runs`).
+``decoder_sparse_step``) get runs ``layers_0``, ``layers_1``, ... (:mod:`rise_jax.models.layout`).
 
 Parameter tree (leading axis ``[n]`` = layers of the run; kernels are ``[in, out]``)::
 
@@ -31,49 +31,16 @@ import jax
 import jax.numpy as jnp
 
 from rise_jax.models import dispatch as dispatch_lib
-from rise_jax.models import routing
+from rise_jax.models import routers
 from rise_jax.models.config import ModelConfig
-from rise_jax.models.grouped_matmul import override_weights
+from rise_jax.models.expert_weights import StackedExperts, StackLayerExperts, SubstitutedExperts
 from rise_jax.models.layers import Attention, KVCacheLayer, attention_visibility, make_norm, rope_cos_sin
+from rise_jax.models.layout import LayerRun, layer_runs
 
 Array = jax.Array
 DType = Any
 
 ROUTER_MODES = ("deterministic", "sparsemixer_train")
-
-
-class LayerRun(NamedTuple):
-    """A maximal block of consecutive decoder layers of one kind, scanned together."""
-
-    name: str
-    is_moe: bool
-    start: int  # first decoder layer
-    length: int
-    moe_start: int  # index of its first layer among the MoE layers (if is_moe)
-
-
-def layer_runs(cfg: ModelConfig) -> tuple[LayerRun, ...]:
-    kinds = cfg.is_moe_layer
-    spans: list[tuple[bool, int, int]] = []
-    for i, kind in enumerate(kinds):
-        if spans and spans[-1][0] == kind:
-            spans[-1] = (kind, spans[-1][1], spans[-1][2] + 1)
-        else:
-            spans.append((kind, i, 1))
-    runs, moe_seen = [], 0
-    for j, (kind, start, length) in enumerate(spans):
-        name = "layers" if len(spans) == 1 else f"layers_{j}"
-        runs.append(LayerRun(name, kind, start, length, moe_seen))
-        moe_seen += length if kind else 0
-    return tuple(runs)
-
-
-def moe_layer_location(cfg: ModelConfig, moe_layer: int) -> tuple[str, int]:
-    """(run name, index inside the run's stacked params) of the ``moe_layer``-th MoE layer."""
-    for run in layer_runs(cfg):
-        if run.is_moe and run.moe_start <= moe_layer < run.moe_start + run.length:
-            return run.name, moe_layer - run.moe_start
-    raise IndexError(f"MoE layer {moe_layer} out of range [0, {cfg.num_moe_layers})")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,45 +66,38 @@ class RuntimeOptions:
 
 
 class Experts(nn.Module):
+    """The layer's ``[E, ...]`` expert parameters, handed to the dispatch as a weight source
+    (:mod:`rise_jax.models.expert_weights`)."""
+
     cfg: ModelConfig
     opts: RuntimeOptions
 
     @nn.compact
-    def __call__(self, x: Array, indices: Array, weights: Array, override: Any = None, stacked: Any = None) -> Array:
+    def __call__(
+        self, x: Array, routing_: dispatch_lib.ExpertChoice, override: Any = None, stacked: Any = None
+    ) -> Array:
         """``override`` = (slots ``[E]`` int, {proj: ``[K, ...]``}): expert ``e`` with ``slots[e] >= 0``
         uses trainable weights ``proj[slots[e]]``; every other expert uses the (gradient-stopped)
-        parameters. This is how training sees only the selected experts as differentiable.
+        parameters (:class:`~rise_jax.models.expert_weights.SubstitutedExperts`). This is how training
+        sees only the selected experts as differentiable.
 
         ``stacked`` = ({proj: ``[n, E, ...]``}, layer): this run's un-sliced expert parameters and
         this layer's index in them (the decoding path, see :class:`MoEModel`); the experts are then
         read from there (only the used ones) instead of from this layer's slice."""
         e, h, i = self.cfg.num_experts, self.cfg.hidden_size, self.cfg.moe_intermediate_size
         init = nn.initializers.normal(0.02)
-        pd, dt = self.opts.param_dtype, self.opts.dtype
+        pd = self.opts.param_dtype
         shapes = {"gate_proj": (e, h, i), "up_proj": (e, h, i), "down_proj": (e, i, h)}
-        w = {name: self.param(name, init, shape, pd) for name, shape in shapes.items()}
-        impl = dispatch_lib.resolve_impl(self.opts.dispatch)
+        w = [self.param(name, init, shape, pd) for name, shape in shapes.items()]
         if stacked is not None:  # this layer's slice goes unused (and is never copied)
             full, layer = stacked
-            g, u, d = (full[name] for name in shapes)
-            fn = dispatch_lib.dispatch_blocked_stacked if impl == "blocked" else dispatch_lib.dispatch_stacked
-            return fn(x.astype(dt), g, u, d, layer, indices, weights)
-        if override is not None and impl in ("grouped_scan", "blocked"):
-            slots, trained = override
-            base = tuple(jax.lax.stop_gradient(w[name]) for name in shapes)
-            tw = tuple(trained[name] for name in shapes)
-            fn = dispatch_lib.dispatch_blocked_override if impl == "blocked" else dispatch_lib.dispatch_override
-            return fn(x.astype(dt), base, tw, slots, indices, weights)
-        trainable = None
-        if override is not None:
-            slots, trained = override
-            trainable = slots >= 0
-            combined = override_weights(tuple(w[n] for n in shapes), tuple(trained[n] for n in shapes), slots, dt)
-            w = dict(zip(shapes, combined, strict=True))
-        w = {name: v.astype(dt) for name, v in w.items()}
-        return dispatch_lib.dispatch(
-            x.astype(dt), w["gate_proj"], w["up_proj"], w["down_proj"], indices, weights, self.opts.dispatch, trainable
-        )
+            source = StackLayerExperts(*(full[name] for name in shapes), layer)
+        else:
+            source = StackedExperts(*w)
+            if override is not None:
+                slots, trained = override
+                source = SubstitutedExperts(source, tuple(trained[name] for name in shapes), slots)
+        return dispatch_lib.dispatch(x.astype(self.opts.dtype), routing_, source, self.opts.dispatch)
 
 
 class MoEBlock(nn.Module):
@@ -168,14 +128,14 @@ class MoEBlock(nn.Module):
         w_router = self.param("router", nn.initializers.normal(0.02), (h, cfg.num_experts), opts.param_dtype)
         logits = flat.astype(jnp.float32) @ w_router.astype(jnp.float32)
         if edit is not None:  # (soft, hard, prune) rows of a RouterEdit for this layer
-            logits = routing.edit_logits(logits, *edit)
+            logits = routers.edit_logits(logits, *edit)
         if cfg.router_type == "softmax_topk":
-            weights, idx = routing.softmax_topk(logits, cfg.top_k, cfg.norm_topk_prob)
+            weights, idx = routers.softmax_topk(logits, cfg.top_k, cfg.norm_topk_prob)
         elif train_router:
-            weights, idx = routing.sparsemixer_train(logits, cfg.router_jitter_noise, self.make_rng("router"))
+            weights, idx = routers.sparsemixer_train(logits, cfg.router_jitter_noise, self.make_rng("router"))
         else:
-            weights, idx = routing.sparsemixer_eval(logits, cfg.router_jitter_noise)
-        out = Experts(cfg, opts, name="experts")(flat, idx, weights, override, stacked)
+            weights, idx = routers.sparsemixer_eval(logits, cfg.router_jitter_noise)
+        out = Experts(cfg, opts, name="experts")(flat, dispatch_lib.ExpertChoice(idx, weights), override, stacked)
         info = (idx.reshape(b, t, -1), weights.reshape(b, t, -1), logits.reshape(b, t, -1))
         return out.reshape(b, t, h), info
 
@@ -193,8 +153,49 @@ class DenseMLP(nn.Module):
         return dense(self.cfg.hidden_size, "down_proj")(nn.silu(dense(i, "gate_proj")(x)) * dense(i, "up_proj")(x))
 
 
+class TrainableExperts(NamedTuple):
+    """Subnetwork training's trainable tree, kept as two parts from creation on.
+
+    ``weights``: run name -> {``gate_proj``, ``up_proj``, ``down_proj``: fp32 ``[K_run, ...]``} — what
+    is differentiated and optimised (training may keep other groups here under keys that are not
+    run names; the model ignores them). ``slots``: run name -> int32 ``[n, E]``, the row of
+    ``weights`` each (layer, expert) uses, or -1 for the frozen base expert — bookkeeping, never
+    differentiated.
+    """
+
+    weights: dict[str, Any]
+    slots: dict[str, Any]
+
+
+class LayerShared(NamedTuple):
+    """Inputs every layer of a scanned run sees whole (``nn.broadcast``).
+
+    ``cos``/``sin`` rope tables, ``visible`` the attention mask ``[B, 1, T, S]``; ``trained`` the
+    run's trainable expert copies {proj: ``[K, ...]``} (subnetwork training) or None; ``cache``
+    (keys, values) ``[n, B, S, KV, D]`` of the whole run and ``cache_index`` (decoding) or None;
+    ``stacked_experts`` the run's un-sliced expert params {proj: ``[n, E, ...]``} (decoding) or None.
+    """
+
+    cos: Array
+    sin: Array
+    visible: Array
+    trained: Any = None
+    cache: Any = None
+    cache_index: Any = None
+    stacked_experts: Any = None
+
+
+class LayerSlice(NamedTuple):
+    """Per-layer inputs, sliced along the run's leading axis (``in_axes=0``): ``index`` the layer's
+    position in the run, ``slots`` its ``[E]`` trainable-slot table, ``edit`` its router-edit rows."""
+
+    index: Array
+    slots: Any = None
+    edit: Any = None
+
+
 class DecoderLayer(nn.Module):
-    """Pre-norm attention + (MoE or dense) MLP; the ``nn.scan`` body ``(carry, _) -> (carry, ys)``."""
+    """Pre-norm attention + (MoE or dense) MLP; the ``nn.scan`` body ``(carry, inputs) -> (carry, ys)``."""
 
     cfg: ModelConfig
     opts: RuntimeOptions
@@ -202,30 +203,21 @@ class DecoderLayer(nn.Module):
     return_routing: bool = False
 
     @nn.compact
-    def __call__(
-        self,
-        x: Array,
-        cos: Array,
-        sin: Array,
-        visible: Array,
-        slots: Any = None,
-        trained: Any = None,
-        cache: Any = None,
-        cache_index: Any = None,
-        edit: Any = None,
-        stacked_experts: Any = None,
-        layer_index: Any = None,
-    ):
+    def __call__(self, x: Array, shared: LayerShared, layer: LayerSlice):
         cfg, opts = self.cfg, self.opts
         h = make_norm(cfg, opts.param_dtype, "input_norm")(x)
-        layer_cache = None if cache is None else KVCacheLayer(cache[0], cache[1], layer_index, cache_index)
-        attn, new_kv = Attention(cfg, opts.dtype, opts.param_dtype, name="attn")(h, cos, sin, visible, layer_cache)
+        layer_cache = None
+        if shared.cache is not None:
+            layer_cache = KVCacheLayer(shared.cache[0], shared.cache[1], layer.index, shared.cache_index)
+        attn, new_kv = Attention(cfg, opts.dtype, opts.param_dtype, name="attn")(
+            h, shared.cos, shared.sin, shared.visible, layer_cache
+        )
         x = x + attn
         h = make_norm(cfg, opts.param_dtype, "post_attention_norm")(x)
         if self.is_moe:
-            override = None if slots is None else (slots, trained)
-            stacked = None if stacked_experts is None else (stacked_experts, layer_index)
-            y, info = MoEBlock(cfg, opts, name="moe")(h, override, edit, stacked)
+            override = None if layer.slots is None else (layer.slots, shared.trained)
+            stacked = None if shared.stacked_experts is None else (shared.stacked_experts, layer.index)
+            y, info = MoEBlock(cfg, opts, name="moe")(h, override, layer.edit, stacked)
         else:
             y, info = DenseMLP(cfg, opts, name="mlp")(h), None
         x = x + y.astype(x.dtype)
@@ -259,12 +251,12 @@ def init_kv_cache(cfg: ModelConfig, batch: int, length: int, dtype: DType) -> KV
 
 class ModelOutput(NamedTuple):
     """``logits`` float ``[B, T, V]`` (None when ``skip_lm_head``), ``hidden`` ``[B, T, H]`` after the
-    final norm, ``routing`` a :class:`~rise_jax.models.routing.RoutingInfo` or None, ``kv_cache``
+    final norm, ``routing`` a :class:`~rise_jax.models.routers.RoutingInfo` or None, ``kv_cache``
     the updated :class:`KVCache` when one was passed in."""
 
     logits: Array | None
     hidden: Array
-    routing: routing.RoutingInfo | None
+    routing: routers.RoutingInfo | None
     kv_cache: KVCache | None = None
 
 
@@ -273,10 +265,10 @@ class MoEModel(nn.Module):
 
     ``attention_mask`` ``[B, T]`` (1 = real token, default all ones); ``positions`` ``[B, T]``
     default ``0..T-1`` for every row (HF forward's convention; pass ``cumsum(mask) - 1`` to match
-    HF ``generate`` with left padding). ``trainable_experts`` (see
+    HF ``generate`` with left padding). ``trainable_experts`` (:class:`TrainableExperts`, made by
     :mod:`rise_jax.training.partition`) substitutes trainable copies for the selected experts.
     ``kv_cache`` (:func:`init_kv_cache`) switches to incremental decoding; ``router_edit``
-    (:class:`~rise_jax.models.routing.RouterEdit`) prunes or steers experts; ``last_token_logits``
+    (:class:`~rise_jax.models.routers.RouterEdit`) prunes or steers experts; ``last_token_logits``
     computes logits (and returns ``hidden``) for the last position only.
     """
 
@@ -309,9 +301,9 @@ class MoEModel(nn.Module):
         *,
         return_routing: bool = False,
         skip_lm_head: bool = False,
-        trainable_experts: dict[str, Any] | None = None,
+        trainable_experts: TrainableExperts | None = None,
         kv_cache: KVCache | None = None,
-        router_edit: routing.RouterEdit | None = None,
+        router_edit: routers.RouterEdit | None = None,
         last_token_logits: bool = False,
     ) -> ModelOutput:
         cfg, opts = self.cfg, self.opts
@@ -337,26 +329,14 @@ class MoEModel(nn.Module):
                 layer_cls,
                 variable_axes={"params": 0},
                 split_rngs={"params": True, "router": True},
-                in_axes=(
-                    nn.broadcast,  # cos
-                    nn.broadcast,  # sin
-                    nn.broadcast,  # visible
-                    0,  # slots
-                    nn.broadcast,  # trained
-                    nn.broadcast,  # cache (the whole run's; see KVCacheLayer)
-                    nn.broadcast,  # cache_index
-                    0,  # edit
-                    nn.broadcast,  # stacked_experts
-                    0,  # layer_index
-                ),
+                in_axes=(nn.broadcast, 0),  # (LayerShared, LayerSlice)
                 length=run.length,
             )
             slots = trained = None
-            if trainable_experts is not None and run.name in trainable_experts:
-                slots = trainable_experts[run.name]["slots"]
-                trained = {k: v for k, v in trainable_experts[run.name].items() if k != "slots"}
+            if trainable_experts is not None and run.name in trainable_experts.slots:
+                slots = trainable_experts.slots[run.name]
+                trained = trainable_experts.weights[run.name]
             cache = None if kv_cache is None else (kv_cache.keys[run.name], kv_cache.values[run.name])
-            cache_index = None if kv_cache is None else kv_cache.index
             edit = None
             if router_edit is not None and run.is_moe:
                 rows = slice(run.moe_start, run.moe_start + run.length)
@@ -364,11 +344,12 @@ class MoEModel(nn.Module):
             stacked = None
             if self._reads_used_experts_only(run, kv_cache, slots):
                 stacked = self.variables["params"][run.name]["moe"]["experts"]
-            layer_index = jnp.arange(run.length, dtype=jnp.int32)
-            layer = scanned(cfg, opts, run.is_moe, return_routing, name=run.name)
-            x, (info, new_kv) = layer(
-                x, cos, sin, visible, slots, trained, cache, cache_index, edit, stacked, layer_index
+            shared = LayerShared(
+                cos, sin, visible, trained, cache, None if kv_cache is None else kv_cache.index, stacked
             )
+            per_layer = LayerSlice(jnp.arange(run.length, dtype=jnp.int32), slots, edit)
+            layer = scanned(cfg, opts, run.is_moe, return_routing, name=run.name)
+            x, (info, new_kv) = layer(x, shared, per_layer)
             if run.is_moe and return_routing:
                 infos.append(info)
             if cache is not None:  # new_kv: [n, B, T, KV, D] each, written at slot kv_cache.index
@@ -380,7 +361,7 @@ class MoEModel(nn.Module):
         info = None
         if return_routing:
             idx, w, lg = (jnp.concatenate([i[j] for i in infos], axis=0) for j in range(3))
-            info = routing.RoutingInfo(topk_indices=idx, topk_weights=w, router_logits=lg)
+            info = routers.RoutingInfo(topk_indices=idx, topk_weights=w, router_logits=lg)
         new_cache = None if kv_cache is None else KVCache(new_keys, new_values, kv_cache.index + t)
         if skip_lm_head:
             return ModelOutput(None, x, info, new_cache)

@@ -16,9 +16,8 @@ from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from rise_jax.io_utils import publish  # noqa: E402
-from rise_jax.models.config import zone_boundaries  # noqa: E402
-
-ZONE_COLOURS = {"shallow": "#4C72B0", "middle": "#DD8452", "deep": "#55A868"}
+from rise_jax.zones import COLOURS as ZONE_COLOURS  # noqa: E402
+from rise_jax.zones import DEFAULT_RATIOS, zone_ranges  # noqa: E402
 
 
 def _save(fig, path: str) -> str:
@@ -36,9 +35,8 @@ def _save(fig, path: str) -> str:
     return path
 
 
-def _shade_zones(ax, num_layers: int) -> None:
-    l1, l2 = zone_boundaries(num_layers)
-    for name, (lo, hi) in {"shallow": (0, l1), "middle": (l1, l2), "deep": (l2, num_layers)}.items():
+def _shade_zones(ax, num_layers: int, zone_ratios: tuple[float, float]) -> None:
+    for name, (lo, hi) in zone_ranges(num_layers, zone_ratios).items():
         if hi > lo:
             ax.axvspan(lo - 0.5, hi - 0.5, color=ZONE_COLOURS[name], alpha=0.12, label=f"{name} ({lo}-{hi - 1})")
 
@@ -65,11 +63,18 @@ def overlap_heatmap(matrix: np.ndarray, languages: Sequence[str], path: str, tit
     return _save(fig, path)
 
 
-def layer_curves(values: np.ndarray, languages: Sequence[str], path: str, title: str, ylabel: str) -> str:
+def layer_curves(
+    values: np.ndarray,
+    languages: Sequence[str],
+    path: str,
+    title: str,
+    ylabel: str,
+    zone_ratios: tuple[float, float] = DEFAULT_RATIOS,
+) -> str:
     """One line per language over MoE layers, zones shaded."""
     num_layers = values.shape[1]
     fig, ax = plt.subplots(figsize=(7, 4))
-    _shade_zones(ax, num_layers)
+    _shade_zones(ax, num_layers, zone_ratios)
     for lang, row in zip(languages, values, strict=True):
         ax.plot(range(num_layers), row, marker="o", ms=3, label=lang)
     ax.set_xlabel("MoE layer")

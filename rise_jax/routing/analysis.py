@@ -17,14 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rise_jax.models.config import zone_boundaries
-
-ZONES = ("shallow", "middle", "deep")
-
-
-def zone_of_layers(num_layers: int) -> list[str]:
-    l1, l2 = zone_boundaries(num_layers)
-    return ["shallow" if i < l1 else "middle" if i < l2 else "deep" for i in range(num_layers)]
+from rise_jax.zones import DEFAULT_RATIOS, ZONES, zone_of_layers
 
 
 def top_n_indices(scores: np.ndarray, n: int) -> np.ndarray:
@@ -61,9 +54,9 @@ def layerwise_jaccard(freq: np.ndarray, ref: int, n: int) -> np.ndarray:
     return out
 
 
-def zone_averages(per_layer: np.ndarray) -> dict[str, np.ndarray]:
+def zone_averages(per_layer: np.ndarray, zone_ratios: tuple[float, float] = DEFAULT_RATIOS) -> dict[str, np.ndarray]:
     """Mean of ``[..., L]`` values over each zone's layers (NaN for an empty zone), and ``all``."""
-    zones = np.array(zone_of_layers(per_layer.shape[-1]))
+    zones = np.array(zone_of_layers(per_layer.shape[-1], zone_ratios))
     out = {}
     for z in ZONES:
         sel = zones == z

@@ -41,6 +41,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from rise_jax.data.batching import TokenizedCorpus, bucketed_batches
+from rise_jax.errors import RiseError
 from rise_jax.io_utils import publish, write_json_atomic
 from rise_jax.models.config import ModelConfig
 from rise_jax.models.transformer import MoEModel
@@ -57,7 +58,7 @@ KEY_DOCS = {
 }
 
 
-class StatsError(ValueError):
+class StatsError(RiseError, ValueError):
     """Statistics that cannot be used (wrong model shape, missing language, unreadable file)."""
 
 

@@ -3,15 +3,18 @@
 Inputs are the per-language frequencies ``a[λ, l, i]`` (and, for ESFT-Gate, the gate scores);
 outputs are ``(layer, expert)`` pairs sorted by (layer, expert). Formulas (paper / DESIGN §3):
 
-* Zones: ``L1 = round(0.375 L)``, ``L2 = round(0.625 L)``; shallow ``[0, L1)``, middle
-  ``[L1, L2)``, deep ``[L2, L)``.
+* Zones (:mod:`rise_jax.zones`): ``L1 = round(ρs L)``, ``L2 = round((ρs + ρm) L)``, by default
+  ``round(0.375 L)`` / ``round(0.625 L)``; shallow ``[0, L1)``, middle ``[L1, L2)``, deep ``[L2, L)``.
 * Specificity ``S = a[λ*] / ā`` (ā = mean over languages, target included; 0 -> 1e-8).
 * Overlap ``O = 1 / (1 + CV)``, ``CV = σ_λ / μ_λ`` (population std; μ = 0 -> 1e-8).
 * Composite scores ``Spec = S (1 + α a[λ*])``, ``Ovlp = O (1 + α ā)``.
 * Budgets ``Ks = ⌊K ρs⌋``, ``Km = ⌊K ρm⌋``, ``Kd = K − Ks − Km``; a zone whose pool is smaller
   than its budget spills the excess to the zone with most room left.
 * Algorithm 1: shallow by Spec, middle by Ovlp, deep by Spec, each the top ``K_zone`` of all its
-  (layer, expert) candidates; ties -> lower layer, then lower expert.
+  (layer, expert) candidates; ties -> lower layer, then lower expert. Candidates are ranked by
+  scores computed in float32, as the reference implementation computes them, so values equal in
+  real arithmetic tie (float64 round-off would order some of them arbitrarily); the recorded
+  scores are the float64 ones.
 """
 
 from __future__ import annotations
@@ -21,13 +24,14 @@ import math
 
 import numpy as np
 
-from rise_jax.models.config import zone_boundaries
+from rise_jax.errors import RiseError
+from rise_jax.zones import DEFAULT_RATIOS, ZONES, zone_of, zone_ranges
 
-ZONES = ("shallow", "middle", "deep")
 EPS = 1e-8
+METHODS = ("rise", "random", "topk", "esft_gate", "esft_token")  # config.select.method
 
 
-class SelectionError(ValueError):
+class SelectionError(RiseError, ValueError):
     """Selection inputs that cannot give a valid subnetwork; the message says which value."""
 
 
@@ -39,13 +43,8 @@ class Selected:
     scores: dict[str, float]
 
 
-def zone_ranges(num_layers: int) -> dict[str, tuple[int, int]]:
-    l1, l2 = zone_boundaries(num_layers)
-    return {"shallow": (0, l1), "middle": (l1, l2), "deep": (l2, num_layers)}
-
-
 def rise_scores(freq: np.ndarray, target: int, alpha: float = 10.0) -> dict[str, np.ndarray]:
-    """Every score of Algorithm 1, each ``[L, E]``."""
+    """Every score of Algorithm 1, each ``[L, E]``, in the dtype of ``freq``."""
     if freq.shape[0] < 2:
         raise SelectionError(
             f"RISE needs statistics for at least 2 languages (specificity and overlap are undefined for "
@@ -68,7 +67,12 @@ def rise_scores(freq: np.ndarray, target: int, alpha: float = 10.0) -> dict[str,
 
 
 def zone_budgets(
-    k: int, ratios: tuple[float, float, float], num_layers: int, num_experts: int, zones_used: tuple[str, ...] = ZONES
+    k: int,
+    ratios: tuple[float, float, float],
+    num_layers: int,
+    num_experts: int,
+    zones_used: tuple[str, ...] = ZONES,
+    zone_ratios: tuple[float, float] = DEFAULT_RATIOS,
 ) -> dict[str, int]:
     """Split ``K`` over the zones: floors of ``K ρ`` for each used zone but the last, which takes
     the remainder; then overflow beyond a zone's pool goes to the zone with most room left
@@ -83,7 +87,7 @@ def zone_budgets(
     unknown = [z for z in zones_used if z not in ZONES]
     if unknown or not zones_used:
         raise SelectionError(f"zones_used must be a non-empty subset of {ZONES}, got {zones_used}")
-    ranges = zone_ranges(num_layers)
+    ranges = zone_ranges(num_layers, zone_ratios)
     capacity = {z: (ranges[z][1] - ranges[z][0]) * num_experts if z in zones_used else 0 for z in ZONES}
     if k < 1:
         raise SelectionError(f"K must be >= 1, got {k}")
@@ -130,47 +134,48 @@ def rise_select(
     ratios: tuple[float, float, float],
     alpha: float = 10.0,
     zones_used: tuple[str, ...] = ZONES,
+    zone_ratios: tuple[float, float] = DEFAULT_RATIOS,
 ) -> tuple[list[Selected], dict[str, int]]:
     """RISE Algorithm 1 -> (selection sorted by (layer, expert), per-zone budgets)."""
     num_layers, num_experts = freq.shape[1:]
-    budgets = zone_budgets(k, ratios, num_layers, num_experts, zones_used)
-    scores = rise_scores(freq, target, alpha)
-    ranges = zone_ranges(num_layers)
+    budgets = zone_budgets(k, ratios, num_layers, num_experts, zones_used, zone_ratios)
+    scores = rise_scores(np.asarray(freq, np.float64), target, alpha)
+    ranking = rise_scores(np.asarray(freq, np.float32), target, alpha)  # the reference's arithmetic
+    ranges = zone_ranges(num_layers, zone_ratios)
     chosen: list[Selected] = []
     for zone in ZONES:
         key = "ovlp" if zone == "middle" else "spec"
-        for cell in _top_k_cells(scores[key], range(*ranges[zone]), budgets[zone]):
+        for cell in _top_k_cells(ranking[key], range(*ranges[zone]), budgets[zone]):
             chosen.append(Selected(cell[0], cell[1], zone, {n: float(v[cell]) for n, v in scores.items()}))
     return sorted(chosen, key=lambda s: (s.layer, s.expert)), budgets
 
 
-def _zone(layer: int, num_layers: int) -> str:
-    ranges = zone_ranges(num_layers)
-    return next(z for z in ZONES if ranges[z][0] <= layer < ranges[z][1])
-
-
-def random_select(num_layers: int, num_experts: int, k: int, seed: int) -> list[Selected]:
+def random_select(
+    num_layers: int, num_experts: int, k: int, seed: int, zone_ratios: tuple[float, float] = DEFAULT_RATIOS
+) -> list[Selected]:
     """K experts uniformly from all L·E (seeded ``numpy`` generator)."""
     if not 1 <= k <= num_layers * num_experts:
         raise SelectionError(f"K = {k} must be in [1, {num_layers * num_experts}] (the pool of L x E experts)")
     flat = np.random.default_rng(seed).choice(num_layers * num_experts, size=k, replace=False)
     cells = sorted((int(f) // num_experts, int(f) % num_experts) for f in flat)
-    return [Selected(layer, e, _zone(layer, num_layers), {}) for layer, e in cells]
+    return [Selected(layer, e, zone_of(layer, num_layers, zone_ratios), {}) for layer, e in cells]
 
 
-def topk_select(freq_target: np.ndarray, k: int) -> list[Selected]:
+def topk_select(freq_target: np.ndarray, k: int, zone_ratios: tuple[float, float] = DEFAULT_RATIOS) -> list[Selected]:
     """The K largest ``a[λ*, l, i]`` over all layers."""
     num_layers, num_experts = freq_target.shape
     if not 1 <= k <= num_layers * num_experts:
         raise SelectionError(f"K = {k} must be in [1, {num_layers * num_experts}] (the pool of L x E experts)")
     cells = _top_k_cells(freq_target, range(num_layers), k)
     return [
-        Selected(layer, e, _zone(layer, num_layers), {"freq_target": float(freq_target[layer, e])})
+        Selected(layer, e, zone_of(layer, num_layers, zone_ratios), {"freq_target": float(freq_target[layer, e])})
         for layer, e in sorted(cells)
     ]
 
 
-def esft_select(score: np.ndarray, p: float, score_name: str) -> list[Selected]:
+def esft_select(
+    score: np.ndarray, p: float, score_name: str, zone_ratios: tuple[float, float] = DEFAULT_RATIOS
+) -> list[Selected]:
     """ESFT (per layer): sort experts by score, keep the shortest prefix whose cumulative score
     reaches ``p`` (the expert that crosses ``p`` is included)."""
     if not 0.0 < p <= 1.0:
@@ -184,7 +189,7 @@ def esft_select(score: np.ndarray, p: float, score_name: str) -> list[Selected]:
         n = int(np.searchsorted(cum, p - 1e-12, side="left")) + 1
         n = min(n, row.size)
         for e in sorted(order[:n]):
-            out.append(Selected(layer, int(e), _zone(layer, num_layers), {score_name: float(row[e])}))
+            out.append(Selected(layer, int(e), zone_of(layer, num_layers, zone_ratios), {score_name: float(row[e])}))
     return out
 
 

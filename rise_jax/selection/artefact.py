@@ -11,12 +11,12 @@ language (expected selected-expert activations per token), ``stats``: the statis
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 from rise_jax.io_utils import write_json_atomic
-from rise_jax.models.config import ModelConfig, zone_boundaries
-from rise_jax.selection.algorithms import ZONES, Selected, SelectionError, zone_ranges
+from rise_jax.models.config import ModelConfig
+from rise_jax.selection.algorithms import Selected, SelectionError
+from rise_jax.zones import DEFAULT_RATIOS, ZONES, zone_boundaries, zone_ranges
 
 
 def build_artefact(
@@ -29,10 +29,11 @@ def build_artefact(
     interference: dict[str, float],
     budgets: dict[str, int] | None = None,
     stats_path: str = "",
+    zone_ratios: tuple[float, float] = DEFAULT_RATIOS,
 ) -> dict[str, Any]:
     num_layers = int(model["num_moe_layers"])
-    ranges = zone_ranges(num_layers)
-    zones: dict[str, Any] = {"boundaries": list(zone_boundaries(num_layers))}
+    ranges = zone_ranges(num_layers, zone_ratios)
+    zones: dict[str, Any] = {"boundaries": list(zone_boundaries(num_layers, zone_ratios))}
     for z in ZONES:
         lo, hi = ranges[z]
         zones[z] = {
@@ -82,7 +83,3 @@ def load_selection(path: str, cfg: ModelConfig | None = None) -> dict[str, Any]:
             if not (0 <= e["layer"] < cfg.num_moe_layers and 0 <= e["expert"] < cfg.num_experts):
                 raise SelectionError(f"{path}: expert (layer {e['layer']}, expert {e['expert']}) is out of range")
     return sel
-
-
-def selection_path(workdir: str) -> str:
-    return os.path.join(workdir, "selection.json")

@@ -1,21 +1,21 @@
-"""Pipeline stages: each ``run(config, workdir)`` reads earlier artefacts and writes its own."""
+"""Pipeline stages, one module each; :data:`REGISTRY` lists their :class:`Stage` records in
+pipeline order (the only list of stages: the pipeline, launch's validation and sweeps read it)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from rise_jax.stages import analyze, evaluate, export, inspect_model, report, select, stats, train
+from rise_jax.stages.registry import Stage
 
-from rise_jax.stages import analyze, eval, export, inspect, report, select, stats, train
-
-STAGES: dict[str, Callable] = {
-    "inspect": inspect.run,
-    "stats": stats.run,
-    "analyze": analyze.run,
-    "select": select.run,
-    "train": train.run,
-    "export": export.run,
-    "eval": eval.run,
-    "report": report.run,
+REGISTRY: dict[str, Stage] = {
+    s.name: s
+    for s in (
+        inspect_model.STAGE,
+        stats.STAGE,
+        analyze.STAGE,
+        select.STAGE,
+        train.STAGE,
+        export.STAGE,
+        evaluate.STAGE,
+        report.STAGE,
+    )
 }
-
-# Discard a stage's resumable state before it reruns under another config (rise_jax.pipeline).
-RESETS: dict[str, Callable[[str], None]] = {"train": train.reset, "eval": eval.reset}

@@ -16,13 +16,17 @@ from typing import Any
 
 import ml_collections
 import numpy as np
+from absl import logging
 
+from rise_jax.config_values import positive_ints
 from rise_jax.io_utils import write_json_atomic, write_text_atomic
 from rise_jax.reporting import plots
 from rise_jax.routing import analysis
 from rise_jax.routing.stats import RoutingStats
-from rise_jax.stages.inspect import zones
-from rise_jax.stages.stats import stats_dir
+from rise_jax.stages.common import zone_ratios
+from rise_jax.stages.registry import Stage
+from rise_jax.workdir import Workdir
+from rise_jax.zones import zone_spans
 
 
 def _nan_to_none(x: Any) -> Any:
@@ -46,19 +50,25 @@ def table2_markdown(zone_j: dict[str, dict[str, float]], reference: str, n: int)
     return "\n".join(lines) + "\n"
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    stats = RoutingStats.load(stats_dir(workdir))
+def validate(config: ml_collections.ConfigDict) -> None:
+    zone_ratios(config.select)
+    positive_ints(config, "analyze.global_top_n")
+
+
+def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
+    stats = RoutingStats.load(wd.stats)
     cfg_a = config.analyze
     ref = stats.index(cfg_a.reference)
     langs = stats.languages
     freq = stats.frequencies()
     n_global = int(cfg_a.global_top_n)
     n_layer = int(cfg_a.layer_top_n) or stats.top_k
-    out_dir = os.path.join(workdir, "analysis")
+    out_dir = wd.analysis
 
     gj = analysis.global_jaccard_matrix(stats.counts, n_global)
     lj = analysis.layerwise_jaccard(freq, ref, n_layer)
-    zavg = analysis.zone_averages(lj)
+    zr = zone_ratios(config.select)
+    zavg = analysis.zone_averages(lj, zr)
     zone_j = {
         lang: {z: _nan_to_none(float(zavg[z][i])) for z in ("shallow", "middle", "deep", "all")}
         for i, lang in enumerate(langs)
@@ -74,7 +84,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         "zone_jaccard": zone_j,
         "entropy": {lang: entropy[i].tolist() for i, lang in enumerate(langs)},
         "top_experts": {lang: analysis.top_experts(freq[i], n_layer) for i, lang in enumerate(langs)},
-        "zones": zones(stats.num_layers),
+        "zones": zone_spans(stats.num_layers, zr),
     }
     ref_lang = cfg_a.reference
     if ref_lang in stats.seq_probs:
@@ -93,10 +103,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                 os.path.join(out_dir, "divergence.png"),
                 f"Routing divergence from {ref_lang} on parallel text (JSD / mixture entropy)",
                 "normalised Jensen-Shannon divergence",
+                zr,
             )
 
     write_json_atomic(os.path.join(out_dir, "analysis.json"), result)
-    write_text_atomic(os.path.join(out_dir, "table2.md"), table2_markdown(zone_j, ref_lang, n_layer))
+    write_text_atomic(wd.table2, table2_markdown(zone_j, ref_lang, n_layer))
     plots.overlap_heatmap(
         gj, langs, os.path.join(out_dir, "overlap_heatmap.png"), f"Global top-{n_global} expert overlap"
     )
@@ -106,14 +117,24 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         os.path.join(out_dir, "layerwise_similarity.png"),
         f"Layer-wise routing similarity with {ref_lang} (top-{n_layer} Jaccard)",
         "Jaccard similarity",
+        zr,
     )
     plots.layer_curves(
-        entropy, langs, os.path.join(out_dir, "routing_entropy.png"), "Routing entropy per layer", "entropy (nats)"
+        entropy,
+        langs,
+        os.path.join(out_dir, "routing_entropy.png"),
+        "Routing entropy per layer",
+        "entropy (nats)",
+        zr,
     )
     for i, lang in enumerate(langs):
         plots.activation_heatmap(
             freq[i], os.path.join(out_dir, f"activation_{lang}.png"), f"Expert activation frequency: {lang}"
         )
     print(table2_markdown(zone_j, ref_lang, n_layer))
-    print(f"analysis -> {out_dir}")
+    logging.info(f"analysis -> {out_dir}")
     return result
+
+
+# Zone averages use the selection's zone boundaries: the one select field analysis depends on.
+STAGE = Stage("analyze", ("analyze", "select.zone_ratios"), run, validate=validate, outputs=lambda wd: (wd.analysis,))

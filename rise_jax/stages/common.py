@@ -1,17 +1,26 @@
-"""Helpers shared by stages."""
+"""Helpers shared by stages (stages never import each other; what two of them need lives here)."""
 
 from __future__ import annotations
 
 import ml_collections
 
 from rise_jax.checkpoints.resolve import resolve_checkpoint
+from rise_jax.errors import SettingError
+from rise_jax.zones import DEFAULT_RATIOS, check_ratios
 
 
-def checkpoint_path(config: ml_collections.ConfigDict, workdir: str) -> str:
+def checkpoint_path(config: ml_collections.ConfigDict) -> str:
     """The model checkpoint directory: ``config.model.checkpoint`` (directory or hub id; for the
     demo, the pretrained model that :func:`rise_jax.launch.run` builds in the workdir)."""
-    del workdir
     return resolve_checkpoint(config.model.checkpoint)
+
+
+def zone_ratios(select: ml_collections.ConfigDict) -> tuple[float, float]:
+    """``config.select.zone_ratios`` (shallow, middle fractions), checked; default (0.375, 0.25)."""
+    try:
+        return check_ratios(tuple(select.get("zone_ratios", DEFAULT_RATIOS)))
+    except (TypeError, ValueError) as err:
+        raise SettingError(f"config.select.zone_ratios: {err}") from err
 
 
 def tokenizer_for(config: ml_collections.ConfigDict, checkpoint_dir: str):

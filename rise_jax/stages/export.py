@@ -6,27 +6,30 @@ import os
 import shutil
 
 import ml_collections
+from absl import logging
 
 from rise_jax.api import export_model, load_model
 from rise_jax.checkpoints.hf_export import TOKENIZER_FILES
 from rise_jax.stages.common import checkpoint_path, model_sharding
-from rise_jax.stages.train import train_dir
+from rise_jax.stages.registry import Stage
 from rise_jax.training.artefacts import apply_trained_experts
+from rise_jax.workdir import Workdir
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> str:
-    path = checkpoint_path(config, workdir)
+def run(config: ml_collections.ConfigDict, wd: Workdir) -> str:
+    path = checkpoint_path(config)
     model, params = load_model(
         path, dtype=config.model.dtype, dispatch=config.model.dispatch, sharding=model_sharding(config)
     )
-    merged = apply_trained_experts(params, train_dir(workdir))
-    out = export_model(
-        model, merged, os.path.join(workdir, "export", "hf"), source_dir=path, overwrite=True, progress=True
-    )
+    merged = apply_trained_experts(params, wd.train)
+    out = export_model(model, merged, wd.export_hf, source_dir=path, overwrite=True, progress=True)
     tok_dir = config.model.get("tokenizer")
     if tok_dir:  # a separately given tokenizer travels with the merged model
         for f in TOKENIZER_FILES:
             if os.path.isfile(os.path.join(tok_dir, f)):
                 shutil.copy2(os.path.join(tok_dir, f), os.path.join(out, f))
-    print(f"merged HF checkpoint -> {out}")
+    logging.info(f"merged HF checkpoint -> {out}")
     return out
+
+
+STAGE = Stage("export", (), run, outputs=lambda wd: (wd.export_hf,))

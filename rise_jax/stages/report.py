@@ -14,10 +14,13 @@ import os
 from typing import Any
 
 import ml_collections
+from absl import logging
 
 from rise_jax.evaluation.tasks import PRIMARY_METRIC
 from rise_jax.io_utils import write_text_atomic
 from rise_jax.reporting import plots
+from rise_jax.stages.registry import Stage
+from rise_jax.workdir import Workdir
 
 
 def _load(path: str) -> Any:
@@ -27,11 +30,12 @@ def _load(path: str) -> Any:
         return json.load(fh) if path.endswith(".json") else fh.read()
 
 
-def _img(workdir: str, rel: str, alt: str) -> str:
-    return f"![{alt}]({rel})\n" if os.path.isfile(os.path.join(workdir, rel)) else ""
+def _img(wd: Workdir, path: str, alt: str) -> str:
+    """A Markdown image of ``path`` relative to the report (nothing when the file is absent)."""
+    return f"![{alt}]({os.path.relpath(path, wd.root)})\n" if os.path.isfile(path) else ""
 
 
-def _model_section(workdir: str, config: ml_collections.ConfigDict, stats: dict | None) -> list[str]:
+def _model_section(config: ml_collections.ConfigDict, stats: dict | None) -> list[str]:
     out = ["## Model and data\n"]
     model = (stats or {}).get("model", {})
     if model:
@@ -58,7 +62,7 @@ def _model_section(workdir: str, config: ml_collections.ConfigDict, stats: dict 
     return out
 
 
-def _selection_section(workdir: str, sel: dict | None) -> list[str]:
+def _selection_section(wd: Workdir, sel: dict | None) -> list[str]:
     if not sel:
         return ["## Selected subnetwork\n", "The select stage has not run.\n"]
     out = [
@@ -72,7 +76,7 @@ def _selection_section(workdir: str, sel: dict | None) -> list[str]:
         layers = "–" if z["layers"] is None else f"{z['layers'][0]}–{z['layers'][1]}"
         out.append(f"| {zone} | {layers} | {z['budget'] if z['budget'] is not None else '–'} | {z['count']} |")
     out.append("")
-    out.append(_img(workdir, "selection_map.png", "selected experts by layer"))
+    out.append(_img(wd, wd.selection_map, "selected experts by layer"))
     rho = sel.get("interference", {})
     if rho:
         out.append("Interference mass ρ (expected selected-expert activations per token of each other language; ")
@@ -98,9 +102,9 @@ def _training_section(train: dict | None) -> list[str]:
 
 
 def _results_section(
-    workdir: str, config: ml_collections.ConfigDict, results: dict | None, sel: dict | None
+    wd: Workdir, config: ml_collections.ConfigDict, results: dict | None, sel: dict | None
 ) -> list[str]:
-    table = _load(os.path.join(workdir, "eval", "table.md"))
+    table = _load(wd.eval_table)
     if not results or not table:
         return ["## Results\n", "The eval stage has not run.\n"]
     res = results["results"]
@@ -112,9 +116,9 @@ def _results_section(
         metric = PRIMARY_METRIC[config.eval.tasks[task_name].kind]
         languages = list(next(iter(per_variant.values())))
         values = {v: {lang: s[metric] for lang, s in langs.items()} for v, langs in per_variant.items()}
-        rel = f"report_{task_name}.png"
-        plots.results_bars(values, languages, os.path.join(workdir, rel), f"{task_name}: {metric} per language", metric)
-        out.append(_img(workdir, rel, f"{task_name} per language"))
+        figure = wd.path(f"report_{task_name}.png")
+        plots.results_bars(values, languages, figure, f"{task_name}: {metric} per language", metric)
+        out.append(_img(wd, figure, f"{task_name} per language"))
         base, trained = values.get(config.eval.baseline), values.get("trained")
         target = (sel or {}).get("target_language")
         if base and trained and target in base and target in trained:
@@ -127,25 +131,27 @@ def _results_section(
     return out
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    stats = _load(os.path.join(workdir, "routing_stats", "summary.json"))
-    sel = _load(os.path.join(workdir, "selection.json"))
-    train = _load(os.path.join(workdir, "train", "summary.json"))
-    results = _load(os.path.join(workdir, "eval", "results.json"))
-    parts = ["# rise_jax report\n", f"Workdir `{workdir}`.\n"]
-    parts += _model_section(workdir, config, stats)
+def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
+    stats = _load(wd.stats_summary)
+    sel = _load(wd.selection)
+    train = _load(wd.train_summary)
+    results = _load(wd.eval_results)
+    parts = ["# rise_jax report\n", f"Workdir `{wd.root}`.\n"]
+    parts += _model_section(config, stats)
     parts.append("## Routing overlap between languages\n")
-    table2 = _load(os.path.join(workdir, "analysis", "table2.md"))
+    table2 = _load(wd.table2)
     if table2 is None:
         parts.append("The analyze stage has not run.\n")
     else:
-        parts.append(_img(workdir, "analysis/overlap_heatmap.png", "global expert overlap"))
-        parts.append(_img(workdir, "analysis/layerwise_similarity.png", "layer-wise similarity to the reference"))
-        parts.append(_img(workdir, "analysis/divergence.png", "routing divergence by layer"))
+        parts.append(_img(wd, wd.path("analysis", "overlap_heatmap.png"), "global expert overlap"))
+        parts.append(
+            _img(wd, wd.path("analysis", "layerwise_similarity.png"), "layer-wise similarity to the reference")
+        )
+        parts.append(_img(wd, wd.path("analysis", "divergence.png"), "routing divergence by layer"))
         parts.append(table2)
-    parts += _selection_section(workdir, sel)
+    parts += _selection_section(wd, sel)
     parts += _training_section(train)
-    parts += _results_section(workdir, config, results, sel)
+    parts += _results_section(wd, config, results, sel)
     notes = []
     for lang, info in ((stats or {}).get("languages") or {}).items():
         if info.get("truncated"):
@@ -159,6 +165,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                     notes.append(f"eval {variant}/{task}/{lang}: {s['skipped']} skipped, {s['truncated']} truncated")
     parts.append("## Skipped or truncated\n")
     parts.append("\n".join(f"- {n}" for n in notes) + "\n" if notes else "Nothing was skipped or truncated.\n")
-    path = write_text_atomic(os.path.join(workdir, "report.md"), "\n".join(parts))
-    print(f"report -> {path}")
+    path = write_text_atomic(wd.report, "\n".join(parts))
+    logging.info(f"report -> {path}")
     return {"report": path}
+
+
+STAGE = Stage("report", (), run, outputs=lambda wd: (wd.report,))

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import ml_collections
+from absl import logging
 
 from rise_jax.checkpoints.hf_load import read_hf_config
+from rise_jax.config_values import comma_list, positive_ints
 from rise_jax.data.languages import get_language
 from rise_jax.reporting import plots
 from rise_jax.routing.stats import RoutingStats
 from rise_jax.selection import algorithms as alg
-from rise_jax.selection.artefact import build_artefact, save_selection, selection_path
-from rise_jax.stages.common import checkpoint_path
-from rise_jax.stages.stats import stats_dir
+from rise_jax.selection.artefact import build_artefact, save_selection
+from rise_jax.stages.common import checkpoint_path, zone_ratios
+from rise_jax.stages.registry import Stage
+from rise_jax.workdir import Workdir
+from rise_jax.zones import ZONES
 
-METHODS = ("rise", "random", "topk", "esft_gate", "esft_token")
+METHODS = alg.METHODS
 
 
 def select(stats: RoutingStats, c: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -28,22 +31,23 @@ def select(stats: RoutingStats, c: ml_collections.ConfigDict) -> dict[str, Any]:
     freq = stats.frequencies()
     num_layers, num_experts = stats.num_layers, stats.num_experts
     budgets = None
-    zones_used = tuple(z.strip() for z in c.zones.split(",") if z.strip())
+    zones_used = tuple(comma_list(c.zones))
+    zr = zone_ratios(c)
     params: dict[str, Any] = {"k": int(c.k)}
     if c.method == "rise":
         ratios = tuple(float(r) for r in c.ratios)
-        chosen, budgets = alg.rise_select(freq, t, int(c.k), ratios, float(c.alpha), zones_used)
+        chosen, budgets = alg.rise_select(freq, t, int(c.k), ratios, float(c.alpha), zones_used, zr)
         params.update(ratios=list(ratios), alpha=float(c.alpha), zones_used=list(zones_used))
     elif c.method == "random":
-        chosen = alg.random_select(num_layers, num_experts, int(c.k), int(c.seed))
+        chosen = alg.random_select(num_layers, num_experts, int(c.k), int(c.seed), zr)
         params.update(seed=int(c.seed))
     elif c.method == "topk":
-        chosen = alg.topk_select(freq[t], int(c.k))
+        chosen = alg.topk_select(freq[t], int(c.k), zr)
     elif c.method == "esft_gate":
-        chosen = alg.esft_select(stats.gate_scores()[t], float(c.p_gate), "gate")
+        chosen = alg.esft_select(stats.gate_scores()[t], float(c.p_gate), "gate", zr)
         params = {"p": float(c.p_gate)}
     else:
-        chosen = alg.esft_select(freq[t] / stats.top_k, float(c.p_token), "token")
+        chosen = alg.esft_select(freq[t] / stats.top_k, float(c.p_token), "token", zr)
         params = {"p": float(c.p_token)}
     rho = alg.interference_mass(freq, chosen)
     interference = {lang: float(rho[i]) for i, lang in enumerate(stats.languages) if lang != target}
@@ -57,27 +61,50 @@ def select(stats: RoutingStats, c: ml_collections.ConfigDict) -> dict[str, Any]:
         interference,
         budgets,
         stats_path="routing_stats",
+        zone_ratios=zr,
     )
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    stats = RoutingStats.load(stats_dir(workdir))
-    cfg, _ = read_hf_config(checkpoint_path(config, workdir))
-    stats.check_model(cfg, stats_dir(workdir))
+def validate(config: ml_collections.ConfigDict) -> None:
+    c = config.select
+    if c.method not in METHODS:
+        raise alg.SelectionError(
+            f"unknown selection method {c.method!r} (config.select.method); choose one of {', '.join(METHODS)}"
+        )
+    unknown = [z for z in comma_list(c.zones) if z not in ZONES]
+    if unknown or not comma_list(c.zones):
+        raise alg.SelectionError(f"config.select.zones = {c.zones!r}: choose a non-empty subset of {', '.join(ZONES)}")
+    zone_ratios(c)
+    positive_ints(config, "select.k")
+
+
+def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
+    stats = RoutingStats.load(wd.stats)
+    cfg, _ = read_hf_config(checkpoint_path(config))
+    stats.check_model(cfg, wd.stats)
     artefact = select(stats, config.select)
-    save_selection(selection_path(workdir), artefact)
+    save_selection(wd.selection, artefact)
     cells = [(e["layer"], e["expert"], e["zone"]) for e in artefact["experts"]]
     plots.selection_map(
         stats.num_layers,
         stats.num_experts,
         cells,
-        os.path.join(workdir, "selection_map.png"),
+        wd.selection_map,
         f"{artefact['method']} selection for {artefact['target_language']} ({len(cells)} experts)",
     )
     z = artefact["zones"]
-    print(
+    logging.info(
         f"{artefact['method']}: {artefact['num_selected']} experts for {artefact['target_language']} "
         f"(shallow {z['shallow']['count']} / middle {z['middle']['count']} / deep {z['deep']['count']})"
     )
-    print("interference mass ρ: " + ", ".join(f"{k} {v:.3f}" for k, v in artefact["interference"].items()))
+    logging.info("interference mass ρ: " + ", ".join(f"{k} {v:.3f}" for k, v in artefact["interference"].items()))
     return artefact
+
+
+STAGE = Stage(
+    "select",
+    ("select",),
+    run,
+    validate=validate,
+    outputs=lambda wd: (wd.selection, wd.selection_map),
+)

@@ -6,40 +6,31 @@ import dataclasses
 import os
 
 import ml_collections
+from absl import logging
 
 from rise_jax.api import load_model
+from rise_jax.config_values import positive_ints
 from rise_jax.data.batching import tokenize_examples
 from rise_jax.data.languages import parse_languages
 from rise_jax.data.sources import SourceSpec, load_examples
 from rise_jax.routing.stats import replay
 from rise_jax.stages.common import checkpoint_path, model_sharding, tokenizer_for
+from rise_jax.stages.registry import Stage
+from rise_jax.workdir import Workdir
 
 PARALLEL_SOURCES = ("flores", "ntrex")
 
 
-def source_spec(data: ml_collections.ConfigDict) -> SourceSpec:
-    return SourceSpec(
-        kind=data.source,
-        path=data.path,
-        split=data.split,
-        include_answer=data.get("include_answer", False),
-        hf_path=data.hf_path,
-        hf_name=data.hf_name,
-        hf_data_files=data.hf_data_files,
-        text_fields=data.text_fields,
-        hf_filter=data.hf_filter,
-        answer_field=data.get("answer_field", ""),
-    )
+def validate(config: ml_collections.ConfigDict) -> None:
+    parse_languages(config.data.languages)
+    SourceSpec.from_config(config.data)
+    positive_ints(config, "stats.batch_size", "stats.bucket_multiple", "data.max_length")
 
 
-def stats_dir(workdir: str) -> str:
-    return os.path.join(workdir, "routing_stats")
-
-
-def run(config: ml_collections.ConfigDict, workdir: str) -> str:
-    path = checkpoint_path(config, workdir)
+def run(config: ml_collections.ConfigDict, wd: Workdir) -> str:
+    path = checkpoint_path(config)
     languages = parse_languages(config.data.languages)
-    spec = source_spec(config.data)
+    spec = SourceSpec.from_config(config.data)
     examples = {lang: load_examples(spec, lang) for lang in languages}  # every source error before compute
     tokenizer = tokenizer_for(config, path)
     max_samples = config.data.max_samples or None
@@ -68,10 +59,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
         "max_samples": config.data.max_samples,
         "template": config.data.template,
     }
-    out = stats.save(stats_dir(workdir))
+    out = stats.save(wd.stats)
     print(f"{'language':>8s} {'sequences':>9s} {'tokens':>9s} {'truncated':>9s}")
     for lang in languages:
         i = stats.info[lang]
         print(f"{lang:>8s} {i['sequences']:9d} {i['tokens']:9d} {i['truncated']:9d}")
-    print(f"routing statistics -> {out}")
+    logging.info(f"routing statistics -> {out}")
     return out
+
+
+# (mesh: placement only, results are equal)
+STAGE = Stage("stats", ("model", "demo", "data", "stats"), run, validate=validate, outputs=lambda wd: (wd.stats,))

@@ -7,74 +7,48 @@ import os
 import shutil
 
 import ml_collections
+from absl import logging
 
 from rise_jax.api import load_model
 from rise_jax.checkpoints.hf_load import read_hf_config
+from rise_jax.config_values import comma_list, positive_ints
 from rise_jax.data.languages import get_language
-from rise_jax.data.sources import load_examples
+from rise_jax.data.sources import SourceSpec, load_examples
 from rise_jax.io_utils import ensure_writable_dir, write_json_atomic
-from rise_jax.selection.artefact import load_selection, selection_path
+from rise_jax.selection.artefact import load_selection
 from rise_jax.stages.common import checkpoint_path, model_mesh, model_sharding, tokenizer_for
-from rise_jax.stages.stats import source_spec
-from rise_jax.training.artefacts import save_trained_experts
+from rise_jax.stages.registry import Stage
+from rise_jax.training.artefacts import TRAIN_STATE_DIRS, TRAIN_STATE_FILES, save_trained_experts
 from rise_jax.training.data import build_training_set
-from rise_jax.training.loop import TrainOptions, train
-from rise_jax.training.partition import (
-    count_trainable,
-    init_trainable,
-    join_trainable,
-    selection_experts,
-    split_trainable,
-)
+from rise_jax.training.loop import train
+from rise_jax.training.options import TrainOptions
+from rise_jax.training.partition import count_trainable, init_trainable, selection_experts
+from rise_jax.workdir import Workdir
 
 
-def train_dir(workdir: str) -> str:
-    return os.path.join(workdir, "train")
-
-
-def reset(workdir: str) -> None:
+def reset(wd: Workdir) -> None:
     """Remove the resumable training state and the last run's outputs (not the selection)."""
-    out = train_dir(workdir)
-    for name in ("checkpoints", "experts", "tensorboard"):
-        shutil.rmtree(os.path.join(out, name), ignore_errors=True)
-    for name in ("metrics.jsonl", "summary.json"):
-        if os.path.exists(os.path.join(out, name)):
-            os.remove(os.path.join(out, name))
+    for name in TRAIN_STATE_DIRS:
+        shutil.rmtree(os.path.join(wd.train, name), ignore_errors=True)
+    for file in [os.path.join(wd.train, name) for name in TRAIN_STATE_FILES] + [wd.train_summary]:
+        if os.path.exists(file):
+            os.remove(file)
 
 
-def train_options(t: ml_collections.ConfigDict, pad_id: int) -> TrainOptions:
-    return TrainOptions(
-        epochs=t.epochs,
-        batch_size=t.batch_size,
-        grad_accum=t.grad_accum,
-        lr=t.lr,
-        warmup_ratio=t.warmup_ratio,
-        b1=t.b1,
-        b2=t.b2,
-        eps=t.eps,
-        weight_decay=t.weight_decay,
-        clip_norm=t.clip_norm,
-        seed=t.seed,
-        eval_every=t.eval_every,
-        save_every=t.save_every,
-        log_every=t.log_every,
-        bucket_multiple=t.bucket_multiple,
-        pad_id=pad_id,
-        max_steps=t.max_steps,
-        extra_lr=t.get("extra_lr", 0.0),
-    )
+def validate(config: ml_collections.ConfigDict) -> None:
+    SourceSpec.from_config(config.train.data)
+    positive_ints(config, "train.epochs", "train.batch_size", "train.grad_accum", "train.data.max_length")
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict:
     t = config.train
-    out = ensure_writable_dir(train_dir(workdir))
-    path = checkpoint_path(config, workdir)
+    out = ensure_writable_dir(wd.train)
+    path = checkpoint_path(config)
     cfg, _ = read_hf_config(path)
-    sel_file = selection_path(workdir)
-    selection = load_selection(sel_file, cfg)
+    selection = load_selection(wd.selection, cfg)
     language = get_language(t.language or selection["target_language"]).code
     d = t.data
-    spec = source_spec(d)
+    spec = SourceSpec.from_config(d)
     examples = load_examples(spec, language)
     tokenizer = tokenizer_for(config, path)
     data = build_training_set(examples, tokenizer, d.max_length, d.template, t.completion_only, d.max_samples or None)
@@ -88,24 +62,24 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         router_mode=t.router_mode,
         sharding=model_sharding(config),
     )
-    patterns = [p.strip() for p in t.get("extra_trainable", "").split(",") if p.strip()]
-    trainable = init_trainable(base, cfg, selection_experts(selection), patterns)
+    trainable = init_trainable(base, cfg, selection_experts(selection), comma_list(t.get("extra_trainable", "")))
     mesh = model_mesh(config)
     if mesh is not None:  # trainable experts (and so their Adam moments) split by expert too
         import jax
 
         from rise_jax.sharding import trainable_shardings
 
-        weights, slots = split_trainable(trainable)
-        trainable = join_trainable(jax.device_put(weights, trainable_shardings(weights, mesh)), slots)
-    n_params = count_trainable(split_trainable(trainable)[0])
+        weights = jax.device_put(trainable.weights, trainable_shardings(trainable.weights, mesh))
+        trainable = trainable._replace(weights=weights)
+    n_params = count_trainable(trainable.weights)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    print(
+    logging.info(
         f"training {len(selection['experts'])} experts ({n_params:,} parameters) on {language}: "
         f"{len(train_set.ids)} sequences ({train_set.num_tokens:,} target tokens, {data.truncated} truncated), "
         f"{len(held.ids)} held out"
     )
-    result = train(model, base, trainable, train_set, held if held.ids else None, train_options(t, pad_id), out)
+    opts = TrainOptions.from_config(t, pad_id=pad_id)
+    result = train(model, base, trainable, train_set, held if held.ids else None, opts, out)
     summary = {k: v for k, v in result.items() if k != "trainable"}
     summary.update(
         language=language,
@@ -118,10 +92,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     )
     if result["status"] == "completed":
         save_trained_experts(out, result["trainable"])
-        shutil.copyfile(sel_file, os.path.join(out, "selection.json"))
-        write_json_atomic(os.path.join(out, "train_config.json"), t.to_dict())
-    write_json_atomic(os.path.join(out, "summary.json"), summary)
-    print(
+        shutil.copyfile(wd.selection, wd.train_selection)
+        write_json_atomic(wd.train_config, t.to_dict())
+    write_json_atomic(wd.train_summary, summary)
+    logging.info(
         f"train: {summary['status']}, last micro-batch loss {summary['final_loss']}, held-out loss {summary['held_out_loss']}"
     )
     return summary
+
+
+STAGE = Stage("train", ("train",), run, validate=validate, reset=reset, outputs=lambda wd: (wd.train,))

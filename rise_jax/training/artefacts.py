@@ -15,26 +15,34 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from rise_jax.training.partition import join_trainable, merge_experts, split_trainable
+from rise_jax.models.transformer import TrainableExperts
+from rise_jax.training.partition import merge_experts
+
+# The training directory's own layout (the loop writes the first three, the stage the experts).
+CHECKPOINTS = "checkpoints"
+TENSORBOARD = "tensorboard"
+METRICS = "metrics.jsonl"
+EXPERTS = "experts"
+TRAIN_STATE_DIRS = (CHECKPOINTS, EXPERTS, TENSORBOARD)  # what a reset removes, with METRICS
+TRAIN_STATE_FILES = (METRICS,)
 
 
-def save_trained_experts(directory: str, trainable: dict[str, Any]) -> str:
-    weights, slots = split_trainable(trainable)
-    target = os.path.abspath(os.path.join(directory, "experts"))
+def save_trained_experts(directory: str, trainable: TrainableExperts) -> str:
+    target = os.path.abspath(os.path.join(directory, EXPERTS))
     with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(target, {"weights": weights, "slots": slots}, force=True)
+        ckptr.save(target, {"weights": trainable.weights, "slots": trainable.slots}, force=True)
     return target
 
 
-def load_trained_experts(directory: str) -> dict[str, Any]:
+def load_trained_experts(directory: str) -> TrainableExperts:
     """The trainable tree saved by :func:`save_trained_experts` (``directory`` = ``<workdir>/train``)."""
-    target = os.path.abspath(os.path.join(directory, "experts"))
+    target = os.path.abspath(os.path.join(directory, EXPERTS))
     if not os.path.isdir(target):
         raise FileNotFoundError(f"{target}: no trained experts (run the train stage first)")
     with ocp.StandardCheckpointer() as ckptr:
         tree = ckptr.restore(target)
     slots = {run: np.asarray(s, np.int32) for run, s in tree["slots"].items()}
-    return join_trainable(jax.tree_util.tree_map(np.asarray, tree["weights"]), slots)
+    return TrainableExperts(jax.tree_util.tree_map(np.asarray, tree["weights"]), slots)
 
 
 def apply_trained_experts(params: dict[str, Any], directory: str) -> dict[str, Any]:

@@ -9,9 +9,10 @@ import numpy as np
 
 from rise_jax.data.batching import render
 from rise_jax.data.sources import Example
+from rise_jax.errors import RiseError
 
 
-class TrainingDataError(ValueError):
+class TrainingDataError(RiseError, ValueError):
     """Unusable training data (empty, no answers for completion-only training)."""
 
 

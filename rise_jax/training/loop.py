@@ -4,8 +4,9 @@ Guarantees:
 
 * Gradient accumulation as HF's Trainer: an optimiser step every ``grad_accum`` micro-batches
   and at the end of each epoch; the update uses the mean of the accumulated gradients.
-* Resumable and exact: the micro-step counter, trainable weights, optimiser state and the
-  gradient accumulator are saved with orbax (``checkpoints/``, keyed by micro-step); data order
+* Resumable and exact: one :class:`TrainState` pytree — the micro-step counter, trainable
+  weights, optimiser state and the gradient accumulator — is saved and restored by one orbax call
+  (``checkpoints/``, keyed by micro-step); data order
   depends only on (seed, epoch) and the router rng on the micro-step, so a resumed run ends
   bitwise where an uninterrupted one would (on CPU).
 * SIGTERM / SIGINT: the current step finishes, a checkpoint is written, the loop returns
@@ -19,13 +20,12 @@ Guarantees:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
 import signal
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -33,37 +33,44 @@ import numpy as np
 import orbax.checkpoint as ocp
 from tqdm.auto import tqdm
 
-from rise_jax.models.transformer import MoEModel
+from rise_jax.errors import RiseError
+from rise_jax.models.transformer import MoEModel, TrainableExperts
+from rise_jax.training.artefacts import CHECKPOINTS, METRICS, TENSORBOARD
 from rise_jax.training.data import TrainingSet, epoch_batches, iterate, pad_batch
-from rise_jax.training.partition import EXTRA, join_trainable, split_trainable
+from rise_jax.training.options import TrainOptions
+from rise_jax.training.partition import EXTRA
 from rise_jax.training.step import make_optimizer, make_steps
 
 
-class TrainingError(RuntimeError):
+class TrainingError(RiseError, RuntimeError):
     """Training cannot continue (non-finite loss); the message says where the last good state is."""
 
 
-@dataclasses.dataclass(frozen=True)
-class TrainOptions:
-    epochs: int = 3
-    batch_size: int = 2
-    grad_accum: int = 8  # micro-batches per optimiser step (and one at each epoch end)
-    lr: float = 2e-5
-    warmup_ratio: float = 0.05
-    b1: float = 0.9
-    b2: float = 0.999
-    eps: float = 1e-8
-    weight_decay: float = 0.0
-    clip_norm: float = 1.0
-    seed: int = 42
-    eval_every: int = 50  # optimiser steps between held-out evaluations (0 = only at the end)
-    save_every: int = 100  # micro-steps between checkpoints (0 = only at the end / on signal)
-    log_every: int = 1  # micro-steps between metric records
-    bucket_multiple: int = 32
-    pad_id: int = 0
-    max_steps: int = 0  # stop (with a checkpoint) after this many micro-steps; 0 = run to the end
-    extra_lr: float = 0.0  # peak lr of the path-rule groups (when the trainable tree has any); 0 = lr
-    progress: bool = True
+class TrainState(NamedTuple):
+    """Everything a resumed run needs, as one pytree.
+
+    ``step``: micro-steps done; ``weights``: the trainable weights (``TrainableExperts.weights``);
+    ``opt_state``: the optimiser state over them; ``grad_sum``: the gradient sum of the ``n_acc``
+    micro-batches since the last update (None in memory when ``n_acc`` is 0 — with
+    ``grad_accum = 1`` a zero-filled buffer would sit beside the next step's gradients — and
+    zeros on disk)."""
+
+    step: Any
+    weights: Any
+    opt_state: Any
+    grad_sum: Any
+    n_acc: Any
+
+    def for_disk(self) -> TrainState:
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, self.weights) if self.grad_sum is None else self.grad_sum
+        return self._replace(
+            step=np.asarray(self.step, np.int32), grad_sum=zeros, n_acc=np.asarray(self.n_acc, np.int32)
+        )
+
+    @classmethod
+    def from_disk(cls, restored: TrainState) -> TrainState:
+        n_acc = int(restored.n_acc)
+        return restored._replace(step=int(restored.step), n_acc=n_acc, grad_sum=restored.grad_sum if n_acc else None)
 
 
 def _held_out_loss(eval_step, weights, slots, base, held: TrainingSet, opts: TrainOptions) -> float:
@@ -101,7 +108,7 @@ class _StopFlag:
 def train(
     model: MoEModel,
     base_params: Any,
-    trainable: dict[str, Any],
+    trainable: TrainableExperts,
     train_set: TrainingSet,
     held_set: TrainingSet | None,
     opts: TrainOptions,
@@ -110,7 +117,7 @@ def train(
     """Train the selected experts; returns a summary (also the final trainable tree under
     ``"trainable"``). Resumes from ``<out_dir>/checkpoints`` when it holds a checkpoint."""
     os.makedirs(out_dir, exist_ok=True)
-    weights, slots = split_trainable(trainable)
+    weights, slots = trainable
     n = len(train_set.ids)
     if n == 0:
         raise TrainingError("no training sequences")
@@ -123,40 +130,29 @@ def train(
         opts.lr, total_opt, opts.warmup_ratio, opts.b1, opts.b2, opts.eps, opts.weight_decay, opts.clip_norm, extra_lr
     )
     grad_step, apply_step, eval_step = make_steps(model, tx)
-    opt_state = tx.init(weights)
-    grad_acc = None  # the gradient sum of the micro-batches since the last update (None: none yet)
-    n_acc = 0
+    state = TrainState(0, weights, tx.init(weights), None, 0)
 
     manager = ocp.CheckpointManager(
-        os.path.abspath(os.path.join(out_dir, "checkpoints")),
+        os.path.abspath(os.path.join(out_dir, CHECKPOINTS)),
         options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True),
     )
-    start = 0
     latest = manager.latest_step()
     if latest is not None:
-        zeros = jax.tree_util.tree_map(jnp.zeros_like, weights)
-        target = {"weights": weights, "opt_state": opt_state, "grad_acc": zeros, "n_acc": np.zeros((), np.int32)}
-        restored = manager.restore(latest, args=ocp.args.StandardRestore(target))
-        weights, opt_state = restored["weights"], restored["opt_state"]
-        n_acc, start = int(restored["n_acc"]), int(latest)
-        grad_acc = restored["grad_acc"] if n_acc else None
-        del zeros
+        state = TrainState.from_disk(manager.restore(latest, args=ocp.args.StandardRestore(state.for_disk())))
+    start = state.step
+    weights, opt_state, grad_acc, n_acc = state.weights, state.opt_state, state.grad_sum, state.n_acc
+    del state
 
     def save(step: int) -> None:
         if manager.latest_step() != step:
-            state = {
-                "weights": weights,
-                "opt_state": opt_state,
-                "grad_acc": grad_acc if grad_acc is not None else jax.tree_util.tree_map(jnp.zeros_like, weights),
-                "n_acc": np.asarray(n_acc, np.int32),
-            }
-            manager.save(step, args=ocp.args.StandardSave(state))
+            state = TrainState(step, weights, opt_state, grad_acc, n_acc)
+            manager.save(step, args=ocp.args.StandardSave(state.for_disk()))
             manager.wait_until_finished()
 
     from tensorboardX import SummaryWriter
 
-    tb = SummaryWriter(os.path.join(out_dir, "tensorboard"))
-    metrics_path = os.path.join(out_dir, "metrics.jsonl")
+    tb = SummaryWriter(os.path.join(out_dir, TENSORBOARD))
+    metrics_path = os.path.join(out_dir, METRICS)
     status, last_loss, held_loss, steps_done = "completed", None, None, start
     base_key = jax.random.PRNGKey(opts.seed)
     epoch_cache: dict[int, list[np.ndarray]] = {}
@@ -186,7 +182,7 @@ def train(
                     save(m)
                     raise TrainingError(
                         f"non-finite loss ({loss}) at micro-step {m + 1} (epoch {epoch}); the update was discarded "
-                        f"and the last good state (micro-step {m}) is checkpointed in {os.path.join(out_dir, 'checkpoints')}. "
+                        f"and the last good state (micro-step {m}) is checkpointed in {os.path.join(out_dir, CHECKPOINTS)}. "
                         "Lower the learning rate or check the data."
                     )
                 # No zero-filled sum is held between updates: with grad_accum = 1 that buffer would
@@ -241,5 +237,5 @@ def train(
         "steps_done": steps_done,
         "final_loss": last_loss,
         "held_out_loss": held_loss,
-        "trainable": join_trainable(weights, slots),
+        "trainable": TrainableExperts(weights, slots),
     }

@@ -1,17 +1,19 @@
 """Frozen/trainable partition for subnetwork training.
 
-The trainable pytree holds only the K selected experts, as fp32 master copies:
+The trainable tree (:class:`~rise_jax.models.transformer.TrainableExperts`) holds only the K
+selected experts, as fp32 master copies, in two parts kept apart from creation on:
 
-    {run_name: {"slots": int32 [n, E]   (-1 = frozen, else row in the arrays below),
-                "gate_proj": [K_run, H, I], "up_proj": [K_run, H, I], "down_proj": [K_run, I, H]}}
+    weights: {run_name: {"gate_proj": [K_run, H, I], "up_proj": [K_run, H, I], "down_proj": [K_run, I, H]}}
+    slots:   {run_name: int32 [n, E]   (-1 = frozen, else row in the arrays above)}
 
-``slots`` is bookkeeping (never differentiated or optimised): :func:`split_trainable` separates
-it. Optionally, whole parameter groups chosen by path rules (e.g. the routers, ``moe/router``, or
-attention, ``attn/``) are trainable too: their fp32 masters sit under the key
-:data:`EXTRA` as a subtree shaped like the params (``{"layers": {"moe": {"router": [n, H, E]}}}``)
-and are overlaid on the base params inside the step (off by default). The model substitutes the trainable rows for the selected experts and stops gradients to
-every base parameter, so gradients and optimiser state exist for the K experts only; the base
-params never pass through the optimiser and stay bitwise unchanged.
+``weights`` is what is differentiated and optimised; ``slots`` is bookkeeping. Optionally, whole
+parameter groups chosen by path rules (e.g. the routers, ``moe/router``, or attention, ``attn/``)
+are trainable too: their fp32 masters sit in ``weights`` under the key :data:`EXTRA` as a subtree
+shaped like the params (``{"layers": {"moe": {"router": [n, H, E]}}}``) and are overlaid on the
+base params inside the step (off by default). The model substitutes the trainable rows for the
+selected experts and stops gradients to every base parameter, so gradients and optimiser state
+exist for the K experts only; the base params never pass through the optimiser and stay bitwise
+unchanged.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from rise_jax.models.config import ModelConfig
-from rise_jax.models.transformer import layer_runs, moe_layer_location
+from rise_jax.models.layout import layer_runs, moe_layer_location
+from rise_jax.models.transformer import TrainableExperts
 
 PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
 EXTRA = "extra_params"  # key of the path-rule groups in the trainable tree (never a run name)
@@ -98,50 +101,33 @@ def selection_experts(selection: dict[str, Any]) -> list[tuple[int, int]]:
 
 def init_trainable(
     params: dict[str, Any], cfg: ModelConfig, experts: list[tuple[int, int]], extra_patterns: list[str] | tuple = ()
-) -> dict[str, Any]:
+) -> TrainableExperts:
     """fp32 copies of the selected experts' weights, gathered from ``params`` (plus the groups
-    matching ``extra_patterns``, see :func:`select_extra`)."""
-    out: dict[str, Any] = {}
+    matching ``extra_patterns``, see :func:`select_extra`), and their slot tables."""
+    weights: dict[str, Any] = {}
+    slots_out: dict[str, Any] = {}
     if extra_patterns:
-        out[EXTRA] = select_extra(params, list(extra_patterns))
+        weights[EXTRA] = select_extra(params, list(extra_patterns))
     for run, slots in expert_slots(cfg, experts).items():
         li, ei = np.nonzero(slots >= 0)
         order = np.argsort(slots[li, ei])
         li, ei = li[order], ei[order]
-        entry: dict[str, Any] = {"slots": jnp.asarray(slots)}
-        for proj in PROJECTIONS:
-            entry[proj] = params[run]["moe"]["experts"][proj][li, ei].astype(jnp.float32)
-        out[run] = entry
-    return out
+        weights[run] = {proj: params[run]["moe"]["experts"][proj][li, ei].astype(jnp.float32) for proj in PROJECTIONS}
+        slots_out[run] = jnp.asarray(slots)
+    return TrainableExperts(weights, slots_out)
 
 
-def split_trainable(trainable: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(weights to optimise, slot tables)."""
-    weights = {run: {p: v[p] for p in PROJECTIONS} for run, v in trainable.items() if run != EXTRA}
-    slots = {run: v["slots"] for run, v in trainable.items() if run != EXTRA}
-    if EXTRA in trainable:
-        weights[EXTRA] = trainable[EXTRA]
-    return weights, slots
+def expert_weights(trainable: TrainableExperts) -> dict[str, Any]:
+    """The per-run expert entries of ``trainable.weights`` (the path-rule groups left out)."""
+    return {run: w for run, w in trainable.weights.items() if run != EXTRA}
 
 
-def join_trainable(weights: dict[str, Any], slots: dict[str, Any]) -> dict[str, Any]:
-    out = {run: {"slots": slots[run], **weights[run]} for run in weights if run != EXTRA}
-    if EXTRA in weights:
-        out[EXTRA] = weights[EXTRA]
-    return out
-
-
-def expert_overrides(trainable: dict[str, Any]) -> dict[str, Any]:
-    """The per-run expert entries (what ``MoEModel(trainable_experts=...)`` takes)."""
-    return {run: v for run, v in trainable.items() if run != EXTRA}
-
-
-def merge_experts(params: dict[str, Any], trainable: dict[str, Any]) -> dict[str, Any]:
+def merge_experts(params: dict[str, Any], trainable: TrainableExperts) -> dict[str, Any]:
     """Base params with the trained experts written back (cast to the base dtype)."""
     merged = jax.tree_util.tree_map(lambda x: x, params)  # new containers, same leaves
-    merged = overlay(merged, trainable.get(EXTRA))
-    for run, entry in expert_overrides(trainable).items():
-        slots = np.asarray(entry["slots"])
+    merged = overlay(merged, trainable.weights.get(EXTRA))
+    for run, entry in expert_weights(trainable).items():
+        slots = np.asarray(trainable.slots[run])
         li, ei = np.nonzero(slots >= 0)
         rows = slots[li, ei]
         experts = dict(merged[run]["moe"]["experts"])

@@ -1,4 +1,5 @@
-"""Loss, optimiser and the jit-compiled train / held-out steps over the trainable experts only."""
+"""Optimiser and the jit-compiled train / held-out steps over the trainable experts only (the LM
+loss itself is :mod:`rise_jax.models.lm_loss`)."""
 
 from __future__ import annotations
 
@@ -9,25 +10,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from rise_jax.models.transformer import MoEModel
-from rise_jax.training.partition import EXTRA, expert_overrides, join_trainable, overlay
-
-
-def token_log_probs(logits: jax.Array, input_ids: jax.Array) -> jax.Array:
-    """fp32 ``[B, T-1]``: ``log p(input_ids[:, t+1] | input_ids[:, :t+1])`` (position ``t`` predicts ``t+1``)."""
-    logp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), axis=-1)
-    return jnp.take_along_axis(logp, input_ids[:, 1:, None], axis=-1)[..., 0]
-
-
-def lm_loss_sums(logits: jax.Array, input_ids: jax.Array, loss_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Causal-LM NLL summed over target positions, and their count.
-
-    Position ``t`` predicts token ``t+1``; ``loss_mask[b, t+1]`` (1 for real answer/text tokens)
-    selects which targets count, as HF's shifted ``labels`` with -100 elsewhere.
-    """
-    nll = -token_log_probs(logits, input_ids)
-    m = loss_mask[:, 1:].astype(jnp.float32)
-    return jnp.sum(nll * m), jnp.sum(m)
+from rise_jax.models.lm_loss import lm_loss_sums
+from rise_jax.models.transformer import MoEModel, TrainableExperts
+from rise_jax.training.partition import EXTRA, overlay
 
 
 def make_optimizer(
@@ -83,9 +68,8 @@ def make_steps(model: MoEModel, tx: optax.GradientTransformation):
     """
 
     def apply(weights, slots, base, ids, mask, **kw):
-        trainable = join_trainable(weights, slots)
-        params = overlay(base, trainable.get(EXTRA))  # path-rule groups, when any
-        return model.apply({"params": params}, ids, mask, trainable_experts=expert_overrides(trainable), **kw)
+        params = overlay(base, weights.get(EXTRA))  # path-rule groups, when any
+        return model.apply({"params": params}, ids, mask, trainable_experts=TrainableExperts(weights, slots), **kw)
 
     def loss_fn(weights, slots, base, ids, mask, loss_mask, rng):
         out = apply(weights, slots, base, ids, mask, rngs={"router": rng})

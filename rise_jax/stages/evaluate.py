@@ -17,34 +17,33 @@ import os
 from typing import Any
 
 import ml_collections
+from absl import logging
 
 from rise_jax.api import load_model
+from rise_jax.config_values import comma_list, int_ranges, positive_ints
 from rise_jax.data.languages import parse_languages
 from rise_jax.evaluation import interventions as iv
 from rise_jax.evaluation.generate import stop_token_ids
 from rise_jax.evaluation.tasks import PRIMARY_METRIC, TASK_KINDS, EvalError, Evaluator, run_task
 from rise_jax.io_utils import ensure_writable_dir, write_json_atomic, write_text_atomic
 from rise_jax.reporting.tables import results_table
-from rise_jax.selection.artefact import load_selection, selection_path
+from rise_jax.selection.artefact import load_selection
 from rise_jax.stages.common import checkpoint_path, model_sharding, tokenizer_for
+from rise_jax.stages.registry import Stage
 from rise_jax.training.artefacts import apply_trained_experts
+from rise_jax.workdir import Workdir
 
 VARIANTS = ("base", "trained", "pruned", "trained_pruned", "steered")
 
 
-def eval_dir(workdir: str) -> str:
-    return os.path.join(workdir, "eval")
-
-
-def reset(workdir: str) -> None:
+def reset(wd: Workdir) -> None:
     """Forget finished results (they were made from another model, selection or training)."""
-    path = os.path.join(eval_dir(workdir), "results.json")
-    if os.path.exists(path):
-        os.remove(path)
+    if os.path.exists(wd.eval_results):
+        os.remove(wd.eval_results)
 
 
 def _names(spec: str, what: str, allowed: tuple[str, ...] | list[str]) -> list[str]:
-    names = [s.strip() for s in spec.split(",") if s.strip()]
+    names = comma_list(spec)
     unknown = [n for n in names if n not in allowed]
     if unknown:
         raise EvalError(f"unknown {what} {unknown}; choose from {', '.join(allowed)}")
@@ -53,47 +52,33 @@ def _names(spec: str, what: str, allowed: tuple[str, ...] | list[str]) -> list[s
     return names
 
 
-def _ints(spec: str) -> list[int]:
-    """``"3,5"`` or ``"0-11"`` ranges -> ints."""
-    out: list[int] = []
-    for part in str(spec).split(","):
-        part = part.strip()
-        if "-" in part:
-            lo, hi = part.split("-")
-            out.extend(range(int(lo), int(hi) + 1))
-        elif part:
-            out.append(int(part))
-    return out
-
-
-def variant_setup(name: str, config: ml_collections.ConfigDict, workdir: str, model, base: dict[str, Any]):
+def variant_setup(name: str, config: ml_collections.ConfigDict, wd: Workdir, model, base: dict[str, Any]):
     """(params, router edit) of one variant."""
     cfg = model.cfg
     params, edit = base, None
     if name in ("trained", "trained_pruned"):
-        params = apply_trained_experts(base, os.path.join(workdir, "train"))
+        params = apply_trained_experts(base, wd.train)
     if name in ("pruned", "trained_pruned"):
-        edit = iv.prune_selection(cfg, load_selection(selection_path(workdir), cfg))
+        edit = iv.prune_selection(cfg, load_selection(wd.selection, cfg))
     if name == "steered":
         s = config.eval.steer
-        layers = _ints(s.layers) if s.layers else range(cfg.num_moe_layers)
+        layers = int_ranges(s.layers) if s.layers else range(cfg.num_moe_layers)
         if s.get("language"):
-            pairs = language_experts(workdir, s.language, float(s.tau), set(layers))
-            print(f"steering {len(pairs)} {s.language} experts (activation-frequency difference > {s.tau})")
+            pairs = language_experts(wd, s.language, float(s.tau), set(layers))
+            logging.info(f"steering {len(pairs)} {s.language} experts (activation-frequency difference > {s.tau})")
             edit = iv.steer_pairs(cfg, pairs, s.mode, float(s.strength))
         else:
-            edit = iv.steer(cfg, _ints(s.experts), layers, s.mode, float(s.strength))
+            edit = iv.steer(cfg, int_ranges(s.experts), layers, s.mode, float(s.strength))
     return params, edit
 
 
-def language_experts(workdir: str, language: str, tau: float, layers: set[int]) -> list[tuple[int, int]]:
+def language_experts(wd: Workdir, language: str, tau: float, layers: set[int]) -> list[tuple[int, int]]:
     """``(layer, expert)`` whose activation frequency on ``language`` exceeds the mean over the
     other replayed languages by more than ``tau`` (from ``routing_stats/``), within ``layers``."""
     from rise_jax.data.languages import get_language
     from rise_jax.routing.stats import RoutingStats
-    from rise_jax.stages.stats import stats_dir
 
-    stats = RoutingStats.load(stats_dir(workdir))
+    stats = RoutingStats.load(wd.stats)
     freq = stats.frequencies()
     i = stats.index(get_language(language).code)
     others = [j for j in range(len(stats.languages)) if j != i]
@@ -103,15 +88,25 @@ def language_experts(workdir: str, language: str, tau: float, layers: set[int]) 
     return [(layer, e) for layer, e in pairs if layer in layers]
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def validate(config: ml_collections.ConfigDict) -> None:
     e = config.eval
-    variants = _names(e.variants, "eval variant(s)", VARIANTS)
-    task_names = _names(e.run, "eval task(s)", list(e.tasks.keys()))
-    for name in task_names:
+    unknown = [v for v in comma_list(e.variants) if v not in VARIANTS]
+    if unknown:
+        raise EvalError(f"config.eval.variants: unknown {unknown}; choose from {', '.join(VARIANTS)}")
+    _names(e.variants, "eval variant(s)", VARIANTS)
+    for name in _names(e.run, "eval task(s)", list(e.tasks.keys())):
         if e.tasks[name].kind not in TASK_KINDS:
             raise EvalError(f"eval.tasks.{name}.kind = {e.tasks[name].kind!r}; choose one of {', '.join(TASK_KINDS)}")
-    out = ensure_writable_dir(eval_dir(workdir))
-    results_file = os.path.join(out, "results.json")
+    positive_ints(config, "eval.batch_size")
+
+
+def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
+    e = config.eval
+    validate(config)
+    variants = _names(e.variants, "eval variant(s)", VARIANTS)
+    task_names = _names(e.run, "eval task(s)", list(e.tasks.keys()))
+    ensure_writable_dir(wd.eval)
+    results_file = wd.eval_results
     config_record = e.to_dict()
     results: dict[str, Any] = {}
     if os.path.isfile(results_file):
@@ -120,7 +115,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         if previous.get("config") == config_record:
             results = previous.get("results", {})
 
-    path = checkpoint_path(config, workdir)
+    path = checkpoint_path(config)
     model, base = load_model(
         path, dtype=config.model.dtype, dispatch=config.model.dispatch, progress=False, sharding=model_sharding(config)
     )
@@ -132,7 +127,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     stops = stop_token_ids(tokenizer, gen_cfg)
 
     for variant in variants:
-        params, edit = variant_setup(variant, config, workdir, model, base)
+        params, edit = variant_setup(variant, config, wd, model, base)
         ev = Evaluator(model, params, tokenizer, stops, edit, batch_size=e.batch_size, progress=e.progress)
         for name in task_names:
             task = e.tasks[name]
@@ -144,9 +139,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                 results.setdefault(variant, {}).setdefault(name, {})[lang] = scores
                 write_json_atomic(results_file, {"config": config_record, "results": results})
                 metric = PRIMARY_METRIC[task.kind]
-                print(f"eval {variant} {name} {lang}: {metric} {scores[metric]:.2f} (n={scores['n']})")
+                logging.info(f"eval {variant} {name} {lang}: {metric} {scores[metric]:.2f} (n={scores['n']})")
 
-    write_text_atomic(os.path.join(out, "table.md"), results_markdown(results, e))
+    write_text_atomic(wd.eval_table, results_markdown(results, e))
     return results
 
 
@@ -170,3 +165,8 @@ def results_markdown(results: dict[str, Any], e: ml_collections.ConfigDict) -> s
         if notes:
             parts.append("Prompts over the length limit: " + "; ".join(notes) + ".\n")
     return "\n".join(parts)
+
+
+STAGE = Stage(
+    "eval", ("eval",), run, validate=validate, reset=reset, outputs=lambda wd: (wd.eval_results, wd.eval_table)
+)

@@ -6,13 +6,10 @@ positional fields are target language, selection method and K, in that order; ``
 the multi-GPU preset (mesh: experts split over N devices; see the README's GPU table).
 """
 
-import os
-import sys
+from rise_jax.config_values import comma_list
+from rise_jax.configs.base import get_base_config
+from rise_jax.selection.algorithms import METHODS
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from base import get_base_config  # noqa: E402
-
-METHODS = ("rise", "random", "topk", "esft_gate", "esft_token")
 TYDIQA_LANGUAGES = "ar,bn,en,fi,id,ko,ru,sw,te"
 MGSM_LANGUAGES = "bn,de,en,es,fr,ja,ru,sw,th,zh"
 
@@ -21,7 +18,7 @@ def parse_arg(arg: str, defaults: dict) -> dict:
     """``"bn,topk,64"`` / ``"target=bn,k=64"`` -> {target, method, k} over ``defaults``."""
     out = dict(defaults)
     keys = ("target", "method", "k", "gpus")
-    for i, part in enumerate(p.strip() for p in (arg or "").split(",") if p.strip()):
+    for i, part in enumerate(comma_list(arg)):
         key, value = part.split("=", 1) if "=" in part else (keys[i] if i < len(keys) else "?", part)
         if key not in keys:
             raise ValueError(f"config arg {arg!r}: unknown field {key!r}; use target, method, k, gpus")

@@ -19,16 +19,12 @@ import numpy as np
 from rise_jax.api import as_dtype, load_model
 from rise_jax.checkpoints.hf_load import read_hf_config
 from rise_jax.io_utils import write_json_atomic
-from rise_jax.models.config import ModelConfig, zone_boundaries
+from rise_jax.models.config import ModelConfig
 from rise_jax.models.transformer import MoEModel, RuntimeOptions
-from rise_jax.stages.common import checkpoint_path
-
-
-def zones(num_moe_layers: int) -> dict[str, list[int] | None]:
-    """Shallow / middle / deep MoE-layer ranges (inclusive), ``None`` for an empty zone."""
-    l1, l2 = zone_boundaries(num_moe_layers)
-    spans = {"shallow": (0, l1), "middle": (l1, l2), "deep": (l2, num_moe_layers)}
-    return {k: ([a, b - 1] if b > a else None) for k, (a, b) in spans.items()}
+from rise_jax.stages.common import checkpoint_path, zone_ratios
+from rise_jax.stages.registry import Stage
+from rise_jax.workdir import Workdir
+from rise_jax.zones import DEFAULT_RATIOS, zone_spans
 
 
 def parameter_counts(cfg: ModelConfig) -> dict[str, int]:
@@ -51,7 +47,7 @@ def parameter_counts(cfg: ModelConfig) -> dict[str, int]:
     return {"total": total, "experts": experts, "router": router, "embedding": embed, "active_per_token": active}
 
 
-def describe(cfg: ModelConfig) -> dict[str, Any]:
+def describe(cfg: ModelConfig, zone_ratios: tuple[float, float] = DEFAULT_RATIOS) -> dict[str, Any]:
     return {
         "model_type": cfg.model_type,
         "num_layers": cfg.num_layers,
@@ -66,7 +62,7 @@ def describe(cfg: ModelConfig) -> dict[str, Any]:
         "moe_intermediate_size": cfg.moe_intermediate_size,
         "vocab_size": cfg.vocab_size,
         "params": parameter_counts(cfg),
-        "zones": zones(cfg.num_moe_layers),
+        "zones": zone_spans(cfg.num_moe_layers, zone_ratios),
     }
 
 
@@ -87,19 +83,38 @@ def format_summary(info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    path = checkpoint_path(config, workdir)
+def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
+    path = checkpoint_path(config)
     cfg, _ = read_hf_config(path)
-    info = {"checkpoint": os.path.abspath(path), **describe(cfg), "dtype": config.model.dtype}
+    info = {
+        "checkpoint": os.path.abspath(path),
+        **describe(cfg, zone_ratios(config.select)),
+        "dtype": config.model.dtype,
+    }
     if config.inspect.load_weights or config.inspect.save_params:
         model, params = load_model(path, dtype=as_dtype(config.model.dtype), dispatch=config.model.dispatch)
         if config.inspect.save_params:
             import orbax.checkpoint as ocp
 
-            target = os.path.join(os.path.abspath(workdir), "params")
+            target = os.path.abspath(wd.params)
             with ocp.StandardCheckpointer() as ckptr:
                 ckptr.save(target, params, force=True)
             info["params_checkpoint"] = target
     print(format_summary(info), flush=True)
-    write_json_atomic(os.path.join(workdir, "inspect.json"), info)
+    write_json_atomic(wd.inspect, info)
     return info
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    zone_ratios(config.select)
+
+
+# Reads only the checkpoint (not chained after the other stages); zones as the selection draws them.
+STAGE = Stage(
+    "inspect",
+    ("model", "inspect", "select.zone_ratios"),
+    run,
+    validate=validate,
+    outputs=lambda wd: (wd.inspect,),
+    chained=False,
+)

@@ -1,0 +1,137 @@
+"""Fields shared by every config; model configs start from :func:`get_base_config`."""
+
+import ml_collections
+
+from rise_jax.training.options import config_defaults as train_option_defaults
+
+
+def data_source(**overrides) -> ml_collections.ConfigDict:
+    """One text source (rise_jax/data/sources.py documents every kind): the section shape shared by
+    ``data`` (replay) and ``train.data`` (training); ``SourceSpec.from_config`` reads it."""
+    c = ml_collections.ConfigDict()
+    c.source = "flores"  # plain_text | mgsm | squad | flores | ntrex | hf
+    c.path = ""  # directory or file ({lang}/{flores}/{tydiqa} placeholders where relevant)
+    c.split = "dev"
+    c.max_samples = 0  # per language; 0 = all
+    c.max_length = 512  # tokens; longer sequences are truncated and counted
+    c.template = "raw"  # raw | chat
+    c.include_answer = False  # QA/MGSM: append the answer to the text
+    c.hf_path = ""  # Hugging Face dataset id (source = hf)
+    c.hf_name = ""
+    c.hf_data_files = ""
+    c.text_fields = "text"
+    c.hf_filter = ""  # "column:prefix" filter, e.g. "id:{tydiqa}-"
+    c.answer_field = ""  # hf: e.g. "answers.text.0" for prompt/answer (QA) examples
+    c.update(overrides)
+    return c
+
+
+def get_base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 42
+    # Comma-separated, run in pipeline order; a stage whose artefact was made from the same
+    # relevant config is skipped (the run resumes); `force` redoes them.
+    c.stages = "stats,analyze,select,train,export,eval,report"
+    c.force = False
+
+    c.model = ml_collections.ConfigDict()
+    c.model.checkpoint = ""  # HF checkpoint directory or hub id
+    c.model.demo = False  # build and use the small demo checkpoint instead
+    c.model.dtype = "bfloat16"  # parameter dtype: bfloat16 | float32
+    c.model.dispatch = "auto"  # MoE dispatch: auto | blocked | ragged | grouped_scan | dense
+    c.model.tokenizer = ""  # tokenizer directory (default: the checkpoint's)
+
+    # Device mesh when more than one device is visible (rise_jax/sharding.py): data x model;
+    # model = 0 takes every device not used by data. Experts are split whole over `model`.
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = 1
+    c.mesh.model = 0
+
+    c.inspect = ml_collections.ConfigDict()
+    c.inspect.load_weights = True  # load (and so validate) every tensor
+    c.inspect.save_params = False  # also save the converted params with orbax to <workdir>/params
+
+    # Text replayed for routing statistics.
+    c.data = data_source()
+    c.data.languages = "en,bn,sw,te,th,zh,de,fr,ru,ja"
+    c.data.parallel = False  # line i is the same sentence in every language (flores/ntrex always are)
+
+    c.stats = ml_collections.ConfigDict()
+    c.stats.batch_size = 8
+    c.stats.bucket_multiple = 32  # pad lengths to a multiple of this (few compiled shapes)
+    c.stats.divergence = True  # keep per-sequence router distributions on parallel sources
+
+    c.analyze = ml_collections.ConfigDict()
+    c.analyze.reference = "en"
+    c.analyze.global_top_n = 30
+    c.analyze.layer_top_n = 0  # 0 = top-k of the model
+
+    c.select = ml_collections.ConfigDict()
+    c.select.method = "rise"  # rise | random | topk | esft_gate | esft_token
+    c.select.target = "bn"
+    c.select.k = 128
+    c.select.ratios = (0.35, 0.25, 0.40)  # shallow, middle, deep
+    c.select.alpha = 10.0
+    c.select.zones = "shallow,middle,deep"  # layer-group ablations drop zones
+    # Zone boundaries (rise_jax/zones.py): shallow and middle fractions of the MoE layers, deep the
+    # rest; L1 = round(0.375 L), L2 = round(0.625 L) as in the reference code. Analysis uses them too.
+    c.select.zone_ratios = (0.375, 0.25)
+    c.select.seed = 42
+    c.select.p_gate = 0.1
+    c.select.p_token = 0.2
+
+    # Subnetwork training. The optimisation options (epochs, batch_size, grad_accum, lr, warmup_ratio,
+    # b1, b2, eps, weight_decay, clip_norm, seed, eval_every, save_every, log_every, bucket_multiple,
+    # max_steps, extra_lr) and their paper defaults come from rise_jax/training/options.py.
+    c.train = ml_collections.ConfigDict(train_option_defaults())
+    c.train.language = ""  # default: the selection's target language
+    c.train.data = data_source(split="train")  # the target language's text
+    c.train.completion_only = False  # loss on the answer only (QA / MGSM data)
+    c.train.held_out = 0.05  # fraction of sequences for the held-out loss
+    c.train.compute_dtype = ""  # default: the parameter dtype (bf16 compute, fp32 expert masters)
+    c.train.remat = True
+    c.train.router_mode = "deterministic"  # PhiMoE: or sparsemixer_train
+    # More trainable groups by path rule (regexes over "/"-joined param paths), off by default:
+    # e.g. "moe/router" (routers: training changes routing, so interference is no longer bounded
+    # by rho) or "attn/" (attention). They get their own AdamW with peak `extra_lr` (0 = lr).
+    c.train.extra_trainable = ""
+
+    # Evaluation: the tasks named in `run`, for every variant (rise_jax/stages/evaluate.py).
+    c.eval = ml_collections.ConfigDict()
+    c.eval.variants = "base,trained"  # base | trained | pruned | trained_pruned | steered
+    c.eval.baseline = "base"  # the row deltas are taken against
+    c.eval.run = "mgsm,tydiqa,perplexity"  # names of entries in eval.tasks
+    c.eval.languages = "bn,en"  # default for tasks without their own list
+    c.eval.max_samples = 0  # per task and language; 0 = all
+    c.eval.batch_size = 8
+    c.eval.progress = True
+    c.eval.steer = ml_collections.ConfigDict()
+    c.eval.steer.experts = ""  # "3,17": expert indices steered in every layer of `layers`
+    c.eval.steer.language = ""  # or: steer this language's experts (frequency - mean of others > tau)
+    c.eval.steer.tau = 0.1
+    c.eval.steer.layers = ""  # "0-11" or "4,5"; empty = all MoE layers
+    c.eval.steer.mode = "soft"  # soft: z += strength * std(z); hard: z = max(z) + eps
+    c.eval.steer.strength = 1.0
+    c.eval.tasks = ml_collections.ConfigDict()
+    c.eval.tasks.mgsm = ml_collections.ConfigDict(
+        dict(kind="mgsm", path="", languages="", shots=0, template="chat", max_new_tokens=256)
+    )
+    c.eval.tasks.tydiqa = ml_collections.ConfigDict(
+        dict(
+            kind="qa",
+            path="",  # SQuAD-format JSON; {lang}/{tydiqa} placeholders for one file per language
+            languages="",
+            template="chat",
+            prompt_template="",  # with {context} and {question}; empty = the built-in English one
+            max_prompt_length=2048,  # tokens; longer prompts are skipped or truncated (counted)
+            long_prompts="truncate",  # skip | truncate
+            max_new_tokens=32,
+        )
+    )
+    c.eval.tasks.perplexity = ml_collections.ConfigDict(
+        dict(kind="perplexity", source="flores", path="", split="test", languages="", max_length=512)
+    )
+    c.eval.tasks.multiple_choice = ml_collections.ConfigDict(
+        dict(kind="multiple_choice", path="", languages="")  # JSONL path with {lang}
+    )
+    return c

@@ -1,0 +1,17 @@
+"""The project's domain errors: one base class, so the CLI reports every one as a single line.
+
+Each module raises its own subclass (``CheckpointError``, ``SelectionError``, ``TrainingError`` ...),
+whose message names the file, key or value at fault; ``rise_jax.launch`` catches :class:`RiseError`
+and prints ``error: <message>`` instead of a traceback. Subclasses that reject a value also derive
+from ``ValueError`` (callers that catch ``ValueError`` keep working).
+"""
+
+from __future__ import annotations
+
+
+class RiseError(Exception):
+    """Base of every error rise_jax raises on purpose (bad input, an unfinished stage, a failed run)."""
+
+
+class SettingError(RiseError, ValueError):
+    """A config field with a value the tool cannot use; the message names the field."""

@@ -1,0 +1,194 @@
+"""Expert weight sources: where the routed experts' weights come from.
+
+Every MoE dispatch implementation (:mod:`rise_jax.models.dispatch`) computes
+``down(silu(x @ gate) * (x @ up))`` for each token's experts and never asks how those weights are
+held: it calls a *source*. A source is a pytree (``flax.struct``) with
+
+* :meth:`ExpertWeights.take` ``(experts, dtype) -> (gate [..., H, I], up [..., H, I], down [..., I, H])``
+  for an int array of expert ids of any shape (a scalar inside the ``grouped_scan`` walk, one id
+  per row block in ``blocked``), cast to the compute ``dtype``. Only the requested experts are
+  read, so a source may hold its weights in any form and materialise them here;
+* :meth:`ExpertWeights.take_all` ``(dtype)``: every expert (``dense`` and ``ragged`` multiply all
+  of them; the ``grouped_scan`` backward pass transposes them);
+* :meth:`ExpertWeights.params` / :meth:`ExpertWeights.with_params`: the differentiable leaves and
+  the source rebuilt from new ones. The ``grouped_scan`` custom VJP differentiates
+  ``with_params(p).take_all(dtype)`` with respect to ``p`` to turn per-expert weight gradients
+  into gradients of those leaves, so a new source needs no VJP of its own;
+* :meth:`ExpertWeights.trainable` (bool ``[E]`` or None): the experts whose weights can receive
+  a gradient, so kernels skip the weight-gradient work of the others.
+
+The sources today:
+
+* :class:`StackedExperts` — one layer's ``[E, ...]`` parameters (plain forward, pretraining);
+* :class:`SubstitutedExperts` — subnetwork training: expert ``e`` uses a trainable fp32 copy
+  ``trained[slots[e]]`` when ``slots[e] >= 0``, else the gradient-stopped base source;
+* :class:`StackLayerExperts` — decoding: layer ``layer`` of the un-sliced ``[L, E, ...]``
+  parameters, read expert by expert instead of copying the layer's whole slice (forward only).
+
+Written with the next two in mind, both of which are new sources and touch no kernel:
+
+* a *quantized* source holds int8 / fp8 weights ``q [E, H, I]`` and per-output-channel scales
+  ``s [E, 1, I]``; ``take(ids, dtype)`` returns ``(q[ids].astype(dtype) * s[ids])`` — dequantised
+  only for the experts a walk step or block reads — and ``params()`` is empty (frozen). It can
+  be the ``base`` of :class:`SubstitutedExperts`, whose trainable copies then stay fp32;
+* a *LoRA* source wraps a base source and per-expert adapters ``A [K, r, in]``, ``B [K, out, r]``
+  with the same slot table: ``take`` returns ``base + (alpha / r) · (B A)ᵀ`` for experts with a
+  slot and the base otherwise; ``params()`` are the adapters, so the gradients reach only them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+Array = jax.Array
+Triple = tuple[Array, Array, Array]
+
+
+class ExpertWeights(struct.PyTreeNode):
+    """The interface every source implements (see the module docstring)."""
+
+    @property
+    def num_experts(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def dtype(self) -> Any:
+        """The dtype the weights are stored in (trained copies are rounded through it)."""
+        raise NotImplementedError
+
+    def take(self, experts: Array, dtype: Any) -> Triple:
+        raise NotImplementedError
+
+    def take_all(self, dtype: Any) -> Triple:
+        return self.take(jnp.arange(self.num_experts, dtype=jnp.int32), dtype)
+
+    def params(self) -> Any:
+        """The leaves gradients flow to (``()`` for a frozen source)."""
+        return ()
+
+    def with_params(self, params: Any) -> ExpertWeights:
+        del params
+        return self
+
+    def trainable(self) -> Array | None:
+        """bool ``[E]``: experts whose weights can get a gradient; None means every expert."""
+        return None
+
+
+class StackedExperts(ExpertWeights):
+    """One layer's stacked weights: gate/up ``[E, H, I]``, down ``[E, I, H]``.
+
+    ``need_grad`` (bool ``[E]``, optional) limits weight gradients to those experts: the others'
+    weights are gradient-stopped here, and ``grouped_scan`` also skips their weight-gradient work."""
+
+    gate: Array
+    up: Array
+    down: Array
+    need_grad: Array | None = None
+
+    @property
+    def num_experts(self) -> int:
+        return self.gate.shape[0]
+
+    @property
+    def dtype(self) -> Any:
+        return self.gate.dtype
+
+    def _frozen_stopped(self, ws: Triple, need: Array | None) -> Triple:
+        if need is None:
+            return ws
+        need = need[..., None, None]
+        return tuple(jnp.where(need, w, jax.lax.stop_gradient(w)) for w in ws)
+
+    def take(self, experts: Array, dtype: Any) -> Triple:
+        ws = tuple(w[experts].astype(dtype) for w in (self.gate, self.up, self.down))
+        return self._frozen_stopped(ws, None if self.need_grad is None else self.need_grad[experts])
+
+    def take_all(self, dtype: Any) -> Triple:
+        return self._frozen_stopped(tuple(w.astype(dtype) for w in (self.gate, self.up, self.down)), self.need_grad)
+
+    def params(self) -> Triple:
+        return (self.gate, self.up, self.down)
+
+    def with_params(self, params: Triple) -> StackedExperts:
+        gate, up, down = params
+        return self.replace(gate=gate, up=up, down=down)
+
+    def trainable(self) -> Array | None:
+        return self.need_grad
+
+
+class SubstitutedExperts(ExpertWeights):
+    """Subnetwork training: expert ``e`` takes ``trained[·][slots[e]]`` (fp32 masters ``[K, ...]``)
+    when ``slots[e] >= 0`` and the gradient-stopped ``base`` otherwise. Trained copies pass through
+    the base's storage dtype first, so a bf16 model computes with bf16-rounded masters; gradients
+    reach ``trained`` only, and only the K substituted experts get any."""
+
+    base: ExpertWeights
+    trained: Triple
+    slots: Array  # int32 [E]
+
+    @property
+    def num_experts(self) -> int:
+        return self.base.num_experts
+
+    @property
+    def dtype(self) -> Any:
+        return self.base.dtype
+
+    def _combine(self, base: Triple, s: Array, dtype: Any) -> Triple:
+        use = (s >= 0)[..., None, None]
+        safe = jnp.maximum(s, 0)
+        return tuple(
+            jnp.where(use, t[safe].astype(self.base.dtype).astype(dtype), jax.lax.stop_gradient(b).astype(dtype))
+            for b, t in zip(base, self.trained, strict=True)
+        )
+
+    def take(self, experts: Array, dtype: Any) -> Triple:
+        return self._combine(self.base.take(experts, self.base.dtype), self.slots[experts], dtype)
+
+    def take_all(self, dtype: Any) -> Triple:
+        return self._combine(self.base.take_all(self.base.dtype), self.slots, dtype)
+
+    def params(self) -> Triple:
+        return self.trained
+
+    def with_params(self, params: Triple) -> SubstitutedExperts:
+        return self.replace(trained=tuple(params))
+
+    def trainable(self) -> Array:
+        return self.slots >= 0
+
+
+class StackLayerExperts(ExpertWeights):
+    """Layer ``layer`` of the un-sliced stacked ``[L, E, ...]`` parameters, forward only.
+
+    Inside a scan over layers, ``nn.scan`` would hand each layer a copy of its ``[E, ...]`` slice;
+    in decoding (few tokens, few experts used) that copy costs more than the experts' work, so
+    this source indexes ``[layer, expert]`` straight out of the stack, casting per expert."""
+
+    gate: Array
+    up: Array
+    down: Array
+    layer: Array  # int32 scalar
+
+    @property
+    def num_experts(self) -> int:
+        return self.gate.shape[1]
+
+    @property
+    def dtype(self) -> Any:
+        return self.gate.dtype
+
+    def take(self, experts: Array, dtype: Any) -> Triple:
+        return tuple(w[self.layer, experts].astype(dtype) for w in (self.gate, self.up, self.down))
+
+    def take_all(self, dtype: Any) -> Triple:
+        return tuple(w[self.layer].astype(dtype) for w in (self.gate, self.up, self.down))
+
+    def trainable(self) -> Array:
+        return jnp.zeros((self.num_experts,), bool)

@@ -1,0 +1,45 @@
+"""Training options: the one place their defaults are spelled (``configs/base.py`` copies them
+into ``config.train``; :meth:`TrainOptions.from_config` reads them back). Paper defaults (RISE,
+DESIGN §3): lr 2e-5, AdamW (0.9, 0.999, 1e-8), weight decay 0, warmup 0.05, clip 1.0, 3 epochs,
+batch 2 x accumulation 8, seed 42."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainOptions:
+    epochs: int = 3
+    batch_size: int = 2
+    grad_accum: int = 8  # micro-batches per optimiser step (and one at each epoch end)
+    lr: float = 2e-5
+    warmup_ratio: float = 0.05
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    clip_norm: float = 1.0
+    seed: int = 42
+    eval_every: int = 50  # optimiser steps between held-out evaluations (0 = only at the end)
+    save_every: int = 100  # micro-steps between checkpoints (0 = only at the end / on signal)
+    log_every: int = 1  # micro-steps between metric records
+    bucket_multiple: int = 32
+    pad_id: int = 0
+    max_steps: int = 0  # stop (with a checkpoint) after this many micro-steps; 0 = run to the end
+    extra_lr: float = 0.0  # peak lr of the path-rule groups (when the trainable tree has any); 0 = lr
+    progress: bool = True
+
+    @classmethod
+    def from_config(cls, section: Any, **overrides: Any) -> TrainOptions:
+        """The options named in a config section (``config.train``), the rest left at these
+        defaults — the only place they are spelled (``configs/base.py`` copies them)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: section[k] for k in names if k in section}
+        return cls(**{**values, **overrides})
+
+
+def config_defaults() -> dict[str, Any]:
+    """The options a config sets (all but the per-run ``pad_id`` and ``progress``) with their defaults."""
+    return {f.name: f.default for f in dataclasses.fields(TrainOptions) if f.name not in ("pad_id", "progress")}

@@ -1,0 +1,71 @@
+"""The map of a run's workdir: every artefact path, spelled once.
+
+Stages, the report, sweeps and tests ask a :class:`Workdir` for paths instead of joining strings,
+so moving an artefact is a one-line change here. Layout (each artefact's keys are documented by
+the module that writes it)::
+
+    <root>/
+      .rise/<stage>.json          pipeline records: fingerprint, config, status (rise_jax.pipeline)
+      inspect.json  params/       inspect: model description, optional orbax params
+      demo/corpus/ demo/checkpoint/   the embedded demo's corpus and pretrained HF checkpoint
+      routing_stats/              stats: stats.npz + summary.json (rise_jax.routing.stats)
+      analysis/                   analyze: analysis.json, table2.md, PNGs
+      selection.json  selection_map.png   select (rise_jax.selection.artefact)
+      train/                      train: experts/ (orbax), checkpoints/, summary.json, metrics.jsonl,
+                                  tensorboard/, selection.json, train_config.json
+      export/hf/                  export: merged HF checkpoint
+      eval/                       eval: results.json, table.md
+      report.md  report_*.png     report
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+
+def _at(*parts: str) -> property:
+    """A read-only property: the path ``parts`` under the workdir root."""
+    return property(lambda self: os.path.join(self.root, *parts), doc="<root>/" + "/".join(parts))
+
+
+@dataclasses.dataclass(frozen=True)
+class Workdir:
+    """Paths of every artefact under ``root`` (nothing is created here)."""
+
+    root: str
+
+    def path(self, *parts: str) -> str:
+        return os.path.join(self.root, *parts)
+
+    def record(self, stage: str) -> str:
+        """The pipeline record of ``stage``."""
+        return self.path(".rise", f"{stage}.json")
+
+    records = _at(".rise")
+    # inspect
+    inspect = _at("inspect.json")
+    params = _at("params")
+    # the embedded demo
+    demo = _at("demo")
+    demo_corpus = _at("demo", "corpus")
+    demo_checkpoint = _at("demo", "checkpoint")
+    # stats / analyze / select
+    stats = _at("routing_stats")
+    stats_summary = _at("routing_stats", "summary.json")
+    analysis = _at("analysis")
+    table2 = _at("analysis", "table2.md")
+    selection = _at("selection.json")
+    selection_map = _at("selection_map.png")
+    # train (its own sub-layout: rise_jax.training.artefacts)
+    train = _at("train")
+    train_summary = _at("train", "summary.json")
+    train_selection = _at("train", "selection.json")  # the selection the trained experts came from
+    train_config = _at("train", "train_config.json")
+    # export / eval / report
+    export = _at("export")
+    export_hf = _at("export", "hf")
+    eval = _at("eval")
+    eval_results = _at("eval", "results.json")
+    eval_table = _at("eval", "table.md")
+    report = _at("report.md")
