@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from typing import Any
 
@@ -11,11 +12,53 @@ from typing import Any
 def publish(tmp: str, path: str) -> str:
     """Give a finished temp file the mode a plain ``open`` would (mkstemp makes it 0600), then
     rename it onto ``path`` atomically."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(tmp, 0o666 & ~mask)
+    os.chmod(tmp, 0o666 & ~_umask())
     os.replace(tmp, path)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def publish_dir(tmp: str, path: str) -> str:
+    """Give a finished temp directory (mkdtemp makes it 0700) and its files the modes a plain
+    ``mkdir`` / ``open`` would, then rename it onto ``path`` (replacing an existing one)."""
+    mask = _umask()
+    for dirpath, _, files in os.walk(tmp):
+        os.chmod(dirpath, 0o777 & ~mask)
+        for name in files:
+            os.chmod(os.path.join(dirpath, name), 0o666 & ~mask)
+    if os.path.exists(path):
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+    return path
+
+
+def temp_dir_beside(path: str) -> str:
+    """A fresh temp directory next to ``path`` (``.<name>.tmp-<pid>-*``), after removing those that
+    processes no longer running left behind (a killed export leaves tens of GB otherwise)."""
+    parent, name = os.path.split(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    prefix = f".{name}.tmp-"
+    for entry in os.listdir(parent):
+        if entry.startswith(prefix) and not _pid_alive(entry[len(prefix) :].split("-")[0]):
+            shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent)
+
+
+def _pid_alive(pid: str) -> bool:
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
 
 
 def write_text_atomic(path: str, text: str) -> str:

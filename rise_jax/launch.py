@@ -99,6 +99,22 @@ def main(argv: list[str]) -> None:
     run_or_exit(run, _CONFIG.value, FLAGS.workdir)
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with a config override that names no field or has the wrong type
+    (raised by ml_collections while parsing) reported as one line instead of a traceback."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as err:
+        print(f"error: {err}\nPass --helpfull to see the flags.", file=sys.stderr)
+        sys.exit(2)
+    except (AttributeError, KeyError, TypeError, ValueError) as err:
+        key = str(err.args[0] if err.args else err).strip("\"'")
+        culprit = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.") and f".{key}" in a.split("=")[0]]
+        where = culprit[0] if culprit else "a --config override"
+        print(f"error: {where}: no config field {key!r} (or a value of the wrong type)", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
     _define_flags()
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -58,13 +58,19 @@ def verbose_flag() -> bool:
 
 def show_messages(library_info: bool = False) -> None:
     """Route rise_jax's INFO messages to stdout (idempotent); ``library_info`` also lets other
-    libraries' INFO records through absl's handler."""
+    libraries' INFO records through absl's handler.
+
+    The absl logger gets both handlers itself and stops propagating, so a root handler that some
+    library installed with ``basicConfig`` does not print every message a second time."""
     absl_logger = logging.get_absl_logger()
     if not any(isinstance(h, _OwnInfoToStdout) for h in absl_logger.handlers):
         absl_logger.addHandler(_OwnInfoToStdout())
+    handler = logging.get_absl_handler()
+    if handler not in absl_logger.handlers:
+        absl_logger.addHandler(handler)
+    absl_logger.propagate = False
     if not library_info:
         logging.set_verbosity(logging.INFO)
-    handler = logging.get_absl_handler()
     for f in [f for f in handler.filters if isinstance(f, _NotOurInfo)]:
         handler.removeFilter(f)
     handler.addFilter(_NotOurInfo(library_info))

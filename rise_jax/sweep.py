@@ -20,7 +20,7 @@ import ml_collections
 from absl import app, flags, logging
 
 from rise_jax.io_utils import ensure_writable_dir, write_json_atomic, write_text_atomic
-from rise_jax.launch import run, run_or_exit
+from rise_jax.launch import parse_flags, run, run_or_exit
 from rise_jax.messages import show_messages, verbose_flag
 from rise_jax.stages import REGISTRY
 from rise_jax.workdir import Workdir
@@ -60,18 +60,16 @@ def label(overrides: dict[str, Any]) -> str:
 
 
 def share_stages(src: str, dst: str) -> None:
-    """Hard-link the shared stages' artefacts (``Stage.outputs``) and records from ``src`` into ``dst``."""
+    """Hard-link the shared stages' artefact directories (those holding ``Stage.outputs``: the
+    statistics and the analysis with its figures) and records from ``src`` into ``dst``."""
     a, b = Workdir(src), Workdir(dst)
     for stage in SHARED_STAGES:
-        outputs = list(zip(REGISTRY[stage].outputs(a), REGISTRY[stage].outputs(b), strict=True))
-        if not os.path.isfile(a.record(stage)) or any(os.path.exists(d) for _, d in outputs):
+        dirs = sorted({os.path.dirname(p) for p in REGISTRY[stage].outputs(a)})
+        pairs = [(d, os.path.join(dst, os.path.relpath(d, src))) for d in dirs]
+        if not os.path.isfile(a.record(stage)) or any(os.path.exists(d) for _, d in pairs):
             continue
-        for s, d in outputs:
-            if os.path.isdir(s):
-                shutil.copytree(s, d, copy_function=os.link)
-            else:
-                os.makedirs(os.path.dirname(d), exist_ok=True)
-                os.link(s, d)
+        for s, d in pairs:
+            shutil.copytree(s, d, copy_function=os.link)
         os.makedirs(b.records, exist_ok=True)
         shutil.copyfile(a.record(stage), b.record(stage))
 
@@ -132,4 +130,4 @@ if __name__ == "__main__":
     flags.DEFINE_string("sweeps_file", "configs/sweeps.py", "Python file with get_sweep(name).")
     flags.DEFINE_string("workdir", None, "Root directory; one subdirectory per point.")
     flags.mark_flags_as_required(["config", "sweep", "workdir"])
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -52,8 +52,10 @@ class Workdir:
     demo_checkpoint = _at("demo", "checkpoint")
     # stats / analyze / select
     stats = _at("routing_stats")
+    stats_arrays = _at("routing_stats", "stats.npz")
     stats_summary = _at("routing_stats", "summary.json")
     analysis = _at("analysis")
+    analysis_json = _at("analysis", "analysis.json")
     table2 = _at("analysis", "table2.md")
     selection = _at("selection.json")
     selection_map = _at("selection_map.png")

@@ -246,3 +246,113 @@ def _qwen_keys():
     from hf_reference import QWEN_BASE
 
     return {k: v for k, v in QWEN_BASE.items() if k != "num_experts"}
+
+
+def _write_safetensors(path, header, data):
+    """A safetensors file with exactly this header (JSON) and data section."""
+    import struct
+
+    blob = json.dumps(header).encode() if not isinstance(header, bytes) else header
+    open(path, "wb").write(struct.pack("<Q", len(blob)) + blob + data)
+
+
+@pytest.mark.parametrize(
+    "header,data,message",
+    [
+        ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [-8, 0]}}, bytes(8), r"tensor 'a'.*outside the data"),
+        (  # b re-reads a's bytes
+            {
+                "a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+                "b": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+            },
+            bytes(8),
+            r"tensor '(a|b)'.*overlaps the previous tensor",
+        ),
+        ({"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, bytes(8), r"tensor 'a'.*outside the data"),
+        ([1, 2], b"", r"header is not a JSON object"),
+        ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"", r"tensor 'a'.*outside the data"),
+        ({"a": {"dtype": "F32", "data_offsets": [0, 8]}}, bytes(8), r"tensor 'a'.*needs dtype, shape and data_offsets"),
+        (b"[" * 100_000 + b"]" * 100_000, b"", r"cannot read safetensors header"),
+        ({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}, bytes(8), r"cover 4 of the 8 data bytes"),
+    ],
+    ids=["negative", "overlap", "past-end", "not-object", "header-only", "no-shape", "deep", "gap"],
+)
+def test_a_safetensors_header_is_checked_like_the_library_does(tmp_path, header, data, message):
+    """Offsets are never trusted: each malformed header is refused with the file and tensor named
+    (before, negative or overlapping offsets silently loaded other bytes as weights)."""
+    from rise_jax.checkpoints.safetensors_io import SafetensorsFile, SafetensorsFormatError
+
+    path = str(tmp_path / "bad.safetensors")
+    _write_safetensors(path, header, data)
+    with pytest.raises(SafetensorsFormatError, match=f"bad.safetensors: .*{message}"):
+        SafetensorsFile(path)
+
+
+def test_an_index_may_not_point_outside_the_checkpoint(qwen_copy, tmp_path):
+    outside = tmp_path / "elsewhere.safetensors"
+    shutil.copy(os.path.join(qwen_copy, "model.safetensors"), outside)
+    names = list(load_file(os.path.join(qwen_copy, "model.safetensors")))
+    index = {"metadata": {}, "weight_map": dict.fromkeys(names, "../elsewhere.safetensors")}
+    json.dump(index, open(os.path.join(qwen_copy, "model.safetensors.index.json"), "w"))
+    with pytest.raises(CheckpointError, match=r"'\.\./elsewhere\.safetensors' lies outside the checkpoint directory"):
+        load_hf_checkpoint(qwen_copy)
+
+
+def test_non_finite_weights_are_refused_at_load_naming_the_tensor(qwen_copy):
+    path = os.path.join(qwen_copy, "model.safetensors")
+    tensors = load_file(path)
+    name = "model.layers.1.mlp.experts.3.down_proj.weight"
+    if name not in tensors:  # fused layout
+        name = next(k for k in tensors if "layers.1.mlp.experts" in k and "down" in k)
+    tensors[name] = tensors[name].copy()
+    tensors[name].flat[5] = np.nan
+    torch_save_file({k: torch.from_numpy(v) for k, v in tensors.items()}, path)
+    with pytest.raises(CheckpointError, match=f"model.safetensors: tensor '{name}': non-finite values"):
+        load_hf_checkpoint(qwen_copy, dtype=jnp.float32, progress=False)
+
+
+def test_export_is_readable_by_others_and_clears_what_killed_exports_left(tmp_path, qwen_dir):
+    model, params = rise_jax.load_model(qwen_dir, dtype="float32", progress=False)
+    stale = tmp_path / ".exp.tmp-999999999-abcd"  # a process that no longer runs (kill -9 mid-export)
+    stale.mkdir()
+    (stale / "model-00001-of-00009.safetensors").write_bytes(b"partial")
+    old = os.umask(0o022)
+    try:
+        out = rise_jax.export_model(model, params, str(tmp_path / "exp"), progress=False)
+    finally:
+        os.umask(old)
+    assert sorted(os.listdir(tmp_path)) == ["exp"]
+    assert os.stat(out).st_mode & 0o777 == 0o755
+    assert {os.stat(os.path.join(out, f)).st_mode & 0o777 for f in os.listdir(out)} == {0o644}
+
+
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("num_attention_heads", 0, r"num_attention_heads = 0 must be a whole number >= 1"),
+        ("hidden_size", "64", r"hidden_size = '64' must be a whole number >= 1"),
+        ("num_key_value_heads", 3, r"num_attention_heads = 4 is not a multiple of num_key_value_heads = 3"),
+    ],
+)
+def test_bad_numbers_in_config_json_are_named(qwen_copy, key, value, message):
+    path = os.path.join(qwen_copy, "config.json")
+    cfg = json.load(open(path))
+    cfg[key] = value
+    json.dump(cfg, open(path, "w"))
+    with pytest.raises(CheckpointError, match=f"config.json: {message}"):
+        load_hf_checkpoint(qwen_copy)
+
+
+def test_a_full_disk_during_export_is_a_named_error_and_leaves_nothing(tmp_path, qwen_dir, monkeypatch):
+    import safetensors.numpy
+    from safetensors import SafetensorError
+
+    model, params = rise_jax.load_model(qwen_dir, dtype="float32", progress=False)
+
+    def full_disk(*args, **kwargs):
+        raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull })")
+
+    monkeypatch.setattr(safetensors.numpy, "save_file", full_disk)
+    with pytest.raises(OSError, match=r"shard-00000.safetensors: cannot write the safetensors file .*StorageFull"):
+        rise_jax.export_model(model, params, str(tmp_path / "exp"), progress=False)
+    assert os.listdir(tmp_path) == []

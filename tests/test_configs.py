@@ -1,5 +1,7 @@
 """The shipped configs: paper settings, `:arg` variants, sweeps, and their errors."""
 
+import os
+
 import pytest
 
 from rise_jax.configs import phi35_moe, qwen3_30b_a3b, sweeps  # noqa: E402
@@ -53,3 +55,20 @@ def test_multi_gpu_presets_set_the_mesh():
     assert qwen3_30b_a3b.get_config().mesh.model == 1
     assert qwen3_30b_a3b.get_config("bn,rise,128,gpus=8").mesh.model == 8
     assert phi35_moe.get_config("gpus=2").mesh.model == 2
+
+
+def test_sweep_points_share_the_statistics_and_analysis_directories_by_hard_link(tmp_path):
+    from rise_jax.sweep import share_stages
+    from rise_jax.workdir import Workdir
+
+    src, dst = Workdir(str(tmp_path / "a")), Workdir(str(tmp_path / "b"))
+    for path in (src.stats_arrays, src.stats_summary, src.analysis_json, src.table2, src.path("analysis", "x.png")):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        open(path, "w").write(path)
+    os.makedirs(src.records)
+    for stage in ("stats", "analyze"):
+        open(src.record(stage), "w").write("{}")
+    share_stages(src.root, dst.root)
+    for path in (dst.stats_arrays, dst.table2, dst.path("analysis", "x.png"), dst.record("analyze")):
+        assert os.path.isfile(path)
+    assert os.path.samefile(src.path("analysis", "x.png"), dst.path("analysis", "x.png"))

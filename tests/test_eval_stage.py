@@ -144,3 +144,18 @@ def test_steering_a_languages_experts_found_by_frequency_difference(setup, tmp_p
     launch.run(c, str(work))
     res = _json.load(open(work / "eval" / "results.json"))["results"]
     assert res["steered"]["perplexity"]["en"]["perplexity"] != res["base"]["perplexity"]["en"]["perplexity"]
+
+
+def test_a_malformed_generation_config_is_named(setup, tmp_path):
+    import shutil
+
+    ckpt, tmp, _ = setup
+    copy = str(tmp_path / "ck")
+    shutil.copytree(ckpt, copy)
+    open(os.path.join(copy, "generation_config.json"), "w").write("{ not json")
+    c = config(copy, tmp)
+    c.stages = "eval"
+    c.eval.variants = "base"
+    c.eval.run = "perplexity"
+    with pytest.raises(EvalError, match=r"ck/generation_config.json: unreadable generation config"):
+        launch.run(c, str(tmp_path / "wd"))

@@ -142,3 +142,37 @@ def test_a_bug_keeps_its_traceback():
 
     with pytest.raises(ZeroDivisionError):
         run_or_exit(lambda: 1 / 0)
+
+
+def test_an_unknown_config_field_is_one_line_not_a_traceback(tmp_path):
+    r = launch("--config=configs/demo.py", f"--workdir={tmp_path}", "--config.model.kk=1")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == [
+        "error: --config.model.kk: no config field 'kk' (or a value of the wrong type)"
+    ]
+
+
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("train.lr", -1e-5, r"config.train.lr = -1e-05: must be >= 0"),
+        ("train.epochs", 0, r"config.train.epochs = 0: must be a whole number >= 1"),
+        ("train.grad_accum", 0, r"config.train.grad_accum = 0"),
+        ("stats.batch_size", 0, r"config.stats.batch_size = 0"),
+        ("eval.batch_size", 0, r"config.eval.batch_size = 0"),
+        ("select.k", 0, r"config.select.k = 0"),
+        ("select.ratios", (0.5, 0.4, 0.3), r"config.select.ratios: .*sum to 1.2 > 1"),
+    ],
+)
+def test_every_setting_is_checked_before_any_model_is_built(tmp_path, field, value, message):
+    """All requested stages' settings are validated first: nothing is built, loaded or written."""
+    from rise_jax import launch as launch_lib
+    from rise_jax.configs import demo
+    from rise_jax.errors import RiseError
+
+    c = demo.get_config("test")
+    section, key = field.split(".")
+    c[section][key] = value
+    with pytest.raises(RiseError, match=message):
+        launch_lib.run(c, str(tmp_path))
+    assert os.listdir(tmp_path) == []  # not even the demo model was started

@@ -2,7 +2,9 @@
 
 import json
 import os
+import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -125,3 +127,102 @@ def test_sweep_points_share_the_replay_and_write_a_summary(demo_run, tmp_path):
     sel = [json.load(open(os.path.join(d, "selection.json"))) for d in (a, b)]
     assert [s["params"]["alpha"] for s in sel] == [0.0, 10.0]
     assert os.path.isfile(tmp_path / "sweep.json") and os.path.isfile(tmp_path / "sweep.md")
+
+
+def test_a_demo_model_is_rebuilt_when_its_options_change_and_reused_when_not(tmp_path):
+    import dataclasses
+
+    from rise_jax.demo.pretrain import PretrainOptions, pretrain
+
+    tiny = PretrainOptions(vocab_size=300, hidden_size=16, num_layers=2, num_experts=4, top_k=2, steps=2, batch_size=4)
+    out = str(tmp_path / "checkpoint")
+    pretrain(out, tiny, progress=False)
+    made = os.path.getmtime(os.path.join(out, "pretrain.json"))
+    pretrain(out, tiny, progress=False)  # same options: kept
+    assert os.path.getmtime(os.path.join(out, "pretrain.json")) == made
+    pretrain(out, dataclasses.replace(tiny, steps=3), progress=False)  # other options: rebuilt
+    assert json.load(open(os.path.join(out, "pretrain.json")))["options"]["steps"] == 3
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint"]  # no temp directory left behind
+
+
+def _final_artefacts(wd):
+    """Every final artefact of tests/pipeline_run.py's workdir, as comparable values."""
+    from safetensors.numpy import load_file
+
+    from rise_jax.training.artefacts import load_trained_experts
+
+    stats = np.load(os.path.join(wd, "routing_stats", "stats.npz"))
+    experts = load_trained_experts(os.path.join(wd, "train"))
+    return {
+        "stats": {k: stats[k].tobytes() for k in stats.files},
+        "analysis": json.load(open(os.path.join(wd, "analysis", "analysis.json"))),
+        "selection": json.load(open(os.path.join(wd, "selection.json"))),
+        "experts": [np.asarray(a).tobytes() for a in jax.tree_util.tree_leaves(experts)],
+        "export": {k: v.tobytes() for k, v in load_file(os.path.join(wd, "export", "hf", "model.safetensors")).items()},
+        "eval": json.load(open(os.path.join(wd, "eval", "results.json")))["results"],
+    }
+
+
+def test_killed_at_random_moments_a_rerun_ends_bit_identical_to_an_uninterrupted_run(tmp_path):
+    """kill -9 at a random moment of a whole tiny pipeline, then the same command again: every
+    final artefact equals an uninterrupted run's, bit for bit, and nothing temporary is left."""
+    import random
+    import signal
+    import subprocess
+    import time
+
+    from hf_reference import make_hf_model, save_hf_model
+
+    ckpt = save_hf_model(
+        make_hf_model("qwen3_moe", seed=9, vocab_size=151936, hidden_size=32, num_hidden_layers=4),
+        str(tmp_path / "ckpt"),
+    )
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pipeline_run.py")
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+
+    def run(wd, kill_after=None):
+        proc = subprocess.Popen(
+            [sys.executable, script, ckpt, wd], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        if kill_after is not None:
+            time.sleep(kill_after)
+            proc.send_signal(signal.SIGKILL)
+        _, err = proc.communicate(timeout=600)
+        if kill_after is None:
+            assert proc.returncode == 0, err[-3000:]
+
+    reference = str(tmp_path / "reference")
+    t0 = time.perf_counter()
+    run(reference)
+    duration = time.perf_counter() - t0
+    want = _final_artefacts(reference)
+    for seed in (0, 1):
+        wd = str(tmp_path / f"killed{seed}")
+        run(wd, kill_after=random.Random(seed).uniform(0.15, 0.85) * duration)
+        run(wd)
+        got = _final_artefacts(wd)
+        for key in want:
+            assert got[key] == want[key], (seed, key)
+        left = [os.path.join(d, n) for d, dirs, _ in os.walk(wd) for n in dirs if ".tmp-" in n or n in ("previous",)]
+        assert not left, left
+
+
+def test_fingerprints_cover_the_checkpoint_and_data_files_not_just_their_paths(tmp_path):
+    """Same paths, other contents: the checkpoint's config.json / weight files and the text files
+    are part of every fingerprint from the stage that reads them onward."""
+    ckpt, data = tmp_path / "ckpt", tmp_path / "text"
+    ckpt.mkdir()
+    data.mkdir()
+    (ckpt / "config.json").write_text('{"model_type": "qwen3_moe"}')
+    (ckpt / "model.safetensors").write_bytes(bytes(16))
+    (data / "en.txt").write_text("hello\n")
+    c = demo.get_config("test")
+    c.model.checkpoint = str(ckpt)
+    c.data.path = str(data)
+    before = {s: fingerprint(relevant_config(c, s)) for s in STAGES}
+    (ckpt / "model.safetensors").write_bytes(bytes(32))  # other weights at the same path
+    after_ckpt = {s: fingerprint(relevant_config(c, s)) for s in STAGES}
+    assert all(before[s] != after_ckpt[s] for s in STAGES)
+    (data / "en.txt").write_text("hello again\n")
+    after_data = {s: fingerprint(relevant_config(c, s)) for s in STAGES}
+    assert all(after_ckpt[s] != after_data[s] for s in STAGES)

@@ -130,3 +130,102 @@ def test_unwritable_workdir_is_a_clear_error(tmp_path, ckpt):
     c.stages = "train"
     with pytest.raises(OSError, match="cannot be created"):
         launch.run(c, str(blocker / "wd"))
+
+
+# --- Nothing lost, nothing stale (the pipeline's guarantees on a finished workdir) ---------------
+
+
+@pytest.fixture
+def finished(tmp_path, trained):
+    """A private copy of the finished stats/select/train/export workdir."""
+    import shutil
+
+    wd = str(tmp_path / "wd")
+    shutil.copytree(trained, wd)
+    return wd
+
+
+def _train_files(wd):
+    return {
+        name: os.path.exists(os.path.join(wd, "train", name)) for name in ("experts", "checkpoints", "summary.json")
+    }
+
+
+def test_a_rejected_setting_is_refused_before_anything_is_deleted(finished, ckpt):
+    from rise_jax.errors import SettingError
+
+    c = config(ckpt)
+    c.stages = "train"
+    c.train.batch_size = 0
+    with pytest.raises(SettingError, match=r"config.train.batch_size = 0: must be a whole number >= 1"):
+        launch.run(c, finished)
+    assert all(_train_files(finished).values())
+
+
+def test_a_rerun_that_fails_before_writing_anything_puts_the_old_results_back(finished, ckpt):
+    from rise_jax.data.sources import SourceError
+
+    before = json.load(open(os.path.join(finished, ".rise", "train.json")))
+    c = config(ckpt)
+    c.stages = "train"
+    c.train.data.path = "/no/such/flores"  # a typo: the fingerprint changes, the data cannot load
+    with pytest.raises(SourceError, match="/no/such/flores"):
+        launch.run(c, finished)
+    assert all(_train_files(finished).values())
+    assert json.load(open(os.path.join(finished, ".rise", "train.json"))) == before
+    c = config(ckpt)
+    c.stages = "train"
+    assert launch.run(c, finished) == {"train": "skipped"}  # the original run is intact and current
+
+
+def test_max_steps_is_resumable_and_a_rerun_does_not_creep_on(finished, ckpt):
+    from rise_jax.pipeline import PipelineError
+
+    c = config(ckpt)
+    c.stages = "train"
+    c.train.lr = 2e-3  # a new run
+    c.train.max_steps = 1
+    for _ in range(2):  # the same command twice: still one step
+        with pytest.raises(PipelineError, match="stopped at max_steps"):
+            launch.run(c, finished)
+        assert json.load(open(os.path.join(finished, "train", "summary.json")))["steps_done"] == 1
+    c.train.max_steps = 0  # lifting the limit resumes from step 1
+    assert launch.run(c, finished) == {"train": "ran"}
+    summary = json.load(open(os.path.join(finished, "train", "summary.json")))
+    entries = [json.loads(x) for x in open(os.path.join(finished, "train", "metrics.jsonl"))]
+    steps = [e["step"] for e in entries if "loss" in e]  # one row per micro-step (held-out rows aside)
+    assert summary["steps_done"] == summary["micro_steps"] and steps[0] == 1 and len(set(steps)) == len(steps)
+
+
+def test_artefacts_made_from_another_checkpoint_or_an_unfinished_stage_are_refused(finished, ckpt, tmp_path):
+    from rise_jax.pipeline import PipelineError
+
+    other = save_hf_model(
+        make_hf_model("qwen3_moe", seed=10, vocab_size=151936, hidden_size=32, num_hidden_layers=4), str(tmp_path / "b")
+    )
+    c = config(other)  # same shape, other weights: the statistics of the first are stale for it
+    c.stages = "select,train"
+    with pytest.raises(PipelineError, match=r"stage select would use the artefacts of stage stats, made from another"):
+        launch.run(c, finished)
+    record = os.path.join(finished, ".rise", "select.json")
+    json.dump({**json.load(open(record)), "status": "running"}, open(record, "w"))  # as if select failed
+    c = config(ckpt)
+    c.stages = "train"
+    c.train.lr = 2e-3
+    with pytest.raises(PipelineError, match=r"needs the artefacts of stage select, which did not finish"):
+        launch.run(c, finished)
+
+
+def test_a_deleted_artefact_is_made_again_and_a_corrupt_record_is_named(finished, ckpt):
+    from rise_jax.pipeline import PipelineError
+
+    os.remove(os.path.join(finished, "routing_stats", "stats.npz"))
+    c = config(ckpt)
+    c.stages = "stats"
+    assert launch.run(c, finished) == {"stats": "ran"}
+    assert os.path.isfile(os.path.join(finished, "routing_stats", "stats.npz"))
+    record = os.path.join(finished, ".rise", "select.json")
+    open(record, "w").write('{"fingerprint": ')
+    c.stages = "select"
+    with pytest.raises(PipelineError, match=f"{record}: unreadable pipeline record"):
+        launch.run(c, finished)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,6 +22,7 @@ from tqdm.auto import tqdm
 
 from rise_jax.checkpoints.hf_layout import leaf_specs
 from rise_jax.checkpoints.safetensors_io import save_safetensors
+from rise_jax.io_utils import publish_dir, temp_dir_beside
 from rise_jax.models.config import HUB_ARCHITECTURES, ModelConfig, config_to_hf_dict
 
 TOKENIZER_FILES = (
@@ -95,9 +95,7 @@ def export_hf_checkpoint(
     out_dir = os.path.abspath(out_dir)
     if os.path.exists(out_dir) and not overwrite:
         raise FileExistsError(f"{out_dir}: already exists (pass overwrite=True to replace it)")
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=parent)
+    tmp = temp_dir_beside(out_dir)
     try:
         shards: list[dict[str, np.ndarray]] = [{}]
         size, total = 0, 0
@@ -153,9 +151,7 @@ def export_hf_checkpoint(
                 src = os.path.join(tokenizer_dir, f)
                 if os.path.isfile(src):
                     shutil.copy2(src, os.path.join(tmp, f))
-        if os.path.exists(out_dir):
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
+        publish_dir(tmp, out_dir)  # readable by others as the umask allows (a serving account)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

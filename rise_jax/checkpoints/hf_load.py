@@ -76,8 +76,13 @@ class TensorIndex:
                     weight_map = json.load(fh)["weight_map"]
             except (OSError, KeyError, TypeError, json.JSONDecodeError) as err:
                 raise CheckpointError(f"{index_path}: unreadable index: {err}") from err
+            if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
+                raise CheckpointError(f"{index_path}: unreadable index: weight_map must map tensor names to file names")
             files = sorted(set(weight_map.values()))
+            root = os.path.realpath(path)
             for f in files:
+                if os.path.commonpath([root, os.path.realpath(os.path.join(path, f))]) != root:
+                    raise CheckpointError(f"{index_path}: weight file {f!r} lies outside the checkpoint directory")
                 if not os.path.isfile(os.path.join(path, f)):
                     raise CheckpointError(f"{os.path.join(path, f)}: missing (listed in {index_path})")
         else:
@@ -172,6 +177,31 @@ class _LeafReader:
         return a.T if self.spec.transpose else a
 
     def read(self, index: tuple[slice, ...], dtype: np.dtype) -> np.ndarray:
+        """Block ``index`` of the leaf in ``dtype``; a NaN or infinity in it is an error naming the
+        checkpoint tensor (one pass over what is read anyway: weights are never trusted silently)."""
+        out = self._read(index, dtype)
+        if jnp.issubdtype(out.dtype, jnp.floating) and not np.isfinite(out).all():
+            raise CheckpointError(f"{self._non_finite_tensor()}: non-finite values (NaN or inf) in the weights")
+        return out
+
+    def _source_names(self) -> list[str]:
+        names = []
+        for src in self.sources:
+            if isinstance(src, str):
+                names.append(src)
+            else:
+                names.extend([src[1]] if src[0] == "fused" else src[1])
+        return names
+
+    def _non_finite_tensor(self) -> str:
+        """``<file>: tensor '<name>'`` of the first source tensor holding a NaN or infinity."""
+        for name in self._source_names():
+            a = self.t.get(name)
+            if jnp.issubdtype(a.dtype, jnp.floating) and not np.isfinite(a).all():
+                return f"{self.t.where(name)}: tensor {name!r}"
+        return f"{self.t.path}: leaf {'/'.join(self.spec.path)}"
+
+    def _read(self, index: tuple[slice, ...], dtype: np.dtype) -> np.ndarray:
         spec = self.spec
         if spec.layers is None:
             return self._hf(self.sources[0])[index].astype(dtype)

@@ -38,6 +38,45 @@ class SafetensorsFormatError(RiseError, ValueError):
     """A file that is not a readable safetensors file; the message names it."""
 
 
+MAX_HEADER_BYTES = 100_000_000  # as the safetensors library
+
+
+def _check_entries(path: str, entries: dict[str, Any], data_bytes: int) -> None:
+    """Validate the header as the safetensors library does: every entry names a dtype, a shape of
+    non-negative ints and ``data_offsets`` [begin, end] whose length matches the shape, inside the
+    data section; sorted by offset the entries tile the data section exactly (no gap, no overlap)."""
+    spans = []
+    for name, e in entries.items():
+        where = f"{path}: tensor {name!r}"
+        if not isinstance(e, dict) or not {"dtype", "shape", "data_offsets"} <= set(e):
+            raise SafetensorsFormatError(f"{where}: header entry needs dtype, shape and data_offsets")
+        shape, offsets = e["shape"], e["data_offsets"]
+        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+            raise SafetensorsFormatError(f"{where}: shape {shape!r} is not a list of non-negative integers")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)):
+            raise SafetensorsFormatError(f"{where}: data_offsets {offsets!r} is not [begin, end]")
+        begin, end = offsets
+        if not 0 <= begin <= end <= data_bytes:
+            raise SafetensorsFormatError(
+                f"{where}: data_offsets {offsets} outside the data section of {data_bytes} bytes"
+            )
+        if not isinstance(e["dtype"], str):
+            raise SafetensorsFormatError(f"{where}: dtype {e['dtype']!r} is not a string")
+        if e["dtype"] in _DTYPES:
+            want = int(np.prod(shape, dtype=np.int64)) * np.dtype(_DTYPES[e["dtype"]]).itemsize
+            if end - begin != want:
+                raise SafetensorsFormatError(f"{where}: {end - begin} bytes for shape {shape} of {e['dtype']}")
+        spans.append((begin, end, name))
+    position = 0
+    for begin, end, name in sorted(spans):
+        if begin != position:
+            what = "overlaps the previous tensor" if begin < position else f"leaves a gap at byte {position}"
+            raise SafetensorsFormatError(f"{path}: tensor {name!r} (data_offsets [{begin}, {end}]) {what}")
+        position = end
+    if position != data_bytes:
+        raise SafetensorsFormatError(f"{path}: the tensors cover {position} of the {data_bytes} data bytes")
+
+
 class SafetensorsFile:
     """A memory-mapped safetensors file: ``keys()``, ``shape(k)``, ``get(k)`` (a read-only view)."""
 
@@ -49,14 +88,22 @@ class SafetensorsFile:
             if size < 8:
                 raise SafetensorsFormatError(f"{path}: not a safetensors file (only {size} bytes)")
             (n,) = struct.unpack("<Q", self._fh.read(8))
-            if n > size - 8:
-                raise SafetensorsFormatError(f"{path}: not a safetensors file (header length {n} > file size)")
+            if n > min(size - 8, MAX_HEADER_BYTES):
+                raise SafetensorsFormatError(
+                    f"{path}: not a safetensors file (header length {n} exceeds the file or {MAX_HEADER_BYTES} bytes)"
+                )
             header = json.loads(self._fh.read(n))
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
             raise SafetensorsFormatError(f"{path}: cannot read safetensors header: {err}") from err
-        self.metadata: dict[str, Any] = header.pop("__metadata__", {}) or {}
+        if not isinstance(header, dict):
+            raise SafetensorsFormatError(f"{path}: safetensors header is not a JSON object")
+        metadata = header.pop("__metadata__", None) or {}
+        if not isinstance(metadata, dict):
+            raise SafetensorsFormatError(f"{path}: safetensors __metadata__ is not a JSON object")
+        self.metadata: dict[str, Any] = metadata
         self._entries: dict[str, dict[str, Any]] = header
         self._data_start = 8 + n
+        _check_entries(path, header, size - 8 - n)
         self._mmap = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_READ) if size > 8 + n else None
 
     def keys(self) -> list[str]:
@@ -95,8 +142,14 @@ class SafetensorsFile:
 
 def save_safetensors(tensors: dict[str, np.ndarray], path: str, metadata: dict[str, str] | None = None) -> None:
     """Write ``tensors`` to ``path`` atomically (temp file in the same directory, then rename)."""
+    from safetensors import SafetensorError
     from safetensors.numpy import save_file
 
     tmp = f"{path}.tmp-{os.getpid()}"
-    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, tmp, metadata=metadata or {"format": "pt"})
+    try:
+        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, tmp, metadata=metadata or {"format": "pt"})
+    except (SafetensorError, OSError) as err:  # a full disk, a vanished directory
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise OSError(f"{path}: cannot write the safetensors file ({err})") from err
     os.replace(tmp, path)

@@ -18,7 +18,6 @@ import dataclasses
 import json
 import os
 import shutil
-import tempfile
 import time
 from typing import Any
 
@@ -30,7 +29,7 @@ from tqdm import tqdm
 
 from rise_jax.checkpoints import export_hf_checkpoint
 from rise_jax.demo.corpus import LANGUAGES, pretrain_lines, write_corpus
-from rise_jax.io_utils import write_json_atomic
+from rise_jax.io_utils import temp_dir_beside, write_json_atomic
 from rise_jax.models.config import config_from_hf_dict
 from rise_jax.models.lm_loss import lm_loss_sums
 from rise_jax.models.transformer import MoEModel, RuntimeOptions
@@ -137,14 +136,20 @@ def _loss_fn(params, model: MoEModel, ids, mask, aux_coef: float):
 def pretrain(out_dir: str, opts: PretrainOptions = PretrainOptions(), progress: bool = True) -> str:
     """Write the corpus, train the tokenizer and the model, export the checkpoint to ``out_dir``.
 
-    Returns ``out_dir``; an existing checkpoint there (``config.json`` present) is kept as is.
+    Returns ``out_dir``; an existing checkpoint there made with the same options is kept as is, one
+    made with other options (``pretrain.json``) is replaced.
     """
     if os.path.isfile(os.path.join(out_dir, "config.json")):
-        return out_dir
+        try:
+            with open(os.path.join(out_dir, "pretrain.json"), encoding="utf-8") as fh:
+                made_with = json.load(fh).get("options")
+        except (OSError, ValueError, AttributeError):
+            made_with = None
+        if made_with == dataclasses.asdict(opts):
+            return out_dir
+        shutil.rmtree(out_dir)  # another demo model: build the one asked for
     t0 = time.perf_counter()
-    parent = os.path.dirname(os.path.abspath(out_dir))
-    os.makedirs(parent, exist_ok=True)
-    work = tempfile.mkdtemp(prefix=".demo_pretrain.", dir=parent)
+    work = temp_dir_beside(os.path.join(os.path.dirname(os.path.abspath(out_dir)), "pretrain"))
     try:
         lines = pretrain_lines(opts.seed)
         train_tokenizer(lines, opts.vocab_size, work)

@@ -106,6 +106,16 @@ def _get(d: Mapping[str, Any], key: str, source: str, default: Any = dataclasses
     return default
 
 
+def _int(d: Mapping[str, Any], key: str, source: str, default: Any = dataclasses.MISSING, minimum: int = 1) -> int:
+    """A whole-number field (``True`` and ``"8"`` are not), at least ``minimum``; else a ConfigError."""
+    value = _get(d, key, source, default)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{source}: {key} = {value!r} must be a whole number >= {minimum}")
+    return value
+
+
 def _rope_from_hf(d: Mapping[str, Any], model_type: str, source: str) -> RopeConfig:
     """Accept 5.x ``rope_parameters`` and 4.x ``rope_theta`` + ``rope_scaling`` alike."""
     params = dict(d.get("rope_parameters") or d.get("rope_scaling") or {})
@@ -145,31 +155,36 @@ def config_from_hf_dict(d: Mapping[str, Any], source: str = "config.json") -> Mo
         raise ConfigError(
             f"{source}: model_type {model_type!r} is not supported (supported: {', '.join(SUPPORTED_MODEL_TYPES)})"
         )
-    hidden = int(_get(d, "hidden_size", source))
-    heads = int(_get(d, "num_attention_heads", source))
-    num_layers = int(_get(d, "num_hidden_layers", source))
-    experts = d.get("num_experts", d.get("num_local_experts"))
-    if experts is None:
+    hidden = _int(d, "hidden_size", source)
+    heads = _int(d, "num_attention_heads", source)
+    num_layers = _int(d, "num_hidden_layers", source)
+    experts_key = "num_experts" if d.get("num_experts") is not None else "num_local_experts"
+    if d.get(experts_key) is None:
         raise ConfigError(f"{source}: neither 'num_experts' nor 'num_local_experts' is set")
-    experts = int(experts)
-    top_k = int(_get(d, "num_experts_per_tok", source))
+    experts = _int(d, experts_key, source)
+    top_k = _int(d, "num_experts_per_tok", source)
     if not 0 < top_k <= experts:
         raise ConfigError(f"{source}: num_experts_per_tok={top_k} must be in [1, {experts}]")
     if model_type == "phimoe" and top_k != 2:
         raise ConfigError(
             f"{source}: phimoe's sparsemixer router always selects exactly 2 experts; num_experts_per_tok={top_k}"
         )
-    head_dim = d.get("head_dim") or hidden // heads
+    head_dim = _int(d, "head_dim", source) if d.get("head_dim") else hidden // heads
+    kv_heads = _int(d, "num_key_value_heads", source, heads)
+    if heads % kv_heads:
+        raise ConfigError(
+            f"{source}: num_attention_heads = {heads} is not a multiple of num_key_value_heads = {kv_heads}"
+        )
     if model_type == "qwen3_moe":
         mlp_only = set(d.get("mlp_only_layers") or [])
         step = int(d.get("decoder_sparse_step", 1) or 1)
         moe_ids = tuple(i for i in range(num_layers) if i not in mlp_only and experts > 0 and (i + 1) % step == 0)
-        moe_inter = int(_get(d, "moe_intermediate_size", source))
-        inter = int(d.get("intermediate_size", moe_inter))
+        moe_inter = _int(d, "moe_intermediate_size", source)
+        inter = _int(d, "intermediate_size", source, moe_inter)
         sliding = d.get("sliding_window") if d.get("use_sliding_window", False) else None
     else:
         moe_ids = tuple(range(num_layers))
-        inter = int(_get(d, "intermediate_size", source))
+        inter = _int(d, "intermediate_size", source)
         moe_inter = inter
         sliding = d.get("sliding_window")
     act = d.get("hidden_act", "silu")
@@ -177,11 +192,11 @@ def config_from_hf_dict(d: Mapping[str, Any], source: str = "config.json") -> Mo
         raise ConfigError(f"{source}: hidden_act {act!r} is not supported (only 'silu')")
     return ModelConfig(
         model_type=model_type,
-        vocab_size=int(_get(d, "vocab_size", source)),
+        vocab_size=_int(d, "vocab_size", source),
         hidden_size=hidden,
         num_layers=num_layers,
         num_heads=heads,
-        num_kv_heads=int(d.get("num_key_value_heads") or heads),
+        num_kv_heads=kv_heads,
         head_dim=int(head_dim),
         num_experts=experts,
         top_k=top_k,

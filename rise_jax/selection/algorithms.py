@@ -66,6 +66,17 @@ def rise_scores(freq: np.ndarray, target: int, alpha: float = 10.0) -> dict[str,
     }
 
 
+def check_budget_ratios(ratios: tuple[float, float, float]) -> None:
+    """Budget ratios (shallow, middle, deep): three fractions in [0, 1] summing to at most 1."""
+    if len(ratios) != 3:
+        raise SelectionError(f"ratios must be (shallow, middle, deep), got {ratios}")
+    for name, r in zip(ZONES, ratios, strict=True):
+        if not 0.0 <= r <= 1.0:
+            raise SelectionError(f"ratio for {name} = {r} is outside [0, 1]")
+    if sum(ratios) > 1.0 + 1e-9:
+        raise SelectionError(f"ratios {tuple(ratios)} sum to {sum(ratios):.6g} > 1")
+
+
 def zone_budgets(
     k: int,
     ratios: tuple[float, float, float],
@@ -77,13 +88,7 @@ def zone_budgets(
     """Split ``K`` over the zones: floors of ``K ρ`` for each used zone but the last, which takes
     the remainder; then overflow beyond a zone's pool goes to the zone with most room left
     (ties: shallow, middle, deep order). Unused zones (ablations) get nothing."""
-    if len(ratios) != 3:
-        raise SelectionError(f"ratios must be (shallow, middle, deep), got {ratios}")
-    for name, r in zip(ZONES, ratios, strict=True):
-        if not 0.0 <= r <= 1.0:
-            raise SelectionError(f"ratio for {name} = {r} is outside [0, 1]")
-    if sum(ratios) > 1.0 + 1e-9:
-        raise SelectionError(f"ratios {tuple(ratios)} sum to {sum(ratios):.6g} > 1")
+    check_budget_ratios(ratios)
     unknown = [z for z in zones_used if z not in ZONES]
     if unknown or not zones_used:
         raise SelectionError(f"zones_used must be a non-empty subset of {ZONES}, got {zones_used}")

@@ -106,7 +106,7 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
                 zr,
             )
 
-    write_json_atomic(os.path.join(out_dir, "analysis.json"), result)
+    write_json_atomic(wd.analysis_json, result)
     write_text_atomic(wd.table2, table2_markdown(zone_j, ref_lang, n_layer))
     plots.overlap_heatmap(
         gj, langs, os.path.join(out_dir, "overlap_heatmap.png"), f"Global top-{n_global} expert overlap"
@@ -137,4 +137,11 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
 
 
 # Zone averages use the selection's zone boundaries: the one select field analysis depends on.
-STAGE = Stage("analyze", ("analyze", "select.zone_ratios"), run, validate=validate, outputs=lambda wd: (wd.analysis,))
+STAGE = Stage(
+    "analyze",
+    ("analyze", "select.zone_ratios"),
+    run,
+    validate=validate,
+    reads=("stats",),
+    outputs=lambda wd: (wd.analysis_json, wd.table2),
+)

@@ -15,6 +15,49 @@ def checkpoint_path(config: ml_collections.ConfigDict) -> str:
     return resolve_checkpoint(config.model.checkpoint)
 
 
+def checkpoint_identity(config: ml_collections.ConfigDict) -> dict[str, str]:
+    """What identifies ``config.model.checkpoint`` beyond its path: a SHA-256 of its ``config.json``,
+    its index (or the names and sizes of its safetensors files), so artefacts made from another
+    checkpoint at the same path are recognised as stale. A hub id (not a local directory) is
+    identified by the id."""
+    import hashlib
+    import os
+
+    path = config.model.checkpoint
+    if not os.path.isdir(path):
+        return {"checkpoint": path}
+    digest = hashlib.sha256()
+    for name in ("config.json", "model.safetensors.index.json"):
+        file = os.path.join(path, name)
+        if os.path.isfile(file):
+            with open(file, "rb") as fh:
+                digest.update(name.encode() + b"\0" + fh.read())
+    for name in sorted(os.listdir(path)):
+        if name.endswith(".safetensors"):
+            digest.update(f"{name}:{os.path.getsize(os.path.join(path, name))}".encode())
+    return {"checkpoint": os.path.abspath(path), "checkpoint_sha256": digest.hexdigest()}
+
+
+def files_identity(path: str) -> str | None:
+    """A SHA-256 over the names, sizes and modification times of the files at ``path`` (a file or a
+    directory tree; a path with ``{lang}``-style placeholders stands for its directory), so an
+    artefact made from data that changed since is recognised as stale; None when ``path`` is not
+    local (a hub dataset id is identified by the config itself)."""
+    import hashlib
+    import os
+
+    if "{" in (path or ""):
+        path = os.path.dirname(path.split("{")[0])
+    if not path or not os.path.exists(path):
+        return None
+    digest = hashlib.sha256()
+    files = [path] if os.path.isfile(path) else sorted(os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs)
+    for file in files:
+        st = os.stat(file)
+        digest.update(f"{os.path.relpath(file, path)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
 def zone_ratios(select: ml_collections.ConfigDict) -> tuple[float, float]:
     """``config.select.zone_ratios`` (shallow, middle fractions), checked; default (0.375, 0.25)."""
     try:

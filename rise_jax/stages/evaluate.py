@@ -28,18 +28,12 @@ from rise_jax.evaluation.tasks import PRIMARY_METRIC, TASK_KINDS, EvalError, Eva
 from rise_jax.io_utils import ensure_writable_dir, write_json_atomic, write_text_atomic
 from rise_jax.reporting.tables import results_table
 from rise_jax.selection.artefact import load_selection
-from rise_jax.stages.common import checkpoint_path, model_sharding, tokenizer_for
+from rise_jax.stages.common import checkpoint_path, files_identity, model_sharding, tokenizer_for
 from rise_jax.stages.registry import Stage
 from rise_jax.training.artefacts import apply_trained_experts
 from rise_jax.workdir import Workdir
 
 VARIANTS = ("base", "trained", "pruned", "trained_pruned", "steered")
-
-
-def reset(wd: Workdir) -> None:
-    """Forget finished results (they were made from another model, selection or training)."""
-    if os.path.exists(wd.eval_results):
-        os.remove(wd.eval_results)
 
 
 def _names(spec: str, what: str, allowed: tuple[str, ...] | list[str]) -> list[str]:
@@ -110,8 +104,11 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
     config_record = e.to_dict()
     results: dict[str, Any] = {}
     if os.path.isfile(results_file):
-        with open(results_file, encoding="utf-8") as fh:
-            previous = json.load(fh)
+        try:
+            with open(results_file, encoding="utf-8") as fh:
+                previous = json.load(fh)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise EvalError(f"{results_file}: unreadable partial results ({err}); delete it to start over") from err
         if previous.get("config") == config_record:
             results = previous.get("results", {})
 
@@ -122,8 +119,13 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
     tokenizer = tokenizer_for(config, path)
     gen_cfg_file, gen_cfg = os.path.join(path, "generation_config.json"), None
     if os.path.isfile(gen_cfg_file):
-        with open(gen_cfg_file, encoding="utf-8") as fh:
-            gen_cfg = json.load(fh)
+        try:
+            with open(gen_cfg_file, encoding="utf-8") as fh:
+                gen_cfg = json.load(fh)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise EvalError(f"{gen_cfg_file}: unreadable generation config: {err}") from err
+        if not isinstance(gen_cfg, dict):
+            raise EvalError(f"{gen_cfg_file}: unreadable generation config: expected a JSON object")
     stops = stop_token_ids(tokenizer, gen_cfg)
 
     for variant in variants:
@@ -168,5 +170,16 @@ def results_markdown(results: dict[str, Any], e: ml_collections.ConfigDict) -> s
 
 
 STAGE = Stage(
-    "eval", ("eval",), run, validate=validate, reset=reset, outputs=lambda wd: (wd.eval_results, wd.eval_table)
+    "eval",
+    ("eval",),
+    run,
+    validate=validate,
+    reads=("stats", "select", "train"),
+    outputs=lambda wd: (wd.eval_results, wd.eval_table),
+    state=lambda wd: (wd.eval_results,),  # finished languages of an interrupted run
+    inputs=lambda config: {
+        f"eval_{name}": files_identity(str(config.eval.tasks[name].get("path", "")))
+        for name in comma_list(config.eval.run)
+        if name in config.eval.tasks
+    },
 )

@@ -32,4 +32,4 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> str:
     return out
 
 
-STAGE = Stage("export", (), run, outputs=lambda wd: (wd.export_hf,))
+STAGE = Stage("export", (), run, reads=("train",), outputs=lambda wd: (wd.export_hf,))

@@ -31,16 +31,24 @@ class Stage:
     are made from. run: ``run(config, workdir)`` reads earlier artefacts and writes its own; it may
     return ``{"status": ...}`` (anything but ``"completed"`` means unfinished). validate: cheap
     checks of the config (no model, no data), run for every requested stage before the first
-    starts; raises an error naming the field. reset: discards resumable state made under another
-    config (training checkpoints, partial results). outputs: the artefacts it writes (sweeps share
-    them). chained: its fingerprint includes every earlier stage's config (False for ``inspect``,
-    which reads only the checkpoint).
+    starts; raises an error naming the field. reads: the earlier stages whose artefacts it uses
+    (the pipeline refuses to run it on artefacts that are unfinished or were made from another
+    config). outputs: the artefacts it writes (a ``done`` stage whose outputs vanished reruns;
+    sweeps share them). state: the paths of its resumable state and last results (training
+    checkpoints, partial eval results): set aside when it reruns under another config, deleted
+    once the new run completes, put back if the new run fails before writing any of them.
+    inputs: what it is made from outside the config, as a JSON-able dict that changes when they
+    change (the checkpoint's identity), fingerprinted with the config. chained: its fingerprint
+    includes every earlier stage's config and inputs (False for ``inspect``, which reads only the
+    checkpoint).
     """
 
     name: str
     depends_on: tuple[str, ...]
     run: Callable[[Config, Workdir], Any]
     validate: Callable[[Config], None] = _nothing_to_check
-    reset: Callable[[Workdir], None] | None = None
+    reads: tuple[str, ...] = ()
     outputs: Callable[[Workdir], tuple[str, ...]] = lambda wd: ()
+    state: Callable[[Workdir], tuple[str, ...]] = lambda wd: ()
+    inputs: Callable[[Config], dict[str, Any]] | None = None
     chained: bool = True

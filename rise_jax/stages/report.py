@@ -170,4 +170,4 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
     return {"report": path}
 
 
-STAGE = Stage("report", (), run, outputs=lambda wd: (wd.report,))
+STAGE = Stage("report", (), run, reads=("stats", "analyze", "select", "train", "eval"), outputs=lambda wd: (wd.report,))

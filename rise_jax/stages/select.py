@@ -76,6 +76,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise alg.SelectionError(f"config.select.zones = {c.zones!r}: choose a non-empty subset of {', '.join(ZONES)}")
     zone_ratios(c)
     positive_ints(config, "select.k")
+    if c.method == "rise":
+        try:
+            alg.check_budget_ratios(tuple(float(r) for r in c.ratios))
+        except (TypeError, ValueError) as err:
+            raise alg.SelectionError(f"config.select.ratios: {err}") from err
 
 
 def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
@@ -106,5 +111,6 @@ STAGE = Stage(
     ("select",),
     run,
     validate=validate,
+    reads=("stats",),
     outputs=lambda wd: (wd.selection, wd.selection_map),
 )

@@ -14,7 +14,7 @@ from rise_jax.data.batching import tokenize_examples
 from rise_jax.data.languages import parse_languages
 from rise_jax.data.sources import SourceSpec, load_examples
 from rise_jax.routing.stats import replay
-from rise_jax.stages.common import checkpoint_path, model_sharding, tokenizer_for
+from rise_jax.stages.common import checkpoint_identity, checkpoint_path, files_identity, model_sharding, tokenizer_for
 from rise_jax.stages.registry import Stage
 from rise_jax.workdir import Workdir
 
@@ -69,4 +69,11 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> str:
 
 
 # (mesh: placement only, results are equal)
-STAGE = Stage("stats", ("model", "demo", "data", "stats"), run, validate=validate, outputs=lambda wd: (wd.stats,))
+STAGE = Stage(
+    "stats",
+    ("model", "demo", "data", "stats"),
+    run,
+    validate=validate,
+    outputs=lambda wd: (wd.stats_arrays, wd.stats_summary),
+    inputs=lambda config: {**checkpoint_identity(config), "data": files_identity(config.data.path)},
+)

@@ -14,11 +14,12 @@ from rise_jax.checkpoints.hf_load import read_hf_config
 from rise_jax.config_values import comma_list, positive_ints
 from rise_jax.data.languages import get_language
 from rise_jax.data.sources import SourceSpec, load_examples
+from rise_jax.errors import SettingError
 from rise_jax.io_utils import ensure_writable_dir, write_json_atomic
 from rise_jax.selection.artefact import load_selection
-from rise_jax.stages.common import checkpoint_path, model_mesh, model_sharding, tokenizer_for
+from rise_jax.stages.common import checkpoint_path, files_identity, model_mesh, model_sharding, tokenizer_for
 from rise_jax.stages.registry import Stage
-from rise_jax.training.artefacts import TRAIN_STATE_DIRS, TRAIN_STATE_FILES, save_trained_experts
+from rise_jax.training.artefacts import EXPERTS, TRAIN_STATE_DIRS, TRAIN_STATE_FILES, save_trained_experts
 from rise_jax.training.data import build_training_set
 from rise_jax.training.loop import train
 from rise_jax.training.options import TrainOptions
@@ -26,18 +27,23 @@ from rise_jax.training.partition import count_trainable, init_trainable, selecti
 from rise_jax.workdir import Workdir
 
 
-def reset(wd: Workdir) -> None:
-    """Remove the resumable training state and the last run's outputs (not the selection)."""
-    for name in TRAIN_STATE_DIRS:
-        shutil.rmtree(os.path.join(wd.train, name), ignore_errors=True)
-    for file in [os.path.join(wd.train, name) for name in TRAIN_STATE_FILES] + [wd.train_summary]:
-        if os.path.exists(file):
-            os.remove(file)
+def train_state(wd: Workdir) -> tuple[str, ...]:
+    """The resumable training state and the last run's outputs (not the selection it came from)."""
+    own = tuple(os.path.join(wd.train, name) for name in TRAIN_STATE_DIRS + TRAIN_STATE_FILES)
+    return own + (wd.train_summary, wd.train_config, wd.train_selection)
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
     SourceSpec.from_config(config.train.data)
+    t = config.train
     positive_ints(config, "train.epochs", "train.batch_size", "train.grad_accum", "train.data.max_length")
+    for name, value, ok, rule in (
+        ("lr", t.lr, t.lr >= 0, ">= 0"),
+        ("warmup_ratio", t.warmup_ratio, 0 <= t.warmup_ratio <= 1, "in [0, 1]"),
+        ("held_out", t.held_out, 0 <= t.held_out < 1, "in [0, 1)"),
+    ):
+        if not ok:
+            raise SettingError(f"config.train.{name} = {value!r}: must be {rule}")
 
 
 def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict:
@@ -101,4 +107,13 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict:
     return summary
 
 
-STAGE = Stage("train", ("train",), run, validate=validate, reset=reset, outputs=lambda wd: (wd.train,))
+STAGE = Stage(
+    "train",
+    ("train",),
+    run,
+    validate=validate,
+    reads=("select",),
+    outputs=lambda wd: (wd.train_summary, wd.train_selection, os.path.join(wd.train, EXPERTS)),
+    state=train_state,
+    inputs=lambda config: {"train_data": files_identity(config.train.data.path)},
+)

@@ -31,9 +31,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 from tqdm.auto import tqdm
 
 from rise_jax.errors import RiseError
+from rise_jax.io_utils import write_text_atomic
 from rise_jax.models.transformer import MoEModel, TrainableExperts
 from rise_jax.training.artefacts import CHECKPOINTS, METRICS, TENSORBOARD
 from rise_jax.training.data import TrainingSet, epoch_batches, iterate, pad_batch
@@ -105,6 +107,39 @@ class _StopFlag:
             signal.signal(sig, old)
 
 
+def _drop_rows_after(metrics_path: str, step: int) -> None:
+    """Keep the metric rows of micro-steps ``<= step`` (those past a resumed checkpoint are redone)."""
+    if not os.path.isfile(metrics_path):
+        return
+    with open(metrics_path, encoding="utf-8") as fh:
+        lines = fh.readlines()
+    kept = []
+    for line in lines:
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line if line.endswith("\n") else line + "\n")
+        except (ValueError, KeyError, TypeError):  # a row cut short by a kill: dropped
+            continue
+    if len(kept) != len(lines):
+        write_text_atomic(metrics_path, "".join(kept))
+
+
+def _restore_latest_readable(manager: ocp.CheckpointManager, fresh: TrainState, where: str) -> TrainState:
+    """The newest checkpoint that restores; unreadable newer ones (a crash while writing, a full
+    disk) are reported and deleted. ``fresh`` when there is none."""
+    for step in sorted(manager.all_steps(), reverse=True):
+        try:
+            state = TrainState.from_disk(manager.restore(step, args=ocp.args.StandardRestore(fresh.for_disk())))
+        except Exception as err:  # noqa: BLE001 — orbax raises many kinds for a damaged checkpoint
+            logging.warning(f"{where}/{step}: unreadable training checkpoint ({type(err).__name__}: {err}); deleted")
+            manager.delete(step)
+            continue
+        if step != manager.latest_step():
+            logging.warning(f"resuming from the previous checkpoint ({where}/{step})")
+        return state
+    return fresh
+
+
 def train(
     model: MoEModel,
     base_params: Any,
@@ -136,9 +171,7 @@ def train(
         os.path.abspath(os.path.join(out_dir, CHECKPOINTS)),
         options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True),
     )
-    latest = manager.latest_step()
-    if latest is not None:
-        state = TrainState.from_disk(manager.restore(latest, args=ocp.args.StandardRestore(state.for_disk())))
+    state = _restore_latest_readable(manager, state, os.path.join(out_dir, CHECKPOINTS))
     start = state.step
     weights, opt_state, grad_acc, n_acc = state.weights, state.opt_state, state.grad_sum, state.n_acc
     del state
@@ -153,6 +186,7 @@ def train(
 
     tb = SummaryWriter(os.path.join(out_dir, TENSORBOARD))
     metrics_path = os.path.join(out_dir, METRICS)
+    _drop_rows_after(metrics_path, start)  # steps past the checkpoint are redone: no duplicate rows
     status, last_loss, held_loss, steps_done = "completed", None, None, start
     base_key = jax.random.PRNGKey(opts.seed)
     epoch_cache: dict[int, list[np.ndarray]] = {}
@@ -168,7 +202,11 @@ def train(
                     if k not in ("step", "epoch", "opt_step") and isinstance(v, (int, float)):
                         tb.add_scalar(f"train/{k}" if k != "held_out_loss" else "eval/loss", v, entry["step"])
 
-            for m in range(start, total_micro):
+            # Resumed at or past max_steps: stop again without a step (a rerun never creeps on).
+            end = start if opts.max_steps and opts.max_steps <= start < total_micro else total_micro
+            if end == start < total_micro:
+                status = "stopped at max_steps"
+            for m in range(start, end):
                 epoch, b = divmod(m, per_epoch)
                 if epoch not in epoch_cache:
                     epoch_cache = {epoch: epoch_batches(n, opts.batch_size, opts.seed, epoch)}
@@ -222,10 +260,11 @@ def train(
                     status = "stopped at max_steps"
                     break
             else:
-                save(total_micro)
-                if held_set:
-                    held_loss = _held_out_loss(eval_step, weights, slots, base_params, held_set, opts)
-                    record({"step": total_micro, "opt_step": total_opt, "held_out_loss": held_loss})
+                if end == total_micro:  # ran to the end (not resumed at max_steps)
+                    save(total_micro)
+                    if held_set:
+                        held_loss = _held_out_loss(eval_step, weights, slots, base_params, held_set, opts)
+                        record({"step": total_micro, "opt_step": total_opt, "held_out_loss": held_loss})
     finally:
         bar.close()
         tb.close()

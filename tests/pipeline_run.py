@@ -1,0 +1,48 @@
+"""Run a tiny whole pipeline in its own process: ``python tests/pipeline_run.py CHECKPOINT WORKDIR``.
+
+Used by the fault-injection test (tests/test_pipeline.py), which kills this process at random
+moments and reruns it. Tiny Qwen3-MoE, three FLoRes languages, every stage but inspect.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from hf_reference import SHARED_DATA  # noqa: E402
+
+from rise_jax import launch  # noqa: E402
+from rise_jax.configs import base  # noqa: E402
+
+
+def config(checkpoint: str):
+    c = base.get_base_config()
+    c.stages = "stats,analyze,select,train,export,eval,report"
+    c.model.checkpoint = checkpoint
+    c.model.tokenizer = os.path.join(SHARED_DATA, "tokenizers", "qwen3")
+    c.model.dtype = "float32"
+    c.data.path = c.train.data.path = os.path.join(SHARED_DATA, "flores200")
+    c.data.languages = "en,bn,sw"
+    c.data.max_samples = 8
+    c.analyze.global_top_n = 8
+    c.select.k = 4
+    c.train.data.max_samples = 12
+    c.train.data.max_length = 40
+    c.train.epochs = 2
+    c.train.batch_size = 2
+    c.train.grad_accum = 2
+    c.train.save_every = 2
+    c.train.eval_every = 2
+    c.train.lr = 1e-3
+    c.eval.variants = "base,trained,pruned"
+    c.eval.run = "perplexity"
+    c.eval.languages = "en,bn,sw"
+    c.eval.max_samples = 4
+    c.eval.progress = False
+    c.eval.tasks.perplexity.path = os.path.join(SHARED_DATA, "flores200")
+    c.eval.tasks.perplexity.split = "dev"
+    c.eval.tasks.perplexity.max_length = 40
+    return c
+
+
+if __name__ == "__main__":
+    launch.run(config(sys.argv[1]), sys.argv[2])
