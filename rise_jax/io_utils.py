@@ -76,6 +76,19 @@ def write_text_atomic(path: str, text: str) -> str:
     return path
 
 
+def read_json_object(path: str, what: str, error: type[Exception] = ValueError) -> dict[str, Any]:
+    """The JSON object in ``path``; anything else (unreadable, not UTF-8, not JSON, not an object)
+    raises ``error`` naming the file and ``what`` it should have been."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            obj = json.load(fh)
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:  # JSONDecodeError is a ValueError
+        raise error(f"{path}: unreadable {what}: {err}") from err
+    if not isinstance(obj, dict):
+        raise error(f"{path}: unreadable {what}: expected a JSON object")
+    return obj
+
+
 def write_json_atomic(path: str, obj: Any) -> str:
     return write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 

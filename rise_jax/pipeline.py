@@ -33,7 +33,7 @@ from absl import logging
 
 from rise_jax.config_values import comma_list
 from rise_jax.errors import RiseError
-from rise_jax.io_utils import write_json_atomic
+from rise_jax.io_utils import read_json_object, write_json_atomic
 from rise_jax.stages import REGISTRY
 from rise_jax.stages.registry import Stage
 from rise_jax.workdir import Workdir
@@ -132,14 +132,10 @@ def validate_stages(config: ml_collections.ConfigDict) -> list[Stage]:
 
 def read_record(path: str) -> dict[str, Any] | None:
     """A pipeline record, None when absent; an unreadable one is an error naming the file."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            record = json.load(fh)
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         return None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise PipelineError(f"{path}: unreadable pipeline record ({err}); delete it to redo that stage") from err
-    if not isinstance(record, dict) or not isinstance(record.get("fingerprint"), str):
+    record = read_json_object(path, "pipeline record (delete it to redo that stage)", PipelineError)
+    if not isinstance(record.get("fingerprint"), str):
         raise PipelineError(f"{path}: not a pipeline record (no fingerprint); delete it to redo that stage")
     return record
 

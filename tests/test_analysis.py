@@ -1,6 +1,7 @@
 """Routing analysis metrics on hand-made inputs with known answers; plots are written."""
 
 import numpy as np
+import pytest
 
 from rise_jax.reporting import plots
 from rise_jax.routing import analysis
@@ -69,3 +70,16 @@ def test_plots_are_written_and_non_empty(tmp_path):
     for p in paths:
         data = open(p, "rb").read()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000
+
+
+def test_routing_isolation_as_numbers_within_and_between_resource_groups():
+    from rise_jax.data.languages import resource_groups
+    from rise_jax.routing.analysis import group_overlap
+
+    groups = resource_groups(["en", "es", "bn", "sw", "amh"])
+    assert groups == {"en": "high", "es": "high", "bn": "low", "sw": "low", "amh": "low"}
+    assert resource_groups(["en", "es", "bn"], "es,Bengali") == {"en": "high", "es": "low", "bn": "low"}
+    m = np.array([[1.0, 0.8, 0.1, 0.3], [0.8, 1.0, 0.2, 0.0], [0.1, 0.2, 1.0, 0.5], [0.3, 0.0, 0.5, 1.0]])
+    got = group_overlap(m, ["high", "high", "low", "low"])
+    assert got == pytest.approx({"within_high": 0.8, "within_low": 0.5, "between": 0.15})
+    assert group_overlap(m, ["high", "low", "low", "low"])["within_high"] is None

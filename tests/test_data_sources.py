@@ -112,3 +112,72 @@ def test_bucketed_batches_cover_every_sequence_once_with_static_batch_size():
             seen.append(int(i))
             assert mask[row].sum() == len(seqs[i]) and (ids[row, : len(seqs[i])] == seqs[i]).all()
     assert sorted(seen) == list(range(5))
+
+
+# --- Any language: identity from langcodes, datasets that find the language themselves ---------
+
+
+def _flores_tree(root, codes, source="eng_Latn"):
+    """A FLoRes-200 tree whose ``codes`` directories hold the shared English lines (content does
+    not matter for resolving a language)."""
+    import shutil
+
+    for code in codes:
+        os.makedirs(root / code, exist_ok=True)
+        for split in ("dev", "train"):
+            shutil.copy(os.path.join(SHARED_DATA, "flores200", source, f"{split}.tsv"), root / code / f"{split}.tsv")
+    return str(root)
+
+
+def test_any_code_tag_flores_code_or_name_is_one_language():
+    am = {get_language(x).code for x in ("amh", "am", "amh_Ethi", "Amharic", "am-ET")}
+    assert am == {"am"} and get_language("amh").name == "Amharic" and get_language("am").flores == "amh_Ethi"
+    assert get_language("zho_Hant").code == "zh-Hant" and get_language("zho_Hans").code == "zh"
+    assert get_language("srp_Latn").code == "sr-Latn" and get_language("srp_Cyrl").code == "sr"
+    assert get_language("hau_Latn").code == "ha" and get_language("Zulu").code == "zu"
+    assert parse_languages("en,amh,Hausa") == ["en", "am", "ha"]
+    with pytest.raises(ValueError, match="listed twice: am"):
+        parse_languages("am,amh_Ethi")
+
+
+def test_a_flores_tree_and_plain_text_find_languages_outside_the_old_table(tmp_path):
+    tree = _flores_tree(tmp_path / "flores", ["amh_Ethi", "hau_Latn", "zul_Latn", "eng_Latn"])
+    spec = SourceSpec("flores", tree, split="dev")
+    for code in ("amh", "Hausa", "zul_Latn", "zu"):
+        assert len(load_examples(spec, code)) == 99
+    text = tmp_path / "text"
+    text.mkdir()
+    (text / "quz.txt").write_text("  Allillanchu  \n\n  Imaynalla\n", encoding="utf-8")
+    assert [e.text for e in load_examples(SourceSpec("plain_text", str(text)), "quz")] == ["Allillanchu", "Imaynalla"]
+
+
+def test_language_errors_name_the_dataset_the_language_and_what_it_has(tmp_path):
+    with pytest.raises(KeyError, match=r"unknown language 'xyzzy'"):
+        get_language("xyzzy")
+    tree = _flores_tree(tmp_path / "flores", ["amh_Ethi", "eng_Latn"])
+    with pytest.raises(SourceError, match=r"FLoRes-200 at .*flores has no ha \(Hausa\); it has: amh_Ethi, eng_Latn"):
+        load_examples(SourceSpec("flores", tree, split="dev"), "hau")
+    (tmp_path / "am.txt").write_bytes("ሰላም\n".encode() + b"\xff\xfe bad\n")
+    with pytest.raises(SourceError, match=r"am\.txt: not UTF-8 text \(byte 10: "):
+        load_examples(SourceSpec("plain_text", str(tmp_path)), "amh")
+
+
+@pytest.mark.parametrize("chat", [False, True], ids=["completion-prompt", "chat-prompt"])
+def test_opencompass_predictions_replay_prompt_and_prediction(tmp_path, chat):
+    """The reference implementation's source: OpenCompass predictions, both prompt shapes."""
+
+    def prompt(q):
+        return [{"role": "SYSTEM", "prompt": "Answer."}, {"role": "HUMAN", "prompt": q}] if chat else q
+
+    records = {str(i): {"origin_prompt": prompt(f"ప్రశ్న {i}"), "prediction": f"జవాబు {i}"} for i in range(11)}
+    (tmp_path / "tydiqa-telugu.json").write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
+    spec = SourceSpec("opencompass", str(tmp_path / "tydiqa-{tydiqa}.json"))
+    got = load_examples(spec, "tel")
+    head = "Answer.\n" if chat else ""
+    assert [e.id for e in got[:3]] == ["0", "1", "10"]  # the reference's order (keys as strings)
+    assert got[0].text == f"{head}ప్రశ్న 0\nజవాబు 0" and got[0].answer == "జవాబు 0"
+    only = load_examples(SourceSpec("opencompass", spec.path, prompt_only=True), "te")
+    assert only[0].text == f"{head}ప్రశ్న 0"
+    (tmp_path / "tydiqa-bengali.json").write_text("[1, 2]")
+    with pytest.raises(SourceError, match=r"tydiqa-bengali.json: not an OpenCompass predictions file"):
+        load_examples(spec, "bn")

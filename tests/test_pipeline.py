@@ -226,3 +226,13 @@ def test_fingerprints_cover_the_checkpoint_and_data_files_not_just_their_paths(t
     (data / "en.txt").write_text("hello again\n")
     after_data = {s: fingerprint(relevant_config(c, s)) for s in STAGES}
     assert all(after_ckpt[s] != after_data[s] for s in STAGES)
+
+
+def test_the_analysis_and_report_state_routing_isolation_by_resource_group(demo_run):
+    wd, _ = demo_run
+    a = json.load(open(os.path.join(wd, "analysis", "analysis.json")))
+    assert a["resource_groups"] == {"en": "high", "es": "high", "ru": "high", "zh": "high", "bn": "low", "sw": "low"}
+    g = a["group_overlap"]
+    line = f"within high-resource languages {g['within_high']:.3f}, within low-resource {g['within_low']:.3f}"
+    report = open(os.path.join(wd, "report.md")).read()
+    assert line in report and "| bn | low |" in report

@@ -229,3 +229,40 @@ def test_a_deleted_artefact_is_made_again_and_a_corrupt_record_is_named(finished
     c.stages = "select"
     with pytest.raises(PipelineError, match=f"{record}: unreadable pipeline record"):
         launch.run(c, finished)
+
+
+def test_a_language_outside_the_old_table_goes_stats_to_train(tmp_path, ckpt):
+    """Amharic and Hausa, found in a FLoRes tree by their codes alone, through stats, analyze,
+    select and train."""
+    import shutil
+
+    tree = tmp_path / "flores"
+    for code in ("eng_Latn", "amh_Ethi", "hau_Latn"):
+        os.makedirs(tree / code)
+        for split in ("dev", "train"):
+            shutil.copy(
+                os.path.join(SHARED_DATA, "flores200", "eng_Latn", f"{split}.tsv"), tree / code / f"{split}.tsv"
+            )
+    c = config(ckpt)
+    c.stages = "stats,analyze,select,train"
+    c.data.path = c.train.data.path = str(tree)
+    c.data.languages = "en,amh,Hausa"
+    c.select.target = "amh_Ethi"
+    wd = str(tmp_path / "wd")
+    assert launch.run(c, wd) == {s: "ran" for s in ("stats", "analyze", "select", "train")}
+    sel = json.load(open(os.path.join(wd, "selection.json")))
+    assert sel["target_language"] == "am" and sel["languages"] == ["en", "am", "ha"]
+    assert json.load(open(os.path.join(wd, "train", "summary.json")))["language"] == "am"
+    info = json.load(open(os.path.join(wd, "routing_stats", "summary.json")))["languages"]
+    assert (info["am"]["as_written"], info["am"]["name"], info["ha"]["as_written"]) == ("amh", "Amharic", "Hausa")
+
+
+def test_k_beyond_the_expert_pool_is_refused_before_the_replay(finished, ckpt):
+    before = json.load(open(os.path.join(finished, ".rise", "stats.json")))
+    c = config(ckpt)
+    c.stages = "stats,select"
+    c.data.max_samples = 7  # stats would rerun first
+    c.select.k = 1000
+    with pytest.raises(SelectionError, match=r"config.select.k: K = 1000 exceeds the pool of 32 experts"):
+        launch.run(c, finished)
+    assert json.load(open(os.path.join(finished, ".rise", "stats.json"))) == before

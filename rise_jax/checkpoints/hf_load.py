@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from rise_jax.checkpoints.hf_layout import LeafSpec, fused_router_name, leaf_specs
 from rise_jax.checkpoints.safetensors_io import SafetensorsFile, SafetensorsFormatError
 from rise_jax.errors import RiseError
+from rise_jax.io_utils import read_json_object
 from rise_jax.models.config import ConfigError, ModelConfig, config_from_hf_dict
 
 # Tensors a checkpoint may carry that the model does not use.
@@ -51,13 +52,7 @@ def read_hf_config(path: str) -> tuple[ModelConfig, dict[str, Any]]:
     cfg_path = os.path.join(path, "config.json")
     if not os.path.isfile(cfg_path):
         raise CheckpointError(f"{cfg_path}: missing (an HF checkpoint directory needs config.json)")
-    try:
-        with open(cfg_path, encoding="utf-8") as fh:
-            raw = json.load(fh)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{cfg_path}: unreadable config: {err}") from err
-    if not isinstance(raw, dict):
-        raise CheckpointError(f"{cfg_path}: unreadable config: expected a JSON object")
+    raw = read_json_object(cfg_path, "config", CheckpointError)
     try:
         return config_from_hf_dict(raw, source=cfg_path), raw
     except ConfigError as err:

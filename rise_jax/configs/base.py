@@ -9,7 +9,7 @@ def data_source(**overrides) -> ml_collections.ConfigDict:
     """One text source (rise_jax/data/sources.py documents every kind): the section shape shared by
     ``data`` (replay) and ``train.data`` (training); ``SourceSpec.from_config`` reads it."""
     c = ml_collections.ConfigDict()
-    c.source = "flores"  # plain_text | mgsm | squad | flores | ntrex | hf
+    c.source = "flores"  # plain_text | mgsm | squad | flores | ntrex | hf | opencompass
     c.path = ""  # directory or file ({lang}/{flores}/{tydiqa} placeholders where relevant)
     c.split = "dev"
     c.max_samples = 0  # per language; 0 = all
@@ -22,6 +22,7 @@ def data_source(**overrides) -> ml_collections.ConfigDict:
     c.text_fields = "text"
     c.hf_filter = ""  # "column:prefix" filter, e.g. "id:{tydiqa}-"
     c.answer_field = ""  # hf: e.g. "answers.text.0" for prompt/answer (QA) examples
+    c.prompt_only = False  # opencompass: replay prompts without the model's predictions
     c.update(overrides)
     return c
 
@@ -65,6 +66,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.analyze.reference = "en"
     c.analyze.global_top_n = 30
     c.analyze.layer_top_n = 0  # 0 = top-k of the model
+    # The low-resource group ("bn,sw") for the within/between-group overlap and the report; empty:
+    # rise_jax/data/languages.py's table. (Here, not under data: relabelling must not re-replay.)
+    c.analyze.low_resource = ""
 
     c.select = ml_collections.ConfigDict()
     c.select.method = "rise"  # rise | random | topk | esft_gate | esft_token

@@ -1,25 +1,50 @@
-"""One registry of languages: ISO 639-1 code -> names in FLoRes-200, NTREX-128, MGSM and TyDiQA.
+"""Language identity: any ISO 639-1/639-3 code, BCP-47 tag, FLoRes-200 code or English name -> one language.
 
-The resource group follows the usual split in multilingual MoE studies (high: languages with
-large web corpora; low: the rest). Configs may override it per run (``data.low_resource``).
+Identity comes from ``langcodes`` (with ``language-data``): ``amh``, ``am``, ``amh_Ethi`` and
+``Amharic`` are one language. Its canonical ``code`` — the key of every artefact — is the BCP-47
+tag with individual languages folded into their macrolanguage (``swh`` -> ``sw``, ``arb`` ->
+``ar``, as the ISO 639-1 codes the datasets and the papers use), plus the script only when it is
+not the language's usual one (``zho_Hans`` -> ``zh``, ``zho_Hant`` -> ``zh-Hant``, ``srp_Latn`` ->
+``sr-Latn``).
+
+The small table below holds only what is dataset-specific and cannot be derived: the FLoRes-200
+and NTREX-128 codes of the languages whose dataset code is not ``<ISO 639-3>_<script>`` /
+``<ISO 639-3>`` (e.g. Swahili is ``swh_Latn`` and ``swa``), TyDiQA id prefixes, MGSM availability,
+and the resource group used in multilingual MoE studies (high: languages with large web
+corpora; low: the rest; every language outside the table counts as low). Datasets otherwise find
+a language themselves (:mod:`rise_jax.data.sources`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+
+import langcodes
+from langcodes.data_dicts import LIKELY_SUBTAGS
 
 from rise_jax.config_values import comma_list
+from rise_jax.errors import RiseError
+
+
+class LanguageError(RiseError, KeyError):
+    """A language name or code that no library knows (a KeyError: a failed lookup)."""
+
+    def __str__(self) -> str:  # the message, not KeyError's quoted repr
+        return str(self.args[0]) if self.args else ""
 
 
 @dataclasses.dataclass(frozen=True)
 class Language:
-    code: str  # ISO 639-1
-    name: str
-    flores: str | None  # FLoRes-200 directory, e.g. ben_Beng
+    code: str  # canonical key (ISO 639-1 where there is one; see the module docstring)
+    name: str  # English name
+    flores: str | None  # FLoRes-200 directory, e.g. ben_Beng (for other languages: <iso3>_<script>)
     ntrex: str | None  # NTREX-128 file code, e.g. ben (English is the source file)
     tydiqa: str | None  # TyDiQA language name / id prefix, e.g. bengali
     mgsm: bool  # an mgsm_<code>.tsv exists in MGSM
     resource: str  # "high" or "low"
+    iso3: str = ""  # ISO 639-3 (alpha-3) code, e.g. ben
+    script: str = ""  # ISO 15924 script, e.g. Beng (the usual one when not given)
 
 
 _TABLE = [
@@ -47,18 +72,77 @@ _TABLE = [
     ("zh", "Chinese", "zho_Hans", "zho-CN", None, True, "high"),
 ]
 
-LANGUAGES: dict[str, Language] = {row[0]: Language(*row) for row in _TABLE}
+LANGUAGES: dict[str, Language] = {
+    row[0]: Language(*row, iso3=langcodes.Language.get(row[0]).to_alpha3(), script=row[2].split("_")[1])
+    for row in _TABLE
+}
 
 
+def _canonical(text: str) -> tuple[str, str, str, str] | None:
+    """(canonical code, English name, ISO 639-3, script) of a code, tag, FLoRes code or name."""
+    tag = text.strip().replace("_", "-")
+    try:
+        lang = langcodes.Language.get(langcodes.standardize_tag(tag, macro=True))
+        if not lang.language or not lang.is_valid():  # every subtag in the IANA / ISO 639-3 registry
+            raise LookupError(text)
+    except (LookupError, ValueError):
+        try:
+            lang = langcodes.find(text.strip())
+        except LookupError:
+            return None
+    base = langcodes.Language.get(lang.language)
+    # The language's usual script (zh: Hans, sr: Cyrl) from CLDR's likely subtags; None when CLDR
+    # has none (maximize() would then guess Latn for any language).
+    usual = base.maximize().script if lang.language in LIKELY_SUBTAGS else None
+    script = lang.script or usual or ""
+    code = lang.language + (f"-{lang.script}" if lang.script and usual and lang.script != usual else "")
+    name = base.display_name() if base.has_name_data() else lang.language
+    if code != lang.language:
+        name += f" ({langcodes.Language.get(code).script_name()})"
+    return code, name, base.to_alpha3(), script
+
+
+@functools.lru_cache(maxsize=4096)
 def get_language(code: str) -> Language:
-    """The registry entry for ISO code ``code``; any registry name (``ben_Beng``, ``ben``,
-    ``bengali``) is accepted too. Unknown codes are a clear error."""
+    """The language ``code`` names: a table entry (by ISO code or any of its dataset names) or any
+    language ``langcodes`` knows. Unknown names are a :class:`LanguageError`."""
     if code in LANGUAGES:
         return LANGUAGES[code]
     for lang in LANGUAGES.values():
         if code in (lang.flores, lang.ntrex, lang.tydiqa) or code.lower() == lang.name.lower():
             return lang
-    raise KeyError(f"unknown language {code!r}; known ISO codes: {', '.join(sorted(LANGUAGES))}")
+    found = _canonical(code)
+    if found is None:
+        raise LanguageError(
+            f"unknown language {code!r}: not an ISO 639 code, BCP-47 tag, FLoRes-200 code or English language name"
+        )
+    canonical, name, iso3, script = found
+    if canonical in LANGUAGES:
+        return LANGUAGES[canonical]
+    if "-" in canonical and canonical.split("-")[0] in LANGUAGES:  # a table language in another script
+        known = LANGUAGES[canonical.split("-")[0]]
+        return dataclasses.replace(
+            known,
+            code=canonical,
+            name=name,
+            flores=f"{iso3}_{script}",
+            ntrex=None,
+            tydiqa=None,
+            mgsm=False,
+            script=script,
+        )
+    return Language(canonical, name, f"{iso3}_{script}" if script else None, iso3, None, False, "low", iso3, script)
+
+
+def resource_groups(codes: list[str], low_resource: str | list[str] | tuple[str, ...] = "") -> dict[str, str]:
+    """``{code: "high" | "low"}``: the languages named in ``low_resource`` (``config.analyze.low_resource``,
+    any codes or names) are low and the others high; when it is empty, each language's group in
+    the table above (the split of the multilingual MoE routing studies; every language outside
+    the table is low)."""
+    if comma_list(low_resource):
+        low = {get_language(x).code for x in comma_list(low_resource)}
+        return {c: "low" if c in low else "high" for c in codes}
+    return {c: get_language(c).resource for c in codes}
 
 
 def parse_languages(spec: str | list[str] | tuple[str, ...]) -> list[str]:

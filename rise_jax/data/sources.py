@@ -5,14 +5,23 @@ Every loader returns ``list[Example]`` for one language; ``Example.id`` aligns p
 
 Sources (``kind``):
 
-* ``plain_text`` — ``<path>/<lang>.txt``, one example a line (``<lang>`` the ISO code or the
-  FLoRes name).
+Languages are found by the datasets themselves (:func:`rise_jax.data.languages.get_language`
+resolves each dataset's own codes): a language a dataset lacks is an error naming the dataset,
+the language and the languages it has.
+
+* ``plain_text`` — ``<path>/<code>.txt`` for any code naming the language (``am.txt``,
+  ``amh.txt``, ``amh_Ethi.txt``), one example a line; lines stripped, blank lines skipped,
+  non-UTF-8 bytes an error naming the byte offset.
 * ``mgsm`` — ``<path>/mgsm_<code>.tsv``: no header, ``question<TAB>answer``.
 * ``squad`` — SQuAD-format JSON (TyDiQA-GoldP, XQuAD): ``path`` with ``{lang}`` (ISO) or
   ``{tydiqa}`` placeholders names one file per language; without one, a single multilingual file
   is filtered by the TyDiQA id prefix (``bengali-...``). Text = context, newline, question.
-* ``flores`` — ``<path>/<flores code>/<split>.tsv`` with header ``index_id, category, text``.
-* ``ntrex`` — ``<path>/newstest2019-ref.<code>.txt`` (English: ``newstest2019-src.eng.txt``).
+* ``flores`` — ``<path>/<lang>_<Script>/<split>.tsv`` with header ``index_id, category, text``:
+  any FLoRes-200 directory present under the path.
+* ``ntrex`` — ``<path>/newstest2019-ref.<code>.txt`` with NTREX-128's own file codes (English:
+  ``newstest2019-src.eng.txt``).
+* ``opencompass`` — an OpenCompass predictions JSON per language (``path`` with ``{lang}`` /
+  ``{tydiqa}`` placeholders): prompt + prediction, or the prompt alone with ``prompt_only``.
 * ``hf`` — any Hugging Face dataset through ``datasets.load_dataset(hf_path, hf_name, split=split)``;
   ``hf_name`` / ``hf_data_files`` may hold ``{lang}``/``{flores}``/``{tydiqa}`` placeholders,
   ``text_fields`` lists the columns joined into the text, ``hf_filter`` = ``"column:prefix"``
@@ -26,13 +35,14 @@ import csv
 import dataclasses
 import json
 import os
+import re
 from typing import Any
 
 from rise_jax.config_values import comma_list
 from rise_jax.data.languages import Language, get_language
 from rise_jax.errors import RiseError
 
-SOURCE_KINDS = ("plain_text", "mgsm", "squad", "flores", "ntrex", "hf")
+SOURCE_KINDS = ("plain_text", "mgsm", "squad", "flores", "ntrex", "hf", "opencompass")
 
 
 class SourceError(RiseError, ValueError):
@@ -65,6 +75,7 @@ class SourceSpec:
     text_fields: str = "text"
     hf_filter: str = ""
     answer_field: str = ""  # hf: dotted path of the answer, e.g. "answers.text.0" (prompt = text_fields)
+    prompt_only: bool = False  # opencompass: replay the prompts without the model's predictions
 
     def __post_init__(self):
         if self.kind not in SOURCE_KINDS:
@@ -86,20 +97,71 @@ def _read_lines(path: str) -> list[str]:
     if not os.path.isfile(path):
         raise SourceError(f"{path}: missing")
     try:
-        with open(path, encoding="utf-8") as fh:
-            return [line.rstrip("\n").rstrip("\r") for line in fh]
-    except (OSError, UnicodeDecodeError) as err:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as err:
         raise SourceError(f"{path}: unreadable: {err}") from err
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise SourceError(f"{path}: not UTF-8 text (byte {err.start}: {data[err.start : err.start + 4]!r})") from err
+    return [line.rstrip("\r") for line in text.split("\n")]
+
+
+def _same_language(names: list[str], lang: Language) -> list[str]:
+    """The entries of ``names`` (dataset codes, file stems) that name ``lang``; unknown ones are skipped."""
+    out = []
+    for name in names:
+        try:
+            if get_language(name).code == lang.code:
+                out.append(name)
+        except KeyError:
+            continue
+    return out
+
+
+def _find(
+    dataset: str, where: str, lang: Language, preferred: list[str], available: list[str], expected: str = ""
+) -> str:
+    """The one entry of ``available`` (a dataset's own language codes) that is ``lang``: one of
+    ``preferred`` when present, else the single entry resolving to the same language. The error
+    names the dataset, the language and the languages it has."""
+    for name in preferred:
+        if name and name in available:
+            return name
+    found = _same_language(available, lang)
+    if len(found) > 1:
+        found = [n for n in found if n.split("_")[0] == lang.iso3] or found
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise SourceError(f"{dataset} at {where}: {', '.join(found)} are all {lang.code}; name one of them")
+    shown = ", ".join(sorted(available)[:40]) + (f" … ({len(available)} in all)" if len(available) > 40 else "")
+    missing = f"{expected}: missing; " if expected else ""
+    raise SourceError(f"{missing}{dataset} at {where} has no {lang.code} ({lang.name}); it has: {shown or 'nothing'}")
 
 
 def _plain_text(spec: SourceSpec, lang: Language) -> list[Example]:
-    candidates = [os.path.join(spec.path, f"{name}.txt") for name in (lang.code, lang.flores) if name]
-    path = next((p for p in candidates if os.path.isfile(p)), candidates[0])
-    return [Example(str(i), line) for i, line in enumerate(_read_lines(path)) if line.strip()]
+    """``<path>/<code>.txt`` for any code naming the language (``am.txt``, ``amh.txt``,
+    ``amh_Ethi.txt``); lines stripped, blank lines skipped (as the reference code reads text)."""
+    if not os.path.isdir(spec.path):
+        raise SourceError(f"{spec.path}: missing (plain-text directory)")
+    stems = [f[: -len(".txt")] for f in os.listdir(spec.path) if f.endswith(".txt")]
+    expected = os.path.join(spec.path, f"{lang.code}.txt")
+    name = _find("plain text", spec.path, lang, [lang.code, lang.iso3, lang.flores], stems, expected)
+    lines = _read_lines(os.path.join(spec.path, f"{name}.txt"))
+    return [Example(str(i), line.strip()) for i, line in enumerate(lines) if line.strip()]
 
 
 def _mgsm(spec: SourceSpec, lang: Language) -> list[Example]:
     path = os.path.join(spec.path, f"mgsm_{lang.code}.tsv")
+    if os.path.isdir(spec.path) and not os.path.isfile(path):
+        have = [
+            f[len("mgsm_") : -len(".tsv")]
+            for f in os.listdir(spec.path)
+            if f.startswith("mgsm_") and f.endswith(".tsv")
+        ]
+        path = os.path.join(spec.path, f"mgsm_{_find('MGSM', spec.path, lang, [], have, path)}.tsv")
     out = []
     for i, line in enumerate(_read_lines(path)):
         if not line.strip():
@@ -157,9 +219,12 @@ def _squad(spec: SourceSpec, lang: Language) -> list[Example]:
 
 
 def _flores(spec: SourceSpec, lang: Language) -> list[Example]:
-    if not lang.flores:
-        raise SourceError(f"language {lang.code} has no FLoRes-200 code")
-    path = os.path.join(spec.path, lang.flores, f"{spec.split}.tsv")
+    """``<path>/<lang>_<Script>/<split>.tsv``: any FLoRes-200 directory present under the path."""
+    if not os.path.isdir(spec.path):
+        raise SourceError(f"{spec.path}: missing (FLoRes-200 directory)")
+    dirs = [d for d in os.listdir(spec.path) if re.fullmatch(r"[a-z]{3}_[A-Z][a-z]{3}", d)]
+    name = _find("FLoRes-200", spec.path, lang, [lang.flores], dirs)
+    path = os.path.join(spec.path, name, f"{spec.split}.tsv")
     if not os.path.isfile(path):
         raise SourceError(f"{path}: missing")
     try:
@@ -173,7 +238,23 @@ def _flores(spec: SourceSpec, lang: Language) -> list[Example]:
 
 
 def _ntrex(spec: SourceSpec, lang: Language) -> list[Example]:
-    name = "newstest2019-src.eng.txt" if lang.code == "en" else f"newstest2019-ref.{lang.ntrex}.txt"
+    """``newstest2019-ref.<code>.txt`` (NTREX-128's own file codes; English is the source file)."""
+    if lang.code == "en":
+        name = "newstest2019-src.eng.txt"
+    else:
+        prefix, suffix = "newstest2019-ref.", ".txt"
+        codes = (
+            [
+                f[len(prefix) : -len(suffix)]
+                for f in os.listdir(spec.path)
+                if f.startswith(prefix) and f.endswith(suffix)
+            ]
+            if os.path.isdir(spec.path)
+            else []
+        )
+        if not codes:
+            raise SourceError(f"{spec.path}: no NTREX-128 files (newstest2019-ref.<code>.txt)")
+        name = f"{prefix}{_find('NTREX-128', spec.path, lang, [lang.ntrex, lang.iso3], codes)}{suffix}"
     lines = _read_lines(os.path.join(spec.path, name))
     return [Example(str(i), line) for i, line in enumerate(lines) if line.strip()]
 
@@ -210,6 +291,35 @@ def _hf(spec: SourceSpec, lang: Language) -> list[Example]:
     return out
 
 
+def _flatten_prompt(prompt: Any) -> str:
+    """An OpenCompass ``origin_prompt``: a string, or chat turns ``[{"role", "prompt"}]`` joined by newlines."""
+    if isinstance(prompt, list):
+        parts = [turn.get("prompt", "") if isinstance(turn, dict) else str(turn) for turn in prompt]
+        return "\n".join(p for p in parts if p)
+    return "" if prompt is None else str(prompt)
+
+
+def _opencompass(spec: SourceSpec, lang: Language) -> list[Example]:
+    """An OpenCompass predictions JSON, ``{index: {"origin_prompt": str | [{"role", "prompt"}],
+    "prediction": str}}`` — how the RISE paper's routing statistics were made (its reference code
+    replays them). Text = prompt, newline, prediction (``prompt_only``: the prompt alone), records
+    in the order of their keys as strings (the reference's order, which ``max_samples`` cuts)."""
+    path = _fill(spec.path, lang) if "{" in spec.path else spec.path
+    doc = _load_json(path)
+    if not isinstance(doc, dict):
+        raise SourceError(f"{path}: not an OpenCompass predictions file (expected an object keyed by sample index)")
+    out = []
+    for key, record in sorted(doc.items(), key=lambda kv: str(kv[0])):
+        if not isinstance(record, dict) or "origin_prompt" not in record:
+            raise SourceError(f"{path}: record {key!r} has no origin_prompt")
+        prompt = _flatten_prompt(record["origin_prompt"])
+        prediction = str(record.get("prediction", "") or "")
+        text = prompt if spec.prompt_only else f"{prompt}\n{prediction}".strip()
+        if text.strip():
+            out.append(Example(str(key), text, prompt=prompt, answer=prediction))
+    return out
+
+
 def _dotted(row: Any, path: str, where: str) -> Any:
     """``row["answers"]["text"][0]`` for ``"answers.text.0"``; a clear error when absent."""
     value = row
@@ -221,7 +331,15 @@ def _dotted(row: Any, path: str, where: str) -> Any:
     return value
 
 
-_LOADERS = {"plain_text": _plain_text, "mgsm": _mgsm, "squad": _squad, "flores": _flores, "ntrex": _ntrex, "hf": _hf}
+_LOADERS = {
+    "plain_text": _plain_text,
+    "mgsm": _mgsm,
+    "squad": _squad,
+    "flores": _flores,
+    "ntrex": _ntrex,
+    "hf": _hf,
+    "opencompass": _opencompass,
+}
 
 
 def load_examples(spec: SourceSpec, code: str) -> list[Example]:

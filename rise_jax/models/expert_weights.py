@@ -79,24 +79,29 @@ class ExpertWeights(struct.PyTreeNode):
         return None
 
 
-class StackedExperts(ExpertWeights):
+class _GateUpDown(ExpertWeights):
+    """A source holding the three projections as arrays (stored dtype = theirs)."""
+
+    gate: Array
+    up: Array
+    down: Array
+
+    @property
+    def dtype(self) -> Any:
+        return self.gate.dtype
+
+
+class StackedExperts(_GateUpDown):
     """One layer's stacked weights: gate/up ``[E, H, I]``, down ``[E, I, H]``.
 
     ``need_grad`` (bool ``[E]``, optional) limits weight gradients to those experts: the others'
     weights are gradient-stopped here, and ``grouped_scan`` also skips their weight-gradient work."""
 
-    gate: Array
-    up: Array
-    down: Array
     need_grad: Array | None = None
 
     @property
     def num_experts(self) -> int:
         return self.gate.shape[0]
-
-    @property
-    def dtype(self) -> Any:
-        return self.gate.dtype
 
     def _frozen_stopped(self, ws: Triple, need: Array | None) -> Triple:
         if need is None:
@@ -164,25 +169,18 @@ class SubstitutedExperts(ExpertWeights):
         return self.slots >= 0
 
 
-class StackLayerExperts(ExpertWeights):
+class StackLayerExperts(_GateUpDown):
     """Layer ``layer`` of the un-sliced stacked ``[L, E, ...]`` parameters, forward only.
 
     Inside a scan over layers, ``nn.scan`` would hand each layer a copy of its ``[E, ...]`` slice;
     in decoding (few tokens, few experts used) that copy costs more than the experts' work, so
     this source indexes ``[layer, expert]`` straight out of the stack, casting per expert."""
 
-    gate: Array
-    up: Array
-    down: Array
     layer: Array  # int32 scalar
 
     @property
     def num_experts(self) -> int:
         return self.gate.shape[1]
-
-    @property
-    def dtype(self) -> Any:
-        return self.gate.dtype
 
     def take(self, experts: Array, dtype: Any) -> Triple:
         return tuple(w[self.layer, experts].astype(dtype) for w in (self.gate, self.up, self.down))

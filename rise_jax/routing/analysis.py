@@ -65,6 +65,24 @@ def zone_averages(per_layer: np.ndarray, zone_ratios: tuple[float, float] = DEFA
     return out
 
 
+def group_overlap(matrix: np.ndarray, groups: list[str]) -> dict[str, float | None]:
+    """Mean pairwise overlap (e.g. the global top-N Jaccard) within the high-resource languages,
+    within the low-resource ones, and between the two groups — the RISE paper's "routing
+    isolation" statement (§3.1) as numbers. None where a group has too few languages."""
+
+    def mean(pairs: list[tuple[int, int]]) -> float | None:
+        return float(np.mean([matrix[i, j] for i, j in pairs])) if pairs else None
+
+    n = len(groups)
+    high = [i for i in range(n) if groups[i] == "high"]
+    low = [i for i in range(n) if groups[i] == "low"]
+    return {
+        "within_high": mean([(i, j) for i in high for j in high if i < j]),
+        "within_low": mean([(i, j) for i in low for j in low if i < j]),
+        "between": mean([(i, j) for i in high for j in low]),
+    }
+
+
 def entropy(p: np.ndarray, axis: int = -1) -> np.ndarray:
     p = np.clip(p, 0, None)
     with np.errstate(divide="ignore", invalid="ignore"):

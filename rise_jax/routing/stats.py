@@ -47,7 +47,8 @@ from rise_jax.models.config import ModelConfig
 from rise_jax.models.transformer import MoEModel
 
 KEY_DOCS = {
-    "languages": "[Λ] ISO 639-1 codes, the row order of every per-language array",
+    "languages": "[Λ] canonical language codes (ISO 639-1 where one exists; rise_jax.data.languages), the row order "
+    "of every per-language array; summary.json's languages maps each to its counts, the code as written and its name",
     "counts": "[Λ, L, E] int64: real tokens whose top-k at MoE layer l contains expert i",
     "tokens": "[Λ] int64: real (non-padding) tokens replayed",
     "weight_mass": "[Λ, L, E] float64: sum over tokens of the routing weight given to expert i (0 if not selected)",

@@ -3,7 +3,9 @@
 Artefacts: ``analysis/analysis.json`` (keys: ``languages``, ``reference``, ``global_top_n``,
 ``global_jaccard`` [Λ][Λ], ``layer_top_n``, ``layerwise_jaccard`` {lang: [L]}, ``zone_jaccard``
 {lang: {shallow, middle, deep, all}}, ``divergence`` {lang: [L]} and ``divergence_pairs`` (parallel
-text only), ``entropy`` {lang: [L]} (nats), ``top_experts`` {lang: [L][n]}, ``zones``);
+text only), ``entropy`` {lang: [L]} (nats), ``top_experts`` {lang: [L][n]}, ``zones``,
+``resource_groups`` {lang: high | low}, ``group_overlap`` {within_high, within_low, between}: mean
+global Jaccard within and between the groups, null for a group of fewer than two);
 ``analysis/table2.md`` (layer-wise Jaccard vs the reference by zone, as the paper's Table 2);
 PNGs: ``overlap_heatmap.png``, ``layerwise_similarity.png``, ``routing_entropy.png``,
 ``divergence.png`` (parallel text), ``activation_<lang>.png``.
@@ -19,6 +21,7 @@ import numpy as np
 from absl import logging
 
 from rise_jax.config_values import positive_ints
+from rise_jax.data.languages import resource_groups
 from rise_jax.io_utils import write_json_atomic, write_text_atomic
 from rise_jax.reporting import plots
 from rise_jax.routing import analysis
@@ -86,6 +89,9 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
         "top_experts": {lang: analysis.top_experts(freq[i], n_layer) for i, lang in enumerate(langs)},
         "zones": zone_spans(stats.num_layers, zr),
     }
+    groups = resource_groups(langs, cfg_a.get("low_resource", ""))
+    result["resource_groups"] = groups
+    result["group_overlap"] = analysis.group_overlap(gj, [groups[lang] for lang in langs])
     ref_lang = cfg_a.reference
     if ref_lang in stats.seq_probs:
         div, pairs = {}, {}

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import os
+
 import ml_collections
 
 from rise_jax.checkpoints.resolve import resolve_checkpoint
@@ -20,9 +24,6 @@ def checkpoint_identity(config: ml_collections.ConfigDict) -> dict[str, str]:
     its index (or the names and sizes of its safetensors files), so artefacts made from another
     checkpoint at the same path are recognised as stale. A hub id (not a local directory) is
     identified by the id."""
-    import hashlib
-    import os
-
     path = config.model.checkpoint
     if not os.path.isdir(path):
         return {"checkpoint": path}
@@ -38,14 +39,22 @@ def checkpoint_identity(config: ml_collections.ConfigDict) -> dict[str, str]:
     return {"checkpoint": os.path.abspath(path), "checkpoint_sha256": digest.hexdigest()}
 
 
-def files_identity(path: str) -> str | None:
-    """A SHA-256 over the names, sizes and modification times of the files at ``path`` (a file or a
-    directory tree; a path with ``{lang}``-style placeholders stands for its directory), so an
-    artefact made from data that changed since is recognised as stale; None when ``path`` is not
-    local (a hub dataset id is identified by the config itself)."""
-    import hashlib
-    import os
+@functools.lru_cache(maxsize=65536)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    """Content hash of one file (memoised on its size and modification time)."""
+    del size, mtime_ns  # part of the cache key only
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
+
+def files_identity(path: str) -> str | None:
+    """A SHA-256 over the names and contents of the files at ``path`` (a file or a directory tree;
+    a path with ``{lang}``-style placeholders stands for its directory), so an artefact made from
+    data that changed since is recognised as stale while a rewritten identical file is not; None
+    when ``path`` is not local (a hub dataset id is identified by the config itself)."""
     if "{" in (path or ""):
         path = os.path.dirname(path.split("{")[0])
     if not path or not os.path.exists(path):
@@ -54,7 +63,7 @@ def files_identity(path: str) -> str | None:
     files = [path] if os.path.isfile(path) else sorted(os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs)
     for file in files:
         st = os.stat(file)
-        digest.update(f"{os.path.relpath(file, path)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+        digest.update(f"{os.path.relpath(file, path)}:{_file_sha256(file, st.st_size, st.st_mtime_ns)}\n".encode())
     return digest.hexdigest()
 
 

@@ -12,7 +12,6 @@ columns = languages + Avg, plus deltas against ``config.eval.baseline``).
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -25,7 +24,7 @@ from rise_jax.data.languages import parse_languages
 from rise_jax.evaluation import interventions as iv
 from rise_jax.evaluation.generate import stop_token_ids
 from rise_jax.evaluation.tasks import PRIMARY_METRIC, TASK_KINDS, EvalError, Evaluator, run_task
-from rise_jax.io_utils import ensure_writable_dir, write_json_atomic, write_text_atomic
+from rise_jax.io_utils import ensure_writable_dir, read_json_object, write_json_atomic, write_text_atomic
 from rise_jax.reporting.tables import results_table
 from rise_jax.selection.artefact import load_selection
 from rise_jax.stages.common import checkpoint_path, files_identity, model_sharding, tokenizer_for
@@ -104,11 +103,7 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
     config_record = e.to_dict()
     results: dict[str, Any] = {}
     if os.path.isfile(results_file):
-        try:
-            with open(results_file, encoding="utf-8") as fh:
-                previous = json.load(fh)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise EvalError(f"{results_file}: unreadable partial results ({err}); delete it to start over") from err
+        previous = read_json_object(results_file, "partial results (delete the file to start over)", EvalError)
         if previous.get("config") == config_record:
             results = previous.get("results", {})
 
@@ -119,13 +114,7 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
     tokenizer = tokenizer_for(config, path)
     gen_cfg_file, gen_cfg = os.path.join(path, "generation_config.json"), None
     if os.path.isfile(gen_cfg_file):
-        try:
-            with open(gen_cfg_file, encoding="utf-8") as fh:
-                gen_cfg = json.load(fh)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise EvalError(f"{gen_cfg_file}: unreadable generation config: {err}") from err
-        if not isinstance(gen_cfg, dict):
-            raise EvalError(f"{gen_cfg_file}: unreadable generation config: expected a JSON object")
+        gen_cfg = read_json_object(gen_cfg_file, "generation config", EvalError)
     stops = stop_token_ids(tokenizer, gen_cfg)
 
     for variant in variants:

@@ -35,7 +35,7 @@ def _img(wd: Workdir, path: str, alt: str) -> str:
     return f"![{alt}]({os.path.relpath(path, wd.root)})\n" if os.path.isfile(path) else ""
 
 
-def _model_section(config: ml_collections.ConfigDict, stats: dict | None) -> list[str]:
+def _model_section(config: ml_collections.ConfigDict, stats: dict | None, groups: dict[str, str]) -> list[str]:
     out = ["## Model and data\n"]
     model = (stats or {}).get("model", {})
     if model:
@@ -53,13 +53,28 @@ def _model_section(config: ml_collections.ConfigDict, stats: dict | None) -> lis
     langs = (stats or {}).get("languages", {})
     if langs:
         out.append("Routing statistics replayed (real tokens only):\n")
-        out.append("| language | sequences | tokens | truncated |\n|---|---|---|---|")
+        out.append("| language | resource | sequences | tokens | truncated |\n|---|---|---|---|---|")
         for lang, info in langs.items():
             out.append(
-                f"| {lang} | {info.get('sequences', '–')} | {info.get('tokens', '–')} | {info.get('truncated', '–')} |"
+                f"| {lang} | {groups.get(lang, '–')} | {info.get('sequences', '–')} | {info.get('tokens', '–')} "
+                f"| {info.get('truncated', '–')} |"
             )
         out.append("")
     return out
+
+
+def _isolation_line(analysis_json: dict) -> list[str]:
+    """The routing-isolation statement (RISE §3.1) as numbers: mean global overlap within the
+    high-resource languages, within the low-resource ones and between the two."""
+    g = analysis_json.get("group_overlap")
+    if not g:
+        return []
+    fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
+    n = analysis_json.get("global_top_n", "N")
+    return [
+        f"Mean global top-{n} overlap: within high-resource languages {fmt(g['within_high'])}, within "
+        f"low-resource {fmt(g['within_low'])}, between the groups {fmt(g['between'])}.\n"
+    ]
 
 
 def _selection_section(wd: Workdir, sel: dict | None) -> list[str]:
@@ -137,7 +152,8 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
     train = _load(wd.train_summary)
     results = _load(wd.eval_results)
     parts = ["# rise_jax report\n", f"Workdir `{wd.root}`.\n"]
-    parts += _model_section(config, stats)
+    analysis_json = _load(wd.analysis_json) or {}
+    parts += _model_section(config, stats, analysis_json.get("resource_groups", {}))
     parts.append("## Routing overlap between languages\n")
     table2 = _load(wd.table2)
     if table2 is None:
@@ -149,6 +165,7 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
         )
         parts.append(_img(wd, wd.path("analysis", "divergence.png"), "routing divergence by layer"))
         parts.append(table2)
+        parts += _isolation_line(analysis_json)
     parts += _selection_section(wd, sel)
     parts += _training_section(train)
     parts += _results_section(wd, config, results, sel)

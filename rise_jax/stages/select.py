@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import ml_collections
@@ -81,6 +82,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
             alg.check_budget_ratios(tuple(float(r) for r in c.ratios))
         except (TypeError, ValueError) as err:
             raise alg.SelectionError(f"config.select.ratios: {err}") from err
+    if c.method in ("rise", "random", "topk") and os.path.isfile(os.path.join(config.model.checkpoint, "config.json")):
+        cfg, _ = read_hf_config(config.model.checkpoint)  # K against the pool before hours of replay
+        if int(c.k) > cfg.num_moe_layers * cfg.num_experts:
+            raise alg.SelectionError(
+                f"config.select.k: K = {c.k} exceeds the pool of {cfg.num_moe_layers * cfg.num_experts} experts "
+                f"({cfg.num_moe_layers} MoE layers x {cfg.num_experts} experts of {config.model.checkpoint})"
+            )
 
 
 def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:

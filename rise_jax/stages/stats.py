@@ -9,9 +9,9 @@ import ml_collections
 from absl import logging
 
 from rise_jax.api import load_model
-from rise_jax.config_values import positive_ints
+from rise_jax.config_values import comma_list, positive_ints
 from rise_jax.data.batching import tokenize_examples
-from rise_jax.data.languages import parse_languages
+from rise_jax.data.languages import get_language, parse_languages
 from rise_jax.data.sources import SourceSpec, load_examples
 from rise_jax.routing.stats import replay
 from rise_jax.stages.common import checkpoint_identity, checkpoint_path, files_identity, model_sharding, tokenizer_for
@@ -53,6 +53,9 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> str:
         pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
         model_info={"checkpoint": os.path.abspath(path)},
     )
+    for code, written in zip(languages, comma_list(config.data.languages), strict=True):
+        # Keyed by the canonical code; the code the user wrote and the language's name kept with it.
+        stats.info[code].update(as_written=written, name=get_language(written).name)
     stats.extra = {
         "source": dataclasses.asdict(spec),
         "max_length": config.data.max_length,
