@@ -144,10 +144,10 @@ def _find(
 def _plain_text(spec: SourceSpec, lang: Language) -> list[Example]:
     """``<path>/<code>.txt`` for any code naming the language (``am.txt``, ``amh.txt``,
     ``amh_Ethi.txt``); lines stripped, blank lines skipped (as the reference code reads text)."""
-    if not os.path.isdir(spec.path):
-        raise SourceError(f"{spec.path}: missing (plain-text directory)")
-    stems = [f[: -len(".txt")] for f in os.listdir(spec.path) if f.endswith(".txt")]
     expected = os.path.join(spec.path, f"{lang.code}.txt")
+    if not os.path.isdir(spec.path):
+        raise SourceError(f"{expected}: missing (there is no plain-text directory {spec.path})")
+    stems = [f[: -len(".txt")] for f in os.listdir(spec.path) if f.endswith(".txt")]
     name = _find("plain text", spec.path, lang, [lang.code, lang.iso3, lang.flores], stems, expected)
     lines = _read_lines(os.path.join(spec.path, f"{name}.txt"))
     return [Example(str(i), line.strip()) for i, line in enumerate(lines) if line.strip()]
@@ -221,7 +221,8 @@ def _squad(spec: SourceSpec, lang: Language) -> list[Example]:
 def _flores(spec: SourceSpec, lang: Language) -> list[Example]:
     """``<path>/<lang>_<Script>/<split>.tsv``: any FLoRes-200 directory present under the path."""
     if not os.path.isdir(spec.path):
-        raise SourceError(f"{spec.path}: missing (FLoRes-200 directory)")
+        expected = os.path.join(spec.path, lang.flores or f"<{lang.code}>", f"{spec.split}.tsv")
+        raise SourceError(f"{expected}: missing (there is no FLoRes-200 directory {spec.path})")
     dirs = [d for d in os.listdir(spec.path) if re.fullmatch(r"[a-z]{3}_[A-Z][a-z]{3}", d)]
     name = _find("FLoRes-200", spec.path, lang, [lang.flores], dirs)
     path = os.path.join(spec.path, name, f"{spec.split}.tsv")
