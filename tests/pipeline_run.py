@@ -9,30 +9,18 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from hf_reference import SHARED_DATA  # noqa: E402
+from tiny_pipeline import tiny_config  # noqa: E402
 
 from rise_jax import launch  # noqa: E402
-from rise_jax.configs import base  # noqa: E402
 
 
 def config(checkpoint: str):
-    c = base.get_base_config()
+    """The shared tiny config, run through every stage but inspect, with eval and frequent checkpoints."""
+    c = tiny_config(checkpoint)
     c.stages = "stats,analyze,select,train,export,eval,report"
-    c.model.checkpoint = checkpoint
-    c.model.tokenizer = os.path.join(SHARED_DATA, "tokenizers", "qwen3")
-    c.model.dtype = "float32"
-    c.data.path = c.train.data.path = os.path.join(SHARED_DATA, "flores200")
-    c.data.languages = "en,bn,sw"
-    c.data.max_samples = 8
     c.analyze.global_top_n = 8
-    c.select.k = 4
-    c.train.data.max_samples = 12
-    c.train.data.max_length = 40
     c.train.epochs = 2
-    c.train.batch_size = 2
-    c.train.grad_accum = 2
     c.train.save_every = 2
-    c.train.eval_every = 2
-    c.train.lr = 1e-3
     c.eval.variants = "base,trained,pruned"
     c.eval.run = "perplexity"
     c.eval.languages = "en,bn,sw"

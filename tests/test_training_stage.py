@@ -6,40 +6,20 @@ import os
 import numpy as np
 import pytest
 from hf_reference import SHARED_DATA, make_hf_model, save_hf_model
+from tiny_pipeline import QWEN_TOK
+from tiny_pipeline import tiny_config as config
 
 import rise_jax
 from rise_jax import launch
-from rise_jax.configs import base  # noqa: E402
 from rise_jax.data.sources import Example
 from rise_jax.selection.algorithms import SelectionError
 from rise_jax.training.data import TrainingDataError, build_training_set
-
-QWEN_TOK = os.path.join(SHARED_DATA, "tokenizers", "qwen3")
 
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     model = make_hf_model("qwen3_moe", seed=9, vocab_size=151936, hidden_size=32, num_hidden_layers=4)
     return save_hf_model(model, str(tmp_path_factory.mktemp("ck")))
-
-
-def config(ckpt_dir):
-    c = base.get_base_config()
-    c.model.checkpoint = ckpt_dir
-    c.model.tokenizer = QWEN_TOK
-    c.model.dtype = "float32"
-    c.data.path = c.train.data.path = os.path.join(SHARED_DATA, "flores200")
-    c.data.languages = "en,bn,sw"
-    c.data.max_samples = 8
-    c.select.k = 4
-    c.train.data.max_samples = 12
-    c.train.data.max_length = 40
-    c.train.epochs = 1
-    c.train.batch_size = 2
-    c.train.grad_accum = 2
-    c.train.eval_every = 2
-    c.train.lr = 1e-3
-    return c
 
 
 @pytest.fixture(scope="module")

@@ -38,6 +38,7 @@ Written with the next two in mind, both of which are new sources and touch no ke
 
 from __future__ import annotations
 
+import abc
 from typing import Any
 
 import jax
@@ -48,20 +49,21 @@ Array = jax.Array
 Triple = tuple[Array, Array, Array]
 
 
-class ExpertWeights(struct.PyTreeNode):
-    """The interface every source implements (see the module docstring)."""
+class ExpertWeights(struct.PyTreeNode, abc.ABC):
+    """The interface every source implements (see the module docstring); ``num_experts``,
+    ``dtype`` and ``take`` are required, the rest have defaults for frozen sources."""
 
     @property
-    def num_experts(self) -> int:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def num_experts(self) -> int: ...
 
     @property
+    @abc.abstractmethod
     def dtype(self) -> Any:
         """The dtype the weights are stored in (trained copies are rounded through it)."""
-        raise NotImplementedError
 
-    def take(self, experts: Array, dtype: Any) -> Triple:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def take(self, experts: Array, dtype: Any) -> Triple: ...
 
     def take_all(self, dtype: Any) -> Triple:
         return self.take(jnp.arange(self.num_experts, dtype=jnp.int32), dtype)

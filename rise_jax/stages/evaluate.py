@@ -95,7 +95,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
     e = config.eval
-    validate(config)
     variants = _names(e.variants, "eval variant(s)", VARIANTS)
     task_names = _names(e.run, "eval task(s)", list(e.tasks.keys()))
     ensure_writable_dir(wd.eval)

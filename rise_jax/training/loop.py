@@ -127,15 +127,16 @@ def _drop_rows_after(metrics_path: str, step: int) -> None:
 def _restore_latest_readable(manager: ocp.CheckpointManager, fresh: TrainState, where: str) -> TrainState:
     """The newest checkpoint that restores; unreadable newer ones (a crash while writing, a full
     disk) are reported and deleted. ``fresh`` when there is none."""
-    for step in sorted(manager.all_steps(), reverse=True):
+    steps = sorted(manager.all_steps(), reverse=True)
+    for step in steps:
         try:
             state = TrainState.from_disk(manager.restore(step, args=ocp.args.StandardRestore(fresh.for_disk())))
         except Exception as err:  # noqa: BLE001 — orbax raises many kinds for a damaged checkpoint
             logging.warning(f"{where}/{step}: unreadable training checkpoint ({type(err).__name__}: {err}); deleted")
             manager.delete(step)
             continue
-        if step != manager.latest_step():
-            logging.warning(f"resuming from the previous checkpoint ({where}/{step})")
+        if step != steps[0]:
+            logging.warning(f"resuming from an earlier checkpoint ({where}/{step}) than the newest ({steps[0]})")
         return state
     return fresh
 
