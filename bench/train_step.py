@@ -38,6 +38,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from rise_jax.checkpoints.hf_layout import expert_leaf_shape  # noqa: E402
+
 GIB = 1024**3
 DISPATCH = os.environ.get("RISE_BENCH_DISPATCH", "grouped_scan")
 
@@ -129,16 +131,13 @@ def memory_full_size(batch: int, seq: int, k: int) -> None:
     cfg = rise_jax.config_from_hf_dict(QWEN3_30B_A3B)
     experts = pick_experts(cfg.num_moe_layers, cfg.num_experts, k)
     slots = {run: jnp.asarray(s) for run, s in partition.expert_slots(cfg, experts).items()}
-    h, i = cfg.hidden_size, cfg.moe_intermediate_size
     weights = {
         run: {
-            p: jax.ShapeDtypeStruct(
-                (int((np.asarray(s) >= 0).sum()), *((i, h) if p == "down_proj" else (h, i))), jnp.float32
-            )
-            for p in partition.PROJECTIONS
+            p: jax.ShapeDtypeStruct((int((np.asarray(s) >= 0).sum()), *expert_leaf_shape(cfg, p)), jnp.float32)
+            for p in cfg.expert_param_names
         }
         for run, s in slots.items()
-    }  # noqa: E501
+    }
     tx, _ = make_optimizer(2e-5, 1000)
     opt_state = jax.eval_shape(tx.init, weights)
     ids = jax.ShapeDtypeStruct((batch, seq), jnp.int32)

@@ -1,7 +1,8 @@
 """rise_jax: routing analysis and RISE expert-subnetwork fine-tuning for MoE LLMs in JAX/Flax."""
 
 from rise_jax.api import export_model, forward, load_model
-from rise_jax.models.config import ModelConfig, config_from_hf_dict
+from rise_jax.models.config import ModelConfig
+from rise_jax.models.families import config_from_hf_dict
 from rise_jax.models.routers import RoutingInfo
 from rise_jax.models.transformer import ModelOutput, MoEModel, RuntimeOptions
 from rise_jax.tokenizer import load_tokenizer

@@ -48,7 +48,7 @@ def _train_like(params, cfg, seed):
     trainable = partition.init_trainable(params, cfg, experts)
     key = jax.random.PRNGKey(seed)
     for entry in partition.expert_weights(trainable).values():  # the dicts inside trainable
-        for proj in partition.PROJECTIONS:
+        for proj in cfg.expert_param_names:
             key, sub = jax.random.split(key)
             w = entry[proj]
             entry[proj] = w + jnp.std(w) * jax.random.normal(sub, w.shape, w.dtype)

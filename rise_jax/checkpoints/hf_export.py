@@ -20,10 +20,11 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from rise_jax.checkpoints.hf_layout import leaf_specs
+from rise_jax.checkpoints.hf_layout import fused_groups, leaf_specs
 from rise_jax.checkpoints.safetensors_io import save_safetensors
 from rise_jax.io_utils import publish_dir, temp_dir_beside
-from rise_jax.models.config import HUB_ARCHITECTURES, ModelConfig, config_to_hf_dict
+from rise_jax.models.config import ModelConfig
+from rise_jax.models.families import config_to_hf_dict, get_family
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -50,27 +51,63 @@ def _leaf(params: dict[str, Any], path: tuple[str, ...]) -> Any:
 
 
 def iter_hf_tensors(params: dict[str, Any], cfg: ModelConfig, dtype: Any = None) -> Iterator[tuple[str, np.ndarray]]:
-    """Yield ``(hf_name, array)`` in hub layout, one expert or layer slice at a time."""
-    for spec in leaf_specs(cfg):
+    """Yield ``(hf_name, array)`` in hub layout, one expert or layer slice at a time; experts of a
+    family without a per-expert hub layout (GPT-OSS) as their fused per-layer tensors."""
+    specs = leaf_specs(cfg)
+    groups = fused_groups(specs)
+
+    def host(a, transpose):
+        a = np.asarray(jax.device_get(a))
+        if dtype is not None:
+            a = a.astype(np.dtype(jnp.dtype(dtype)))
+        return np.ascontiguousarray(np.swapaxes(a, -1, -2) if transpose else a)
+
+    for spec in specs:
         leaf = _leaf(params, spec.path)
         if tuple(leaf.shape) != spec.shape:
             raise ValueError(f"params leaf {'/'.join(spec.path)} has shape {tuple(leaf.shape)}, expected {spec.shape}")
-
-        def host(a, _spec=spec):
-            a = np.asarray(jax.device_get(a))
-            if dtype is not None:
-                a = a.astype(np.dtype(jnp.dtype(dtype)))
-            return np.ascontiguousarray(a.T if _spec.transpose else a)
-
+    for spec in specs:
+        leaf = _leaf(params, spec.path)
         if spec.layers is None:
-            yield spec.hf_name, host(leaf)
-            continue
-        for li, layer in enumerate(spec.layers):
-            if spec.per_expert:
-                for e in range(spec.shape[1]):
-                    yield spec.hf_name.replace("{l}", str(layer)).replace("{e}", str(e)), host(leaf[li, e])
-            else:
-                yield spec.hf_name.replace("{l}", str(layer)), host(leaf[li])
+            yield spec.hf_name, host(leaf, spec.transpose)
+        elif spec.per_expert and spec.hf_name is None:
+            group = groups.get(spec.fused.name)
+            if group is None or group[0] is not spec:
+                continue  # written with the first leaf of its fused tensor
+            for li, layer in enumerate(spec.layers):
+                yield _fused_tensor(params, group, li, layer, host)
+        else:
+            for li, layer in enumerate(spec.layers):
+                if spec.per_expert:
+                    for e in range(spec.shape[1]):
+                        name = spec.hf_name.replace("{l}", str(layer)).replace("{e}", str(e))
+                        yield name, host(leaf[li, e], spec.transpose)
+                else:
+                    yield spec.hf_name.replace("{l}", str(layer)), host(leaf[li], spec.transpose)
+
+
+def _fused_tensor(params, group, li: int, layer: int, host) -> tuple[str, np.ndarray]:
+    """One layer's fused expert tensor ``[E, *shape]`` assembled from the leaves that share it."""
+    fused = group[0].fused
+    parts = [host(_leaf(params, spec.path)[li], spec.fused.transpose) for spec in group]
+    out = np.empty((group[0].shape[1], *fused.shape), parts[0].dtype)
+    for spec, part in zip(group, parts, strict=True):
+        out[(slice(None), *spec.fused.index)] = part
+    return fused.name.replace("{l}", str(layer)), out
+
+
+def hf_tensor_count(cfg: ModelConfig) -> int:
+    """How many tensors :func:`iter_hf_tensors` yields."""
+    specs = leaf_specs(cfg)
+    count = 0
+    for s in specs:
+        if s.layers is None:
+            count += 1
+        elif s.per_expert and s.hf_name is None:
+            count += len(s.layers) if fused_groups(specs)[s.fused.name][0] is s else 0
+        else:
+            count += len(s.layers) * (s.shape[1] if s.per_expert else 1)
+    return count
 
 
 def export_hf_checkpoint(
@@ -89,7 +126,7 @@ def export_hf_checkpoint(
 
     ``hf_config``: the source ``config.json`` to write back (its ``dtype`` updated); default one
     generated from ``cfg``; either way ``architectures`` names the hub class (what vLLM looks up,
-    see :data:`HUB_ARCHITECTURES`) and ``auto_map`` is dropped. ``dtype``: cast tensors (default:
+    see :class:`~rise_jax.models.families.Family`) and ``auto_map`` is dropped. ``dtype``: cast tensors (default:
     keep the params' dtype).
     """
     out_dir = os.path.abspath(out_dir)
@@ -112,9 +149,7 @@ def export_hf_checkpoint(
                 shards[-1] = {}
                 size = 0
 
-        n_tensors = sum(
-            (len(s.layers) * (s.shape[1] if s.per_expert else 1)) if s.layers else 1 for s in leaf_specs(cfg)
-        )
+        n_tensors = hf_tensor_count(cfg)
         for name, arr in tqdm(
             iter_hf_tensors(params, cfg, dtype), total=n_tensors, desc="exporting", disable=not progress
         ):
@@ -139,7 +174,10 @@ def export_hf_checkpoint(
         config = dict(hf_config) if hf_config is not None else config_to_hf_dict(cfg)
         dtype_name = _DTYPE_NAMES.get(str(out_dtype), "float32")
         config["dtype"] = dtype_name
-        config["architectures"] = [HUB_ARCHITECTURES[cfg.model_type]]
+        config["architectures"] = [get_family(cfg.model_type).hub_architecture]
+        # Experts are written dequantised (GPT-OSS's MXFP4 hub experts included), so the source's
+        # quantization_config no longer describes the tensors.
+        config.pop("quantization_config", None)
         # The hub's Phi-3.5-MoE config points ``auto_map`` at its own modeling code, which is not
         # copied (no checkpoint code is carried or run); the native classes load the export.
         config.pop("auto_map", None)

@@ -1,10 +1,11 @@
-"""Where each leaf of our params tree lives in an HF checkpoint, for both families.
+"""Where each leaf of our params tree lives in an HF checkpoint, for every family.
 
 A :class:`LeafSpec` says how one stacked leaf is assembled: from one tensor (global leaves), one
 tensor per layer (``{l}`` in the name), or one tensor per layer and expert (hub layout,
-``{l}``/``{e}``), or — for experts — from a fused per-layer tensor ``[E, ...]`` as newer
-transformers versions hold them in memory (``gate_up_proj`` ``[E, 2I, H]``, ``down_proj``
-``[E, H, I]``). HF linear weights are ``[out, in]``; our kernels are ``[in, out]``.
+``{l}``/``{e}``), or — for experts — from a fused per-layer tensor ``[E, ...]``
+(:class:`FusedSource`) as newer transformers versions hold them in memory and as GPT-OSS's hub
+checkpoints store them. HF linear weights are ``[out, in]``; our kernels are ``[in, out]``.
+The tensor names come from the family's :class:`~rise_jax.models.families.HFNames`.
 """
 
 from __future__ import annotations
@@ -12,27 +13,31 @@ from __future__ import annotations
 import dataclasses
 
 from rise_jax.models.config import ModelConfig
+from rise_jax.models.families import get_family
 from rise_jax.models.layout import layer_runs
 
 
 @dataclasses.dataclass(frozen=True)
 class FusedSource:
-    """An expert leaf read from a fused ``[E, rows, cols]`` tensor: rows ``[lo, hi)``, then transposed."""
+    """An expert leaf read from a fused ``[E, *shape]`` tensor: expert ``e``'s leaf is
+    ``fused[e][index]``, transposed when ``transpose`` (HF ``[out, in]`` -> ours ``[in, out]``)."""
 
     name: str  # with {l}
-    row_lo: int
-    row_hi: int
+    shape: tuple[int, ...]  # one expert's slice of the fused tensor
+    index: tuple[slice, ...]
+    transpose: bool
 
 
 @dataclasses.dataclass(frozen=True)
 class LeafSpec:
     path: tuple[str, ...]  # path in the params tree
     shape: tuple[int, ...]  # our shape (stacked)
-    hf_name: str  # hub-layout tensor name, with {l} and {e} placeholders where stacked
+    hf_name: str | None  # hub-layout tensor name ({l}/{e} placeholders); None: fused only
     transpose: bool  # HF [out, in] -> our [in, out] (last two axes)
     layers: tuple[int, ...] | None = None  # decoder layers stacked on axis 0
     per_expert: bool = False
     fused: FusedSource | None = None
+    alt_name: str | None = None  # another name the same per-layer tensor is saved under
 
     def hf_shape(self) -> tuple[int, ...]:
         """Shape of one hub-layout HF tensor feeding this leaf."""
@@ -40,68 +45,105 @@ class LeafSpec:
         return tuple(reversed(inner)) if self.transpose else tuple(inner)
 
 
-_NAMES = {
-    "qwen3_moe": {
-        "moe_prefix": "mlp",
-        "router": "mlp.gate.weight",
-        "fused_router": "mlp.gate.weight",
-        "experts": {"gate_proj": "gate_proj", "up_proj": "up_proj", "down_proj": "down_proj"},
-    },
-    "phimoe": {
-        "moe_prefix": "block_sparse_moe",
-        "router": "block_sparse_moe.gate.weight",
-        "fused_router": "mlp.router.weight",
-        "experts": {"gate_proj": "w1", "up_proj": "w3", "down_proj": "w2"},
-    },
-}
+def _fused_sources(cfg: ModelConfig, pre: str) -> dict[str, FusedSource]:
+    """Our expert leaf -> its place in the fused ``gate_up_proj`` / ``down_proj`` (and biases)."""
+    h, i = cfg.hidden_size, cfg.moe_intermediate_size
+    gu, dn = pre + "mlp.experts.gate_up_proj", pre + "mlp.experts.down_proj"
+    every = slice(None)
+    if get_family(cfg.model_type).names.fused == "interleaved":  # [E, H, 2I], gate even / up odd columns
+        return {
+            "gate_proj": FusedSource(gu, (h, 2 * i), (every, slice(0, None, 2)), False),
+            "up_proj": FusedSource(gu, (h, 2 * i), (every, slice(1, None, 2)), False),
+            "down_proj": FusedSource(dn, (i, h), (), False),
+            "gate_bias": FusedSource(gu + "_bias", (2 * i,), (slice(0, None, 2),), False),
+            "up_bias": FusedSource(gu + "_bias", (2 * i,), (slice(1, None, 2),), False),
+            "down_bias": FusedSource(dn + "_bias", (h,), (), False),
+        }
+    return {  # [E, 2I, H]: gate rows then up rows
+        "gate_proj": FusedSource(gu, (2 * i, h), (slice(0, i),), True),
+        "up_proj": FusedSource(gu, (2 * i, h), (slice(i, 2 * i),), True),
+        "down_proj": FusedSource(dn, (h, i), (), True),
+        "gate_bias": FusedSource(gu + "_bias", (2 * i,), (slice(0, i),), False),
+        "up_bias": FusedSource(gu + "_bias", (2 * i,), (slice(i, 2 * i),), False),
+        "down_bias": FusedSource(dn + "_bias", (h,), (), False),
+    }
+
+
+def expert_leaf_shape(cfg: ModelConfig, name: str) -> tuple[int, ...]:
+    """One expert's shape of leaf ``name`` (``gate_proj`` ``[H, I]``, ``down_bias`` ``[H]`` ...)."""
+    h, i = cfg.hidden_size, cfg.moe_intermediate_size
+    return {
+        "gate_proj": (h, i),
+        "up_proj": (h, i),
+        "down_proj": (i, h),
+        "gate_bias": (i,),
+        "up_bias": (i,),
+        "down_bias": (h,),
+    }[name]
 
 
 def leaf_specs(cfg: ModelConfig) -> list[LeafSpec]:
     """Every leaf of the params tree of ``cfg``, in HF checkpoint order."""
-    names = _NAMES[cfg.model_type]
+    names = get_family(cfg.model_type).names
     h, v = cfg.hidden_size, cfg.vocab_size
     qd, kvd = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
     specs = [LeafSpec(("embed_tokens", "embedding"), (v, h), "model.embed_tokens.weight", False)]
-    norm_parts = [("scale", "weight"), ("bias", "bias")] if cfg.uses_layer_norm else [("scale", "weight")]
+    norm_parts = [("scale", "weight"), ("bias", "bias")] if cfg.norm == "layer" else [("scale", "weight")]
     for run in layer_runs(cfg):
         n, layers = run.length, tuple(range(run.start, run.start + run.length))
         pre = "model.layers.{l}."
 
-        def stacked(path, shape, hf, transpose, _run=run, _layers=layers, _n=n):
-            return LeafSpec((_run.name, *path), (_n, *shape), pre + hf, transpose, _layers)
+        def stacked(path, shape, hf, transpose, alt=None, _run=run, _layers=layers, _n=n):
+            return LeafSpec((_run.name, *path), (_n, *shape), pre + hf, transpose, _layers, alt_name=alt)
 
         for ours, hf in (("input_norm", "input_layernorm"), ("post_attention_norm", "post_attention_layernorm")):
             specs += [stacked((ours, p), (h,), f"{hf}.{w}", False) for p, w in norm_parts]
         for proj, out in (("q_proj", qd), ("k_proj", kvd), ("v_proj", kvd), ("o_proj", h)):
             inp = qd if proj == "o_proj" else h
             specs.append(stacked(("attn", proj, "kernel"), (inp, out), f"self_attn.{proj}.weight", True))
-            if cfg.attention_bias:
+            if cfg.o_bias if proj == "o_proj" else cfg.qkv_bias:
                 specs.append(stacked(("attn", proj, "bias"), (out,), f"self_attn.{proj}.bias", False))
-        if cfg.uses_qk_norm:
-            for nm in ("q_norm", "k_norm"):
-                specs.append(stacked(("attn", nm, "scale"), (cfg.head_dim,), f"self_attn.{nm}.weight", False))
+        if cfg.attention_sinks:
+            specs.append(stacked(("attn", "sinks"), (cfg.num_heads,), "self_attn.sinks", False))
+        if cfg.qk_norm is not None:
+            widths = (
+                {"q_norm": qd, "k_norm": kvd}
+                if cfg.qk_norm == "full"
+                else dict.fromkeys(("q_norm", "k_norm"), cfg.head_dim)
+            )
+            for nm, width in widths.items():
+                specs.append(stacked(("attn", nm, "scale"), (width,), f"self_attn.{nm}.weight", False))
         if run.is_moe:
-            e, i = cfg.num_experts, cfg.moe_intermediate_size
-            specs.append(stacked(("moe", "router"), (h, e), names["router"], True))
-            for ours, hfw in names["experts"].items():
-                shape = (e, i, h) if ours == "down_proj" else (e, h, i)
-                if ours == "down_proj":
-                    fused = FusedSource(pre + "mlp.experts.down_proj", 0, h)
-                elif ours == "gate_proj":
-                    fused = FusedSource(pre + "mlp.experts.gate_up_proj", 0, i)
-                else:
-                    fused = FusedSource(pre + "mlp.experts.gate_up_proj", i, 2 * i)
+            e = cfg.num_experts
+            alt = None if names.router_alt is None else pre + names.router_alt
+            specs.append(stacked(("moe", "router"), (h, e), names.router, True, alt))
+            if cfg.router_bias:
+                specs.append(stacked(("moe", "router_bias"), (e,), names.router[: -len("weight")] + "bias", False))
+            fused = _fused_sources(cfg, pre)
+            for ours in cfg.expert_param_names:
+                is_bias = ours.endswith("_bias")
+                hub = None
+                if names.experts is not None:
+                    hub_proj = names.experts[ours.replace("_bias", "_proj")]
+                    hub = pre + f"{names.moe_prefix}.experts.{{e}}.{hub_proj}.{'bias' if is_bias else 'weight'}"
                 specs.append(
                     LeafSpec(
                         (run.name, "moe", "experts", ours),
-                        (n, *shape),
-                        pre + f"{names['moe_prefix']}.experts.{{e}}.{hfw}.weight",
-                        True,
+                        (n, e, *expert_leaf_shape(cfg, ours)),
+                        hub,
+                        not is_bias,
                         layers,
                         per_expert=True,
-                        fused=fused,
+                        fused=fused[ours],
                     )
                 )
+            if cfg.shared_expert_size:
+                s, prefix = cfg.shared_expert_size, names.shared_expert
+                for proj, shape in (("gate_proj", (h, s)), ("up_proj", (h, s)), ("down_proj", (s, h))):
+                    specs.append(
+                        stacked(("moe", "shared_expert", proj, "kernel"), shape, f"{prefix}.{proj}.weight", True)
+                    )
+                specs.append(stacked(("moe", "shared_expert_gate", "kernel"), (h, 1), f"{prefix}_gate.weight", True))
         else:
             i = cfg.intermediate_size
             for proj, shape in (("gate_proj", (h, i)), ("up_proj", (h, i)), ("down_proj", (i, h))):
@@ -114,6 +156,10 @@ def leaf_specs(cfg: ModelConfig) -> list[LeafSpec]:
     return specs
 
 
-def fused_router_name(cfg: ModelConfig) -> str:
-    """Router name next to fused experts (transformers' in-memory naming)."""
-    return "model.layers.{l}." + _NAMES[cfg.model_type]["fused_router"]
+def fused_groups(specs: list[LeafSpec]) -> dict[str, list[LeafSpec]]:
+    """Fused tensor name -> the expert leaves written into it (for leaves with no hub layout)."""
+    groups: dict[str, list[LeafSpec]] = {}
+    for spec in specs:
+        if spec.per_expert and spec.hf_name is None:
+            groups.setdefault(spec.fused.name, []).append(spec)
+    return groups

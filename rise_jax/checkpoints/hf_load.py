@@ -4,7 +4,9 @@ Reads tensor by tensor from memory-mapped safetensors straight into each destina
 (``jax.make_array_from_callback``: a device's block is assembled from only the tensors it covers),
 so the weights are never held twice: the peak host overhead is one leaf (or one shard of it).
 Accepts one or many safetensors files (with or without ``model.safetensors.index.json``) and
-experts stored per expert (hub layout) or fused per layer. Every problem raises
+experts stored per expert (hub layout) or fused per layer, the fused ones also as MXFP4
+``*_blocks``/``*_scales`` pairs (GPT-OSS hub checkpoints; dequantised tensor by tensor,
+:mod:`rise_jax.checkpoints.mxfp4`). Every problem raises
 :class:`CheckpointError` naming the file and tensor.
 """
 
@@ -22,11 +24,13 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from rise_jax.checkpoints.hf_layout import LeafSpec, fused_router_name, leaf_specs
+from rise_jax.checkpoints import mxfp4
+from rise_jax.checkpoints.hf_layout import LeafSpec, leaf_specs
 from rise_jax.checkpoints.safetensors_io import SafetensorsFile, SafetensorsFormatError
 from rise_jax.errors import RiseError
 from rise_jax.io_utils import read_json_object
-from rise_jax.models.config import ConfigError, ModelConfig, config_from_hf_dict
+from rise_jax.models.config import ConfigError, ModelConfig
+from rise_jax.models.families import config_from_hf_dict
 
 # Tensors a checkpoint may carry that the model does not use.
 _IGNORED = (re.compile(r".*\.rotary_emb\.inv_freq$"),)
@@ -109,17 +113,50 @@ class TensorIndex:
                     raise CheckpointError(f"{full}: tensor {k!r} also present in {self.owner[k]}")
                 self.owner[k] = full
 
+        for name in self.owner:
+            if name.endswith(mxfp4.BLOCKS_SUFFIX):
+                base = name[: -len(mxfp4.BLOCKS_SUFFIX)]
+                if base + mxfp4.SCALES_SUFFIX not in self.owner:
+                    raise CheckpointError(
+                        f"{self.owner[name]}: MXFP4 tensor {name!r} has no {base + mxfp4.SCALES_SUFFIX!r} "
+                        f"(searched {len(self.files)} file(s))"
+                    )
+        self._dequantized: tuple[str, np.ndarray] | None = None  # the last MXFP4 tensor read
+
+    def _mxfp4(self, name: str) -> tuple[str, str] | None:
+        """(blocks, scales) names when ``name`` is stored as an MXFP4 pair instead of itself."""
+        if name in self.owner:
+            return None
+        blocks, scales = name + mxfp4.BLOCKS_SUFFIX, name + mxfp4.SCALES_SUFFIX
+        return (blocks, scales) if blocks in self.owner and scales in self.owner else None
+
     def __contains__(self, name: str) -> bool:
-        return name in self.owner
+        return name in self.owner or self._mxfp4(name) is not None
+
+    def stored_names(self, name: str) -> tuple[str, ...]:
+        """The tensors actually stored for ``name`` (itself, or its MXFP4 blocks and scales)."""
+        return self._mxfp4(name) or (name,)
 
     def shape(self, name: str) -> tuple[int, ...]:
-        return self.files[self.owner[name]].shape(name)
+        pair = self._mxfp4(name)
+        if pair is None:
+            return self.files[self.owner[name]].shape(name)
+        return mxfp4.dequantized_shape(self.files[self.owner[pair[0]]].shape(pair[0]))
 
     def get(self, name: str) -> np.ndarray:
-        return self.files[self.owner[name]].get(name)
+        pair = self._mxfp4(name)
+        if pair is None:
+            return self.files[self.owner[name]].get(name)
+        if self._dequantized is None or self._dequantized[0] != name:  # gate and up read the same tensor
+            blocks, scales = (self.files[self.owner[n]].get(n) for n in pair)
+            try:
+                self._dequantized = (name, mxfp4.dequantize(blocks, scales))
+            except ValueError as err:
+                raise CheckpointError(f"{self.owner[pair[0]]}: tensor {pair[0]!r}: {err}") from err
+        return self._dequantized[1]
 
     def where(self, name: str) -> str:
-        return self.owner.get(name, self.path)
+        return self.owner.get(name) or self.owner.get(name + mxfp4.BLOCKS_SUFFIX, self.path)
 
     def close(self) -> None:
         for f in self.files.values():
@@ -142,17 +179,14 @@ class _LeafReader:
         for layer in spec.layers:
             if not spec.per_expert:
                 name = _fmt(spec.hf_name, layer)
-                if name not in tensors and spec.path[-1] == "router":
-                    alt = _fmt(fused_router_name(cfg), layer)
-                    name = alt if alt in tensors else name
+                if name not in tensors and spec.alt_name is not None and _fmt(spec.alt_name, layer) in tensors:
+                    name = _fmt(spec.alt_name, layer)
                 self.sources.append(self._check(name, spec.hf_shape(), used))
                 continue
-            hub = [_fmt(spec.hf_name, layer, e) for e in range(cfg.num_experts)]
-            fused = _fmt(spec.fused.name, layer) if spec.fused else None
-            if hub[0] not in tensors and fused is not None and fused in tensors:
-                e, h, i = cfg.num_experts, cfg.hidden_size, cfg.moe_intermediate_size
-                want = (e, h, i) if fused.endswith("down_proj") else (e, 2 * i, h)
-                self.sources.append(("fused", self._check(fused, want, used)))
+            hub = None if spec.hf_name is None else [_fmt(spec.hf_name, layer, e) for e in range(cfg.num_experts)]
+            fused = _fmt(spec.fused.name, layer)
+            if hub is None or (hub[0] not in tensors and fused in tensors):
+                self.sources.append(("fused", self._check(fused, (cfg.num_experts, *spec.fused.shape), used)))
             else:
                 self.sources.append(("hub", [self._check(n, spec.hf_shape(), used) for n in hub]))
 
@@ -164,7 +198,7 @@ class _LeafReader:
             raise CheckpointError(
                 f"{self.t.where(name)}: tensor {name!r} has shape {list(got)}, expected {list(shape)}"
             )
-        used.add(name)
+        used.update(self.t.stored_names(name))
         return name
 
     def _hf(self, name: str) -> np.ndarray:
@@ -213,7 +247,8 @@ class _LeafReader:
                 if kind == "hub":
                     t = self._hf(names[e])
                 else:
-                    t = fused[e, spec.fused.row_lo : spec.fused.row_hi].T
+                    t = fused[e][spec.fused.index]
+                    t = t.T if spec.fused.transpose else t
                 out[a, b] = t[index[2:]]
         return out
 

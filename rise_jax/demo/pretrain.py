@@ -30,7 +30,7 @@ from tqdm import tqdm
 from rise_jax.checkpoints import export_hf_checkpoint
 from rise_jax.demo.corpus import LANGUAGES, pretrain_lines, write_corpus
 from rise_jax.io_utils import temp_dir_beside, write_json_atomic
-from rise_jax.models.config import config_from_hf_dict
+from rise_jax.models.families import config_from_hf_dict
 from rise_jax.models.lm_loss import lm_loss_sums
 from rise_jax.models.transformer import MoEModel, RuntimeOptions
 from rise_jax.workdir import Workdir

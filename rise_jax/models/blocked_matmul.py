@@ -21,6 +21,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from rise_jax.models.expert_mlp import ExpertTensors, GatedActivation, expert_mlp
+
 Array = jax.Array
 
 
@@ -60,18 +62,17 @@ def block_layout(sizes: Array, num_rows: int, block: int) -> tuple[Array, Array,
 def blocked_expert_mlp(
     xs: Array,
     sizes: Array,
-    block_weights: Callable[[Array], tuple[Array, Array, Array]],
+    block_weights: Callable[[Array], ExpertTensors],
+    act: GatedActivation,
     block: int | None = None,
 ) -> Array:
-    """``down(silu(x @ gate) * (x @ up))`` per row with its expert's weights. ``xs`` ``[R, H]`` sorted
-    by expert; ``block_weights(expert [nb])`` returns the per-block (gate ``[nb, H, I]``, up, down
-    ``[nb, I, H]``), so callers choose where the weights come from (a layer's ``[E, ...]`` params,
-    the stacked ``[L, E, ...]`` ones, or trainable copies)."""
+    """The expert MLP per row with its expert's weights. ``xs`` ``[R, H]`` sorted by expert;
+    ``block_weights(expert [nb])`` returns the per-block :class:`ExpertTensors` (gate
+    ``[nb, H, I]``, up, down ``[nb, I, H]``, biases), so callers choose where the weights come
+    from (a layer's ``[E, ...]`` params, the stacked ``[L, E, ...]`` ones, or trainable copies)."""
     r, h = xs.shape
     block = block or block_rows(r, sizes.shape[0])
     dest, expert, nb = block_layout(sizes, r, block)
     xp = jnp.zeros((nb * block, h), xs.dtype).at[dest].set(xs, unique_indices=True).reshape(nb, block, h)
-    g, u, d = block_weights(expert)
-    act = jax.nn.silu(jnp.einsum("bmh,bhi->bmi", xp, g)) * jnp.einsum("bmh,bhi->bmi", xp, u)
-    y = jnp.einsum("bmi,bih->bmh", act, d).reshape(nb * block, -1)
+    y = expert_mlp(xp, block_weights(expert), act).reshape(nb * block, -1)
     return y[dest]

@@ -1,8 +1,12 @@
-"""Architecture description of a Qwen3-MoE or PhiMoE model, parsed from an HF ``config.json``.
+"""Architecture description of a supported MoE model, parsed from an HF ``config.json``.
 
-One frozen dataclass serves both families: the fields are the union of what the two HF modeling
-files read, normalised (``num_experts``/``num_local_experts`` -> ``num_experts``; 4.x-style
-``rope_theta``/``rope_scaling`` and 5.x-style ``rope_parameters`` -> :class:`RopeConfig`).
+One frozen dataclass serves every family: the fields are the union of what the HF modeling files
+read, normalised, plus the *block variants* a family uses (which norm, which q/k norm, which
+router, which expert activation, biases, attention sinks, shared expert, per-layer sliding
+windows). The model code implements each variant once; a family module
+(:mod:`rise_jax.models.families`) says which variants its checkpoints use and how its
+``config.json`` spells them. This module holds the dataclasses and the parsing helpers every
+family shares (whole-number checks, RoPE in its 4.x and 5.x spellings).
 """
 
 from __future__ import annotations
@@ -13,11 +17,12 @@ from typing import Any
 
 from rise_jax.errors import RiseError
 
-SUPPORTED_MODEL_TYPES = ("qwen3_moe", "phimoe")
-SUPPORTED_ROPE_TYPES = ("default", "longrope")
-
-# HF class defaults (transformers 5.23 configuration_*.py) used when config.json omits a key.
-_DEFAULT_THETA = {"qwen3_moe": 10000.0, "phimoe": 1000000.0}
+SUPPORTED_ROPE_TYPES = ("default", "longrope", "yarn")
+NORMS = ("rms", "rms_fp32", "layer")
+QK_NORMS = (None, "per_head", "full")
+ROUTERS = ("softmax_topk", "sparsemixer", "topk_softmax")
+EXPERT_ACTIVATIONS = ("silu", "clamped_swiglu")
+LAYER_TYPES = ("full_attention", "sliding_attention")
 
 
 class ConfigError(RiseError, ValueError):
@@ -32,6 +37,11 @@ class RopeConfig:
     always use ``short_factor`` (PhimoeRotaryEmbedding.forward recomputes them without a sequence
     length), and the cos/sin scale is ``long_mscale`` when ``max(position)+1`` exceeds
     ``original_max_position_embeddings``, else ``short_mscale``.
+
+    ``yarn`` (GPT-OSS) follows ``transformers.modeling_rope_utils._compute_yarn_parameters``:
+    inverse frequencies blended between ``1/θ^(2i/d)`` and ``1/(factor·θ^(2i/d))`` by a linear
+    ramp over the correction range from ``beta_fast``/``beta_slow`` (floored/ceiled when
+    ``truncate``), and cos/sin scaled by ``attention_factor`` (default ``0.1·ln(factor) + 1``).
     """
 
     rope_type: str = "default"
@@ -42,11 +52,34 @@ class RopeConfig:
     long_mscale: float | None = None
     original_max_position_embeddings: int | None = None
     partial_rotary_factor: float = 1.0
+    factor: float | None = None  # yarn
+    beta_fast: float = 32.0
+    beta_slow: float = 1.0
+    truncate: bool = True
+    attention_factor: float | None = None
+    mscale: float | None = None
+    mscale_all_dim: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Everything the forward pass needs to know about an architecture (no runtime options)."""
+    """Everything the forward pass needs to know about an architecture (no runtime options).
+
+    Block variants (set by the family module):
+
+    * ``norm``: ``rms`` (weight times the normalised value cast back, Qwen3/OLMoE/Mixtral),
+      ``rms_fp32`` (weight applied in fp32, then cast: GPT-OSS), ``layer`` (LayerNorm with bias, PhiMoE);
+    * ``qk_norm``: None, ``per_head`` (RMSNorm over each head's ``head_dim``, Qwen3) or ``full``
+      (RMSNorm over the whole q / k projection, OLMoE); ``clip_qkv`` clamps q/k/v (OLMoE);
+    * ``router``: ``softmax_topk`` (softmax, top-k, optional renormalisation), ``sparsemixer``
+      (PhiMoE) or ``topk_softmax`` (top-k of the logits, softmax over the k: GPT-OSS);
+      ``router_bias`` adds a per-expert bias to the logits;
+    * ``expert_act``: ``silu`` (``silu(g)·u``) or ``clamped_swiglu`` (GPT-OSS, see
+      :mod:`rise_jax.models.expert_mlp`); ``expert_bias``: biases on the three projections;
+    * ``shared_expert_size`` > 0: a dense shared expert with a sigmoid gate next to the routed
+      ones (Qwen2-MoE); ``attention_sinks``: a learned per-head logit in every softmax (GPT-OSS);
+    * ``sliding_window`` with ``sliding_layers``: which layers use it (None = every layer).
+    """
 
     model_type: str
     vocab_size: int
@@ -58,22 +91,47 @@ class ModelConfig:
     num_experts: int
     top_k: int
     moe_intermediate_size: int
-    intermediate_size: int  # dense MLP width (Qwen3 mlp_only layers); PhiMoE: expert width
+    intermediate_size: int  # dense MLP width (mlp_only layers); families without dense layers: expert width
     norm_eps: float
     rope: RopeConfig
     max_position_embeddings: int
     moe_layer_ids: tuple[int, ...]  # which decoder layers have an MoE block (others: dense MLP)
     norm_topk_prob: bool = False
     tie_word_embeddings: bool = False
-    attention_bias: bool = False
+    norm: str = "rms"
+    qk_norm: str | None = None
+    clip_qkv: float | None = None
+    qkv_bias: bool = False
+    o_bias: bool = False
+    attention_sinks: bool = False
     lm_head_bias: bool = False
     sliding_window: int | None = None
+    sliding_layers: tuple[bool, ...] | None = None
+    router: str = "softmax_topk"
+    router_bias: bool = False
+    expert_act: str = "silu"
+    expert_bias: bool = False
+    swiglu_alpha: float = 1.702
+    swiglu_limit: float = 7.0
+    shared_expert_size: int = 0
     router_jitter_noise: float = 0.0
     input_jitter_noise: float = 0.0
     hidden_act: str = "silu"
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
     pad_token_id: int | None = None
+
+    def __post_init__(self):
+        for name, value, allowed in (
+            ("norm", self.norm, NORMS),
+            ("qk_norm", self.qk_norm, QK_NORMS),
+            ("router", self.router, ROUTERS),
+            ("expert_act", self.expert_act, EXPERT_ACTIVATIONS),
+        ):
+            if value not in allowed:
+                raise ConfigError(f"ModelConfig.{name} = {value!r} is not one of {allowed}")
+        if self.sliding_layers is not None and len(self.sliding_layers) != self.num_layers:
+            raise ConfigError(f"sliding_layers has {len(self.sliding_layers)} entries for {self.num_layers} layers")
 
     @property
     def num_moe_layers(self) -> int:
@@ -85,20 +143,28 @@ class ModelConfig:
         return tuple(i in ids for i in range(self.num_layers))
 
     @property
-    def uses_layer_norm(self) -> bool:
-        """PhiMoE uses LayerNorm with bias; Qwen3-MoE uses RMSNorm."""
-        return self.model_type == "phimoe"
+    def per_layer_window(self) -> bool:
+        """True when some layers use the sliding window and others attend to everything."""
+        return self.sliding_window is not None and self.sliding_layers is not None and len(set(self.sliding_layers)) > 1
 
     @property
-    def uses_qk_norm(self) -> bool:
-        return self.model_type == "qwen3_moe"
+    def uniform_window(self) -> int | None:
+        """The one window every layer uses (None: full attention, or windows differ per layer)."""
+        if self.sliding_window is None or self.per_layer_window:
+            return None
+        if self.sliding_layers is not None and not any(self.sliding_layers):
+            return None
+        return self.sliding_window
 
     @property
-    def router_type(self) -> str:
-        return "sparsemixer" if self.model_type == "phimoe" else "softmax_topk"
+    def expert_param_names(self) -> tuple[str, ...]:
+        """The per-expert leaves under ``moe/experts`` (and of a trainable expert copy)."""
+        names = ("gate_proj", "up_proj", "down_proj")
+        return names + (("gate_bias", "up_bias", "down_bias") if self.expert_bias else ())
 
 
-def _get(d: Mapping[str, Any], key: str, source: str, default: Any = dataclasses.MISSING) -> Any:
+def get_key(d: Mapping[str, Any], key: str, source: str, default: Any = dataclasses.MISSING) -> Any:
+    """``d[key]`` (a None value counts as absent), else ``default``, else a ConfigError naming ``source``."""
     if key in d and d[key] is not None:
         return d[key]
     if default is dataclasses.MISSING:
@@ -106,9 +172,9 @@ def _get(d: Mapping[str, Any], key: str, source: str, default: Any = dataclasses
     return default
 
 
-def _int(d: Mapping[str, Any], key: str, source: str, default: Any = dataclasses.MISSING, minimum: int = 1) -> int:
+def get_int(d: Mapping[str, Any], key: str, source: str, default: Any = dataclasses.MISSING, minimum: int = 1) -> int:
     """A whole-number field (``True`` and ``"8"`` are not), at least ``minimum``; else a ConfigError."""
-    value = _get(d, key, source, default)
+    value = get_key(d, key, source, default)
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -116,103 +182,131 @@ def _int(d: Mapping[str, Any], key: str, source: str, default: Any = dataclasses
     return value
 
 
-def _rope_from_hf(d: Mapping[str, Any], model_type: str, source: str) -> RopeConfig:
+def get_float(d: Mapping[str, Any], key: str, source: str, default: Any = dataclasses.MISSING) -> float:
+    value = get_key(d, key, source, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{source}: {key} = {value!r} must be a number")
+    return float(value)
+
+
+def parse_rope(d: Mapping[str, Any], source: str, default_theta: float) -> RopeConfig:
     """Accept 5.x ``rope_parameters`` and 4.x ``rope_theta`` + ``rope_scaling`` alike."""
     params = dict(d.get("rope_parameters") or d.get("rope_scaling") or {})
     rope_type = params.get("rope_type", params.get("type", "default"))
     if rope_type not in SUPPORTED_ROPE_TYPES:
         raise ConfigError(f"{source}: rope type {rope_type!r} is not supported (supported: {SUPPORTED_ROPE_TYPES})")
-    theta = params.get("rope_theta", d.get("rope_theta", _DEFAULT_THETA[model_type]))
-    partial = params.get("partial_rotary_factor", d.get("partial_rotary_factor", 1.0))
+    theta = float(params.get("rope_theta", d.get("rope_theta", default_theta)))
+    partial = float(params.get("partial_rotary_factor", d.get("partial_rotary_factor", 1.0)))
     if rope_type == "default":
-        return RopeConfig("default", float(theta), partial_rotary_factor=float(partial))
-    # longrope: the top-level original_max_position_embeddings wins, as in HF standardize_rope_params.
+        return RopeConfig("default", theta, partial_rotary_factor=partial)
+    # The top-level original_max_position_embeddings wins, as in HF standardize_rope_params.
     orig = d.get("original_max_position_embeddings") or params.get("original_max_position_embeddings")
+    if rope_type == "yarn":
+        if orig is None:
+            raise ConfigError(f"{source}: yarn rope parameters need 'original_max_position_embeddings'")
+        factor = params.get("factor")
+        if factor is None:
+            factor = get_int(d, "max_position_embeddings", source) / int(orig)
+        opt = lambda k: None if params.get(k) is None else float(params[k])  # noqa: E731
+        return RopeConfig(
+            "yarn",
+            theta,
+            original_max_position_embeddings=int(orig),
+            partial_rotary_factor=partial,
+            factor=float(factor),
+            beta_fast=float(params.get("beta_fast") or 32.0),
+            beta_slow=float(params.get("beta_slow") or 1.0),
+            truncate=bool(params.get("truncate", True)),
+            attention_factor=opt("attention_factor"),
+            mscale=opt("mscale"),
+            mscale_all_dim=opt("mscale_all_dim"),
+        )
     if orig is None:
-        orig = _get(d, "max_position_embeddings", source)
+        orig = get_key(d, "max_position_embeddings", source)
     for key in ("short_factor", "long_factor", "short_mscale", "long_mscale"):
         if key not in params:
             raise ConfigError(f"{source}: longrope parameters need {key!r}")
     return RopeConfig(
         "longrope",
-        float(theta),
+        theta,
         short_factor=tuple(float(x) for x in params["short_factor"]),
         long_factor=tuple(float(x) for x in params["long_factor"]),
         short_mscale=float(params["short_mscale"]),
         long_mscale=float(params["long_mscale"]),
         original_max_position_embeddings=int(orig),
-        partial_rotary_factor=float(partial),
+        partial_rotary_factor=partial,
     )
 
 
-def config_from_hf_dict(d: Mapping[str, Any], source: str = "config.json") -> ModelConfig:
-    """Parse an HF config dict (as in ``config.json``) into a :class:`ModelConfig`.
-
-    Raises :class:`ConfigError` naming ``source`` and the offending key.
-    """
-    model_type = d.get("model_type")
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        raise ConfigError(
-            f"{source}: model_type {model_type!r} is not supported (supported: {', '.join(SUPPORTED_MODEL_TYPES)})"
+def rope_to_hf(rope: RopeConfig) -> dict[str, Any]:
+    """``rope_parameters`` (transformers 5.x spelling) describing ``rope``."""
+    out: dict[str, Any] = {"rope_type": rope.rope_type, "rope_theta": rope.theta}
+    if rope.partial_rotary_factor != 1.0:
+        out["partial_rotary_factor"] = rope.partial_rotary_factor
+    if rope.rope_type == "longrope":
+        out.update(
+            short_factor=list(rope.short_factor or ()),
+            long_factor=list(rope.long_factor or ()),
+            short_mscale=rope.short_mscale,
+            long_mscale=rope.long_mscale,
+            original_max_position_embeddings=rope.original_max_position_embeddings,
         )
-    hidden = _int(d, "hidden_size", source)
-    heads = _int(d, "num_attention_heads", source)
-    num_layers = _int(d, "num_hidden_layers", source)
-    experts_key = "num_experts" if d.get("num_experts") is not None else "num_local_experts"
-    if d.get(experts_key) is None:
-        raise ConfigError(f"{source}: neither 'num_experts' nor 'num_local_experts' is set")
-    experts = _int(d, experts_key, source)
-    top_k = _int(d, "num_experts_per_tok", source)
+    elif rope.rope_type == "yarn":
+        out.update(
+            factor=rope.factor,
+            beta_fast=rope.beta_fast,
+            beta_slow=rope.beta_slow,
+            truncate=rope.truncate,
+            original_max_position_embeddings=rope.original_max_position_embeddings,
+        )
+        for key in ("attention_factor", "mscale", "mscale_all_dim"):
+            if getattr(rope, key) is not None:
+                out[key] = getattr(rope, key)
+    return out
+
+
+def parse_layer_types(d: Mapping[str, Any], num_layers: int, source: str, default: list[str]) -> tuple[bool, ...]:
+    """Per-layer ``layer_types`` (``sliding_attention`` / ``full_attention``) as sliding flags."""
+    types = d.get("layer_types") or default
+    if not isinstance(types, list | tuple) or len(types) != num_layers:
+        raise ConfigError(f"{source}: layer_types must list one entry per layer ({num_layers}), got {types!r}")
+    unknown = sorted({t for t in types if t not in LAYER_TYPES})
+    if unknown:
+        raise ConfigError(f"{source}: layer_types entry {unknown[0]!r} is not known (known: {', '.join(LAYER_TYPES)})")
+    return tuple(t == "sliding_attention" for t in types)
+
+
+def common_fields(d: Mapping[str, Any], source: str, *, experts_key: str, default_theta: float, eps: float) -> dict:
+    """The ``ModelConfig`` fields every family spells the same way (checked, with HF defaults)."""
+    hidden = get_int(d, "hidden_size", source)
+    heads = get_int(d, "num_attention_heads", source)
+    experts = get_int(d, experts_key, source)
+    top_k = get_int(d, "num_experts_per_tok", source)
     if not 0 < top_k <= experts:
         raise ConfigError(f"{source}: num_experts_per_tok={top_k} must be in [1, {experts}]")
-    if model_type == "phimoe" and top_k != 2:
-        raise ConfigError(
-            f"{source}: phimoe's sparsemixer router always selects exactly 2 experts; num_experts_per_tok={top_k}"
-        )
-    head_dim = _int(d, "head_dim", source) if d.get("head_dim") else hidden // heads
-    kv_heads = _int(d, "num_key_value_heads", source, heads)
+    kv_heads = get_int(d, "num_key_value_heads", source, heads)
     if heads % kv_heads:
         raise ConfigError(
             f"{source}: num_attention_heads = {heads} is not a multiple of num_key_value_heads = {kv_heads}"
         )
-    if model_type == "qwen3_moe":
-        mlp_only = set(d.get("mlp_only_layers") or [])
-        step = int(d.get("decoder_sparse_step", 1) or 1)
-        moe_ids = tuple(i for i in range(num_layers) if i not in mlp_only and experts > 0 and (i + 1) % step == 0)
-        moe_inter = _int(d, "moe_intermediate_size", source)
-        inter = _int(d, "intermediate_size", source, moe_inter)
-        sliding = d.get("sliding_window") if d.get("use_sliding_window", False) else None
-    else:
-        moe_ids = tuple(range(num_layers))
-        inter = _int(d, "intermediate_size", source)
-        moe_inter = inter
-        sliding = d.get("sliding_window")
     act = d.get("hidden_act", "silu")
     if act != "silu":
         raise ConfigError(f"{source}: hidden_act {act!r} is not supported (only 'silu')")
-    return ModelConfig(
-        model_type=model_type,
-        vocab_size=_int(d, "vocab_size", source),
+    return dict(
+        model_type=d["model_type"],
+        vocab_size=get_int(d, "vocab_size", source),
         hidden_size=hidden,
-        num_layers=num_layers,
+        num_layers=get_int(d, "num_hidden_layers", source),
         num_heads=heads,
         num_kv_heads=kv_heads,
-        head_dim=int(head_dim),
+        head_dim=get_int(d, "head_dim", source) if d.get("head_dim") else hidden // heads,
         num_experts=experts,
         top_k=top_k,
-        moe_intermediate_size=moe_inter,
-        intermediate_size=inter,
-        norm_eps=float(d.get("rms_norm_eps", 1e-6 if model_type == "qwen3_moe" else 1e-5)),
-        rope=_rope_from_hf(d, model_type, source),
-        max_position_embeddings=int(d.get("max_position_embeddings", 32768)),
-        moe_layer_ids=moe_ids,
+        norm_eps=get_float(d, "rms_norm_eps", source, eps),
+        rope=parse_rope(d, source, default_theta),
+        max_position_embeddings=get_int(d, "max_position_embeddings", source, 32768),
         norm_topk_prob=bool(d.get("norm_topk_prob", False)),
         tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
-        attention_bias=bool(d.get("attention_bias", False)),
-        lm_head_bias=bool(d.get("lm_head_bias", False)),
-        sliding_window=None if sliding is None else int(sliding),
-        router_jitter_noise=float(d.get("router_jitter_noise", 0.0) or 0.0),
-        input_jitter_noise=float(d.get("input_jitter_noise", 0.0) or 0.0),
         hidden_act=act,
         bos_token_id=d.get("bos_token_id"),
         eos_token_id=d.get("eos_token_id"),
@@ -220,27 +314,9 @@ def config_from_hf_dict(d: Mapping[str, Any], source: str = "config.json") -> Mo
     )
 
 
-# The ``architectures`` entry of each family's hub checkpoint. transformers picks the class from
-# ``model_type``; vLLM picks it from this name, and knows PhiMoE only by the hub's spelling
-# ("PhiMoEForCausalLM", not transformers' "PhimoeForCausalLM", which sends vLLM to its generic
-# Transformers fallback).
-HUB_ARCHITECTURES = {"qwen3_moe": "Qwen3MoeForCausalLM", "phimoe": "PhiMoEForCausalLM"}
-
-
-def config_to_hf_dict(cfg: ModelConfig, dtype: str = "float32") -> dict[str, Any]:
-    """An HF ``config.json`` dict (transformers 5.x keys) that describes ``cfg``."""
-    rope: dict[str, Any] = {"rope_type": cfg.rope.rope_type, "rope_theta": cfg.rope.theta}
-    if cfg.rope.partial_rotary_factor != 1.0:
-        rope["partial_rotary_factor"] = cfg.rope.partial_rotary_factor
-    if cfg.rope.rope_type == "longrope":
-        rope.update(
-            short_factor=list(cfg.rope.short_factor or ()),
-            long_factor=list(cfg.rope.long_factor or ()),
-            short_mscale=cfg.rope.short_mscale,
-            long_mscale=cfg.rope.long_mscale,
-            original_max_position_embeddings=cfg.rope.original_max_position_embeddings,
-        )
-    d: dict[str, Any] = {
+def common_to_hf(cfg: ModelConfig, dtype: str) -> dict[str, Any]:
+    """The ``config.json`` keys every family writes the same way."""
+    return {
         "model_type": cfg.model_type,
         "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.hidden_size,
@@ -251,37 +327,16 @@ def config_to_hf_dict(cfg: ModelConfig, dtype: str = "float32") -> dict[str, Any
         "intermediate_size": cfg.intermediate_size,
         "max_position_embeddings": cfg.max_position_embeddings,
         "rms_norm_eps": cfg.norm_eps,
-        "rope_parameters": rope,
+        "rope_parameters": rope_to_hf(cfg.rope),
         "tie_word_embeddings": cfg.tie_word_embeddings,
-        "attention_bias": cfg.attention_bias,
         "hidden_act": cfg.hidden_act,
         "bos_token_id": cfg.bos_token_id,
         "eos_token_id": cfg.eos_token_id,
         "pad_token_id": cfg.pad_token_id,
         "dtype": dtype,
     }
-    if cfg.model_type == "qwen3_moe":
-        dense = [i for i in range(cfg.num_layers) if i not in set(cfg.moe_layer_ids)]
-        d.update(
-            architectures=[HUB_ARCHITECTURES["qwen3_moe"]],
-            num_experts=cfg.num_experts,
-            head_dim=cfg.head_dim,
-            moe_intermediate_size=cfg.moe_intermediate_size,
-            norm_topk_prob=cfg.norm_topk_prob,
-            mlp_only_layers=dense,
-            decoder_sparse_step=1,
-            use_sliding_window=cfg.sliding_window is not None,
-            sliding_window=cfg.sliding_window,
-        )
-    else:
-        d.update(
-            architectures=[HUB_ARCHITECTURES["phimoe"]],
-            num_local_experts=cfg.num_experts,
-            lm_head_bias=cfg.lm_head_bias,
-            router_jitter_noise=cfg.router_jitter_noise,
-            input_jitter_noise=cfg.input_jitter_noise,
-            sliding_window=cfg.sliding_window,
-        )
-        if cfg.rope.rope_type == "longrope":
-            d["original_max_position_embeddings"] = cfg.rope.original_max_position_embeddings
-    return d
+
+
+def layer_types_to_hf(cfg: ModelConfig) -> list[str]:
+    flags = cfg.sliding_layers or (False,) * cfg.num_layers
+    return ["sliding_attention" if s else "full_attention" for s in flags]

@@ -25,8 +25,9 @@ fp32 round-off and never drop a token:
 ``"auto"`` picks the fastest exact one for the backend (measured in ``bench/forward.py`` on CPU,
 ``bench/moe_dispatch.py --gpu`` and ``bench/train_step.py --gpu`` on GPU).
 
-The expert function is ``down(silu(x @ gate) * (x @ up))`` (gate/up ``[H, I]``, down ``[I, H]``).
-The combine multiplies each expert output by its fp32 weight and sums the k terms in fp32 before
+The expert function is :func:`~rise_jax.models.expert_mlp.expert_mlp`
+(``down(act(x @ gate + b, x @ up + b)) + b``; gate/up ``[H, I]``, down ``[I, H]``, biases and the
+activation as the source holds them). The combine multiplies each expert output by its fp32 weight and sums the k terms in fp32 before
 casting back to the activation dtype.
 """
 
@@ -38,6 +39,7 @@ import jax
 import jax.numpy as jnp
 
 from rise_jax.models.blocked_matmul import blocked_expert_mlp
+from rise_jax.models.expert_mlp import expert_mlp
 from rise_jax.models.expert_weights import ExpertWeights
 from rise_jax.models.grouped_matmul import grouped_expert_mlp
 
@@ -59,11 +61,10 @@ def _combine(expert_out: Array, weights: Array, dtype) -> Array:
 
 def dispatch_dense(x: Array, routing: ExpertChoice, source: ExpertWeights) -> Array:
     """Reference: all experts on all tokens, gather the selected outputs. x ``[N, H]``."""
-    w_gate, w_up, w_down = source.take_all(x.dtype)
+    ws = source.take_all(x.dtype)
     # Expert-major batched matmuls ([E, N, H] @ [E, H, I]) read the weights in their stored layout.
-    xe = jnp.broadcast_to(x, (w_gate.shape[0], *x.shape))
-    h = jax.nn.silu(jnp.einsum("enh,ehi->eni", xe, w_gate)) * jnp.einsum("enh,ehi->eni", xe, w_up)
-    y = jnp.einsum("eni,eih->enh", h, w_down)  # [E, N, H]
+    xe = jnp.broadcast_to(x, (ws.gate.shape[0], *x.shape))
+    y = expert_mlp(xe, ws, source.activation)  # [E, N, H]
     selected = y[routing.indices, jnp.arange(x.shape[0])[:, None]]  # [N, k, H]
     return _combine(selected, routing.weights, x.dtype)
 
@@ -88,11 +89,17 @@ def _unsort(y_sorted: Array, order: Array, n: int, k: int) -> Array:
 def dispatch_ragged(x: Array, routing: ExpertChoice, source: ExpertWeights) -> Array:
     """Grouped matmul over expert-sorted rows with ``jax.lax.ragged_dot``, then unsort and combine."""
     n, k = routing.indices.shape
-    w_gate, w_up, w_down = source.take_all(x.dtype)
+    ws = source.take_all(x.dtype)
     order, token, sizes = _sort_by_expert(routing.indices, source.num_experts)
     xs = x[token]
-    h = jax.nn.silu(jax.lax.ragged_dot(xs, w_gate, sizes)) * jax.lax.ragged_dot(xs, w_up, sizes)
-    ys = jax.lax.ragged_dot(h, w_down, sizes)
+    row_expert = jnp.repeat(jnp.arange(source.num_experts), sizes, total_repeat_length=xs.shape[0])
+
+    def lin(a, w, b):
+        y = jax.lax.ragged_dot(a, w, sizes)
+        return y if b is None else y + b[row_expert].astype(y.dtype)
+
+    h = source.activation(lin(xs, ws.gate, ws.gate_bias), lin(xs, ws.up, ws.up_bias))
+    ys = lin(h, ws.down, ws.down_bias)
     return _combine(_unsort(ys, order, n, k), routing.weights, x.dtype)
 
 
@@ -121,7 +128,7 @@ def dispatch_blocked(x: Array, routing: ExpertChoice, source: ExpertWeights, blo
     each block gathers its expert's weights (``source.take(expert per block)``), so weight
     gradients are ``[nb, ...]``-sized and reach only the source's differentiable experts."""
     ws = lambda be: source.take(be, x.dtype)  # noqa: E731
-    mlp = lambda xs, sizes: blocked_expert_mlp(xs, sizes, ws, block)  # noqa: E731
+    mlp = lambda xs, sizes: blocked_expert_mlp(xs, sizes, ws, source.activation, block)  # noqa: E731
     return _walk_and_combine(x, routing, source.num_experts, mlp)
 
 

@@ -1,13 +1,17 @@
 """Expert weight sources: where the routed experts' weights come from.
 
-Every MoE dispatch implementation (:mod:`rise_jax.models.dispatch`) computes
-``down(silu(x @ gate) * (x @ up))`` for each token's experts and never asks how those weights are
-held: it calls a *source*. A source is a pytree (``flax.struct``) with
+Every MoE dispatch implementation (:mod:`rise_jax.models.dispatch`) computes the expert MLP
+(:func:`~rise_jax.models.expert_mlp.expert_mlp`: ``down(act(x @ gate + b, x @ up + b)) + b``) for
+each token's experts and never asks how those weights are held: it calls a *source*. A source is
+a pytree (``flax.struct``) with
 
-* :meth:`ExpertWeights.take` ``(experts, dtype) -> (gate [..., H, I], up [..., H, I], down [..., I, H])``
-  for an int array of expert ids of any shape (a scalar inside the ``grouped_scan`` walk, one id
-  per row block in ``blocked``), cast to the compute ``dtype``. Only the requested experts are
-  read, so a source may hold its weights in any form and materialise them here;
+* :meth:`ExpertWeights.take` ``(experts, dtype) ->``
+  :class:`~rise_jax.models.expert_mlp.ExpertTensors` (gate ``[..., H, I]``, up, down
+  ``[..., I, H]``, biases or None) for an int array of expert ids of any shape (a scalar inside
+  the ``grouped_scan`` walk, one id per row block in ``blocked``), cast to the compute ``dtype``.
+  Only the requested experts are read, so a source may hold its weights in any form and
+  materialise them here;
+* :attr:`ExpertWeights.activation`: the gated nonlinearity (silu, or GPT-OSS's clamped SwiGLU);
 * :meth:`ExpertWeights.take_all` ``(dtype)``: every expert (``dense`` and ``ragged`` multiply all
   of them; the ``grouped_scan`` backward pass transposes them);
 * :meth:`ExpertWeights.params` / :meth:`ExpertWeights.with_params`: the differentiable leaves and
@@ -45,8 +49,9 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from rise_jax.models.expert_mlp import SILU, ExpertTensors, GatedActivation
+
 Array = jax.Array
-Triple = tuple[Array, Array, Array]
 
 
 class ExpertWeights(struct.PyTreeNode, abc.ABC):
@@ -63,10 +68,14 @@ class ExpertWeights(struct.PyTreeNode, abc.ABC):
         """The dtype the weights are stored in (trained copies are rounded through it)."""
 
     @abc.abstractmethod
-    def take(self, experts: Array, dtype: Any) -> Triple: ...
+    def take(self, experts: Array, dtype: Any) -> ExpertTensors: ...
 
-    def take_all(self, dtype: Any) -> Triple:
+    def take_all(self, dtype: Any) -> ExpertTensors:
         return self.take(jnp.arange(self.num_experts, dtype=jnp.int32), dtype)
+
+    @property
+    def activation(self) -> GatedActivation:
+        return SILU
 
     def params(self) -> Any:
         """The leaves gradients flow to (``()`` for a frozen source)."""
@@ -81,8 +90,13 @@ class ExpertWeights(struct.PyTreeNode, abc.ABC):
         return None
 
 
-class _GateUpDown(ExpertWeights):
-    """A source holding the three projections as arrays (stored dtype = theirs)."""
+def _cast(ws: ExpertTensors, dtype: Any) -> ExpertTensors:
+    return ExpertTensors(*(None if w is None else w.astype(dtype) for w in ws))
+
+
+class _Stored(ExpertWeights):
+    """A source holding the projections as arrays (stored dtype = theirs); ``bias`` (GPT-OSS) is
+    (gate ``[E, I]``, up ``[E, I]``, down ``[E, H]``) and ``act`` the expert activation."""
 
     gate: Array
     up: Array
@@ -92,38 +106,53 @@ class _GateUpDown(ExpertWeights):
     def dtype(self) -> Any:
         return self.gate.dtype
 
+    @property
+    def activation(self) -> GatedActivation:
+        return self.act
 
-class StackedExperts(_GateUpDown):
-    """One layer's stacked weights: gate/up ``[E, H, I]``, down ``[E, I, H]``.
+    def _tensors(self) -> ExpertTensors:
+        return ExpertTensors(self.gate, self.up, self.down, *(self.bias or ()))
+
+
+class StackedExperts(_Stored):
+    """One layer's stacked weights: gate/up ``[E, H, I]``, down ``[E, I, H]`` (+ biases).
 
     ``need_grad`` (bool ``[E]``, optional) limits weight gradients to those experts: the others'
     weights are gradient-stopped here, and ``grouped_scan`` also skips their weight-gradient work."""
 
     need_grad: Array | None = None
+    bias: tuple[Array, Array, Array] | None = None
+    act: GatedActivation = struct.field(pytree_node=False, default=SILU)
 
     @property
     def num_experts(self) -> int:
         return self.gate.shape[0]
 
-    def _frozen_stopped(self, ws: Triple, need: Array | None) -> Triple:
+    def _frozen_stopped(self, ws: ExpertTensors, need: Array | None) -> ExpertTensors:
         if need is None:
             return ws
-        need = need[..., None, None]
-        return tuple(jnp.where(need, w, jax.lax.stop_gradient(w)) for w in ws)
 
-    def take(self, experts: Array, dtype: Any) -> Triple:
-        ws = tuple(w[experts].astype(dtype) for w in (self.gate, self.up, self.down))
+        def stop(w):
+            if w is None:
+                return None
+            mask = need.reshape(need.shape + (1,) * (w.ndim - need.ndim))
+            return jnp.where(mask, w, jax.lax.stop_gradient(w))
+
+        return ExpertTensors(*(stop(w) for w in ws))
+
+    def take(self, experts: Array, dtype: Any) -> ExpertTensors:
+        ws = ExpertTensors(*(None if w is None else w[experts].astype(dtype) for w in self._tensors()))
         return self._frozen_stopped(ws, None if self.need_grad is None else self.need_grad[experts])
 
-    def take_all(self, dtype: Any) -> Triple:
-        return self._frozen_stopped(tuple(w.astype(dtype) for w in (self.gate, self.up, self.down)), self.need_grad)
+    def take_all(self, dtype: Any) -> ExpertTensors:
+        return self._frozen_stopped(_cast(self._tensors(), dtype), self.need_grad)
 
-    def params(self) -> Triple:
-        return (self.gate, self.up, self.down)
+    def params(self) -> ExpertTensors:
+        return self._tensors()
 
-    def with_params(self, params: Triple) -> StackedExperts:
-        gate, up, down = params
-        return self.replace(gate=gate, up=up, down=down)
+    def with_params(self, params: ExpertTensors) -> StackedExperts:
+        gate, up, down, *bias = params
+        return self.replace(gate=gate, up=up, down=down, bias=None if bias[0] is None else tuple(bias))
 
     def trainable(self) -> Array | None:
         return self.need_grad
@@ -136,7 +165,7 @@ class SubstitutedExperts(ExpertWeights):
     reach ``trained`` only, and only the K substituted experts get any."""
 
     base: ExpertWeights
-    trained: Triple
+    trained: ExpertTensors  # fp32 [K, ...] (biases None when the family has none)
     slots: Array  # int32 [E]
 
     @property
@@ -147,31 +176,38 @@ class SubstitutedExperts(ExpertWeights):
     def dtype(self) -> Any:
         return self.base.dtype
 
-    def _combine(self, base: Triple, s: Array, dtype: Any) -> Triple:
-        use = (s >= 0)[..., None, None]
-        safe = jnp.maximum(s, 0)
-        return tuple(
-            jnp.where(use, t[safe].astype(self.base.dtype).astype(dtype), jax.lax.stop_gradient(b).astype(dtype))
-            for b, t in zip(base, self.trained, strict=True)
-        )
+    @property
+    def activation(self) -> GatedActivation:
+        return self.base.activation
 
-    def take(self, experts: Array, dtype: Any) -> Triple:
+    def _combine(self, base: ExpertTensors, s: Array, dtype: Any) -> ExpertTensors:
+        safe = jnp.maximum(s, 0)
+
+        def one(b, t):
+            if b is None:
+                return None
+            use = (s >= 0).reshape(s.shape + (1,) * (b.ndim - s.ndim))
+            return jnp.where(use, t[safe].astype(self.base.dtype).astype(dtype), jax.lax.stop_gradient(b).astype(dtype))
+
+        return ExpertTensors(*(one(b, t) for b, t in zip(base, ExpertTensors(*self.trained), strict=True)))
+
+    def take(self, experts: Array, dtype: Any) -> ExpertTensors:
         return self._combine(self.base.take(experts, self.base.dtype), self.slots[experts], dtype)
 
-    def take_all(self, dtype: Any) -> Triple:
+    def take_all(self, dtype: Any) -> ExpertTensors:
         return self._combine(self.base.take_all(self.base.dtype), self.slots, dtype)
 
-    def params(self) -> Triple:
-        return self.trained
+    def params(self) -> ExpertTensors:
+        return ExpertTensors(*self.trained)
 
-    def with_params(self, params: Triple) -> SubstitutedExperts:
-        return self.replace(trained=tuple(params))
+    def with_params(self, params: ExpertTensors) -> SubstitutedExperts:
+        return self.replace(trained=ExpertTensors(*params))
 
     def trainable(self) -> Array:
         return self.slots >= 0
 
 
-class StackLayerExperts(_GateUpDown):
+class StackLayerExperts(_Stored):
     """Layer ``layer`` of the un-sliced stacked ``[L, E, ...]`` parameters, forward only.
 
     Inside a scan over layers, ``nn.scan`` would hand each layer a copy of its ``[E, ...]`` slice;
@@ -179,16 +215,18 @@ class StackLayerExperts(_GateUpDown):
     this source indexes ``[layer, expert]`` straight out of the stack, casting per expert."""
 
     layer: Array  # int32 scalar
+    bias: tuple[Array, Array, Array] | None = None  # [L, E, ...] like the weights
+    act: GatedActivation = struct.field(pytree_node=False, default=SILU)
 
     @property
     def num_experts(self) -> int:
         return self.gate.shape[1]
 
-    def take(self, experts: Array, dtype: Any) -> Triple:
-        return tuple(w[self.layer, experts].astype(dtype) for w in (self.gate, self.up, self.down))
+    def take(self, experts: Array, dtype: Any) -> ExpertTensors:
+        return ExpertTensors(*(None if w is None else w[self.layer, experts].astype(dtype) for w in self._tensors()))
 
-    def take_all(self, dtype: Any) -> Triple:
-        return tuple(w[self.layer].astype(dtype) for w in (self.gate, self.up, self.down))
+    def take_all(self, dtype: Any) -> ExpertTensors:
+        return ExpertTensors(*(None if w is None else w[self.layer].astype(dtype) for w in self._tensors()))
 
     def trainable(self) -> Array:
         return jnp.zeros((self.num_experts,), bool)

@@ -20,6 +20,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from rise_jax.models.expert_mlp import ExpertTensors, GatedActivation, linear
 from rise_jax.models.expert_weights import ExpertWeights
 
 Array = jax.Array
@@ -116,21 +117,24 @@ def grouped_matmul(lhs: Array, rhs: Array, group_sizes: Array, window: int | Non
     return _grouped_matmul(lhs, rhs, group_sizes, win)
 
 
-def _silu_grad(g: Array) -> Array:
-    sig = jax.nn.sigmoid(g)
-    return sig * (1 + g * (1 - sig))
-
-
 def _mlp_walk(
-    xs: Array, take, num_groups: int, out_dim: int, sizes: Array, win: int, keep_hidden: bool = False
+    xs: Array,
+    take,
+    act: GatedActivation,
+    num_groups: int,
+    out_dim: int,
+    sizes: Array,
+    win: int,
+    keep_hidden: bool = False,
 ) -> Array | tuple[Array, Array, Array]:
-    """The expert MLP ``down(silu(x gate) * (x up))`` in one walk: ``take(g)`` gives expert ``g``'s
-    three weights, read once; each window of rows goes through all three matmuls while in cache.
-    With ``keep_hidden`` also returns the pre-activations ``x gate`` and ``x up`` ``[M, I]`` (the
-    backward pass's residuals, which it would otherwise recompute with two more walks)."""
+    """The expert MLP ``down(act(x gate + b, x up + b)) + b`` in one walk: ``take(g)`` gives expert
+    ``g``'s :class:`ExpertTensors`, read once; each window of rows goes through all three matmuls
+    while in cache. With ``keep_hidden`` also returns the pre-activations ``x gate + b`` and
+    ``x up + b`` ``[M, I]`` (the backward pass's residuals, which it would otherwise recompute
+    with two more walks)."""
     m = xs.shape[0]
     xp = _pad_rows(xs, win)
-    hid = take(0)[0].shape[-1]
+    hid = take(0).gate.shape[-1]
     bufs0 = [jnp.zeros((m + win, out_dim), xs.dtype)]
     if keep_hidden:
         bufs0 += [jnp.zeros((m + win, hid), xs.dtype), jnp.zeros((m + win, hid), xs.dtype)]
@@ -140,14 +144,14 @@ def _mlp_walk(
 
         def walk(bufs: list[Array]) -> list[Array]:
             # Experts without rows are skipped entirely, weights included: in decoding most are empty.
-            wg, wu, wd = take(g)
+            w = take(g)
 
             def body(carry):
                 j, bufs = carry
                 r0 = start + j * win
                 rows = jax.lax.dynamic_slice_in_dim(xp, r0, win, axis=0)
-                pre_g, pre_u = rows @ wg, rows @ wu
-                y = ((jax.nn.silu(pre_g) * pre_u) @ wd).astype(xs.dtype)
+                pre_g, pre_u = linear(rows, w.gate, w.gate_bias), linear(rows, w.up, w.up_bias)
+                y = linear(act(pre_g, pre_u), w.down, w.down_bias).astype(xs.dtype)
                 live = (jnp.arange(win) < size - j * win)[:, None]
                 new = [y, pre_g.astype(xs.dtype), pre_u.astype(xs.dtype)][: len(bufs)]
                 bufs = [
@@ -169,20 +173,33 @@ def _mlp_walk(
     return bufs[0][:m]
 
 
-def _mlp_grads(xs, g, u, w_gate, w_up, w_down, sizes, need, dy, win):
-    """(d xs, d w_gate, d w_up, d w_down) from the saved pre-activations ``g = x gate``,
-    ``u = x up``. Weight gradients only for groups with ``need`` (all when None)."""
-    act = jax.nn.silu(g)
-    h = act * u
+def _group_sums(rows: Array, sizes: Array, num_groups: int, dtype) -> Array:
+    """Per-group column sums of expert-sorted ``rows`` ``[M, D]`` -> ``[G, D]`` (bias gradients)."""
+    group = jnp.repeat(jnp.arange(num_groups, dtype=jnp.int32), sizes, total_repeat_length=rows.shape[0])
+    live = (jnp.arange(rows.shape[0]) < jnp.sum(sizes))[:, None]
+    summed = jax.ops.segment_sum(jnp.where(live, rows.astype(jnp.float32), 0), group, num_segments=num_groups)
+    return summed.astype(dtype)
+
+
+def _mlp_grads(xs, g, u, w: ExpertTensors, act: GatedActivation, sizes, need, dy, win) -> tuple[Array, ExpertTensors]:
+    """(d xs, d weights) from the saved pre-activations ``g = x gate + b``, ``u = x up + b``.
+    Weight gradients only for groups with ``need`` (all when None); bias gradients are per-group
+    sums of the pre-activation (or output) cotangents."""
+    h = act(g, u)
     dy = dy.astype(xs.dtype)
-    dh = _forward(dy, jnp.swapaxes(w_down, 1, 2), sizes, win)
-    d_down = _rhs_grad(h, dy, sizes, win, w_down.dtype, need)
-    dg = (dh * u * _silu_grad(g.astype(jnp.float32)).astype(dh.dtype)).astype(xs.dtype)
-    du = (dh * act).astype(xs.dtype)
-    dxs = _forward(dg, jnp.swapaxes(w_gate, 1, 2), sizes, win) + _forward(du, jnp.swapaxes(w_up, 1, 2), sizes, win)
-    d_gate = _rhs_grad(xs, dg, sizes, win, w_gate.dtype, need)
-    d_up = _rhs_grad(xs, du, sizes, win, w_up.dtype, need)
-    return dxs, d_gate, d_up, d_down
+    dh = _forward(dy, jnp.swapaxes(w.down, 1, 2), sizes, win)
+    d_down = _rhs_grad(h, dy, sizes, win, w.down.dtype, need)
+    dg, du = (d.astype(xs.dtype) for d in act.vjp(g, u, dh))
+    dxs = _forward(dg, jnp.swapaxes(w.gate, 1, 2), sizes, win) + _forward(du, jnp.swapaxes(w.up, 1, 2), sizes, win)
+    d_gate = _rhs_grad(xs, dg, sizes, win, w.gate.dtype, need)
+    d_up = _rhs_grad(xs, du, sizes, win, w.up.dtype, need)
+    biases = (None, None, None)
+    if w.gate_bias is not None:
+        e = w.gate.shape[0]
+        biases = tuple(
+            _group_sums(d, sizes, e, b.dtype) for d, b in ((dg, w.gate_bias), (du, w.up_bias), (dy, w.down_bias))
+        )
+    return dxs, ExpertTensors(d_gate, d_up, d_down, *biases)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
@@ -192,7 +209,7 @@ def _source_mlp(xs: Array, params: Any, source: ExpertWeights, sizes: Array, win
 
 def _source_walk(xs: Array, source: ExpertWeights, sizes: Array, win: int, keep_hidden: bool = False):
     take = lambda g: source.take(g, xs.dtype)  # noqa: E731
-    return _mlp_walk(xs, take, source.num_experts, xs.shape[-1], sizes, win, keep_hidden)
+    return _mlp_walk(xs, take, source.activation, source.num_experts, xs.shape[-1], sizes, win, keep_hidden)
 
 
 def _source_fwd(xs, params, source, sizes, win):
@@ -209,8 +226,8 @@ def _source_bwd(win, res, dy):
     ``take_all``, so frozen experts cost no weight-gradient work and any source differentiates."""
     xs, g, u, params, source, sizes = res
     weights, pull = jax.vjp(lambda p: source.with_params(p).take_all(xs.dtype), params)
-    dxs, *d_w = _mlp_grads(xs, g, u, *weights, sizes, source.trainable(), dy, win)
-    (d_params,) = pull(tuple(d_w))
+    dxs, d_w = _mlp_grads(xs, g, u, weights, source.activation, sizes, source.trainable(), dy, win)
+    (d_params,) = pull(d_w)
     return dxs, d_params, None, None
 
 
@@ -229,8 +246,8 @@ def mlp_window(num_rows: int, num_groups: int) -> int:
 
 
 def grouped_expert_mlp(xs: Array, source: ExpertWeights, group_sizes: Array, window: int | None = None) -> Array:
-    """Expert MLP on expert-sorted rows: row ``r`` of group ``g`` gets
-    ``(silu(xs[r] @ gate[g]) * (xs[r] @ up[g])) @ down[g]`` with ``source.take(g)``'s weights, read
+    """Expert MLP on expert-sorted rows: row ``r`` of group ``g`` gets the expert MLP of
+    ``xs[r]`` with ``source.take(g)``'s weights and ``source.activation``, read
     once per expert and only for experts that have rows (in decoding most have none).
     Differentiable in ``xs`` and ``source.params()`` (custom VJP), weight gradients only for the
     experts ``source.trainable()`` names."""

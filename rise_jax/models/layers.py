@@ -1,12 +1,15 @@
-"""Norms, rotary embeddings and attention, ported from the transformers Qwen3-MoE / PhiMoE code."""
+"""Norms, rotary embeddings and attention, ported from the transformers modeling code of every family
+(the variants a :class:`~rise_jax.models.config.ModelConfig` names: norm kind, q/k norm, sinks, windows)."""
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rise_jax.models.config import ModelConfig, RopeConfig
 
@@ -15,16 +18,20 @@ DType = Any
 
 
 class RMSNorm(nn.Module):
-    """Qwen3MoeRMSNorm: normalise in fp32, cast back to the input dtype, then scale."""
+    """RMSNorm, normalised in fp32. Default (Qwen3MoeRMSNorm, OLMoE, Mixtral): cast back to the
+    input dtype, then scale; ``scale_in_fp32`` (GptOssRMSNorm): scale in fp32, then cast."""
 
     eps: float
     param_dtype: DType = jnp.float32
+    scale_in_fp32: bool = False
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         scale = self.param("scale", nn.initializers.ones, (x.shape[-1],), self.param_dtype)
         x32 = x.astype(jnp.float32)
         y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        if self.scale_in_fp32:
+            return (scale.astype(jnp.float32) * y).astype(x.dtype)
         return scale * y.astype(x.dtype)
 
 
@@ -46,14 +53,53 @@ class LayerNorm(nn.Module):
 
 
 def make_norm(cfg: ModelConfig, param_dtype: DType, name: str) -> nn.Module:
-    if cfg.uses_layer_norm:
+    if cfg.norm == "layer":
         return LayerNorm(cfg.norm_eps, param_dtype, name=name)
-    return RMSNorm(cfg.norm_eps, param_dtype, name=name)
+    return RMSNorm(cfg.norm_eps, param_dtype, cfg.norm == "rms_fp32", name=name)
+
+
+def _yarn_inv_freq(rope: RopeConfig, dim: int) -> np.ndarray:
+    """transformers ``_compute_yarn_parameters`` (fp32 where it computes in fp32)."""
+    base = rope.theta
+    pos_freqs = (base ** (np.arange(0, dim, 2).astype(np.float32) / np.float32(dim))).astype(np.float32)
+    extrapolation = (1.0 / pos_freqs).astype(np.float32)
+    interpolation = (1.0 / (np.float32(rope.factor) * pos_freqs)).astype(np.float32)
+
+    def correction_dim(rotations: float) -> float:
+        orig = rope.original_max_position_embeddings
+        return (dim * math.log(orig / (rotations * 2 * math.pi))) / (2 * math.log(base))
+
+    low, high = correction_dim(rope.beta_fast), correction_dim(rope.beta_slow)
+    if rope.truncate:
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, dim - 1)
+    if low == high:
+        high += 0.001
+    ramp = np.clip((np.arange(dim // 2, dtype=np.float32) - np.float32(low)) / np.float32(high - low), 0, 1)
+    extrapolation_factor = (1 - ramp).astype(np.float32)
+    return (interpolation * (1 - extrapolation_factor) + extrapolation * extrapolation_factor).astype(np.float32)
+
+
+def rope_attention_factor(rope: RopeConfig) -> float:
+    """The cos/sin scale of yarn (1 for the other rope types)."""
+    if rope.rope_type != "yarn":
+        return 1.0
+    if rope.attention_factor is not None:
+        return rope.attention_factor
+
+    def mscale(scale: float, m: float = 1.0) -> float:
+        return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
+
+    if rope.mscale and rope.mscale_all_dim:
+        return float(mscale(rope.factor, rope.mscale) / mscale(rope.factor, rope.mscale_all_dim))
+    return mscale(rope.factor)
 
 
 def rope_inv_freq(rope: RopeConfig, head_dim: int) -> Array:
     """Inverse frequencies (fp32). longrope divides by ``short_factor`` (see :class:`RopeConfig`)."""
     dim = int(head_dim * rope.partial_rotary_factor)
+    if rope.rope_type == "yarn":
+        return jnp.asarray(_yarn_inv_freq(rope, dim))
     exponent = jnp.arange(0, dim, 2, dtype=jnp.int32).astype(jnp.float32) / dim
     if rope.rope_type == "longrope":
         ext = jnp.asarray(rope.short_factor, jnp.float32)
@@ -69,7 +115,7 @@ def rope_cos_sin(cfg: ModelConfig, positions: Array, dtype: DType) -> tuple[Arra
     inv_freq = rope_inv_freq(cfg.rope, cfg.head_dim)
     freqs = positions.astype(jnp.float32)[..., None] * inv_freq
     emb = jnp.concatenate([freqs, freqs], axis=-1)
-    scale: Array | float = 1.0
+    scale: Array | float = rope_attention_factor(cfg.rope)
     if cfg.rope.rope_type == "longrope":
         seq_len = jnp.max(positions) + 1
         scale = jnp.where(
@@ -127,8 +173,11 @@ def attention_visibility(
     return visible[:, None, None, :, :]
 
 
-def dot_product_attention(q: Array, k: Array, v: Array, visible: Array) -> Array:
+def dot_product_attention(q: Array, k: Array, v: Array, visible: Array, sinks: Array | None = None) -> Array:
     """Grouped-query attention as HF eager: fp32 softmax, probabilities cast to the query dtype.
+
+    ``sinks`` ``[H]`` (GPT-OSS): a learned logit per query head that joins each softmax as one
+    extra column and is then dropped, so a query may attend "nowhere" (the row sums to below 1).
 
     q ``[B, T, H, D]``, k/v ``[B, S, KV, D]``, visible ``[B, 1, 1, T, S]``; query head ``h`` reads
     kv head ``h // (H // KV)``. The query heads sharing a kv head are folded into one matmul
@@ -141,12 +190,19 @@ def dot_product_attention(q: Array, k: Array, v: Array, visible: Array) -> Array
     scores = (qh @ k.transpose(0, 2, 3, 1)) * jnp.asarray(d**-0.5, q.dtype)  # [B, KV, G*T, S]
     scores = scores.reshape(b, kv, g, t, s).astype(jnp.float32)
     scores = jnp.where(visible, scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype).reshape(b, kv, g * t, s)
+    if sinks is None:
+        probs = jax.nn.softmax(scores, axis=-1)
+    else:
+        sink = jnp.broadcast_to(sinks.astype(jnp.float32).reshape(1, kv, g, 1, 1), (b, kv, g, t, 1))
+        probs = jax.nn.softmax(jnp.concatenate([scores, sink], axis=-1), axis=-1)[..., :s]
+    probs = probs.astype(q.dtype).reshape(b, kv, g * t, s)
     out = probs @ v.transpose(0, 2, 1, 3)  # [B, KV, G*T, D]
     return out.reshape(b, kv, g, t, d).transpose(0, 3, 1, 2, 4).reshape(b, t, h * d)
 
 
-def causal_self_attention(q: Array, k: Array, v: Array, visible: Array, max_chunks: int = 8) -> Array:
+def causal_self_attention(
+    q: Array, k: Array, v: Array, visible: Array, sinks: Array | None = None, max_chunks: int = 8
+) -> Array:
     """Self-attention over a whole sequence (keys = the queries' own positions, no cache).
 
     Queries are split into at most ``max_chunks`` blocks of at least 128 and each block only reads
@@ -156,16 +212,19 @@ def causal_self_attention(q: Array, k: Array, v: Array, visible: Array, max_chun
     t = q.shape[1]
     chunk = max(128, -(-t // max_chunks))
     if chunk >= t:
-        return dot_product_attention(q, k, v, visible)
+        return dot_product_attention(q, k, v, visible, sinks)
     outs = []
     for start in range(0, t, chunk):
         end = min(start + chunk, t)
-        outs.append(dot_product_attention(q[:, start:end], k[:, :end], v[:, :end], visible[..., start:end, :end]))
+        outs.append(
+            dot_product_attention(q[:, start:end], k[:, :end], v[:, :end], visible[..., start:end, :end], sinks)
+        )
     return jnp.concatenate(outs, axis=1)
 
 
 class Attention(nn.Module):
-    """Self-attention block: q/k/v projections, (Qwen3) per-head q_norm/k_norm, RoPE, GQA, o_proj."""
+    """Self-attention block: q/k/v projections, q/k norm (per head: Qwen3; whole width: OLMoE),
+    ``clip_qkv``, RoPE, GQA (with sinks: GPT-OSS), o_proj."""
 
     cfg: ModelConfig
     dtype: DType = jnp.float32
@@ -184,19 +243,27 @@ class Attention(nn.Module):
             feats, use_bias=use_bias, dtype=self.dtype, param_dtype=self.param_dtype, name=name
         )
         b, t, _ = x.shape
-        q = dense(cfg.num_heads * cfg.head_dim, "q_proj", cfg.attention_bias)(x)
-        k = dense(cfg.num_kv_heads * cfg.head_dim, "k_proj", cfg.attention_bias)(x)
-        v = dense(cfg.num_kv_heads * cfg.head_dim, "v_proj", cfg.attention_bias)(x)
+        q = dense(cfg.num_heads * cfg.head_dim, "q_proj", cfg.qkv_bias)(x)
+        k = dense(cfg.num_kv_heads * cfg.head_dim, "k_proj", cfg.qkv_bias)(x)
+        v = dense(cfg.num_kv_heads * cfg.head_dim, "v_proj", cfg.qkv_bias)(x)
+        if cfg.qk_norm == "full":
+            q = RMSNorm(cfg.norm_eps, self.param_dtype, name="q_norm")(q)
+            k = RMSNorm(cfg.norm_eps, self.param_dtype, name="k_norm")(k)
+        if cfg.clip_qkv is not None:
+            q, k, v = (jnp.clip(a, -cfg.clip_qkv, cfg.clip_qkv) for a in (q, k, v))
         q = q.reshape(b, t, cfg.num_heads, cfg.head_dim)
         k = k.reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
         v = v.reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
-        if cfg.uses_qk_norm:
+        if cfg.qk_norm == "per_head":
             q = RMSNorm(cfg.norm_eps, self.param_dtype, name="q_norm")(q)
             k = RMSNorm(cfg.norm_eps, self.param_dtype, name="k_norm")(k)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        sinks = None
+        if cfg.attention_sinks:
+            sinks = self.param("sinks", nn.initializers.normal(0.02), (cfg.num_heads,), self.param_dtype)
         new_kv = None
         if cache is None:
-            out = causal_self_attention(q, k, v, visible)
+            out = causal_self_attention(q, k, v, visible, sinks)
         else:
             new_kv = (k.astype(cache.keys.dtype), v.astype(cache.values.dtype))
             start = (0, cache.index, 0, 0)
@@ -204,5 +271,5 @@ class Attention(nn.Module):
                 jax.lax.dynamic_update_slice(jax.lax.dynamic_index_in_dim(c, cache.layer, 0, False), new, start)
                 for c, new in zip((cache.keys, cache.values), new_kv, strict=True)
             )
-            out = dot_product_attention(q, keys.astype(q.dtype), values.astype(q.dtype), visible)
-        return dense(cfg.hidden_size, "o_proj", cfg.attention_bias)(out), new_kv
+            out = dot_product_attention(q, keys.astype(q.dtype), values.astype(q.dtype), visible, sinks)
+        return dense(cfg.hidden_size, "o_proj", cfg.o_bias)(out), new_kv

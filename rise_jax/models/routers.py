@@ -5,6 +5,8 @@ fp32 values, so the selected set is the one the model uses whatever the paramete
 
 * ``softmax_topk`` (Qwen3-MoE, Qwen3MoeTopKRouter): ``p = softmax(z)``; top-k of ``p``; weights
   are the top-k probabilities, renormalised to sum to 1 when ``norm_topk_prob``.
+* ``topk_softmax`` (GPT-OSS, GptOssTopKRouter): top-k of the (biased) logits; weights are the
+  softmax over those k logits.
 * ``sparsemixer`` (PhiMoE, transformers ``sparsemixer``): top-1 = argmax z, weight = softmax over
   the logits within a relative ``2·jitter_eps`` band of the max; top-2 = argmax of z with top-1
   masked, weight from the same construction. Eval mode is deterministic and exact; train mode
@@ -43,7 +45,11 @@ class RoutingInfo:
         return jnp.any(jax.nn.one_hot(self.topk_indices, e, dtype=jnp.bool_), axis=-2)
 
     def router_probs(self) -> Array:
-        """float32 ``[L, B, T, E]``: ``softmax`` of the router logits (Bandarkar's routing distribution)."""
+        """float32 ``[L, B, T, E]``: ``softmax`` over all experts of the router logits (Bandarkar's
+        routing distribution), for every family. It is not always what weights the experts: that is
+        ``topk_weights`` (Qwen/OLMoE/Mixtral: these probabilities at the top k, renormalised when
+        ``norm_topk_prob``; GPT-OSS: a softmax over the k selected logits only; PhiMoE: sparsemixer's
+        masked softmaxes)."""
         return jax.nn.softmax(self.router_logits, axis=-1)
 
 
@@ -87,6 +93,12 @@ def softmax_topk(logits: Array, k: int, norm_topk_prob: bool) -> tuple[Array, Ar
     if norm_topk_prob:
         weights = weights / jnp.sum(weights, axis=-1, keepdims=True)
     return weights, idx.astype(jnp.int32)
+
+
+def topk_softmax(logits: Array, k: int) -> tuple[Array, Array]:
+    """GPT-OSS router on fp32 logits ``[..., E]``: top-k of the logits, softmax over the k."""
+    top, idx = jax.lax.top_k(logits.astype(jnp.float32), k)
+    return jax.nn.softmax(top, axis=-1), idx.astype(jnp.int32)
 
 
 def _band_mask(scores: Array, threshold: Array, jitter_eps: float) -> Array:

@@ -1,21 +1,25 @@
-"""The decoder shared by Qwen3-MoE and PhiMoE, as Flax linen modules.
+"""The decoder shared by every family (:mod:`rise_jax.models.families`), as Flax linen modules.
 
-Family differences come from :class:`ModelConfig` (norm type, q/k norms, biases, router, rope).
+Family differences come from :class:`ModelConfig`'s block variants (norm type, q/k norms, biases,
+sinks, per-layer sliding windows, router, expert activation and biases, shared expert, rope).
 Layers are ``nn.scan``-ned so compile time does not grow with depth. Consecutive layers of the
-same kind (MoE or dense MLP) form one scanned *run*; all released Qwen3-MoE and PhiMoE checkpoints
-are all-MoE and so have a single run named ``layers``. Mixed models (``mlp_only_layers``,
+same kind (MoE or dense MLP) form one scanned *run*; all-MoE checkpoints have a single run named
+``layers``. Mixed models (``mlp_only_layers``,
 ``decoder_sparse_step``) get runs ``layers_0``, ``layers_1``, ... (:mod:`rise_jax.models.layout`).
 
 Parameter tree (leading axis ``[n]`` = layers of the run; kernels are ``[in, out]``)::
 
     embed_tokens/embedding                [V, H]
     layers/input_norm/{scale[,bias]}      [n, H]
-    layers/attn/{q,k,v,o}_proj/kernel     [n, H, heads*D] ... (+ bias if attention_bias)
-    layers/attn/{q,k}_norm/scale          [n, D]                       (Qwen3 only)
+    layers/attn/{q,k,v,o}_proj/kernel     [n, H, heads*D] ... (+ bias: qkv_bias / o_bias)
+    layers/attn/{q,k}_norm/scale          [n, D] per head (Qwen3) / [n, heads*D] (OLMoE)
+    layers/attn/sinks                     [n, heads]                   (GPT-OSS)
     layers/post_attention_norm/...        [n, H]
-    layers/moe/router                     [n, H, E]
+    layers/moe/router                     [n, H, E]   (+ router_bias [n, E]: GPT-OSS)
     layers/moe/experts/{gate,up}_proj     [n, E, H, I]
     layers/moe/experts/down_proj          [n, E, I, H]
+    layers/moe/experts/{gate,up,down}_bias [n, E, I|H]                 (GPT-OSS)
+    layers/moe/shared_expert/{gate,up,down}_proj/kernel, shared_expert_gate/kernel  (Qwen2-MoE)
     layers/mlp/{gate,up,down}_proj/kernel (dense runs)
     final_norm/{scale[,bias]}             [H]
     lm_head/{kernel[,bias]}               [H, V]    (absent with tied embeddings)
@@ -33,6 +37,7 @@ import jax.numpy as jnp
 from rise_jax.models import dispatch as dispatch_lib
 from rise_jax.models import routers
 from rise_jax.models.config import ModelConfig
+from rise_jax.models.expert_mlp import PARAM_NAMES, ExpertTensors, GatedActivation
 from rise_jax.models.expert_weights import StackedExperts, StackLayerExperts, SubstitutedExperts
 from rise_jax.models.layers import Attention, KVCacheLayer, attention_visibility, make_norm, rope_cos_sin
 from rise_jax.models.layout import LayerRun, layer_runs
@@ -76,32 +81,43 @@ class Experts(nn.Module):
     def __call__(
         self, x: Array, routing_: dispatch_lib.ExpertChoice, override: Any = None, stacked: Any = None
     ) -> Array:
-        """``override`` = (slots ``[E]`` int, {proj: ``[K, ...]``}): expert ``e`` with ``slots[e] >= 0``
-        uses trainable weights ``proj[slots[e]]``; every other expert uses the (gradient-stopped)
+        """``override`` = (slots ``[E]`` int, {name: ``[K, ...]``}): expert ``e`` with ``slots[e] >= 0``
+        uses trainable weights ``name[slots[e]]``; every other expert uses the (gradient-stopped)
         parameters (:class:`~rise_jax.models.expert_weights.SubstitutedExperts`). This is how training
         sees only the selected experts as differentiable.
 
-        ``stacked`` = ({proj: ``[n, E, ...]``}, layer): this run's un-sliced expert parameters and
+        ``stacked`` = ({name: ``[n, E, ...]``}, layer): this run's un-sliced expert parameters and
         this layer's index in them (the decoding path, see :class:`MoEModel`); the experts are then
         read from there (only the used ones) instead of from this layer's slice."""
         e, h, i = self.cfg.num_experts, self.cfg.hidden_size, self.cfg.moe_intermediate_size
         init = nn.initializers.normal(0.02)
         pd = self.opts.param_dtype
         shapes = {"gate_proj": (e, h, i), "up_proj": (e, h, i), "down_proj": (e, i, h)}
-        w = [self.param(name, init, shape, pd) for name, shape in shapes.items()]
+        if self.cfg.expert_bias:
+            shapes.update(gate_bias=(e, i), up_bias=(e, i), down_bias=(e, h))
+        w = {name: self.param(name, init, shape, pd) for name, shape in shapes.items()}
+        act = GatedActivation.from_config(self.cfg)
+
+        def split(d):
+            ws = ExpertTensors(*(d.get(name) for name in PARAM_NAMES))
+            return ws[:3], (None if ws.gate_bias is None else tuple(ws[3:]))
+
         if stacked is not None:  # this layer's slice goes unused (and is never copied)
             full, layer = stacked
-            source = StackLayerExperts(*(full[name] for name in shapes), layer)
+            (g, u, d), bias = split(full)
+            source = StackLayerExperts(g, u, d, layer, bias, act)
         else:
-            source = StackedExperts(*w)
+            (g, u, d), bias = split(w)
+            source = StackedExperts(g, u, d, bias=bias, act=act)
             if override is not None:
                 slots, trained = override
-                source = SubstitutedExperts(source, tuple(trained[name] for name in shapes), slots)
+                source = SubstitutedExperts(source, ExpertTensors(*(trained.get(n) for n in PARAM_NAMES)), slots)
         return dispatch_lib.dispatch(x.astype(self.opts.dtype), routing_, source, self.opts.dispatch)
 
 
 class MoEBlock(nn.Module):
-    """Router + experts; returns the block output and this layer's routing (fp32)."""
+    """Router + experts (+ the gated shared expert of Qwen2-MoE); returns the block output and
+    this layer's routing (fp32)."""
 
     cfg: ModelConfig
     opts: RuntimeOptions
@@ -112,7 +128,7 @@ class MoEBlock(nn.Module):
     ) -> tuple[Array, tuple[Array, Array, Array]]:
         cfg, opts = self.cfg, self.opts
         b, t, h = x.shape
-        train_router = opts.router_mode == "sparsemixer_train" and cfg.router_type == "sparsemixer"
+        train_router = opts.router_mode == "sparsemixer_train" and cfg.router == "sparsemixer"
         if train_router and cfg.input_jitter_noise > 0:
             # HF applies the input jitter twice in place (block, then router): both reach the experts.
             for _ in range(2):
@@ -127,36 +143,51 @@ class MoEBlock(nn.Module):
         flat = x.reshape(b * t, h)
         w_router = self.param("router", nn.initializers.normal(0.02), (h, cfg.num_experts), opts.param_dtype)
         logits = flat.astype(jnp.float32) @ w_router.astype(jnp.float32)
+        if cfg.router_bias:
+            bias = self.param("router_bias", nn.initializers.zeros, (cfg.num_experts,), opts.param_dtype)
+            logits = logits + bias.astype(jnp.float32)
         if edit is not None:  # (soft, hard, prune) rows of a RouterEdit for this layer
             logits = routers.edit_logits(logits, *edit)
-        if cfg.router_type == "softmax_topk":
+        if cfg.router == "softmax_topk":
             weights, idx = routers.softmax_topk(logits, cfg.top_k, cfg.norm_topk_prob)
+        elif cfg.router == "topk_softmax":
+            weights, idx = routers.topk_softmax(logits, cfg.top_k)
         elif train_router:
             weights, idx = routers.sparsemixer_train(logits, cfg.router_jitter_noise, self.make_rng("router"))
         else:
             weights, idx = routers.sparsemixer_eval(logits, cfg.router_jitter_noise)
         out = Experts(cfg, opts, name="experts")(flat, dispatch_lib.ExpertChoice(idx, weights), override, stacked)
+        if cfg.shared_expert_size:
+            shared = DenseMLP(cfg, opts, cfg.shared_expert_size, name="shared_expert")(flat)
+            gate = nn.Dense(
+                1, use_bias=False, dtype=opts.dtype, param_dtype=opts.param_dtype, name="shared_expert_gate"
+            )
+            out = out + (jax.nn.sigmoid(gate(flat)) * shared).astype(out.dtype)
         info = (idx.reshape(b, t, -1), weights.reshape(b, t, -1), logits.reshape(b, t, -1))
         return out.reshape(b, t, h), info
 
 
 class DenseMLP(nn.Module):
+    """``down(silu(x gate) * (x up))`` of width ``width`` (default ``cfg.intermediate_size``)."""
+
     cfg: ModelConfig
     opts: RuntimeOptions
+    width: int | None = None
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         dense = lambda f, name: nn.Dense(  # noqa: E731
             f, use_bias=False, dtype=self.opts.dtype, param_dtype=self.opts.param_dtype, name=name
         )
-        i = self.cfg.intermediate_size
+        i = self.width or self.cfg.intermediate_size
         return dense(self.cfg.hidden_size, "down_proj")(nn.silu(dense(i, "gate_proj")(x)) * dense(i, "up_proj")(x))
 
 
 class TrainableExperts(NamedTuple):
     """Subnetwork training's trainable tree, kept as two parts from creation on.
 
-    ``weights``: run name -> {``gate_proj``, ``up_proj``, ``down_proj``: fp32 ``[K_run, ...]``} — what
+    ``weights``: run name -> {``gate_proj``, ``up_proj``, ``down_proj`` (and, for families with
+    expert biases, ``gate_bias``, ``up_bias``, ``down_bias``): fp32 ``[K_run, ...]``} — what
     is differentiated and optimised (training may keep other groups here under keys that are not
     run names; the model ignores them). ``slots``: run name -> int32 ``[n, E]``, the row of
     ``weights`` each (layer, expert) uses, or -1 for the frozen base expert — bookkeeping, never
@@ -173,7 +204,9 @@ class LayerShared(NamedTuple):
     ``cos``/``sin`` rope tables, ``visible`` the attention mask ``[B, 1, T, S]``; ``trained`` the
     run's trainable expert copies {proj: ``[K, ...]``} (subnetwork training) or None; ``cache``
     (keys, values) ``[n, B, S, KV, D]`` of the whole run and ``cache_index`` (decoding) or None;
-    ``stacked_experts`` the run's un-sliced expert params {proj: ``[n, E, ...]``} (decoding) or None.
+    ``stacked_experts`` the run's un-sliced expert params {proj: ``[n, E, ...]``} (decoding) or None;
+    ``visible_sliding`` the sliding-window mask when windows differ per layer (GPT-OSS,
+    Qwen2-MoE ``layer_types``), else None.
     """
 
     cos: Array
@@ -183,15 +216,18 @@ class LayerShared(NamedTuple):
     cache: Any = None
     cache_index: Any = None
     stacked_experts: Any = None
+    visible_sliding: Any = None
 
 
 class LayerSlice(NamedTuple):
     """Per-layer inputs, sliced along the run's leading axis (``in_axes=0``): ``index`` the layer's
-    position in the run, ``slots`` its ``[E]`` trainable-slot table, ``edit`` its router-edit rows."""
+    position in the run, ``slots`` its ``[E]`` trainable-slot table, ``edit`` its router-edit rows,
+    ``sliding`` (bool) whether it attends through ``LayerShared.visible_sliding``."""
 
     index: Array
     slots: Any = None
     edit: Any = None
+    sliding: Any = None
 
 
 class DecoderLayer(nn.Module):
@@ -209,8 +245,11 @@ class DecoderLayer(nn.Module):
         layer_cache = None
         if shared.cache is not None:
             layer_cache = KVCacheLayer(shared.cache[0], shared.cache[1], layer.index, shared.cache_index)
+        visible = shared.visible
+        if shared.visible_sliding is not None:
+            visible = jnp.where(layer.sliding, shared.visible_sliding, shared.visible)
         attn, new_kv = Attention(cfg, opts.dtype, opts.param_dtype, name="attn")(
-            h, shared.cos, shared.sin, shared.visible, layer_cache
+            h, shared.cos, shared.sin, visible, layer_cache
         )
         x = x + attn
         h = make_norm(cfg, opts.param_dtype, "post_attention_norm")(x)
@@ -320,7 +359,10 @@ class MoEModel(nn.Module):
         x = embed(input_ids).astype(opts.dtype)
         cos, sin = rope_cos_sin(cfg, positions, opts.dtype)
         q_offset = 0 if kv_cache is None else kv_cache.index
-        visible = attention_visibility(attention_mask, t, s, q_offset, sliding_window=cfg.sliding_window)
+        visible = attention_visibility(attention_mask, t, s, q_offset, sliding_window=cfg.uniform_window)
+        visible_sliding = None
+        if cfg.per_layer_window:
+            visible_sliding = attention_visibility(attention_mask, t, s, q_offset, sliding_window=cfg.sliding_window)
 
         infos, new_keys, new_values = [], {}, {}
         for run in layer_runs(cfg):
@@ -345,9 +387,19 @@ class MoEModel(nn.Module):
             if self._reads_used_experts_only(run, kv_cache, slots):
                 stacked = self.variables["params"][run.name]["moe"]["experts"]
             shared = LayerShared(
-                cos, sin, visible, trained, cache, None if kv_cache is None else kv_cache.index, stacked
+                cos,
+                sin,
+                visible,
+                trained,
+                cache,
+                None if kv_cache is None else kv_cache.index,
+                stacked,
+                visible_sliding,
             )
-            per_layer = LayerSlice(jnp.arange(run.length, dtype=jnp.int32), slots, edit)
+            sliding = None
+            if visible_sliding is not None:
+                sliding = jnp.asarray(cfg.sliding_layers[run.start : run.start + run.length], bool)
+            per_layer = LayerSlice(jnp.arange(run.length, dtype=jnp.int32), slots, edit, sliding)
             layer = scanned(cfg, opts, run.is_moe, return_routing, name=run.name)
             x, (info, new_kv) = layer(x, shared, per_layer)
             if run.is_moe and return_routing:

@@ -3,7 +3,8 @@
 The trainable tree (:class:`~rise_jax.models.transformer.TrainableExperts`) holds only the K
 selected experts, as fp32 master copies, in two parts kept apart from creation on:
 
-    weights: {run_name: {"gate_proj": [K_run, H, I], "up_proj": [K_run, H, I], "down_proj": [K_run, I, H]}}
+    weights: {run_name: {"gate_proj": [K_run, H, I], "up_proj": [K_run, H, I], "down_proj": [K_run, I, H]
+                         (+ "gate_bias", "up_bias", "down_bias" for families with expert biases: GPT-OSS)}}
     slots:   {run_name: int32 [n, E]   (-1 = frozen, else row in the arrays above)}
 
 ``weights`` is what is differentiated and optimised; ``slots`` is bookkeeping. Optionally, whole
@@ -28,7 +29,6 @@ from rise_jax.models.config import ModelConfig
 from rise_jax.models.layout import layer_runs, moe_layer_location
 from rise_jax.models.transformer import TrainableExperts
 
-PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
 EXTRA = "extra_params"  # key of the path-rule groups in the trainable tree (never a run name)
 
 
@@ -112,7 +112,8 @@ def init_trainable(
         li, ei = np.nonzero(slots >= 0)
         order = np.argsort(slots[li, ei])
         li, ei = li[order], ei[order]
-        weights[run] = {proj: params[run]["moe"]["experts"][proj][li, ei].astype(jnp.float32) for proj in PROJECTIONS}
+        experts = params[run]["moe"]["experts"]
+        weights[run] = {name: experts[name][li, ei].astype(jnp.float32) for name in cfg.expert_param_names}
         slots_out[run] = jnp.asarray(slots)
     return TrainableExperts(weights, slots_out)
 
@@ -131,9 +132,9 @@ def merge_experts(params: dict[str, Any], trainable: TrainableExperts) -> dict[s
         li, ei = np.nonzero(slots >= 0)
         rows = slots[li, ei]
         experts = dict(merged[run]["moe"]["experts"])
-        for proj in PROJECTIONS:
-            base = experts[proj]
-            experts[proj] = base.at[li, ei].set(jnp.asarray(entry[proj])[rows].astype(base.dtype))
+        for name, trained in entry.items():
+            base = experts[name]
+            experts[name] = base.at[li, ei].set(jnp.asarray(trained)[rows].astype(base.dtype))
         merged[run] = {**merged[run], "moe": {**merged[run]["moe"], "experts": experts}}
     return merged
 

@@ -1,0 +1,83 @@
+"""The family registry: one module per HF ``model_type``, holding everything specific to it.
+
+A family module defines ``FAMILY`` (:class:`Family`): how its ``config.json`` is parsed into a
+:class:`~rise_jax.models.config.ModelConfig` (with the key variants the hub's checkpoints use and
+the block variants the model needs), how a config is written back, the ``architectures`` name
+the hub (and vLLM) use, and the HF tensor names (:class:`HFNames`). The model, the checkpoint
+reader/writer, training and the stages only ever look at the ``ModelConfig`` and ``HFNames``, so
+adding a family is a new module here (plus its tests and a config file) and one line in
+:data:`FAMILIES`. See README "Adding a model family".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from rise_jax.models.config import ConfigError, ModelConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class HFNames:
+    """HF tensor names inside ``model.layers.{l}.`` (weights; biases derive from them).
+
+    ``experts``: our projection -> the hub's per-expert name under ``{moe_prefix}.experts.{e}.``,
+    or None when the hub stores only fused tensors. ``fused``: the in-memory fused layout
+    (``mlp.experts.gate_up_proj`` / ``down_proj``): ``split`` = ``[E, 2I, H]`` gate rows then up
+    rows (Qwen, Mixtral, PhiMoE, OLMoE), ``interleaved`` = ``[E, H, 2I]`` with gate in the even
+    and up in the odd columns, and ``[E, I, H]`` down (GPT-OSS). ``router``: the hub's name,
+    ``router_alt``: the in-memory name transformers saves when it differs.
+    """
+
+    moe_prefix: str = "mlp"
+    router: str = "mlp.gate.weight"
+    router_alt: str | None = None
+    experts: Mapping[str, str] | None = dataclasses.field(
+        default_factory=lambda: {"gate_proj": "gate_proj", "up_proj": "up_proj", "down_proj": "down_proj"}
+    )
+    fused: str = "split"
+    shared_expert: str | None = None  # e.g. "mlp.shared_expert" (+ "_gate")
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """What one HF ``model_type`` contributes (see the module docstring)."""
+
+    model_type: str
+    hub_architecture: str  # ``architectures[0]`` of its hub checkpoints (what vLLM dispatches on)
+    parse: Callable[[Mapping[str, Any], str], ModelConfig]
+    to_hf: Callable[[ModelConfig, str], dict[str, Any]]
+    names: HFNames = HFNames()
+
+
+def _registry() -> dict[str, Family]:
+    from rise_jax.models.families import gpt_oss, mixtral, olmoe, phimoe, qwen2_moe, qwen3_moe
+
+    return {f.FAMILY.model_type: f.FAMILY for f in (qwen3_moe, phimoe, olmoe, gpt_oss, qwen2_moe, mixtral)}
+
+
+FAMILIES: dict[str, Family] = _registry()
+SUPPORTED_MODEL_TYPES = tuple(FAMILIES)
+
+
+def get_family(model_type: Any, source: str = "config.json") -> Family:
+    if model_type not in FAMILIES:
+        raise ConfigError(
+            f"{source}: model_type {model_type!r} is not supported (supported: {', '.join(SUPPORTED_MODEL_TYPES)})"
+        )
+    return FAMILIES[model_type]
+
+
+def config_from_hf_dict(d: Mapping[str, Any], source: str = "config.json") -> ModelConfig:
+    """Parse an HF config dict (as in ``config.json``) into a :class:`ModelConfig`.
+
+    Raises :class:`ConfigError` naming ``source`` and the offending key.
+    """
+    return get_family(d.get("model_type"), source).parse(d, source)
+
+
+def config_to_hf_dict(cfg: ModelConfig, dtype: str = "float32") -> dict[str, Any]:
+    """An HF ``config.json`` dict (transformers 5.x keys) that describes ``cfg``."""
+    family = get_family(cfg.model_type)
+    return {**family.to_hf(cfg, dtype), "architectures": [family.hub_architecture]}
