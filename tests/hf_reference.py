@@ -40,6 +40,80 @@ PHI_BASE: dict[str, Any] = dict(
 )
 
 
+OLMOE_BASE: dict[str, Any] = dict(
+    vocab_size=128,
+    hidden_size=32,
+    intermediate_size=16,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    num_experts=8,
+    num_experts_per_tok=2,
+    max_position_embeddings=256,
+    pad_token_id=0,
+    eos_token_id=1,
+)
+
+QWEN2_BASE: dict[str, Any] = dict(
+    vocab_size=128,
+    hidden_size=32,
+    intermediate_size=40,
+    moe_intermediate_size=16,
+    shared_expert_intermediate_size=24,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    num_experts=8,
+    num_experts_per_tok=2,
+    max_position_embeddings=256,
+)
+
+MIXTRAL_BASE: dict[str, Any] = dict(
+    vocab_size=128,
+    hidden_size=32,
+    intermediate_size=24,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    num_local_experts=6,
+    num_experts_per_tok=2,
+    max_position_embeddings=256,
+)
+
+GPT_OSS_BASE: dict[str, Any] = dict(
+    vocab_size=128,
+    hidden_size=32,
+    intermediate_size=16,
+    head_dim=8,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    num_local_experts=6,
+    num_experts_per_tok=2,
+    sliding_window=4,
+    swiglu_limit=0.05,  # clamps: the tiny model's pre-activations exceed it
+    max_position_embeddings=256,
+    rope_parameters=dict(
+        rope_type="yarn",
+        rope_theta=150000.0,
+        factor=32.0,
+        beta_fast=32.0,
+        beta_slow=1.0,
+        truncate=False,
+        original_max_position_embeddings=16,
+    ),
+)
+
+FAMILIES: dict[str, tuple[Any, Any, dict[str, Any]]] = {
+    "qwen3_moe": (transformers.Qwen3MoeConfig, transformers.Qwen3MoeForCausalLM, QWEN_BASE),
+    "phimoe": (transformers.PhimoeConfig, transformers.PhimoeForCausalLM, PHI_BASE),
+    "olmoe": (transformers.OlmoeConfig, transformers.OlmoeForCausalLM, OLMOE_BASE),
+    "qwen2_moe": (transformers.Qwen2MoeConfig, transformers.Qwen2MoeForCausalLM, QWEN2_BASE),
+    "mixtral": (transformers.MixtralConfig, transformers.MixtralForCausalLM, MIXTRAL_BASE),
+    "gpt_oss": (transformers.GptOssConfig, transformers.GptOssForCausalLM, GPT_OSS_BASE),
+}
+
+
 def longrope(head_dim: int, original_max: int) -> dict[str, Any]:
     half = head_dim // 2
     return dict(
@@ -55,17 +129,16 @@ def longrope(head_dim: int, original_max: int) -> dict[str, Any]:
 
 def make_hf_model(family: str, seed: int = 0, **overrides) -> transformers.PreTrainedModel:
     torch.manual_seed(seed)
-    if family == "qwen3_moe":
-        cfg = transformers.Qwen3MoeConfig(**{**QWEN_BASE, **overrides})
-        model = transformers.Qwen3MoeForCausalLM(cfg)
-    else:
-        cfg = transformers.PhimoeConfig(**{**PHI_BASE, **overrides})
-        model = transformers.PhimoeForCausalLM(cfg)
-    # Random init leaves norms at 1/0 and biases at 0; perturb them so they are tested too.
+    config_cls, model_cls, base = FAMILIES[family]
+    model = model_cls(config_cls(**{**base, **overrides}))
+    # Random init leaves norms at 1/0 and biases at 0; perturb them so they are tested too
+    # (GPT-OSS sinks and expert biases included).
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if "norm" in name or name.endswith("bias"):
+            if "norm" in name or name.endswith("bias") or name.endswith("sinks"):
                 p.add_(0.1 * torch.randn_like(p))
+            if family == "gpt_oss" and "experts" in name:
+                p.mul_(10.0)  # pre-activations well past swiglu_limit, so the clamp is exercised
     return model.eval()
 
 

@@ -33,7 +33,18 @@ def _logits(model, params, ids, mask):
     return np.asarray(rise_jax.forward(model, params, jnp.asarray(ids), jnp.asarray(mask)).logits)
 
 
-@pytest.mark.parametrize("family", ["qwen3_moe", "phimoe"])
+ALL_FAMILIES = ["qwen3_moe", "phimoe", "olmoe", "qwen2_moe", "mixtral", "gpt_oss"]
+HUB_CLASS = {
+    "qwen3_moe": "Qwen3MoeForCausalLM",
+    "phimoe": "PhiMoEForCausalLM",
+    "olmoe": "OlmoeForCausalLM",
+    "qwen2_moe": "Qwen2MoeForCausalLM",
+    "mixtral": "MixtralForCausalLM",
+    "gpt_oss": "GptOssForCausalLM",
+}
+
+
+@pytest.mark.parametrize("family", ALL_FAMILIES)
 def test_hf_to_ours_to_hf_is_bit_identical_including_negative_zero(tmp_path, family):
     hf = make_hf_model(family, seed=11)
     with torch.no_grad():
@@ -47,17 +58,16 @@ def test_hf_to_ours_to_hf_is_bit_identical_including_negative_zero(tmp_path, fam
         assert torch.equal(a[k], b[k]), k  # compares the int32 bit patterns of fp32 tensors
 
 
-@pytest.mark.parametrize("family", ["qwen3_moe", "phimoe"])
+@pytest.mark.parametrize("family", ALL_FAMILIES)
 def test_export_loads_in_transformers_with_identical_logits(tmp_path, family):
-    src = save_hf_model(make_hf_model(family, seed=12, tie_word_embeddings=(family == "phimoe")), str(tmp_path / "s"))
+    tied = family in ("phimoe", "olmoe")
+    src = save_hf_model(make_hf_model(family, seed=12, tie_word_embeddings=tied), str(tmp_path / "s"))
     model, params = rise_jax.load_model(src, dtype="float32", progress=False)
     # Without source_dir: config.json is generated from our ModelConfig.
     out = rise_jax.export_model(model, params, str(tmp_path / "o"), max_shard_bytes=20_000, progress=False)
     assert os.path.isfile(os.path.join(out, "model.safetensors.index.json"))  # several shards
     with open(os.path.join(out, "config.json")) as fh:  # the hub's class name: what vLLM looks up
-        assert json.load(fh)["architectures"] == [
-            {"qwen3_moe": "Qwen3MoeForCausalLM", "phimoe": "PhiMoEForCausalLM"}[family]
-        ]
+        assert json.load(fh)["architectures"] == [HUB_CLASS[family]]
     ids, mask = padded_batch(model.cfg.vocab_size, [9, 6], 9, [False, True], seed=1)
     ref, _ = hf_forward(load_hf_model(src), ids, mask)
     got, _ = hf_forward(load_hf_model(out), ids, mask)
@@ -77,7 +87,7 @@ def test_sharded_checkpoint_with_index_loads(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("family", ["qwen3_moe", "phimoe"])
+@pytest.mark.parametrize("family", ["qwen3_moe", "phimoe", "olmoe", "qwen2_moe", "mixtral"])
 def test_fused_expert_layout_loads_like_hub_layout(tmp_path, family):
     hf = make_hf_model(family, seed=14)
     hub = save_hf_model(hf, str(tmp_path / "hub"))

@@ -16,6 +16,11 @@ CASES = {
     "qwen3_moe-mixed_layers": dict(mlp_only_layers=[1]),
     "phimoe": dict(),
     "phimoe-longrope": dict(rope_parameters=longrope(8, 64), max_position_embeddings=256),
+    # Windows shorter than prompt + new tokens: the window is exceeded while decoding.
+    "olmoe": dict(),
+    "qwen2_moe-sliding": dict(use_sliding_window=True, sliding_window=5, max_window_layers=2),
+    "mixtral-sliding": dict(sliding_window=6),
+    "gpt_oss": dict(),  # sinks, sliding window 4 on alternate layers, yarn
 }
 
 
@@ -31,7 +36,7 @@ def _left_padded(vocab, lengths, total, seed):
     return ids.astype(np.int32), mask.astype(np.int32)
 
 
-@pytest.mark.parametrize("name", ["qwen3_moe-mixed_layers", "phimoe"])
+@pytest.mark.parametrize("name", ["qwen3_moe-mixed_layers", "phimoe", "gpt_oss", "qwen2_moe-sliding"])
 def test_kv_cache_decoding_equals_full_forward(tmp_path, name):
     _, model, params = _load(tmp_path, name)
     ids, mask = _left_padded(model.cfg.vocab_size, [9, 5, 12], 16, seed=1)
@@ -87,7 +92,8 @@ def _hf_generate(path, ids, mask, new, eos):
 
 
 @pytest.mark.parametrize(
-    "name, dispatch", [(n, "auto") for n in CASES] + [("qwen3_moe-mixed_layers", "blocked"), ("phimoe", "blocked")]
+    "name, dispatch",
+    [(n, "auto") for n in CASES] + [("qwen3_moe-mixed_layers", "blocked"), ("phimoe", "blocked"), ("gpt_oss", "blocked")],
 )
 def test_greedy_generation_equals_hf_generate_with_padding_and_stop_token(tmp_path, name, dispatch):
     path, model, params = _load(tmp_path, name, dispatch=dispatch)

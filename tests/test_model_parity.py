@@ -26,15 +26,50 @@ PHI_CASES = {
     "longrope_long": dict(rope_parameters=longrope(8, 12), max_position_embeddings=256),
     "tied": dict(tie_word_embeddings=True),
 }
-CASES = [("qwen3_moe", k, v) for k, v in QWEN_CASES.items()] + [("phimoe", k, v) for k, v in PHI_CASES.items()]
+OLMOE_CASES = {
+    "gqa2_no_norm_topk": dict(),
+    "norm_topk_clip_qkv": dict(norm_topk_prob=True, clip_qkv=0.3),
+    "mha_attention_bias_tied": dict(num_key_value_heads=4, attention_bias=True, tie_word_embeddings=True),
+}
+QWEN2_CASES = {
+    "shared_expert_qkv_bias": dict(),
+    "dense_layer_norm_topk": dict(mlp_only_layers=[1], norm_topk_prob=True),
+    "sparse_step2_no_bias": dict(decoder_sparse_step=2, num_hidden_layers=4, qkv_bias=False),
+    "sliding_window_some_layers": dict(use_sliding_window=True, sliding_window=5, max_window_layers=2),
+}
+MIXTRAL_CASES = {
+    "gqa2": dict(),
+    "sliding_window": dict(sliding_window=6),
+    "gqa4_top3": dict(num_attention_heads=8, num_key_value_heads=2, num_experts_per_tok=3),
+}
+GPT_OSS_CASES = {
+    "sinks_biases_clamp_sliding": dict(),
+    "mha_layer_types": dict(
+        num_key_value_heads=4, layer_types=["full_attention", "sliding_attention", "full_attention"]
+    ),
+    "gqa4_top3_all_sliding": dict(
+        num_attention_heads=8, num_key_value_heads=2, num_experts_per_tok=3, layer_types=["sliding_attention"] * 3
+    ),
+}
+FAMILY_CASES = {
+    "qwen3_moe": QWEN_CASES,
+    "phimoe": PHI_CASES,
+    "olmoe": OLMOE_CASES,
+    "qwen2_moe": QWEN2_CASES,
+    "mixtral": MIXTRAL_CASES,
+    "gpt_oss": GPT_OSS_CASES,
+}
+CASES = [(f, k, v) for f, cases in FAMILY_CASES.items() for k, v in cases.items()]
 
 
 def hf_topk(family: str, router_logits: np.ndarray, k: int, norm: bool, jitter: float) -> np.ndarray:
-    """Expert indices from HF's own router functions applied to HF's router logits."""
+    """Expert indices from HF's own router rules applied to HF's router logits."""
     logits = torch.tensor(router_logits)
-    if family == "qwen3_moe":
-        return torch.topk(torch.softmax(logits, dim=-1, dtype=torch.float), k, dim=-1).indices.numpy()
-    return sparsemixer(logits, jitter_eps=jitter, training=False)[1].numpy()
+    if family == "phimoe":
+        return sparsemixer(logits, jitter_eps=jitter, training=False)[1].numpy()
+    if family == "gpt_oss":  # GptOssTopKRouter: top-k of the logits themselves
+        return torch.topk(logits, k, dim=-1).indices.numpy()
+    return torch.topk(torch.softmax(logits, dim=-1, dtype=torch.float), k, dim=-1).indices.numpy()
 
 
 @pytest.mark.parametrize("family,name,overrides", CASES, ids=[f"{f}-{n}" for f, n, _ in CASES])
@@ -61,7 +96,7 @@ def test_fp32_logits_and_topk_match_hf_with_left_and_right_padding(tmp_path, fam
     np.testing.assert_allclose(np.asarray(out.routing.router_logits)[:, real], ref_router[:, real], atol=1e-5)
 
 
-@pytest.mark.parametrize("family", ["qwen3_moe", "phimoe"])
+@pytest.mark.parametrize("family", list(FAMILY_CASES))
 def test_generate_style_positions_match_hf(tmp_path, family):
     """Left padding with positions = cumsum(mask) - 1, HF generate's convention."""
     over = {"rope_parameters": longrope(8, 10)} if family == "phimoe" else {}
@@ -76,7 +111,7 @@ def test_generate_style_positions_match_hf(tmp_path, family):
     assert err < 1e-4
 
 
-@pytest.mark.parametrize("family", ["qwen3_moe", "phimoe"])
+@pytest.mark.parametrize("family", list(FAMILY_CASES))
 def test_bf16_mean_token_kl_against_hf_bf16_is_small(tmp_path, family):
     path = save_hf_model(make_hf_model(family, seed=5), str(tmp_path / "ckpt"))
     hf = load_hf_model(path, dtype=torch.bfloat16)

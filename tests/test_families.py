@@ -1,0 +1,212 @@
+"""What the family registry adds: MXFP4 experts (GPT-OSS hub checkpoints), config errors named,
+and the registry's contract (every family parses and writes back its own config)."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+import pytest
+import torch
+from hf_reference import FAMILIES, hf_forward, load_hf_model, make_hf_model, padded_batch, save_hf_model
+from safetensors.torch import save_file
+from transformers.integrations.mxfp4 import convert_moe_packed_tensors
+
+import rise_jax
+from rise_jax.checkpoints import CheckpointError, mxfp4
+from rise_jax.models.families import FAMILIES as REGISTRY
+from rise_jax.models.families import config_from_hf_dict, config_to_hf_dict
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_mxfp4_dequantisation_is_bit_identical_to_transformers(dtype):
+    rng = np.random.default_rng(0)
+    blocks = rng.integers(0, 256, (3, 10, 4, 16), dtype=np.uint8)
+    scales = rng.integers(100, 150, (3, 10, 4), dtype=np.uint8)
+    ref = convert_moe_packed_tensors(torch.tensor(blocks), torch.tensor(scales), dtype=dtype)
+    ours = mxfp4.dequantize(blocks, scales)
+    assert ours.shape == tuple(ref.shape) == mxfp4.dequantized_shape(blocks.shape)
+    if dtype == torch.bfloat16:
+        got = ours.astype(ml_dtypes.bfloat16).view(np.uint16)
+        want = ref.view(torch.int16).numpy().view(np.uint16)
+    else:
+        got, want = ours.view(np.uint32), ref.view(torch.int32).numpy().view(np.uint32)
+    np.testing.assert_array_equal(got, want)  # bit patterns, signed zeros included
+
+
+def _mxfp4_checkpoint(tmp_path, drop: str | None = None):
+    """A GPT-OSS checkpoint whose experts are random MXFP4 blocks/scales (hub layout), and the HF
+    model holding transformers' own dequantisation of them."""
+    hf = make_hf_model("gpt_oss", seed=7, intermediate_size=32, swiglu_limit=7.0)
+    cfg = hf.config
+    e, h, i = cfg.num_local_experts, cfg.hidden_size, cfg.intermediate_size
+    rng = np.random.default_rng(1)
+    state = {k: v.contiguous() for k, v in hf.state_dict().items()}
+    for layer in range(cfg.num_hidden_layers):
+        experts = hf.model.layers[layer].mlp.experts
+        for name, rows, cols in (("gate_up_proj", 2 * i, h), ("down_proj", h, i)):
+            blocks = rng.integers(0, 256, (e, rows, cols // 32, 16), dtype=np.uint8)
+            scales = rng.integers(118, 124, (e, rows, cols // 32), dtype=np.uint8)
+            key = f"model.layers.{layer}.mlp.experts.{name}"
+            del state[key]
+            state[key + "_blocks"], state[key + "_scales"] = torch.tensor(blocks), torch.tensor(scales)
+            with torch.no_grad():
+                getattr(experts, name).copy_(
+                    convert_moe_packed_tensors(torch.tensor(blocks), torch.tensor(scales), dtype=torch.float32)
+                )
+    if drop:
+        del state[drop]
+    path = tmp_path / "mxfp4"
+    path.mkdir()
+    save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
+    config = cfg.to_dict()
+    config["quantization_config"] = {"quant_method": "mxfp4", "modules_to_not_convert": ["model.layers.*.self_attn"]}
+    (path / "config.json").write_text(json.dumps(config))
+    return str(path), hf
+
+
+def test_a_checkpoint_with_mxfp4_experts_loads_and_matches_hf_logits(tmp_path):
+    path, hf = _mxfp4_checkpoint(tmp_path)
+    model, params = rise_jax.load_model(path, dtype="float32", progress=False)
+    ids, mask = padded_batch(model.cfg.vocab_size, [14, 9], 14, [False, True], seed=3)
+    ref, _ = hf_forward(hf, ids, mask)
+    out = rise_jax.forward(model, params, jnp.asarray(ids), jnp.asarray(mask))
+    assert np.abs(np.asarray(out.logits) - ref)[mask.astype(bool)].max() < 1e-4
+    # The export writes dequantised experts and drops quantization_config: transformers loads it as is.
+    out_dir = rise_jax.export_model(model, params, str(tmp_path / "export"), source_dir=path, progress=False)
+    with open(os.path.join(out_dir, "config.json")) as fh:
+        assert "quantization_config" not in json.load(fh)
+    got, _ = hf_forward(load_hf_model(out_dir), ids, mask)
+    assert np.abs(got - ref)[mask.astype(bool)].max() < 1e-5
+
+
+def test_mxfp4_blocks_without_scales_are_named(tmp_path):
+    path, _ = _mxfp4_checkpoint(tmp_path, drop="model.layers.1.mlp.experts.down_proj_scales")
+    with pytest.raises(
+        CheckpointError, match=r"down_proj_blocks' has no 'model\.layers\.1\.mlp\.experts\.down_proj_scales'"
+    ):
+        rise_jax.load_model(path, dtype="float32", progress=False)
+
+
+def _config(family, **changes):
+    config_cls, _, base = FAMILIES[family]
+    d = config_cls(**base).to_dict()
+    d.update(changes)
+    return d
+
+
+def test_an_unknown_layer_type_is_named():
+    d = _config("gpt_oss", layer_types=["full_attention", "chunked_attention", "sliding_attention"])
+    with pytest.raises(
+        rise_jax.models.config.ConfigError, match=r"gpt.json: layer_types entry 'chunked_attention' is not known"
+    ):
+        config_from_hf_dict(d, source="gpt.json")
+
+
+@pytest.mark.parametrize(
+    "family, key", [("gpt_oss", "num_local_experts"), ("olmoe", "num_experts"), ("qwen2_moe", "num_experts")]
+)
+def test_a_missing_family_key_is_named(family, key):
+    d = _config(family)
+    del d[key]
+    with pytest.raises(rise_jax.models.config.ConfigError, match=rf"c.json: required key '{key}' is missing"):
+        config_from_hf_dict(d, source="c.json")
+
+
+@pytest.mark.parametrize("family", sorted(REGISTRY))
+def test_every_family_reads_back_the_config_it_writes(family):
+    cfg = config_from_hf_dict(_config(family), source="c.json")
+    again = config_from_hf_dict(config_to_hf_dict(cfg), source="written")
+    assert again == cfg
+    assert config_to_hf_dict(cfg)["architectures"] == [REGISTRY[family].hub_architecture]
+
+
+SELECTED = [(0, 1), (0, 4), (2, 3), (2, 5)]
+
+
+def _hf_expert_leaves(family, experts, e, i):
+    """Our expert leaves of expert ``e`` read from HF's fused tensors (``[in, out]``)."""
+    gu, dn = experts.gate_up_proj[e].detach().numpy(), experts.down_proj[e].detach().numpy()
+    if family == "gpt_oss":  # [H, 2I] with gate/up interleaved in the columns, biases alongside
+        gub = experts.gate_up_proj_bias[e].detach().numpy()
+        return {
+            "gate_proj": gu[:, ::2],
+            "up_proj": gu[:, 1::2],
+            "down_proj": dn,
+            "gate_bias": gub[::2],
+            "up_bias": gub[1::2],
+            "down_bias": experts.down_proj_bias[e].detach().numpy(),
+        }
+    return {"gate_proj": gu[:i].T, "up_proj": gu[i:].T, "down_proj": dn.T}
+
+
+@pytest.mark.parametrize(
+    "family, dispatch",
+    [("gpt_oss", "grouped_scan"), ("gpt_oss", "blocked"), ("gpt_oss", "dense"), ("olmoe", "grouped_scan")]
+    + [("qwen2_moe", "grouped_scan"), ("mixtral", "grouped_scan")],
+)
+def test_one_training_step_matches_hf_torch_with_only_the_selected_experts_trainable(tmp_path, family, dispatch):
+    from rise_jax.models.transformer import TrainableExperts
+    from rise_jax.training import partition
+    from rise_jax.training.step import make_optimizer, make_steps
+
+    hf = make_hf_model(family, seed=4)
+    path = save_hf_model(hf, str(tmp_path / "ckpt"))
+    hf = load_hf_model(path)
+    model, params = rise_jax.load_model(path, dtype="float32", dispatch=dispatch, progress=False)
+    ids, mask = padded_batch(128, [14, 9, 11], 14, [False, False, False], seed=5)
+    lr, wd = 1e-2, 0.05
+    # HF torch: only the expert tensors (GPT-OSS: and their biases) require grad; the unselected
+    # experts' gradients are masked to zero.
+    for p in hf.parameters():
+        p.requires_grad_(False)
+    trainable, masks = [], []
+    for layer_idx, layer in enumerate(hf.model.layers):
+        sel = torch.zeros(model.cfg.num_experts, dtype=torch.bool)
+        sel[[e for lyr, e in SELECTED if lyr == layer_idx]] = True
+        for p in layer.mlp.experts.parameters():
+            p.requires_grad_(True)
+            trainable.append(p)
+            masks.append(sel)
+    opt = torch.optim.AdamW(trainable, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=wd)
+    out = hf(
+        input_ids=torch.tensor(ids),
+        attention_mask=torch.tensor(mask),
+        labels=torch.tensor(np.where(mask == 1, ids, -100)),
+    )
+    out.loss.backward()
+    for p, sel in zip(trainable, masks, strict=True):
+        p.grad[~sel] = 0.0
+    torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+    opt.step()  # decoupled decay also shrinks unselected slices of the fused tensors: only selected ones compared
+
+    tx, _ = make_optimizer(lr, total_steps=1_000_000, warmup_ratio=0.0, weight_decay=wd, clip_norm=1.0)
+    grad_step, apply_step, _ = make_steps(model, tx)
+    weights, slots = partition.init_trainable(params, model.cfg, SELECTED)
+    assert set(weights["layers"]) == set(model.cfg.expert_param_names)
+    loss, _, grads = grad_step(weights, slots, params, ids, mask, mask, jax.random.PRNGKey(0))
+    np.testing.assert_allclose(float(loss), out.loss.item(), rtol=1e-6)
+    weights, _, _ = apply_step(weights, tx.init(weights), grads, jnp.float32(1.0))
+    merged = partition.merge_experts(params, TrainableExperts(weights, slots))
+    experts_after = merged["layers"]["moe"]["experts"]
+    for layer, e in SELECTED:
+        want = _hf_expert_leaves(family, hf.model.layers[layer].mlp.experts, e, model.cfg.moe_intermediate_size)
+        for name, w in want.items():
+            got = np.asarray(experts_after[name][layer, e])
+            assert np.abs(got - w).max() < 1e-5, (layer, e, name)
+            assert np.abs(got - np.asarray(params["layers"]["moe"]["experts"][name][layer, e])).max() > 1e-6, name
+    # Everything not selected is bitwise what was loaded (shared experts and attention included).
+    chosen = np.zeros((model.cfg.num_layers, model.cfg.num_experts), bool)
+    chosen[tuple(np.asarray(SELECTED).T)] = True
+    for name, leaf in experts_after.items():
+        a, b = np.asarray(leaf)[~chosen], np.asarray(params["layers"]["moe"]["experts"][name])[~chosen]
+        assert np.array_equal(a.view(np.uint32), b.view(np.uint32)), name
+    for key in ("attn", "input_norm"):
+        for a, b in zip(
+            jax.tree_util.tree_leaves(merged["layers"][key]),
+            jax.tree_util.tree_leaves(params["layers"][key]),
+            strict=True,
+        ):
+            assert np.array_equal(np.asarray(a).view(np.uint32), np.asarray(b).view(np.uint32))
