@@ -210,3 +210,61 @@ def test_one_training_step_matches_hf_torch_with_only_the_selected_experts_train
             strict=True,
         ):
             assert np.array_equal(np.asarray(a).view(np.uint32), np.asarray(b).view(np.uint32))
+
+
+@pytest.mark.parametrize("family", ["gpt_oss", "olmoe", "qwen2_moe", "mixtral"])
+def test_the_whole_pipeline_runs_on_each_new_family_and_its_export_loads_in_transformers(tmp_path, family):
+    from hf_reference import SHARED_DATA
+    from tiny_pipeline import tiny_config
+
+    from rise_jax import launch
+
+    over = {"num_hidden_layers": 4, "vocab_size": 151936}
+    if family == "qwen2_moe":
+        over["mlp_only_layers"] = [1]  # a dense layer between MoE runs
+    if family == "gpt_oss":
+        over["layer_types"] = ["sliding_attention", "full_attention"] * 2
+    ckpt = save_hf_model(make_hf_model(family, seed=2, **over), str(tmp_path / "ckpt"))
+    c = tiny_config(ckpt)
+    c.stages = "stats,analyze,select,train,export,eval"
+    c.eval.variants = "base,trained,pruned"
+    c.eval.run = "mgsm,perplexity"
+    c.eval.max_samples = 2
+    c.eval.progress = False
+    c.eval.tasks.mgsm.path = os.path.join(SHARED_DATA, "mgsm")
+    c.eval.tasks.mgsm.max_new_tokens = 6
+    c.eval.tasks.perplexity.path = os.path.join(SHARED_DATA, "flores200")
+    c.eval.tasks.perplexity.max_length = 24
+    wd = str(tmp_path / "wd")
+    launch.run(c, wd)
+
+    summary = json.load(open(os.path.join(wd, "routing_stats", "summary.json")))
+    assert summary["model"]["model_type"] == family
+    assert json.load(open(os.path.join(wd, "train", "summary.json")))["status"] == "completed"
+    results = json.load(open(os.path.join(wd, "eval", "results.json")))
+    assert results and "trained" in json.dumps(results) and "pruned" in json.dumps(results)
+    exported = os.path.join(wd, "export", "hf")
+    model, params = rise_jax.load_model(exported, dtype="float32", progress=False)
+    ids, mask = padded_batch(model.cfg.vocab_size, [10, 7], 10, [False, True], seed=1)
+    ref, _ = hf_forward(load_hf_model(exported), ids, mask)
+    ours = np.asarray(rise_jax.forward(model, params, jnp.asarray(ids), jnp.asarray(mask)).logits)
+    assert np.abs(ours - ref)[mask.astype(bool)].max() < 1e-4
+    # Training moved exactly the selected experts.
+    _, base_params = rise_jax.load_model(ckpt, dtype="float32", progress=False)
+    sel = json.load(open(os.path.join(wd, "selection.json")))["experts"]
+    moved = {
+        (layer, e)
+        for run, sub in params.items()
+        if "moe" in sub
+        for layer, e in zip(
+            *np.nonzero(
+                np.any(
+                    np.asarray(sub["moe"]["experts"]["gate_proj"])
+                    != np.asarray(base_params[run]["moe"]["experts"]["gate_proj"]),
+                    axis=(2, 3),
+                )
+            ),
+            strict=True,
+        )
+    }
+    assert moved and len(moved) <= len(sel)
