@@ -72,3 +72,18 @@ def test_sweep_points_share_the_statistics_and_analysis_directories_by_hard_link
     for path in (dst.stats_arrays, dst.table2, dst.path("analysis", "x.png"), dst.record("analyze")):
         assert os.path.isfile(path)
     assert os.path.samefile(src.path("analysis", "x.png"), dst.path("analysis", "x.png"))
+
+
+def test_the_new_family_configs_load_with_their_presets():
+    from rise_jax.configs import gpt_oss_20b, olmoe, qwen15_moe
+
+    g, o, q = gpt_oss_20b.get_config(), olmoe.get_config("sw,topk,16"), qwen15_moe.get_config()
+    assert g.model.checkpoint == "openai/gpt-oss-20b" and g.select.k == 24
+    assert g.eval.steer.layers == "4-19"  # the companion study's middle layers (0-indexed)
+    assert o.model.checkpoint == "allenai/OLMoE-1B-7B-0924" and (o.select.target, o.select.method, o.select.k) == (
+        "sw",
+        "topk",
+        16,
+    )
+    assert o.data.template == o.train.data.template == "raw"  # a base model without a chat template
+    assert q.model.checkpoint == "Qwen/Qwen1.5-MoE-A2.7B-Chat" and q.select.k == 48
