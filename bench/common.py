@@ -42,22 +42,89 @@ QWEN3_30B_A3B: dict[str, Any] = {
     "max_position_embeddings": 40960,
 }
 
+# Mid-size configs of the companion study's other families (bench/forward.py --family).
+MID_GPT_OSS: dict[str, Any] = {
+    "model_type": "gpt_oss",
+    "vocab_size": 4096,
+    "hidden_size": 512,
+    "intermediate_size": 256,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 4,
+    "head_dim": 64,
+    "num_local_experts": 32,
+    "num_experts_per_tok": 4,
+    "sliding_window": 128,
+    "max_position_embeddings": 4096,
+}
+
+MID_OLMOE: dict[str, Any] = {
+    "model_type": "olmoe",
+    "vocab_size": 4096,
+    "hidden_size": 512,
+    "intermediate_size": 256,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 8,
+    "num_experts": 64,
+    "num_experts_per_tok": 8,
+    "max_position_embeddings": 4096,
+}
+
+# Full-size configs (hub config.json values) for the compile / memory check.
+GPT_OSS_20B: dict[str, Any] = {
+    **MID_GPT_OSS,
+    "vocab_size": 201088,
+    "hidden_size": 2880,
+    "intermediate_size": 2880,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 64,
+    "num_key_value_heads": 8,
+    "num_local_experts": 32,
+    "max_position_embeddings": 131072,
+    "rope_parameters": {
+        "rope_type": "yarn",
+        "rope_theta": 150000.0,
+        "factor": 32.0,
+        "beta_fast": 32.0,
+        "beta_slow": 1.0,
+        "truncate": False,
+        "original_max_position_embeddings": 4096,
+    },
+}
+
+OLMOE_1B_7B: dict[str, Any] = {
+    **MID_OLMOE,
+    "vocab_size": 50304,
+    "hidden_size": 2048,
+    "intermediate_size": 1024,
+    "num_hidden_layers": 16,
+    "num_attention_heads": 16,
+    "num_key_value_heads": 16,
+}
+
+MID_CONFIGS = {"qwen3_moe": MID_QWEN, "gpt_oss": MID_GPT_OSS, "olmoe": MID_OLMOE}
+FULL_CONFIGS = {"qwen3_moe": ("Qwen3-30B-A3B", QWEN3_30B_A3B), "gpt_oss": ("GPT-OSS-20B", GPT_OSS_20B)}
+FULL_CONFIGS["olmoe"] = ("OLMoE-1B-7B", OLMOE_1B_7B)
+
 
 # The two HF settings every benchmark compares against: (label, attn_implementation, experts_implementation).
 HF_SETTINGS = (("hf eager/eager", "eager", "eager"), ("hf sdpa/grouped_mm (default)", "sdpa", "grouped_mm"))
 
 
 def write_hf_qwen(cfg: dict[str, Any], seed: int = 0) -> str:
-    """A randomly initialised HF Qwen3-MoE checkpoint of ``cfg`` (torch seed ``seed``) in a temp dir."""
+    """A randomly initialised HF checkpoint of ``cfg`` (any family, by its ``model_type``; torch
+    seed ``seed``) in a temp dir."""
     import tempfile
 
     import torch
     import transformers
 
     torch.manual_seed(seed)
-    hf_cfg = transformers.Qwen3MoeConfig(**{k: v for k, v in cfg.items() if k not in ("model_type", "architectures")})
+    kwargs = {k: v for k, v in cfg.items() if k not in ("model_type", "architectures")}
+    hf_cfg = transformers.AutoConfig.for_model(cfg["model_type"], **kwargs)
     path = tempfile.mkdtemp()
-    transformers.Qwen3MoeForCausalLM(hf_cfg).save_pretrained(path)
+    transformers.AutoModelForCausalLM.from_config(hf_cfg).save_pretrained(path)
     return path
 
 
@@ -125,15 +192,19 @@ def median_time(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> flo
 
 
 def forward_flops(cfg: dict[str, Any], batch: int, seq: int) -> float:
-    """Model FLOPs of one forward (multiply-add = 2), full T x T attention as computed."""
-    h, n_layers = cfg["hidden_size"], cfg["num_hidden_layers"]
-    qd = cfg["num_attention_heads"] * cfg["head_dim"]
-    kvd = cfg["num_key_value_heads"] * cfg["head_dim"]
+    """Model FLOPs of one forward (multiply-add = 2), full T x T attention as computed (any family's
+    HF config dict; read through rise_jax's parser, so key spellings do not matter)."""
+    import rise_jax
+
+    m = rise_jax.config_from_hf_dict(cfg)
+    h, n_layers = m.hidden_size, m.num_layers
+    qd, kvd = m.num_heads * m.head_dim, m.num_kv_heads * m.head_dim
     per_tok = 2 * h * (2 * qd + 2 * kvd)  # q, k, v, o projections
     per_tok += 2 * 2 * seq * qd  # scores + weighted values
-    per_tok += 2 * h * cfg["num_experts"]  # router
-    per_tok += 2 * 3 * h * cfg["moe_intermediate_size"] * cfg["num_experts_per_tok"]  # routed experts
-    return batch * seq * (n_layers * per_tok + 2 * h * cfg["vocab_size"])
+    per_tok += 2 * h * m.num_experts  # router
+    per_tok += 2 * 3 * h * m.moe_intermediate_size * m.top_k  # routed experts
+    per_tok += 2 * 3 * h * m.shared_expert_size  # shared expert (Qwen2-MoE)
+    return batch * seq * (n_layers * per_tok + 2 * h * m.vocab_size)
 
 
 def matmul_peaks(n: int = 2048) -> dict[str, float]:

@@ -2,10 +2,13 @@
 
     python bench/forward.py            # mid-size config, 4 x 512 tokens, fp32, 2 threads
     python bench/forward.py --quick    # smaller batch, no ragged_dot timing (CI smoke)
+    python bench/forward.py --family gpt_oss|olmoe   # the companion study's other families
 
-Prints tokens/s of each implementation, ratios against HF torch's fastest in the same run, our
-achieved model GFLOP/s against XLA's measured fp32 matmul peak, and the compile time and XLA
-memory analysis of a full-size Qwen3-30B-A3B forward lowered from abstract shapes (no weights).
+Prints tokens/s of each implementation, ratios against HF torch's fastest in the same run (the
+HF settings the family's modeling code supports; GPT-OSS has no sdpa), our achieved model
+GFLOP/s against XLA's measured fp32 matmul peak, and the compile time and XLA memory analysis of
+the family's full-size forward (Qwen3-30B-A3B, GPT-OSS-20B, OLMoE-1B-7B) lowered from abstract
+shapes (no weights).
 """
 
 from __future__ import annotations
@@ -17,9 +20,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
+    FULL_CONFIGS,
     HF_SETTINGS,
-    MID_QWEN,
-    QWEN3_30B_A3B,
+    MID_CONFIGS,
     forward_flops,
     load_hf,
     matmul_peaks,
@@ -35,12 +38,12 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def bench_mid(batch: int, seq: int, repeats: int, with_ragged: bool) -> None:
+def bench_mid(family: str, batch: int, seq: int, repeats: int, with_ragged: bool) -> None:
     import torch
 
     import rise_jax
 
-    cfg = dict(MID_QWEN)
+    cfg = dict(MID_CONFIGS[family])
     tmp = write_hf_qwen(cfg)
     ids = np.random.RandomState(0).randint(0, cfg["vocab_size"], (batch, seq))
     mask = np.ones_like(ids)
@@ -49,8 +52,13 @@ def bench_mid(batch: int, seq: int, repeats: int, with_ragged: bool) -> None:
 
     results: dict[str, float] = {}
     t_ids, t_mask = torch.tensor(ids), torch.tensor(mask)
-    for name, attn, experts in HF_SETTINGS:
-        m = load_hf(tmp, attn, experts).eval()
+    settings = list(HF_SETTINGS) + [("hf eager/grouped_mm", "eager", "grouped_mm")]
+    for name, attn, experts in settings:
+        try:
+            m = load_hf(tmp, attn, experts).eval()
+        except (ValueError, NotImplementedError) as err:  # e.g. GPT-OSS does not implement sdpa
+            print(f"  ({name}: not supported for {family}: {str(err).splitlines()[0][:100]})")
+            continue
         with torch.no_grad():
             results[name] = median_time(lambda m=m: m(input_ids=t_ids, attention_mask=t_mask).logits, repeats=repeats)
         del m
@@ -72,7 +80,7 @@ def bench_mid(batch: int, seq: int, repeats: int, with_ragged: bool) -> None:
     peaks = matmul_peaks()
     best_hf = min(v for k, v in results.items() if k.startswith("hf"))
     print(
-        f"\nmid-size Qwen3-MoE forward, batch {batch} x {seq} tokens, fp32, 2 threads, {flops / 1e9:.1f} GFLOP/forward"
+        f"\nmid-size {family} forward, batch {batch} x {seq} tokens, fp32, 2 threads, {flops / 1e9:.1f} GFLOP/forward"
     )
     print(f"{'implementation':34s} {'tokens/s':>10s} {'vs best HF':>10s} {'GFLOP/s':>8s}")
     for name, t in results.items():
@@ -86,11 +94,12 @@ def bench_mid(batch: int, seq: int, repeats: int, with_ragged: bool) -> None:
     )
 
 
-def bench_full_size_compile(batch: int, seq: int) -> None:
+def bench_full_size_compile(family: str, batch: int, seq: int) -> None:
     import rise_jax
     from rise_jax.models.transformer import MoEModel, RuntimeOptions
 
-    cfg = rise_jax.config_from_hf_dict(QWEN3_30B_A3B)
+    label, full = FULL_CONFIGS[family]
+    cfg = rise_jax.config_from_hf_dict(full)
     for impl, dtype in (("grouped_scan", jnp.float32), ("grouped_scan", jnp.bfloat16), ("ragged", jnp.bfloat16)):
         model = MoEModel(cfg, RuntimeOptions(dtype=dtype, param_dtype=dtype, dispatch=impl))
         ids = jax.ShapeDtypeStruct((batch, seq), jnp.int32)
@@ -103,7 +112,7 @@ def bench_full_size_compile(batch: int, seq: int) -> None:
         mem = compiled.memory_analysis()
         gib = lambda b: b / 1024**3  # noqa: E731
         print(
-            f"Qwen3-30B-A3B forward {batch}x{seq} {jnp.dtype(dtype).name} [{impl}]: lower {t1 - t0:.1f} s, "
+            f"{label} forward {batch}x{seq} {jnp.dtype(dtype).name} [{impl}]: lower {t1 - t0:.1f} s, "
             f"compile {t2 - t1:.1f} s; weights+inputs {gib(mem.argument_size_in_bytes):.2f} GiB, "
             f"outputs {gib(mem.output_size_in_bytes):.2f} GiB, temporaries {gib(mem.temp_size_in_bytes):.2f} GiB"
         )
@@ -113,12 +122,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="batch 1 x 256, 2 repeats, no ragged timing")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--family", choices=sorted(MID_CONFIGS), default="qwen3_moe")
     args = ap.parse_args()
     if args.quick:
-        bench_mid(1, 256, 2, with_ragged=False)
+        bench_mid(args.family, 1, 256, 2, with_ragged=False)
     else:
-        bench_mid(4, 512, args.repeats, with_ragged=True)
-    bench_full_size_compile(4, 512)
+        bench_mid(args.family, 4, 512, args.repeats, with_ragged=True)
+    bench_full_size_compile(args.family, 4, 512)
 
 
 if __name__ == "__main__":

@@ -63,3 +63,16 @@ def test_partition_rules_and_mesh_errors():
     assert param_spec(("layers", "moe", "experts", "gate_proj"), (32, 16, 4096, 6400), 3) == P()  # 16 % 3: replicated
     with pytest.raises(ValueError, match="but 1 devices are present"):
         make_mesh(model=8)
+
+
+def test_new_family_leaves_get_partition_rules_that_fit_them():
+    """GPT-OSS expert biases split with their experts; sinks, router bias and Qwen2-MoE's shared
+    expert gate (width 1) are replicated; the shared expert splits like a dense MLP."""
+    from jax.sharding import PartitionSpec as P
+
+    assert param_spec(("layers", "moe", "experts", "down_bias"), (24, 32, 2880), 8) == P(None, "model", None)
+    assert param_spec(("layers", "moe", "router_bias"), (24, 32), 8) == P()
+    assert param_spec(("layers", "attn", "sinks"), (24, 64), 8) == P()
+    shared = ("layers", "moe", "shared_expert", "down_proj", "kernel")
+    assert param_spec(shared, (24, 5632, 2048), 8) == P(None, "model", None)
+    assert param_spec(("layers", "moe", "shared_expert_gate", "kernel"), (24, 2048, 1), 8) == P()
