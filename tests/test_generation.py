@@ -93,7 +93,8 @@ def _hf_generate(path, ids, mask, new, eos):
 
 @pytest.mark.parametrize(
     "name, dispatch",
-    [(n, "auto") for n in CASES] + [("qwen3_moe-mixed_layers", "blocked"), ("phimoe", "blocked"), ("gpt_oss", "blocked")],
+    [(n, "auto") for n in CASES]
+    + [("qwen3_moe-mixed_layers", "blocked"), ("phimoe", "blocked"), ("gpt_oss", "blocked")],
 )
 def test_greedy_generation_equals_hf_generate_with_padding_and_stop_token(tmp_path, name, dispatch):
     path, model, params = _load(tmp_path, name, dispatch=dispatch)
