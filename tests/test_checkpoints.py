@@ -127,13 +127,15 @@ def test_transformers_4x_config_keys_are_accepted(tmp_path):
     assert q.rope.theta == 5e5
 
 
-def test_bf16_load_casts_and_roundtrips_bf16_checkpoints(tmp_path):
-    hf = make_hf_model("qwen3_moe", seed=16).to(torch.bfloat16)
+@pytest.mark.parametrize("family", ALL_FAMILIES)
+def test_bf16_load_casts_and_roundtrips_bf16_checkpoints(tmp_path, family):
+    hf = make_hf_model(family, seed=16).to(torch.bfloat16)
     src = save_hf_model(hf, str(tmp_path / "bf16"))
     model, params = rise_jax.load_model(src, dtype="bfloat16", progress=False)
     assert params["layers"]["moe"]["experts"]["gate_proj"].dtype == jnp.bfloat16
     out = rise_jax.export_model(model, params, str(tmp_path / "o"), source_dir=src, progress=False)
     a, b = load_file(os.path.join(src, "model.safetensors")), load_file(os.path.join(out, "model.safetensors"))
+    assert sorted(a) == sorted(b)
     assert all(np.array_equal(a[k].view(np.uint16), b[k].view(np.uint16)) for k in a)
 
 

@@ -268,3 +268,121 @@ def test_the_whole_pipeline_runs_on_each_new_family_and_its_export_loads_in_tran
         )
     }
     assert moved and len(moved) <= len(sel)
+
+
+# config.json of the hub checkpoints as published (4.x spellings: rope_scaling + top-level rope_theta).
+GPT_OSS_20B_HUB = {
+    "architectures": ["GptOssForCausalLM"],
+    "attention_bias": True,
+    "eos_token_id": 200002,
+    "experts_per_token": 4,
+    "head_dim": 64,
+    "hidden_act": "silu",
+    "hidden_size": 2880,
+    "initial_context_length": 4096,
+    "intermediate_size": 2880,
+    "layer_types": ["sliding_attention", "full_attention"] * 12,
+    "max_position_embeddings": 131072,
+    "model_type": "gpt_oss",
+    "num_attention_heads": 64,
+    "num_experts_per_tok": 4,
+    "num_hidden_layers": 24,
+    "num_key_value_heads": 8,
+    "num_local_experts": 32,
+    "pad_token_id": 199999,
+    "quantization_config": {"modules_to_not_convert": ["model.layers.*.self_attn"], "quant_method": "mxfp4"},
+    "rms_norm_eps": 1e-05,
+    "rope_scaling": {
+        "beta_fast": 32.0,
+        "beta_slow": 1.0,
+        "factor": 32.0,
+        "original_max_position_embeddings": 4096,
+        "rope_type": "yarn",
+        "truncate": False,
+    },
+    "rope_theta": 150000,
+    "sliding_window": 128,
+    "swiglu_limit": 7.0,
+    "tie_word_embeddings": False,
+    "vocab_size": 201088,
+}
+OLMOE_HUB = {
+    "architectures": ["OlmoeForCausalLM"],
+    "attention_bias": False,
+    "clip_qkv": None,
+    "eos_token_id": 50279,
+    "hidden_act": "silu",
+    "hidden_size": 2048,
+    "intermediate_size": 1024,
+    "max_position_embeddings": 4096,
+    "model_type": "olmoe",
+    "norm_topk_prob": False,
+    "num_attention_heads": 16,
+    "num_experts": 64,
+    "num_experts_per_tok": 8,
+    "num_hidden_layers": 16,
+    "num_key_value_heads": 16,
+    "pad_token_id": 1,
+    "rms_norm_eps": 1e-05,
+    "rope_scaling": None,
+    "rope_theta": 10000.0,
+    "tie_word_embeddings": False,
+    "vocab_size": 50304,
+}
+QWEN15_MOE_HUB = {
+    "architectures": ["Qwen2MoeForCausalLM"],
+    "decoder_sparse_step": 1,
+    "hidden_act": "silu",
+    "hidden_size": 2048,
+    "intermediate_size": 5632,
+    "max_position_embeddings": 8192,
+    "max_window_layers": 21,
+    "model_type": "qwen2_moe",
+    "moe_intermediate_size": 1408,
+    "norm_topk_prob": False,
+    "num_attention_heads": 16,
+    "num_experts": 60,
+    "num_experts_per_tok": 4,
+    "num_hidden_layers": 24,
+    "num_key_value_heads": 16,
+    "rms_norm_eps": 1e-06,
+    "rope_theta": 1000000.0,
+    "shared_expert_intermediate_size": 5632,
+    "sliding_window": 32768,
+    "tie_word_embeddings": False,
+    "use_sliding_window": False,
+    "vocab_size": 151936,
+}
+
+
+@pytest.mark.parametrize("hub", [GPT_OSS_20B_HUB, OLMOE_HUB, QWEN15_MOE_HUB], ids=["gpt_oss_20b", "olmoe", "qwen15"])
+def test_hub_config_files_parse_as_transformers_reads_them(hub):
+    import transformers
+
+    from rise_jax.models.layers import rope_attention_factor, rope_inv_freq
+    from rise_jax.models.layout import layer_runs
+
+    cfg = config_from_hf_dict(hub, source="hub.json")
+    ref = transformers.AutoConfig.for_model(**{k: v for k, v in hub.items() if k != "quantization_config"})
+    assert (cfg.num_layers, cfg.num_experts, cfg.top_k, cfg.head_dim) == (
+        ref.num_hidden_layers,
+        getattr(ref, "num_local_experts", getattr(ref, "num_experts", None)),
+        ref.num_experts_per_tok,
+        getattr(ref, "head_dim", None) or ref.hidden_size // ref.num_attention_heads,
+    )
+    hf_types = getattr(ref, "layer_types", None)
+    sliding = [t == "sliding_attention" for t in hf_types] if hf_types else [False] * cfg.num_layers
+    ours = list(cfg.sliding_layers) if cfg.sliding_layers else [cfg.uniform_window is not None] * cfg.num_layers
+    assert ours == sliding
+    assert len(layer_runs(cfg)) == 1  # all-MoE: one scanned run
+    # RoPE: the inverse frequencies and cos/sin scale transformers computes for this config.
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    rope_type = ref.rope_parameters["rope_type"]
+    if rope_type == "default":  # the modeling files' compute_default_rope_parameters
+        theta = ref.rope_parameters["rope_theta"]
+        inv, scale = 1.0 / (theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float) / cfg.head_dim)), 1.0
+    else:
+        inv, scale = ROPE_INIT_FUNCTIONS[rope_type](ref)
+    np.testing.assert_allclose(np.asarray(rope_inv_freq(cfg.rope, cfg.head_dim)), inv.numpy(), rtol=1e-6)
+    assert rope_attention_factor(cfg.rope) == pytest.approx(scale)

@@ -12,6 +12,8 @@ adding a family is a new module here (plus its tests and a config file) and one 
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import pkgutil
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -52,9 +54,15 @@ class Family:
 
 
 def _registry() -> dict[str, Family]:
-    from rise_jax.models.families import gpt_oss, mixtral, olmoe, phimoe, qwen2_moe, qwen3_moe
-
-    return {f.FAMILY.model_type: f.FAMILY for f in (qwen3_moe, phimoe, olmoe, gpt_oss, qwen2_moe, mixtral)}
+    """Every ``FAMILY`` defined by a module of this package, by ``model_type`` (sorted by module)."""
+    found: dict[str, Family] = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        family = getattr(importlib.import_module(f"{__name__}.{info.name}"), "FAMILY", None)
+        if isinstance(family, Family):
+            if family.model_type in found:
+                raise RuntimeError(f"model_type {family.model_type!r} is defined by two family modules")
+            found[family.model_type] = family
+    return found
 
 
 FAMILIES: dict[str, Family] = _registry()
