@@ -33,15 +33,15 @@ def test_layerwise_jaccard_and_zone_averages():
     assert analysis.zone_of_layers(12) == ["shallow"] * 4 + ["middle"] * 4 + ["deep"] * 4
 
 
-def test_normalised_jsd_is_zero_for_equal_and_one_for_disjoint_distributions():
+def test_jsd_over_mixture_entropy_is_zero_for_equal_and_one_for_disjoint_distributions():
     p = np.array([[0.2, 0.3, 0.5]])
-    np.testing.assert_allclose(analysis.normalised_jsd(p, p), [0.0], atol=1e-12)
-    np.testing.assert_allclose(analysis.normalised_jsd(np.array([[1.0, 0]]), np.array([[0, 1.0]])), [1.0])
+    np.testing.assert_allclose(analysis.jsd_over_mixture_entropy(p, p), [0.0], atol=1e-12)
+    np.testing.assert_allclose(analysis.jsd_over_mixture_entropy(np.array([[1.0, 0]]), np.array([[0, 1.0]])), [1.0])
     # Known value: p=(1,0), q=(.5,.5): m=(.75,.25); JSD = H(m) - (0 + ln2)/2.
     m = np.array([0.75, 0.25])
     h_m = -(m * np.log(m)).sum()
     want = (h_m - 0.5 * np.log(2)) / h_m
-    np.testing.assert_allclose(analysis.normalised_jsd(np.array([[1.0, 0]]), np.array([[0.5, 0.5]])), [want])
+    np.testing.assert_allclose(analysis.jsd_over_mixture_entropy(np.array([[1.0, 0]]), np.array([[0.5, 0.5]])), [want])
 
 
 def test_parallel_divergence_matches_sentences_by_id():
@@ -83,3 +83,54 @@ def test_routing_isolation_as_numbers_within_and_between_resource_groups():
     got = group_overlap(m, ["high", "high", "low", "low"])
     assert got == pytest.approx({"within_high": 0.8, "within_low": 0.5, "between": 0.15})
     assert group_overlap(m, ["high", "low", "low", "low"])["within_high"] is None
+
+
+def test_entropy_normalised_jsd_is_the_study_definition_with_its_clamp():
+    # p = (1, 0), q = (.5, .5), E = 2: m = (.75, .25); JS = ½ ln(4/3) + ¼ ln(2/3) + ¼ ln 2,
+    # denominator ln 2 − (0 + ln 2)/2 = ½ ln 2 (H(p) = −ln(1 + 1e-10) ≈ 0).
+    js = 0.5 * np.log(4 / 3) + 0.25 * np.log(2 / 3) + 0.25 * np.log(2)
+    got = analysis.entropy_normalised_jsd(np.array([1.0, 0.0]), np.array([0.5, 0.5]))
+    np.testing.assert_allclose(got, js / (0.5 * np.log(2)), rtol=1e-8)
+    assert analysis.entropy_normalised_jsd(np.full(4, 0.25), np.full(4, 0.25)) == 0.0
+    # Two near-uniform distributions: ln E − mean entropy falls below 1e-6 and is clamped there.
+    p, q = np.array([0.5, 0.5]), np.array([0.5 + 3e-4, 0.5 - 3e-4])
+    h = lambda x: -np.sum(x * np.log(x + 1e-10))  # noqa: E731
+    assert np.log(2) - 0.5 * (h(p) + h(q)) < 1e-6
+    m = (p + q) / 2
+    js = 0.5 * np.sum(p * np.log(p / m)) + 0.5 * np.sum(q * np.log(q / m))
+    np.testing.assert_allclose(analysis.entropy_normalised_jsd(p, q), js / 1e-6, rtol=1e-6)
+    # Not the mixture-entropy normalisation it replaced.
+    assert not np.isclose(
+        analysis.entropy_normalised_jsd(np.array([1.0, 0.0]), np.array([0.5, 0.5])),
+        analysis.jsd_over_mixture_entropy(np.array([[1.0, 0.0]]), np.array([[0.5, 0.5]]))[0],
+    )
+
+
+def test_parallel_pairing_survives_sentences_dropped_on_either_side():
+    rng = np.random.default_rng(0)
+    ref = rng.dirichlet(np.ones(4), size=(5, 2))  # ids 0..4, 2 layers
+    lang = ref[[4, 2, 0]].copy()  # ids 4, 2, 0 (1 and 3 dropped), reordered, identical routing
+    lang_ids = ["4", "2", "0"]
+    curve, n = analysis.parallel_divergence(lang, lang_ids, ref, [str(i) for i in range(5)])
+    assert n == 3
+    np.testing.assert_allclose(curve, 0.0, atol=1e-9)  # each sentence met its own parallel
+    shifted, _ = analysis.parallel_divergence(lang, ["0", "1", "2"], ref, [str(i) for i in range(5)])
+    assert (shifted > 1e-3).all()  # pairing by position would have been wrong
+
+
+def test_inter_token_consistency_and_sequence_entropy_by_hand():
+    import jax.numpy as jnp
+
+    from rise_jax.routing.stats import _pairwise_consistency
+
+    # One layer, two sequences, k = 2 of E = 4. Sequence 0: {0,1}, {0,1}, {2,3} -> pairs 1, 0, 0 -> 1/3.
+    # Sequence 1: {0,1}, {1,2}, padding -> one pair, |∩| = 1, |∪| = 3 -> 1/3; padding never counts.
+    sets = [[[0, 1], [0, 1], [2, 3]], [[0, 1], [1, 2], [2, 3]]]
+    sel = np.zeros((1, 2, 3, 4), np.float32)
+    for b, seq in enumerate(sets):
+        for t, chosen in enumerate(seq):
+            sel[0, b, t, chosen] = 1
+    mask = np.array([[1, 1, 1], [1, 1, 0]], np.int32)
+    sel *= mask[None, :, :, None]
+    got = np.asarray(_pairwise_consistency(jnp.asarray(sel), jnp.asarray(mask), 2))
+    np.testing.assert_allclose(got, [[1 / 3, 1 / 3]], rtol=1e-6)

@@ -159,3 +159,58 @@ def test_a_malformed_generation_config_is_named(setup, tmp_path):
     c.eval.run = "perplexity"
     with pytest.raises(EvalError, match=r"ck/generation_config.json: unreadable generation config"):
         launch.run(c, str(tmp_path / "wd"))
+
+
+def _belebele_rows(passages):
+    """Belebele's published JSONL rows (facebook/belebele: one <flores>.jsonl per language)."""
+    return [
+        {
+            "link": "https://en.wikibooks.org/wiki/x",
+            "question_number": i + 1,
+            "flores_passage": passage,
+            "question": "Which is true?",
+            "mc_answer1": "the first",
+            "mc_answer2": "the second",
+            "mc_answer3": "the third",
+            "mc_answer4": "the fourth",
+            "correct_answer_num": str(i % 4 + 1),
+            "dialect": "eng_Latn",
+            "ds": "2023-05-03",
+        }
+        for i, passage in enumerate(passages)
+    ]
+
+
+def test_belebele_reads_the_published_format_and_scores_answer_letters(setup, tmp_path):
+    from rise_jax.evaluation.tasks import belebele_prompt, load_belebele
+
+    ckpt, tmp, _ = setup
+    bele = tmp_path / "belebele"
+    bele.mkdir()
+    for flores, text in (("eng_Latn", "The cat sat."), ("ben_Beng", "বিড়াল বসেছিল।")):
+        rows = _belebele_rows([text, text + " Again.", text + " Once more."])
+        (bele / f"{flores}.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n")
+    items = load_belebele(str(bele), "bn")
+    assert [i["answer"] for i in items] == [0, 1, 2] and items[0]["choices"][3] == "the fourth"
+    prompt = belebele_prompt(items[0])
+    assert prompt.startswith("Given the following passage, query, and answer choices") and "(D) the fourth" in prompt
+    assert prompt.endswith("Answer:")
+    c = config(ckpt, tmp)
+    c.stages = "eval"
+    c.eval.variants = "base"
+    c.eval.run = "belebele"
+    c.eval.tasks.belebele.path = str(bele)
+    c.eval.max_samples = 0
+    wd = str(tmp_path / "wd")
+    launch.run(c, wd)
+    res = json.load(open(os.path.join(wd, "eval", "results.json")))["results"]["base"]["belebele"]
+    assert res["bn"]["n"] == 3 and res["en"]["n"] == 3 and 0 <= res["en"]["accuracy"] <= 100
+    # A language the dataset lacks names the file and the languages it has.
+    with pytest.raises(
+        EvalError,
+        match=r"no data for language sw \(swh_Latn\): .*swh_Latn.jsonl missing; the dataset has ben_Beng, eng_Latn",
+    ):
+        load_belebele(str(bele), "sw")
+    (tmp_path / "bad_en.jsonl").write_text(json.dumps({"question": "q"}) + "\n")
+    with pytest.raises(EvalError, match=r"bad_en.jsonl: line 1: not a Belebele item \(missing or bad .*flores_passage"):
+        load_belebele(str(tmp_path / "bad_{lang}.jsonl"), "en")

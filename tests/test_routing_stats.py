@@ -116,3 +116,37 @@ def _cfg_dict():
     from hf_reference import QWEN_BASE
 
     return {"model_type": "qwen3_moe", **QWEN_BASE}
+
+
+def test_sequence_entropy_and_consistency_equal_a_per_sequence_recount_at_any_batching(qwen_dir):
+    """Accumulated in the replay step; recomputed here one sequence at a time from the routing
+    output (entropy of the token-mean softmax; mean top-k Jaccard over token pairs)."""
+    model, params = rise_jax.load_model(qwen_dir, dtype="float32", progress=False)
+    corpora = corpora_for(model.cfg.vocab_size, seed=5)
+    corpora[1].sequences[0] = corpora[1].sequences[0][:1]  # a one-token sequence has no pairs
+    a = replay(model, params, corpora, batch_size=1, bucket_multiple=1, progress=False)
+    b = replay(model, params, corpora, batch_size=4, bucket_multiple=64, progress=False)
+    for i, corpus in enumerate(corpora):
+        ents, cons = [], []
+        for seq in corpus.sequences:
+            r = rise_jax.forward(model, params, seq[None], return_routing=True).routing
+            p = np.asarray(r.router_probs())[:, 0].mean(1)  # [L, E]
+            ents.append(-(p * np.log(p)).sum(-1))
+            sets = np.asarray(r.topk_indices)[:, 0]  # [L, T, k]
+            if len(seq) > 1:
+                cons.append(
+                    [
+                        np.mean(
+                            [
+                                len(set(s[t]) & set(s[u])) / len(set(s[t]) | set(s[u]))
+                                for t in range(len(seq))
+                                for u in range(t + 1, len(seq))
+                            ]
+                        )
+                        for s in sets
+                    ]
+                )
+        for stats in (a, b):
+            np.testing.assert_allclose(stats.sequence_entropy()[i], np.mean(ents, 0), rtol=1e-5)
+            np.testing.assert_allclose(stats.consistency()[i], np.mean(cons, 0), rtol=1e-5)
+            assert stats.sequences[i] == len(corpus.sequences) and stats.consistency_sequences[i] == len(cons)

@@ -138,4 +138,6 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.eval.tasks.multiple_choice = ml_collections.ConfigDict(
         dict(kind="multiple_choice", path="", languages="")  # JSONL path with {lang}
     )
+    # Belebele (facebook/belebele): the directory of its per-language <flores>.jsonl files.
+    c.eval.tasks.belebele = ml_collections.ConfigDict(dict(kind="belebele", path="", languages=""))
     return c

@@ -1,5 +1,5 @@
-"""Per-language evaluation tasks: MGSM, SQuAD-format QA (TyDiQA-GoldP, XQuAD), perplexity and
-multiple-choice log-likelihood. Each returns ``{metric: value, n, skipped, truncated}`` per language.
+"""Per-language evaluation tasks: MGSM, SQuAD-format QA (TyDiQA-GoldP, XQuAD), perplexity,
+multiple-choice log-likelihood and Belebele. Each returns ``{metric: value, n, skipped, truncated}`` per language.
 
 Task configs (``ml_collections`` or dicts) carry ``kind`` plus the fields read below; the eval
 stage documents them with the defaults in ``configs/base.py``.
@@ -30,7 +30,7 @@ from rise_jax.models.lm_loss import token_log_probs
 from rise_jax.models.routers import RouterEdit
 from rise_jax.models.transformer import MoEModel
 
-TASK_KINDS = ("mgsm", "qa", "perplexity", "multiple_choice")
+TASK_KINDS = ("mgsm", "qa", "perplexity", "multiple_choice", "belebele")
 LONG_PROMPT_POLICIES = ("skip", "truncate")
 DEFAULT_QA_TEMPLATE = (
     "Answer the question using a short span copied from the passage.\n\nPassage: {context}\n\nQuestion: {question}"
@@ -255,15 +255,13 @@ def load_multiple_choice(path_template: str, language: str) -> list[dict[str, An
     return items
 
 
-def eval_multiple_choice(ev: Evaluator, task: Any, language: str, max_samples: int) -> dict[str, Any]:
-    """Pick the choice with the highest log-likelihood after the question (``accuracy``) and after
+def _choice_accuracy(ev: Evaluator, contexts: list[str], choices: list[list[str]], answers: list[int]) -> dict:
+    """Pick the choice with the highest log-likelihood after its context (``accuracy``) and after
     dividing by the choice's length in characters (``accuracy_norm``, lm-eval-harness ``acc_norm``)."""
-    items = load_multiple_choice(task.path, language)
-    items = items[:max_samples] if max_samples else items
     seqs, targets, lengths = [], [], []
-    for item in items:
-        context = ev.tokenizer(item["question"], add_special_tokens=False)["input_ids"]
-        for choice in item["choices"]:
+    for context_text, options in zip(contexts, choices, strict=True):
+        context = ev.tokenizer(context_text, add_special_tokens=False)["input_ids"]
+        for choice in options:
             cont = ev.tokenizer(" " + str(choice), add_special_tokens=False)["input_ids"]
             seqs.append(np.asarray(context + cont, np.int32))
             targets.append(np.asarray([0] * len(context) + [1] * len(cont), bool))
@@ -271,19 +269,109 @@ def eval_multiple_choice(ev: Evaluator, task: Any, language: str, max_samples: i
     scores = ev.sequence_logprobs(seqs, targets)
     correct = correct_norm = 0
     start = 0
-    for item in items:
-        n = len(item["choices"])
+    for options, answer in zip(choices, answers, strict=True):
+        n = len(options)
         s, ln = scores[start : start + n], np.asarray(lengths[start : start + n])
-        correct += int(np.argmax(s)) == int(item["answer"])
-        correct_norm += int(np.argmax(s / ln)) == int(item["answer"])
+        correct += int(np.argmax(s)) == int(answer)
+        correct_norm += int(np.argmax(s / ln)) == int(answer)
         start += n
     return {
-        "accuracy": 100.0 * correct / len(items),
-        "accuracy_norm": 100.0 * correct_norm / len(items),
-        "n": len(items),
+        "accuracy": 100.0 * correct / len(answers),
+        "accuracy_norm": 100.0 * correct_norm / len(answers),
+        "n": len(answers),
         "skipped": 0,
         "truncated": 0,
     }
+
+
+def eval_multiple_choice(ev: Evaluator, task: Any, language: str, max_samples: int) -> dict[str, Any]:
+    """Log-likelihood of each choice after the question (see :func:`_choice_accuracy`)."""
+    items = load_multiple_choice(task.path, language)
+    items = items[:max_samples] if max_samples else items
+    return _choice_accuracy(
+        ev, [i["question"] for i in items], [i["choices"] for i in items], [int(i["answer"]) for i in items]
+    )
+
+
+# --- Belebele ---------------------------------------------------------------------------------------
+
+BELEBELE_FIELDS = ("flores_passage", "question", "mc_answer1", "mc_answer2", "mc_answer3", "mc_answer4")
+BELEBELE_LETTERS = ("A", "B", "C", "D")
+
+
+def belebele_file(path: str, language: str) -> str:
+    """The Belebele JSONL of ``language``: ``path`` is the dataset directory (files named by FLoRes
+    code, ``<flores>.jsonl``, as published) or a file template with ``{flores}`` / ``{lang}``.
+    A missing language names the file and the languages the directory does have."""
+    lang = get_language(language)
+    if "{" in path:
+        file = path.format(flores=lang.flores, lang=lang.code)
+        directory = os.path.dirname(file) or "."
+    else:
+        file, directory = os.path.join(path, f"{lang.flores}.jsonl"), path
+    if not os.path.isfile(file):
+        have = (
+            sorted(f[: -len(".jsonl")] for f in os.listdir(directory) if f.endswith(".jsonl"))
+            if os.path.isdir(directory)
+            else []
+        )
+        raise EvalError(
+            f"task belebele: no data for language {language} ({lang.flores}): {file} missing"
+            + (f"; the dataset has {', '.join(have)}" if have else "")
+        )
+    return file
+
+
+def load_belebele(path: str, language: str) -> list[dict[str, Any]]:
+    """Items ``{passage, question, choices [4], answer (0-based)}`` from Belebele's published
+    per-language JSONL (``flores_passage``, ``question``, ``mc_answer1..4``, ``correct_answer_num``
+    1-4, as a number or a string)."""
+    file = belebele_file(path, language)
+    items = []
+    with open(file, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                missing = [k for k in (*BELEBELE_FIELDS, "correct_answer_num") if k not in row]
+                if missing:
+                    raise KeyError(", ".join(missing))
+                answer = int(row["correct_answer_num"]) - 1
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+                raise EvalError(f"{file}: line {n}: not a Belebele item (missing or bad {err})") from err
+            if not 0 <= answer < 4:
+                raise EvalError(f"{file}: line {n}: correct_answer_num {row['correct_answer_num']!r} is not 1-4")
+            items.append(
+                {
+                    "passage": row["flores_passage"],
+                    "question": row["question"],
+                    "choices": [row[f"mc_answer{i}"] for i in range(1, 5)],
+                    "answer": answer,
+                }
+            )
+    if not items:
+        raise EvalError(f"{file}: empty dataset")
+    return items
+
+
+def belebele_prompt(item: dict[str, Any]) -> str:
+    """The Belebele paper's zero-shot instruction prompt (passage, query, four lettered choices);
+    the model's answer is the letter it finds most likely."""
+    choices = "\n".join(f"({letter}) {text}" for letter, text in zip(BELEBELE_LETTERS, item["choices"], strict=True))
+    return (
+        "Given the following passage, query, and answer choices, output the letter corresponding to the correct "
+        f"answer.\n###\nPassage:\n{item['passage']}\n###\nQuery:\n{item['question']}\n###\nChoices:\n"
+        f"{choices}\n###\nAnswer:"
+    )
+
+
+def eval_belebele(ev: Evaluator, task: Any, language: str, max_samples: int) -> dict[str, Any]:
+    """Belebele accuracy: zero-shot prompt, the answer letter scored by log-likelihood."""
+    items = load_belebele(task.path, language)
+    items = items[:max_samples] if max_samples else items
+    letters = [list(BELEBELE_LETTERS)] * len(items)
+    return _choice_accuracy(ev, [belebele_prompt(i) for i in items], letters, [i["answer"] for i in items])
 
 
 TASK_FUNCTIONS = {
@@ -291,8 +379,15 @@ TASK_FUNCTIONS = {
     "qa": eval_qa,
     "perplexity": eval_perplexity,
     "multiple_choice": eval_multiple_choice,
+    "belebele": eval_belebele,
 }
-PRIMARY_METRIC = {"mgsm": "accuracy", "qa": "f1", "perplexity": "perplexity", "multiple_choice": "accuracy"}
+PRIMARY_METRIC = {
+    "mgsm": "accuracy",
+    "qa": "f1",
+    "perplexity": "perplexity",
+    "multiple_choice": "accuracy",
+    "belebele": "accuracy",
+}
 
 
 def run_task(ev: Evaluator, task: Any, language: str, max_samples: int = 0) -> dict[str, Any]:

@@ -89,8 +89,10 @@ def entropy(p: np.ndarray, axis: int = -1) -> np.ndarray:
         return -np.sum(np.where(p > 0, p * np.log(p), 0.0), axis=axis)
 
 
-def normalised_jsd(p: np.ndarray, q: np.ndarray, axis: int = -1) -> np.ndarray:
-    """``JSD(p, q) / H(m)`` with ``m = (p+q)/2`` (natural logs); 0 when ``H(m) = 0``."""
+def jsd_over_mixture_entropy(p: np.ndarray, q: np.ndarray, axis: int = -1) -> np.ndarray:
+    """``JSD(p, q) / H(m)`` with ``m = (p+q)/2`` (natural logs); 0 when ``H(m) = 0``. A divergence
+    normalised by the mixture's entropy (in [0, 1]); *not* the companion study's measure, which is
+    :func:`entropy_normalised_jsd`."""
     p = p / np.sum(p, axis=axis, keepdims=True)
     q = q / np.sum(q, axis=axis, keepdims=True)
     m = 0.5 * (p + q)
@@ -99,18 +101,54 @@ def normalised_jsd(p: np.ndarray, q: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.where(h_m > 0, np.clip(jsd, 0, None) / np.where(h_m > 0, h_m, 1), 0.0)
 
 
+MIX_FLOOR, LOG_EPS, DENOMINATOR_FLOOR = 1e-10, 1e-10, 1e-6
+
+
+def js_divergence(p: np.ndarray, q: np.ndarray, axis: int = -1) -> np.ndarray:
+    """``JS(p‖q) = ½ KL(p‖m) + ½ KL(q‖m)``, ``m = (p+q)/2`` floored at 1e-10 inside the log, natural
+    log, terms with ``p_i = 0`` contributing 0 (Bandarkar et al.'s ``js_divergence``)."""
+    m = np.maximum(0.5 * (p + q), MIX_FLOOR)
+
+    def kl(a: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.sum(np.where(a > 0, a * (np.log(np.where(a > 0, a, 1)) - np.log(m)), 0.0), axis=axis)
+
+    return 0.5 * (kl(p) + kl(q))
+
+
+def study_entropy(p: np.ndarray, axis: int = -1) -> np.ndarray:
+    """``H(p) = -Σ p_i ln(p_i + 1e-10)`` (the companion study's ``calculate_entropy``)."""
+    return -np.sum(p * np.log(p + LOG_EPS), axis=axis)
+
+
+def entropy_normalised_jsd(p: np.ndarray, q: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Bandarkar et al.'s entropy-normalised divergence (``calculate_entropy_normalized_jsd`` in
+    their released analysis code):
+
+        D_H-JS(p, q) = JS(p‖q) / max(ln E − (H(p) + H(q)) / 2, 1e-6)
+
+    with ``E`` the number of experts (the length of ``axis``): JS divided by the largest JS two
+    distributions of that average entropy could have (approximately), so layers whose routing is
+    flatter are not read as more aligned. ``p``, ``q``: a sequence's token-mean of the softmax over
+    all ``E`` router logits, and its parallel English sequence's."""
+    e = p.shape[axis]
+    denominator = np.log(e) - 0.5 * (study_entropy(p, axis) + study_entropy(q, axis))
+    return js_divergence(p, q, axis) / np.maximum(denominator, DENOMINATOR_FLOOR)
+
+
 def parallel_divergence(
     seq_probs: np.ndarray, seq_ids: list[str], ref_probs: np.ndarray, ref_ids: list[str]
 ) -> tuple[np.ndarray, int]:
-    """``[L]`` mean normalised JSD between each sentence and its parallel reference sentence
-    (matched by example id), and the number of matched pairs."""
+    """``[L]`` mean :func:`entropy_normalised_jsd` between each sentence and its parallel reference
+    sentence (matched by example id, so sentences dropped on either side do not shift the pairing),
+    and the number of matched pairs."""
     ref_index = {sid: i for i, sid in enumerate(ref_ids)}
     pairs = [(i, ref_index[sid]) for i, sid in enumerate(seq_ids) if sid in ref_index]
     if not pairs:
         raise ValueError("no parallel sentences: example ids do not match the reference language's")
-    a = seq_probs[[i for i, _ in pairs]]
-    b = ref_probs[[j for _, j in pairs]]
-    return normalised_jsd(a, b).mean(0), len(pairs)
+    a = seq_probs[[i for i, _ in pairs]].astype(np.float64)
+    b = ref_probs[[j for _, j in pairs]].astype(np.float64)
+    return entropy_normalised_jsd(a, b).mean(0), len(pairs)
 
 
 def top_experts(freq_lang: np.ndarray, n: int) -> list[list[int]]:

@@ -7,7 +7,12 @@ frequency ``a[λ,l,i] = (1/T_λ) Σ_t 1[i ∈ TopK(t,l)]`` needs the counts and 
 * ``tokens`` int              — real tokens (attention-mask sum)
 * ``weight_mass`` ``[L, E]``  — Σ_t g[t,l,i], the routing weight if selected else 0 (ESFT-Gate)
 * ``prob_mass`` ``[L, E]``    — Σ_t softmax(z_t,l)_i (router-probability mass)
-* ``entropy_sum`` ``[L]``     — Σ_t H(softmax(z_t,l)) (routing entropy, nats)
+* ``entropy_sum`` ``[L]``     — Σ_t H(softmax(z_t,l)) (per-token routing entropy, nats)
+* ``seq_entropy_sum`` ``[L]`` — Σ_s H(p̄_s,l), p̄_s,l the token mean of softmax(z) over sequence s
+  (Bandarkar et al.'s routing entropy: of the sequence's averaged distribution), and ``sequences``
+* ``consistency_sum`` ``[L]`` — Σ_s of the mean Jaccard similarity |S_t ∩ S_u| / |S_t ∪ S_u| of
+  the top-k sets of every pair of distinct real tokens t < u of sequence s (inter-token routing
+  consistency), over the ``consistency_sequences`` sequences with at least two tokens
 * optionally per sequence the mean router distribution ``[N, L, E]`` (routing divergence on
   parallel text, Bandarkar et al.).
 
@@ -17,7 +22,9 @@ int64/float64 every ``flush_every`` batches so counts stay exact on any corpus s
 Artefact (directory ``routing_stats/``), readable without rise_jax:
 
 * ``stats.npz``: ``languages`` [Λ] str, ``counts`` [Λ, L, E] int64, ``tokens`` [Λ] int64,
-  ``weight_mass`` / ``prob_mass`` [Λ, L, E] float64, ``entropy_sum`` [Λ, L] float64, and per
+  ``weight_mass`` / ``prob_mass`` [Λ, L, E] float64, ``entropy_sum`` [Λ, L] float64,
+  ``seq_entropy_sum`` / ``consistency_sum`` [Λ, L] float64, ``sequences`` /
+  ``consistency_sequences`` [Λ] int64, and per
   language with sequence distributions ``seq_probs__<lang>`` [N, L, E] float32 and
   ``seq_ids__<lang>`` [N] str (example ids: FLoRes ``index_id``, line numbers).
 * ``summary.json``: ``model`` {model_type, num_moe_layers, num_experts, top_k, moe_layer_ids,
@@ -54,6 +61,12 @@ KEY_DOCS = {
     "weight_mass": "[Λ, L, E] float64: sum over tokens of the routing weight given to expert i (0 if not selected)",
     "prob_mass": "[Λ, L, E] float64: sum over tokens of softmax(router logits)_i",
     "entropy_sum": "[Λ, L] float64: sum over tokens of the router-distribution entropy (nats)",
+    "seq_entropy_sum": "[Λ, L] float64: sum over sequences of the entropy of the sequence's token-mean router "
+    "distribution (nats)",
+    "sequences": "[Λ] int64: sequences replayed",
+    "consistency_sum": "[Λ, L] float64: sum over sequences of the mean top-k Jaccard similarity of all pairs of "
+    "distinct tokens in the sequence (inter-token routing consistency)",
+    "consistency_sequences": "[Λ] int64: sequences with at least two tokens (the denominator of consistency_sum)",
     "seq_probs__<lang>": "[N, L, E] float32: per sequence, mean over its tokens of softmax(router logits)",
     "seq_ids__<lang>": "[N] str: example id of each row of seq_probs__<lang> (parallel across languages)",
 }
@@ -76,6 +89,11 @@ class RoutingStats:
     seq_probs: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     seq_ids: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # Sequence-level accumulators (None in statistics written before they existed).
+    seq_entropy_sum: np.ndarray | None = None
+    sequences: np.ndarray | None = None
+    consistency_sum: np.ndarray | None = None
+    consistency_sequences: np.ndarray | None = None
 
     @property
     def num_layers(self) -> int:
@@ -106,6 +124,22 @@ class RoutingStats:
         """``[Λ, L]`` mean per-token routing entropy (nats)."""
         return self.entropy_sum / np.maximum(self.tokens, 1)[:, None]
 
+    def sequence_entropy(self) -> np.ndarray | None:
+        """``[Λ, L]`` mean over sequences of the entropy of each sequence's token-averaged router
+        distribution (nats; the companion study's routing entropy), or None for old statistics."""
+        if self.seq_entropy_sum is None or self.sequences is None:
+            return None
+        return self.seq_entropy_sum / np.maximum(self.sequences, 1)[:, None]
+
+    def consistency(self) -> np.ndarray | None:
+        """``[Λ, L]`` inter-token routing consistency: mean over sequences of the mean top-k
+        Jaccard similarity between pairs of distinct tokens (NaN without two-token sequences)."""
+        if self.consistency_sum is None or self.consistency_sequences is None:
+            return None
+        n = self.consistency_sequences[:, None].astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(n > 0, self.consistency_sum / np.maximum(n, 1), np.nan)
+
     def check_model(self, cfg: ModelConfig, source: str = "routing statistics") -> None:
         """Refuse statistics made with another model shape."""
         want = (cfg.num_moe_layers, cfg.num_experts, cfg.top_k)
@@ -125,6 +159,10 @@ class RoutingStats:
             "prob_mass": self.prob_mass.astype(np.float64),
             "entropy_sum": self.entropy_sum.astype(np.float64),
         }
+        for key in ("seq_entropy_sum", "sequences", "consistency_sum", "consistency_sequences"):
+            value = getattr(self, key)
+            if value is not None:
+                arrays[key] = value.astype(np.int64 if key.endswith("sequences") else np.float64)
         for lang, probs in self.seq_probs.items():
             arrays[f"seq_probs__{lang}"] = probs.astype(np.float32)
             arrays[f"seq_ids__{lang}"] = np.asarray(self.seq_ids[lang], dtype=str)
@@ -170,6 +208,7 @@ class RoutingStats:
             seq_probs,
             seq_ids,
             extra,
+            **{k: data.get(k) for k in ("seq_entropy_sum", "sequences", "consistency_sum", "consistency_sequences")},
         )
 
 
@@ -181,13 +220,32 @@ def _zero_acc(cfg: ModelConfig) -> dict[str, jax.Array]:
         "weight_mass": jnp.zeros(shape, jnp.float32),
         "prob_mass": jnp.zeros(shape, jnp.float32),
         "entropy_sum": jnp.zeros(shape[:1], jnp.float32),
+        "seq_entropy_sum": jnp.zeros(shape[:1], jnp.float32),
+        "sequences": jnp.zeros((), jnp.int32),
+        "consistency_sum": jnp.zeros(shape[:1], jnp.float32),
+        "consistency_sequences": jnp.zeros((), jnp.int32),
     }
+
+
+def _pairwise_consistency(selected: jax.Array, mask: jax.Array, k: int) -> jax.Array:
+    """``[L, B]`` mean top-k Jaccard over pairs of distinct real tokens of each sequence (0 for
+    sequences with fewer than two). ``selected`` float ``[L, B, T, E]`` (1 where chosen, masked)."""
+
+    def one_layer(sel):  # [B, T, E] -> [B]; one layer at a time keeps the [B, T, T] overlap small
+        inter = jnp.einsum("bte,bue->btu", sel, sel)
+        jac = inter / jnp.maximum(2 * k - inter, 1.0)
+        m = mask.astype(jnp.float32)
+        pair = m[:, :, None] * m[:, None, :] * (1.0 - jnp.eye(m.shape[1], dtype=jnp.float32))
+        n = jnp.sum(m, axis=1)
+        return jnp.sum(jac * pair, axis=(1, 2)) / jnp.maximum(n * (n - 1), 1.0)
+
+    return jax.lax.map(one_layer, selected)
 
 
 def make_replay_step(model: MoEModel, with_seq_probs: bool):
     """``step(acc, params, ids, mask) -> (acc, seq_probs [B, L, E] | None)``, jit-compiled,
     accumulator donated."""
-    e = model.cfg.num_experts
+    e, k = model.cfg.num_experts, model.cfg.top_k
 
     def step(acc, params, ids, mask):
         out = model.apply({"params": params}, ids, mask, return_routing=True, skip_lm_head=True)
@@ -199,7 +257,17 @@ def make_replay_step(model: MoEModel, with_seq_probs: bool):
         logp = jax.nn.log_softmax(r.router_logits, axis=-1)
         probs = jnp.exp(logp) * m
         entropy = -jnp.sum(jnp.exp(logp) * logp, axis=-1) * m[..., 0]
+        lengths_raw = jnp.sum(mask, axis=1)  # [B]; bucketed batches pad with empty rows
+        seq_mean = jnp.sum(probs, axis=2) / jnp.maximum(lengths_raw, 1)[None, :, None].astype(jnp.float32)
+        seq_entropy = -jnp.sum(jnp.where(seq_mean > 0, seq_mean * jnp.log(seq_mean), 0.0), axis=-1)  # [L, B]
+        real_seq = (lengths_raw > 0).astype(jnp.float32)
+        pairs_seq = (lengths_raw > 1).astype(jnp.float32)
+        consistency = _pairwise_consistency(selected, mask, k)  # [L, B]
         new = {
+            "seq_entropy_sum": acc["seq_entropy_sum"] + jnp.sum(seq_entropy * real_seq, axis=1),
+            "sequences": acc["sequences"] + jnp.sum(real_seq).astype(jnp.int32),
+            "consistency_sum": acc["consistency_sum"] + jnp.sum(consistency * pairs_seq, axis=1),
+            "consistency_sequences": acc["consistency_sequences"] + jnp.sum(pairs_seq).astype(jnp.int32),
             "counts": acc["counts"] + jnp.sum(selected, axis=(1, 2)).astype(jnp.int32),
             "tokens": acc["tokens"] + jnp.sum(mask).astype(jnp.int32),
             "weight_mass": acc["weight_mass"] + jnp.sum(weights, axis=(1, 2)),
@@ -208,8 +276,7 @@ def make_replay_step(model: MoEModel, with_seq_probs: bool):
         }
         seq = None
         if with_seq_probs:
-            lengths = jnp.maximum(jnp.sum(mask, axis=1), 1).astype(jnp.float32)
-            seq = jnp.transpose(jnp.sum(probs, axis=2), (1, 0, 2)) / lengths[:, None, None]
+            seq = jnp.transpose(seq_mean, (1, 0, 2))
         return new, seq
 
     return jax.jit(step, donate_argnums=0)
@@ -230,7 +297,7 @@ def replay(
     """Replay every corpus and return the statistics (languages in the order given)."""
     cfg = model.cfg
     steps = {flag: make_replay_step(model, flag) for flag in (False, True)}
-    rows: dict[str, list[np.ndarray]] = {k: [] for k in ("counts", "tokens", "weight_mass", "prob_mass", "entropy_sum")}
+    rows: dict[str, list[np.ndarray]] = {k: [] for k in _zero_acc(cfg)}
     seq_probs, seq_ids, info = {}, {}, {}
     total_batches = sum(-(-len(c.sequences) // batch_size) for c in corpora)
     bar = tqdm(total=total_batches, desc="routing replay", unit="batch", disable=not progress)
@@ -292,4 +359,8 @@ def replay(
         info,
         seq_probs,
         seq_ids,
+        seq_entropy_sum=np.stack(rows["seq_entropy_sum"]),
+        sequences=np.asarray(rows["sequences"], np.int64),
+        consistency_sum=np.stack(rows["consistency_sum"]),
+        consistency_sequences=np.asarray(rows["consistency_sequences"], np.int64),
     )

@@ -2,13 +2,18 @@
 
 Artefacts: ``analysis/analysis.json`` (keys: ``languages``, ``reference``, ``global_top_n``,
 ``global_jaccard`` [Λ][Λ], ``layer_top_n``, ``layerwise_jaccard`` {lang: [L]}, ``zone_jaccard``
-{lang: {shallow, middle, deep, all}}, ``divergence`` {lang: [L]} and ``divergence_pairs`` (parallel
-text only), ``entropy`` {lang: [L]} (nats), ``top_experts`` {lang: [L][n]}, ``zones``,
+{lang: {shallow, middle, deep, all}}, ``divergence`` {lang: [L]} (Bandarkar et al.'s
+entropy-normalised JSD from the reference language, :func:`~rise_jax.routing.analysis.entropy_normalised_jsd`)
+and ``divergence_pairs`` (parallel text only), ``entropy`` {lang: [L]} (mean per-token routing
+entropy, nats), ``sequence_entropy`` {lang: [L]} (mean over sequences of the entropy of the
+sequence's token-averaged routing distribution: the companion study's routing entropy, nats),
+``consistency`` {lang: [L]} (inter-token routing consistency: mean top-k Jaccard of token pairs
+within a sequence), ``top_experts`` {lang: [L][n]}, ``zones``,
 ``resource_groups`` {lang: high | low}, ``group_overlap`` {within_high, within_low, between}: mean
 global Jaccard within and between the groups, null for a group of fewer than two);
 ``analysis/table2.md`` (layer-wise Jaccard vs the reference by zone, as the paper's Table 2);
 PNGs: ``overlap_heatmap.png``, ``layerwise_similarity.png``, ``routing_entropy.png``,
-``divergence.png`` (parallel text), ``activation_<lang>.png``.
+``routing_consistency.png``, ``divergence.png`` (parallel text), ``activation_<lang>.png``.
 """
 
 from __future__ import annotations
@@ -36,6 +41,13 @@ def _nan_to_none(x: Any) -> Any:
     if isinstance(x, float) and np.isnan(x):
         return None
     return x
+
+
+def _per_language(values: np.ndarray | None, langs: list[str]) -> dict[str, list] | None:
+    """``{lang: [L]}`` with NaN as null; None for statistics written before the measure existed."""
+    if values is None:
+        return None
+    return {lang: [_nan_to_none(float(v)) for v in values[i]] for i, lang in enumerate(langs)}
 
 
 def table2_markdown(zone_j: dict[str, dict[str, float]], reference: str, n: int) -> str:
@@ -86,6 +98,8 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
         "layerwise_jaccard": {lang: lj[i].tolist() for i, lang in enumerate(langs)},
         "zone_jaccard": zone_j,
         "entropy": {lang: entropy[i].tolist() for i, lang in enumerate(langs)},
+        "sequence_entropy": _per_language(stats.sequence_entropy(), langs),
+        "consistency": _per_language(stats.consistency(), langs),
         "top_experts": {lang: analysis.top_experts(freq[i], n_layer) for i, lang in enumerate(langs)},
         "zones": zone_spans(stats.num_layers, zr),
     }
@@ -107,8 +121,8 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
                 np.array(list(div.values())),
                 list(div),
                 os.path.join(out_dir, "divergence.png"),
-                f"Routing divergence from {ref_lang} on parallel text (JSD / mixture entropy)",
-                "normalised Jensen-Shannon divergence",
+                f"Routing divergence from {ref_lang} on parallel text",
+                "entropy-normalised JS divergence",
                 zr,
             )
 
@@ -125,14 +139,25 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
         "Jaccard similarity",
         zr,
     )
+    seq_entropy = stats.sequence_entropy()
     plots.layer_curves(
-        entropy,
+        entropy if seq_entropy is None else seq_entropy,
         langs,
         os.path.join(out_dir, "routing_entropy.png"),
-        "Routing entropy per layer",
+        "Routing entropy per layer" + ("" if seq_entropy is None else " (of each sequence's mean distribution)"),
         "entropy (nats)",
         zr,
     )
+    consistency = stats.consistency()
+    if consistency is not None:
+        plots.layer_curves(
+            np.nan_to_num(consistency),
+            langs,
+            os.path.join(out_dir, "routing_consistency.png"),
+            "Inter-token routing consistency (top-k Jaccard of token pairs within a sequence)",
+            "Jaccard similarity",
+            zr,
+        )
     for i, lang in enumerate(langs):
         plots.activation_heatmap(
             freq[i], os.path.join(out_dir, f"activation_{lang}.png"), f"Expert activation frequency: {lang}"
