@@ -9,7 +9,8 @@ the module that writes it)::
       inspect.json  params/       inspect: model description, optional orbax params
       demo/corpus/ demo/checkpoint/   the embedded demo's corpus and pretrained HF checkpoint
       routing_stats/              stats: stats.npz + summary.json (rise_jax.routing.stats)
-      analysis/                   analyze: analysis.json, table2.md, PNGs
+      analysis/                   analyze: analysis.json, table2.md, PNGs;
+                                  correlate: correlation.json, correlation.md, correlation_<task>.png
       selection.json  selection_map.png   select (rise_jax.selection.artefact)
       train/                      train: experts/ (orbax), checkpoints/, summary.json, metrics.jsonl,
                                   tensorboard/, selection.json, train_config.json
@@ -57,6 +58,8 @@ class Workdir:
     analysis = _at("analysis")
     analysis_json = _at("analysis", "analysis.json")
     table2 = _at("analysis", "table2.md")
+    correlation = _at("analysis", "correlation.json")
+    correlation_table = _at("analysis", "correlation.md")
     selection = _at("selection.json")
     selection_map = _at("selection_map.png")
     # train (its own sub-layout: rise_jax.training.artefacts)

@@ -134,3 +134,52 @@ def test_inter_token_consistency_and_sequence_entropy_by_hand():
     sel *= mask[None, :, :, None]
     got = np.asarray(_pairwise_consistency(jnp.asarray(sel), jnp.asarray(mask), 2))
     np.testing.assert_allclose(got, [[1 / 3, 1 / 3]], rtol=1e-6)
+
+
+def test_performance_alignment_equals_scipy_and_the_stage_writes_table_and_plot(tmp_path):
+    import json
+    import os
+
+    from scipy import stats as sps
+
+    from rise_jax import launch
+    from rise_jax.configs import base
+
+    div = {  # 4 MoE layers; the middle zone [1, 2] is given by analysis.json below
+        "bn": [0.9, 0.5, 0.4, 0.8],
+        "sw": [0.8, 0.7, 0.6, 0.9],
+        "fi": [0.3, 0.2, 0.1, 0.4],
+        "zh": [0.5, 0.3, 0.35, 0.6],
+    }
+    scores = {"en": 80.0, "bn": 40.0, "sw": 30.0, "fi": 70.0, "zh": 55.0}
+    r = analysis.performance_alignment(scores, div, [1, 2])
+    x = [np.mean(div[lang][1:3]) for lang in ("bn", "sw", "fi", "zh")]
+    y = [scores[lang] for lang in ("bn", "sw", "fi", "zh")]
+    assert r["languages"] == ["bn", "sw", "fi", "zh"] and r["n"] == 4  # English has no curve: left out
+    np.testing.assert_allclose(r["pearson_r"], sps.pearsonr(x, y).statistic)
+    np.testing.assert_allclose(r["pearson_p"], sps.pearsonr(x, y).pvalue)
+    np.testing.assert_allclose(r["spearman_rho"], sps.spearmanr(x, y).statistic)
+    assert r["pearson_r"] < -0.9  # more divergence, lower score
+    with pytest.raises(ValueError, match="at least 3 languages"):
+        analysis.performance_alignment({"bn": 1.0, "sw": 2.0}, div, [1])
+
+    wd = tmp_path / "wd"
+    (wd / "analysis").mkdir(parents=True)
+    (wd / "eval").mkdir()
+    (wd / "analysis" / "analysis.json").write_text(
+        json.dumps({"divergence": div, "zones": {"shallow": [0, 0], "middle": [1, 2], "deep": [3, 3]}})
+    )
+    results = {"base": {"belebele": {lang: {"accuracy": s, "n": 10} for lang, s in scores.items()}}}
+    (wd / "eval" / "results.json").write_text(json.dumps({"config": {}, "results": results}))
+    c = base.get_base_config()
+    c.stages = "correlate"
+    c.model.checkpoint = str(tmp_path / "unused")  # correlate reads only the two artefacts above
+    launch.run(c, str(wd))
+    out = json.load(open(wd / "analysis" / "correlation.json"))["belebele"]
+    assert out["layers"] == [1, 2] and out["metric"] == "accuracy"
+    np.testing.assert_allclose(out["pearson_r"], r["pearson_r"])
+    assert os.path.getsize(wd / "analysis" / "correlation_belebele.png") > 1000
+    assert "| belebele | accuracy | base | 1–2 | 4 |" in open(wd / "analysis" / "correlation.md").read()
+    c.correlate.variant = "steered"
+    with pytest.raises(Exception, match="no results for variant 'steered'"):
+        launch.run(c, str(wd))

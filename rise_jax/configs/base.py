@@ -70,6 +70,13 @@ def get_base_config() -> ml_collections.ConfigDict:
     # rise_jax/data/languages.py's table. (Here, not under data: relabelling must not re-replay.)
     c.analyze.low_resource = ""
 
+    # Performance vs routing alignment (stage `correlate`, after eval; not in the default stages:
+    # it needs >= 3 non-English languages scored and parallel replay text).
+    c.correlate = ml_collections.ConfigDict()
+    c.correlate.tasks = ""  # eval task names; empty = every task in eval/results.json
+    c.correlate.variant = "base"
+    c.correlate.layers = ""  # MoE layers, e.g. "8-35"; empty = the middle zone
+
     c.select = ml_collections.ConfigDict()
     c.select.method = "rise"  # rise | random | topk | esft_gate | esft_token
     c.select.target = "bn"

@@ -86,6 +86,24 @@ def layer_curves(
     return _save(fig, path)
 
 
+def scatter(
+    x: Sequence[float], y: Sequence[float], labels: Sequence[str], path: str, title: str, xlabel: str, ylabel: str
+) -> str:
+    """A labelled scatter plot (one point per language) with its least-squares line."""
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    ax.scatter(x, y, s=22)
+    for xi, yi, label in zip(x, y, labels, strict=True):
+        ax.annotate(label, (xi, yi), textcoords="offset points", xytext=(4, 3), fontsize=8)
+    if len(set(x)) > 1:
+        slope, intercept = np.polyfit(np.asarray(x, float), np.asarray(y, float), 1)
+        xs = np.linspace(min(x), max(x), 20)
+        ax.plot(xs, slope * xs + intercept, lw=1, color="grey")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    return _save(fig, path)
+
+
 def activation_heatmap(freq: np.ndarray, path: str, title: str) -> str:
     """Layers x experts activation frequency of one language."""
     num_layers, num_experts = freq.shape

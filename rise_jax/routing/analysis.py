@@ -15,6 +15,8 @@ Ties in top-N choices are broken by lower (layer, expert) index, so every result
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from rise_jax.zones import DEFAULT_RATIOS, ZONES, zone_of_layers
@@ -158,3 +160,36 @@ def top_experts(freq_lang: np.ndarray, n: int) -> list[list[int]]:
         order = np.lexsort((np.arange(row.size), -row))
         out.append([int(i) for i in order[:n]])
     return out
+
+
+def performance_alignment(scores: dict[str, float], divergence: dict[str, list], layers: Sequence[int]) -> dict:
+    """The companion study's performance ↔ alignment correlation.
+
+    Per language: its task score and its mean divergence from English over ``layers`` (the middle
+    layers by default); Pearson r and Spearman ρ across languages with two-sided p-values
+    (``scipy.stats``). Languages with a score but no divergence curve (English itself) are left
+    out; at least three languages are needed."""
+    from scipy import stats as sps
+
+    langs = [lang for lang in scores if lang in divergence]
+    if len(langs) < 3:
+        raise ValueError(
+            f"a correlation needs at least 3 languages with both a score and a divergence curve; have {langs}"
+        )
+    layers = list(layers)
+    x = np.asarray([float(np.mean([divergence[lang][layer] for layer in layers])) for lang in langs])
+    y = np.asarray([float(scores[lang]) for lang in langs])
+    pearson, spearman = sps.pearsonr(x, y), sps.spearmanr(x, y)
+    return {
+        "languages": langs,
+        "layers": layers,
+        "points": [
+            {"language": lang, "divergence": float(a), "score": float(b)}
+            for lang, a, b in zip(langs, x, y, strict=True)
+        ],
+        "pearson_r": float(pearson.statistic),
+        "pearson_p": float(pearson.pvalue),
+        "spearman_rho": float(spearman.statistic),
+        "spearman_p": float(spearman.pvalue),
+        "n": len(langs),
+    }

@@ -3,7 +3,7 @@ pipeline order (the only list of stages: the pipeline, launch's validation and s
 
 from __future__ import annotations
 
-from rise_jax.stages import analyze, evaluate, export, inspect_model, report, select, stats, train
+from rise_jax.stages import analyze, correlate, evaluate, export, inspect_model, report, select, stats, train
 from rise_jax.stages.registry import Stage
 
 REGISTRY: dict[str, Stage] = {
@@ -16,6 +16,7 @@ REGISTRY: dict[str, Stage] = {
         train.STAGE,
         export.STAGE,
         evaluate.STAGE,
+        correlate.STAGE,
         report.STAGE,
     )
 }

@@ -166,6 +166,12 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
         parts.append(_img(wd, wd.path("analysis", "divergence.png"), "routing divergence by layer"))
         parts.append(table2)
         parts += _isolation_line(analysis_json)
+    correlation = _load(wd.correlation)
+    if correlation:
+        parts.append("## Performance and routing alignment\n")
+        parts.append(_load(wd.correlation_table) or "")
+        for task in correlation:
+            parts.append(_img(wd, wd.path("analysis", f"correlation_{task}.png"), f"{task} against divergence"))
     parts += _selection_section(wd, sel)
     parts += _training_section(train)
     parts += _results_section(wd, config, results, sel)
@@ -187,4 +193,10 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
     return {"report": path}
 
 
-STAGE = Stage("report", (), run, reads=("stats", "analyze", "select", "train", "eval"), outputs=lambda wd: (wd.report,))
+STAGE = Stage(
+    "report",
+    (),
+    run,
+    reads=("stats", "analyze", "select", "train", "eval", "correlate"),
+    outputs=lambda wd: (wd.report,),
+)

@@ -1,0 +1,127 @@
+"""Stage ``correlate``: a language's task score against how closely its routing follows English.
+
+Bandarkar et al. (§4) find a strong correlation between a language's performance and its mean
+middle-layer routing divergence from English. For every eval task (``correlate.tasks``, default
+all tasks in ``eval/results.json``) and one variant (``correlate.variant``, default ``base``),
+each language's primary metric is paired with its mean divergence
+(:func:`~rise_jax.routing.analysis.entropy_normalised_jsd`, ``analysis.json``'s ``divergence``)
+over ``correlate.layers`` (MoE layers as ``"8-35"``; default: the middle zone), and Pearson r and
+Spearman ρ are computed with their p-values (``scipy.stats``).
+
+Artefacts: ``analysis/correlation.json`` ({task: {metric, variant, languages, layers, points
+[{language, divergence, score}], pearson_r, pearson_p, spearman_rho, spearman_p, n}}),
+``analysis/correlation.md`` (one row per task) and ``analysis/correlation_<task>.png`` (labelled
+scatter plot). Needs parallel text in the replay (divergence) and at least three non-English
+languages scored by the eval stage.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import ml_collections
+from absl import logging
+
+from rise_jax.config_values import comma_list, int_ranges
+from rise_jax.errors import RiseError
+from rise_jax.evaluation.tasks import PRIMARY_METRIC
+from rise_jax.io_utils import read_json_object, write_json_atomic, write_text_atomic
+from rise_jax.reporting import plots
+from rise_jax.routing.analysis import performance_alignment
+from rise_jax.stages.registry import Stage
+from rise_jax.workdir import Workdir
+
+
+class CorrelationError(RiseError, ValueError):
+    """Missing or insufficient inputs for the performance-alignment correlation."""
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    c = config.correlate
+    if c.layers:
+        int_ranges(c.layers)
+
+
+def correlation_markdown(result: dict[str, Any]) -> str:
+    lines = [
+        "Task score against mean routing divergence from English (layers as listed), across languages.",
+        "",
+        "| task | metric | variant | layers | n | Pearson r (p) | Spearman ρ (p) |",
+        "|---|---|---|---|---:|---:|---:|",
+    ]
+    for task, r in result.items():
+        layers = f"{r['layers'][0]}–{r['layers'][-1]}"
+        lines.append(
+            f"| {task} | {r['metric']} | {r['variant']} | {layers} | {r['n']} | {r['pearson_r']:.3f} "
+            f"({r['pearson_p']:.3g}) | {r['spearman_rho']:.3f} ({r['spearman_p']:.3g}) |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
+    c = config.correlate
+    for path, stage in ((wd.analysis_json, "analyze"), (wd.eval_results, "eval")):
+        if not os.path.isfile(path):
+            raise CorrelationError(f"{path}: missing (run the {stage} stage first)")
+    analysis = read_json_object(wd.analysis_json, "analysis", CorrelationError)
+    divergence = analysis.get("divergence")
+    if not divergence:
+        raise CorrelationError(
+            f"{wd.analysis_json}: no divergence curves (replay a parallel source such as FLoRes with stats.divergence)"
+        )
+    if c.layers:
+        layers = list(int_ranges(c.layers))
+    else:
+        middle = (analysis.get("zones") or {}).get("middle")
+        if not middle:
+            raise CorrelationError(f"{wd.analysis_json}: the model has no middle zone; set correlate.layers")
+        layers = list(range(middle[0], middle[1] + 1))
+    num_layers = len(next(iter(divergence.values())))
+    bad = [layer for layer in layers if not 0 <= layer < num_layers]
+    if bad:
+        raise CorrelationError(f"correlate.layers: MoE layer {bad[0]} out of range [0, {num_layers})")
+    results = read_json_object(wd.eval_results, "eval results", CorrelationError).get("results", {})
+    if c.variant not in results:
+        raise CorrelationError(
+            f"{wd.eval_results}: no results for variant {c.variant!r} (have: {', '.join(results) or 'none'})"
+        )
+    scored = results[c.variant]
+    tasks = comma_list(c.tasks) or list(scored)
+    out: dict[str, Any] = {}
+    for task in tasks:
+        if task not in scored:
+            raise CorrelationError(f"{wd.eval_results}: no {c.variant} results for task {task!r}")
+        kind = config.eval.tasks[task].kind if task in config.eval.tasks else task
+        metric = PRIMARY_METRIC.get(kind, "accuracy")
+        per_lang = {lang: s[metric] for lang, s in scored[task].items() if metric in s}
+        try:
+            r = performance_alignment(per_lang, divergence, layers)
+        except ValueError as err:
+            raise CorrelationError(f"task {task}: {err}") from err
+        out[task] = {"metric": metric, "variant": c.variant, **r}
+        plots.scatter(
+            [p["divergence"] for p in r["points"]],
+            [p["score"] for p in r["points"]],
+            r["languages"],
+            os.path.join(wd.analysis, f"correlation_{task}.png"),
+            f"{task}: r = {r['pearson_r']:.2f}, ρ = {r['spearman_rho']:.2f} (n = {r['n']})",
+            f"mean divergence from English, MoE layers {layers[0]}–{layers[-1]}",
+            metric,
+        )
+        logging.info(f"correlate {task}: Pearson r {r['pearson_r']:.3f} (p {r['pearson_p']:.3g}), n={r['n']}")
+    write_json_atomic(wd.correlation, out)
+    table = correlation_markdown(out)
+    write_text_atomic(wd.correlation_table, table)
+    print(table)
+    return out
+
+
+STAGE = Stage(
+    "correlate",
+    ("correlate",),
+    run,
+    validate=validate,
+    reads=("analyze", "eval"),
+    outputs=lambda wd: (wd.correlation, wd.correlation_table),
+)
