@@ -10,7 +10,9 @@ the module that writes it)::
       demo/corpus/ demo/checkpoint/   the embedded demo's corpus and pretrained HF checkpoint
       routing_stats/              stats: stats.npz + summary.json (rise_jax.routing.stats)
       analysis/                   analyze: analysis.json, table2.md, PNGs;
-                                  correlate: correlation.json, correlation.md, correlation_<task>.png
+                                  correlate: correlation.json, correlation.md, correlation_<task>.png;
+                                  task_experts: task_experts.json, task_experts.md, task_experts.png
+      task_routing/               task_experts: routing statistics of the task corpus (stats.npz + summary.json)
       selection.json  selection_map.png   select (rise_jax.selection.artefact)
       train/                      train: experts/ (orbax), checkpoints/, summary.json, metrics.jsonl,
                                   tensorboard/, selection.json, train_config.json
@@ -59,6 +61,9 @@ class Workdir:
     analysis_json = _at("analysis", "analysis.json")
     table2 = _at("analysis", "table2.md")
     correlation = _at("analysis", "correlation.json")
+    task_routing = _at("task_routing")
+    task_experts = _at("analysis", "task_experts.json")
+    task_experts_table = _at("analysis", "task_experts.md")
     correlation_table = _at("analysis", "correlation.md")
     selection = _at("selection.json")
     selection_map = _at("selection_map.png")

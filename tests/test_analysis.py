@@ -183,3 +183,16 @@ def test_performance_alignment_equals_scipy_and_the_stage_writes_table_and_plot(
     c.correlate.variant = "steered"
     with pytest.raises(Exception, match="no results for variant 'steered'"):
         launch.run(c, str(wd))
+
+
+def test_task_and_language_expert_sets_and_their_intersection_by_hand():
+    ref = np.zeros((2, 3))  # 2 layers x 3 experts
+    task = np.array([[0.5, 0.0, 0.35], [0.0, 0.1, 0.0]])
+    langs = {"bn": np.array([[0.0, 0.4, 0.32], [0.0, 0.0, 0.0]]), "sw": np.array([[0.0, 0.0, 0.0], [0.25, 0.0, 0.0]])}
+    out = analysis.task_and_language_experts(task, langs, ref, [0.05, 0.2, 0.3, 0.4])
+    by_tau = {r["tau"]: r for r in out["sweep"]}
+    assert by_tau[0.05]["task"] == [[0, 0], [0, 2], [1, 1]]
+    assert by_tau[0.05]["multilingual"] == [[0, 1], [0, 2], [1, 0]]  # max over languages
+    assert by_tau[0.05]["overlap"] == [[0, 2]] and by_tau[0.3]["overlap"] == [[0, 2]]
+    assert by_tau[0.4]["n_task"] == 1 and by_tau[0.4]["n_multilingual"] == 0 and by_tau[0.4]["n_overlap"] == 0
+    assert [r["n_task"] for r in out["sweep"]] == [3, 2, 2, 1]  # monotone in τ

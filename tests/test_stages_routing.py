@@ -133,3 +133,25 @@ def test_unreadable_source_fails_before_any_artefact(tmp_path, real_vocab_ckpt):
     with pytest.raises(SourceError, match=r"nowhere/eng_Latn/dev\.tsv: missing"):
         launch.run(c, str(tmp_path / "wd"))
     assert not os.path.exists(tmp_path / "wd" / "routing_stats")
+
+
+def test_task_experts_stage_replays_a_task_corpus_and_sweeps_tau(workdir, real_vocab_ckpt):
+    c = make_config(real_vocab_ckpt)
+    c.stages = "task_experts"
+    c.task_experts.data.path = os.path.join(SHARED_DATA, "mgsm")
+    c.task_experts.data.max_samples = 8
+    c.task_experts.taus = "0.0,0.1,0.3"
+    launch.run(c, workdir)
+    out = json.load(open(os.path.join(workdir, "analysis", "task_experts.json")))
+    assert out["reference"] == "en" and out["task_language"] == "en" and out["languages"] == ["bn", "sw", "zh"]
+    assert [r["tau"] for r in out["sweep"]] == [0.0, 0.1, 0.3]
+    counts = [r["n_task"] for r in out["sweep"]]
+    assert counts == sorted(counts, reverse=True) and counts[0] > 0
+    for r in out["sweep"]:
+        assert r["n_overlap"] == len({tuple(p) for p in r["task"]} & {tuple(p) for p in r["multilingual"]})
+    summary = json.load(open(os.path.join(workdir, "task_routing", "summary.json")))
+    assert summary["languages"]["en"]["sequences"] == 8
+    assert os.path.getsize(os.path.join(workdir, "analysis", "task_experts.png")) > 1000
+    c.task_experts.taus = "0.1,1.5"
+    with pytest.raises(Exception, match=r"task_experts.taus = '0.1,1.5': give values in \[0, 1\)"):
+        launch.run(c, workdir)

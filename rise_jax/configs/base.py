@@ -70,6 +70,13 @@ def get_base_config() -> ml_collections.ConfigDict:
     # rise_jax/data/languages.py's table. (Here, not under data: relabelling must not re-replay.)
     c.analyze.low_resource = ""
 
+    # Task experts vs multilingual experts (stage `task_experts`, after analyze; not in the default
+    # stages): the task corpus replayed and compared with analyze.reference's general text.
+    c.task_experts = ml_collections.ConfigDict()
+    c.task_experts.data = data_source(source="mgsm", split="test", max_samples=250)  # e.g. MGSM questions
+    c.task_experts.language = "en"  # the task corpus's language
+    c.task_experts.taus = "0.05,0.1,0.2,0.3,0.4,0.5"
+
     # Performance vs routing alignment (stage `correlate`, after eval; not in the default stages:
     # it needs >= 3 non-English languages scored and parallel replay text).
     c.correlate = ml_collections.ConfigDict()

@@ -104,6 +104,18 @@ def scatter(
     return _save(fig, path)
 
 
+def tau_sweep(taus: Sequence[float], counts: dict[str, Sequence[int]], path: str, title: str) -> str:
+    """Expert-set sizes against the threshold τ, one line per set."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for name, values in counts.items():
+        ax.plot(taus, values, marker="o", ms=3, label=name)
+    ax.set_xlabel("τ (activation-frequency difference)")
+    ax.set_ylabel("experts (layer, expert)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
 def activation_heatmap(freq: np.ndarray, path: str, title: str) -> str:
     """Layers x experts activation frequency of one language."""
     num_layers, num_experts = freq.shape

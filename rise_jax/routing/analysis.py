@@ -193,3 +193,37 @@ def performance_alignment(scores: dict[str, float], divergence: dict[str, list],
         "spearman_p": float(spearman.pvalue),
         "n": len(langs),
     }
+
+
+def task_and_language_experts(
+    task_freq: np.ndarray, lang_freq: dict[str, np.ndarray], ref_freq: np.ndarray, taus: Sequence[float]
+) -> dict:
+    """Bandarkar et al.'s task experts vs multilingual experts, swept over τ.
+
+    ``Δ_task[l, i] = a_task[l, i] − a_ref[l, i]`` (activation frequency on the task text minus on
+    the reference language's general text, e.g. English MGSM vs English FLoRes) and, for each
+    other language λ, ``Δ_λ[l, i] = a_λ[l, i] − a_ref[l, i]``. At each τ: task experts
+    ``Δ_task > τ``, multilingual experts ``max_λ Δ_λ > τ``, and their intersection (the study
+    finds none for τ ≥ 0.3). Returns {``taus``, ``sweep``: [{tau, task, multilingual, overlap
+    (lists of [layer, expert]), n_task, n_multilingual, n_overlap}]}."""
+    if not lang_freq:
+        raise ValueError("multilingual experts need routing statistics of at least one non-reference language")
+    d_task = np.asarray(task_freq, np.float64) - ref_freq
+    d_lang = np.max(np.stack([np.asarray(f, np.float64) - ref_freq for f in lang_freq.values()]), axis=0)
+    sweep = []
+    for tau in taus:
+        task = {(int(a), int(b)) for a, b in zip(*np.nonzero(d_task > tau), strict=True)}
+        multi = {(int(a), int(b)) for a, b in zip(*np.nonzero(d_lang > tau), strict=True)}
+        both = task & multi
+        sweep.append(
+            {
+                "tau": float(tau),
+                "task": [list(p) for p in sorted(task)],
+                "multilingual": [list(p) for p in sorted(multi)],
+                "overlap": [list(p) for p in sorted(both)],
+                "n_task": len(task),
+                "n_multilingual": len(multi),
+                "n_overlap": len(both),
+            }
+        )
+    return {"taus": [float(t) for t in taus], "sweep": sweep}

@@ -3,7 +3,18 @@ pipeline order (the only list of stages: the pipeline, launch's validation and s
 
 from __future__ import annotations
 
-from rise_jax.stages import analyze, correlate, evaluate, export, inspect_model, report, select, stats, train
+from rise_jax.stages import (
+    analyze,
+    correlate,
+    evaluate,
+    export,
+    inspect_model,
+    report,
+    select,
+    stats,
+    task_experts,
+    train,
+)
 from rise_jax.stages.registry import Stage
 
 REGISTRY: dict[str, Stage] = {
@@ -12,6 +23,7 @@ REGISTRY: dict[str, Stage] = {
         inspect_model.STAGE,
         stats.STAGE,
         analyze.STAGE,
+        task_experts.STAGE,
         select.STAGE,
         train.STAGE,
         export.STAGE,
