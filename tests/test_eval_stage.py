@@ -214,3 +214,37 @@ def test_belebele_reads_the_published_format_and_scores_answer_letters(setup, tm
     (tmp_path / "bad_en.jsonl").write_text(json.dumps({"question": "q"}) + "\n")
     with pytest.raises(EvalError, match=r"bad_en.jsonl: line 1: not a Belebele item \(missing or bad .*flores_passage"):
         load_belebele(str(tmp_path / "bad_{lang}.jsonl"), "en")
+
+
+def test_steering_by_task_experts_and_its_ablations_run_as_eval_variants(setup, tmp_path):
+    import shutil
+
+    ckpt, tmp, wd0 = setup
+    wd = str(tmp_path / "wd")
+    shutil.copytree(wd0, wd)
+    c = config(ckpt, tmp)
+    c.stages = "task_experts,eval"
+    c.task_experts.data.path = os.path.join(SHARED_DATA, "mgsm")
+    c.task_experts.data.max_samples = 4
+    c.task_experts.taus = "0.0,0.2"
+    c.eval.run = "perplexity"
+    c.eval.variants = "base,steered"
+    c.eval.steer.source = "task_experts"
+    c.eval.steer.tau = 0.0
+    c.eval.steer.layers = "1-2"
+    c.eval.steer.mode = "soft"
+    c.eval.steer.strength = 0.5
+    launch.run(c, wd)
+    task = json.load(open(os.path.join(wd, "analysis", "task_experts.json")))
+    assert task["sweep"][0]["n_task"] > 0
+    res = json.load(open(os.path.join(wd, "eval", "results.json")))["results"]
+    assert res["steered"]["perplexity"]["bn"]["perplexity"] != res["base"]["perplexity"]["bn"]["perplexity"]
+    for source in ("random", "multilingual"):
+        c.eval.steer.source = source
+        c.stages = "eval"
+        launch.run(c, wd)
+        assert "steered" in json.load(open(os.path.join(wd, "eval", "results.json")))["results"]
+    c.eval.steer.source = "task_experts"
+    c.eval.steer.tau = 0.1
+    with pytest.raises(EvalError, match=r"no expert sets at tau 0.1 \(swept: 0.0, 0.2\)"):
+        launch.run(c, wd)

@@ -80,3 +80,50 @@ def test_experts_by_frequency_difference():
     b = np.array([[0.1, 0.1], [0.2, 0.3]])
     assert iv.experts_by_frequency_difference(a, b, 0.3) == [(0, 0), (1, 1)]
     assert iv.experts_by_frequency_difference(a, b, 0.5) == [(1, 1)]
+
+
+def test_per_layer_steering_changes_exactly_the_named_logits(loaded):
+    from rise_jax.models.routers import edit_logits
+
+    model, params, ids, mask = loaded
+    cfg = model.cfg
+    pairs = [(0, 1), (0, 3), (2, 0)]  # a different set per layer, layer 1 untouched
+    for mode in ("soft", "hard", "deactivate"):
+        edit = iv.steer_pairs(cfg, pairs, mode, 0.5, seed=3)
+        z = np.random.default_rng(0).normal(size=(5, cfg.num_experts)).astype(np.float32)
+        for layer in range(cfg.num_moe_layers):
+            rows = [np.asarray(a)[layer] for a in edit.rows(0, cfg.num_moe_layers)]
+            out = np.asarray(edit_logits(jnp.asarray(z), *map(jnp.asarray, rows)))
+            named = {e for lyr, e in pairs if lyr == layer}
+            changed = {int(e) for e in np.nonzero(np.any(out != z, axis=0))[0]}
+            assert changed == named, (mode, layer)
+            for e in named:
+                if mode == "soft":
+                    np.testing.assert_allclose(out[:, e], z[:, e] + 0.5 * z.std(-1), rtol=1e-5)
+                elif mode == "deactivate":
+                    assert (out[:, e] < z.min(-1)).all()
+                else:
+                    assert (out[:, e] > z.max(-1)).all()
+
+
+def test_hard_steering_jitter_is_seeded_and_of_the_studys_scale(loaded):
+    model, *_ = loaded
+    cfg = model.cfg
+    experts = list(range(min(cfg.top_k, 2)))
+    a = iv.steer(cfg, experts, range(cfg.num_moe_layers), "hard", seed=7)
+    b = iv.steer(cfg, experts, range(cfg.num_moe_layers), "hard", seed=7)
+    c = iv.steer(cfg, experts, range(cfg.num_moe_layers), "hard", seed=8)
+    ja, jc = np.asarray(a.hard_jitter), np.asarray(c.hard_jitter)
+    assert np.array_equal(ja, np.asarray(b.hard_jitter)) and not np.array_equal(ja, jc)
+    assert (ja[:, len(experts) :] == 0).all()  # only the steered experts get a jitter
+    big = iv.steer(cfg, list(range(cfg.top_k)), range(cfg.num_moe_layers), "hard", seed=1)
+    draws = np.asarray(big.hard_jitter)[:, : cfg.top_k].ravel()
+    assert 0 < np.abs(draws).max() < 1e-5 and np.abs(draws).mean() > 1e-8  # N(0, 1e-6)
+
+
+def test_deactivation_removes_the_expert_from_every_tokens_top_k(loaded):
+    model, params, ids, mask = loaded
+    _, base_idx = _routing(model, params, ids, mask)
+    most = int(np.bincount(base_idx[0].ravel()).argmax())
+    _, idx = _routing(model, params, ids, mask, iv.steer(model.cfg, [most], [0], "deactivate"))
+    assert not np.any(idx[0] == most) and np.any(base_idx[0] == most)

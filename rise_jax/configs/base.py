@@ -124,11 +124,15 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.eval.batch_size = 8
     c.eval.progress = True
     c.eval.steer = ml_collections.ConfigDict()
+    # Which experts the `steered` variant touches: experts | language | task_experts (per-layer task
+    # sets of the task_experts stage at `tau`) | multilingual | random (ablations); empty = experts,
+    # or language when `language` is set.
+    c.eval.steer.source = ""
     c.eval.steer.experts = ""  # "3,17": expert indices steered in every layer of `layers`
     c.eval.steer.language = ""  # or: steer this language's experts (frequency - mean of others > tau)
     c.eval.steer.tau = 0.1
     c.eval.steer.layers = ""  # "0-11" or "4,5"; empty = all MoE layers
-    c.eval.steer.mode = "soft"  # soft: z += strength * std(z); hard: z = max(z) + eps
+    c.eval.steer.mode = "soft"  # soft: z += strength * std(z); hard: z = max(z) + eps; deactivate: z = min(z) - eps
     c.eval.steer.strength = 1.0
     c.eval.tasks = ml_collections.ConfigDict()
     c.eval.tasks.mgsm = ml_collections.ConfigDict(

@@ -64,25 +64,41 @@ class RouterEdit:
 
     * ``soft`` float32 — soft steering ``z_i <- z_i + soft_i * std(z)`` (population std over the
       token's ``E`` logits); 0 leaves the expert alone, so ``soft = 0`` is the identity.
-    * ``hard`` bool — hard steering ``z_i <- max(z) + eps`` (``eps`` = :data:`HARD_STEER_EPS`):
-      the expert ranks first, so up to ``k`` hard-steered experts are always in the top-k.
+    * ``hard`` bool — hard steering ``z_i <- max(z) + eps + jitter_i`` (``eps`` =
+      :data:`HARD_STEER_EPS`, ``jitter`` the seeded ``N(0, 1e-6)`` draw of ``hard_jitter`` that
+      breaks ties between hard-steered experts as the companion study's ε does): the expert
+      ranks first, so up to ``k`` hard-steered experts are always in the top-k.
+    * ``deactivate`` bool — ``z_i <- min(z) - eps``: the study's "deactivate" ablation; the expert
+      ranks last (out of every token's top-k while ``k`` < the experts left), weights renormalise
+      over the others as the router would.
     * ``prune`` bool — pruning ``z_i <- -inf``: the expert is never selected and the next-best
       experts take its place.
 
-    ``std`` and ``max`` are taken on the unedited logits; pruning wins over steering. Build these
-    with :mod:`rise_jax.evaluation.interventions`.
+    ``std``, ``max`` and ``min`` are taken on the unedited logits; pruning wins over steering.
+    Build these with :mod:`rise_jax.evaluation.interventions`.
     """
 
     soft: Array
     hard: Array
     prune: Array
+    deactivate: Array | None = None  # bool [L, E]; None = nothing deactivated
+    hard_jitter: Array | None = None  # float32 [L, E]; None = no tie-breaking jitter
+
+    def rows(self, start: int, stop: int) -> tuple[Array, ...]:
+        """The edit of MoE layers ``[start, stop)`` as the per-layer arrays a scanned run slices."""
+        shape = self.soft.shape
+        deactivate = self.deactivate if self.deactivate is not None else jnp.zeros(shape, bool)
+        jitter = self.hard_jitter if self.hard_jitter is not None else jnp.zeros(shape, jnp.float32)
+        return tuple(a[start:stop] for a in (self.soft, self.hard, self.prune, deactivate, jitter))
 
 
-def edit_logits(logits: Array, soft: Array, hard: Array, prune: Array) -> Array:
-    """Apply one layer's edit (``soft``/``hard``/``prune`` ``[E]``) to fp32 logits ``[..., E]``."""
+def edit_logits(logits: Array, soft: Array, hard: Array, prune: Array, deactivate: Array, hard_jitter: Array) -> Array:
+    """Apply one layer's edit (``[E]`` rows of a :class:`RouterEdit`) to fp32 logits ``[..., E]``."""
     z = logits.astype(jnp.float32)
     edited = z + soft.astype(jnp.float32) * jnp.std(z, axis=-1, keepdims=True)
-    edited = jnp.where(hard, jnp.max(z, axis=-1, keepdims=True) + HARD_STEER_EPS, edited)
+    top = jnp.max(z, axis=-1, keepdims=True) + HARD_STEER_EPS + hard_jitter.astype(jnp.float32)
+    edited = jnp.where(hard, top, edited)
+    edited = jnp.where(deactivate, jnp.min(z, axis=-1, keepdims=True) - HARD_STEER_EPS, edited)
     return jnp.where(prune, -jnp.inf, edited)
 
 

@@ -381,8 +381,7 @@ class MoEModel(nn.Module):
             cache = None if kv_cache is None else (kv_cache.keys[run.name], kv_cache.values[run.name])
             edit = None
             if router_edit is not None and run.is_moe:
-                rows = slice(run.moe_start, run.moe_start + run.length)
-                edit = (router_edit.soft[rows], router_edit.hard[rows], router_edit.prune[rows])
+                edit = router_edit.rows(run.moe_start, run.moe_start + run.length)
             stacked = None
             if self._reads_used_experts_only(run, kv_cache, slots):
                 stacked = self.variables["params"][run.name]["moe"]["experts"]

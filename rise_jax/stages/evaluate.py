@@ -54,15 +54,61 @@ def variant_setup(name: str, config: ml_collections.ConfigDict, wd: Workdir, mod
     if name in ("pruned", "trained_pruned"):
         edit = iv.prune_selection(cfg, load_selection(wd.selection, cfg))
     if name == "steered":
-        s = config.eval.steer
-        layers = int_ranges(s.layers) if s.layers else range(cfg.num_moe_layers)
-        if s.get("language"):
-            pairs = language_experts(wd, s.language, float(s.tau), set(layers))
-            logging.info(f"steering {len(pairs)} {s.language} experts (activation-frequency difference > {s.tau})")
-            edit = iv.steer_pairs(cfg, pairs, s.mode, float(s.strength))
-        else:
-            edit = iv.steer(cfg, int_ranges(s.experts), layers, s.mode, float(s.strength))
+        edit = steering_edit(config, wd, cfg)
     return params, edit
+
+
+STEER_SOURCES = ("experts", "language", "task_experts", "multilingual", "random")
+
+
+def steering_edit(config: ml_collections.ConfigDict, wd: Workdir, cfg):
+    """The ``steered`` variant's edit from ``eval.steer``: which experts (``source``), where
+    (``layers``), how (``mode``: soft / hard / deactivate, ``strength`` λ); seeded by ``config.seed``.
+
+    ``source``: ``experts`` (the ``experts`` index list in every layer), ``language`` (that
+    language's experts by frequency difference > ``tau``), ``task_experts`` (the task experts of
+    the ``task_experts`` stage at threshold ``tau``: a different set per layer, as the companion
+    study steers), and its ablations ``multilingual`` (the multilingual experts at ``tau``
+    instead) and ``random`` (as many random experts per layer as the task set has)."""
+    s = config.eval.steer
+    layers = list(int_ranges(s.layers)) if s.layers else list(range(cfg.num_moe_layers))
+    source = s.get("source", "") or ("language" if s.get("language") else "experts")
+    if source not in STEER_SOURCES:
+        raise EvalError(f"config.eval.steer.source = {source!r}; choose one of {', '.join(STEER_SOURCES)}")
+    seed = int(config.get("seed", 0))
+    if source == "experts":
+        return iv.steer(cfg, int_ranges(s.experts), layers, s.mode, float(s.strength), seed=seed)
+    if source == "language":
+        pairs = language_experts(wd, s.language, float(s.tau), set(layers))
+        logging.info(f"steering {len(pairs)} {s.language} experts (activation-frequency difference > {s.tau})")
+        return iv.steer_pairs(cfg, pairs, s.mode, float(s.strength), seed=seed)
+    task = task_expert_sets(wd, float(s.tau), set(layers))
+    pairs = task["multilingual" if source == "multilingual" else "task"]
+    if source == "random":
+        counts: dict[int, int] = {}
+        for layer, _ in pairs:
+            counts[layer] = counts.get(layer, 0) + 1
+        pairs = iv.random_pairs(cfg, counts, seed)
+    logging.info(
+        f"steering {len(pairs)} {source} (layer, expert) pairs at tau {s.tau} in layers {layers[0]}-{layers[-1]}"
+    )
+    return iv.steer_pairs(cfg, pairs, s.mode, float(s.strength), seed=seed)
+
+
+def task_expert_sets(wd: Workdir, tau: float, layers: set[int]) -> dict[str, list[tuple[int, int]]]:
+    """The task and multilingual expert sets at threshold ``tau`` from ``analysis/task_experts.json``,
+    within ``layers``."""
+    if not os.path.isfile(wd.task_experts):
+        raise EvalError(f"{wd.task_experts}: missing (run the task_experts stage before steering by task experts)")
+    doc = read_json_object(wd.task_experts, "task experts", EvalError)
+    rows = [r for r in doc.get("sweep", []) if abs(float(r["tau"]) - tau) < 1e-9]
+    if not rows:
+        have = ", ".join(str(r["tau"]) for r in doc.get("sweep", []))
+        raise EvalError(f"{wd.task_experts}: no expert sets at tau {tau} (swept: {have}); add it to task_experts.taus")
+    return {
+        key: [(int(layer), int(e)) for layer, e in rows[0][key] if int(layer) in layers]
+        for key in ("task", "multilingual")
+    }
 
 
 def language_experts(wd: Workdir, language: str, tau: float, layers: set[int]) -> list[tuple[int, int]]:
@@ -162,7 +208,7 @@ STAGE = Stage(
     ("eval",),
     run,
     validate=validate,
-    reads=("stats", "select", "train"),
+    reads=("stats", "task_experts", "select", "train"),
     outputs=lambda wd: (wd.eval_results, wd.eval_table),
     state=lambda wd: (wd.eval_results,),  # finished languages of an interrupted run
     inputs=lambda config: {

@@ -33,7 +33,7 @@ from rise_jax.io_utils import write_json_atomic, write_text_atomic
 from rise_jax.reporting import plots
 from rise_jax.routing.analysis import task_and_language_experts
 from rise_jax.routing.stats import RoutingStats, replay
-from rise_jax.stages.common import checkpoint_path, files_identity, model_sharding, tokenizer_for
+from rise_jax.stages.common import checkpoint_identity, checkpoint_path, files_identity, model_sharding, tokenizer_for
 from rise_jax.stages.registry import Stage
 from rise_jax.workdir import Workdir
 
@@ -123,12 +123,19 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
     return result
 
 
+# Not chained: a side analysis, so changing the task corpus never invalidates select / train / eval
+# (its own fingerprint names everything it is made from: the model, the replay and the task corpus).
 STAGE = Stage(
     "task_experts",
-    ("task_experts", "analyze.reference"),
+    ("model", "demo", "data", "stats", "task_experts", "analyze.reference"),
     run,
     validate=validate,
     reads=("stats",),
     outputs=lambda wd: (wd.task_experts, wd.task_experts_table),
-    inputs=lambda config: {"task_data": files_identity(config.task_experts.data.path)},
+    inputs=lambda config: {
+        **checkpoint_identity(config),
+        "data": files_identity(config.data.path),
+        "task_data": files_identity(config.task_experts.data.path),
+    },
+    chained=False,
 )
