@@ -160,6 +160,8 @@ def test_performance_alignment_equals_scipy_and_the_stage_writes_table_and_plot(
     np.testing.assert_allclose(r["pearson_p"], sps.pearsonr(x, y).pvalue)
     np.testing.assert_allclose(r["spearman_rho"], sps.spearmanr(x, y).statistic)
     assert r["pearson_r"] < -0.9  # more divergence, lower score
+    flat = analysis.performance_alignment(dict.fromkeys(div, 50.0), div, [1, 2])
+    assert flat["pearson_r"] is None and flat["note"] == "every language has the same scores: correlation undefined"
     with pytest.raises(ValueError, match="at least 3 languages"):
         analysis.performance_alignment({"bn": 1.0, "sw": 2.0}, div, [1])
 

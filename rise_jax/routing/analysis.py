@@ -179,19 +179,27 @@ def performance_alignment(scores: dict[str, float], divergence: dict[str, list],
     layers = list(layers)
     x = np.asarray([float(np.mean([divergence[lang][layer] for layer in layers])) for lang in langs])
     y = np.asarray([float(scores[lang]) for lang in langs])
-    pearson, spearman = sps.pearsonr(x, y), sps.spearmanr(x, y)
-    return {
+    out = {
         "languages": langs,
         "layers": layers,
         "points": [
             {"language": lang, "divergence": float(a), "score": float(b)}
             for lang, a, b in zip(langs, x, y, strict=True)
         ],
+        "n": len(langs),
+        "note": None,
+    }
+    if np.ptp(x) == 0 or np.ptp(y) == 0:  # a constant variable: no correlation is defined
+        which = "scores" if np.ptp(y) == 0 else "divergences"
+        undefined = dict.fromkeys(("pearson_r", "pearson_p", "spearman_rho", "spearman_p"))
+        return {**out, **undefined, "note": f"every language has the same {which}: correlation undefined"}
+    pearson, spearman = sps.pearsonr(x, y), sps.spearmanr(x, y)
+    return {
+        **out,
         "pearson_r": float(pearson.statistic),
         "pearson_p": float(pearson.pvalue),
         "spearman_rho": float(spearman.statistic),
         "spearman_p": float(spearman.pvalue),
-        "n": len(langs),
     }
 
 

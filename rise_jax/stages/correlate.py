@@ -9,7 +9,8 @@ over ``correlate.layers`` (MoE layers as ``"8-35"``; default: the middle zone), 
 Spearman ρ are computed with their p-values (``scipy.stats``).
 
 Artefacts: ``analysis/correlation.json`` ({task: {metric, variant, languages, layers, points
-[{language, divergence, score}], pearson_r, pearson_p, spearman_rho, spearman_p, n}}),
+[{language, divergence, score}], pearson_r, pearson_p, spearman_rho, spearman_p, n, note}};
+the four statistics are null, with a ``note``, when every language has the same score),
 ``analysis/correlation.md`` (one row per task) and ``analysis/correlation_<task>.png`` (labelled
 scatter plot). Needs parallel text in the replay (divergence) and at least three non-English
 languages scored by the eval stage.
@@ -50,13 +51,17 @@ def correlation_markdown(result: dict[str, Any]) -> str:
         "| task | metric | variant | layers | n | Pearson r (p) | Spearman ρ (p) |",
         "|---|---|---|---|---:|---:|---:|",
     ]
+    notes = []
     for task, r in result.items():
         layers = f"{r['layers'][0]}–{r['layers'][-1]}"
-        lines.append(
-            f"| {task} | {r['metric']} | {r['variant']} | {layers} | {r['n']} | {r['pearson_r']:.3f} "
-            f"({r['pearson_p']:.3g}) | {r['spearman_rho']:.3f} ({r['spearman_p']:.3g}) |"
-        )
-    return "\n".join(lines) + "\n"
+        if r["pearson_r"] is None:
+            pearson = spearman = "–"
+            notes.append(f"{task}: {r['note']}.")
+        else:
+            pearson = f"{r['pearson_r']:.3f} ({r['pearson_p']:.3g})"
+            spearman = f"{r['spearman_rho']:.3f} ({r['spearman_p']:.3g})"
+        lines.append(f"| {task} | {r['metric']} | {r['variant']} | {layers} | {r['n']} | {pearson} | {spearman} |")
+    return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
 
 def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
@@ -105,11 +110,13 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
             [p["score"] for p in r["points"]],
             r["languages"],
             os.path.join(wd.analysis, f"correlation_{task}.png"),
-            f"{task}: r = {r['pearson_r']:.2f}, ρ = {r['spearman_rho']:.2f} (n = {r['n']})",
+            f"{task}: "
+            + (r["note"] if r["pearson_r"] is None else f"r = {r['pearson_r']:.2f}, ρ = {r['spearman_rho']:.2f}")
+            + f" (n = {r['n']})",
             f"mean divergence from English, MoE layers {layers[0]}–{layers[-1]}",
             metric,
         )
-        logging.info(f"correlate {task}: Pearson r {r['pearson_r']:.3f} (p {r['pearson_p']:.3g}), n={r['n']}")
+        logging.info(f"correlate {task}: Pearson r {r['pearson_r']} (p {r['pearson_p']}), n={r['n']}")
     write_json_atomic(wd.correlation, out)
     table = correlation_markdown(out)
     write_text_atomic(wd.correlation_table, table)
