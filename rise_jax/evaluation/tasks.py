@@ -237,19 +237,27 @@ def load_multiple_choice(path_template: str, language: str) -> list[dict[str, An
     path = path_template.format(lang=get_language(language).code)
     if not os.path.isfile(path):
         raise EvalError(f"task multiple_choice: no data for language {language}: {path} missing")
+
+    def parse(item: dict[str, Any]) -> dict[str, Any]:
+        if not (isinstance(item["choices"], list) and 0 <= int(item["answer"]) < len(item["choices"])):
+            raise ValueError("answer index outside the choices")
+        return item
+
+    return read_jsonl_items(path, "a multiple-choice item", parse)
+
+
+def read_jsonl_items(path: str, what: str, parse) -> list[dict[str, Any]]:
+    """``parse(row)`` of every non-blank JSONL line of ``path``; a line it cannot parse (bad JSON, a
+    missing key, a bad value) is an error naming the file and line; an empty file is an error."""
     items = []
     with open(path, encoding="utf-8") as fh:
         for n, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
-                item = json.loads(line)
-                ok = isinstance(item["choices"], list) and 0 <= int(item["answer"]) < len(item["choices"])
+                items.append(parse(json.loads(line)))
             except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-                raise EvalError(f"{path}: line {n}: not a multiple-choice item ({err})") from err
-            if not ok:
-                raise EvalError(f"{path}: line {n}: answer index outside the choices")
-            items.append(item)
+                raise EvalError(f"{path}: line {n}: not {what} ({err})") from err
     if not items:
         raise EvalError(f"{path}: empty dataset")
     return items
@@ -327,32 +335,18 @@ def load_belebele(path: str, language: str) -> list[dict[str, Any]]:
     per-language JSONL (``flores_passage``, ``question``, ``mc_answer1..4``, ``correct_answer_num``
     1-4, as a number or a string)."""
     file = belebele_file(path, language)
-    items = []
-    with open(file, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                missing = [k for k in (*BELEBELE_FIELDS, "correct_answer_num") if k not in row]
-                if missing:
-                    raise KeyError(", ".join(missing))
-                answer = int(row["correct_answer_num"]) - 1
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-                raise EvalError(f"{file}: line {n}: not a Belebele item (missing or bad {err})") from err
-            if not 0 <= answer < 4:
-                raise EvalError(f"{file}: line {n}: correct_answer_num {row['correct_answer_num']!r} is not 1-4")
-            items.append(
-                {
-                    "passage": row["flores_passage"],
-                    "question": row["question"],
-                    "choices": [row[f"mc_answer{i}"] for i in range(1, 5)],
-                    "answer": answer,
-                }
-            )
-    if not items:
-        raise EvalError(f"{file}: empty dataset")
-    return items
+
+    def parse(row: dict[str, Any]) -> dict[str, Any]:
+        missing = [k for k in (*BELEBELE_FIELDS, "correct_answer_num") if k not in row]
+        if missing:
+            raise KeyError(f"missing {', '.join(missing)}")
+        answer = int(row["correct_answer_num"]) - 1
+        if not 0 <= answer < 4:
+            raise ValueError(f"correct_answer_num {row['correct_answer_num']!r} is not 1-4")
+        choices = [row[f"mc_answer{i}"] for i in range(1, 5)]
+        return {"passage": row["flores_passage"], "question": row["question"], "choices": choices, "answer": answer}
+
+    return read_jsonl_items(file, "a Belebele item", parse)
 
 
 def belebele_prompt(item: dict[str, Any]) -> str:

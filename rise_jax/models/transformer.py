@@ -146,7 +146,7 @@ class MoEBlock(nn.Module):
         if cfg.router_bias:
             bias = self.param("router_bias", nn.initializers.zeros, (cfg.num_experts,), opts.param_dtype)
             logits = logits + bias.astype(jnp.float32)
-        if edit is not None:  # (soft, hard, prune) rows of a RouterEdit for this layer
+        if edit is not None:  # this layer's rows of a RouterEdit (RouterEdit.rows)
             logits = routers.edit_logits(logits, *edit)
         if cfg.router == "softmax_topk":
             weights, idx = routers.softmax_topk(logits, cfg.top_k, cfg.norm_topk_prob)
