@@ -67,10 +67,13 @@ def _clean(obj: Any) -> Any:
 
 
 def _upto(stage: str) -> list[str]:
-    """``stage`` and, when chained, every earlier chained stage."""
+    """``stage`` and, when chained, every earlier chained stage and every unchained stage whose
+    artefacts one of them reads (``eval`` steering by ``task_experts``' sets depends on its config)."""
     if not REGISTRY[stage].chained:
         return [stage]
-    return [s for s in ORDER[: ORDER.index(stage) + 1] if REGISTRY[s].chained]
+    chain = [s for s in ORDER[: ORDER.index(stage) + 1] if REGISTRY[s].chained]
+    read = {up for s in chain for up in REGISTRY[s].reads if not REGISTRY[up].chained}
+    return [s for s in ORDER if s in chain or s in read]
 
 
 def _dependencies(stage: str) -> list[str]:

@@ -12,7 +12,7 @@ from rise_jax import launch
 from rise_jax.configs import demo  # noqa: E402
 from rise_jax.pipeline import changed_keys, fingerprint, parse_stages, relevant_config
 
-STAGES = ["stats", "analyze", "select", "train", "export", "eval", "report"]
+STAGES = ["stats", "analyze", "task_experts", "select", "train", "export", "eval", "correlate", "report"]
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +41,12 @@ def test_demo_pipeline_writes_every_artefact_and_the_report(demo_run):
         "eval/table.md",
         "report.md",
         "report_perplexity.png",
+        "analysis/divergence.png",
+        "analysis/routing_entropy.png",
+        "analysis/task_experts.json",
+        "analysis/task_experts.png",
+        "analysis/correlation.json",
+        "analysis/correlation_perplexity.png",
     ):
         assert os.path.isfile(os.path.join(wd, rel)), rel
     sel = json.load(open(os.path.join(wd, "selection.json")))
@@ -57,6 +63,32 @@ def test_demo_pipeline_writes_every_artefact_and_the_report(demo_run):
     assert f"{sel['interference']['en']:.3f}" in report
 
 
+def test_the_demo_report_shows_the_companion_study_with_the_runs_own_numbers(demo_run):
+    wd, _ = demo_run
+    report = open(os.path.join(wd, "report.md")).read()
+    assert "## Routing alignment with English (companion study)" in report
+    a = json.load(open(os.path.join(wd, "analysis", "analysis.json")))
+    middle = a["zones"]["middle"]
+    bn_mid = np.mean(a["divergence"]["bn"][middle[0] : middle[1] + 1])
+    assert f"| bn | {np.mean(a['divergence']['bn'][: middle[0]]):.3f} | {bn_mid:.3f} |" in report
+    sw_entropy = np.mean(a["sequence_entropy"]["sw"][: middle[0]])
+    assert f"| sw | {sw_entropy:.3f} |" in report
+    # The task set: 81 English sums; the tau sweep's counts are the artefact's.
+    sweep = json.load(open(os.path.join(wd, "analysis", "task_experts.json")))["sweep"]
+    assert "(en, 81 sequences)" in report
+    for row in sweep:
+        assert f"| {row['tau']:.2f} | {row['n_task']} | {row['n_multilingual']} | {row['n_overlap']} |" in report
+    assert row["n_overlap"] <= min(row["n_task"], row["n_multilingual"])
+    # One steering variant with its delta against base, and the correlation with middle-layer divergence.
+    res = json.load(open(os.path.join(wd, "eval", "results.json")))["results"]
+    delta = res["steered"]["perplexity"]["bn"]["perplexity"] - res["base"]["perplexity"]["bn"]["perplexity"]
+    assert "Steering (`steered`): the task experts at τ = 0.05, layers 3-4, soft (λ = 0.5)" in report
+    assert f"bn {delta:+.3f}" in report
+    corr = json.load(open(os.path.join(wd, "analysis", "correlation.json")))["perplexity"]
+    assert corr["layers"] == list(range(middle[0], middle[1] + 1)) and corr["n"] == 5
+    assert f"| perplexity | perplexity | base | {middle[0]}–{middle[1]} | 5 |" in report
+
+
 def test_second_run_skips_every_stage_and_changed_training_reruns_only_train_onwards(demo_run, capsys):
     wd, _ = demo_run
     c = demo.get_config("test")
@@ -67,10 +99,12 @@ def test_second_run_skips_every_stage_and_changed_training_reruns_only_train_onw
     assert outcome == {
         "stats": "skipped",
         "analyze": "skipped",
+        "task_experts": "skipped",
         "select": "skipped",
         "train": "ran",
         "export": "ran",
         "eval": "ran",
+        "correlate": "ran",
         "report": "ran",
     }
     assert "config changed since its artefact was made (train.lr)" in capsys.readouterr().out
@@ -82,10 +116,18 @@ def test_fingerprints_depend_on_earlier_stages_not_later_ones():
     before = {s: fingerprint(relevant_config(c, s)) for s in STAGES}
     c.select.k = 8
     after = {s: fingerprint(relevant_config(c, s)) for s in STAGES}
-    assert [s for s in STAGES if before[s] != after[s]] == ["select", "train", "export", "eval", "report"]
+    assert [s for s in STAGES if before[s] != after[s]] == ["select", "train", "export", "eval", "correlate", "report"]
     c.eval.progress = True  # display only: never invalidates
     assert fingerprint(relevant_config(c, "eval")) == after["eval"]
     assert changed_keys({"a": {"b": 1, "c": 2}}, {"a": {"b": 1, "c": 3}}) == ["a.c"]
+
+
+def test_eval_steering_by_task_experts_reruns_when_the_task_expert_config_changes_select_does_not():
+    c = demo.get_config("test")
+    before = {s: fingerprint(relevant_config(c, s)) for s in STAGES}
+    c.task_experts.taus = "0.05,0.5"
+    after = {s: fingerprint(relevant_config(c, s)) for s in STAGES}
+    assert [s for s in STAGES if before[s] != after[s]] == ["task_experts", "eval", "correlate", "report"]
 
 
 def test_stage_list_is_validated_and_put_in_pipeline_order():

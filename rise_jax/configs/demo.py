@@ -5,8 +5,13 @@
 The project's own six-language parallel corpus (rise_jax/demo/corpus.py: en es ru zh high-resource,
 bn sw low-resource) trains a byte-level BPE tokenizer and an 8-layer x 16-expert Qwen3-MoE in JAX;
 it is saved as an ordinary HF checkpoint in <workdir>/demo/checkpoint and then goes through
-stats -> analyze -> select (RISE, target Bengali) -> train -> export -> eval -> report exactly as a
-real checkpoint does. `configs/demo.py:test` is a smaller, faster variant for the test suite.
+stats -> analyze -> task_experts -> select (RISE, target Bengali) -> train -> export -> eval ->
+correlate -> report exactly as a real checkpoint does. The companion study's parts run too:
+divergence from English by zone, routing entropy and consistency, task vs multilingual experts
+on the corpus' task set (English sums in words, `<corpus>/task/en.txt`), one `steered` variant
+(the task experts of the middle zone promoted) and the correlation of per-language perplexity
+with middle-layer divergence. `configs/demo.py:test` is a smaller, faster variant for the test
+suite.
 """
 
 import ml_collections
@@ -23,6 +28,7 @@ def get_config(arg: str = ""):
     test = size == "test"
     c = get_base_config()
     c.seed = 0
+    c.stages = "stats,analyze,task_experts,select,train,export,eval,correlate,report"
     c.model.demo = True
     c.model.checkpoint = "{workdir}/demo/checkpoint"
     c.model.dtype = "float32"
@@ -50,6 +56,15 @@ def get_config(arg: str = ""):
     c.analyze.reference = "en"
     c.analyze.global_top_n = 12
 
+    # The companion study's task experts: the corpus' task set (English sums in words) against
+    # English general text. The toy model's activation differences are small, hence low taus.
+    c.task_experts.data.source = "plain_text"
+    c.task_experts.data.path = CORPUS + "/task"
+    c.task_experts.data.max_samples = 0
+    c.task_experts.data.max_length = 64
+    c.task_experts.language = "en"
+    c.task_experts.taus = "0.02,0.05,0.1,0.2,0.3"
+
     c.select.target = "bn"
     c.select.k = 16
     c.select.ratios = (0.35, 0.25, 0.40)
@@ -67,11 +82,20 @@ def get_config(arg: str = ""):
     c.train.save_every = 50
     c.train.remat = False
 
-    c.eval.variants = "base,trained,pruned"
+    c.eval.variants = "base,trained,pruned,steered"
+    # The study's steering on the demo: soft-promote the task experts (tau 0.05) in the middle
+    # zone (MoE layers 3-4 of 8 with the default zone ratios).
+    c.eval.steer.source = "task_experts"
+    c.eval.steer.tau = 0.05
+    c.eval.steer.layers = "3-4"
+    c.eval.steer.mode = "soft"
+    c.eval.steer.strength = 0.5
     c.eval.run = "perplexity"
     c.eval.languages = "en,es,ru,zh,bn,sw"
     c.eval.tasks.perplexity.source = "plain_text"
     c.eval.tasks.perplexity.path = CORPUS + "/test"
     c.eval.tasks.perplexity.max_length = 64
     c.eval.progress = False
+
+    c.correlate.tasks = "perplexity"  # per-language perplexity vs mean middle-layer divergence
     return c

@@ -13,7 +13,12 @@ holds the rest, of which the *pretraining* mix uses a skewed share per language
 Swahili low-resource — the situation RISE is designed for.
 
 Files (``write_corpus``): ``<dir>/{train,dev,test}/<lang>.txt`` one sentence a line, and
-``<dir>/pretrain.txt`` (the shuffled pretraining mix, one sentence a line).
+``<dir>/pretrain.txt`` (the shuffled pretraining mix, one sentence a line), and
+``<dir>/task/en.txt``: the demo's *task* corpus for the companion study's task-expert analysis
+(:func:`task_lines`: English sums written in words, "three plus four makes seven.", all 81 with
+both terms in one..nine). The sums are not in the pretraining mix: they stand for a task domain
+(the study uses MGSM's math questions) whose text differs from the general sentences; what the
+toy model's routing does with them is reported as measured.
 """
 
 from __future__ import annotations
@@ -109,6 +114,10 @@ PLACES = {
 # Share of each language's train split in the pretraining mix (skewed: high vs low resource).
 PRETRAIN_SHARE = {"en": 1.0, "es": 1.0, "ru": 1.0, "zh": 1.0, "bn": 0.08, "sw": 0.08}
 NUM_TEST = 64
+NUMBER_WORDS = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+    "sixteen seventeen eighteen"
+).split()
 NUM_DEV = 64
 
 
@@ -151,6 +160,12 @@ def pretrain_lines(seed: int = 0) -> list[str]:
     return lines
 
 
+def task_lines() -> list[str]:
+    """The demo's task corpus: every sum ``a + b`` with ``a, b`` in 1..9, in English words."""
+    w = NUMBER_WORDS
+    return [f"{w[a].capitalize()} plus {w[b]} makes {w[a + b]}." for a in range(1, 10) for b in range(1, 10)]
+
+
 def write_corpus(directory: str, seed: int = 0) -> str:
     """Write every split and the pretraining mix under ``directory`` (atomically); returns it."""
     parts = splits(seed)
@@ -165,6 +180,8 @@ def write_corpus(directory: str, seed: int = 0) -> str:
             counts.setdefault(split, {})[lang] = len(lines)
     mix = pretrain_lines(seed)
     write_text_atomic(os.path.join(directory, "pretrain.txt"), "\n".join(mix) + "\n")
+    write_text_atomic(os.path.join(directory, "task", "en.txt"), "\n".join(task_lines()) + "\n")
+    counts["task"] = {"en": len(task_lines())}
     counts["pretrain"] = {lang: pretrain_count(lang, len(parts["train"])) for lang in LANGUAGES}
     write_json_atomic(os.path.join(directory, "counts.json"), counts)
     return directory

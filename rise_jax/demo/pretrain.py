@@ -201,6 +201,6 @@ def build_demo(wd: Workdir, opts: PretrainOptions = PretrainOptions(), progress:
     """The demo's corpus (``<workdir>/demo/corpus``) and pretrained checkpoint
     (``<workdir>/demo/checkpoint``), each made once and reused."""
     corpus = wd.demo_corpus
-    if not os.path.isfile(os.path.join(corpus, "counts.json")):
+    if not all(os.path.isfile(os.path.join(corpus, f)) for f in ("counts.json", os.path.join("task", "en.txt"))):
         write_corpus(corpus, opts.seed)
     return corpus, pretrain(wd.demo_checkpoint, opts, progress)

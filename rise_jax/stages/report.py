@@ -1,6 +1,9 @@
 """Stage ``report``: ``report.md`` + PNGs in the workdir, from the artefacts of the other stages.
 
 Sections: model and data; routing overlap (heatmap, layer-wise similarity by zone, Table 2);
+the companion study (Bandarkar et al.) when its artefacts exist: divergence from the reference by
+zone, routing entropy and consistency by zone, task vs multilingual experts over τ, the
+``steered`` variant against the baseline, and performance against middle-layer divergence;
 the selected subnetwork by zone; interference mass per language; training; per-language results
 before and after with deltas (``eval/table.md``) and a bar chart (``report_results.png``); what was
 skipped or truncated. Every number is read from this run's artefacts; sections whose stage did not
@@ -75,6 +78,122 @@ def _isolation_line(analysis_json: dict) -> list[str]:
         f"Mean global top-{n} overlap: within high-resource languages {fmt(g['within_high'])}, within "
         f"low-resource {fmt(g['within_low'])}, between the groups {fmt(g['between'])}.\n"
     ]
+
+
+def _zone_means(per_language: dict[str, list[float]], zones: dict[str, list[int] | None]) -> dict[str, dict]:
+    """``{language: {zone: mean over the zone's layers, or None for an empty zone}}``; zones as
+    the analysis writes them (``[first, last]`` inclusive)."""
+    out: dict[str, dict] = {}
+    for lang, values in per_language.items():
+        out[lang] = {}
+        for zone, span in zones.items():
+            part = values[span[0] : span[1] + 1] if span else []
+            out[lang][zone] = sum(part) / len(part) if part else None
+    return out
+
+
+def _zone_table(title: str, per_language: dict[str, list[float]], zones: dict) -> list[str]:
+    means = _zone_means(per_language, zones)
+    fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
+    out = [title, "", "| language | " + " | ".join(zones) + " |", "|---|" + "---:|" * len(zones)]
+    out += [f"| {lang} | " + " | ".join(fmt(m[z]) for z in zones) + " |" for lang, m in means.items()]
+    return out + [""]
+
+
+def _u_curve_line(divergence: dict[str, list[float]], zones: dict) -> str:
+    """Which languages show the study's U-curve: middle-zone divergence below both other zones."""
+    means = _zone_means(divergence, zones)
+    if any(zones.get(z) is None for z in ("shallow", "middle", "deep")):
+        return ""
+    u = [lang for lang, m in means.items() if m["middle"] < min(m["shallow"], m["deep"])]
+    return (
+        f"Middle-zone divergence below both the shallow and the deep zone (the study's U-curve) for "
+        f"{len(u)} of {len(means)} languages" + (f" ({', '.join(u)}).\n" if u else ".\n")
+    )
+
+
+def _steering_lines(config: ml_collections.ConfigDict, results: dict | None) -> list[str]:
+    res = (results or {}).get("results") or {}
+    base_name = config.eval.baseline
+    if "steered" not in res or base_name not in res:
+        return []
+    s = config.eval.steer
+    source = s.source or ("language" if s.language else "experts")
+    what = {
+        "experts": f"experts {s.experts} in every steered layer",
+        "language": f"{s.language}'s experts (frequency difference > {s.tau})",
+        "task_experts": f"the task experts at τ = {s.tau}",
+        "multilingual": f"the multilingual experts at τ = {s.tau} (ablation)",
+        "random": f"random experts, as many per layer as the task experts at τ = {s.tau} (ablation)",
+    }.get(source, source)
+    out = [
+        f"Steering (`steered`): {what}, layers {s.layers or 'all'}, {s.mode}"
+        + (f" (λ = {s.strength})" if s.mode == "soft" else "")
+        + f"; change against `{base_name}`:\n"
+    ]
+    for task, langs in res["steered"].items():
+        if task not in res[base_name]:
+            continue
+        metric = PRIMARY_METRIC[config.eval.tasks[task].kind]
+        deltas = {
+            lang: v[metric] - res[base_name][task][lang][metric]
+            for lang, v in langs.items()
+            if lang in res[base_name][task]
+        }
+        mean = sum(deltas.values()) / len(deltas) if deltas else 0.0
+        out.append(
+            f"- {task} ({metric}): "
+            + ", ".join(f"{lang} {d:+.3f}" for lang, d in deltas.items())
+            + f"; mean {mean:+.3f}"
+        )
+    return out + [""]
+
+
+def _study_section(
+    wd: Workdir, config: ml_collections.ConfigDict, analysis_json: dict, results: dict | None
+) -> list[str]:
+    """The companion study's measures (Bandarkar et al.), from whichever of their artefacts exist."""
+    zones = analysis_json.get("zones") or {}
+    task = _load(wd.task_experts_table)
+    correlation = _load(wd.correlation)
+    steering = _steering_lines(config, results)
+    has_div = bool(analysis_json.get("divergence"))
+    if not (has_div or task or correlation or steering):
+        return []
+    ref = analysis_json.get("reference", "the reference")
+    out = ["## Routing alignment with English (companion study)\n"]
+    if has_div:
+        out += _zone_table(
+            f"Entropy-normalised JS divergence from {ref} on parallel text (the study's D_H-JS), mean by zone:",
+            analysis_json["divergence"],
+            zones,
+        )
+        out.append(_u_curve_line(analysis_json["divergence"], zones))
+        out.append(_img(wd, wd.path("analysis", "divergence.png"), "routing divergence by layer"))
+    for key, title in (
+        ("sequence_entropy", "Routing entropy (of each sequence's mean routing distribution, nats), mean by zone:"),
+        ("consistency", "Inter-token routing consistency (mean top-k Jaccard of token pairs in a sequence), by zone:"),
+    ):
+        if analysis_json.get(key):
+            out += _zone_table(title, analysis_json[key], zones)
+    out.append(_img(wd, wd.path("analysis", "routing_entropy.png"), "routing entropy by layer"))
+    out.append(_img(wd, wd.path("analysis", "routing_consistency.png"), "routing consistency by layer"))
+    if task:
+        out += ["### Task experts and multilingual experts\n"]
+        replayed = ((_load(os.path.join(wd.task_routing, "summary.json")) or {}).get("languages") or {}).values()
+        t = config.task_experts
+        out.append(
+            f"Task corpus: `{t.data.source}` {t.data.path or t.data.hf_path} ({t.language}, "
+            f"{sum(v.get('sequences', 0) for v in replayed)} sequences).\n"
+        )
+        out.append(task)
+        out.append(_img(wd, wd.path("analysis", "task_experts.png"), "task vs multilingual experts over tau"))
+    out += steering
+    if correlation:
+        out += ["### Performance and routing alignment\n", _load(wd.correlation_table) or ""]
+        for name in correlation:
+            out.append(_img(wd, wd.path("analysis", f"correlation_{name}.png"), f"{name} against divergence"))
+    return out
 
 
 def _selection_section(wd: Workdir, sel: dict | None) -> list[str]:
@@ -163,15 +282,9 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
         parts.append(
             _img(wd, wd.path("analysis", "layerwise_similarity.png"), "layer-wise similarity to the reference")
         )
-        parts.append(_img(wd, wd.path("analysis", "divergence.png"), "routing divergence by layer"))
         parts.append(table2)
         parts += _isolation_line(analysis_json)
-    correlation = _load(wd.correlation)
-    if correlation:
-        parts.append("## Performance and routing alignment\n")
-        parts.append(_load(wd.correlation_table) or "")
-        for task in correlation:
-            parts.append(_img(wd, wd.path("analysis", f"correlation_{task}.png"), f"{task} against divergence"))
+    parts += _study_section(wd, config, analysis_json, results)
     parts += _selection_section(wd, sel)
     parts += _training_section(train)
     parts += _results_section(wd, config, results, sel)
@@ -197,6 +310,6 @@ STAGE = Stage(
     "report",
     (),
     run,
-    reads=("stats", "analyze", "select", "train", "eval", "correlate"),
+    reads=("stats", "analyze", "task_experts", "select", "train", "eval", "correlate"),
     outputs=lambda wd: (wd.report,),
 )

@@ -123,8 +123,9 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
     return result
 
 
-# Not chained: a side analysis, so changing the task corpus never invalidates select / train / eval
+# Not chained: a side analysis, so changing the task corpus never invalidates select / train
 # (its own fingerprint names everything it is made from: the model, the replay and the task corpus).
+# Stages that read it (eval's steering, the report) include its config in theirs (pipeline._upto).
 STAGE = Stage(
     "task_experts",
     ("model", "demo", "data", "stats", "task_experts", "analyze.reference"),
