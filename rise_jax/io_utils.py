@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -91,6 +92,11 @@ def read_json_object(path: str, what: str, error: type[Exception] = ValueError) 
 
 def write_json_atomic(path: str, obj: Any) -> str:
     return write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def write_jsonl_atomic(path: str, records: Iterable[Any]) -> str:
+    """One JSON value a line (UTF-8, not ASCII-escaped), written atomically."""
+    return write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
 def ensure_writable_dir(path: str) -> str:

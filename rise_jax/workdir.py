@@ -17,7 +17,8 @@ the module that writes it)::
       train/                      train: experts/ (orbax), checkpoints/, summary.json, metrics.jsonl,
                                   tensorboard/, selection.json, train_config.json
       export/hf/                  export: merged HF checkpoint
-      eval/                       eval: results.json, table.md
+      eval/                       eval: results.json, table.md,
+                                  generations/<variant>/<task>/<lang>.jsonl (generative tasks)
       report.md  report_*.png     report
 """
 
@@ -78,4 +79,10 @@ class Workdir:
     eval = _at("eval")
     eval_results = _at("eval", "results.json")
     eval_table = _at("eval", "table.md")
+    eval_generations = _at("eval", "generations")
+
+    def generations(self, variant: str, task: str, language: str) -> str:
+        """The saved generations of one generative eval task (JSONL, one example a line)."""
+        return os.path.join(self.eval_generations, variant, task, f"{language}.jsonl")
+
     report = _at("report.md")

@@ -10,7 +10,7 @@ from hf_reference import SHARED_DATA
 import rise_jax
 from rise_jax.data.batching import bucketed_batches, render, tokenize_examples
 from rise_jax.data.languages import get_language, parse_languages
-from rise_jax.data.sources import Example, SourceError, SourceSpec, load_examples
+from rise_jax.data.sources import Example, SourceError, SourceSpec, blank_lines_skipped, load_examples
 
 
 def test_registry_maps_every_dataset_code_to_one_iso_code():
@@ -149,6 +149,8 @@ def test_a_flores_tree_and_plain_text_find_languages_outside_the_old_table(tmp_p
     text.mkdir()
     (text / "quz.txt").write_text("  Allillanchu  \n\n  Imaynalla\n", encoding="utf-8")
     assert [e.text for e in load_examples(SourceSpec("plain_text", str(text)), "quz")] == ["Allillanchu", "Imaynalla"]
+    assert blank_lines_skipped(SourceSpec("plain_text", str(text)), "quz") == 1  # the final newline is no line
+    assert blank_lines_skipped(SourceSpec("flores", tree, split="dev"), "amh") is None
 
 
 def test_language_errors_name_the_dataset_the_language_and_what_it_has(tmp_path):
@@ -181,3 +183,15 @@ def test_opencompass_predictions_replay_prompt_and_prediction(tmp_path, chat):
     (tmp_path / "tydiqa-bengali.json").write_text("[1, 2]")
     with pytest.raises(SourceError, match=r"tydiqa-bengali.json: not an OpenCompass predictions file"):
         load_examples(spec, "bn")
+
+
+def test_tydiqa_and_xquad_errors_list_the_languages_the_files_have(tmp_path):
+    tydiqa = os.path.join(SHARED_DATA, "tydiqa", "tydiqa-goldp-v1.1-dev_ini.json")
+    with pytest.raises(SourceError, match=r"has no de \(German\) questions .*it has: arabic, bengali, english"):
+        load_examples(SourceSpec("squad", tydiqa), "de")
+    for lang in ("ar", "zh"):
+        (tmp_path / f"xquad.{lang}.json").write_text(json.dumps({"data": []}))
+    with pytest.raises(SourceError, match=r"xquad.sw.json: missing; .* have no sw \(Swahili\); they have: ar, zh"):
+        load_examples(SourceSpec("squad", str(tmp_path / "xquad.{lang}.json")), "swa")
+    with pytest.raises(SourceError, match=r"language de has no TyDiQA name"):
+        load_examples(SourceSpec("squad", str(tmp_path / "tydiqa-{tydiqa}.json")), "de")

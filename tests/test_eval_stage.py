@@ -248,3 +248,103 @@ def test_steering_by_task_experts_and_its_ablations_run_as_eval_variants(setup, 
     c.eval.steer.tau = 0.1
     with pytest.raises(EvalError, match=r"no expert sets at tau 0.1 \(swept: 0.0, 0.2\)"):
         launch.run(c, wd)
+
+
+def _jsonl(path):
+    return [json.loads(line) for line in open(path, encoding="utf-8")]
+
+
+def test_generative_tasks_save_every_example_and_the_results_point_to_them(setup):
+    _, _, wd = setup
+    res = json.load(open(os.path.join(wd, "eval", "results.json")))["results"]
+    for variant in ("base", "trained", "pruned"):
+        for task, metric, per_example in (("mgsm", "accuracy", "correct"), ("tydiqa", "f1", "f1")):
+            for lang in ("en", "bn"):
+                scores = res[variant][task][lang]
+                assert scores["generations"] == f"eval/generations/{variant}/{task}/{lang}.jsonl"
+                records = _jsonl(os.path.join(wd, scores["generations"]))
+                assert len(records) == scores["n"]
+                for r in records:
+                    assert set(r) == {"id", "prompt", "output", "prediction", "reference", "score"}
+                mean = sum(float(r["score"][per_example]) for r in records) / len(records)
+                assert abs((100 * mean if task == "mgsm" else mean) - scores[metric]) < 1e-9
+                assert sum(r["prompt"] is None for r in records) == scores["skipped"]
+        assert "generations" not in res[variant]["perplexity"]["en"]  # not generative
+    mgsm = _jsonl(os.path.join(wd, "eval", "generations", "base", "mgsm", "bn.jsonl"))
+    from rise_jax.data.sources import SourceSpec, load_examples
+
+    gold = load_examples(SourceSpec("mgsm", os.path.join(SHARED_DATA, "mgsm")), "bn")[:2]
+    assert [r["reference"] for r in mgsm] == [g.answer for g in gold]
+    assert all(g.question in r["prompt"] for r, g in zip(mgsm, gold, strict=True))
+
+
+def test_an_interrupted_eval_redoes_only_the_missing_language_and_its_generations(setup, tmp_path, monkeypatch):
+    import shutil
+
+    import rise_jax.stages.evaluate as eval_stage
+    from rise_jax.workdir import Workdir
+
+    ckpt, tmp, wd0 = setup
+    wd = str(tmp_path / "wd")
+    shutil.copytree(wd0, wd)
+    path = Workdir(wd).generations("trained", "mgsm", "bn")
+    before = open(path, encoding="utf-8").read()
+    doc = json.load(open(os.path.join(wd, "eval", "results.json")))
+    del doc["results"]["trained"]["mgsm"]["bn"]  # as if killed after writing the file, before the results
+    json.dump(doc, open(os.path.join(wd, "eval", "results.json"), "w"))
+    os.remove(path)
+    calls = []
+    real = eval_stage.run_task
+
+    def counting(ev, task, lang, max_samples):
+        calls.append((task.kind, lang))
+        return real(ev, task, lang, max_samples)
+
+    monkeypatch.setattr(eval_stage, "run_task", counting)
+    eval_stage.run(config(ckpt, tmp), Workdir(wd))
+    assert calls == [("mgsm", "bn")]
+    assert open(path, encoding="utf-8").read() == before  # greedy decoding: the same generations
+
+
+def test_the_report_shows_saved_generations_side_by_side(setup, tmp_path):
+    import shutil
+
+    ckpt, tmp, wd0 = setup
+    wd = str(tmp_path / "wd")
+    shutil.copytree(wd0, wd)
+    c = config(ckpt, tmp)
+    c.stages = "report"
+    launch.run(c, wd)
+    report = open(os.path.join(wd, "report.md"), encoding="utf-8").read()
+    assert "## Example generations" in report and "### mgsm / bn" in report
+    assert "[trained](eval/generations/trained/mgsm/bn.jsonl)" in report
+    first = _jsonl(os.path.join(wd, "eval", "generations", "base", "mgsm", "bn.jsonl"))[0]
+    assert f"Example `{first['id']}`" in report and f"reference: {json.dumps(first['reference'])}" in report
+
+
+def test_saved_generations_replay_as_a_text_source(setup, tmp_path):
+    from rise_jax.data.sources import SourceError, SourceSpec, load_examples
+
+    ckpt, tmp, wd0 = setup
+    mgsm_dir = os.path.join(wd0, "eval", "generations", "base", "mgsm")
+    saved = _jsonl(os.path.join(mgsm_dir, "bn.jsonl"))
+    full = load_examples(SourceSpec("generations", mgsm_dir), "bn")
+    assert [e.text for e in full] == [r["prompt"] + r["output"] for r in saved]
+    prompts = load_examples(SourceSpec("generations", mgsm_dir, prompt_only=True), "ben")  # any code of it
+    assert [e.text for e in prompts] == [r["prompt"] for r in saved]
+    qa_dir = os.path.join(wd0, "eval", "generations", "base", "tydiqa")
+    qa = _jsonl(os.path.join(qa_dir, "en.jsonl"))
+    assert len(load_examples(SourceSpec("generations", qa_dir), "en")) == sum(r["prompt"] is not None for r in qa)
+    with pytest.raises(SourceError, match=r"saved generations at .* has no sw .*it has: bn, en"):
+        load_examples(SourceSpec("generations", mgsm_dir), "sw")
+    # Through the CLI: the routing statistics of exactly what the model was evaluated on.
+    c = config(ckpt, tmp)
+    c.stages = "stats"
+    c.data.source = "generations"
+    c.data.path = mgsm_dir
+    c.data.template = "raw"
+    c.data.max_samples = 0
+    wd = str(tmp_path / "wd")
+    launch.run(c, wd)
+    summary = json.load(open(os.path.join(wd, "routing_stats", "summary.json")))
+    assert {lang: v["sequences"] for lang, v in summary["languages"].items()} == {"en": 2, "bn": 2}

@@ -155,3 +155,20 @@ def test_task_experts_stage_replays_a_task_corpus_and_sweeps_tau(workdir, real_v
     c.task_experts.taus = "0.1,1.5"
     with pytest.raises(Exception, match=r"task_experts.taus = '0.1,1.5': give values in \[0, 1\)"):
         launch.run(c, workdir)
+
+
+def test_plain_text_blank_lines_are_skipped_and_counted_in_the_summary(tmp_path, real_vocab_ckpt):
+    text = tmp_path / "text"
+    text.mkdir()
+    (text / "en.txt").write_text("The cat sat.\n\n   \nThe dog ran.\n", encoding="utf-8")
+    (text / "quz.txt").write_text("Allillanchu\nImaynalla\n", encoding="utf-8")
+    c = make_config(real_vocab_ckpt)
+    c.stages = "stats"
+    c.data.source = "plain_text"
+    c.data.path = str(text)
+    c.data.languages = "en,quz"
+    wd = str(tmp_path / "wd")
+    launch.run(c, wd)
+    info = json.load(open(os.path.join(wd, "routing_stats", "summary.json")))["languages"]
+    assert (info["en"]["sequences"], info["en"]["blank_lines_skipped"]) == (2, 2)
+    assert (info["quz"]["sequences"], info["quz"]["blank_lines_skipped"]) == (2, 0)

@@ -9,7 +9,7 @@ def data_source(**overrides) -> ml_collections.ConfigDict:
     """One text source (rise_jax/data/sources.py documents every kind): the section shape shared by
     ``data`` (replay) and ``train.data`` (training); ``SourceSpec.from_config`` reads it."""
     c = ml_collections.ConfigDict()
-    c.source = "flores"  # plain_text | mgsm | squad | flores | ntrex | hf | opencompass
+    c.source = "flores"  # plain_text | mgsm | squad | flores | ntrex | hf | opencompass | generations
     c.path = ""  # directory or file ({lang}/{flores}/{tydiqa} placeholders where relevant)
     c.split = "dev"
     c.max_samples = 0  # per language; 0 = all
@@ -22,7 +22,7 @@ def data_source(**overrides) -> ml_collections.ConfigDict:
     c.text_fields = "text"
     c.hf_filter = ""  # "column:prefix" filter, e.g. "id:{tydiqa}-"
     c.answer_field = ""  # hf: e.g. "answers.text.0" for prompt/answer (QA) examples
-    c.prompt_only = False  # opencompass: replay prompts without the model's predictions
+    c.prompt_only = False  # opencompass / generations: replay prompts without the model's outputs
     c.update(overrides)
     return c
 

@@ -22,6 +22,11 @@ the language and the languages it has.
   ``newstest2019-src.eng.txt``).
 * ``opencompass`` — an OpenCompass predictions JSON per language (``path`` with ``{lang}`` /
   ``{tydiqa}`` placeholders): prompt + prediction, or the prompt alone with ``prompt_only``.
+* ``generations`` — this tool's own saved evaluation generations: ``path`` is one task's
+  directory of them (``<workdir>/eval/generations/<variant>/<task>``) holding ``<lang>.jsonl``;
+  text = the prompt exactly as the model was given it (already rendered: use ``template = raw``)
+  followed by the model's output, which continued it; ``prompt_only``: the prompt alone. Examples skipped as too long are
+  left out. Replays exactly what the model was evaluated on.
 * ``hf`` — any Hugging Face dataset through ``datasets.load_dataset(hf_path, hf_name, split=split)``;
   ``hf_name`` / ``hf_data_files`` may hold ``{lang}``/``{flores}``/``{tydiqa}`` placeholders,
   ``text_fields`` lists the columns joined into the text, ``hf_filter`` = ``"column:prefix"``
@@ -42,7 +47,7 @@ from rise_jax.config_values import comma_list
 from rise_jax.data.languages import Language, get_language
 from rise_jax.errors import RiseError
 
-SOURCE_KINDS = ("plain_text", "mgsm", "squad", "flores", "ntrex", "hf", "opencompass")
+SOURCE_KINDS = ("plain_text", "mgsm", "squad", "flores", "ntrex", "hf", "opencompass", "generations")
 
 
 class SourceError(RiseError, ValueError):
@@ -75,7 +80,7 @@ class SourceSpec:
     text_fields: str = "text"
     hf_filter: str = ""
     answer_field: str = ""  # hf: dotted path of the answer, e.g. "answers.text.0" (prompt = text_fields)
-    prompt_only: bool = False  # opencompass: replay the prompts without the model's predictions
+    prompt_only: bool = False  # opencompass / generations: replay the prompts without the model's outputs
 
     def __post_init__(self):
         if self.kind not in SOURCE_KINDS:
@@ -141,16 +146,30 @@ def _find(
     raise SourceError(f"{missing}{dataset} at {where} has no {lang.code} ({lang.name}); it has: {shown or 'nothing'}")
 
 
-def _plain_text(spec: SourceSpec, lang: Language) -> list[Example]:
-    """``<path>/<code>.txt`` for any code naming the language (``am.txt``, ``amh.txt``,
-    ``amh_Ethi.txt``); lines stripped, blank lines skipped (as the reference code reads text)."""
+def _plain_text_lines(spec: SourceSpec, lang: Language) -> list[str]:
+    """The lines of ``<path>/<code>.txt`` for any code naming the language (``am.txt``,
+    ``amh.txt``, ``amh_Ethi.txt``), without the empty piece after a final newline."""
     expected = os.path.join(spec.path, f"{lang.code}.txt")
     if not os.path.isdir(spec.path):
         raise SourceError(f"{expected}: missing (there is no plain-text directory {spec.path})")
     stems = [f[: -len(".txt")] for f in os.listdir(spec.path) if f.endswith(".txt")]
     name = _find("plain text", spec.path, lang, [lang.code, lang.iso3, lang.flores], stems, expected)
     lines = _read_lines(os.path.join(spec.path, f"{name}.txt"))
+    return lines[:-1] if lines and lines[-1] == "" else lines
+
+
+def _plain_text(spec: SourceSpec, lang: Language) -> list[Example]:
+    """One example a line; lines stripped, blank lines skipped (as the reference code reads text)."""
+    lines = _plain_text_lines(spec, lang)
     return [Example(str(i), line.strip()) for i, line in enumerate(lines) if line.strip()]
+
+
+def blank_lines_skipped(spec: SourceSpec, code: str) -> int | None:
+    """How many blank lines a ``plain_text`` source skipped for language ``code`` (None for other
+    kinds, whose records are not lines); the routing summary reports it."""
+    if spec.kind != "plain_text":
+        return None
+    return sum(not line.strip() for line in _plain_text_lines(spec, get_language(code)))
 
 
 def _mgsm(spec: SourceSpec, lang: Language) -> list[Example]:
@@ -185,11 +204,27 @@ def _load_json(path: str) -> Any:
         raise SourceError(f"{path}: unreadable: {err}") from err
 
 
+def _template_values(template: str) -> list[str]:
+    """The values the ``{...}`` placeholder of a per-language file template takes among the files
+    present (``xquad.{lang}.json`` -> ``ar, de, ...``); empty when none or not listable."""
+    directory, name = os.path.split(template)
+    if "{" in directory or not os.path.isdir(directory or "."):
+        return []
+    pattern = re.compile("^" + re.sub(r"\\\{\w+\\\}", "(.+?)", re.escape(name)) + "$")
+    return sorted({m.group(1) for f in os.listdir(directory or ".") if (m := pattern.match(f))})
+
+
 def _squad(spec: SourceSpec, lang: Language) -> list[Example]:
     templated = "{" in spec.path
     if templated and "{tydiqa}" in spec.path and not lang.tydiqa:
-        raise SourceError(f"{spec.path}: language {lang.code} has no TyDiQA name")
+        raise SourceError(f"{spec.path}: language {lang.code} has no TyDiQA name (TyDiQA has no {lang.name})")
     path = _fill(spec.path, lang) if templated else spec.path
+    if templated and not os.path.isfile(path):
+        have = _template_values(spec.path)
+        raise SourceError(
+            f"{path}: missing; the SQuAD-format files at {spec.path} have no {lang.code} ({lang.name})"
+            + (f"; they have: {', '.join(have)}" if have else "")
+        )
     doc = _load_json(path)
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
         raise SourceError(f"{path}: not SQuAD format (expected a top-level 'data' list)")
@@ -215,6 +250,20 @@ def _squad(spec: SourceSpec, lang: Language) -> list[Example]:
                         question=qa["question"],
                     )
                 )
+    if not out and not templated:
+        prefixes = sorted(
+            {
+                str(qa.get("id", "")).split("-")[0]
+                for a in doc["data"]
+                for p in a.get("paragraphs", [])
+                for qa in p.get("qas", [])
+            }
+        )
+        want = f"id prefix '{lang.tydiqa}-'" if lang.tydiqa else "no TyDiQA id prefix"
+        raise SourceError(
+            f"TyDiQA-format file {path} has no {lang.code} ({lang.name}) questions ({want}); "
+            f"it has: {', '.join(p for p in prefixes if p) or 'none'} (or give a per-language file with {{lang}})"
+        )
     return out
 
 
@@ -321,6 +370,33 @@ def _opencompass(spec: SourceSpec, lang: Language) -> list[Example]:
     return out
 
 
+def _generations(spec: SourceSpec, lang: Language) -> list[Example]:
+    """The eval stage's saved generations of one task (``<path>/<lang>.jsonl``, records ``{id,
+    prompt, output, ...}``): prompt + output, or the prompt alone with ``prompt_only``."""
+    expected = os.path.join(spec.path, f"{lang.code}.jsonl")
+    if not os.path.isdir(spec.path):
+        raise SourceError(f"{expected}: missing (there is no generations directory {spec.path})")
+    stems = [f[: -len(".jsonl")] for f in os.listdir(spec.path) if f.endswith(".jsonl")]
+    name = _find("saved generations", spec.path, lang, [lang.code], stems, expected)
+    path = os.path.join(spec.path, f"{name}.jsonl")
+    out = []
+    for n, line in enumerate(_read_lines(path), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise SourceError(f"{path}:{n}: not JSON ({err.msg})") from err
+        if not isinstance(record, dict) or "prompt" not in record or "output" not in record:
+            raise SourceError(f"{path}:{n}: not a saved generation (needs prompt and output)")
+        if record["prompt"] is None:  # skipped by the eval stage: the model never saw it
+            continue
+        prompt, output = str(record["prompt"]), str(record["output"] or "")
+        text = prompt if spec.prompt_only else prompt + output  # the output continues the prompt
+        out.append(Example(str(record.get("id", n)), text, prompt=prompt, answer=output))
+    return out
+
+
 def _dotted(row: Any, path: str, where: str) -> Any:
     """``row["answers"]["text"][0]`` for ``"answers.text.0"``; a clear error when absent."""
     value = row
@@ -340,6 +416,7 @@ _LOADERS = {
     "ntrex": _ntrex,
     "hf": _hf,
     "opencompass": _opencompass,
+    "generations": _generations,
 }
 
 

@@ -1,5 +1,8 @@
 """Per-language evaluation tasks: MGSM, SQuAD-format QA (TyDiQA-GoldP, XQuAD), perplexity,
-multiple-choice log-likelihood and Belebele. Each returns ``{metric: value, n, skipped, truncated}`` per language.
+multiple-choice log-likelihood and Belebele. Each returns a :class:`TaskResult`: the scores
+``{metric: value, n, skipped, truncated}`` of one language and, for the generative tasks (MGSM,
+QA), one record per example — what the model was given, what it wrote, the reference and the
+score (the eval stage saves them as ``eval/generations/<variant>/<task>/<lang>.jsonl``).
 
 Task configs (``ml_collections`` or dicts) carry ``kind`` plus the fields read below; the eval
 stage documents them with the defaults in ``configs/base.py``.
@@ -25,7 +28,7 @@ from rise_jax.data.languages import get_language
 from rise_jax.data.sources import Example, SourceError, SourceSpec, load_examples
 from rise_jax.errors import RiseError
 from rise_jax.evaluation.generate import SamplingOptions, generate_text
-from rise_jax.evaluation.metrics import best_over_golds, exact_match, f1_score, mgsm_correct
+from rise_jax.evaluation.metrics import best_over_golds, exact_match, extract_last_number, f1_score, mgsm_correct
 from rise_jax.models.lm_loss import token_log_probs
 from rise_jax.models.routers import RouterEdit
 from rise_jax.models.transformer import MoEModel
@@ -39,6 +42,17 @@ DEFAULT_QA_TEMPLATE = (
 
 class EvalError(RiseError, ValueError):
     """Unknown task, a language the task has no data for, an empty dataset (message names which)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskResult:
+    """One task on one language. ``scores``: the metrics (``results.json``). ``generations``:
+    generative tasks only, per example ``{id, prompt, output, prediction, reference, score}``
+    (``prompt`` null for a prompt skipped as too long; ``prediction`` is what was scored: MGSM's
+    last number, QA's first line)."""
+
+    scores: dict[str, Any]
+    generations: tuple[dict[str, Any], ...] = ()
 
 
 @dataclasses.dataclass
@@ -161,19 +175,38 @@ def mgsm_prompt(question: str, exemplars: list[dict[str, str]], shots: int) -> s
     return "\n\n".join(parts)
 
 
-def eval_mgsm(ev: Evaluator, task: Any, language: str, max_samples: int) -> dict[str, Any]:
+def eval_mgsm(ev: Evaluator, task: Any, language: str, max_samples: int) -> TaskResult:
     examples = _limit(_load(SourceSpec("mgsm", task.path), language, "mgsm"), max_samples)
     exemplars = mgsm_exemplars(task.path, language)
     prompts = [ev.render(mgsm_prompt(e.question, exemplars, task.shots), task.template) for e in examples]
     outputs = ev.generate(prompts, task.max_new_tokens, f"mgsm/{language}")
     correct = [mgsm_correct(o, e.answer) for o, e in zip(outputs, examples, strict=True)]
-    return {"accuracy": 100.0 * float(np.mean(correct)), "n": len(examples), "skipped": 0, "truncated": 0}
+    records = tuple(
+        {
+            "id": e.id,
+            "prompt": p,
+            "output": o,
+            "prediction": _number_text(extract_last_number(o)),
+            "reference": e.answer,
+            "score": {"correct": bool(c)},
+        }
+        for e, p, o, c in zip(examples, prompts, outputs, correct, strict=True)
+    )
+    scores = {"accuracy": 100.0 * float(np.mean(correct)), "n": len(examples), "skipped": 0, "truncated": 0}
+    return TaskResult(scores, records)
+
+
+def _number_text(value: float | None) -> str | None:
+    """MGSM's scored number as written in a saved generation (``18``, ``2.5``; null when none)."""
+    if value is None:
+        return None
+    return str(int(value)) if float(value).is_integer() else str(value)
 
 
 # --- SQuAD-format QA ------------------------------------------------------------------------------
 
 
-def eval_qa(ev: Evaluator, task: Any, language: str, max_samples: int) -> dict[str, Any]:
+def eval_qa(ev: Evaluator, task: Any, language: str, max_samples: int) -> TaskResult:
     if task.long_prompts not in LONG_PROMPT_POLICIES:
         raise EvalError(f"long_prompts must be one of {LONG_PROMPT_POLICIES}, got {task.long_prompts!r}")
     examples = _limit(_load(SourceSpec("squad", task.path), language, "qa"), max_samples)
@@ -190,25 +223,38 @@ def eval_qa(ev: Evaluator, task: Any, language: str, max_samples: int) -> dict[s
             prompts.append(prompt)
             kept.append(e)
     outputs = ev.generate(prompts, task.max_new_tokens, f"qa/{language}") if prompts else []
-    answers = {e.id: o.strip().split("\n")[0] for e, o in zip(kept, outputs, strict=True)}
-    f1s, ems = [], []
+    given = {e.id: (p, o) for e, p, o in zip(kept, prompts, outputs, strict=True)}
+    f1s, ems, records = [], [], []
     for e in examples:  # skipped prompts score as an empty answer
-        pred = answers.get(e.id, "")
+        prompt, output = given.get(e.id, (None, ""))
+        pred = output.strip().split("\n")[0]
         f1s.append(best_over_golds(f1_score, pred, e.answers, language))
         ems.append(best_over_golds(exact_match, pred, e.answers, language))
-    return {
+        score = {"f1": 100.0 * f1s[-1], "exact_match": 100.0 * ems[-1]}
+        records.append(
+            {
+                "id": e.id,
+                "prompt": prompt,
+                "output": output,
+                "prediction": pred,
+                "reference": list(e.answers),
+                "score": score,
+            }
+        )
+    scores = {
         "f1": 100.0 * float(np.mean(f1s)),
         "exact_match": 100.0 * float(np.mean(ems)),
         "n": len(examples),
         "skipped": len(examples) - len(kept),
         "truncated": truncated,
     }
+    return TaskResult(scores, tuple(records))
 
 
 # --- perplexity -----------------------------------------------------------------------------------
 
 
-def eval_perplexity(ev: Evaluator, task: Any, language: str, max_samples: int) -> dict[str, Any]:
+def eval_perplexity(ev: Evaluator, task: Any, language: str, max_samples: int) -> TaskResult:
     spec = SourceSpec(task.source, task.path, split=task.split)
     examples = _load(spec, language, "perplexity")
     corpus = tokenize_examples(language, examples, ev.tokenizer, task.max_length, max_samples or None)
@@ -218,14 +264,16 @@ def eval_perplexity(ev: Evaluator, task: Any, language: str, max_samples: int) -
     targets = [np.ones(len(s), bool) for s in seqs]
     total = float(-ev.sequence_logprobs(seqs, targets).sum())
     count = sum(len(s) - 1 for s in seqs)
-    return {
-        "perplexity": math.exp(total / count),
-        "nll_per_token": total / count,
-        "tokens": count,
-        "n": len(seqs),
-        "skipped": 0,
-        "truncated": corpus.truncated,
-    }
+    return TaskResult(
+        {
+            "perplexity": math.exp(total / count),
+            "nll_per_token": total / count,
+            "tokens": count,
+            "n": len(seqs),
+            "skipped": 0,
+            "truncated": corpus.truncated,
+        }
+    )
 
 
 # --- multiple choice ------------------------------------------------------------------------------
@@ -292,13 +340,12 @@ def _choice_accuracy(ev: Evaluator, contexts: list[str], choices: list[list[str]
     }
 
 
-def eval_multiple_choice(ev: Evaluator, task: Any, language: str, max_samples: int) -> dict[str, Any]:
+def eval_multiple_choice(ev: Evaluator, task: Any, language: str, max_samples: int) -> TaskResult:
     """Log-likelihood of each choice after the question (see :func:`_choice_accuracy`)."""
     items = load_multiple_choice(task.path, language)
     items = items[:max_samples] if max_samples else items
-    return _choice_accuracy(
-        ev, [i["question"] for i in items], [i["choices"] for i in items], [int(i["answer"]) for i in items]
-    )
+    contexts, choices = [i["question"] for i in items], [i["choices"] for i in items]
+    return TaskResult(_choice_accuracy(ev, contexts, choices, [int(i["answer"]) for i in items]))
 
 
 # --- Belebele ---------------------------------------------------------------------------------------
@@ -360,12 +407,12 @@ def belebele_prompt(item: dict[str, Any]) -> str:
     )
 
 
-def eval_belebele(ev: Evaluator, task: Any, language: str, max_samples: int) -> dict[str, Any]:
+def eval_belebele(ev: Evaluator, task: Any, language: str, max_samples: int) -> TaskResult:
     """Belebele accuracy: zero-shot prompt, the answer letter scored by log-likelihood."""
     items = load_belebele(task.path, language)
     items = items[:max_samples] if max_samples else items
     letters = [list(BELEBELE_LETTERS)] * len(items)
-    return _choice_accuracy(ev, [belebele_prompt(i) for i in items], letters, [i["answer"] for i in items])
+    return TaskResult(_choice_accuracy(ev, [belebele_prompt(i) for i in items], letters, [i["answer"] for i in items]))
 
 
 TASK_FUNCTIONS = {
@@ -384,7 +431,7 @@ PRIMARY_METRIC = {
 }
 
 
-def run_task(ev: Evaluator, task: Any, language: str, max_samples: int = 0) -> dict[str, Any]:
+def run_task(ev: Evaluator, task: Any, language: str, max_samples: int = 0) -> TaskResult:
     """One task on one language; ``task.kind`` picks the function."""
     if task.kind not in TASK_FUNCTIONS:
         raise EvalError(f"unknown task kind {task.kind!r}; choose one of {', '.join(TASK_KINDS)}")

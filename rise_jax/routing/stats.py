@@ -28,7 +28,8 @@ Artefact (directory ``routing_stats/``), readable without rise_jax:
   language with sequence distributions ``seq_probs__<lang>`` [N, L, E] float32 and
   ``seq_ids__<lang>`` [N] str (example ids: FLoRes ``index_id``, line numbers).
 * ``summary.json``: ``model`` {model_type, num_moe_layers, num_experts, top_k, moe_layer_ids,
-  checkpoint}, ``languages`` {code: {tokens, sequences, truncated, available}}, ``source``,
+  checkpoint}, ``languages`` {code: {tokens, sequences, truncated, available; from the stats
+  stage also as_written, name and, for plain text, blank_lines_skipped}}, ``source``,
   ``max_length``, ``template``, and ``keys`` (this description, per key).
 """
 

@@ -5,8 +5,12 @@ merged in-process); ``pruned`` (base with the selection's experts pruned from th
 ``trained_pruned``; ``steered`` (base with ``config.eval.steer`` applied).
 
 Artefacts: ``eval/results.json`` (``{"config", "results": {variant: {task: {lang: {metric: value,
-"n", "skipped", "truncated"}}}}}``, rewritten atomically after every language so an interrupted
-run resumes where it stopped) and ``eval/table.md`` (one table per task: rows = variants,
+"n", "skipped", "truncated", "generations"}}}}}``, rewritten atomically after every language so an
+interrupted run resumes where it stopped), ``eval/generations/<variant>/<task>/<lang>.jsonl`` for
+the generative tasks (MGSM, QA; written before the language is marked done; one example a line:
+``id``, ``prompt`` (null when skipped as too long), ``output`` (the model's text), ``prediction``
+(what was scored), ``reference``, ``score``; the results' ``generations`` names the file relative
+to the workdir) and ``eval/table.md`` (one table per task: rows = variants,
 columns = languages + Avg, plus deltas against ``config.eval.baseline``).
 """
 
@@ -24,7 +28,13 @@ from rise_jax.data.languages import parse_languages
 from rise_jax.evaluation import interventions as iv
 from rise_jax.evaluation.generate import stop_token_ids
 from rise_jax.evaluation.tasks import PRIMARY_METRIC, TASK_KINDS, EvalError, Evaluator, run_task
-from rise_jax.io_utils import ensure_writable_dir, read_json_object, write_json_atomic, write_text_atomic
+from rise_jax.io_utils import (
+    ensure_writable_dir,
+    read_json_object,
+    write_json_atomic,
+    write_jsonl_atomic,
+    write_text_atomic,
+)
 from rise_jax.reporting.tables import results_table
 from rise_jax.selection.artefact import load_selection
 from rise_jax.stages.common import checkpoint_path, files_identity, model_sharding, tokenizer_for
@@ -171,7 +181,11 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
                 done = results.get(variant, {}).get(name, {})
                 if lang in done:
                     continue
-                scores = run_task(ev, task, lang, e.max_samples)
+                outcome = run_task(ev, task, lang, e.max_samples)
+                scores = dict(outcome.scores)
+                if outcome.generations:  # written before the results that mark the language done
+                    path = write_jsonl_atomic(wd.generations(variant, name, lang), outcome.generations)
+                    scores["generations"] = os.path.relpath(path, wd.root)
                 results.setdefault(variant, {}).setdefault(name, {})[lang] = scores
                 write_json_atomic(results_file, {"config": config_record, "results": results})
                 metric = PRIMARY_METRIC[task.kind]
@@ -210,7 +224,7 @@ STAGE = Stage(
     validate=validate,
     reads=("stats", "task_experts", "select", "train"),
     outputs=lambda wd: (wd.eval_results, wd.eval_table),
-    state=lambda wd: (wd.eval_results,),  # finished languages of an interrupted run
+    state=lambda wd: (wd.eval_results, wd.eval_generations),  # finished languages of an interrupted run
     inputs=lambda config: {
         f"eval_{name}": files_identity(str(config.eval.tasks[name].get("path", "")))
         for name in comma_list(config.eval.run)

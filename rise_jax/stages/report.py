@@ -5,7 +5,8 @@ the companion study (Bandarkar et al.) when its artefacts exist: divergence from
 zone, routing entropy and consistency by zone, task vs multilingual experts over τ, the
 ``steered`` variant against the baseline, and performance against middle-layer divergence;
 the selected subnetwork by zone; interference mass per language; training; per-language results
-before and after with deltas (``eval/table.md``) and a bar chart (``report_results.png``); what was
+before and after with deltas (``eval/table.md``) and a bar chart (``report_results.png``); the first
+saved generations of each generative task and language, every variant side by side; what was
 skipped or truncated. Every number is read from this run's artefacts; sections whose stage did not
 run say so instead of guessing.
 """
@@ -265,6 +266,62 @@ def _results_section(
     return out
 
 
+EXAMPLES_PER_LANGUAGE = 2
+
+
+def _short(text: str | None, limit: int, tail: bool = False) -> str:
+    """One line of at most ``limit`` characters (the end of it when ``tail``), safe in Markdown."""
+    flat = " ".join((text or "").split()).replace("|", "\\|")
+    if len(flat) <= limit:
+        return flat
+    return "…" + flat[-limit:] if tail else flat[:limit] + "…"
+
+
+def _read_jsonl(path: str) -> list[dict]:
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def _generations_section(wd: Workdir, results: dict | None) -> list[str]:
+    """A few saved generations per generative task and language, every variant side by side (the
+    RISE paper's case studies, App. I), with links to the full files."""
+    res = (results or {}).get("results") or {}
+    files: dict[tuple[str, str], dict[str, str]] = {}
+    for variant, tasks in res.items():
+        for task, langs in tasks.items():
+            for lang, scores in langs.items():
+                rel = scores.get("generations")
+                if rel and os.path.isfile(os.path.join(wd.root, rel)):
+                    files.setdefault((task, lang), {})[variant] = rel
+    if not files:
+        return []
+    out = [
+        "## Example generations\n",
+        f"The first {EXAMPLES_PER_LANGUAGE} examples of each generative task and language (prompt end, reference, "
+        "each variant's output and what was scored); every example is in the linked files.\n",
+    ]
+    for (task, lang), by_variant in files.items():
+        links = " · ".join(f"[{v}]({rel})" for v, rel in by_variant.items())
+        out.append(f"### {task} / {lang}\n\n{links}\n")
+        records = {v: _read_jsonl(os.path.join(wd.root, rel)) for v, rel in by_variant.items()}
+        first = next(iter(records.values()))
+        for i, example in enumerate(first[:EXAMPLES_PER_LANGUAGE]):
+            out.append(
+                f"Example `{example['id']}`: {_short(example.get('prompt'), 160, tail=True) or '(prompt skipped)'}  "
+            )
+            out.append(f"reference: {_short(json.dumps(example['reference'], ensure_ascii=False), 120)}\n")
+            out.append("| variant | output | scored | score |\n|---|---|---|---|")
+            for variant, recs in records.items():
+                if i < len(recs):
+                    r = recs[i]
+                    score = ", ".join(f"{k} {v}" for k, v in r["score"].items())
+                    out.append(
+                        f"| {variant} | {_short(r['output'], 120)} | {_short(str(r['prediction']), 40)} | {score} |"
+                    )
+            out.append("")
+    return out
+
+
 def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
     stats = _load(wd.stats_summary)
     sel = _load(wd.selection)
@@ -288,10 +345,13 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
     parts += _selection_section(wd, sel)
     parts += _training_section(train)
     parts += _results_section(wd, config, results, sel)
+    parts += _generations_section(wd, results)
     notes = []
     for lang, info in ((stats or {}).get("languages") or {}).items():
         if info.get("truncated"):
             notes.append(f"routing statistics: {info['truncated']} {lang} sequences truncated")
+        if info.get("blank_lines_skipped"):
+            notes.append(f"routing statistics: {info['blank_lines_skipped']} blank {lang} lines skipped")
     if train and train.get("truncated"):
         notes.append(f"training: {train['truncated']} sequences truncated to max length")
     for variant, tasks in ((results or {}).get("results") or {}).items():

@@ -12,7 +12,7 @@ from rise_jax.api import load_model
 from rise_jax.config_values import comma_list, positive_ints
 from rise_jax.data.batching import tokenize_examples
 from rise_jax.data.languages import get_language, parse_languages
-from rise_jax.data.sources import SourceSpec, load_examples
+from rise_jax.data.sources import SourceSpec, blank_lines_skipped, load_examples
 from rise_jax.routing.stats import replay
 from rise_jax.stages.common import checkpoint_identity, checkpoint_path, files_identity, model_sharding, tokenizer_for
 from rise_jax.stages.registry import Stage
@@ -56,6 +56,9 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> str:
     for code, written in zip(languages, comma_list(config.data.languages), strict=True):
         # Keyed by the canonical code; the code the user wrote and the language's name kept with it.
         stats.info[code].update(as_written=written, name=get_language(written).name)
+        blank = blank_lines_skipped(spec, code)
+        if blank is not None:
+            stats.info[code]["blank_lines_skipped"] = blank
     stats.extra = {
         "source": dataclasses.asdict(spec),
         "max_length": config.data.max_length,
@@ -66,7 +69,8 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> str:
     print(f"{'language':>8s} {'sequences':>9s} {'tokens':>9s} {'truncated':>9s}")
     for lang in languages:
         i = stats.info[lang]
-        print(f"{lang:>8s} {i['sequences']:9d} {i['tokens']:9d} {i['truncated']:9d}")
+        blank = f"  ({i['blank_lines_skipped']} blank lines skipped)" if i.get("blank_lines_skipped") else ""
+        print(f"{lang:>8s} {i['sequences']:9d} {i['tokens']:9d} {i['truncated']:9d}{blank}")
     logging.info(f"routing statistics -> {out}")
     return out
 
