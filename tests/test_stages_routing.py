@@ -171,4 +171,4 @@ def test_plain_text_blank_lines_are_skipped_and_counted_in_the_summary(tmp_path,
     launch.run(c, wd)
     info = json.load(open(os.path.join(wd, "routing_stats", "summary.json")))["languages"]
     assert (info["en"]["sequences"], info["en"]["blank_lines_skipped"]) == (2, 2)
-    assert (info["quz"]["sequences"], info["quz"]["blank_lines_skipped"]) == (2, 0)
+    assert (info["qu"]["as_written"], info["qu"]["sequences"], info["qu"]["blank_lines_skipped"]) == ("quz", 2, 0)
