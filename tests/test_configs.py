@@ -14,8 +14,74 @@ def test_paper_defaults_give_the_papers_zone_budgets():
     assert zone_budgets(q.select.k, tuple(q.select.ratios), 48, 128) == {"shallow": 44, "middle": 32, "deep": 52}
     assert zone_budgets(p.select.k, tuple(p.select.ratios), 32, 16) == {"shallow": 2, "middle": 11, "deep": 3}
     assert q.train.lr == 2e-5 and q.train.epochs == 3 and q.train.batch_size * q.train.grad_accum == 16
-    assert q.train.completion_only and q.train.data.answer_field == "answers.text.0"
+    qa = qwen3_30b_a3b.get_config("recipe=qa")  # the earlier QA recipe, kept as a named variant
+    assert qa.train.completion_only and qa.train.data.answer_field == "answers.text.0"
     assert q.eval.run == "mgsm,tydiqa"
+
+
+# The RISE reference implementation's recipe (init-neok/rise run_rise.sh + configs/*.env +
+# rise/data.py + evaluation/opencompass/eval_rise_mgsm.py), field by field.
+REFERENCE_RECIPE = {
+    "data.source": "hf",
+    "data.hf_path": "google-research-datasets/tydiqa",
+    "data.hf_name": "secondary_task",
+    "data.split": "train",
+    "data.hf_filter": "id:{tydiqa}-",
+    "data.text_fields": "question,context",
+    "data.template": "raw",
+    "data.max_samples": 500,
+    "data.max_length": 512,
+    "stats.batch_size": 4,
+    "model.dtype": "bfloat16",
+    "train.data.source": "hf",
+    "train.data.text_fields": "question,context",
+    "train.data.template": "raw",
+    "train.data.answer_field": "",
+    "train.data.max_samples": 1000,
+    "train.data.max_length": 512,
+    "train.completion_only": False,
+    "train.epochs": 3,
+    "train.batch_size": 2,
+    "train.grad_accum": 8,
+    "train.lr": 2e-5,
+    "train.warmup_ratio": 0.05,
+    "select.alpha": 10.0,
+    "select.zone_ratios": (0.375, 0.25),
+    "eval.tasks.mgsm.max_samples": 200,
+    "eval.tasks.mgsm.max_new_tokens": 1024,
+}
+
+
+def _get(c, dotted):
+    for part in dotted.split("."):
+        c = c[part]
+    return tuple(c) if isinstance(c, (list, tuple)) else c
+
+
+@pytest.mark.parametrize("module", [qwen3_30b_a3b, phi35_moe], ids=["qwen3", "phi"])
+@pytest.mark.parametrize(
+    "arg", ["", "sw", "te,topk,64", "k=32,method=esft_token", "bn,rise,16,gpus=8", "method=random"]
+)
+def test_every_paper_config_variant_follows_the_reference_recipe(module, arg):
+    c = module.get_config(arg)
+    for key, want in REFERENCE_RECIPE.items():
+        assert _get(c, key) == want, key
+    assert c.data.languages == f"{c.select.target},en"  # the target and REFERENCE_LANGS=en only
+    assert c.train.data.hf_filter == c.data.hf_filter
+
+
+def test_the_qa_recipe_variant_keeps_the_earlier_settings():
+    for module in (qwen3_30b_a3b, phi35_moe):
+        c = module.get_config("sw,recipe=qa")
+        assert (c.data.languages, c.data.max_samples, c.data.template) == ("ar,bn,en,fi,id,ko,ru,sw,te", 1000, "chat")
+        assert (c.data.text_fields, c.train.data.template, c.train.completion_only) == (
+            "context,question",
+            "chat",
+            True,
+        )
+        assert c.select.target == "sw" and c.eval.tasks.mgsm.max_samples == 0
+    with pytest.raises(ValueError, match="recipe 'paper' not one of reference, qa"):
+        qwen3_30b_a3b.get_config("recipe=paper")
 
 
 @pytest.mark.parametrize(

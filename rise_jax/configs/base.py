@@ -120,7 +120,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.eval.baseline = "base"  # the row deltas are taken against
     c.eval.run = "mgsm,tydiqa,perplexity"  # names of entries in eval.tasks
     c.eval.languages = "bn,en"  # default for tasks without their own list
-    c.eval.max_samples = 0  # per task and language; 0 = all
+    c.eval.max_samples = 0  # per task and language; 0 = all (a task's own max_samples wins)
     c.eval.batch_size = 8
     c.eval.progress = True
     c.eval.steer = ml_collections.ConfigDict()
@@ -136,7 +136,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.eval.steer.strength = 1.0
     c.eval.tasks = ml_collections.ConfigDict()
     c.eval.tasks.mgsm = ml_collections.ConfigDict(
-        dict(kind="mgsm", path="", languages="", shots=0, template="chat", max_new_tokens=256)
+        dict(kind="mgsm", path="", languages="", shots=0, template="chat", max_new_tokens=256, max_samples=0)
     )
     c.eval.tasks.tydiqa = ml_collections.ConfigDict(
         dict(
@@ -148,14 +148,15 @@ def get_base_config() -> ml_collections.ConfigDict:
             max_prompt_length=2048,  # tokens; longer prompts are skipped or truncated (counted)
             long_prompts="truncate",  # skip | truncate
             max_new_tokens=32,
+            max_samples=0,  # per language; 0 = eval.max_samples (every task has this field)
         )
     )
     c.eval.tasks.perplexity = ml_collections.ConfigDict(
-        dict(kind="perplexity", source="flores", path="", split="test", languages="", max_length=512)
+        dict(kind="perplexity", source="flores", path="", split="test", languages="", max_length=512, max_samples=0)
     )
     c.eval.tasks.multiple_choice = ml_collections.ConfigDict(
-        dict(kind="multiple_choice", path="", languages="")  # JSONL path with {lang}
+        dict(kind="multiple_choice", path="", languages="", max_samples=0)  # JSONL path with {lang}
     )
     # Belebele (facebook/belebele): the directory of its per-language <flores>.jsonl files.
-    c.eval.tasks.belebele = ml_collections.ConfigDict(dict(kind="belebele", path="", languages=""))
+    c.eval.tasks.belebele = ml_collections.ConfigDict(dict(kind="belebele", path="", languages="", max_samples=0))
     return c

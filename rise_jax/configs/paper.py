@@ -3,7 +3,11 @@
 ``get_config(arg)`` of those files accepts ``:arg`` variants, e.g.
 ``--config=configs/qwen3_30b_a3b.py:bn,topk,64`` or ``:target=sw,method=esft_gate,k=32``:
 positional fields are target language, selection method and K, in that order; ``gpus=N`` picks
-the multi-GPU preset (mesh: experts split over N devices; see the README's GPU table).
+the multi-GPU preset (mesh: experts split over N devices; see the README's GPU table);
+``recipe=reference`` (default: the paper's reference implementation, every value commented with
+its source) or ``recipe=qa`` (this tool's earlier QA recipe). To follow the paper's statistics
+exactly, replay its OpenCompass predictions: ``--config.data.source=opencompass
+--config.data.path=<predictions>/tydiqa-{tydiqa}.json`` (the reference's ``PREDICTIONS``).
 """
 
 from rise_jax.config_values import comma_list
@@ -14,60 +18,106 @@ TYDIQA_LANGUAGES = "ar,bn,en,fi,id,ko,ru,sw,te"
 MGSM_LANGUAGES = "bn,de,en,es,fr,ja,ru,sw,th,zh"
 
 
+RECIPES = ("reference", "qa")
+
+
 def parse_arg(arg: str, defaults: dict) -> dict:
-    """``"bn,topk,64"`` / ``"target=bn,k=64"`` -> {target, method, k} over ``defaults``."""
+    """``"bn,topk,64"`` / ``"target=bn,k=64,recipe=qa"`` -> {target, method, k, gpus, recipe} over ``defaults``."""
     out = dict(defaults)
-    keys = ("target", "method", "k", "gpus")
+    keys = ("target", "method", "k", "gpus", "recipe")
     for i, part in enumerate(comma_list(arg)):
         key, value = part.split("=", 1) if "=" in part else (keys[i] if i < len(keys) else "?", part)
         if key not in keys:
-            raise ValueError(f"config arg {arg!r}: unknown field {key!r}; use target, method, k, gpus")
+            raise ValueError(f"config arg {arg!r}: unknown field {key!r}; use {', '.join(keys)}")
         out[key] = int(value) if key in ("k", "gpus") else value
     if out["method"] not in METHODS:
         raise ValueError(f"config arg {arg!r}: method {out['method']!r} not one of {', '.join(METHODS)}")
+    if out["recipe"] not in RECIPES:
+        raise ValueError(f"config arg {arg!r}: recipe {out['recipe']!r} not one of {', '.join(RECIPES)}")
     return out
 
 
+TYDIQA_HUB = dict(
+    source="hf",
+    hf_path="google-research-datasets/tydiqa",
+    hf_name="secondary_task",
+    split="train",
+    hf_filter="id:{tydiqa}-",
+)
+
+
+def _reference_recipe(c, target: str) -> None:
+    """The RISE reference implementation's recipe (init-neok/rise ``run_rise.sh`` defaults and
+    ``configs/*.env``, ``rise/data.py``): replay the target language and English only
+    (``REFERENCE_LANGS=en``), TyDiQA-GoldP train as raw ``question\ncontext`` text, 500 per
+    language (``MAX_SAMPLES``), replay batch 4, max length 512; train with the full causal-LM loss
+    on up to 1000 such target-language texts (``TRAIN_MAX_SAMPLES``)."""
+    for section in (c.data, c.train.data):
+        section.update(TYDIQA_HUB)
+        section.text_fields = "question,context"  # rise/data.py: f"{question}\n{context}"
+        section.template = "raw"  # no chat template
+        section.max_length = 512  # MAX_LENGTH
+    c.data.languages = f"{target},en"  # TARGET_LANG + REFERENCE_LANGS=en: ā is the mean over these two
+    c.data.max_samples = 500  # MAX_SAMPLES
+    c.stats.batch_size = 4  # REPLAY_BATCH_SIZE
+    c.train.data.max_samples = 1000  # TRAIN_MAX_SAMPLES
+    c.train.completion_only = False  # full causal-LM loss on the text (no answers)
+
+
+def _qa_recipe(c) -> None:
+    """This tool's earlier paper recipe (``:recipe=qa``): nine TyDiQA languages replayed through
+    the chat template as ``context\nquestion``, 1000 per language; training completion-only on
+    the answers. Not what the paper's numbers were made with; kept for comparison."""
+    for section in (c.data, c.train.data):
+        section.update(TYDIQA_HUB)
+        section.text_fields = "context,question"
+        section.template = "chat"
+    c.data.languages = TYDIQA_LANGUAGES
+    c.data.max_samples = 1000
+    c.train.data.answer_field = "answers.text.0"
+    c.train.completion_only = True
+
+
 def paper_config(checkpoint: str, arg: str, k: int, ratios: tuple):
-    """Paper settings: TyDiQA-GoldP train (HF hub) for replay and training, MGSM + TyDiQA eval."""
-    v = parse_arg(arg, {"target": "bn", "method": "rise", "k": k, "gpus": 1})
+    """Paper settings (``recipe``: ``reference`` by default, see :func:`_reference_recipe`; ``qa``),
+    TyDiQA-GoldP train (HF hub) for replay and training, MGSM + TyDiQA eval."""
+    v = parse_arg(arg, {"target": "bn", "method": "rise", "k": k, "gpus": 1, "recipe": "reference"})
     c = get_base_config()
     c.model.checkpoint = checkpoint
-    c.model.dtype = "bfloat16"
+    c.model.dtype = "bfloat16"  # PRECISION=bf16
     # Multi-GPU preset: one `model` axis over all GPUs (experts split whole), batch replicated.
     c.mesh.model = v["gpus"]
     c.mesh.data = 1
 
-    tydiqa = dict(
-        source="hf",
-        hf_path="google-research-datasets/tydiqa",
-        hf_name="secondary_task",
-        split="train",
-        text_fields="context,question",
-        hf_filter="id:{tydiqa}-",
-    )
-    for key, value in tydiqa.items():
-        setattr(c.data, key, value)
-        setattr(c.train.data, key, value)
-    c.data.languages = TYDIQA_LANGUAGES
-    c.data.max_samples = 1000
-    c.data.template = "chat"
-    c.train.data.answer_field = "answers.text.0"
-    c.train.data.template = "chat"
-    c.train.completion_only = True
+    if v["recipe"] == "reference":
+        _reference_recipe(c, v["target"])
+    else:
+        _qa_recipe(c)
 
     c.select.target = v["target"]
     c.select.method = v["method"]
-    c.select.k = v["k"]
-    c.select.ratios = ratios
+    c.select.k = v["k"]  # NUM_EXPERTS (paper: K = 128 Qwen3, 16 Phi)
+    c.select.ratios = ratios  # SHALLOW_BUDGET / MIDDLE_BUDGET (paper Table 10)
+    c.select.zone_ratios = (0.375, 0.25)  # SHALLOW_RATIO / MIDDLE_RATIO
+    c.select.alpha = 10.0  # ALPHA
 
-    # Paper training defaults are in base.py (lr 2e-5, AdamW, warmup 0.05, clip 1, 3 epochs, 2 x 8).
+    # Training (run_rise.sh): NUM_EPOCHS=3, TRAIN_BATCH_SIZE=2 x GRAD_ACCUM=8, LEARNING_RATE=2e-5;
+    # warmup 0.05 of the steps (the paper's statement; rise/trainer.py).
+    c.train.epochs = 3
+    c.train.batch_size = 2
+    c.train.grad_accum = 8
+    c.train.lr = 2e-5
+    c.train.warmup_ratio = 0.05
     c.train.compute_dtype = "bfloat16"
 
     c.eval.run = "mgsm,tydiqa"
     c.eval.languages = v["target"] + ",en"
     c.eval.tasks.mgsm.languages = MGSM_LANGUAGES
     c.eval.tasks.mgsm.path = "data/mgsm"  # mgsm_<lang>.tsv + mgsm_exemplars.json (google-research/url-nlp)
+    if v["recipe"] == "reference":
+        # evaluation/opencompass/eval_rise_mgsm.py: the first 200 problems, up to 1024 new tokens.
+        c.eval.tasks.mgsm.max_samples = 200
+        c.eval.tasks.mgsm.max_new_tokens = 1024
     c.eval.tasks.tydiqa.languages = TYDIQA_LANGUAGES
     c.eval.tasks.tydiqa.path = "data/tydiqa-goldp-v1.1-dev.json"  # the official GoldP dev JSON (SQuAD format)
     return c

@@ -15,7 +15,8 @@ the language and the languages it has.
 * ``mgsm`` — ``<path>/mgsm_<code>.tsv``: no header, ``question<TAB>answer``.
 * ``squad`` — SQuAD-format JSON (TyDiQA-GoldP, XQuAD): ``path`` with ``{lang}`` (ISO) or
   ``{tydiqa}`` placeholders names one file per language; without one, a single multilingual file
-  is filtered by the TyDiQA id prefix (``bengali-...``). Text = context, newline, question.
+  is filtered by the TyDiQA id prefix (``bengali-...``). Text = context, newline, question
+  (``text_fields = "question,context"``: question first, as the RISE reference code replays it).
 * ``flores`` — ``<path>/<lang>_<Script>/<split>.tsv`` with header ``index_id, category, text``:
   any FLoRes-200 directory present under the path.
 * ``ntrex`` — ``<path>/newstest2019-ref.<code>.txt`` with NTREX-128's own file codes (English:
@@ -214,6 +215,17 @@ def _template_values(template: str) -> list[str]:
     return sorted({m.group(1) for f in os.listdir(directory or ".") if (m := pattern.match(f))})
 
 
+def _squad_fields(spec: SourceSpec) -> list[str]:
+    """The order of a SQuAD example's text: ``text_fields`` naming ``context`` and ``question``
+    (``question,context`` is the RISE reference code's replay text); the default is context first."""
+    fields = comma_list(spec.text_fields)
+    if fields == ["text"]:
+        return ["context", "question"]
+    if not fields or any(f not in ("context", "question") for f in fields):
+        raise SourceError(f"squad source: text_fields {spec.text_fields!r} must list context and/or question")
+    return fields
+
+
 def _squad(spec: SourceSpec, lang: Language) -> list[Example]:
     templated = "{" in spec.path
     if templated and "{tydiqa}" in spec.path and not lang.tydiqa:
@@ -225,6 +237,7 @@ def _squad(spec: SourceSpec, lang: Language) -> list[Example]:
             f"{path}: missing; the SQuAD-format files at {spec.path} have no {lang.code} ({lang.name})"
             + (f"; they have: {', '.join(have)}" if have else "")
         )
+    fields = _squad_fields(spec)
     doc = _load_json(path)
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
         raise SourceError(f"{path}: not SQuAD format (expected a top-level 'data' list)")
@@ -235,7 +248,7 @@ def _squad(spec: SourceSpec, lang: Language) -> list[Example]:
                 qid = str(qa.get("id", len(out)))
                 if not templated and (lang.tydiqa is None or not qid.startswith(lang.tydiqa + "-")):
                     continue
-                prompt = f"{para['context']}\n{qa['question']}"
+                prompt = "\n".join(para["context"] if f == "context" else qa["question"] for f in fields)
                 answers = [a["text"] for a in qa.get("answers", [])]
                 answer = answers[0] if answers else None
                 text = f"{prompt}\n{answer}" if spec.include_answer and answer else prompt

@@ -181,7 +181,7 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
                 done = results.get(variant, {}).get(name, {})
                 if lang in done:
                     continue
-                outcome = run_task(ev, task, lang, e.max_samples)
+                outcome = run_task(ev, task, lang, task.get("max_samples", 0) or e.max_samples)
                 scores = dict(outcome.scores)
                 if outcome.generations:  # written before the results that mark the language done
                     path = write_jsonl_atomic(wd.generations(variant, name, lang), outcome.generations)
