@@ -30,6 +30,12 @@ def test_layerwise_jaccard_and_zone_averages():
     np.testing.assert_allclose(z["shallow"], [1, 2 / 3])
     assert np.isnan(z["middle"]).all()
     np.testing.assert_allclose(z["deep"], [1, 1 / 6])
+    # The paper's Table 2 "Avg." is the mean of the (non-empty) zone means; "all" the mean over layers.
+    np.testing.assert_allclose(z["avg"], [1, (2 / 3 + 1 / 6) / 2])
+    np.testing.assert_allclose(z["all"], [1, (1 + 1 / 3 + 0 + 1 / 3) / 4])
+    unequal = analysis.zone_averages(np.array([[1.0, 1, 1, 0, 0, 0, 0, 0]]), (0.375, 0.25))  # zones 3 / 2 / 3
+    np.testing.assert_allclose(unequal["avg"], [1 / 3])
+    np.testing.assert_allclose(unequal["all"], [3 / 8])
     assert analysis.zone_of_layers(12) == ["shallow"] * 4 + ["middle"] * 4 + ["deep"] * 4
 
 

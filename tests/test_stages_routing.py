@@ -56,7 +56,9 @@ def test_stages_write_documented_artefacts(workdir):
     assert a["zone_jaccard"]["en"]["shallow"] == 1.0 and a["zone_jaccard"]["bn"]["middle"] is None  # L=4
     assert set(a["divergence"]) == {"bn", "sw", "zh"} and a["divergence_pairs"]["bn"] == 12
     table = open(os.path.join(workdir, "analysis", "table2.md")).read()
-    assert "| language | shallow | middle | deep | all |" in table and "| bn |" in table
+    assert "| language | shallow | middle | deep | Avg. | all layers |" in table and "| bn |" in table
+    bn = a["zone_jaccard"]["bn"]  # middle zone empty at L = 4: Avg. = mean of shallow and deep
+    assert abs(bn["avg"] - (bn["shallow"] + bn["deep"]) / 2) < 1e-12
     for png in ("overlap_heatmap", "layerwise_similarity", "routing_entropy", "divergence", "activation_bn"):
         assert os.path.getsize(os.path.join(workdir, "analysis", f"{png}.png")) > 2000
 

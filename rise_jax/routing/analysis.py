@@ -57,12 +57,16 @@ def layerwise_jaccard(freq: np.ndarray, ref: int, n: int) -> np.ndarray:
 
 
 def zone_averages(per_layer: np.ndarray, zone_ratios: tuple[float, float] = DEFAULT_RATIOS) -> dict[str, np.ndarray]:
-    """Mean of ``[..., L]`` values over each zone's layers (NaN for an empty zone), and ``all``."""
+    """Mean of ``[..., L]`` values over each zone's layers (NaN for an empty zone); ``avg``: the
+    mean of the (non-empty) zone means, the RISE paper's Table 2 "Avg."; ``all``: the mean over
+    every layer (differs from ``avg`` when the zones have unequal sizes)."""
     zones = np.array(zone_of_layers(per_layer.shape[-1], zone_ratios))
     out = {}
     for z in ZONES:
         sel = zones == z
         out[z] = per_layer[..., sel].mean(-1) if sel.any() else np.full(per_layer.shape[:-1], np.nan)
+    present = [out[z] for z in ZONES if (zones == z).any()]
+    out["avg"] = np.mean(present, axis=0)
     out["all"] = per_layer.mean(-1)
     return out
 

@@ -2,7 +2,7 @@
 
 Artefacts: ``analysis/analysis.json`` (keys: ``languages``, ``reference``, ``global_top_n``,
 ``global_jaccard`` [Λ][Λ], ``layer_top_n``, ``layerwise_jaccard`` {lang: [L]}, ``zone_jaccard``
-{lang: {shallow, middle, deep, all}}, ``divergence`` {lang: [L]} (Bandarkar et al.'s
+{lang: {shallow, middle, deep, avg (mean of the zone means: Table 2 "Avg."), all (every layer)}}, ``divergence`` {lang: [L]} (Bandarkar et al.'s
 entropy-normalised JSD from the reference language, :func:`~rise_jax.routing.analysis.entropy_normalised_jsd`)
 and ``divergence_pairs`` (parallel text only), ``entropy`` {lang: [L]} (mean per-token routing
 entropy, nats), ``sequence_entropy`` {lang: [L]} (mean over sequences of the entropy of the
@@ -54,14 +54,17 @@ def table2_markdown(zone_j: dict[str, dict[str, float]], reference: str, n: int)
     lines = [
         f"Layer-wise routing overlap with {reference} (Jaccard of per-layer top-{n} experts), averaged by zone.",
         "",
-        "| language | shallow | middle | deep | all |",
-        "|---|---:|---:|---:|---:|",
+        "| language | shallow | middle | deep | Avg. | all layers |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
     for lang, row in zone_j.items():
-        lines.append(
-            f"| {lang} | {fmt(row['shallow'])} | {fmt(row['middle'])} | {fmt(row['deep'])} | {fmt(row['all'])} |"
-        )
+        cells = " | ".join(fmt(row[z]) for z in ("shallow", "middle", "deep", "avg", "all"))
+        lines.append(f"| {lang} | {cells} |")
+    lines += [
+        "",
+        "Avg. = mean of the three zone means (the paper's Table 2); all layers = mean over every layer.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -85,7 +88,7 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
     zr = zone_ratios(config.select)
     zavg = analysis.zone_averages(lj, zr)
     zone_j = {
-        lang: {z: _nan_to_none(float(zavg[z][i])) for z in ("shallow", "middle", "deep", "all")}
+        lang: {z: _nan_to_none(float(zavg[z][i])) for z in ("shallow", "middle", "deep", "avg", "all")}
         for i, lang in enumerate(langs)
     }
     entropy = stats.mean_entropy()
