@@ -348,3 +348,75 @@ def test_saved_generations_replay_as_a_text_source(setup, tmp_path):
     launch.run(c, wd)
     summary = json.load(open(os.path.join(wd, "routing_stats", "summary.json")))
     assert {lang: v["sequences"] for lang, v in summary["languages"].items()} == {"en": 2, "bn": 2}
+
+
+def test_general_tasks_from_published_files_make_the_papers_table4(setup, tmp_path):
+    """TriviaQA, MMLU-Medical, ARC-Challenge and HellaSwag read from their published layouts run
+    as eval tasks; table.md starts with Table 4's layout (a column per task and metric, Δ rows)."""
+    import shutil
+
+    import test_eval_formats as f
+
+    ckpt, tmp, wd0 = setup
+    wd = str(tmp_path / "wd")
+    shutil.copytree(wd0, wd)
+    trivia = tmp_path / "verified-web-dev.json"
+    trivia.write_text(json.dumps({"Data": f.TRIVIA}))
+    arc = [
+        {
+            "id": "a1",
+            "question": {
+                "stem": "Which is a gas?",
+                "choices": [{"text": t, "label": lab} for t, lab in zip(["ice", "steam"], "AB", strict=True)],
+            },
+            "answerKey": "B",
+        }
+    ]
+    hella = [
+        {
+            "ind": 1,
+            "activity_label": "Cooking",
+            "ctx_a": "A man cuts onions.",
+            "ctx_b": "he",
+            "endings": ["cries.", "sings [step] loudly."],
+            "label": 0,
+        }
+    ]
+    c = config(ckpt, tmp)
+    c.stages = "eval"
+    c.eval.variants = "base,trained"
+    c.eval.run = "triviaqa,mmlu_medical,arc_challenge,hellaswag"
+    c.eval.general = c.eval.run
+    c.eval.tasks.triviaqa.path = str(trivia)
+    c.eval.tasks.triviaqa.max_new_tokens = 4
+    c.eval.tasks.mmlu_medical.path = str(f._mmlu_dir(tmp_path))
+    c.eval.tasks.arc_challenge.path = f._write_jsonl(tmp_path / "ARC-Challenge-Test.jsonl", arc)
+    c.eval.tasks.hellaswag.path = f._write_jsonl(tmp_path / "hellaswag_val.jsonl", hella)
+    launch.run(c, wd)
+    res = json.load(open(os.path.join(wd, "eval", "results.json")))["results"]
+    for variant in ("base", "trained"):
+        assert set(res[variant]["triviaqa"]) == {"en"}  # English only, as published
+        tq = res[variant]["triviaqa"]["en"]
+        records = _jsonl(os.path.join(wd, tq["generations"]))
+        assert [r["reference"][0] for r in records] == ["Sunset Boulevard", "David Seville"]
+        assert "Question: " + f.TRIVIA[0]["Question"] + "\nAnswer:" in records[0]["prompt"]
+        assert tq["exact_match"] == sum(r["score"]["exact_match"] for r in records) / 2
+        assert res[variant]["mmlu_medical"]["en"]["n"] == 2  # max_samples
+        assert res[variant]["arc_challenge"]["en"]["n"] == 1 and res[variant]["hellaswag"]["en"]["n"] == 1
+    table = open(os.path.join(wd, "eval", "table.md")).read()
+    assert table.startswith("### General ability (paper Table 4)")
+    header = next(line for line in table.splitlines() if line.startswith("| setting"))
+    assert header.split("|")[2:-1] == [
+        " triviaqa EM ",
+        " triviaqa F1 ",
+        " mmlu_medical acc ",
+        " mmlu_medical acc_norm ",
+        " arc_challenge acc ",
+        " arc_challenge acc_norm ",
+        " hellaswag acc ",
+        " hellaswag acc_norm ",
+    ]
+    assert sum(line.startswith(("| base ", "| trained ", "| Δ trained ")) for line in table.splitlines()) >= 3
+    c.eval.general = "mmlu_medicl"
+    with pytest.raises(EvalError, match=r"config.eval.general: unknown task\(s\) \['mmlu_medicl'\]"):
+        launch.run(c, wd)

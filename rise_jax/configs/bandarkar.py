@@ -59,6 +59,8 @@ def get_config(arg: str = "qwen3"):
     c.eval.variants = "base,steered"
     c.eval.tasks.mgsm.path = "data/mgsm"
     c.eval.tasks.belebele.path = "data/belebele"  # facebook/belebele: <flores>.jsonl per language
+    # The study's other steering benchmark (MMLU-Medical; add it to eval.run with the files).
+    c.eval.tasks.mmlu_medical.path = "data/mmlu/test"  # hendrycks/test: <subject>_test.csv
     c.eval.steer.source = "task_experts"
     c.eval.steer.layers = preset["layers"]
     c.eval.steer.mode = preset["mode"]

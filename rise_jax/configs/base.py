@@ -154,9 +154,34 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.eval.tasks.perplexity = ml_collections.ConfigDict(
         dict(kind="perplexity", source="flores", path="", split="test", languages="", max_length=512, max_samples=0)
     )
-    c.eval.tasks.multiple_choice = ml_collections.ConfigDict(
-        dict(kind="multiple_choice", path="", languages="", max_samples=0)  # JSONL path with {lang}
+    c.eval.tasks.multiple_choice = ml_collections.ConfigDict(  # our JSONL; path with {lang}
+        dict(kind="multiple_choice", format="jsonl", path="", subjects="", languages="", max_samples=0)
     )
+    # The paper's general-ability tasks (Table 4), read from their published files
+    # (rise_jax/evaluation/formats.py; English): run them with e.g.
+    # --config.eval.run=mgsm,triviaqa,mmlu --config.eval.tasks.mmlu.path=data/mmlu/test
+    c.eval.general = ""  # tasks shown side by side in Table 4's layout (before -> after, Δ)
+    c.eval.tasks.triviaqa = ml_collections.ConfigDict(  # qa/verified-web-dev.json or trivia_qa rows
+        dict(
+            kind="open_qa",
+            format="triviaqa",
+            path="",
+            languages="en",
+            template="chat",
+            prompt_template="",  # with {question}; empty = "Question: {question}\nAnswer:"
+            max_new_tokens=32,
+            max_samples=0,
+        )
+    )
+    for name, fmt, subjects in (
+        ("mmlu", "mmlu", ""),  # the directory of <subject>_test.csv, or cais/mmlu rows
+        ("mmlu_medical", "mmlu", "medical"),  # the companion study's MMLU-Medical (6 subjects)
+        ("arc_challenge", "arc", ""),  # ARC-Challenge-Test.jsonl or allenai/ai2_arc rows
+        ("hellaswag", "hellaswag", ""),  # hellaswag_val.jsonl or Rowan/hellaswag rows
+    ):
+        c.eval.tasks[name] = ml_collections.ConfigDict(
+            dict(kind="multiple_choice", format=fmt, path="", subjects=subjects, languages="en", max_samples=0)
+        )
     # Belebele (facebook/belebele): the directory of its per-language <flores>.jsonl files.
     c.eval.tasks.belebele = ml_collections.ConfigDict(dict(kind="belebele", path="", languages="", max_samples=0))
     return c

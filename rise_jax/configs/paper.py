@@ -120,4 +120,10 @@ def paper_config(checkpoint: str, arg: str, k: int, ratios: tuple):
         c.eval.tasks.mgsm.max_new_tokens = 1024
     c.eval.tasks.tydiqa.languages = TYDIQA_LANGUAGES
     c.eval.tasks.tydiqa.path = "data/tydiqa-goldp-v1.1-dev.json"  # the official GoldP dev JSON (SQuAD format)
+    # Table 4 (general ability, English): add them to eval.run when the published files are there.
+    c.eval.general = "triviaqa,mmlu,arc_challenge,hellaswag"
+    c.eval.tasks.triviaqa.path = "data/triviaqa/qa/verified-web-dev.json"  # triviaqa-rc (mandarjoshi)
+    c.eval.tasks.mmlu.path = "data/mmlu/test"  # hendrycks/test data.tar: <subject>_test.csv
+    c.eval.tasks.arc_challenge.path = "data/ARC-V1-Feb2018/ARC-Challenge/ARC-Challenge-Test.jsonl"
+    c.eval.tasks.hellaswag.path = "data/hellaswag/hellaswag_val.jsonl"  # rowanz/hellaswag
     return c

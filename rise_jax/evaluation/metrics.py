@@ -1,4 +1,4 @@
-"""Task metrics: SQuAD-style F1/EM (TyDiQA-GoldP, XQuAD) and MGSM number matching.
+"""Task metrics: SQuAD-style F1/EM (TyDiQA-GoldP, XQuAD), TriviaQA's EM/F1 and MGSM number matching.
 
 SQuAD normalisation (the official v1.1 script): lower-case, drop punctuation, drop the English
 articles *a/an/the*, collapse whitespace. Made language-aware here: punctuation is every Unicode
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import re
+import string
 import unicodedata
 from collections.abc import Sequence
 
@@ -27,6 +28,29 @@ def normalize_answer(text: str, language: str = "en") -> str:
     return " ".join(text.split())
 
 
+_TRIVIAQA_PUNCT = frozenset(string.punctuation + "\u2018\u2019\u00b4`")
+
+
+def normalize_triviaqa(text: str) -> str:
+    """TriviaQA's official normalisation (``triviaqa_evaluation.py``): underscores to spaces,
+    lower-case, ASCII punctuation and the quotes ‘ ’ ´ ` to spaces, drop *a/an/the*, collapse
+    whitespace. Unlike :func:`normalize_answer` it keeps non-ASCII punctuation and treats ASCII
+    symbols (``$``, ``+``, ``=``) as punctuation."""
+    text = text.replace("_", " ").lower()
+    text = "".join(" " if ch in _TRIVIAQA_PUNCT else ch for ch in text)
+    return " ".join(_EN_ARTICLES.sub(" ", text).split())
+
+
+def triviaqa_scores(prediction: str, answers: Sequence[str]) -> tuple[float, float]:
+    """(EM, F1) of a prediction against TriviaQA's answer and aliases: the best over them, after
+    :func:`normalize_triviaqa`, F1 over whitespace tokens (the official script)."""
+    if not answers:
+        raise ValueError("a question needs at least one gold answer")
+    pred = normalize_triviaqa(prediction)
+    em = max(float(pred == normalize_triviaqa(a)) for a in answers)
+    return em, max(_token_f1(pred.split(), normalize_triviaqa(a).split()) for a in answers)
+
+
 def _tokens(text: str, language: str) -> list[str]:
     norm = normalize_answer(text, language)
     if language in UNSPACED_LANGUAGES:
@@ -40,7 +64,10 @@ def exact_match(prediction: str, gold: str, language: str = "en") -> float:
 
 def f1_score(prediction: str, gold: str, language: str = "en") -> float:
     """Token-overlap F1 of one prediction against one gold answer (SQuAD v1.1)."""
-    pred, ref = _tokens(prediction, language), _tokens(gold, language)
+    return _token_f1(_tokens(prediction, language), _tokens(gold, language))
+
+
+def _token_f1(pred: list[str], ref: list[str]) -> float:
     if not pred or not ref:
         return float(pred == ref)
     common = collections.Counter(pred) & collections.Counter(ref)

@@ -1,7 +1,7 @@
-"""Per-language evaluation tasks: MGSM, SQuAD-format QA (TyDiQA-GoldP, XQuAD), perplexity,
-multiple-choice log-likelihood and Belebele. Each returns a :class:`TaskResult`: the scores
+"""Per-language evaluation tasks: MGSM, SQuAD-format QA (TyDiQA-GoldP, XQuAD), open QA
+(TriviaQA), perplexity, multiple-choice log-likelihood (ours, MMLU, ARC, HellaSwag) and Belebele. Each returns a :class:`TaskResult`: the scores
 ``{metric: value, n, skipped, truncated}`` of one language and, for the generative tasks (MGSM,
-QA), one record per example — what the model was given, what it wrote, the reference and the
+QA, open QA), one record per example — what the model was given, what it wrote, the reference and the
 score (the eval stage saves them as ``eval/generations/<variant>/<task>/<lang>.jsonl``).
 
 Task configs (``ml_collections`` or dicts) carry ``kind`` plus the fields read below; the eval
@@ -27,14 +27,23 @@ from rise_jax.data.batching import bucketed_batches, render, tokenize_examples
 from rise_jax.data.languages import get_language
 from rise_jax.data.sources import Example, SourceError, SourceSpec, load_examples
 from rise_jax.errors import RiseError
+from rise_jax.evaluation.formats import FormatError, convert_rows, read_items
 from rise_jax.evaluation.generate import SamplingOptions, generate_text
-from rise_jax.evaluation.metrics import best_over_golds, exact_match, extract_last_number, f1_score, mgsm_correct
+from rise_jax.evaluation.metrics import (
+    best_over_golds,
+    exact_match,
+    extract_last_number,
+    f1_score,
+    mgsm_correct,
+    triviaqa_scores,
+)
 from rise_jax.models.lm_loss import token_log_probs
 from rise_jax.models.routers import RouterEdit
 from rise_jax.models.transformer import MoEModel
 
-TASK_KINDS = ("mgsm", "qa", "perplexity", "multiple_choice", "belebele")
+TASK_KINDS = ("mgsm", "qa", "open_qa", "perplexity", "multiple_choice", "belebele")
 LONG_PROMPT_POLICIES = ("skip", "truncate")
+DEFAULT_OPEN_QA_TEMPLATE = "Question: {question}\nAnswer:"  # lm-eval's triviaqa prompt
 DEFAULT_QA_TEMPLATE = (
     "Answer the question using a short span copied from the passage.\n\nPassage: {context}\n\nQuestion: {question}"
 )
@@ -251,6 +260,43 @@ def eval_qa(ev: Evaluator, task: Any, language: str, max_samples: int) -> TaskRe
     return TaskResult(scores, tuple(records))
 
 
+# --- open QA (TriviaQA) ---------------------------------------------------------------------------
+
+
+def eval_open_qa(ev: Evaluator, task: Any, language: str, max_samples: int) -> TaskResult:
+    """Closed-book QA: the question alone, the first line of the output scored by TriviaQA's EM /
+    F1 against the answer and its aliases (:func:`~rise_jax.evaluation.metrics.triviaqa_scores`)."""
+    items = task_items(task, language)
+    items = items[:max_samples] if max_samples else items
+    template = task.get("prompt_template") or DEFAULT_OPEN_QA_TEMPLATE
+    prompts = [ev.render(template.format(question=i["question"]), task.template) for i in items]
+    outputs = ev.generate(prompts, task.max_new_tokens, f"open_qa/{language}")
+    records, ems, f1s = [], [], []
+    for item, prompt, output in zip(items, prompts, outputs, strict=True):
+        pred = output.strip().split("\n")[0].strip()
+        em, f1 = triviaqa_scores(pred, item["answers"])
+        ems.append(em)
+        f1s.append(f1)
+        records.append(
+            {
+                "id": item["id"],
+                "prompt": prompt,
+                "output": output,
+                "prediction": pred,
+                "reference": item["answers"],
+                "score": {"exact_match": 100.0 * em, "f1": 100.0 * f1},
+            }
+        )
+    scores = {
+        "exact_match": 100.0 * float(np.mean(ems)),
+        "f1": 100.0 * float(np.mean(f1s)),
+        "n": len(items),
+        "skipped": 0,
+        "truncated": 0,
+    }
+    return TaskResult(scores, tuple(records))
+
+
 # --- perplexity -----------------------------------------------------------------------------------
 
 
@@ -279,36 +325,17 @@ def eval_perplexity(ev: Evaluator, task: Any, language: str, max_samples: int) -
 # --- multiple choice ------------------------------------------------------------------------------
 
 
-def load_multiple_choice(path_template: str, language: str) -> list[dict[str, Any]]:
-    """JSONL items ``{"id", "question", "choices": [str, ...], "answer": int}`` from
-    ``path_template`` with ``{lang}`` filled (ARC / HellaSwag / MMLU converted to this shape)."""
-    path = path_template.format(lang=get_language(language).code)
-    if not os.path.isfile(path):
-        raise EvalError(f"task multiple_choice: no data for language {language}: {path} missing")
-
-    def parse(item: dict[str, Any]) -> dict[str, Any]:
-        if not (isinstance(item["choices"], list) and 0 <= int(item["answer"]) < len(item["choices"])):
-            raise ValueError("answer index outside the choices")
-        return item
-
-    return read_jsonl_items(path, "a multiple-choice item", parse)
-
-
-def read_jsonl_items(path: str, what: str, parse) -> list[dict[str, Any]]:
-    """``parse(row)`` of every non-blank JSONL line of ``path``; a line it cannot parse (bad JSON, a
-    missing key, a bad value) is an error naming the file and line; an empty file is an error."""
-    items = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                items.append(parse(json.loads(line)))
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-                raise EvalError(f"{path}: line {n}: not {what} ({err})") from err
-    if not items:
-        raise EvalError(f"{path}: empty dataset")
-    return items
+def task_items(task: Any, language: str) -> list[dict[str, Any]]:
+    """The items of a ``multiple_choice`` / ``open_qa`` task for ``language``: ``task.path`` with
+    ``{lang}`` filled, read in ``task.format`` (ours, ``jsonl``, or a published one: MMLU, ARC,
+    HellaSwag, TriviaQA — :mod:`rise_jax.evaluation.formats`); ``task.subjects`` filters MMLU."""
+    path = task.path.format(lang=get_language(language).code)
+    if not os.path.exists(path):
+        raise EvalError(f"task {task.kind}: no data for language {language}: {path} missing")
+    try:
+        return read_items(task.kind, task.get("format", "jsonl"), path, task.get("subjects", ""))
+    except FormatError as err:
+        raise EvalError(f"task {task.kind}: {err}") from err
 
 
 def _choice_accuracy(ev: Evaluator, contexts: list[str], choices: list[list[str]], answers: list[int]) -> dict:
@@ -342,7 +369,7 @@ def _choice_accuracy(ev: Evaluator, contexts: list[str], choices: list[list[str]
 
 def eval_multiple_choice(ev: Evaluator, task: Any, language: str, max_samples: int) -> TaskResult:
     """Log-likelihood of each choice after the question (see :func:`_choice_accuracy`)."""
-    items = load_multiple_choice(task.path, language)
+    items = task_items(task, language)
     items = items[:max_samples] if max_samples else items
     contexts, choices = [i["question"] for i in items], [i["choices"] for i in items]
     return TaskResult(_choice_accuracy(ev, contexts, choices, [int(i["answer"]) for i in items]))
@@ -383,7 +410,7 @@ def load_belebele(path: str, language: str) -> list[dict[str, Any]]:
     1-4, as a number or a string)."""
     file = belebele_file(path, language)
 
-    def parse(row: dict[str, Any]) -> dict[str, Any]:
+    def parse(row: dict[str, Any], _: int) -> dict[str, Any]:
         missing = [k for k in (*BELEBELE_FIELDS, "correct_answer_num") if k not in row]
         if missing:
             raise KeyError(f"missing {', '.join(missing)}")
@@ -393,7 +420,10 @@ def load_belebele(path: str, language: str) -> list[dict[str, Any]]:
         choices = [row[f"mc_answer{i}"] for i in range(1, 5)]
         return {"passage": row["flores_passage"], "question": row["question"], "choices": choices, "answer": answer}
 
-    return read_jsonl_items(file, "a Belebele item", parse)
+    try:
+        return convert_rows(file, "a Belebele item", parse)
+    except FormatError as err:
+        raise EvalError(str(err)) from err
 
 
 def belebele_prompt(item: dict[str, Any]) -> str:
@@ -418,6 +448,7 @@ def eval_belebele(ev: Evaluator, task: Any, language: str, max_samples: int) -> 
 TASK_FUNCTIONS = {
     "mgsm": eval_mgsm,
     "qa": eval_qa,
+    "open_qa": eval_open_qa,
     "perplexity": eval_perplexity,
     "multiple_choice": eval_multiple_choice,
     "belebele": eval_belebele,
@@ -425,6 +456,7 @@ TASK_FUNCTIONS = {
 PRIMARY_METRIC = {
     "mgsm": "accuracy",
     "qa": "f1",
+    "open_qa": "exact_match",
     "perplexity": "perplexity",
     "multiple_choice": "accuracy",
     "belebele": "accuracy",

@@ -1,7 +1,8 @@
 """Markdown tables of evaluation results, laid out like the paper's Table 3.
 
 Rows are settings (variants such as ``base``, ``trained``, ``pruned``), columns are languages plus
-``Avg``; below them, ``Δ <variant>`` rows give the difference to the baseline setting.
+``Avg`` (or, for the general-ability tasks, one column per task and metric, as the paper's
+Table 4); below them, ``Δ <variant>`` rows give the difference to the baseline setting.
 """
 
 from __future__ import annotations
@@ -23,22 +24,26 @@ def results_table(
     baseline: str | None = "base",
 ) -> str:
     """``results[variant][language][metric]`` -> a markdown table with Avg and deltas to ``baseline``."""
-    variants = list(results)
-    header = ["setting", *languages, "Avg"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
 
     def row_values(variant: str) -> list[float | None]:
         vals = [results[variant].get(lang, {}).get(metric) for lang in languages]
         present = [v for v in vals if v is not None]
         return [*vals, sum(present) / len(present) if present and len(present) == len(vals) else None]
 
-    table = {v: row_values(v) for v in variants}
-    for v in variants:
-        lines.append("| " + " | ".join([v, *(_fmt(x) for x in table[v])]) + " |")
-    if baseline in table:
-        for v in variants:
+    return variants_table({v: row_values(v) for v in results}, [*languages, "Avg"], baseline)
+
+
+def variants_table(rows: dict[str, list[float | None]], columns: Sequence[str], baseline: str | None = "base") -> str:
+    """One row per setting (``rows[variant]`` = one value per column), then ``Δ <variant>`` rows
+    against ``baseline`` (the paper's before → after layout)."""
+    header = ["setting", *columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for v, values in rows.items():
+        lines.append("| " + " | ".join([v, *(_fmt(x) for x in values)]) + " |")
+    if baseline in rows:
+        for v, values in rows.items():
             if v == baseline:
                 continue
-            deltas = [None if a is None or b is None else a - b for a, b in zip(table[v], table[baseline], strict=True)]
+            deltas = [None if a is None or b is None else a - b for a, b in zip(values, rows[baseline], strict=True)]
             lines.append("| " + " | ".join([f"Δ {v}", *(_fmt(x, signed=True) for x in deltas)]) + " |")
     return "\n".join(lines) + "\n"

@@ -7,11 +7,12 @@ merged in-process); ``pruned`` (base with the selection's experts pruned from th
 Artefacts: ``eval/results.json`` (``{"config", "results": {variant: {task: {lang: {metric: value,
 "n", "skipped", "truncated", "generations"}}}}}``, rewritten atomically after every language so an
 interrupted run resumes where it stopped), ``eval/generations/<variant>/<task>/<lang>.jsonl`` for
-the generative tasks (MGSM, QA; written before the language is marked done; one example a line:
+the generative tasks (MGSM, QA, open QA; written before the language is marked done; one example a line:
 ``id``, ``prompt`` (null when skipped as too long), ``output`` (the model's text), ``prediction``
 (what was scored), ``reference``, ``score``; the results' ``generations`` names the file relative
 to the workdir) and ``eval/table.md`` (one table per task: rows = variants,
-columns = languages + Avg, plus deltas against ``config.eval.baseline``).
+columns = languages + Avg, plus deltas against ``config.eval.baseline``; first, when
+``config.eval.general`` names tasks, the paper's Table 4 layout: a column per task and metric).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from rise_jax.io_utils import (
     write_jsonl_atomic,
     write_text_atomic,
 )
-from rise_jax.reporting.tables import results_table
+from rise_jax.reporting.tables import results_table, variants_table
 from rise_jax.selection.artefact import load_selection
 from rise_jax.stages.common import checkpoint_path, files_identity, model_sharding, tokenizer_for
 from rise_jax.stages.registry import Stage
@@ -143,6 +144,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if unknown:
         raise EvalError(f"config.eval.variants: unknown {unknown}; choose from {', '.join(VARIANTS)}")
     _names(e.variants, "eval variant(s)", VARIANTS)
+    unknown_general = [n for n in comma_list(e.get("general", "")) if n not in e.tasks]
+    if unknown_general:
+        raise EvalError(f"config.eval.general: unknown task(s) {unknown_general}; choose from {', '.join(e.tasks)}")
     for name in _names(e.run, "eval task(s)", list(e.tasks.keys())):
         if e.tasks[name].kind not in TASK_KINDS:
             raise EvalError(f"eval.tasks.{name}.kind = {e.tasks[name].kind!r}; choose one of {', '.join(TASK_KINDS)}")
@@ -214,7 +218,29 @@ def results_markdown(results: dict[str, Any], e: ml_collections.ConfigDict) -> s
         ]
         if notes:
             parts.append("Prompts over the length limit: " + "; ".join(notes) + ".\n")
+    general = [n for n in comma_list(e.get("general", "")) if any(n in r for r in results.values())]
+    if general:
+        parts.insert(0, "### General ability (paper Table 4)\n\n" + general_table(results, e, general))
     return "\n".join(parts)
+
+
+GENERAL_METRICS = {"open_qa": ("exact_match", "f1"), "multiple_choice": ("accuracy", "accuracy_norm")}
+_SHORT = {"exact_match": "EM", "f1": "F1", "accuracy": "acc", "accuracy_norm": "acc_norm", "perplexity": "ppl"}
+
+
+def general_table(results: dict[str, Any], e: ml_collections.ConfigDict, names: list[str]) -> str:
+    """The general-ability tasks side by side (the paper's Table 4 layout): one row per variant,
+    then Δ rows; a column per task and metric, each the mean over the task's languages (English
+    for the published benchmarks)."""
+    columns, rows = [], {v: [] for v in results}
+    for name in names:
+        kind = e.tasks[name].kind
+        for metric in GENERAL_METRICS.get(kind, (PRIMARY_METRIC[kind],)):
+            columns.append(f"{name} {_SHORT.get(metric, metric)}")
+            for variant, per_task in results.items():
+                vals = [s[metric] for s in per_task.get(name, {}).values() if metric in s]
+                rows[variant].append(sum(vals) / len(vals) if vals else None)
+    return variants_table(rows, columns, e.baseline)
 
 
 STAGE = Stage(
