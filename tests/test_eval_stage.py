@@ -122,6 +122,12 @@ def test_eval_errors_are_clear(setup, tmp_path):
     c.eval.steer.experts = "3,99"
     with pytest.raises(InterventionError, match="expert 99 out of range"):
         launch.run(c, str(tmp_path / "d"))
+    c = config(ckpt, tmp)
+    c.stages = "eval"
+    c.eval.run = "perplexity"
+    c.eval.tasks.perplexity.window = "sliding"
+    with pytest.raises(EvalError, match=r"eval.tasks.perplexity.window = 'sliding'; choose one of truncate, rolling"):
+        launch.run(c, str(tmp_path / "e"))
 
 
 def test_steering_a_languages_experts_found_by_frequency_difference(setup, tmp_path):

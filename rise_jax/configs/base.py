@@ -152,7 +152,16 @@ def get_base_config() -> ml_collections.ConfigDict:
         )
     )
     c.eval.tasks.perplexity = ml_collections.ConfigDict(
-        dict(kind="perplexity", source="flores", path="", split="test", languages="", max_length=512, max_samples=0)
+        dict(
+            kind="perplexity",
+            source="flores",
+            path="",
+            split="test",
+            languages="",
+            max_length=512,
+            window="truncate",  # or "rolling": lm-eval's loglikelihood_rolling (every token, no cut)
+            max_samples=0,
+        )
     )
     c.eval.tasks.multiple_choice = ml_collections.ConfigDict(  # our JSONL; path with {lang}
         dict(kind="multiple_choice", format="jsonl", path="", subjects="", languages="", max_samples=0)

@@ -15,6 +15,7 @@ import functools
 import json
 import math
 import os
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,6 +30,7 @@ from rise_jax.data.sources import Example, SourceError, SourceSpec, load_example
 from rise_jax.errors import RiseError
 from rise_jax.evaluation.formats import FormatError, convert_rows, read_items
 from rise_jax.evaluation.generate import SamplingOptions, generate_text
+from rise_jax.evaluation.loglikelihood_requests import encode, pair_sequence, prefix_token, rolling_windows
 from rise_jax.evaluation.metrics import (
     best_over_golds,
     exact_match,
@@ -43,6 +45,7 @@ from rise_jax.models.transformer import MoEModel
 
 TASK_KINDS = ("mgsm", "qa", "open_qa", "perplexity", "multiple_choice", "belebele")
 LONG_PROMPT_POLICIES = ("skip", "truncate")
+PERPLEXITY_WINDOWS = ("truncate", "rolling")
 DEFAULT_OPEN_QA_TEMPLATE = "Question: {question}\nAnswer:"  # lm-eval's triviaqa prompt
 DEFAULT_QA_TEMPLATE = (
     "Answer the question using a short span copied from the passage.\n\nPassage: {context}\n\nQuestion: {question}"
@@ -300,24 +303,59 @@ def eval_open_qa(ev: Evaluator, task: Any, language: str, max_samples: int) -> T
 # --- perplexity -----------------------------------------------------------------------------------
 
 
+def rolling_loglikelihoods(ev: Evaluator, texts: list[str], max_length: int) -> np.ndarray:
+    """Each document's total log-likelihood, every token scored once in rolling windows of
+    ``max_length`` (lm-eval ``loglikelihood_rolling``, :func:`~.loglikelihood_requests.rolling_windows`)."""
+    prefix = prefix_token(ev.tokenizer)
+    windows, owner = [], []
+    for i, text in enumerate(texts):
+        for window in rolling_windows(encode(ev.tokenizer, text), prefix, max_length):
+            windows.append(window)
+            owner.append(i)
+    scores = ev.sequence_logprobs([w[0] for w in windows], [w[1] for w in windows]) if windows else np.zeros(0)
+    return np.bincount(np.asarray(owner, np.int64), weights=scores, minlength=len(texts))
+
+
 def eval_perplexity(ev: Evaluator, task: Any, language: str, max_samples: int) -> TaskResult:
+    """Perplexity of a language's text. ``window="truncate"``: each document cut at ``max_length``
+    tokens (counted), its first token the context, ``perplexity`` = exp(mean NLL per predicted
+    token). ``window="rolling"``: lm-eval's rolling log-likelihood, every token scored (the first
+    after BOS/EOS) and nothing cut; adds lm-eval's ``word_perplexity`` = exp(−ΣLL / Σ words),
+    ``byte_perplexity`` = exp(−ΣLL / Σ UTF-8 bytes) and ``bits_per_byte`` = −ΣLL / (Σ bytes · ln 2)."""
     spec = SourceSpec(task.source, task.path, split=task.split)
     examples = _load(spec, language, "perplexity")
-    corpus = tokenize_examples(language, examples, ev.tokenizer, task.max_length, max_samples or None)
-    seqs = [s for s in corpus.sequences if len(s) >= 2]
-    if not seqs:
-        raise EvalError(f"task perplexity: no sequence of 2+ tokens for language {language}")
-    targets = [np.ones(len(s), bool) for s in seqs]
-    total = float(-ev.sequence_logprobs(seqs, targets).sum())
-    count = sum(len(s) - 1 for s in seqs)
+    if task.get("window", "truncate") == "rolling":
+        texts = [e.text for e in _limit(examples, max_samples) if e.text]
+        if not texts:
+            raise EvalError(f"task perplexity: no text for language {language}")
+        total = float(-rolling_loglikelihoods(ev, texts, task.max_length).sum())
+        count = sum(len(encode(ev.tokenizer, t)) for t in texts)
+        n_bytes = sum(len(t.encode("utf-8")) for t in texts)
+        words = sum(len(re.split(r"\s+", t)) for t in texts)
+        extra = {
+            "word_perplexity": math.exp(total / words),
+            "byte_perplexity": math.exp(total / n_bytes),
+            "bits_per_byte": total / n_bytes / math.log(2),
+        }
+        n, truncated = len(texts), 0
+    else:
+        corpus = tokenize_examples(language, examples, ev.tokenizer, task.max_length, max_samples or None)
+        seqs = [s for s in corpus.sequences if len(s) >= 2]
+        if not seqs:
+            raise EvalError(f"task perplexity: no sequence of 2+ tokens for language {language}")
+        targets = [np.ones(len(s), bool) for s in seqs]
+        total = float(-ev.sequence_logprobs(seqs, targets).sum())
+        count = sum(len(s) - 1 for s in seqs)
+        extra, n, truncated = {}, len(seqs), corpus.truncated
     return TaskResult(
         {
             "perplexity": math.exp(total / count),
             "nll_per_token": total / count,
             "tokens": count,
-            "n": len(seqs),
+            **extra,
+            "n": n,
             "skipped": 0,
-            "truncated": corpus.truncated,
+            "truncated": truncated,
         }
     )
 
@@ -338,26 +376,27 @@ def task_items(task: Any, language: str) -> list[dict[str, Any]]:
         raise EvalError(f"task {task.kind}: {err}") from err
 
 
+def choice_loglikelihoods(ev: Evaluator, contexts: list[str], choices: list[list[str]]) -> list[np.ndarray]:
+    """``log p(" " + choice | context)`` of every choice of every item (lm-eval's target
+    delimiter and its tokenisation of the pair, :func:`~.loglikelihood_requests.encode_pair`)."""
+    pairs = [
+        pair_sequence(ev.tokenizer, c, " " + str(o))
+        for c, options in zip(contexts, choices, strict=True)
+        for o in options
+    ]
+    scores = ev.sequence_logprobs([p[0] for p in pairs], [p[1] for p in pairs])
+    bounds = np.cumsum([0, *(len(o) for o in choices)])
+    return [scores[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
 def _choice_accuracy(ev: Evaluator, contexts: list[str], choices: list[list[str]], answers: list[int]) -> dict:
-    """Pick the choice with the highest log-likelihood after its context (``accuracy``) and after
-    dividing by the choice's length in characters (``accuracy_norm``, lm-eval-harness ``acc_norm``)."""
-    seqs, targets, lengths = [], [], []
-    for context_text, options in zip(contexts, choices, strict=True):
-        context = ev.tokenizer(context_text, add_special_tokens=False)["input_ids"]
-        for choice in options:
-            cont = ev.tokenizer(" " + str(choice), add_special_tokens=False)["input_ids"]
-            seqs.append(np.asarray(context + cont, np.int32))
-            targets.append(np.asarray([0] * len(context) + [1] * len(cont), bool))
-            lengths.append(max(1, len(str(choice))))
-    scores = ev.sequence_logprobs(seqs, targets)
+    """Pick the choice with the highest log-likelihood after its context (``accuracy``, lm-eval
+    ``acc``) and after dividing by the choice's length in characters (``accuracy_norm``, ``acc_norm``)."""
     correct = correct_norm = 0
-    start = 0
-    for options, answer in zip(choices, answers, strict=True):
-        n = len(options)
-        s, ln = scores[start : start + n], np.asarray(lengths[start : start + n])
-        correct += int(np.argmax(s)) == int(answer)
-        correct_norm += int(np.argmax(s / ln)) == int(answer)
-        start += n
+    for scores, options, answer in zip(choice_loglikelihoods(ev, contexts, choices), choices, answers, strict=True):
+        lengths = np.asarray([float(len(str(o))) for o in options])
+        correct += int(np.argmax(scores)) == int(answer)
+        correct_norm += int(np.argmax(scores / lengths)) == int(answer)
     return {
         "accuracy": 100.0 * correct / len(answers),
         "accuracy_norm": 100.0 * correct_norm / len(answers),

@@ -28,7 +28,7 @@ from rise_jax.config_values import comma_list, int_ranges, positive_ints
 from rise_jax.data.languages import parse_languages
 from rise_jax.evaluation import interventions as iv
 from rise_jax.evaluation.generate import stop_token_ids
-from rise_jax.evaluation.tasks import PRIMARY_METRIC, TASK_KINDS, EvalError, Evaluator, run_task
+from rise_jax.evaluation.tasks import PERPLEXITY_WINDOWS, PRIMARY_METRIC, TASK_KINDS, EvalError, Evaluator, run_task
 from rise_jax.io_utils import (
     ensure_writable_dir,
     read_json_object,
@@ -150,6 +150,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     for name in _names(e.run, "eval task(s)", list(e.tasks.keys())):
         if e.tasks[name].kind not in TASK_KINDS:
             raise EvalError(f"eval.tasks.{name}.kind = {e.tasks[name].kind!r}; choose one of {', '.join(TASK_KINDS)}")
+        window = e.tasks[name].get("window", "truncate")
+        if e.tasks[name].kind == "perplexity" and window not in PERPLEXITY_WINDOWS:
+            raise EvalError(f"eval.tasks.{name}.window = {window!r}; choose one of {', '.join(PERPLEXITY_WINDOWS)}")
     positive_ints(config, "eval.batch_size")
 
 
