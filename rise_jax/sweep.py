@@ -4,7 +4,9 @@ Each point of the sweep (``configs/sweeps.py``: a list of ``{"dotted.key": value
 the pipeline in ``DIR/<index>_<label>``. The routing statistics and analysis depend on none of the
 swept selection settings, so they are computed once (first point) and hard-linked into the other
 points' workdirs with their pipeline records; every point's own stages then skip them. Results:
-``DIR/sweep.json`` (points, overrides, workdirs, eval results) and ``DIR/sweep.md`` (one row per point).
+``DIR/sweep.json`` (points, overrides, workdirs, eval results), ``DIR/sweep.md`` (one row per point,
+then the plots) and ``DIR/sweep_<task>_<metric>.png`` (each task's first metric over the points,
+one series per variant and language: the paper's Fig. 3-4 for the α, ρ, K and zone sweeps).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from absl import app, flags, logging
 from rise_jax.io_utils import ensure_writable_dir, write_json_atomic, write_text_atomic
 from rise_jax.launch import parse_flags, run, run_or_exit
 from rise_jax.messages import show_messages, verbose_flag
+from rise_jax.reporting.plots import sweep_plot
 from rise_jax.stages import REGISTRY
 from rise_jax.workdir import Workdir
 
@@ -89,12 +92,13 @@ def run_sweep(config: ml_collections.ConfigDict, points: list[dict[str, Any]], w
         results = json.load(open(results_file, encoding="utf-8"))["results"] if os.path.isfile(results_file) else None
         summary.append({"overrides": overrides, "workdir": point_dir, "results": results})
         write_json_atomic(os.path.join(workdir, "sweep.json"), summary)
-    write_text_atomic(os.path.join(workdir, "sweep.md"), sweep_markdown(summary))
+    plots = sweep_plots(summary, workdir)
+    write_text_atomic(os.path.join(workdir, "sweep.md"), sweep_markdown(summary, plots))
     return summary
 
 
-def sweep_markdown(summary: list[dict[str, Any]]) -> str:
-    """One row per point: the overrides, then each variant/task/language's first metric."""
+def _columns(summary: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
+    """(variant, task, language, metric) of every result, each task's first metric only."""
     columns: list[tuple[str, str, str, str]] = []
     for point in summary:
         for variant, tasks in (point["results"] or {}).items():
@@ -103,15 +107,64 @@ def sweep_markdown(summary: list[dict[str, Any]]) -> str:
                     metric = next(k for k in scores if k not in ("n", "skipped", "truncated"))
                     if (variant, task, lang, metric) not in columns:
                         columns.append((variant, task, lang, metric))
+    return columns
+
+
+def _value(point: dict[str, Any], column: tuple[str, str, str, str]) -> float | None:
+    v, t, lang, m = column
+    return (point["results"] or {}).get(v, {}).get(t, {}).get(lang, {}).get(m)
+
+
+def _axis(summary: list[dict[str, Any]]) -> tuple[list[str], str, list[float] | None]:
+    """(point labels, x label, numeric x or None). Numeric when every point overrides the same
+    one key with a number (α, K); otherwise the labels are the overridden values (ρ, zones)."""
+    keys = {tuple(p["overrides"]) for p in summary}
+    if len(keys) == 1 and len(next(iter(keys))) == 1:
+        key = next(iter(keys))[0]
+        values = [p["overrides"][key] for p in summary]
+        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            return [f"{v:g}" for v in values], key, [float(v) for v in values]
+
+        def show(v: Any) -> str:
+            return "(" + ", ".join(f"{x:.3g}" for x in v) + ")" if isinstance(v, list | tuple) else str(v)
+
+        return [show(v) for v in values], key, None
+    return [label(p["overrides"]) for p in summary], "point", None
+
+
+def sweep_plots(summary: list[dict[str, Any]], workdir: str) -> list[str]:
+    """``sweep_<task>_<metric>.png`` per task with results: its first metric at every point, one
+    series per variant and language. Returns the file names."""
+    columns = _columns(summary)
+    if not columns:
+        return []
+    points, xlabel, x = _axis(summary)
+    files = []
+    for task, metric in dict.fromkeys((t, m) for _, t, _, m in columns):
+        series = {
+            f"{v}/{lang}": [_value(p, (v, t, lang, m)) for p in summary]
+            for v, t, lang, m in columns
+            if (t, m) == (task, metric)
+        }
+        name = f"sweep_{task}_{metric}.png"
+        sweep_plot(points, series, os.path.join(workdir, name), f"{task}: {metric} over the sweep", xlabel, metric, x)
+        files.append(name)
+    return files
+
+
+def sweep_markdown(summary: list[dict[str, Any]], plots: list[str] = ()) -> str:
+    """One row per point: the overrides, then each variant/task/language's first metric; then the plots."""
+    columns = _columns(summary)
     head = ["point"] + [f"{v}/{t}/{lang} {m}" for v, t, lang, m in columns]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for point in summary:
-        res = point["results"] or {}
         cells = [label(point["overrides"])]
-        for v, t, lang, m in columns:
-            value = res.get(v, {}).get(t, {}).get(lang, {}).get(m)
+        for column in columns:
+            value = _value(point, column)
             cells.append("–" if value is None else f"{value:.2f}")
         lines.append("| " + " | ".join(cells) + " |")
+    if plots:
+        lines += ["", *(f"![{name[:-4]}]({name})" for name in plots)]
     return "\n".join(lines) + "\n"
 
 

@@ -36,7 +36,7 @@ ALLOWED = {
     },
     "pipeline": {"stages"},
     "launch": {"pipeline", "api", "models", "demo", "sharding"},
-    "sweep": {"launch", "stages"},
+    "sweep": {"launch", "stages", "reporting"},
     "__init__": {"api", "models", "tokenizer"},
 }
 

@@ -153,3 +153,41 @@ def test_the_new_family_configs_load_with_their_presets():
     )
     assert o.data.template == o.train.data.template == "raw"  # a base model without a chat template
     assert q.model.checkpoint == "Qwen/Qwen1.5-MoE-A2.7B-Chat" and q.select.k == 48
+
+
+def _summary(points, values):
+    """A sweep summary as run_sweep writes it: base/trained perplexity for en and bn per point."""
+    return [
+        {
+            "overrides": o,
+            "workdir": f"/w/{i}",
+            "results": None
+            if v is None
+            else {
+                variant: {"perplexity": {lang: {"perplexity": v + d, "n": 3} for lang, d in (("en", 0.0), ("bn", 1.0))}}
+                for variant, v in (("base", 10.0), ("trained", v))
+            },
+        }
+        for i, (o, v) in enumerate(zip(points, values, strict=True))
+    ]
+
+
+def test_sweeps_plot_each_tasks_metric_over_numeric_and_categorical_points(tmp_path):
+    from rise_jax.sweep import _axis, sweep_markdown, sweep_plots
+
+    alpha = _summary([{"select.alpha": a} for a in (0.0, 1.0, 10.0)], [9.0, None, 8.0])
+    assert _axis(alpha) == (["0", "1", "10"], "select.alpha", [0.0, 1.0, 10.0])
+    files = sweep_plots(alpha, str(tmp_path))
+    assert files == ["sweep_perplexity_perplexity.png"]
+    assert (tmp_path / files[0]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = sweep_markdown(alpha, files)
+    assert md.splitlines()[3] == "| alpha=1.0 | – | – | – | – |"  # the point without results
+    assert md.rstrip().endswith("![sweep_perplexity_perplexity](sweep_perplexity_perplexity.png)")
+    ratios = _summary([{"select.ratios": r} for r in ((0.35, 0.25, 0.4), (1 / 3, 1 / 3, 1 / 3))], [9.0, 9.5])
+    assert _axis(ratios) == (["(0.35, 0.25, 0.4)", "(0.333, 0.333, 0.333)"], "select.ratios", None)
+    zones = _summary([{"select.zones": "middle"}, {"select.zones": "shallow,deep"}], [9.0, 9.5])
+    assert _axis(zones) == (["middle", "shallow,deep"], "select.zones", None)
+    assert sweep_plots(zones, str(tmp_path / "z")) == ["sweep_perplexity_perplexity.png"]
+    mixed = _summary([{"select.k": 8}, {"select.k": 8, "select.alpha": 1.0}], [9.0, 9.5])
+    assert _axis(mixed)[1:] == ("point", None)
+    assert sweep_plots(_summary([{"select.k": 8}], [None]), str(tmp_path / "none")) == []  # no eval: no plot

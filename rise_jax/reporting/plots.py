@@ -154,19 +154,55 @@ def selection_map(
     return _save(fig, path)
 
 
+def _grouped_bars(ax, values: dict[str, dict[str, float]], groups: Sequence[str]) -> None:
+    """One group of bars per ``groups`` entry, one bar per key of ``values`` (a missing value: no bar)."""
+    settings = list(values)
+    width = 0.8 / max(1, len(settings))
+    x = np.arange(len(groups))
+    for j, s in enumerate(settings):
+        ys = [np.nan if values[s].get(g) is None else values[s][g] for g in groups]
+        ax.bar(x + (j - (len(settings) - 1) / 2) * width, ys, width, label=s)
+    ax.set_xticks(x, list(groups))
+
+
 def results_bars(
     values: dict[str, dict[str, float]], languages: Sequence[str], path: str, title: str, ylabel: str
 ) -> str:
     """Grouped bars: one group per language, one bar per setting (``values[setting][lang]``)."""
-    settings = list(values)
     fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(languages) + 1), 3.6))
-    width = 0.8 / max(1, len(settings))
-    x = np.arange(len(languages))
-    for j, s in enumerate(settings):
-        ys = [values[s].get(lang, np.nan) for lang in languages]
-        ax.bar(x + (j - (len(settings) - 1) / 2) * width, ys, width, label=s)
-    ax.set_xticks(x, list(languages))
+    _grouped_bars(ax, values, languages)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def sweep_plot(
+    points: Sequence[str],
+    series: dict[str, Sequence[float | None]],
+    path: str,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    x: Sequence[float] | None = None,
+) -> str:
+    """A result over the points of a sweep (the RISE paper's Fig. 3-4), one line or bar per
+    series (``series[name][i]`` = the value at point ``i``, None where it has none). With numeric
+    ``x`` (α, K): lines over x, a log₂ axis when x spans 8x or more; otherwise (budget ratios ρ,
+    layer-group ablations, methods): grouped bars, one group per point."""
+    if x is not None:
+        fig, ax = plt.subplots(figsize=(5.5, 3.6))
+        for name, ys in series.items():
+            ax.plot(x, [np.nan if y is None else y for y in ys], marker="o", ms=4, label=name)
+        if min(x) > 0 and max(x) >= 8 * min(x):
+            ax.set_xscale("log", base=2)
+        ax.set_xticks(list(x), [str(p) for p in points])
+    else:
+        fig, ax = plt.subplots(figsize=(max(5.5, 1.2 * len(points) + 1), 3.8))
+        _grouped_bars(ax, {name: dict(zip(points, ys, strict=True)) for name, ys in series.items()}, points)
+        ax.tick_params(axis="x", labelrotation=20)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
     return _save(fig, path)
