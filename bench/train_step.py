@@ -1,7 +1,7 @@
 """Training-step time vs HF torch (requires_grad only on the selected experts) and the memory of a
 full-size Qwen3-30B-A3B RISE training step from abstract shapes.
 
-    python bench/train_step.py [--k 16] [--repeats 5]
+    python bench/train_step.py [--k 16] [--repeats 5] [--memory-ks 8,16,32,64,128] [--skip-step]
     python bench/train_step.py --gpu    # HF on CUDA, JAX on its GPU backend (fp32, no TF32), plus the
                                         # real peak memory of a full-size Qwen3-30B-A3B step (random bf16 weights)
 
@@ -121,56 +121,64 @@ def bench_step(batch: int, seq: int, k: int, repeats: int, gpu: bool = False, di
         print(f"{name:32s} {t:8.3f} {batch * seq / t:9.0f} {best / t:9.2f}x")
 
 
-def memory_full_size(batch: int, seq: int, k: int) -> None:
-    """Memory of one RISE step on Qwen3-30B-A3B (K experts), from abstract shapes."""
+PAPER_TABLE12_GB = {8: 64.7, 128: 72.0}  # RISE paper Table 12 (one H200), the endpoints quoted in the issue
+
+
+def memory_full_size(batch: int, seq: int, ks: list[int]) -> None:
+    """Memory of one RISE step on Qwen3-30B-A3B for every K in ``ks``, from abstract shapes (no
+    weights allocated): frozen bf16 weights + K fp32 master experts + their gradients + Adam's two
+    moments, plus XLA's temporaries of the fp32 lowering of ``grad_step`` (an upper bound of the
+    activations: the CPU backend runs bf16 dots in fp32). The paper's Table 12 row, in one run."""
     import rise_jax
     from rise_jax.models.transformer import MoEModel, RuntimeOptions
     from rise_jax.training import partition
     from rise_jax.training.step import make_optimizer, make_steps
 
     cfg = rise_jax.config_from_hf_dict(QWEN3_30B_A3B)
-    experts = pick_experts(cfg.num_moe_layers, cfg.num_experts, k)
-    slots = {run: jnp.asarray(s) for run, s in partition.expert_slots(cfg, experts).items()}
-    weights = {
-        run: {
-            p: jax.ShapeDtypeStruct((int((np.asarray(s) >= 0).sum()), *expert_leaf_shape(cfg, p)), jnp.float32)
-            for p in cfg.expert_param_names
-        }
-        for run, s in slots.items()
-    }
     tx, _ = make_optimizer(2e-5, 1000)
-    opt_state = jax.eval_shape(tx.init, weights)
     ids = jax.ShapeDtypeStruct((batch, seq), jnp.int32)
     b = lambda tree: sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(tree))  # noqa: E731
 
-    rows = {}
-    for label, dtype in (("bf16", jnp.bfloat16), ("fp32", jnp.float32)):
+    def base_and_steps(dtype):
         model = MoEModel(cfg, RuntimeOptions(dtype=dtype, param_dtype=dtype, dispatch=DISPATCH, remat=True))
         base = jax.eval_shape(lambda m=model: m.init(jax.random.PRNGKey(0), jnp.zeros((1, 1), jnp.int32)))["params"]
-        grad_step, _, _ = make_steps(model, tx)
-        t0 = time.perf_counter()
-        compiled = grad_step.lower(weights, slots, base, ids, ids, ids, jax.random.PRNGKey(0)).compile()
-        mem = compiled.memory_analysis()
-        rows[label] = (b(base), mem.temp_size_in_bytes, time.perf_counter() - t0)
+        return base, make_steps(model, tx)[0]
 
-    w_bf16 = rows["bf16"][0]
-    masters, grads, adam = b(weights), b(weights), b(opt_state)
-    act_fp32 = rows["fp32"][1]
-    total = w_bf16 + masters + grads + adam + act_fp32
-    print(f"\nQwen3-30B-A3B RISE step, K = {k}, batch {batch} x {seq}, remat, XLA memory analysis (CPU compile):")
-    print(f"  weights (bf16, frozen)                 {w_bf16 / GIB:7.2f} GiB")
-    print(f"  trainable fp32 masters (K experts)     {masters / GIB:7.2f} GiB")
-    print(f"  gradients (K experts, fp32)            {grads / GIB:7.2f} GiB")
-    print(f"  optimiser state (Adam mu + nu + count) {adam / GIB:7.2f} GiB")
-    print(f"  activations + temporaries (fp32 lowering, upper bound) {act_fp32 / GIB:7.2f} GiB")
+    w_bf16 = b(base_and_steps(jnp.bfloat16)[0])
+    base32, grad_step = base_and_steps(jnp.float32)
+    rows = []
+    for k in ks:
+        experts = pick_experts(cfg.num_moe_layers, cfg.num_experts, k)
+        slots = {run: jnp.asarray(s) for run, s in partition.expert_slots(cfg, experts).items()}
+        weights = {
+            run: {
+                p: jax.ShapeDtypeStruct((int((np.asarray(s) >= 0).sum()), *expert_leaf_shape(cfg, p)), jnp.float32)
+                for p in cfg.expert_param_names
+            }
+            for run, s in slots.items()
+        }
+        t0 = time.perf_counter()
+        mem = grad_step.lower(weights, slots, base32, ids, ids, ids, jax.random.PRNGKey(0)).compile().memory_analysis()
+        masters, adam = b(weights), b(jax.eval_shape(tx.init, weights))
+        act = mem.temp_size_in_bytes
+        rows.append((k, masters, adam, act, w_bf16 + 2 * masters + adam + act, time.perf_counter() - t0))
+
     print(
-        f"  total                                  {total / GIB:7.2f} GiB  ({total / 1e9:.1f} GB; paper Table 12: 72.0 GB)"
+        f"\nQwen3-30B-A3B RISE step, batch {batch} x {seq}, remat, AdamW, XLA memory analysis "
+        f"({jax.default_backend()} compile); frozen bf16 weights {w_bf16 / GIB:.2f} GiB in every row"
     )
     print(
-        f"  (bf16 lowering on CPU reports {rows['bf16'][1] / GIB:.1f} GiB of temporaries: XLA CPU converts every bf16 "
-        "weight to fp32 before the layer loop; GPUs run bf16 matmuls natively)"
+        f"{'K':>4s} {'masters':>8s} {'grads':>8s} {'Adam':>8s} {'act+tmp':>8s} {'total GiB':>10s} "
+        f"{'total GB':>9s} {'paper GB':>9s} {'compile':>8s}"
     )
-    print(f"  compile times: bf16 {rows['bf16'][2]:.1f} s, fp32 {rows['fp32'][2]:.1f} s")
+    for k, masters, adam, act, total, secs in rows:
+        paper = PAPER_TABLE12_GB.get(k)
+        print(
+            f"{k:4d} {masters / GIB:8.2f} {masters / GIB:8.2f} {adam / GIB:8.2f} {act / GIB:8.2f} "
+            f"{total / GIB:10.2f} {total / 1e9:9.1f} {'' if paper is None else f'{paper:.1f}':>9s} {secs:7.1f}s"
+        )
+    growth = (rows[-1][4] - rows[0][4]) / 1e9
+    print(f"  K {rows[0][0]} -> {rows[-1][0]}: +{growth:.1f} GB (paper: +{72.0 - 64.7:.1f} GB from K 8 to 128)")
 
 
 def peak_full_size(batch: int, seq: int, k: int, repeats: int) -> None:
@@ -240,15 +248,15 @@ def main() -> None:
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--dispatch", default="auto", help="MoE dispatch of ours (auto: per backend)")
     ap.add_argument("--gpu", action="store_true", help="time on the GPU and measure the full-size step's real peak")
+    ap.add_argument("--memory-ks", default="8,16,32,64,128", help="K values of the full-size memory table (Table 12)")
     args = ap.parse_args()
     if not args.skip_step:
         bench_step(4, 512, args.k, args.repeats, gpu=args.gpu, dispatch=args.dispatch)
     if args.skip_memory:
         return
+    memory_full_size(2, 512, [int(k) for k in args.memory_ks.split(",")])
     if args.gpu:
         peak_full_size(2, 512, 128, repeats=3)
-    else:
-        memory_full_size(2, 512, 128)
 
 
 if __name__ == "__main__":
