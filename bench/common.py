@@ -42,6 +42,23 @@ QWEN3_30B_A3B: dict[str, Any] = {
     "max_position_embeddings": 40960,
 }
 
+# Phi-3.5-MoE (microsoft/Phi-3.5-MoE-instruct config.json, the fields our parser reads).
+PHI35_MOE: dict[str, Any] = {
+    "model_type": "phimoe",
+    "vocab_size": 32064,
+    "hidden_size": 4096,
+    "intermediate_size": 6400,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "num_local_experts": 16,
+    "num_experts_per_tok": 2,
+    "max_position_embeddings": 131072,
+    "attention_bias": True,
+    "lm_head_bias": True,
+    "rope_theta": 10000.0,
+}
+
 # Mid-size configs of the companion study's other families (bench/forward.py --family).
 MID_GPT_OSS: dict[str, Any] = {
     "model_type": "gpt_oss",

@@ -26,23 +26,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from common import QWEN3_30B_A3B  # noqa: E402
+from common import PHI35_MOE, QWEN3_30B_A3B  # noqa: E402
 
-PHI35_MOE = {
-    "model_type": "phimoe",
-    "vocab_size": 32064,
-    "hidden_size": 4096,
-    "intermediate_size": 6400,
-    "num_hidden_layers": 32,
-    "num_attention_heads": 32,
-    "num_key_value_heads": 8,
-    "num_local_experts": 16,
-    "num_experts_per_tok": 2,
-    "max_position_embeddings": 131072,
-    "attention_bias": True,
-    "lm_head_bias": True,
-    "rope_theta": 10000.0,
-}
 GIB = 1024**3
 
 

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 
 from rise_jax.checkpoints import export_hf_checkpoint, load_hf_checkpoint
 from rise_jax.checkpoints.hf_load import ShardingFn
+from rise_jax.models.quantized import DEFAULT_GROUPS
 from rise_jax.models.routers import RouterEdit
 from rise_jax.models.transformer import ModelOutput, MoEModel, RuntimeOptions
 
@@ -44,14 +45,21 @@ def load_model(
     router_mode: str = "deterministic",
     sharding: ShardingFn | None = None,
     progress: bool = True,
+    frozen_dtype: str | None = None,
+    frozen_groups: tuple[str, ...] = DEFAULT_GROUPS,
 ) -> tuple[MoEModel, dict[str, Any]]:
     """Load an HF checkpoint directory -> ``(model, params)``.
 
     ``dtype`` is the parameter dtype; ``compute_dtype`` the activation dtype (default: ``dtype``).
-    Router logits and top-k are fp32 regardless.
+    Router logits and top-k are fp32 regardless. ``frozen_dtype`` (``int8`` or ``float8_e4m3fn``)
+    stores the frozen kernels of ``frozen_groups`` (experts, mlp, lm_head; attention on request)
+    quantized per output channel (:mod:`rise_jax.models.quantized`), quantized while reading,
+    dequantised to ``dtype`` where used.
     """
     pdt = as_dtype(dtype)
-    ckpt = load_hf_checkpoint(path, pdt, sharding=sharding, progress=progress)
+    ckpt = load_hf_checkpoint(
+        path, pdt, sharding=sharding, progress=progress, frozen_dtype=frozen_dtype or None, frozen_groups=frozen_groups
+    )
     opts = RuntimeOptions(
         dtype=as_dtype(compute_dtype) if compute_dtype is not None else pdt,
         param_dtype=pdt,

@@ -39,7 +39,11 @@ def make_mesh(model: int = 0, data: int = 1, devices: list | None = None) -> Mes
 
 
 def param_spec(path: tuple[str, ...], shape: tuple[int, ...], model_size: int) -> PartitionSpec:
-    """The :class:`PartitionSpec` of one parameter (``path`` as in the params tree)."""
+    """The :class:`PartitionSpec` of one parameter (``path`` as in the params tree; a quantized
+    kernel's ``qvalue`` and ``scale`` ``[..., 1, out]`` follow the kernel's rule, a scale axis of
+    size 1 staying replicated)."""
+    if path and path[-1] in ("qvalue", "scale"):
+        path = path[:-1]
     name = "/".join(path)
 
     def split(dim: int) -> PartitionSpec:
@@ -78,7 +82,7 @@ def tree_shardings(tree: Any, mesh: Mesh) -> Any:
     m = mesh.shape[MODEL]
 
     def one(path, leaf):
-        keys = tuple(str(getattr(k, "key", k)) for k in path)
+        keys = tuple(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
         return NamedSharding(mesh, param_spec(keys, tuple(leaf.shape), m))
 
     return jax.tree_util.tree_map_with_path(one, tree)

@@ -151,15 +151,21 @@ def test_demo_corpus_is_parallel_skewed_and_deterministic(tmp_path):
     assert np.all([ord(ch) > 0x4E00 for ch in scripts["zh"].splitlines()[0][:2]])
 
 
-def test_sweep_points_share_the_replay_and_write_a_summary(demo_run, tmp_path):
-    from rise_jax.sweep import run_sweep
-
-    wd, _ = demo_run
+def _on_demo_checkpoint(wd):
+    """The demo's test config on the model the demo run pretrained (no rebuild)."""
     c = demo.get_config("test")
     c.model.demo = False
     c.model.checkpoint = os.path.join(wd, "demo", "checkpoint")
     for spec in (c.data, c.train.data, c.eval.tasks.perplexity):
         spec.path = spec.path.replace("{workdir}", wd)
+    return c
+
+
+def test_sweep_points_share_the_replay_and_write_a_summary(demo_run, tmp_path):
+    from rise_jax.sweep import run_sweep
+
+    wd, _ = demo_run
+    c = _on_demo_checkpoint(wd)
     c.stages = "stats,analyze,select"
     points = [{"select.alpha": 0.0}, {"select.alpha": 10.0}]
     summary = run_sweep(c, points, str(tmp_path))
@@ -278,3 +284,109 @@ def test_the_analysis_and_report_state_routing_isolation_by_resource_group(demo_
     line = f"within high-resource languages {g['within_high']:.3f}, within low-resource {g['within_low']:.3f}"
     report = open(os.path.join(wd, "report.md")).read()
     assert line in report and "| bn | low |" in report
+
+
+# --- frozen weights in int8 / fp8 on a real (pretrained) model ---------------------------------
+
+
+def test_an_int8_demo_model_keeps_perplexity_within_1pct_and_routes_99pct_of_tokens_alike(demo_run):
+    """The demo's pretrained model (float32) against its int8-frozen copy (default groups: experts,
+    MLP, LM head): perplexity per language on the demo's test text, and per layer the share of
+    tokens with the same top-k expert set. With the attention quantized too, routes flip about as
+    often as bf16 rounding alone flips them (this small model has many near-ties)."""
+    import jax.numpy as jnp
+
+    import rise_jax
+    from rise_jax.data.batching import tokenize_examples
+    from rise_jax.data.sources import SourceSpec, load_examples
+    from rise_jax.evaluation.tasks import Evaluator, eval_perplexity
+    from rise_jax.models.quantized import QUANTIZED_GROUPS
+    from rise_jax.tokenizer import load_tokenizer
+
+    wd, _ = demo_run
+    c = _on_demo_checkpoint(wd)
+    ckpt = c.model.checkpoint
+    tok = load_tokenizer(ckpt)
+    models = {
+        "full": rise_jax.load_model(ckpt, dtype="float32", progress=False),
+        "int8": rise_jax.load_model(ckpt, dtype="float32", frozen_dtype="int8", progress=False),
+        "int8 + attention": rise_jax.load_model(
+            ckpt, dtype="float32", frozen_dtype="int8", frozen_groups=QUANTIZED_GROUPS, progress=False
+        ),
+        "bf16": rise_jax.load_model(ckpt, dtype="bfloat16", progress=False),
+    }
+    ppl = {}
+    for name in ("full", "int8"):
+        ev = Evaluator(*models[name], tok, [tok.eos_token_id], batch_size=16, progress=False)
+        ppl[name] = {
+            lang: eval_perplexity(ev, c.eval.tasks.perplexity, lang, 0).scores["perplexity"]
+            for lang in c.eval.languages.split(",")
+        }
+    for lang, full in ppl["full"].items():
+        assert abs(ppl["int8"][lang] / full - 1) <= 0.01, (lang, full, ppl["int8"][lang])
+    same = {name: [] for name in models if name != "full"}
+    for lang in c.data.languages.split(","):
+        examples = load_examples(SourceSpec("plain_text", c.data.path), lang)
+        corpus = tokenize_examples(lang, examples, tok, 64, 64)
+        ids = np.zeros((len(corpus.sequences), 64), np.int32)
+        mask = np.zeros_like(ids)
+        for i, s in enumerate(corpus.sequences):
+            ids[i, : len(s)], mask[i, : len(s)] = s, 1
+
+        def routes(name, ids=ids, mask=mask):
+            m, p = models[name]
+            out = rise_jax.forward(m, p, jnp.asarray(ids), jnp.asarray(mask), return_routing=True)
+            return np.sort(np.asarray(out.routing.topk_indices), -1)
+
+        reference = routes("full")
+        for name in same:
+            same[name].append((np.all(routes(name) == reference, -1) * mask).sum(axis=(1, 2)) / mask.sum())
+    agree = {name: np.mean(v, axis=0) for name, v in same.items()}  # per layer
+    assert agree["int8"].min() >= 0.99, agree["int8"]
+    assert np.mean(1 - agree["int8 + attention"]) <= 1.5 * np.mean(1 - agree["bf16"]), agree
+
+
+def test_rise_on_an_int8_base_gains_as_much_and_exports_the_source_weights(demo_run, tmp_path):
+    """RISE on Bengali with every frozen weight in int8: the perplexity gain is within 5 % of the
+    full-precision run's, the statistics record the frozen dtype, and the export merges the trained
+    experts into the source checkpoint's own tensors (all others bit-identical)."""
+    import glob
+
+    from safetensors.numpy import load_file
+
+    wd, _ = demo_run
+    c = _on_demo_checkpoint(wd)
+    c.model.frozen_dtype = "int8"
+    c.stages = "stats,analyze,select,train,export,eval"
+    c.eval.variants = "base,trained"
+    wd8 = str(tmp_path / "int8")
+    launch.run(c, wd8)
+
+    def gain(workdir):
+        res = json.load(open(os.path.join(workdir, "eval", "results.json")))["results"]
+        return res["base"]["perplexity"]["bn"]["perplexity"] - res["trained"]["perplexity"]["bn"]["perplexity"]
+
+    full, int8 = gain(wd), gain(wd8)
+    assert full > 0 and abs(int8 - full) <= 0.05 * full, (full, int8)
+    summary = json.load(open(os.path.join(wd8, "routing_stats", "summary.json")))
+    assert summary["model"]["frozen_dtype"] == "int8" and summary["model"]["dtype"] == "float32"
+
+    def tensors(directory):
+        out = {}
+        for f in glob.glob(os.path.join(directory, "*.safetensors")):
+            out.update(load_file(f))
+        return out
+
+    source, exported = tensors(c.model.checkpoint), tensors(os.path.join(wd8, "export", "hf"))
+    assert set(source) == set(exported)
+    selected = {
+        f"model.layers.{e['layer']}.mlp.experts.{e['expert']}.{p}.weight"
+        for e in json.load(open(os.path.join(wd8, "selection.json")))["experts"]
+        for p in ("gate_proj", "up_proj", "down_proj")
+    }
+    assert selected <= set(source)
+    for name, array in source.items():
+        if name in selected:
+            assert not np.array_equal(array, exported[name]), name
+        else:
+            assert exported[name].dtype == array.dtype and np.array_equal(array, exported[name]), name

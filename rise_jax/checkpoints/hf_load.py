@@ -31,6 +31,7 @@ from rise_jax.errors import RiseError
 from rise_jax.io_utils import read_json_object
 from rise_jax.models.config import ConfigError, ModelConfig
 from rise_jax.models.families import config_from_hf_dict
+from rise_jax.models.quantized import DEFAULT_GROUPS, QuantizedArray, check_backend, is_quantizable, quantize
 
 # Tensors a checkpoint may carry that the model does not use.
 _IGNORED = (re.compile(r".*\.rotary_emb\.inv_freq$"),)
@@ -256,17 +257,46 @@ class _LeafReader:
 ShardingFn = Callable[[tuple[str, ...], tuple[int, ...]], jax.sharding.Sharding]
 
 
+def _quantized_leaf(
+    spec: LeafSpec, reader: _LeafReader, frozen_dtype: str, dtype: Any, shard_fn: Callable
+) -> QuantizedArray:
+    """A frozen kernel read and quantized one stacked layer at a time (the full-precision leaf is
+    never held: host memory peaks at the quantized leaf plus one layer in fp32)."""
+    whole = tuple(slice(None) for _ in spec.shape)
+    scale_shape = (*spec.shape[:-2], 1, spec.shape[-1])
+    if spec.layers is None:
+        q, s = quantize(reader.read(whole, np.float32), frozen_dtype)
+    else:
+        q = np.empty(spec.shape, np.dtype(jnp.dtype(frozen_dtype)))
+        s = np.empty(scale_shape, np.float32)
+        for layer in range(spec.shape[0]):
+            q[layer], s[layer] = quantize(
+                reader.read((slice(layer, layer + 1), *whole[1:]), np.float32)[0], frozen_dtype
+            )
+    return QuantizedArray(
+        jax.make_array_from_callback(spec.shape, shard_fn(spec.path, spec.shape), lambda idx: q[idx]),
+        jax.make_array_from_callback(scale_shape, shard_fn(spec.path, scale_shape), lambda idx: s[idx]),
+        jnp.dtype(dtype),
+    )
+
+
 def load_hf_checkpoint(
     path: str,
     dtype: Any = jnp.bfloat16,
     sharding: ShardingFn | None = None,
     progress: bool = True,
+    frozen_dtype: str | None = None,
+    frozen_groups: tuple[str, ...] = DEFAULT_GROUPS,
 ) -> HFCheckpoint:
     """Load ``path`` into params of ``dtype``.
 
     ``sharding(path, shape)`` gives each leaf's placement (default: the first device); each device
-    receives only its block, read from the files directly.
+    receives only its block, read from the files directly. ``frozen_dtype`` (``int8`` /
+    ``float8_e4m3fn``) stores the frozen kernels (:func:`~rise_jax.models.quantized.is_quantizable`)
+    in ``frozen_groups`` as :class:`~rise_jax.models.quantized.QuantizedArray` dequantising to ``dtype``.
     """
+    if frozen_dtype is not None:
+        check_backend(frozen_dtype)
     cfg, raw = read_hf_config(path)
     tensors = TensorIndex(path)
     np_dtype = np.dtype(jnp.dtype(dtype))
@@ -292,8 +322,12 @@ def load_hf_checkpoint(
             desc=f"loading {os.path.basename(path.rstrip('/'))}",
             disable=not progress,
         ):
-            shard = sharding(spec.path, spec.shape) if sharding else default
-            arr = jax.make_array_from_callback(spec.shape, shard, lambda idx, r=reader: r.read(idx, np_dtype))
+            shard_fn = sharding or (lambda *_: default)
+            if frozen_dtype is not None and is_quantizable(spec.path, frozen_groups):
+                arr = _quantized_leaf(spec, reader, frozen_dtype, dtype, shard_fn)
+            else:
+                shard = shard_fn(spec.path, spec.shape)
+                arr = jax.make_array_from_callback(spec.shape, shard, lambda idx, r=reader: r.read(idx, np_dtype))
             node = params
             for key in spec.path[:-1]:
                 node = node.setdefault(key, {})
@@ -301,3 +335,28 @@ def load_hf_checkpoint(
     finally:
         tensors.close()
     return HFCheckpoint(cfg, params, raw, path)
+
+
+def expert_reader(path: str, cfg: ModelConfig) -> Callable[[str, str, np.ndarray, np.ndarray], np.ndarray]:
+    """``read(run, name, layers, experts)`` -> fp32 ``[K, ...]``: expert weights of leaf
+    ``run/moe/experts/name`` at (stacked layer, expert) pairs, read from the checkpoint files (the
+    full-precision originals of a model loaded with a quantized ``frozen_dtype``)."""
+    specs = {s.path: s for s in leaf_specs(cfg)}
+
+    def read(run: str, name: str, layers: np.ndarray, experts: np.ndarray) -> np.ndarray:
+        spec = specs.get((run, "moe", "experts", name))
+        if spec is None:
+            raise CheckpointError(f"{path}: no expert leaf {run}/moe/experts/{name} for {cfg.model_type}")
+        tensors = TensorIndex(path)
+        try:
+            reader = _LeafReader(spec, tensors, cfg, set())
+            rest = tuple(slice(None) for _ in spec.shape[2:])
+            blocks = [
+                reader.read((slice(int(li), int(li) + 1), slice(int(e), int(e) + 1), *rest), np.float32)[0, 0]
+                for li, e in zip(layers, experts, strict=True)
+            ]
+        finally:
+            tensors.close()
+        return np.stack(blocks) if blocks else np.zeros((0, *spec.shape[2:]), np.float32)
+
+    return read

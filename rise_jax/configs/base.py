@@ -39,6 +39,10 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.model.checkpoint = ""  # HF checkpoint directory or hub id
     c.model.demo = False  # build and use the small demo checkpoint instead
     c.model.dtype = "bfloat16"  # parameter dtype: bfloat16 | float32
+    # Frozen weights stored as int8 | float8_e4m3fn, per output channel, dequantised where used;
+    # "" = as loaded (model.dtype). Export always merges into the source checkpoint's own weights.
+    c.model.frozen_dtype = ""
+    c.model.frozen_groups = "experts,mlp,lm_head"  # which frozen kernels; add "attention" for q/k/v/o
     c.model.dispatch = "auto"  # MoE dispatch: auto | blocked | ragged | grouped_scan | dense
     c.model.tokenizer = ""  # tokenizer directory (default: the checkpoint's)
 

@@ -29,15 +29,18 @@ The sources today:
 * :class:`StackLayerExperts` — decoding: layer ``layer`` of the un-sliced ``[L, E, ...]``
   parameters, read expert by expert instead of copying the layer's whole slice (forward only).
 
-Written with the next two in mind, both of which are new sources and touch no kernel:
+Quantized frozen weights need no source of their own: a
+:class:`~rise_jax.models.quantized.QuantizedArray` (int8 / fp8 values and per-output-channel
+scales) stands where an array stood and supports what the stored sources do with their weights —
+``w[experts]`` and ``w[layer, experts]`` index the packed values and scales, ``.astype(dtype)``
+dequantises — so ``StackedExperts`` / ``StackLayerExperts`` over quantized stacks dequantise only
+the experts a walk step or block reads, and such a stack is the ``base`` of
+:class:`SubstitutedExperts`, whose trainable copies stay fp32.
 
-* a *quantized* source holds int8 / fp8 weights ``q [E, H, I]`` and per-output-channel scales
-  ``s [E, 1, I]``; ``take(ids, dtype)`` returns ``(q[ids].astype(dtype) * s[ids])`` — dequantised
-  only for the experts a walk step or block reads — and ``params()`` is empty (frozen). It can
-  be the ``base`` of :class:`SubstitutedExperts`, whose trainable copies then stay fp32;
-* a *LoRA* source wraps a base source and per-expert adapters ``A [K, r, in]``, ``B [K, out, r]``
-  with the same slot table: ``take`` returns ``base + (alpha / r) · (B A)ᵀ`` for experts with a
-  slot and the base otherwise; ``params()`` are the adapters, so the gradients reach only them.
+Written with the next one in mind, a new source that touches no kernel: a *LoRA* source wraps a
+base source and per-expert adapters ``A [K, r, in]``, ``B [K, out, r]`` with the same slot table:
+``take`` returns ``base + (alpha / r) · (B A)ᵀ`` for experts with a slot and the base otherwise;
+``params()`` are the adapters, so the gradients reach only them.
 """
 
 from __future__ import annotations

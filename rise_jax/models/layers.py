@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rise_jax.models.config import ModelConfig, RopeConfig
+from rise_jax.models.quantized import promote_dtype
 
 Array = jax.Array
 DType = Any
@@ -240,7 +241,12 @@ class Attention(nn.Module):
         (output, (new keys, new values)) ``[B, T, KV, D]`` for the caller to write into the cache."""
         cfg = self.cfg
         dense = lambda feats, name, use_bias: nn.Dense(  # noqa: E731
-            feats, use_bias=use_bias, dtype=self.dtype, param_dtype=self.param_dtype, name=name
+            feats,
+            use_bias=use_bias,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            promote_dtype=promote_dtype,
+            name=name,
         )
         b, t, _ = x.shape
         q = dense(cfg.num_heads * cfg.head_dim, "q_proj", cfg.qkv_bias)(x)

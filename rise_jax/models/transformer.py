@@ -41,6 +41,7 @@ from rise_jax.models.expert_mlp import PARAM_NAMES, ExpertTensors, GatedActivati
 from rise_jax.models.expert_weights import StackedExperts, StackLayerExperts, SubstitutedExperts
 from rise_jax.models.layers import Attention, KVCacheLayer, attention_visibility, make_norm, rope_cos_sin
 from rise_jax.models.layout import LayerRun, layer_runs
+from rise_jax.models.quantized import promote_dtype
 
 Array = jax.Array
 DType = Any
@@ -177,7 +178,12 @@ class DenseMLP(nn.Module):
     @nn.compact
     def __call__(self, x: Array) -> Array:
         dense = lambda f, name: nn.Dense(  # noqa: E731
-            f, use_bias=False, dtype=self.opts.dtype, param_dtype=self.opts.param_dtype, name=name
+            f,
+            use_bias=False,
+            dtype=self.opts.dtype,
+            param_dtype=self.opts.param_dtype,
+            promote_dtype=promote_dtype,
+            name=name,
         )
         i = self.width or self.cfg.intermediate_size
         return dense(self.cfg.hidden_size, "down_proj")(nn.silu(dense(i, "gate_proj")(x)) * dense(i, "up_proj")(x))
@@ -426,6 +432,7 @@ class MoEModel(nn.Module):
                 use_bias=cfg.lm_head_bias,
                 dtype=opts.dtype,
                 param_dtype=opts.param_dtype,
+                promote_dtype=promote_dtype,
                 name="lm_head",
             )(x)
         return ModelOutput(logits, x, info, new_cache)

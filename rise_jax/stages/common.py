@@ -5,11 +5,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+from typing import Any
 
 import ml_collections
 
 from rise_jax.checkpoints.resolve import resolve_checkpoint
 from rise_jax.errors import SettingError
+from rise_jax.models.quantized import DEFAULT_GROUPS, resolve_frozen_dtype, resolve_frozen_groups
 from rise_jax.zones import DEFAULT_RATIOS, check_ratios
 
 
@@ -100,3 +102,16 @@ def model_sharding(config: ml_collections.ConfigDict):
 
     mesh = model_mesh(config)
     return None if mesh is None else param_sharding(mesh)
+
+
+def frozen_dtype(config: ml_collections.ConfigDict) -> str | None:
+    """The format the frozen weights are stored in (``config.model.frozen_dtype``; None: as loaded)."""
+    return resolve_frozen_dtype(config.model.get("frozen_dtype", ""), config.model.dtype)
+
+
+def frozen_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """``load_model`` keywords of the frozen-weight storage (``model.frozen_dtype`` / ``frozen_groups``)."""
+    return {
+        "frozen_dtype": frozen_dtype(config),
+        "frozen_groups": resolve_frozen_groups(config.model.get("frozen_groups", ",".join(DEFAULT_GROUPS))),
+    }

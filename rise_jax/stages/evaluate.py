@@ -38,7 +38,13 @@ from rise_jax.io_utils import (
 )
 from rise_jax.reporting.tables import results_table, variants_table
 from rise_jax.selection.artefact import load_selection
-from rise_jax.stages.common import checkpoint_path, files_identity, model_sharding, tokenizer_for
+from rise_jax.stages.common import (
+    checkpoint_path,
+    files_identity,
+    frozen_options,
+    model_sharding,
+    tokenizer_for,
+)
 from rise_jax.stages.registry import Stage
 from rise_jax.training.artefacts import apply_trained_experts
 from rise_jax.workdir import Workdir
@@ -171,7 +177,12 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
 
     path = checkpoint_path(config)
     model, base = load_model(
-        path, dtype=config.model.dtype, dispatch=config.model.dispatch, progress=False, sharding=model_sharding(config)
+        path,
+        dtype=config.model.dtype,
+        dispatch=config.model.dispatch,
+        progress=False,
+        sharding=model_sharding(config),
+        **frozen_options(config),
     )
     tokenizer = tokenizer_for(config, path)
     gen_cfg_file, gen_cfg = os.path.join(path, "generation_config.json"), None

@@ -14,7 +14,15 @@ from rise_jax.data.batching import tokenize_examples
 from rise_jax.data.languages import get_language, parse_languages
 from rise_jax.data.sources import SourceSpec, blank_lines_skipped, load_examples
 from rise_jax.routing.stats import replay
-from rise_jax.stages.common import checkpoint_identity, checkpoint_path, files_identity, model_sharding, tokenizer_for
+from rise_jax.stages.common import (
+    checkpoint_identity,
+    checkpoint_path,
+    files_identity,
+    frozen_dtype,
+    frozen_options,
+    model_sharding,
+    tokenizer_for,
+)
 from rise_jax.stages.registry import Stage
 from rise_jax.workdir import Workdir
 
@@ -39,7 +47,11 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> str:
         for lang in languages
     ]
     model, params = load_model(
-        path, dtype=config.model.dtype, dispatch=config.model.dispatch, sharding=model_sharding(config)
+        path,
+        dtype=config.model.dtype,
+        dispatch=config.model.dispatch,
+        sharding=model_sharding(config),
+        **frozen_options(config),
     )
     parallel = spec.kind in PARALLEL_SOURCES or config.data.get("parallel", False)
     divergence = config.stats.divergence and parallel
@@ -51,7 +63,12 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> str:
         bucket_multiple=config.stats.bucket_multiple,
         seq_probs_languages=languages if divergence else (),
         pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
-        model_info={"checkpoint": os.path.abspath(path)},
+        model_info={
+            "checkpoint": os.path.abspath(path),
+            "dtype": config.model.dtype,
+            "frozen_dtype": frozen_dtype(config) or config.model.dtype,
+            "frozen_groups": list(frozen_options(config)["frozen_groups"]) if frozen_dtype(config) else [],
+        },
     )
     for code, written in zip(languages, comma_list(config.data.languages), strict=True):
         # Keyed by the canonical code; the code the user wrote and the language's name kept with it.

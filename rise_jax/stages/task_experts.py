@@ -33,7 +33,14 @@ from rise_jax.io_utils import write_json_atomic, write_text_atomic
 from rise_jax.reporting import plots
 from rise_jax.routing.analysis import task_and_language_experts
 from rise_jax.routing.stats import RoutingStats, replay
-from rise_jax.stages.common import checkpoint_identity, checkpoint_path, files_identity, model_sharding, tokenizer_for
+from rise_jax.stages.common import (
+    checkpoint_identity,
+    checkpoint_path,
+    files_identity,
+    frozen_options,
+    model_sharding,
+    tokenizer_for,
+)
 from rise_jax.stages.registry import Stage
 from rise_jax.workdir import Workdir
 
@@ -82,7 +89,11 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
     language = get_language(t.language).code
     path = checkpoint_path(config)
     model, params = load_model(
-        path, dtype=config.model.dtype, dispatch=config.model.dispatch, sharding=model_sharding(config)
+        path,
+        dtype=config.model.dtype,
+        dispatch=config.model.dispatch,
+        sharding=model_sharding(config),
+        **frozen_options(config),
     )
     stats.check_model(model.cfg, wd.stats)
     spec = SourceSpec.from_config(t.data)

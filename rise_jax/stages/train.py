@@ -10,14 +10,22 @@ import ml_collections
 from absl import logging
 
 from rise_jax.api import load_model
-from rise_jax.checkpoints.hf_load import read_hf_config
+from rise_jax.checkpoints.hf_load import expert_reader, read_hf_config
 from rise_jax.config_values import comma_list, positive_ints
 from rise_jax.data.languages import get_language
 from rise_jax.data.sources import SourceSpec, load_examples
 from rise_jax.errors import SettingError
 from rise_jax.io_utils import ensure_writable_dir, write_json_atomic
 from rise_jax.selection.artefact import load_selection
-from rise_jax.stages.common import checkpoint_path, files_identity, model_mesh, model_sharding, tokenizer_for
+from rise_jax.stages.common import (
+    checkpoint_path,
+    files_identity,
+    frozen_dtype,
+    frozen_options,
+    model_mesh,
+    model_sharding,
+    tokenizer_for,
+)
 from rise_jax.stages.registry import Stage
 from rise_jax.training.artefacts import EXPERTS, TRAIN_STATE_DIRS, TRAIN_STATE_FILES, save_trained_experts
 from rise_jax.training.data import build_training_set
@@ -44,6 +52,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
     ):
         if not ok:
             raise SettingError(f"config.train.{name} = {value!r}: must be {rule}")
+    if t.get("extra_trainable", "") and frozen_dtype(config):
+        raise SettingError(
+            f"config.train.extra_trainable = {t.extra_trainable!r} trains non-expert weights, which "
+            f"config.model.frozen_dtype = {config.model.frozen_dtype!r} stores quantized: use one or the other"
+        )
 
 
 def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict:
@@ -67,8 +80,12 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict:
         remat=t.remat,
         router_mode=t.router_mode,
         sharding=model_sharding(config),
+        **frozen_options(config),
     )
-    trainable = init_trainable(base, cfg, selection_experts(selection), comma_list(t.get("extra_trainable", "")))
+    originals = expert_reader(path, cfg) if frozen_dtype(config) else None  # train from the originals
+    trainable = init_trainable(
+        base, cfg, selection_experts(selection), comma_list(t.get("extra_trainable", "")), originals
+    )
     mesh = model_mesh(config)
     if mesh is not None:  # trainable experts (and so their Adam moments) split by expert too
         import jax

@@ -19,6 +19,7 @@ unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -27,6 +28,7 @@ import numpy as np
 
 from rise_jax.models.config import ModelConfig
 from rise_jax.models.layout import layer_runs, moe_layer_location
+from rise_jax.models.quantized import QuantizedArray
 from rise_jax.models.transformer import TrainableExperts
 
 EXTRA = "extra_params"  # key of the path-rule groups in the trainable tree (never a run name)
@@ -100,10 +102,17 @@ def selection_experts(selection: dict[str, Any]) -> list[tuple[int, int]]:
 
 
 def init_trainable(
-    params: dict[str, Any], cfg: ModelConfig, experts: list[tuple[int, int]], extra_patterns: list[str] | tuple = ()
+    params: dict[str, Any],
+    cfg: ModelConfig,
+    experts: list[tuple[int, int]],
+    extra_patterns: list[str] | tuple = (),
+    originals: Callable[[str, str, np.ndarray, np.ndarray], Any] | None = None,
 ) -> TrainableExperts:
     """fp32 copies of the selected experts' weights, gathered from ``params`` (plus the groups
-    matching ``extra_patterns``, see :func:`select_extra`), and their slot tables."""
+    matching ``extra_patterns``, see :func:`select_extra`), and their slot tables.
+
+    ``originals(run, name, layers, experts)`` (``[K, ...]``) reads them instead — a quantized
+    frozen base starts training from the checkpoint's own weights, not from their quantized copy."""
     weights: dict[str, Any] = {}
     slots_out: dict[str, Any] = {}
     if extra_patterns:
@@ -113,7 +122,10 @@ def init_trainable(
         order = np.argsort(slots[li, ei])
         li, ei = li[order], ei[order]
         experts = params[run]["moe"]["experts"]
-        weights[run] = {name: experts[name][li, ei].astype(jnp.float32) for name in cfg.expert_param_names}
+        if originals is not None:
+            weights[run] = {n: jnp.asarray(originals(run, n, li, ei), jnp.float32) for n in cfg.expert_param_names}
+        else:
+            weights[run] = {name: experts[name][li, ei].astype(jnp.float32) for name in cfg.expert_param_names}
         slots_out[run] = jnp.asarray(slots)
     return TrainableExperts(weights, slots_out)
 
@@ -133,8 +145,11 @@ def merge_experts(params: dict[str, Any], trainable: TrainableExperts) -> dict[s
         rows = slots[li, ei]
         experts = dict(merged[run]["moe"]["experts"])
         for name, trained in entry.items():
-            base = experts[name]
-            experts[name] = base.at[li, ei].set(jnp.asarray(trained)[rows].astype(base.dtype))
+            base, values = experts[name], jnp.asarray(trained)[rows]
+            if isinstance(base, QuantizedArray):  # a quantized frozen base: requantized per expert
+                experts[name] = base.set((li, ei), values)
+            else:
+                experts[name] = base.at[li, ei].set(values.astype(base.dtype))
         merged[run] = {**merged[run], "moe": {**merged[run]["moe"], "experts": experts}}
     return merged
 

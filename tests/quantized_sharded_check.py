@@ -1,0 +1,41 @@
+"""Run under XLA_FLAGS=--xla_force_host_platform_device_count=8 (tests/test_quantized.py does): an
+int8 model loaded sharded over 8 devices holds 1/8 of each expert stack's qvalue and scale per
+device and gives the single-device logits and greedy tokens. Prints "ok ..." or fails."""
+
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import rise_jax
+from rise_jax.evaluation.generate import generate
+from rise_jax.sharding import make_mesh, param_sharding
+
+
+def main(path: str) -> None:
+    assert len(jax.devices()) == 8, jax.devices()
+    model, single = rise_jax.load_model(path, dtype="float32", progress=False, frozen_dtype="int8")
+    mesh = make_mesh(model=8)
+    _, sharded = rise_jax.load_model(
+        path, dtype="float32", progress=False, frozen_dtype="int8", sharding=param_sharding(mesh)
+    )
+    gate = sharded["layers"]["moe"]["experts"]["gate_proj"]
+    e = model.cfg.num_experts
+    for part in (gate.qvalue, gate.scale):
+        assert part.addressable_shards[0].data.shape[1] == e // 8, part.addressable_shards[0].data.shape
+    assert gate.qvalue.dtype == jnp.int8
+    ids = np.random.RandomState(0).randint(1, model.cfg.vocab_size, (2, 9))
+    a = rise_jax.forward(model, single, jnp.asarray(ids)).logits
+    b = rise_jax.forward(model, sharded, jnp.asarray(ids)).logits
+    err = float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+    assert err < 1e-5, err
+    mask = np.ones_like(ids)
+    ga = generate(model, single, ids, mask, max_new_tokens=4, stop_ids=[], pad_id=0)
+    gb = generate(model, sharded, ids, mask, max_new_tokens=4, stop_ids=[], pad_id=0)
+    assert ga == gb, (ga, gb)
+    print(f"ok logits max err {err:.2e}, expert shard {list(gate.qvalue.addressable_shards[0].data.shape)}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
