@@ -370,6 +370,7 @@ def test_rise_on_an_int8_base_gains_as_much_and_exports_the_source_weights(demo_
     assert full > 0 and abs(int8 - full) <= 0.05 * full, (full, int8)
     summary = json.load(open(os.path.join(wd8, "routing_stats", "summary.json")))
     assert summary["model"]["frozen_dtype"] == "int8" and summary["model"]["dtype"] == "float32"
+    assert json.load(open(os.path.join(wd8, "analysis", "analysis.json")))["model"]["frozen_dtype"] == "int8"
 
     def tensors(directory):
         out = {}

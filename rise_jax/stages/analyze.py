@@ -10,7 +10,8 @@ sequence's token-averaged routing distribution: the companion study's routing en
 ``consistency`` {lang: [L]} (inter-token routing consistency: mean top-k Jaccard of token pairs
 within a sequence), ``top_experts`` {lang: [L][n]}, ``zones``,
 ``resource_groups`` {lang: high | low}, ``group_overlap`` {within_high, within_low, between}: mean
-global Jaccard within and between the groups, null for a group of fewer than two);
+global Jaccard within and between the groups, null for a group of fewer than two), ``model``
+(the replayed model as the statistics record it: type, layers, experts, ``dtype``, ``frozen_dtype``);
 ``analysis/table2.md`` (layer-wise Jaccard vs the reference by zone, as the paper's Table 2);
 PNGs: ``overlap_heatmap.png``, ``layerwise_similarity.png``, ``routing_entropy.png``,
 ``routing_consistency.png``, ``divergence.png`` (parallel text), ``activation_<lang>.png``.
@@ -108,6 +109,7 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
     }
     groups = resource_groups(langs, cfg_a.get("low_resource", ""))
     result["resource_groups"] = groups
+    result["model"] = stats.model  # the replayed model: type, layers, experts, dtype, frozen_dtype
     result["group_overlap"] = analysis.group_overlap(gj, [groups[lang] for lang in langs])
     ref_lang = cfg_a.reference
     if ref_lang in stats.seq_probs:
