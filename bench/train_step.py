@@ -1,7 +1,7 @@
 """Training-step time vs HF torch (requires_grad only on the selected experts) and the memory of a
 full-size Qwen3-30B-A3B RISE training step from abstract shapes.
 
-    python bench/train_step.py [--k 16] [--repeats 5] [--memory-ks 8,16,32,64,128] [--skip-step]
+    python bench/train_step.py [--k 16] [--repeats 5] [--memory-ks 8,16,32,64,128] [--lora-ranks 8,16,64] [--skip-step]
     python bench/train_step.py --gpu    # HF on CUDA, JAX on its GPU backend (fp32, no TF32), plus the
                                         # real peak memory of a full-size Qwen3-30B-A3B step (random bf16 weights)
 
@@ -181,6 +181,58 @@ def memory_full_size(batch: int, seq: int, ks: list[int]) -> None:
     print(f"  K {rows[0][0]} -> {rows[-1][0]}: +{growth:.1f} GB (paper: +{72.0 - 64.7:.1f} GB from K 8 to 128)")
 
 
+def lora_memory_full_size(batch: int, seq: int, k: int, ranks: list[int]) -> None:
+    """The same accounting for RISE+LoRA (``train.method=rise_lora``): rank-r adapters on gate/up/
+    down of the K selected experts instead of their fp32 copies (frozen bf16 weights unchanged)."""
+    import rise_jax
+    from rise_jax.models.expert_weights import LORA_A, LORA_B, LORA_SCALE
+    from rise_jax.models.transformer import MoEModel, RuntimeOptions
+    from rise_jax.training import partition
+    from rise_jax.training.step import make_optimizer, make_steps
+
+    cfg = rise_jax.config_from_hf_dict(QWEN3_30B_A3B)
+    tx, _ = make_optimizer(2e-5, 1000)
+    ids = jax.ShapeDtypeStruct((batch, seq), jnp.int32)
+    b = lambda tree: sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(tree))  # noqa: E731
+    w_bf16 = b(
+        jax.eval_shape(
+            lambda: MoEModel(cfg, RuntimeOptions(dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)).init(
+                jax.random.PRNGKey(0), jnp.zeros((1, 1), jnp.int32)
+            )
+        )["params"]
+    )
+    model = MoEModel(cfg, RuntimeOptions(dtype=jnp.float32, param_dtype=jnp.float32, dispatch=DISPATCH, remat=True))
+    base32 = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 1), jnp.int32)))["params"]
+    grad_step = make_steps(model, tx)[0]
+    experts = pick_experts(cfg.num_moe_layers, cfg.num_experts, k)
+    h, i = cfg.hidden_size, cfg.moe_intermediate_size
+    print(f"\nQwen3-30B-A3B RISE+LoRA step, K = {k}, batch {batch} x {seq}, remat (same accounting):")
+    print(
+        f"{'rank':>5s} {'adapters':>9s} {'grads':>8s} {'Adam':>8s} {'act+tmp':>8s} {'total GiB':>10s} {'total GB':>9s}"
+    )
+    for r in ranks:
+        slots = {run: jnp.asarray(s) for run, s in partition.expert_slots(cfg, experts).items()}
+        weights = {}
+        for run, s in slots.items():
+            n = int((np.asarray(s) >= 0).sum())
+            weights[run] = {
+                p: {
+                    LORA_A: jax.ShapeDtypeStruct((n, r, fi), jnp.float32),
+                    LORA_B: jax.ShapeDtypeStruct((n, fo, r), jnp.float32),
+                }
+                for p, (fi, fo) in (("gate_proj", (h, i)), ("up_proj", (h, i)), ("down_proj", (i, h)))
+            }
+        slots[LORA_SCALE] = jnp.float32(1.0)
+        mem = grad_step.lower(weights, slots, base32, ids, ids, ids, jax.random.PRNGKey(0)).compile().memory_analysis()
+        adapters, adam = b(weights), b(jax.eval_shape(tx.init, weights))
+        act = mem.temp_size_in_bytes
+        total = w_bf16 + 2 * adapters + adam + act
+        print(
+            f"{r:5d} {adapters / GIB:9.3f} {adapters / GIB:8.3f} {adam / GIB:8.3f} {act / GIB:8.2f} "
+            f"{total / GIB:10.2f} {total / 1e9:9.1f}"
+        )
+
+
 def peak_full_size(batch: int, seq: int, k: int, repeats: int) -> None:
     """Real device memory of one RISE step on Qwen3-30B-A3B: random bf16 weights built on the GPU,
     K fp32 master experts, AdamW; the allocator's peak after init and after the steps."""
@@ -249,12 +301,14 @@ def main() -> None:
     ap.add_argument("--dispatch", default="auto", help="MoE dispatch of ours (auto: per backend)")
     ap.add_argument("--gpu", action="store_true", help="time on the GPU and measure the full-size step's real peak")
     ap.add_argument("--memory-ks", default="8,16,32,64,128", help="K values of the full-size memory table (Table 12)")
+    ap.add_argument("--lora-ranks", default="8,16,64", help="RISE+LoRA ranks of the full-size accounting (K = 128)")
     args = ap.parse_args()
     if not args.skip_step:
         bench_step(4, 512, args.k, args.repeats, gpu=args.gpu, dispatch=args.dispatch)
     if args.skip_memory:
         return
     memory_full_size(2, 512, [int(k) for k in args.memory_ks.split(",")])
+    lora_memory_full_size(2, 512, 128, [int(r) for r in args.lora_ranks.split(",")])
     if args.gpu:
         peak_full_size(2, 512, 128, repeats=3)
 

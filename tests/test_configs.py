@@ -60,7 +60,7 @@ def _get(c, dotted):
 
 @pytest.mark.parametrize("module", [qwen3_30b_a3b, phi35_moe], ids=["qwen3", "phi"])
 @pytest.mark.parametrize(
-    "arg", ["", "sw", "te,topk,64", "k=32,method=esft_token", "bn,rise,16,gpus=8", "method=random"]
+    "arg", ["", "sw", "te,topk,64", "k=32,method=esft_token", "bn,rise,16,gpus=8", "method=random", "sw,lora=8"]
 )
 def test_every_paper_config_variant_follows_the_reference_recipe(module, arg):
     c = module.get_config(arg)
@@ -95,6 +95,20 @@ def test_the_qa_recipe_variant_keeps_the_earlier_settings():
 def test_arg_variants(arg, expected):
     c = qwen3_30b_a3b.get_config(arg)
     assert (c.select.target, c.select.method, c.select.k) == expected
+
+
+def test_the_lora_variant_trains_adapters_inside_the_selected_experts():
+    for module in (qwen3_30b_a3b, phi35_moe):
+        c = module.get_config("bn,rise,lora=16")
+        assert (c.train.method, c.train.lora_rank, c.train.lora_alpha, c.select.method) == (
+            "rise_lora",
+            16,
+            16.0,
+            "rise",
+        )
+        assert module.get_config("bn").train.method == "experts"
+    with pytest.raises(ValueError, match="lora rank -1 must be >= 1"):
+        qwen3_30b_a3b.get_config("lora=-1")
 
 
 def test_bad_arg_variants_are_clear():

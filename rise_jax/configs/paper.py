@@ -5,7 +5,9 @@
 positional fields are target language, selection method and K, in that order; ``gpus=N`` picks
 the multi-GPU preset (mesh: experts split over N devices; see the README's GPU table);
 ``recipe=reference`` (default: the paper's reference implementation, every value commented with
-its source) or ``recipe=qa`` (this tool's earlier QA recipe). To follow the paper's statistics
+its source) or ``recipe=qa`` (this tool's earlier QA recipe); ``lora=R`` trains rank-R adapters
+inside the selected experts instead of the experts themselves (RISE+LoRA, paper App. H;
+``train.method=rise_lora``, alpha = R as PEFT's default ratio). To follow the paper's statistics
 exactly, replay its OpenCompass predictions: ``--config.data.source=opencompass
 --config.data.path=<predictions>/tydiqa-{tydiqa}.json`` (the reference's ``PREDICTIONS``).
 """
@@ -22,16 +24,19 @@ RECIPES = ("reference", "qa")
 
 
 def parse_arg(arg: str, defaults: dict) -> dict:
-    """``"bn,topk,64"`` / ``"target=bn,k=64,recipe=qa"`` -> {target, method, k, gpus, recipe} over ``defaults``."""
-    out = dict(defaults)
-    keys = ("target", "method", "k", "gpus", "recipe")
+    """``"bn,topk,64"`` / ``"target=bn,k=64,recipe=qa,lora=8"`` -> {target, method, k, gpus, recipe,
+    lora} over ``defaults``."""
+    out = {"lora": 0, **defaults}
+    keys = ("target", "method", "k", "gpus", "recipe", "lora")
     for i, part in enumerate(comma_list(arg)):
         key, value = part.split("=", 1) if "=" in part else (keys[i] if i < len(keys) else "?", part)
         if key not in keys:
             raise ValueError(f"config arg {arg!r}: unknown field {key!r}; use {', '.join(keys)}")
-        out[key] = int(value) if key in ("k", "gpus") else value
+        out[key] = int(value) if key in ("k", "gpus", "lora") else value
     if out["method"] not in METHODS:
         raise ValueError(f"config arg {arg!r}: method {out['method']!r} not one of {', '.join(METHODS)}")
+    if out["lora"] < 0:
+        raise ValueError(f"config arg {arg!r}: lora rank {out['lora']} must be >= 1 (0: no LoRA)")
     if out["recipe"] not in RECIPES:
         raise ValueError(f"config arg {arg!r}: recipe {out['recipe']!r} not one of {', '.join(RECIPES)}")
     return out
@@ -97,6 +102,10 @@ def paper_config(checkpoint: str, arg: str, k: int, ratios: tuple):
     c.select.target = v["target"]
     c.select.method = v["method"]
     c.select.k = v["k"]  # NUM_EXPERTS (paper: K = 128 Qwen3, 16 Phi)
+    if v["lora"]:  # RISE+LoRA (App. H): adapters inside the K selected experts; rank/alpha are ours
+        c.train.method = "rise_lora"
+        c.train.lora_rank = v["lora"]
+        c.train.lora_alpha = float(v["lora"])
     c.select.ratios = ratios  # SHALLOW_BUDGET / MIDDLE_BUDGET (paper Table 10)
     c.select.zone_ratios = (0.375, 0.25)  # SHALLOW_RATIO / MIDDLE_RATIO
     c.select.alpha = 10.0  # ALPHA

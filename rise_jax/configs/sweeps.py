@@ -20,6 +20,9 @@ SWEEPS = {
         for z in ("shallow", "middle", "deep", "shallow,middle", "middle,deep", "shallow,deep", "shallow,middle,deep")
     ],
     "methods": [{"select.method": m} for m in ("rise", "random", "topk", "esft_gate", "esft_token")],
+    # RISE+LoRA ranks (alpha = rank: scale 1), next to full fine-tuning of the same experts.
+    "lora_rank": [{"train.method": "experts"}]
+    + [{"train.method": "rise_lora", "train.lora_rank": r, "train.lora_alpha": float(r)} for r in (4, 8, 16, 64)],
 }
 
 

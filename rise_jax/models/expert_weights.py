@@ -37,10 +37,10 @@ dequantises — so ``StackedExperts`` / ``StackLayerExperts`` over quantized sta
 the experts a walk step or block reads, and such a stack is the ``base`` of
 :class:`SubstitutedExperts`, whose trainable copies stay fp32.
 
-Written with the next one in mind, a new source that touches no kernel: a *LoRA* source wraps a
-base source and per-expert adapters ``A [K, r, in]``, ``B [K, out, r]`` with the same slot table:
-``take`` returns ``base + (alpha / r) · (B A)ᵀ`` for experts with a slot and the base otherwise;
-``params()`` are the adapters, so the gradients reach only them.
+* :class:`LoRAExperts` — RISE+LoRA: per selected expert low-rank adapters ``A [K, r, in]``,
+  ``B [K, out, r]`` (PEFT's layout) on gate/up/down with the same slot table; ``take`` returns
+  ``W + (alpha / r) · (B A)ᵀ`` for experts with a slot and the gradient-stopped base otherwise;
+  ``params()`` are the adapters, so gradients reach only them (no kernel knows about LoRA).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from rise_jax.models.expert_mlp import SILU, ExpertTensors, GatedActivation
+from rise_jax.models.expert_mlp import PARAM_NAMES, SILU, ExpertTensors, GatedActivation
 
 Array = jax.Array
 
@@ -205,6 +205,63 @@ class SubstitutedExperts(ExpertWeights):
 
     def with_params(self, params: ExpertTensors) -> SubstitutedExperts:
         return self.replace(trained=ExpertTensors(*params))
+
+    def trainable(self) -> Array:
+        return self.slots >= 0
+
+
+LORA_SCALE = "lora_scale"  # key of alpha / r in a TrainableExperts.slots dict (RISE+LoRA only)
+LORA_A, LORA_B = "lora_a", "lora_b"
+
+
+class LoRAExperts(ExpertWeights):
+    """RISE+LoRA: expert ``e`` with ``slots[e] >= 0`` uses ``W_e + scale · (B A)ᵀ`` with its
+    adapters ``adapters[proj] = {lora_a: [K, r, in], lora_b: [K, out, r]}`` (fp32; our weights are
+    ``[in, out]``, PEFT's ``[out, in]``, hence the transpose); the others use the gradient-stopped
+    ``base``. With B = 0 (PEFT's init) this is exactly the base model."""
+
+    base: ExpertWeights
+    adapters: dict[str, dict[str, Array]]
+    slots: Array  # int32 [E]
+    scale: Array  # alpha / r
+
+    @property
+    def num_experts(self) -> int:
+        return self.base.num_experts
+
+    @property
+    def dtype(self) -> Any:
+        return self.base.dtype
+
+    @property
+    def activation(self) -> GatedActivation:
+        return self.base.activation
+
+    def _combine(self, base: ExpertTensors, s: Array, dtype: Any) -> ExpertTensors:
+        safe, use = jnp.maximum(s, 0), s >= 0
+        out = []
+        for name, w in zip(PARAM_NAMES, base, strict=True):
+            if w is None or name not in self.adapters:  # biases stay frozen
+                out.append(None if w is None else jax.lax.stop_gradient(w).astype(dtype))
+                continue
+            a, b = self.adapters[name][LORA_A][safe], self.adapters[name][LORA_B][safe]
+            delta = self.scale * jnp.einsum("...ri,...or->...io", a, b)
+            frozen = jax.lax.stop_gradient(w).astype(jnp.float32)
+            mask = use.reshape(use.shape + (1,) * (w.ndim - use.ndim))
+            out.append(jnp.where(mask, frozen + delta, frozen).astype(dtype))
+        return ExpertTensors(*out)
+
+    def take(self, experts: Array, dtype: Any) -> ExpertTensors:
+        return self._combine(self.base.take(experts, self.base.dtype), self.slots[experts], dtype)
+
+    def take_all(self, dtype: Any) -> ExpertTensors:
+        return self._combine(self.base.take_all(self.base.dtype), self.slots, dtype)
+
+    def params(self) -> dict[str, dict[str, Array]]:
+        return self.adapters
+
+    def with_params(self, params: dict[str, dict[str, Array]]) -> LoRAExperts:
+        return self.replace(adapters=params)
 
     def trainable(self) -> Array:
         return self.slots >= 0

@@ -38,7 +38,13 @@ from rise_jax.models import dispatch as dispatch_lib
 from rise_jax.models import routers
 from rise_jax.models.config import ModelConfig
 from rise_jax.models.expert_mlp import PARAM_NAMES, ExpertTensors, GatedActivation
-from rise_jax.models.expert_weights import StackedExperts, StackLayerExperts, SubstitutedExperts
+from rise_jax.models.expert_weights import (
+    LORA_SCALE,
+    LoRAExperts,
+    StackedExperts,
+    StackLayerExperts,
+    SubstitutedExperts,
+)
 from rise_jax.models.layers import Attention, KVCacheLayer, attention_visibility, make_norm, rope_cos_sin
 from rise_jax.models.layout import LayerRun, layer_runs
 from rise_jax.models.quantized import promote_dtype
@@ -112,7 +118,10 @@ class Experts(nn.Module):
             source = StackedExperts(g, u, d, bias=bias, act=act)
             if override is not None:
                 slots, trained = override
-                source = SubstitutedExperts(source, ExpertTensors(*(trained.get(n) for n in PARAM_NAMES)), slots)
+                if LORA_SCALE in trained:  # RISE+LoRA: adapters inside the selected experts
+                    source = LoRAExperts(source, trained["adapters"], slots, trained[LORA_SCALE])
+                else:
+                    source = SubstitutedExperts(source, ExpertTensors(*(trained.get(n) for n in PARAM_NAMES)), slots)
         return dispatch_lib.dispatch(x.astype(self.opts.dtype), routing_, source, self.opts.dispatch)
 
 
@@ -195,9 +204,10 @@ class TrainableExperts(NamedTuple):
     ``weights``: run name -> {``gate_proj``, ``up_proj``, ``down_proj`` (and, for families with
     expert biases, ``gate_bias``, ``up_bias``, ``down_bias``): fp32 ``[K_run, ...]``} — what
     is differentiated and optimised (training may keep other groups here under keys that are not
-    run names; the model ignores them). ``slots``: run name -> int32 ``[n, E]``, the row of
-    ``weights`` each (layer, expert) uses, or -1 for the frozen base expert — bookkeeping, never
-    differentiated.
+    run names; the model ignores them); for RISE+LoRA run name -> {proj: {``lora_a`` ``[K_run, r,
+    in]``, ``lora_b`` ``[K_run, out, r]``}} instead. ``slots``: run name -> int32 ``[n, E]``, the row
+    of ``weights`` each (layer, expert) uses, or -1 for the frozen base expert, and for RISE+LoRA
+    ``lora_scale`` -> alpha / r — bookkeeping, never differentiated.
     """
 
     weights: dict[str, Any]
@@ -384,6 +394,8 @@ class MoEModel(nn.Module):
             if trainable_experts is not None and run.name in trainable_experts.slots:
                 slots = trainable_experts.slots[run.name]
                 trained = trainable_experts.weights[run.name]
+                if LORA_SCALE in trainable_experts.slots:  # adapters, with their alpha / r
+                    trained = {"adapters": trained, LORA_SCALE: trainable_experts.slots[LORA_SCALE]}
             cache = None if kv_cache is None else (kv_cache.keys[run.name], kv_cache.values[run.name])
             edit = None
             if router_edit is not None and run.is_moe:

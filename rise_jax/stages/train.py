@@ -30,8 +30,8 @@ from rise_jax.stages.registry import Stage
 from rise_jax.training.artefacts import EXPERTS, TRAIN_STATE_DIRS, TRAIN_STATE_FILES, save_trained_experts
 from rise_jax.training.data import build_training_set
 from rise_jax.training.loop import train
-from rise_jax.training.options import TrainOptions
-from rise_jax.training.partition import count_trainable, init_trainable, selection_experts
+from rise_jax.training.options import TRAIN_METHODS, TrainOptions
+from rise_jax.training.partition import count_trainable, init_lora, init_trainable, selection_experts
 from rise_jax.workdir import Workdir
 
 
@@ -52,6 +52,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
     ):
         if not ok:
             raise SettingError(f"config.train.{name} = {value!r}: must be {rule}")
+    if t.get("method", "experts") not in TRAIN_METHODS:
+        raise SettingError(f"config.train.method = {t.method!r}; choose one of {', '.join(TRAIN_METHODS)}")
+    if t.get("method", "experts") == "rise_lora":
+        if int(t.lora_rank) < 1:
+            raise SettingError(f"config.train.lora_rank = {t.lora_rank!r}: must be >= 1")
+        if t.get("extra_trainable", ""):
+            raise SettingError("config.train.extra_trainable trains full weights; not with train.method=rise_lora")
     if t.get("extra_trainable", "") and frozen_dtype(config):
         raise SettingError(
             f"config.train.extra_trainable = {t.extra_trainable!r} trains non-expert weights, which "
@@ -82,10 +89,14 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict:
         sharding=model_sharding(config),
         **frozen_options(config),
     )
-    originals = expert_reader(path, cfg) if frozen_dtype(config) else None  # train from the originals
-    trainable = init_trainable(
-        base, cfg, selection_experts(selection), comma_list(t.get("extra_trainable", "")), originals
-    )
+    method = t.get("method", "experts")
+    if method == "rise_lora":  # adapters inside the selected experts; the experts stay frozen
+        trainable = init_lora(cfg, selection_experts(selection), t.lora_rank, t.lora_alpha, t.seed)
+    else:
+        originals = expert_reader(path, cfg) if frozen_dtype(config) else None  # train from the originals
+        trainable = init_trainable(
+            base, cfg, selection_experts(selection), comma_list(t.get("extra_trainable", "")), originals
+        )
     mesh = model_mesh(config)
     if mesh is not None:  # trainable experts (and so their Adam moments) split by expert too
         import jax
@@ -97,7 +108,7 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict:
     n_params = count_trainable(trainable.weights)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     logging.info(
-        f"training {len(selection['experts'])} experts ({n_params:,} parameters) on {language}: "
+        f"training {len(selection['experts'])} experts ({method}, {n_params:,} parameters) on {language}: "
         f"{len(train_set.ids)} sequences ({train_set.num_tokens:,} target tokens, {data.truncated} truncated), "
         f"{len(held.ids)} held out"
     )
@@ -106,6 +117,7 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict:
     summary = {k: v for k, v in result.items() if k != "trainable"}
     summary.update(
         language=language,
+        method=method,
         trainable_parameters=n_params,
         sequences=len(train_set.ids),
         held_out_sequences=len(held.ids),

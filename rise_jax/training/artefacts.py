@@ -1,7 +1,8 @@
 """Compact expert checkpoints: only the K trained experts (orbax), plus the selection and config.
 
 Layout of ``<workdir>/train``: ``experts/`` (orbax; ``{"weights": {run: {gate_proj, up_proj,
-down_proj}}, "slots": {run: int32 [n, E]}}``), ``selection.json`` (the selection trained),
+down_proj}}, "slots": {run: int32 [n, E]}}``; for ``train.method=rise_lora`` the weights are
+``{run: {proj: {lora_a [K, r, in], lora_b [K, out, r]}}}`` and ``slots`` adds ``lora_scale``), ``selection.json`` (the selection trained),
 ``train_config.json``, ``summary.json``, ``metrics.jsonl``, ``tensorboard/``, ``checkpoints/``
 (resumable training state).
 """
@@ -15,6 +16,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from rise_jax.models.expert_weights import LORA_SCALE
 from rise_jax.models.transformer import TrainableExperts
 from rise_jax.training.partition import merge_experts
 
@@ -41,7 +43,7 @@ def load_trained_experts(directory: str) -> TrainableExperts:
         raise FileNotFoundError(f"{target}: no trained experts (run the train stage first)")
     with ocp.StandardCheckpointer() as ckptr:
         tree = ckptr.restore(target)
-    slots = {run: np.asarray(s, np.int32) for run, s in tree["slots"].items()}
+    slots = {run: np.asarray(s, np.float32 if run == LORA_SCALE else np.int32) for run, s in tree["slots"].items()}
     return TrainableExperts(jax.tree_util.tree_map(np.asarray, tree["weights"]), slots)
 
 

@@ -29,6 +29,11 @@ class TrainOptions:
     pad_id: int = 0
     max_steps: int = 0  # stop (with a checkpoint) after this many micro-steps; 0 = run to the end
     extra_lr: float = 0.0  # peak lr of the path-rule groups (when the trainable tree has any); 0 = lr
+    # What the selected experts train: "experts" (full fine-tuning, fp32 masters; the paper's RISE)
+    # or "rise_lora" (low-rank adapters inside them only, the paper's App. H; PEFT's init and scale).
+    method: str = "experts"
+    lora_rank: int = 8
+    lora_alpha: float = 8.0  # scale alpha / r = 1 (PEFT LoraConfig's defaults r = 8, alpha = 8)
     progress: bool = True
 
     @classmethod
@@ -38,6 +43,9 @@ class TrainOptions:
         names = {f.name for f in dataclasses.fields(cls)}
         values = {k: section[k] for k in names if k in section}
         return cls(**{**values, **overrides})
+
+
+TRAIN_METHODS = ("experts", "rise_lora")
 
 
 def config_defaults() -> dict[str, Any]:

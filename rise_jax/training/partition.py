@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rise_jax.models.config import ModelConfig
+from rise_jax.models.expert_weights import LORA_A, LORA_B, LORA_SCALE
 from rise_jax.models.layout import layer_runs, moe_layer_location
 from rise_jax.models.quantized import QuantizedArray
 from rise_jax.models.transformer import TrainableExperts
@@ -130,22 +131,75 @@ def init_trainable(
     return TrainableExperts(weights, slots_out)
 
 
+LORA_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
+
+
+def init_lora(
+    cfg: ModelConfig, experts: list[tuple[int, int]], rank: int, alpha: float, seed: int = 0
+) -> TrainableExperts:
+    """RISE+LoRA's trainable tree: per selected expert and projection PEFT-initialised adapters —
+    ``lora_a [K, r, in]`` uniform in ±1/sqrt(in) (``kaiming_uniform_(a=sqrt(5))``), ``lora_b
+    [K, out, r]`` zeros, so step 0 is exactly the base model — and ``slots`` with ``lora_scale``
+    = alpha / r (:class:`~rise_jax.models.expert_weights.LoRAExperts`)."""
+    if rank < 1:
+        raise ValueError(f"LoRA rank must be >= 1, got {rank}")
+    h, i = cfg.hidden_size, cfg.moe_intermediate_size
+    shapes = {"gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}  # (in, out)
+    key = jax.random.PRNGKey(seed)
+    weights: dict[str, Any] = {}
+    slots_out: dict[str, Any] = {}
+    for run, slots in expert_slots(cfg, experts).items():
+        k = int((slots >= 0).sum())
+        entry = {}
+        for name in LORA_PROJECTIONS:
+            fan_in, fan_out = shapes[name]
+            key, sub = jax.random.split(key)
+            bound = 1.0 / np.sqrt(fan_in)
+            entry[name] = {
+                LORA_A: jax.random.uniform(sub, (k, rank, fan_in), jnp.float32, -bound, bound),
+                LORA_B: jnp.zeros((k, fan_out, rank), jnp.float32),
+            }
+        weights[run] = entry
+        slots_out[run] = jnp.asarray(slots)
+    slots_out[LORA_SCALE] = jnp.float32(alpha / rank)
+    return TrainableExperts(weights, slots_out)
+
+
+def lora_delta(entry: dict[str, Any], scale: float) -> dict[str, Any]:
+    """``scale · (B A)ᵀ`` ``[K, in, out]`` per projection: what merging adds to the base weights."""
+    return {
+        name: scale * jnp.einsum("kri,kor->kio", jnp.asarray(ad[LORA_A]), jnp.asarray(ad[LORA_B]))
+        for name, ad in entry.items()
+    }
+
+
 def expert_weights(trainable: TrainableExperts) -> dict[str, Any]:
     """The per-run expert entries of ``trainable.weights`` (the path-rule groups left out)."""
     return {run: w for run, w in trainable.weights.items() if run != EXTRA}
+
+
+def as_float32(w: Any) -> jax.Array:
+    """A (possibly quantized) weight block in fp32."""
+    return w.astype(jnp.float32) if isinstance(w, QuantizedArray) else jnp.asarray(w, jnp.float32)
 
 
 def merge_experts(params: dict[str, Any], trainable: TrainableExperts) -> dict[str, Any]:
     """Base params with the trained experts written back (cast to the base dtype)."""
     merged = jax.tree_util.tree_map(lambda x: x, params)  # new containers, same leaves
     merged = overlay(merged, trainable.weights.get(EXTRA))
+    lora_scale = trainable.slots.get(LORA_SCALE)
     for run, entry in expert_weights(trainable).items():
         slots = np.asarray(trainable.slots[run])
         li, ei = np.nonzero(slots >= 0)
         rows = slots[li, ei]
         experts = dict(merged[run]["moe"]["experts"])
-        for name, trained in entry.items():
-            base, values = experts[name], jnp.asarray(trained)[rows]
+        delta = None if lora_scale is None else lora_delta(entry, float(lora_scale))
+        for name in entry:
+            base = experts[name]
+            if delta is None:
+                values = jnp.asarray(entry[name])[rows]
+            else:  # W + scale (B A)^T, in fp32, of the selected experts
+                values = as_float32(base[li, ei]) + delta[name][rows]
             if isinstance(base, QuantizedArray):  # a quantized frozen base: requantized per expert
                 experts[name] = base.set((li, ei), values)
             else:

@@ -1,0 +1,209 @@
+"""RISE+LoRA (``train.method=rise_lora``): low-rank adapters inside the selected experts only, as
+a weight source (:class:`~rise_jax.models.expert_weights.LoRAExperts`) — PEFT's init, exact step
+0, adapter path == merged weights, isolation, the optimiser state, the compact checkpoint, resume,
+the pipeline end to end (eval's ``trained`` variant, export) and clear errors."""
+
+import json
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hf_reference import make_hf_model, save_hf_model
+from tiny_pipeline import tiny_config as config
+
+import rise_jax
+from rise_jax import launch
+from rise_jax.models.expert_weights import LORA_A, LORA_B, LORA_SCALE
+from rise_jax.models.transformer import TrainableExperts
+from rise_jax.training import partition
+from rise_jax.training.artefacts import load_trained_experts, save_trained_experts
+from rise_jax.training.step import make_steps
+
+DISPATCHES = ("grouped_scan", "ragged", "blocked", "dense")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return save_hf_model(make_hf_model("qwen3_moe", seed=5, mlp_only_layers=[1]), str(tmp_path_factory.mktemp("q")))
+
+
+def _logits(model, params, ids, trainable=None):
+    mask = jnp.ones_like(ids)
+    f = jax.jit(lambda p, t: model.apply({"params": p}, ids, mask, trainable_experts=t).logits)
+    return f(params, trainable)
+
+
+def _train(model, params, trainable, ids, steps, weight_decay=0.0, lr=1e-2):
+    import optax
+
+    tx = optax.adamw(lr, weight_decay=weight_decay)
+    grad_step, apply_step, _ = make_steps(model, tx)
+    mask = jnp.ones_like(ids)
+    weights, opt = trainable.weights, tx.init(trainable.weights)
+    for _ in range(steps):
+        _, _, grads = grad_step(weights, trainable.slots, params, ids, mask, mask, jax.random.PRNGKey(0))
+        weights, opt, _ = apply_step(weights, opt, grads, 1)
+    return TrainableExperts(weights, trainable.slots), opt
+
+
+def test_adapters_start_as_peft_does_so_step_zero_is_the_base_model(tiny):
+    model, params = rise_jax.load_model(tiny, dtype="float32", progress=False)
+    cfg = model.cfg
+    trainable = partition.init_lora(cfg, [(0, 1), (1, 3), (1, 7)], rank=4, alpha=8.0, seed=0)
+    assert float(trainable.slots[LORA_SCALE]) == 2.0  # alpha / r
+    runs = trainable.weights  # the tiny model's MoE layers sit in two runs around a dense one
+    assert sum(e["gate_proj"][LORA_A].shape[0] for e in runs.values()) == 3
+    for entry in runs.values():
+        gate, down = entry["gate_proj"], entry["down_proj"]
+        k = gate[LORA_A].shape[0]
+        assert gate[LORA_A].shape == (k, 4, cfg.hidden_size) and gate[LORA_B].shape == (k, cfg.moe_intermediate_size, 4)
+        assert down[LORA_A].shape == (k, 4, cfg.moe_intermediate_size) and down[LORA_B].shape == (k, cfg.hidden_size, 4)
+        assert float(jnp.abs(gate[LORA_A]).max()) <= 1 / np.sqrt(cfg.hidden_size) and not jnp.any(gate[LORA_B])
+    ids = jnp.asarray(np.random.RandomState(0).randint(0, cfg.vocab_size, (2, 10)))
+    for dispatch in DISPATCHES:
+        m, p = rise_jax.load_model(tiny, dtype="float32", progress=False, dispatch=dispatch)
+        np.testing.assert_array_equal(_logits(m, p, ids, trainable), _logits(m, p, ids))
+    with pytest.raises(ValueError, match="LoRA rank must be >= 1, got 0"):
+        partition.init_lora(cfg, [(0, 1)], rank=0, alpha=8.0)
+
+
+@pytest.mark.parametrize("dispatch", DISPATCHES)
+def test_the_adapter_path_equals_the_merged_weights_and_touches_nothing_else(tiny, dispatch):
+    model, params = rise_jax.load_model(tiny, dtype="float32", progress=False, dispatch=dispatch)
+    cfg = model.cfg
+    ids = jnp.asarray(np.random.RandomState(1).randint(0, cfg.vocab_size, (2, 12)))
+    # The experts that the token sequence `quiet` never reaches: its interference mass rho is 0.
+    quiet = jnp.asarray(np.random.RandomState(2).randint(0, cfg.vocab_size, (1, 2)))
+    used = np.asarray(rise_jax.forward(model, params, quiet, return_routing=True).routing.topk_indices)[:, 0]
+    selected = [
+        (layer, e) for layer in range(cfg.num_moe_layers) for e in range(cfg.num_experts) if e not in used[layer]
+    ]
+    selected = selected[:: max(1, len(selected) // 6)][:6]
+    trainable, opt = _train(
+        model, params, partition.init_lora(cfg, selected, 4, 8.0, 0), ids, steps=20, weight_decay=0.1
+    )
+    # The optimiser state holds exactly the adapters.
+    weights_tree = jax.tree_util.tree_structure(trainable.weights)
+    adam = opt[0]
+    assert jax.tree_util.tree_structure(adam.mu) == weights_tree == jax.tree_util.tree_structure(adam.nu)
+    merged = partition.merge_experts(params, trainable)
+    adapter_logits, base_logits = _logits(model, params, ids, trainable), _logits(model, params, ids)
+    np.testing.assert_allclose(_logits(model, merged, ids), adapter_logits, rtol=0, atol=1e-5)
+    assert float(jnp.abs(adapter_logits - base_logits).max()) > 1e-3  # it learned something
+    # Unselected experts and every other tensor: bitwise the base.
+    flat_base = dict(jax.tree_util.tree_flatten_with_path(params)[0])
+    expected = {
+        run: set(zip(*np.nonzero(s >= 0), strict=True)) for run, s in partition.expert_slots(cfg, selected).items()
+    }
+    seen = 0
+    for path, leaf in jax.tree_util.tree_flatten_with_path(merged)[0]:
+        keys = [str(getattr(k, "key", k)) for k in path]
+        if keys[-2:-1] == ["experts"] and keys[-1] in ("gate_proj", "up_proj", "down_proj"):
+            diff = np.any(np.asarray(leaf) != np.asarray(flat_base[path]), axis=(-2, -1))  # [n, E]
+            changed = set(zip(*np.nonzero(diff), strict=True))
+            assert changed == expected.get(keys[0], set()), (keys, changed, expected)
+            seen += len(changed)
+        else:
+            np.testing.assert_array_equal(leaf, flat_base[path])
+    assert seen == 3 * len(selected) and len(selected) >= 4
+    # rho = 0: an input that never reaches a selected expert keeps its logits bit for bit.
+    np.testing.assert_array_equal(_logits(model, params, quiet, trainable), _logits(model, params, quiet))
+
+
+def test_the_compact_checkpoint_round_trips_with_its_scale(tiny, tmp_path):
+    model, params = rise_jax.load_model(tiny, dtype="float32", progress=False)
+    ids = jnp.asarray(np.random.RandomState(1).randint(0, model.cfg.vocab_size, (2, 12)))
+    trainable, _ = _train(model, params, partition.init_lora(model.cfg, [(0, 2), (1, 5)], 16, 4.0, 3), ids, steps=3)
+    save_trained_experts(str(tmp_path), trainable)
+    back = load_trained_experts(str(tmp_path))
+    assert float(back.slots[LORA_SCALE]) == 0.25  # a fractional alpha / r survives
+    for a, b in zip(jax.tree_util.tree_leaves(trainable.weights), jax.tree_util.tree_leaves(back.weights), strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(
+        _logits(model, partition.merge_experts(params, back), ids),
+        _logits(model, partition.merge_experts(params, trainable), ids),
+    )
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory):
+    ckpt = save_hf_model(
+        make_hf_model("qwen3_moe", seed=9, vocab_size=151936, hidden_size=32, num_hidden_layers=4),
+        str(tmp_path_factory.mktemp("ck")),
+    )
+    wd = str(tmp_path_factory.mktemp("wd"))
+    c = config(ckpt)
+    c.train.method = "rise_lora"
+    c.train.lora_rank = 2
+    c.train.lora_alpha = 4.0
+    c.stages = "stats,select,train,export,eval"
+    c.eval.run = "perplexity"
+    c.eval.variants = "base,trained"
+    c.eval.max_samples = 3
+    c.eval.progress = False
+    c.eval.tasks.perplexity.path = c.data.path
+    c.eval.tasks.perplexity.max_length = 24
+    c.eval.languages = "bn"
+    launch.run(c, wd)
+    return ckpt, wd, c
+
+
+def test_rise_lora_runs_stats_to_eval_and_exports_the_merged_experts(lora_run):
+    ckpt, wd, c = lora_run
+    summary = json.load(open(os.path.join(wd, "train", "summary.json")))
+    assert summary["status"] == "completed" and summary["method"] == "rise_lora"
+    assert summary["trainable_parameters"] == 4 * 3 * 2 * (32 + 16)  # K x 3 projections x r x (in + out)
+    res = json.load(open(os.path.join(wd, "eval", "results.json")))["results"]
+    assert res["trained"]["perplexity"]["bn"]["perplexity"] != res["base"]["perplexity"]["bn"]["perplexity"]
+    _, exported = rise_jax.load_model(os.path.join(wd, "export", "hf"), dtype="float32", progress=False)
+    model, base = rise_jax.load_model(ckpt, dtype="float32", progress=False)
+    want = partition.merge_experts(base, load_trained_experts(os.path.join(wd, "train")))
+    for a, b in zip(jax.tree_util.tree_leaves(exported), jax.tree_util.tree_leaves(want), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_an_interrupted_rise_lora_run_resumes_to_the_uninterrupted_adapters(lora_run, tmp_path):
+    from rise_jax.pipeline import PipelineError
+
+    _, wd, c = lora_run
+    wd2 = str(tmp_path / "resumed")
+    shutil.copytree(wd, wd2)
+    shutil.rmtree(os.path.join(wd2, "train"))
+    c.stages = "train"
+    c.train.max_steps = 1
+    with pytest.raises(PipelineError, match="stopped at max_steps"):
+        launch.run(c, wd2)
+    c.train.max_steps = 0
+    launch.run(c, wd2)
+    a, b = load_trained_experts(os.path.join(wd, "train")), load_trained_experts(os.path.join(wd2, "train"))
+    for x, y in zip(jax.tree_util.tree_leaves(a.weights), jax.tree_util.tree_leaves(b.weights), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_rise_lora_settings_are_checked(lora_run, tmp_path):
+    from rise_jax.errors import SettingError
+    from rise_jax.selection.algorithms import SelectionError
+
+    ckpt, _, _ = lora_run
+    c = config(ckpt)
+    c.stages = "train"
+    c.train.method = "rise_lora"
+    c.train.lora_rank = 0
+    with pytest.raises(SettingError, match=r"config.train.lora_rank = 0: must be >= 1"):
+        launch.run(c, str(tmp_path / "a"))
+    c.train.lora_rank = 4
+    c.train.extra_trainable = "moe/shared_expert"
+    with pytest.raises(SettingError, match="not with train.method=rise_lora"):
+        launch.run(c, str(tmp_path / "b"))
+    c.train.extra_trainable = ""
+    c.train.method = "lora_everywhere"
+    with pytest.raises(
+        SettingError, match=r"config.train.method = 'lora_everywhere'; choose one of experts, rise_lora"
+    ):
+        launch.run(c, str(tmp_path / "c"))
+    c.train.method = "rise_lora"
+    with pytest.raises(SelectionError, match=r"selection.json: missing \(run the select stage first\)"):
+        launch.run(c, str(tmp_path / "d"))
