@@ -17,6 +17,7 @@ the module that writes it)::
       train/                      train: experts/ (orbax), checkpoints/, summary.json, metrics.jsonl,
                                   tensorboard/, selection.json, train_config.json
       export/hf/                  export: merged HF checkpoint
+      export/peft/                export (train.method=lora): the adapters in PEFT's format
       eval/                       eval: results.json, table.md,
                                   generations/<variant>/<task>/<lang>.jsonl (generative tasks)
       report.md  report_*.png     report
@@ -76,6 +77,7 @@ class Workdir:
     # export / eval / report
     export = _at("export")
     export_hf = _at("export", "hf")
+    export_peft = _at("export", "peft")
     eval = _at("eval")
     eval_results = _at("eval", "results.json")
     eval_table = _at("eval", "table.md")

@@ -207,3 +207,93 @@ def test_rise_lora_settings_are_checked(lora_run, tmp_path):
     c.train.method = "rise_lora"
     with pytest.raises(SelectionError, match=r"selection.json: missing \(run the select stage first\)"):
         launch.run(c, str(tmp_path / "d"))
+
+
+# --- the LoRA baseline: adapters on dense kernels (train.method=lora) -------------------------------
+
+
+def _peft_key(key):
+    return key.replace(".lora_A.weight", ".lora_A.default.weight").replace(".lora_B.weight", ".lora_B.default.weight")
+
+
+def test_dense_lora_steps_as_hf_peft_does_and_exports_what_peft_and_transformers_load(tiny, tmp_path):
+    import optax
+    import peft
+    import torch
+    from hf_reference import load_hf_model
+
+    from rise_jax.checkpoints.peft_export import export_peft_adapter, peft_tensors
+
+    model, params = rise_jax.load_model(tiny, dtype="float32", progress=False)
+    cfg = model.cfg
+    trainable = partition.init_dense_lora(params, [partition.DEFAULT_LORA_TARGETS], 4, 8.0, seed=1)
+    ours0, targets = peft_tensors(trainable.weights[partition.LORA_DENSE], cfg)
+    assert targets == ["k_proj", "o_proj", "q_proj", "v_proj"]
+    hf = peft.get_peft_model(
+        load_hf_model(tiny), peft.LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=targets)
+    )
+    state = hf.state_dict()
+    assert {_peft_key(k) for k in ours0} == {k for k in state if "lora_" in k}
+    with torch.no_grad():  # the same init on both sides (B = 0 in both already)
+        for key, value in ours0.items():
+            state[_peft_key(key)].copy_(torch.from_numpy(value))
+    ids = np.random.RandomState(3).randint(0, cfg.vocab_size, (2, 10))
+    # HF + peft: one AdamW step on the causal-LM loss.
+    opt = torch.optim.AdamW([p for p in hf.parameters() if p.requires_grad], lr=1e-3, eps=1e-8, weight_decay=0.0)
+    loss = hf(input_ids=torch.tensor(ids), labels=torch.tensor(ids)).loss
+    loss.backward()
+    opt.step()
+    # Ours: the same step.
+    tx = optax.adamw(1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0)
+    grad_step, apply_step, _ = make_steps(model, tx)
+    j = jnp.asarray(ids)
+    mask = jnp.ones_like(j)
+    our_loss, _, grads = grad_step(trainable.weights, trainable.slots, params, j, mask, mask, jax.random.PRNGKey(0))
+    weights, _, _ = apply_step(trainable.weights, tx.init(trainable.weights), grads, 1)
+    assert float(our_loss) == pytest.approx(float(loss), abs=1e-5)
+    stepped = TrainableExperts(weights, trainable.slots)
+    ours1, _ = peft_tensors(weights[partition.LORA_DENSE], cfg)
+    state = hf.state_dict()
+    for key, value in ours1.items():
+        np.testing.assert_allclose(value, state[_peft_key(key)].detach().numpy(), rtol=0, atol=1e-5, err_msg=key)
+    assert any(np.abs(v).max() > 0 for k, v in ours1.items() if "lora_B" in k)  # B moved
+    # Ours (the step's path: W + scale (B A)^T merged into the kernels), the PEFT adapter loaded by
+    # peft (which adds scale B A x beside W x) and the merged export loaded by transformers.
+    merged = partition.merge_experts(params, stepped)
+    ours = np.asarray(_logits(model, merged, j))
+    assert float(np.abs(ours - np.asarray(_logits(model, params, j))).max()) > 1e-4  # the adapters act
+    adapter_dir = export_peft_adapter(weights[partition.LORA_DENSE], cfg, str(tmp_path / "peft"), 4, 8.0, tiny)
+    loaded = peft.PeftModel.from_pretrained(load_hf_model(tiny), adapter_dir).eval()
+    with torch.no_grad():
+        np.testing.assert_allclose(loaded(input_ids=torch.tensor(ids)).logits.numpy(), ours, rtol=0, atol=1e-5)
+    merged_dir = rise_jax.export_model(
+        model, partition.merge_experts(params, stepped), str(tmp_path / "hf"), source_dir=tiny, progress=False
+    )
+    with torch.no_grad():
+        np.testing.assert_allclose(
+            load_hf_model(merged_dir)(input_ids=torch.tensor(ids)).logits.numpy(), ours, rtol=0, atol=1e-5
+        )
+
+
+def test_the_lora_baseline_runs_through_the_pipeline_and_exports_a_peft_adapter(lora_run, tmp_path):
+    import peft
+    from hf_reference import load_hf_model
+
+    ckpt, _, _ = lora_run
+    c = config(ckpt)
+    c.train.method = "lora"
+    c.train.lora_rank = 2
+    c.stages = "stats,select,train,export"
+    wd = str(tmp_path / "wd")
+    launch.run(c, wd)
+    summary = json.load(open(os.path.join(wd, "train", "summary.json")))
+    assert summary["method"] == "lora" and summary["status"] == "completed"
+    assert summary["trainable_parameters"] == 4 * 2 * (
+        2 * (32 + 32) + 2 * (32 + 16)
+    )  # 4 layers: q, o 32->32; k, v 32->16
+    conf = json.load(open(os.path.join(wd, "export", "peft", "adapter_config.json")))
+    assert conf["r"] == 2 and conf["target_modules"] == ["k_proj", "o_proj", "q_proj", "v_proj"]
+    peft.PeftModel.from_pretrained(load_hf_model(ckpt), os.path.join(wd, "export", "peft"))
+    c.train.lora_targets = "attn/nothing_here"
+    with pytest.raises(ValueError, match=r"LoRA target pattern\(s\) \['attn/nothing_here'\] match no parameter"):
+        launch.run(c, wd)

@@ -31,7 +31,13 @@ from rise_jax.training.artefacts import EXPERTS, TRAIN_STATE_DIRS, TRAIN_STATE_F
 from rise_jax.training.data import build_training_set
 from rise_jax.training.loop import train
 from rise_jax.training.options import TRAIN_METHODS, TrainOptions
-from rise_jax.training.partition import count_trainable, init_lora, init_trainable, selection_experts
+from rise_jax.training.partition import (
+    count_trainable,
+    init_dense_lora,
+    init_lora,
+    init_trainable,
+    selection_experts,
+)
 from rise_jax.workdir import Workdir
 
 
@@ -54,11 +60,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
             raise SettingError(f"config.train.{name} = {value!r}: must be {rule}")
     if t.get("method", "experts") not in TRAIN_METHODS:
         raise SettingError(f"config.train.method = {t.method!r}; choose one of {', '.join(TRAIN_METHODS)}")
-    if t.get("method", "experts") == "rise_lora":
+    if t.get("method", "experts") in ("rise_lora", "lora"):
         if int(t.lora_rank) < 1:
             raise SettingError(f"config.train.lora_rank = {t.lora_rank!r}: must be >= 1")
         if t.get("extra_trainable", ""):
-            raise SettingError("config.train.extra_trainable trains full weights; not with train.method=rise_lora")
+            raise SettingError(f"config.train.extra_trainable trains full weights; not with train.method={t.method}")
     if t.get("extra_trainable", "") and frozen_dtype(config):
         raise SettingError(
             f"config.train.extra_trainable = {t.extra_trainable!r} trains non-expert weights, which "
@@ -92,6 +98,8 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict:
     method = t.get("method", "experts")
     if method == "rise_lora":  # adapters inside the selected experts; the experts stay frozen
         trainable = init_lora(cfg, selection_experts(selection), t.lora_rank, t.lora_alpha, t.seed)
+    elif method == "lora":  # the LoRA baseline: adapters on path-rule dense kernels
+        trainable = init_dense_lora(base, comma_list(t.lora_targets), t.lora_rank, t.lora_alpha, t.seed)
     else:
         originals = expert_reader(path, cfg) if frozen_dtype(config) else None  # train from the originals
         trainable = init_trainable(
@@ -108,7 +116,8 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict:
     n_params = count_trainable(trainable.weights)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     logging.info(
-        f"training {len(selection['experts'])} experts ({method}, {n_params:,} parameters) on {language}: "
+        f"training {'LoRA adapters on ' + t.lora_targets if method == 'lora' else str(len(selection['experts'])) + ' experts'} "
+        f"({method}, {n_params:,} parameters) on {language}: "
         f"{len(train_set.ids)} sequences ({train_set.num_tokens:,} target tokens, {data.truncated} truncated), "
         f"{len(held.ids)} held out"
     )

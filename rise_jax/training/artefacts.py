@@ -2,7 +2,9 @@
 
 Layout of ``<workdir>/train``: ``experts/`` (orbax; ``{"weights": {run: {gate_proj, up_proj,
 down_proj}}, "slots": {run: int32 [n, E]}}``; for ``train.method=rise_lora`` the weights are
-``{run: {proj: {lora_a [K, r, in], lora_b [K, out, r]}}}`` and ``slots`` adds ``lora_scale``), ``selection.json`` (the selection trained),
+``{run: {proj: {lora_a [K, r, in], lora_b [K, out, r]}}}`` and ``slots`` adds ``lora_scale``; for
+``lora`` the weights are ``{"lora_dense": <params-shaped subtree with {lora_a, lora_b} at each
+adapted kernel>}`` and ``slots`` = ``{lora_scale}``), ``selection.json`` (the selection trained),
 ``train_config.json``, ``summary.json``, ``metrics.jsonl``, ``tensorboard/``, ``checkpoints/``
 (resumable training state).
 """

@@ -29,11 +29,14 @@ class TrainOptions:
     pad_id: int = 0
     max_steps: int = 0  # stop (with a checkpoint) after this many micro-steps; 0 = run to the end
     extra_lr: float = 0.0  # peak lr of the path-rule groups (when the trainable tree has any); 0 = lr
-    # What the selected experts train: "experts" (full fine-tuning, fp32 masters; the paper's RISE)
-    # or "rise_lora" (low-rank adapters inside them only, the paper's App. H; PEFT's init and scale).
+    # What trains: "experts" (the selected experts, fp32 masters; the paper's RISE), "rise_lora"
+    # (low-rank adapters inside the selected experts only, the paper's App. H) or "lora" (the paper's
+    # LoRA baseline: adapters on the dense kernels matching lora_targets, no selection used);
+    # PEFT's init and scale alpha / r.
     method: str = "experts"
     lora_rank: int = 8
     lora_alpha: float = 8.0  # scale alpha / r = 1 (PEFT LoraConfig's defaults r = 8, alpha = 8)
+    lora_targets: str = r"attn/(q|k|v|o)_proj/kernel$"  # method=lora: regexes over parameter paths
     progress: bool = True
 
     @classmethod
@@ -45,7 +48,7 @@ class TrainOptions:
         return cls(**{**values, **overrides})
 
 
-TRAIN_METHODS = ("experts", "rise_lora")
+TRAIN_METHODS = ("experts", "rise_lora", "lora")
 
 
 def config_defaults() -> dict[str, Any]:

@@ -77,7 +77,10 @@ def overlay(params: dict[str, Any], extra: dict[str, Any] | None) -> dict[str, A
         return params
     out = dict(params)
     for key, sub in extra.items():
-        out[key] = overlay(params[key], sub) if isinstance(sub, dict) else jnp.asarray(sub).astype(params[key].dtype)
+        if isinstance(sub, dict):
+            out[key] = overlay(params[key], sub)
+        else:  # a quantized base kernel is replaced by full-precision values in its compute dtype
+            out[key] = jnp.asarray(sub).astype(params[key].dtype)
     return out
 
 
@@ -173,9 +176,63 @@ def lora_delta(entry: dict[str, Any], scale: float) -> dict[str, Any]:
     }
 
 
+LORA_DENSE = "lora_dense"  # key of the dense-layer adapters in the trainable tree (never a run name)
+DEFAULT_LORA_TARGETS = r"attn/(q|k|v|o)_proj/kernel$"
+
+
+def init_dense_lora(
+    params: dict[str, Any], patterns: list[str], rank: int, alpha: float, seed: int = 0
+) -> TrainableExperts:
+    """The LoRA baseline's trainable tree: adapters on every dense kernel whose ``/``-joined path
+    matches one of ``patterns`` (default: attention q/k/v/o) — for a kernel ``[..., in, out]``
+    (scanned runs stack ``n`` layers in front) ``lora_a [..., r, in]`` uniform in ±1/sqrt(in) and
+    ``lora_b [..., out, r]`` zeros (PEFT's init) — as a subtree shaped like ``params`` under
+    :data:`LORA_DENSE`, and ``slots`` = {``lora_scale``: alpha / r}. Experts are never targets."""
+    import re
+
+    if rank < 1:
+        raise ValueError(f"LoRA rank must be >= 1, got {rank}")
+    out: dict[str, Any] = {}
+    hits = dict.fromkeys(patterns, 0)
+    key = jax.random.PRNGKey(seed)
+    for keys, leaf in jax.tree_util.tree_flatten_with_path(params, is_leaf=lambda x: isinstance(x, QuantizedArray))[0]:
+        path = _path(keys)
+        matched = [p for p in patterns if re.search(p, path)]
+        if not matched:
+            continue
+        if "moe/experts" in path or not path.endswith("kernel"):
+            raise ValueError(f"LoRA target pattern(s) {matched} match {path}: dense kernels only (experts: rise_lora)")
+        for p in matched:
+            hits[p] += 1
+        *lead, fan_in, fan_out = leaf.shape
+        key, sub = jax.random.split(key)
+        bound = 1.0 / np.sqrt(fan_in)
+        node = out
+        for name in path.split("/"):
+            node = node.setdefault(name, {})
+        node[LORA_A] = jax.random.uniform(sub, (*lead, rank, fan_in), jnp.float32, -bound, bound)
+        node[LORA_B] = jnp.zeros((*lead, fan_out, rank), jnp.float32)
+    missing = [p for p, n in hits.items() if n == 0]
+    if missing:
+        raise ValueError(
+            f"LoRA target pattern(s) {missing} match no parameter; paths look like layers/attn/q_proj/kernel"
+        )
+    return TrainableExperts({LORA_DENSE: out}, {LORA_SCALE: jnp.float32(alpha / rank)})
+
+
+def dense_lora_kernels(params: dict[str, Any], adapters: dict[str, Any], scale: Any) -> dict[str, Any]:
+    """``W + scale · (B A)ᵀ`` for every kernel with adapters, as a subtree for :func:`overlay`
+    (fp32; ``overlay`` casts back to the base dtype)."""
+    if LORA_A in adapters:
+        w = params.astype(jnp.float32) if isinstance(params, QuantizedArray) else jnp.asarray(params, jnp.float32)
+        delta = jnp.einsum("...ri,...or->...io", adapters[LORA_A], adapters[LORA_B])
+        return jax.lax.stop_gradient(w) + scale * delta
+    return {k: dense_lora_kernels(params[k], sub, scale) for k, sub in adapters.items()}
+
+
 def expert_weights(trainable: TrainableExperts) -> dict[str, Any]:
     """The per-run expert entries of ``trainable.weights`` (the path-rule groups left out)."""
-    return {run: w for run, w in trainable.weights.items() if run != EXTRA}
+    return {run: w for run, w in trainable.weights.items() if run not in (EXTRA, LORA_DENSE)}
 
 
 def as_float32(w: Any) -> jax.Array:
@@ -188,6 +245,8 @@ def merge_experts(params: dict[str, Any], trainable: TrainableExperts) -> dict[s
     merged = jax.tree_util.tree_map(lambda x: x, params)  # new containers, same leaves
     merged = overlay(merged, trainable.weights.get(EXTRA))
     lora_scale = trainable.slots.get(LORA_SCALE)
+    if LORA_DENSE in trainable.weights:
+        merged = overlay(merged, dense_lora_kernels(merged, trainable.weights[LORA_DENSE], float(lora_scale)))
     for run, entry in expert_weights(trainable).items():
         slots = np.asarray(trainable.slots[run])
         li, ei = np.nonzero(slots >= 0)

@@ -10,9 +10,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from rise_jax.models.expert_weights import LORA_SCALE
 from rise_jax.models.lm_loss import lm_loss_sums
 from rise_jax.models.transformer import MoEModel, TrainableExperts
-from rise_jax.training.partition import EXTRA, overlay
+from rise_jax.training.partition import EXTRA, LORA_DENSE, dense_lora_kernels, overlay
 
 
 def make_optimizer(
@@ -69,6 +70,8 @@ def make_steps(model: MoEModel, tx: optax.GradientTransformation):
 
     def apply(weights, slots, base, ids, mask, **kw):
         params = overlay(base, weights.get(EXTRA))  # path-rule groups, when any
+        if LORA_DENSE in weights:  # the LoRA baseline: W + scale (B A)^T of the target kernels
+            params = overlay(params, dense_lora_kernels(params, weights[LORA_DENSE], slots[LORA_SCALE]))
         return model.apply({"params": params}, ids, mask, trainable_experts=TrainableExperts(weights, slots), **kw)
 
     def loss_fn(weights, slots, base, ids, mask, loss_mask, rng):
