@@ -294,6 +294,18 @@ def test_the_lora_baseline_runs_through_the_pipeline_and_exports_a_peft_adapter(
     conf = json.load(open(os.path.join(wd, "export", "peft", "adapter_config.json")))
     assert conf["r"] == 2 and conf["target_modules"] == ["k_proj", "o_proj", "q_proj", "v_proj"]
     peft.PeftModel.from_pretrained(load_hf_model(ckpt), os.path.join(wd, "export", "peft"))
+    # Optionally adapters inside every expert too: the merged export changes every expert.
+    c.train.lora_all_experts = True
+    launch.run(c, wd)
+    summary = json.load(open(os.path.join(wd, "train", "summary.json")))
+    dense = 4 * 2 * (2 * (32 + 32) + 2 * (32 + 16))
+    assert summary["trainable_parameters"] == dense + 4 * 8 * 3 * 2 * (
+        32 + 16
+    )  # + 4 layers x 8 experts x 3 projections
+    _, exported = rise_jax.load_model(os.path.join(wd, "export", "hf"), dtype="float32", progress=False)
+    _, base = rise_jax.load_model(ckpt, dtype="float32", progress=False)
+    up, up0 = (np.asarray(p["layers"]["moe"]["experts"]["up_proj"]) for p in (exported, base))
+    assert np.all(np.any(up != up0, axis=(-2, -1)))  # every (layer, expert) moved
     c.train.lora_targets = "attn/nothing_here"
     with pytest.raises(ValueError, match=r"LoRA target pattern\(s\) \['attn/nothing_here'\] match no parameter"):
         launch.run(c, wd)

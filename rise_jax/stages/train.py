@@ -16,6 +16,7 @@ from rise_jax.data.languages import get_language
 from rise_jax.data.sources import SourceSpec, load_examples
 from rise_jax.errors import SettingError
 from rise_jax.io_utils import ensure_writable_dir, write_json_atomic
+from rise_jax.models.transformer import TrainableExperts
 from rise_jax.selection.artefact import load_selection
 from rise_jax.stages.common import (
     checkpoint_path,
@@ -100,6 +101,10 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict:
         trainable = init_lora(cfg, selection_experts(selection), t.lora_rank, t.lora_alpha, t.seed)
     elif method == "lora":  # the LoRA baseline: adapters on path-rule dense kernels
         trainable = init_dense_lora(base, comma_list(t.lora_targets), t.lora_rank, t.lora_alpha, t.seed)
+        if t.get("lora_all_experts", False):  # ... and inside every expert of every MoE layer
+            every = [(layer, e) for layer in range(cfg.num_moe_layers) for e in range(cfg.num_experts)]
+            experts = init_lora(cfg, every, t.lora_rank, t.lora_alpha, t.seed + 1)
+            trainable = TrainableExperts({**trainable.weights, **experts.weights}, experts.slots)
     else:
         originals = expert_reader(path, cfg) if frozen_dtype(config) else None  # train from the originals
         trainable = init_trainable(

@@ -37,6 +37,7 @@ class TrainOptions:
     lora_rank: int = 8
     lora_alpha: float = 8.0  # scale alpha / r = 1 (PEFT LoraConfig's defaults r = 8, alpha = 8)
     lora_targets: str = r"attn/(q|k|v|o)_proj/kernel$"  # method=lora: regexes over parameter paths
+    lora_all_experts: bool = False  # method=lora: adapters on every expert of every MoE layer too
     progress: bool = True
 
     @classmethod
