@@ -2,6 +2,7 @@
 full-size Qwen3-30B-A3B RISE training step from abstract shapes.
 
     python bench/train_step.py [--k 16] [--repeats 5] [--memory-ks 8,16,32,64,128] [--lora-ranks 8,16,64] [--skip-step]
+    python bench/train_step.py --method lora --skip-memory   # LoRA baseline vs HF + peft, RISE+LoRA
     python bench/train_step.py --gpu    # HF on CUDA, JAX on its GPU backend (fp32, no TF32), plus the
                                         # real peak memory of a full-size Qwen3-30B-A3B step (random bf16 weights)
 
@@ -122,6 +123,72 @@ def bench_step(batch: int, seq: int, k: int, repeats: int, gpu: bool = False, di
 
 
 PAPER_TABLE12_GB = {8: 64.7, 128: 72.0}  # RISE paper Table 12 (one H200), the endpoints quoted in the issue
+
+
+def bench_lora_step(batch: int, seq: int, k: int, rank: int, repeats: int, gpu: bool = False) -> None:
+    """Step time of the LoRA methods on the mid-size config (fp32, AdamW): the baseline
+    (``train.method=lora``, attention q/k/v/o) against HF torch + peft with the same targets, and
+    RISE+LoRA (adapters inside K selected experts) against our own full-expert RISE step — peft
+    cannot restrict adapters to chosen experts of transformers' fused expert tensors."""
+    import optax
+    import peft
+    import torch
+
+    import rise_jax
+    from rise_jax.training import partition
+    from rise_jax.training.step import make_steps
+
+    dev = use_gpu(gpu)
+    cfg = dict(MID_QWEN)
+    tmp = write_hf_qwen(cfg)
+    ids = np.random.RandomState(0).randint(0, cfg["vocab_size"], (batch, seq))
+    results = {}
+    for name, attn, exp in HF_SETTINGS:
+        hf = load_hf(tmp, attn, exp).train().to(dev)
+        model = peft.get_peft_model(
+            hf,
+            peft.LoraConfig(
+                r=rank, lora_alpha=rank, lora_dropout=0.0, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]
+            ),
+        )
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=2e-5)
+        t_ids = torch.tensor(ids, device=dev)
+
+        def hf_step(model=model, opt=opt, params=params, t_ids=t_ids):
+            opt.zero_grad(set_to_none=True)
+            model(input_ids=t_ids, labels=t_ids).loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            torch_sync(dev)
+
+        results[f"peft lora ({name})"] = median_time(hf_step, repeats=repeats)
+        del hf, model, opt
+    model, base = rise_jax.load_model(tmp, dtype="float32", dispatch="auto", progress=False)
+    experts = pick_experts(cfg["num_hidden_layers"], cfg["num_experts"], k)
+    tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(2e-5))
+    grad_step, apply_step, _ = make_steps(model, tx)
+    j_ids = jnp.asarray(ids)
+    mask = jnp.ones_like(j_ids)
+    for label, trainable in (
+        ("rise_jax lora", partition.init_dense_lora(base, [partition.DEFAULT_LORA_TARGETS], rank, float(rank))),
+        (f"rise_jax rise_lora (K={k})", partition.init_lora(model.cfg, experts, rank, float(rank))),
+        (f"rise_jax experts (K={k})", partition.init_trainable(base, model.cfg, experts)),
+    ):
+        state = {"w": trainable.weights, "o": tx.init(trainable.weights)}
+
+        def our_step(state=state, slots=trainable.slots):
+            _, _, g = grad_step(state["w"], slots, base, j_ids, mask, mask, jax.random.PRNGKey(0))
+            state["w"], state["o"], gn = apply_step(state["w"], state["o"], g, jnp.float32(1.0))
+            gn.block_until_ready()
+
+        our_step()
+        results[label] = median_time(our_step, repeats=repeats, warmup=0)
+    best = min(v for n, v in results.items() if n.startswith("peft"))
+    print(f"\nLoRA training step, mid-size Qwen3-MoE, batch {batch} x {seq}, fp32, {device_label(gpu)}, rank {rank}")
+    print(f"{'implementation':34s} {'s/step':>8s} {'tokens/s':>9s} {'vs best peft':>12s}")
+    for name, t in results.items():
+        print(f"{name:34s} {t:8.3f} {batch * seq / t:9.0f} {best / t:11.2f}x")
 
 
 def memory_full_size(batch: int, seq: int, ks: list[int]) -> None:
@@ -302,8 +369,11 @@ def main() -> None:
     ap.add_argument("--gpu", action="store_true", help="time on the GPU and measure the full-size step's real peak")
     ap.add_argument("--memory-ks", default="8,16,32,64,128", help="K values of the full-size memory table (Table 12)")
     ap.add_argument("--lora-ranks", default="8,16,64", help="RISE+LoRA ranks of the full-size accounting (K = 128)")
+    ap.add_argument("--method", default="experts", choices=("experts", "lora"), help="lora: time the LoRA methods")
     args = ap.parse_args()
-    if not args.skip_step:
+    if not args.skip_step and args.method == "lora":
+        bench_lora_step(4, 512, args.k, 8, args.repeats, gpu=args.gpu)
+    elif not args.skip_step:
         bench_step(4, 512, args.k, args.repeats, gpu=args.gpu, dispatch=args.dispatch)
     if args.skip_memory:
         return

@@ -356,17 +356,18 @@ def test_rise_on_an_int8_base_gains_as_much_and_exports_the_source_weights(demo_
 
     wd, _ = demo_run
     c = _on_demo_checkpoint(wd)
-    c.model.frozen_dtype = "int8"
     c.stages = "stats,analyze,select,train,export,eval"
     c.eval.variants = "base,trained"
-    wd8 = str(tmp_path / "int8")
+    wd_full, wd8 = str(tmp_path / "full"), str(tmp_path / "int8")
+    launch.run(c, wd_full)  # the same run at full precision (demo_run's own may have been retrained)
+    c.model.frozen_dtype = "int8"
     launch.run(c, wd8)
 
     def gain(workdir):
         res = json.load(open(os.path.join(workdir, "eval", "results.json")))["results"]
         return res["base"]["perplexity"]["bn"]["perplexity"] - res["trained"]["perplexity"]["bn"]["perplexity"]
 
-    full, int8 = gain(wd), gain(wd8)
+    full, int8 = gain(wd_full), gain(wd8)
     assert full > 0 and abs(int8 - full) <= 0.05 * full, (full, int8)
     summary = json.load(open(os.path.join(wd8, "routing_stats", "summary.json")))
     assert summary["model"]["frozen_dtype"] == "int8" and summary["model"]["dtype"] == "float32"
