@@ -107,6 +107,10 @@ def test_the_lora_variant_trains_adapters_inside_the_selected_experts():
             "rise",
         )
         assert module.get_config("bn").train.method == "experts"
+        c = module.get_config("bn,train=lora")
+        assert (c.train.method, c.train.lora_rank) == ("lora", 8)
+    with pytest.raises(ValueError, match="train 'qlora' not one of experts, rise_lora, lora"):
+        qwen3_30b_a3b.get_config("train=qlora")
     with pytest.raises(ValueError, match="lora rank -1 must be >= 1"):
         qwen3_30b_a3b.get_config("lora=-1")
 

@@ -155,6 +155,9 @@ def test_rise_lora_runs_stats_to_eval_and_exports_the_merged_experts(lora_run):
     ckpt, wd, c = lora_run
     summary = json.load(open(os.path.join(wd, "train", "summary.json")))
     assert summary["status"] == "completed" and summary["method"] == "rise_lora"
+    from rise_jax.stages.report import _training_section
+
+    assert "Method: RISE+LoRA" in "".join(_training_section(summary))
     assert summary["trainable_parameters"] == 4 * 3 * 2 * (32 + 16)  # K x 3 projections x r x (in + out)
     res = json.load(open(os.path.join(wd, "eval", "results.json")))["results"]
     assert res["trained"]["perplexity"]["bn"]["perplexity"] != res["base"]["perplexity"]["bn"]["perplexity"]

@@ -7,7 +7,8 @@ the multi-GPU preset (mesh: experts split over N devices; see the README's GPU t
 ``recipe=reference`` (default: the paper's reference implementation, every value commented with
 its source) or ``recipe=qa`` (this tool's earlier QA recipe); ``lora=R`` trains rank-R adapters
 inside the selected experts instead of the experts themselves (RISE+LoRA, paper App. H;
-``train.method=rise_lora``, alpha = R as PEFT's default ratio). To follow the paper's statistics
+``train.method=rise_lora``, alpha = R as PEFT's default ratio); ``train=lora`` runs the paper's LoRA
+baseline instead (adapters on the attention q/k/v/o, rank ``lora`` or 8). To follow the paper's statistics
 exactly, replay its OpenCompass predictions: ``--config.data.source=opencompass
 --config.data.path=<predictions>/tydiqa-{tydiqa}.json`` (the reference's ``PREDICTIONS``).
 """
@@ -26,8 +27,8 @@ RECIPES = ("reference", "qa")
 def parse_arg(arg: str, defaults: dict) -> dict:
     """``"bn,topk,64"`` / ``"target=bn,k=64,recipe=qa,lora=8"`` -> {target, method, k, gpus, recipe,
     lora} over ``defaults``."""
-    out = {"lora": 0, **defaults}
-    keys = ("target", "method", "k", "gpus", "recipe", "lora")
+    out = {"lora": 0, "train": "", **defaults}
+    keys = ("target", "method", "k", "gpus", "recipe", "lora", "train")
     for i, part in enumerate(comma_list(arg)):
         key, value = part.split("=", 1) if "=" in part else (keys[i] if i < len(keys) else "?", part)
         if key not in keys:
@@ -35,6 +36,8 @@ def parse_arg(arg: str, defaults: dict) -> dict:
         out[key] = int(value) if key in ("k", "gpus", "lora") else value
     if out["method"] not in METHODS:
         raise ValueError(f"config arg {arg!r}: method {out['method']!r} not one of {', '.join(METHODS)}")
+    if out["train"] not in ("", "experts", "rise_lora", "lora"):
+        raise ValueError(f"config arg {arg!r}: train {out['train']!r} not one of experts, rise_lora, lora")
     if out["lora"] < 0:
         raise ValueError(f"config arg {arg!r}: lora rank {out['lora']} must be >= 1 (0: no LoRA)")
     if out["recipe"] not in RECIPES:
@@ -102,10 +105,11 @@ def paper_config(checkpoint: str, arg: str, k: int, ratios: tuple):
     c.select.target = v["target"]
     c.select.method = v["method"]
     c.select.k = v["k"]  # NUM_EXPERTS (paper: K = 128 Qwen3, 16 Phi)
-    if v["lora"]:  # RISE+LoRA (App. H): adapters inside the K selected experts; rank/alpha are ours
-        c.train.method = "rise_lora"
-        c.train.lora_rank = v["lora"]
-        c.train.lora_alpha = float(v["lora"])
+    train = v["train"] or ("rise_lora" if v["lora"] else "experts")
+    if train != "experts":  # RISE+LoRA (App. H) or the LoRA baseline (Table 6); rank/alpha are ours
+        c.train.method = train
+        c.train.lora_rank = v["lora"] or 8
+        c.train.lora_alpha = float(c.train.lora_rank)
     c.select.ratios = ratios  # SHALLOW_BUDGET / MIDDLE_BUDGET (paper Table 10)
     c.select.zone_ratios = (0.375, 0.25)  # SHALLOW_RATIO / MIDDLE_RATIO
     c.select.alpha = 10.0  # ALPHA

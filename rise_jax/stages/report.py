@@ -221,12 +221,21 @@ def _selection_section(wd: Workdir, sel: dict | None) -> list[str]:
     return out
 
 
+TRAIN_METHOD_NAMES = {
+    "experts": "RISE — the selected experts fine-tuned in full (`experts`)",
+    "rise_lora": "RISE+LoRA — low-rank adapters inside the selected experts (`rise_lora`)",
+    "lora": "LoRA baseline — adapters on dense layers, no expert selection used (`lora`)",
+}
+
+
 def _training_section(train: dict | None) -> list[str]:
     if not train:
         return ["## Training\n", "The train stage has not run.\n"]
     ho, last = train.get("held_out_loss"), train.get("final_loss")
+    method = TRAIN_METHOD_NAMES.get(train.get("method", "experts"), train.get("method", "experts"))
     return [
         "## Training\n",
+        f"Method: {method}.\n\n"
         f"Status **{train['status']}**: {train.get('trainable_parameters', 0):,} trainable parameters on "
         f"{train['language']}, {train['sequences']} sequences ({train['target_tokens']:,} target tokens, "
         f"{train['truncated']} truncated), {train.get('optimizer_steps', '–')} optimiser steps"
