@@ -161,15 +161,10 @@ class StackedExperts(_Stored):
         return self.need_grad
 
 
-class SubstitutedExperts(ExpertWeights):
-    """Subnetwork training: expert ``e`` takes ``trained[·][slots[e]]`` (fp32 masters ``[K, ...]``)
-    when ``slots[e] >= 0`` and the gradient-stopped ``base`` otherwise. Trained copies pass through
-    the base's storage dtype first, so a bf16 model computes with bf16-rounded masters; gradients
-    reach ``trained`` only, and only the K substituted experts get any."""
-
-    base: ExpertWeights
-    trained: ExpertTensors  # fp32 [K, ...] (biases None when the family has none)
-    slots: Array  # int32 [E]
+class _OverBase(ExpertWeights):
+    """A source that changes the experts with a slot (``slots[e] >= 0``) of a ``base`` source and
+    passes the others through gradient-stopped; subclasses declare the fields ``base`` and
+    ``slots`` and say in ``_combine`` what a slotted expert becomes."""
 
     @property
     def num_experts(self) -> int:
@@ -182,6 +177,29 @@ class SubstitutedExperts(ExpertWeights):
     @property
     def activation(self) -> GatedActivation:
         return self.base.activation
+
+    @abc.abstractmethod
+    def _combine(self, base: ExpertTensors, s: Array, dtype: Any) -> ExpertTensors: ...
+
+    def take(self, experts: Array, dtype: Any) -> ExpertTensors:
+        return self._combine(self.base.take(experts, self.base.dtype), self.slots[experts], dtype)
+
+    def take_all(self, dtype: Any) -> ExpertTensors:
+        return self._combine(self.base.take_all(self.base.dtype), self.slots, dtype)
+
+    def trainable(self) -> Array:
+        return self.slots >= 0
+
+
+class SubstitutedExperts(_OverBase):
+    """Subnetwork training: expert ``e`` takes ``trained[·][slots[e]]`` (fp32 masters ``[K, ...]``)
+    when ``slots[e] >= 0`` and the gradient-stopped ``base`` otherwise. Trained copies pass through
+    the base's storage dtype first, so a bf16 model computes with bf16-rounded masters; gradients
+    reach ``trained`` only, and only the K substituted experts get any."""
+
+    base: ExpertWeights
+    trained: ExpertTensors  # fp32 [K, ...] (biases None when the family has none)
+    slots: Array  # int32 [E]
 
     def _combine(self, base: ExpertTensors, s: Array, dtype: Any) -> ExpertTensors:
         safe = jnp.maximum(s, 0)
@@ -194,27 +212,24 @@ class SubstitutedExperts(ExpertWeights):
 
         return ExpertTensors(*(one(b, t) for b, t in zip(base, ExpertTensors(*self.trained), strict=True)))
 
-    def take(self, experts: Array, dtype: Any) -> ExpertTensors:
-        return self._combine(self.base.take(experts, self.base.dtype), self.slots[experts], dtype)
-
-    def take_all(self, dtype: Any) -> ExpertTensors:
-        return self._combine(self.base.take_all(self.base.dtype), self.slots, dtype)
-
     def params(self) -> ExpertTensors:
         return ExpertTensors(*self.trained)
 
     def with_params(self, params: ExpertTensors) -> SubstitutedExperts:
         return self.replace(trained=ExpertTensors(*params))
 
-    def trainable(self) -> Array:
-        return self.slots >= 0
-
 
 LORA_SCALE = "lora_scale"  # key of alpha / r in a TrainableExperts.slots dict (RISE+LoRA only)
 LORA_A, LORA_B = "lora_a", "lora_b"
 
 
-class LoRAExperts(ExpertWeights):
+def lora_delta(a: Array, b: Array, scale: Any) -> Array:
+    """``scale · (B A)ᵀ`` ``[..., in, out]`` from PEFT-layout adapters ``A [..., r, in]``,
+    ``B [..., out, r]``: what LoRA adds to one of our ``[in, out]`` kernels."""
+    return scale * jnp.einsum("...ri,...or->...io", a, b)
+
+
+class LoRAExperts(_OverBase):
     """RISE+LoRA: expert ``e`` with ``slots[e] >= 0`` uses ``W_e + scale · (B A)ᵀ`` with its
     adapters ``adapters[proj] = {lora_a: [K, r, in], lora_b: [K, out, r]}`` (fp32; our weights are
     ``[in, out]``, PEFT's ``[out, in]``, hence the transpose); the others use the gradient-stopped
@@ -225,18 +240,6 @@ class LoRAExperts(ExpertWeights):
     slots: Array  # int32 [E]
     scale: Array  # alpha / r
 
-    @property
-    def num_experts(self) -> int:
-        return self.base.num_experts
-
-    @property
-    def dtype(self) -> Any:
-        return self.base.dtype
-
-    @property
-    def activation(self) -> GatedActivation:
-        return self.base.activation
-
     def _combine(self, base: ExpertTensors, s: Array, dtype: Any) -> ExpertTensors:
         safe, use = jnp.maximum(s, 0), s >= 0
         out = []
@@ -244,27 +247,17 @@ class LoRAExperts(ExpertWeights):
             if w is None or name not in self.adapters:  # biases stay frozen
                 out.append(None if w is None else jax.lax.stop_gradient(w).astype(dtype))
                 continue
-            a, b = self.adapters[name][LORA_A][safe], self.adapters[name][LORA_B][safe]
-            delta = self.scale * jnp.einsum("...ri,...or->...io", a, b)
+            delta = lora_delta(self.adapters[name][LORA_A][safe], self.adapters[name][LORA_B][safe], self.scale)
             frozen = jax.lax.stop_gradient(w).astype(jnp.float32)
             mask = use.reshape(use.shape + (1,) * (w.ndim - use.ndim))
             out.append(jnp.where(mask, frozen + delta, frozen).astype(dtype))
         return ExpertTensors(*out)
-
-    def take(self, experts: Array, dtype: Any) -> ExpertTensors:
-        return self._combine(self.base.take(experts, self.base.dtype), self.slots[experts], dtype)
-
-    def take_all(self, dtype: Any) -> ExpertTensors:
-        return self._combine(self.base.take_all(self.base.dtype), self.slots, dtype)
 
     def params(self) -> dict[str, dict[str, Array]]:
         return self.adapters
 
     def with_params(self, params: dict[str, dict[str, Array]]) -> LoRAExperts:
         return self.replace(adapters=params)
-
-    def trainable(self) -> Array:
-        return self.slots >= 0
 
 
 class StackLayerExperts(_Stored):

@@ -18,7 +18,6 @@ from rise_jax.stages.common import (
     checkpoint_identity,
     checkpoint_path,
     files_identity,
-    frozen_dtype,
     frozen_options,
     model_sharding,
     tokenizer_for,
@@ -46,12 +45,13 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> str:
         tokenize_examples(lang, examples[lang], tokenizer, config.data.max_length, max_samples, config.data.template)
         for lang in languages
     ]
+    frozen = frozen_options(config)
     model, params = load_model(
         path,
         dtype=config.model.dtype,
         dispatch=config.model.dispatch,
         sharding=model_sharding(config),
-        **frozen_options(config),
+        **frozen,
     )
     parallel = spec.kind in PARALLEL_SOURCES or config.data.get("parallel", False)
     divergence = config.stats.divergence and parallel
@@ -66,8 +66,8 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> str:
         model_info={
             "checkpoint": os.path.abspath(path),
             "dtype": config.model.dtype,
-            "frozen_dtype": frozen_dtype(config) or config.model.dtype,
-            "frozen_groups": list(frozen_options(config)["frozen_groups"]) if frozen_dtype(config) else [],
+            "frozen_dtype": frozen["frozen_dtype"] or config.model.dtype,
+            "frozen_groups": list(frozen["frozen_groups"]) if frozen["frozen_dtype"] else [],
         },
     )
     for code, written in zip(languages, comma_list(config.data.languages), strict=True):

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rise_jax.models.config import ModelConfig
-from rise_jax.models.expert_weights import LORA_A, LORA_B, LORA_SCALE
+from rise_jax.models.expert_weights import LORA_A, LORA_B, LORA_SCALE, lora_delta
 from rise_jax.models.layout import layer_runs, moe_layer_location
 from rise_jax.models.quantized import QuantizedArray
 from rise_jax.models.transformer import TrainableExperts
@@ -168,14 +168,6 @@ def init_lora(
     return TrainableExperts(weights, slots_out)
 
 
-def lora_delta(entry: dict[str, Any], scale: float) -> dict[str, Any]:
-    """``scale · (B A)ᵀ`` ``[K, in, out]`` per projection: what merging adds to the base weights."""
-    return {
-        name: scale * jnp.einsum("kri,kor->kio", jnp.asarray(ad[LORA_A]), jnp.asarray(ad[LORA_B]))
-        for name, ad in entry.items()
-    }
-
-
 LORA_DENSE = "lora_dense"  # key of the dense-layer adapters in the trainable tree (never a run name)
 DEFAULT_LORA_TARGETS = r"attn/(q|k|v|o)_proj/kernel$"
 
@@ -224,9 +216,7 @@ def dense_lora_kernels(params: dict[str, Any], adapters: dict[str, Any], scale: 
     """``W + scale · (B A)ᵀ`` for every kernel with adapters, as a subtree for :func:`overlay`
     (fp32; ``overlay`` casts back to the base dtype)."""
     if LORA_A in adapters:
-        w = params.astype(jnp.float32) if isinstance(params, QuantizedArray) else jnp.asarray(params, jnp.float32)
-        delta = jnp.einsum("...ri,...or->...io", adapters[LORA_A], adapters[LORA_B])
-        return jax.lax.stop_gradient(w) + scale * delta
+        return jax.lax.stop_gradient(as_float32(params)) + lora_delta(adapters[LORA_A], adapters[LORA_B], scale)
     return {k: dense_lora_kernels(params[k], sub, scale) for k, sub in adapters.items()}
 
 
@@ -252,7 +242,12 @@ def merge_experts(params: dict[str, Any], trainable: TrainableExperts) -> dict[s
         li, ei = np.nonzero(slots >= 0)
         rows = slots[li, ei]
         experts = dict(merged[run]["moe"]["experts"])
-        delta = None if lora_scale is None else lora_delta(entry, float(lora_scale))
+        delta = None
+        if lora_scale is not None:
+            delta = {
+                n: lora_delta(jnp.asarray(ad[LORA_A]), jnp.asarray(ad[LORA_B]), float(lora_scale))
+                for n, ad in entry.items()
+            }
         for name in entry:
             base = experts[name]
             if delta is None:
