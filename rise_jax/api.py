@@ -47,6 +47,8 @@ def load_model(
     progress: bool = True,
     frozen_dtype: str | None = None,
     frozen_groups: tuple[str, ...] = DEFAULT_GROUPS,
+    mesh: Any = None,
+    expert_parallel: bool = True,
 ) -> tuple[MoEModel, dict[str, Any]]:
     """Load an HF checkpoint directory -> ``(model, params)``.
 
@@ -55,7 +57,17 @@ def load_model(
     stores the frozen kernels of ``frozen_groups`` (experts, mlp, lm_head; attention on request)
     quantized per output channel (:mod:`rise_jax.models.quantized`), quantized while reading,
     dequantised to ``dtype`` where used.
+
+    ``mesh`` (:func:`rise_jax.sharding.make_mesh`) places the parameters as they are read
+    (:func:`rise_jax.sharding.param_sharding`; experts split whole over its ``model`` axis) and,
+    with ``expert_parallel``, runs every MoE dispatch expert-parallel: each device computes its
+    own experts and only tokens' partial sums cross devices (:mod:`rise_jax.models.expert_parallel`).
+    ``sharding`` alone places the parameters and leaves the partitioning to XLA.
     """
+    if mesh is not None and sharding is None:
+        from rise_jax.sharding import param_sharding
+
+        sharding = param_sharding(mesh)
     pdt = as_dtype(dtype)
     ckpt = load_hf_checkpoint(
         path, pdt, sharding=sharding, progress=progress, frozen_dtype=frozen_dtype or None, frozen_groups=frozen_groups
@@ -66,6 +78,7 @@ def load_model(
         dispatch=dispatch,
         remat=remat,
         router_mode=router_mode,
+        expert_mesh=mesh if expert_parallel else None,
     )
     return MoEModel(ckpt.config, opts), ckpt.params
 

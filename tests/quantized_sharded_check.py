@@ -10,16 +10,15 @@ import numpy as np
 
 import rise_jax
 from rise_jax.evaluation.generate import generate
-from rise_jax.sharding import make_mesh, param_sharding
+from rise_jax.sharding import make_mesh
 
 
 def main(path: str) -> None:
     assert len(jax.devices()) == 8, jax.devices()
     model, single = rise_jax.load_model(path, dtype="float32", progress=False, frozen_dtype="int8")
     mesh = make_mesh(model=8)
-    _, sharded = rise_jax.load_model(
-        path, dtype="float32", progress=False, frozen_dtype="int8", sharding=param_sharding(mesh)
-    )
+    # Expert-parallel: each device dequantises and computes only its own experts.
+    smodel, sharded = rise_jax.load_model(path, dtype="float32", progress=False, frozen_dtype="int8", mesh=mesh)
     gate = sharded["layers"]["moe"]["experts"]["gate_proj"]
     e = model.cfg.num_experts
     for part in (gate.qvalue, gate.scale):
@@ -27,12 +26,12 @@ def main(path: str) -> None:
     assert gate.qvalue.dtype == jnp.int8
     ids = np.random.RandomState(0).randint(1, model.cfg.vocab_size, (2, 9))
     a = rise_jax.forward(model, single, jnp.asarray(ids)).logits
-    b = rise_jax.forward(model, sharded, jnp.asarray(ids)).logits
+    b = rise_jax.forward(smodel, sharded, jnp.asarray(ids)).logits
     err = float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
     assert err < 1e-5, err
     mask = np.ones_like(ids)
     ga = generate(model, single, ids, mask, max_new_tokens=4, stop_ids=[], pad_id=0)
-    gb = generate(model, sharded, ids, mask, max_new_tokens=4, stop_ids=[], pad_id=0)
+    gb = generate(smodel, sharded, ids, mask, max_new_tokens=4, stop_ids=[], pad_id=0)
     assert ga == gb, (ga, gb)
     print(f"ok logits max err {err:.2e}, expert shard {list(gate.qvalue.addressable_shards[0].data.shape)}")
 

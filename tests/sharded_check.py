@@ -1,6 +1,10 @@
 """Run under XLA_FLAGS=--xla_force_host_platform_device_count=8 (tests/test_sharding.py does):
 single-device vs 8-device results of replay, one training step and greedy generation, and the
-per-device share of the sharded parameters. Prints one JSON object."""
+per-device share of the sharded parameters. Prints one JSON object.
+
+``placement``: ``ep`` (expert-parallel dispatch, experts over 8 devices, batch replicated),
+``ep_data`` (expert-parallel on a 2 (data) x 4 (model) mesh, batch split over data) or ``xla``
+(parameters placed, partitioning left to XLA)."""
 
 import json
 import sys
@@ -8,24 +12,48 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 import rise_jax
 from rise_jax.data.batching import TokenizedCorpus
 from rise_jax.evaluation.generate import generate
+from rise_jax.evaluation.interventions import prune
 from rise_jax.routing.stats import replay
-from rise_jax.sharding import MODEL, make_mesh, param_sharding, trainable_shardings
+from rise_jax.sharding import DATA, MODEL, make_mesh, param_sharding, trainable_shardings
 from rise_jax.training import partition
 from rise_jax.training.step import make_optimizer, make_steps
 
 
-def main(path: str, dispatch: str = "auto") -> None:
+def _by_expert(weights, slots):
+    """Trainable rows keyed by (run, layer, expert, name): row order differs between layouts."""
+    out = {}
+    for run, entry in weights.items():
+        if run not in slots:
+            continue
+        s = np.asarray(slots[run])
+        for li, ei in zip(*np.nonzero(s >= 0), strict=True):
+            for name, w in entry.items():
+                out[(run, int(li), int(ei), name)] = jax.tree_util.tree_map(lambda x, r=s[li, ei]: x[r], w)
+    return out
+
+
+def _flat(tree):
+    return np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(tree)])
+
+
+def main(path: str, dispatch: str = "auto", placement: str = "ep") -> None:
     assert len(jax.devices()) == 8, jax.devices()
     out = {}
     model, single = rise_jax.load_model(path, dtype="float32", dispatch=dispatch, progress=False)
-    mesh = make_mesh(model=8)
-    _, sharded = rise_jax.load_model(
-        path, dtype="float32", dispatch=dispatch, progress=False, sharding=param_sharding(mesh)
-    )
+    mesh = make_mesh(model=4, data=2) if placement == "ep_data" else make_mesh(model=8)
+    if placement == "xla":
+        smodel, sharded = rise_jax.load_model(
+            path, dtype="float32", dispatch=dispatch, progress=False, sharding=param_sharding(mesh)
+        )
+    else:
+        smodel, sharded = rise_jax.load_model(path, dtype="float32", dispatch=dispatch, progress=False, mesh=mesh)
+    shards = 1 if placement == "xla" else mesh.shape[MODEL]
+    out["model_devices"] = mesh.shape[MODEL]
 
     # Per-device share of the sharded parameters.
     total = per_device = 0
@@ -51,34 +79,67 @@ def main(path: str, dispatch: str = "auto") -> None:
         for lang in ("en", "bn")
     ]
     a = replay(model, single, corpora, batch_size=8, progress=False)
-    b = replay(model, sharded, corpora, batch_size=8, progress=False)
+    b = replay(smodel, sharded, corpora, batch_size=8, progress=False)
     out["replay_counts_equal"] = bool(np.array_equal(a.counts, b.counts))
     out["replay_mass_err"] = float(np.abs(a.weight_mass - b.weight_mass).max())
 
     # One training step (trainable experts and optimiser state sharded too).
     experts_sel = [(0, 1), (0, 5), (1, 2), (1, 3), (2, 0), (2, 4), (2, 6), (2, 7)]
     tx, _ = make_optimizer(1e-3, 10)
-    grad_step, apply_step, _ = make_steps(model, tx)
     ids = jnp.asarray(rng.randint(1, 128, (4, 16)), jnp.int32)
     mask = jnp.ones_like(ids)
     results = []
+    batch = NamedSharding(mesh, PartitionSpec(DATA))  # split over data (2 x 4 mesh), else replicated
+    out["batch_shards"] = mesh.shape[DATA]
     for params in (single, sharded):
-        weights, slots = partition.init_trainable(params, model.cfg, experts_sel)
+        m = model if params is single else smodel
+        grad_step, apply_step, _ = make_steps(m, tx)
+        weights, slots = partition.init_trainable(params, m.cfg, experts_sel, expert_shards=1 if m is model else shards)
         if params is sharded:
             weights = jax.device_put(weights, trainable_shardings(weights, mesh))
         opt_state = tx.init(weights)
-        loss, _, grads = grad_step(weights, slots, params, ids, mask, mask, jax.random.PRNGKey(0))
+        i, msk = (ids, mask) if params is single else jax.device_put((ids, mask), batch)
+        loss, _, grads = grad_step(weights, slots, params, i, msk, msk, jax.random.PRNGKey(0))
+        # Adam's first update is about lr * sign(grad): compare the gradients themselves too.
+        g = _by_expert(jax.tree_util.tree_map(np.asarray, grads), slots)
         new, opt_state, _ = apply_step(weights, opt_state, grads, 1)
-        results.append((float(loss), jax.tree_util.tree_map(np.asarray, new)))
+        results.append((float(loss), _by_expert(jax.tree_util.tree_map(np.asarray, new), slots), g))
         if params is sharded:
             w = new["layers"]["gate_proj"]
             out["trainable_shard_rows"] = int(w.addressable_shards[0].data.shape[0])
             mu = opt_state[-1][0].mu["layers"]["gate_proj"]
             out["adam_mu_shard_rows"] = int(mu.addressable_shards[0].data.shape[0])
     out["train_loss_err"] = abs(results[0][0] - results[1][0])
+    out["train_grad_rel_err"] = max(
+        float(np.abs(results[0][2][key] - results[1][2][key]).max() / np.abs(results[0][2][key]).max())
+        for key in results[0][2]
+    )
     out["train_weight_err"] = max(
         float(np.abs(x - y).max())
         for x, y in zip(jax.tree_util.tree_leaves(results[0][1]), jax.tree_util.tree_leaves(results[1][1]), strict=True)
+    )
+
+    # RISE+LoRA: adapters inside the selected experts (B made non-zero so the adapters act).
+    lora = []
+    for params in (single, sharded):
+        m = model if params is single else smodel
+        grad_step, _, _ = make_steps(m, tx)
+        trainable = partition.init_lora(m.cfg, experts_sel, 4, 8.0, 0, expert_shards=1 if m is model else shards)
+        slots = np.asarray(trainable.slots["layers"])
+        weights = jax.tree_util.tree_map(np.array, trainable.weights)
+        for proj, ad in weights["layers"].items():  # the same A, B per (layer, expert) in both layouts
+            for li, ei in zip(*np.nonzero(slots >= 0), strict=True):
+                r = np.random.RandomState(100 * li + ei + len(proj))
+                ad["lora_a"][slots[li, ei]] = r.uniform(-0.3, 0.3, ad["lora_a"].shape[1:])
+                ad["lora_b"][slots[li, ei]] = r.uniform(-0.3, 0.3, ad["lora_b"].shape[1:])
+        if params is sharded:
+            weights = jax.device_put(weights, trainable_shardings(weights, mesh))
+        loss, _, grads = grad_step(weights, trainable.slots, params, ids, mask, mask, jax.random.PRNGKey(0))
+        lora.append((float(loss), _by_expert(jax.tree_util.tree_map(np.asarray, grads), trainable.slots)))
+    out["lora_loss_err"] = abs(lora[0][0] - lora[1][0])
+    out["lora_grad_rel_err"] = max(
+        float(np.abs(_flat(lora[0][1][k]) - _flat(lora[1][1][k])).max() / np.abs(_flat(lora[0][1][k])).max())
+        for k in lora[0][1]
     )
 
     # Greedy generation.
@@ -86,8 +147,20 @@ def main(path: str, dispatch: str = "auto") -> None:
     pmask = np.ones_like(prompt)
     pmask[1, :3] = 0
     g1 = generate(model, single, prompt, pmask, max_new_tokens=8, stop_ids=[], pad_id=0)
-    g2 = generate(model, sharded, prompt, pmask, max_new_tokens=8, stop_ids=[], pad_id=0)
+    g2 = generate(smodel, sharded, prompt, pmask, max_new_tokens=8, stop_ids=[], pad_id=0)
     out["generation_equal"] = g1 == g2
+
+    # Interventions: pruning two experts (one per device half) and greedy decoding with the edit.
+    edit = prune(model.cfg, [(0, 1), (2, 6)])
+    la = rise_jax.forward(model, single, prompt, pmask, router_edit=edit).logits
+    lb = rise_jax.forward(smodel, sharded, prompt, pmask, router_edit=edit).logits
+    out["pruned_logits_err"] = float(np.abs(np.asarray(la) - np.asarray(lb)).max())
+    out["pruned_changes_logits"] = bool(
+        np.abs(np.asarray(la) - np.asarray(rise_jax.forward(model, single, prompt, pmask).logits)).max() > 1e-4
+    )
+    g1 = generate(model, single, prompt, pmask, max_new_tokens=6, stop_ids=[], pad_id=0, router_edit=edit)
+    g2 = generate(smodel, sharded, prompt, pmask, max_new_tokens=6, stop_ids=[], pad_id=0, router_edit=edit)
+    out["pruned_generation_equal"] = g1 == g2
     print(json.dumps(out))
 
 

@@ -137,8 +137,13 @@ def test_every_sweep_point_names_a_real_config_field():
 
 def test_multi_gpu_presets_set_the_mesh():
     assert qwen3_30b_a3b.get_config().mesh.model == 1
-    assert qwen3_30b_a3b.get_config("bn,rise,128,gpus=8").mesh.model == 8
+    q8 = qwen3_30b_a3b.get_config("bn,rise,128,gpus=8").mesh
+    assert (q8.data, q8.model, q8.expert_parallel) == (1, 8, True)
     assert phi35_moe.get_config("gpus=2").mesh.model == 2
+    p8 = phi35_moe.get_config("gpus=8,data=2").mesh  # 2 batch groups x 4 devices of 4 experts each
+    assert (p8.data, p8.model) == (2, 4)
+    with pytest.raises(ValueError, match="data=3 must divide gpus=8"):
+        phi35_moe.get_config("gpus=8,data=3")
 
 
 def test_sweep_points_share_the_statistics_and_analysis_directories_by_hard_link(tmp_path):

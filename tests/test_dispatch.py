@@ -95,7 +95,7 @@ def test_blocked_dispatch_in_bf16_matches_dense_to_bf16_round_off(block):
     x, wg, wu, wd, idx, w = (a.astype(jnp.bfloat16) if a.dtype == jnp.float32 else a for a in _problem(n=64, e=8))
     f32 = lambda a: a.astype(jnp.float32)  # noqa: E731
     want = dispatch.dispatch_dense(f32(x), ExpertChoice(idx, f32(w)), StackedExperts(f32(wg), f32(wu), f32(wd)))
-    got = dispatch.dispatch_blocked(x, ExpertChoice(idx, w), StackedExperts(wg, wu, wd), block)
+    got = dispatch.dispatch_blocked(x, ExpertChoice(idx, w), StackedExperts(wg, wu, wd), block=block)
     assert got.dtype == jnp.bfloat16
     np.testing.assert_allclose(np.asarray(got, np.float32), want, atol=0.05 * float(jnp.abs(want).max()))
 

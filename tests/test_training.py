@@ -331,3 +331,34 @@ def test_an_unreadable_latest_checkpoint_falls_back_to_the_previous_one(tmp_path
         jax.tree_util.tree_leaves(full["trainable"]), jax.tree_util.tree_leaves(resumed["trainable"]), strict=True
     ):
         assert np.array_equal(bits(a), bits(b))
+
+
+def test_owner_grouped_rows_put_each_expert_copy_in_its_owner_block_and_merge_the_same(loaded):
+    """Expert parallelism over m devices (experts [i·E/m, (i+1)·E/m) on device i): the trainable
+    copies of device i's experts are rows [i·R, (i+1)·R), unused rows are zero and not counted,
+    and merging them gives exactly the merge of the default (layer, expert)-ordered layout."""
+    model, params = loaded
+    cfg = model.cfg
+    plain = partition.init_trainable(params, cfg, SELECTED)
+    for m in (2, 4, 8):
+        grouped = partition.init_trainable(params, cfg, SELECTED, expert_shards=m)
+        (run,) = grouped.slots
+        slots = np.asarray(grouped.slots[run])
+        rows = grouped.weights[run]["gate_proj"].shape[0]
+        assert rows % m == 0
+        block = rows // m
+        for layer, expert in zip(*np.nonzero(slots >= 0), strict=True):
+            owner = expert // (cfg.num_experts // m)
+            assert owner * block <= slots[layer, expert] < (owner + 1) * block
+            np.testing.assert_array_equal(
+                grouped.weights[run]["gate_proj"][slots[layer, expert]],
+                np.asarray(params[run]["moe"]["experts"]["gate_proj"][layer, expert], np.float32),
+            )
+        unused = np.setdiff1d(np.arange(rows), slots[slots >= 0])
+        assert not np.asarray(grouped.weights[run]["down_proj"])[unused].any()
+        assert partition.count_trainable(grouped.weights, grouped.slots) == partition.count_trainable(plain.weights)
+        a, b = partition.merge_experts(params, plain), partition.merge_experts(params, grouped)
+        for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    with pytest.raises(ValueError, match="must divide the 8 experts, got 3"):
+        partition.init_trainable(params, cfg, SELECTED, expert_shards=3)

@@ -47,10 +47,13 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.model.tokenizer = ""  # tokenizer directory (default: the checkpoint's)
 
     # Device mesh when more than one device is visible (rise_jax/sharding.py): data x model;
-    # model = 0 takes every device not used by data. Experts are split whole over `model`.
+    # model = 0 takes every device not used by data. Experts are split whole over `model`;
+    # expert_parallel runs each device's own experts and exchanges tokens (rise_jax/models/
+    # expert_parallel.py); False leaves the dispatch to XLA (it then all-gathers expert weights).
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = 1
     c.mesh.model = 0
+    c.mesh.expert_parallel = True
 
     c.inspect = ml_collections.ConfigDict()
     c.inspect.load_weights = True  # load (and so validate) every tensor

@@ -3,7 +3,8 @@
 ``get_config(arg)`` of those files accepts ``:arg`` variants, e.g.
 ``--config=configs/qwen3_30b_a3b.py:bn,topk,64`` or ``:target=sw,method=esft_gate,k=32``:
 positional fields are target language, selection method and K, in that order; ``gpus=N`` picks
-the multi-GPU preset (mesh: experts split over N devices; see the README's GPU table);
+the multi-GPU preset (mesh: experts split over N devices, expert-parallel dispatch; see the
+README's GPU table), ``data=D`` splits those N into D (batch) x N/D (experts);
 ``recipe=reference`` (default: the paper's reference implementation, every value commented with
 its source) or ``recipe=qa`` (this tool's earlier QA recipe); ``lora=R`` trains rank-R adapters
 inside the selected experts instead of the experts themselves (RISE+LoRA, paper App. H;
@@ -27,17 +28,19 @@ RECIPES = ("reference", "qa")
 def parse_arg(arg: str, defaults: dict) -> dict:
     """``"bn,topk,64"`` / ``"target=bn,k=64,recipe=qa,lora=8"`` -> {target, method, k, gpus, recipe,
     lora} over ``defaults``."""
-    out = {"lora": 0, "train": "", **defaults}
-    keys = ("target", "method", "k", "gpus", "recipe", "lora", "train")
+    out = {"lora": 0, "train": "", "data": 1, **defaults}
+    keys = ("target", "method", "k", "gpus", "recipe", "lora", "train", "data")
     for i, part in enumerate(comma_list(arg)):
         key, value = part.split("=", 1) if "=" in part else (keys[i] if i < len(keys) else "?", part)
         if key not in keys:
             raise ValueError(f"config arg {arg!r}: unknown field {key!r}; use {', '.join(keys)}")
-        out[key] = int(value) if key in ("k", "gpus", "lora") else value
+        out[key] = int(value) if key in ("k", "gpus", "lora", "data") else value
     if out["method"] not in METHODS:
         raise ValueError(f"config arg {arg!r}: method {out['method']!r} not one of {', '.join(METHODS)}")
     if out["train"] not in ("", "experts", "rise_lora", "lora"):
         raise ValueError(f"config arg {arg!r}: train {out['train']!r} not one of experts, rise_lora, lora")
+    if out["data"] < 1 or out["gpus"] % out["data"]:
+        raise ValueError(f"config arg {arg!r}: data={out['data']} must divide gpus={out['gpus']}")
     if out["lora"] < 0:
         raise ValueError(f"config arg {arg!r}: lora rank {out['lora']} must be >= 1 (0: no LoRA)")
     if out["recipe"] not in RECIPES:
@@ -93,9 +96,10 @@ def paper_config(checkpoint: str, arg: str, k: int, ratios: tuple):
     c = get_base_config()
     c.model.checkpoint = checkpoint
     c.model.dtype = "bfloat16"  # PRECISION=bf16
-    # Multi-GPU preset: one `model` axis over all GPUs (experts split whole), batch replicated.
-    c.mesh.model = v["gpus"]
-    c.mesh.data = 1
+    # Multi-GPU preset: experts split whole over `model` and computed where they live (expert
+    # parallel); the batch replicated over them, or split over `data` groups with data=D.
+    c.mesh.model = v["gpus"] // v["data"]
+    c.mesh.data = v["data"]
 
     if v["recipe"] == "reference":
         _reference_recipe(c, v["target"])

@@ -38,6 +38,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from rise_jax.models import expert_parallel
 from rise_jax.models.blocked_matmul import blocked_expert_mlp
 from rise_jax.models.expert_mlp import expert_mlp
 from rise_jax.models.expert_weights import ExpertWeights
@@ -59,14 +60,15 @@ def _combine(expert_out: Array, weights: Array, dtype) -> Array:
     return out.astype(dtype)
 
 
-def dispatch_dense(x: Array, routing: ExpertChoice, source: ExpertWeights) -> Array:
+def dispatch_dense(x: Array, routing: ExpertChoice, source: ExpertWeights, out_dtype=None) -> Array:
     """Reference: all experts on all tokens, gather the selected outputs. x ``[N, H]``."""
     ws = source.take_all(x.dtype)
     # Expert-major batched matmuls ([E, N, H] @ [E, H, I]) read the weights in their stored layout.
     xe = jnp.broadcast_to(x, (ws.gate.shape[0], *x.shape))
     y = expert_mlp(xe, ws, source.activation)  # [E, N, H]
-    selected = y[routing.indices, jnp.arange(x.shape[0])[:, None]]  # [N, k, H]
-    return _combine(selected, routing.weights, x.dtype)
+    ids = jnp.minimum(routing.indices, source.num_experts - 1)  # ids past the experts carry weight 0
+    selected = y[ids, jnp.arange(x.shape[0])[:, None]]  # [N, k, H]
+    return _combine(selected, routing.weights, out_dtype or x.dtype)
 
 
 def _sort_by_expert(indices: Array, num_experts: int) -> tuple[Array, Array, Array]:
@@ -86,7 +88,7 @@ def _unsort(y_sorted: Array, order: Array, n: int, k: int) -> Array:
     return y.reshape(n, k, -1)
 
 
-def dispatch_ragged(x: Array, routing: ExpertChoice, source: ExpertWeights) -> Array:
+def dispatch_ragged(x: Array, routing: ExpertChoice, source: ExpertWeights, out_dtype=None) -> Array:
     """Grouped matmul over expert-sorted rows with ``jax.lax.ragged_dot``, then unsort and combine."""
     n, k = routing.indices.shape
     ws = source.take_all(x.dtype)
@@ -100,10 +102,10 @@ def dispatch_ragged(x: Array, routing: ExpertChoice, source: ExpertWeights) -> A
 
     h = source.activation(lin(xs, ws.gate, ws.gate_bias), lin(xs, ws.up, ws.up_bias))
     ys = lin(h, ws.down, ws.down_bias)
-    return _combine(_unsort(ys, order, n, k), routing.weights, x.dtype)
+    return _combine(_unsort(ys, order, n, k), routing.weights, out_dtype or x.dtype)
 
 
-def _walk_and_combine(x: Array, routing: ExpertChoice, num_experts: int, mlp) -> Array:
+def _walk_and_combine(x: Array, routing: ExpertChoice, num_experts: int, mlp, out_dtype=None) -> Array:
     """Sort the pairs by expert, run ``mlp(sorted rows, group sizes)``, weight and scatter-add back."""
     n = routing.indices.shape[0]
     order, token, sizes = _sort_by_expert(routing.indices, num_experts)
@@ -112,24 +114,26 @@ def _walk_and_combine(x: Array, routing: ExpertChoice, num_experts: int, mlp) ->
     # unsort plus a combine (CPU scatter-add is sequential, so this stays deterministic).
     w_sorted = routing.weights.reshape(-1)[order].astype(jnp.float32)
     out = jnp.zeros((n, x.shape[1]), jnp.float32).at[token].add(ys.astype(jnp.float32) * w_sorted[:, None])
-    return out.astype(x.dtype)
+    return out.astype(out_dtype or x.dtype)
 
 
-def dispatch_grouped_scan(x: Array, routing: ExpertChoice, source: ExpertWeights) -> Array:
+def dispatch_grouped_scan(x: Array, routing: ExpertChoice, source: ExpertWeights, out_dtype=None) -> Array:
     """Expert-sorted rows through :func:`~rise_jax.models.grouped_matmul.grouped_expert_mlp`: each
     expert's weights are read once (``source.take(e)``), only for experts that have rows; weight
     gradients only for ``source.trainable()`` experts."""
     mlp = lambda xs, sizes: grouped_expert_mlp(xs, source, sizes)  # noqa: E731
-    return _walk_and_combine(x, routing, source.num_experts, mlp)
+    return _walk_and_combine(x, routing, source.num_experts, mlp, out_dtype)
 
 
-def dispatch_blocked(x: Array, routing: ExpertChoice, source: ExpertWeights, block: int | None = None) -> Array:
+def dispatch_blocked(
+    x: Array, routing: ExpertChoice, source: ExpertWeights, out_dtype=None, block: int | None = None
+) -> Array:
     """Expert-sorted rows in blocks through :func:`~rise_jax.models.blocked_matmul.blocked_expert_mlp`;
     each block gathers its expert's weights (``source.take(expert per block)``), so weight
     gradients are ``[nb, ...]``-sized and reach only the source's differentiable experts."""
     ws = lambda be: source.take(be, x.dtype)  # noqa: E731
     mlp = lambda xs, sizes: blocked_expert_mlp(xs, sizes, ws, source.activation, block)  # noqa: E731
-    return _walk_and_combine(x, routing, source.num_experts, mlp)
+    return _walk_and_combine(x, routing, source.num_experts, mlp, out_dtype)
 
 
 IMPLEMENTATIONS = {
@@ -156,6 +160,11 @@ def resolve_impl(impl: str) -> str:
     return impl
 
 
-def dispatch(x: Array, routing: ExpertChoice, source: ExpertWeights, impl: str = "auto") -> Array:
-    """Apply the routed experts to tokens ``x`` ``[N, H]`` (output in ``x.dtype``)."""
-    return IMPLEMENTATIONS[resolve_impl(impl)](x, routing, source)
+def dispatch(x: Array, routing: ExpertChoice, source: ExpertWeights, impl: str = "auto", mesh=None) -> Array:
+    """Apply the routed experts to tokens ``x`` ``[N, H]`` (output in ``x.dtype``). With a device
+    ``mesh`` whose ``model`` axis splits the experts, each device computes only its own experts
+    and the tokens' partial sums are combined (:mod:`rise_jax.models.expert_parallel`)."""
+    fn = IMPLEMENTATIONS[resolve_impl(impl)]
+    if expert_parallel.applies(mesh, source.num_experts):
+        return expert_parallel.expert_parallel(fn, x, routing, source, mesh)
+    return fn(x, routing, source)

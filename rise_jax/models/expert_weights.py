@@ -51,6 +51,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import struct
+from jax.sharding import PartitionSpec
 
 from rise_jax.models.expert_mlp import PARAM_NAMES, SILU, ExpertTensors, GatedActivation
 
@@ -91,6 +92,25 @@ class ExpertWeights(struct.PyTreeNode, abc.ABC):
     def trainable(self) -> Array | None:
         """bool ``[E]``: experts whose weights can get a gradient; None means every expert."""
         return None
+
+    def expert_specs(self, axis: str) -> ExpertWeights:
+        """This source with every leaf replaced by its :class:`PartitionSpec` for expert
+        parallelism (:mod:`rise_jax.models.expert_parallel`): the axis that indexes experts (or
+        the rows of trainable copies, grouped by owner) split over mesh axis ``axis``, the rest
+        replicated. Default: every leaf indexes experts on its first axis."""
+        return _specs(self, 0, axis)
+
+    def localize(self, shard: Array) -> ExpertWeights:
+        """Inside an expert-parallel ``shard_map``: this device's part of the source (its leaves
+        are already the local blocks; sources with slot tables turn global rows into local ones).
+        ``shard`` is the device's index along the expert axis."""
+        del shard
+        return self
+
+
+def _specs(tree: Any, expert_axis: int, axis: str) -> Any:
+    """Every leaf of ``tree`` split over ``axis`` on its ``expert_axis``."""
+    return jax.tree_util.tree_map(lambda _: PartitionSpec(*([None] * expert_axis), axis), tree)
 
 
 def _cast(ws: ExpertTensors, dtype: Any) -> ExpertTensors:
@@ -190,6 +210,20 @@ class _OverBase(ExpertWeights):
     def trainable(self) -> Array:
         return self.slots >= 0
 
+    def expert_specs(self, axis: str) -> _OverBase:
+        # Slot tables split with their experts; the trainable rows split in owner-grouped blocks
+        # (rise_jax.training.partition.expert_slots with ``shards``); scalars replicated.
+        specs = _specs(self, 0, axis).replace(base=self.base.expert_specs(axis))
+        return specs.replace(**{f: PartitionSpec() for f in self._replicated})
+
+    def localize(self, shard: Array) -> _OverBase:
+        """Global rows ``slots[e]`` -> rows of this device's block (``rows`` per device)."""
+        rows = jax.tree_util.tree_leaves(self.params())[0].shape[0]
+        local = jnp.where(self.slots >= 0, self.slots - shard * rows, -1)
+        return self.replace(base=self.base.localize(shard), slots=local)
+
+    _replicated = ()  # fields replicated on every device (a class attribute, not a field)
+
 
 class SubstitutedExperts(_OverBase):
     """Subnetwork training: expert ``e`` takes ``trained[·][slots[e]]`` (fp32 masters ``[K, ...]``)
@@ -240,6 +274,8 @@ class LoRAExperts(_OverBase):
     slots: Array  # int32 [E]
     scale: Array  # alpha / r
 
+    _replicated = ("scale",)
+
     def _combine(self, base: ExpertTensors, s: Array, dtype: Any) -> ExpertTensors:
         safe, use = jnp.maximum(s, 0), s >= 0
         out = []
@@ -277,6 +313,9 @@ class StackLayerExperts(_Stored):
 
     def take(self, experts: Array, dtype: Any) -> ExpertTensors:
         return ExpertTensors(*(None if w is None else w[self.layer, experts].astype(dtype) for w in self._tensors()))
+
+    def expert_specs(self, axis: str) -> StackLayerExperts:
+        return _specs(self, 1, axis).replace(layer=PartitionSpec())
 
     def take_all(self, dtype: Any) -> ExpertTensors:
         return ExpertTensors(*(None if w is None else w[self.layer].astype(dtype) for w in self._tensors()))

@@ -62,7 +62,9 @@ class RuntimeOptions:
     dtype: activation/compute dtype; param_dtype: parameter storage dtype; dispatch: MoE
     implementation (:mod:`rise_jax.models.dispatch`); remat: rematerialise each layer in the
     backward pass; router_mode: ``deterministic`` (eval routing, the default) or
-    ``sparsemixer_train`` (PhiMoE's stochastic training router; needs a ``router`` rng).
+    ``sparsemixer_train`` (PhiMoE's stochastic training router; needs a ``router`` rng);
+    expert_mesh: the device mesh whose ``model`` axis splits the experts, for expert-parallel
+    dispatch (:mod:`rise_jax.models.expert_parallel`; None: XLA partitions the dispatch).
     """
 
     dtype: DType = jnp.float32
@@ -70,6 +72,7 @@ class RuntimeOptions:
     dispatch: str = "auto"
     remat: bool = False
     router_mode: str = "deterministic"
+    expert_mesh: Any = None
 
     def __post_init__(self):
         if self.router_mode not in ROUTER_MODES:
@@ -122,7 +125,9 @@ class Experts(nn.Module):
                     source = LoRAExperts(source, trained["adapters"], slots, trained[LORA_SCALE])
                 else:
                     source = SubstitutedExperts(source, ExpertTensors(*(trained.get(n) for n in PARAM_NAMES)), slots)
-        return dispatch_lib.dispatch(x.astype(self.opts.dtype), routing_, source, self.opts.dispatch)
+        return dispatch_lib.dispatch(
+            x.astype(self.opts.dtype), routing_, source, self.opts.dispatch, self.opts.expert_mesh
+        )
 
 
 class MoEBlock(nn.Module):

@@ -96,12 +96,26 @@ def model_mesh(config: ml_collections.ConfigDict):
     return make_mesh(model=mesh_cfg.get("model", 0), data=mesh_cfg.get("data", 1))
 
 
-def model_sharding(config: ml_collections.ConfigDict):
-    """Parameter placement for :func:`rise_jax.load_model` on :func:`model_mesh` (None: one device)."""
-    from rise_jax.sharding import param_sharding
-
+def model_placement(config: ml_collections.ConfigDict) -> dict:
+    """``load_model`` keywords placing the model on :func:`model_mesh` (``{}`` on one device):
+    parameters split as they are read and, unless ``config.mesh.expert_parallel`` is False, the
+    MoE dispatch expert-parallel (:mod:`rise_jax.models.expert_parallel`)."""
     mesh = model_mesh(config)
-    return None if mesh is None else param_sharding(mesh)
+    if mesh is None:
+        return {}
+    return {"mesh": mesh, "expert_parallel": bool((config.get("mesh") or {}).get("expert_parallel", True))}
+
+
+def expert_shards(config: ml_collections.ConfigDict, num_experts: int) -> int:
+    """Devices the experts are split over when the dispatch is expert-parallel (else 1): the
+    trainable copies are then laid out in owner-grouped blocks (``partition.expert_slots``)."""
+    from rise_jax.models.expert_parallel import MODEL, applies
+
+    placement = model_placement(config)
+    mesh = placement.get("mesh")
+    if placement.get("expert_parallel") and applies(mesh, num_experts):
+        return mesh.shape[MODEL]
+    return 1
 
 
 def frozen_dtype(config: ml_collections.ConfigDict) -> str | None:

@@ -42,7 +42,7 @@ from rise_jax.stages.common import (
     checkpoint_path,
     files_identity,
     frozen_options,
-    model_sharding,
+    model_placement,
     tokenizer_for,
 )
 from rise_jax.stages.registry import Stage
@@ -181,7 +181,7 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
         dtype=config.model.dtype,
         dispatch=config.model.dispatch,
         progress=False,
-        sharding=model_sharding(config),
+        **model_placement(config),
         **frozen_options(config),
     )
     tokenizer = tokenizer_for(config, path)

@@ -14,7 +14,7 @@ from rise_jax.api import export_model, load_model
 from rise_jax.checkpoints.hf_export import TOKENIZER_FILES
 from rise_jax.checkpoints.peft_export import export_peft_adapter
 from rise_jax.io_utils import read_json_object
-from rise_jax.stages.common import checkpoint_path, model_sharding
+from rise_jax.stages.common import checkpoint_path, model_placement
 from rise_jax.stages.registry import Stage
 from rise_jax.training.artefacts import load_trained_experts
 from rise_jax.training.partition import LORA_DENSE, merge_experts
@@ -24,7 +24,7 @@ from rise_jax.workdir import Workdir
 def run(config: ml_collections.ConfigDict, wd: Workdir) -> str:
     path = checkpoint_path(config)
     model, params = load_model(
-        path, dtype=config.model.dtype, dispatch=config.model.dispatch, sharding=model_sharding(config)
+        path, dtype=config.model.dtype, dispatch=config.model.dispatch, **model_placement(config)
     )
     trained = load_trained_experts(wd.train)
     merged = merge_experts(params, trained)

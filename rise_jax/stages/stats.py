@@ -19,7 +19,7 @@ from rise_jax.stages.common import (
     checkpoint_path,
     files_identity,
     frozen_options,
-    model_sharding,
+    model_placement,
     tokenizer_for,
 )
 from rise_jax.stages.registry import Stage
@@ -50,7 +50,7 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> str:
         path,
         dtype=config.model.dtype,
         dispatch=config.model.dispatch,
-        sharding=model_sharding(config),
+        **model_placement(config),
         **frozen,
     )
     parallel = spec.kind in PARALLEL_SOURCES or config.data.get("parallel", False)

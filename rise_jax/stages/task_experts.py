@@ -38,7 +38,7 @@ from rise_jax.stages.common import (
     checkpoint_path,
     files_identity,
     frozen_options,
-    model_sharding,
+    model_placement,
     tokenizer_for,
 )
 from rise_jax.stages.registry import Stage
@@ -92,7 +92,7 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
         path,
         dtype=config.model.dtype,
         dispatch=config.model.dispatch,
-        sharding=model_sharding(config),
+        **model_placement(config),
         **frozen_options(config),
     )
     stats.check_model(model.cfg, wd.stats)

@@ -20,11 +20,12 @@ from rise_jax.models.transformer import TrainableExperts
 from rise_jax.selection.artefact import load_selection
 from rise_jax.stages.common import (
     checkpoint_path,
+    expert_shards,
     files_identity,
     frozen_dtype,
     frozen_options,
     model_mesh,
-    model_sharding,
+    model_placement,
     tokenizer_for,
 )
 from rise_jax.stages.registry import Stage
@@ -93,22 +94,23 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict:
         dispatch=config.model.dispatch,
         remat=t.remat,
         router_mode=t.router_mode,
-        sharding=model_sharding(config),
+        **model_placement(config),
         **frozen_options(config),
     )
     method = t.get("method", "experts")
+    shards = expert_shards(config, cfg.num_experts)  # trainable rows grouped by owner device
     if method == "rise_lora":  # adapters inside the selected experts; the experts stay frozen
-        trainable = init_lora(cfg, selection_experts(selection), t.lora_rank, t.lora_alpha, t.seed)
+        trainable = init_lora(cfg, selection_experts(selection), t.lora_rank, t.lora_alpha, t.seed, shards)
     elif method == "lora":  # the LoRA baseline: adapters on path-rule dense kernels
         trainable = init_dense_lora(base, comma_list(t.lora_targets), t.lora_rank, t.lora_alpha, t.seed)
         if t.get("lora_all_experts", False):  # ... and inside every expert of every MoE layer
             every = [(layer, e) for layer in range(cfg.num_moe_layers) for e in range(cfg.num_experts)]
-            experts = init_lora(cfg, every, t.lora_rank, t.lora_alpha, t.seed + 1)
+            experts = init_lora(cfg, every, t.lora_rank, t.lora_alpha, t.seed + 1, shards)
             trainable = TrainableExperts({**trainable.weights, **experts.weights}, experts.slots)
     else:
         originals = expert_reader(path, cfg) if frozen_dtype(config) else None  # train from the originals
         trainable = init_trainable(
-            base, cfg, selection_experts(selection), comma_list(t.get("extra_trainable", "")), originals
+            base, cfg, selection_experts(selection), comma_list(t.get("extra_trainable", "")), originals, shards
         )
     mesh = model_mesh(config)
     if mesh is not None:  # trainable experts (and so their Adam moments) split by expert too
@@ -118,7 +120,7 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict:
 
         weights = jax.device_put(trainable.weights, trainable_shardings(trainable.weights, mesh))
         trainable = trainable._replace(weights=weights)
-    n_params = count_trainable(trainable.weights)
+    n_params = count_trainable(trainable.weights, trainable.slots)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     logging.info(
         f"training {'LoRA adapters on ' + t.lora_targets if method == 'lora' else str(len(selection['experts'])) + ' experts'} "

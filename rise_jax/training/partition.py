@@ -84,21 +84,47 @@ def overlay(params: dict[str, Any], extra: dict[str, Any] | None) -> dict[str, A
     return out
 
 
-def expert_slots(cfg: ModelConfig, experts: list[tuple[int, int]]) -> dict[str, np.ndarray]:
-    """Per run with at least one selected expert: ``slots [n, E]`` (row index or -1)."""
-    slots: dict[str, np.ndarray] = {}
-    counters: dict[str, int] = {}
+def expert_slots(cfg: ModelConfig, experts: list[tuple[int, int]], shards: int = 1) -> dict[str, np.ndarray]:
+    """Per run with at least one selected expert: ``slots [n, E]`` (row index or -1).
+
+    Rows are numbered in (layer, expert) order. With ``shards = m > 1`` (expert parallelism over
+    ``m`` devices, each owning ``E / m`` consecutive experts) they are grouped by owner instead:
+    the copies of device ``i``'s experts are rows ``[i·R, (i+1)·R)`` (``R`` = the most any device
+    owns; shorter groups end in unused rows), so splitting the rows into ``m`` equal blocks keeps
+    every trainable expert on the device that computes it."""
+    if shards < 1 or cfg.num_experts % shards:
+        raise ValueError(f"expert shards must divide the {cfg.num_experts} experts, got {shards}")
+    per_device = cfg.num_experts // shards
+    chosen: dict[str, list[tuple[int, int]]] = {}
     for layer, expert in sorted(set(experts)):
         if not 0 <= expert < cfg.num_experts:
             raise ValueError(f"expert index {expert} out of range [0, {cfg.num_experts})")
         run, idx = moe_layer_location(cfg, layer)
-        if run not in slots:
-            length = next(r.length for r in layer_runs(cfg) if r.name == run)
-            slots[run] = np.full((length, cfg.num_experts), -1, np.int32)
-            counters[run] = 0
-        slots[run][idx, expert] = counters[run]
-        counters[run] += 1
+        chosen.setdefault(run, []).append((idx, expert))
+    slots: dict[str, np.ndarray] = {}
+    for run, pairs in chosen.items():
+        length = next(r.length for r in layer_runs(cfg) if r.name == run)
+        slots[run] = np.full((length, cfg.num_experts), -1, np.int32)
+        owners = [expert // per_device for _, expert in pairs]
+        rows = max(owners.count(o) for o in set(owners)) if shards > 1 else len(pairs)
+        used = [0] * shards
+        for (idx, expert), owner in zip(pairs, owners, strict=True):
+            slots[run][idx, expert] = owner * rows + used[owner]
+            used[owner] += 1
     return slots
+
+
+def slot_rows(slots: np.ndarray, shards: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(layer, expert, used) per trainable row of a slot table made by :func:`expert_slots` with
+    ``shards``: rows no expert uses (the ends of an owner-grouped layout's shorter groups) have
+    ``used`` False and layer = expert = 0."""
+    slots = np.asarray(slots)
+    li, ei = np.nonzero(slots >= 0)
+    owners = ei // (slots.shape[1] // shards)
+    n = shards * int(np.bincount(owners, minlength=shards).max()) if len(ei) else 0
+    layer, expert, used = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, bool)
+    layer[slots[li, ei]], expert[slots[li, ei]], used[slots[li, ei]] = li, ei, True
+    return layer, expert, used
 
 
 def selection_experts(selection: dict[str, Any]) -> list[tuple[int, int]]:
@@ -111,9 +137,11 @@ def init_trainable(
     experts: list[tuple[int, int]],
     extra_patterns: list[str] | tuple = (),
     originals: Callable[[str, str, np.ndarray, np.ndarray], Any] | None = None,
+    expert_shards: int = 1,
 ) -> TrainableExperts:
     """fp32 copies of the selected experts' weights, gathered from ``params`` (plus the groups
-    matching ``extra_patterns``, see :func:`select_extra`), and their slot tables.
+    matching ``extra_patterns``, see :func:`select_extra`), and their slot tables (rows grouped
+    by owner device for ``expert_shards`` > 1, unused rows zero; :func:`expert_slots`).
 
     ``originals(run, name, layers, experts)`` (``[K, ...]``) reads them instead — a quantized
     frozen base starts training from the checkpoint's own weights, not from their quantized copy."""
@@ -121,15 +149,19 @@ def init_trainable(
     slots_out: dict[str, Any] = {}
     if extra_patterns:
         weights[EXTRA] = select_extra(params, list(extra_patterns))
-    for run, slots in expert_slots(cfg, experts).items():
-        li, ei = np.nonzero(slots >= 0)
-        order = np.argsort(slots[li, ei])
-        li, ei = li[order], ei[order]
+    for run, slots in expert_slots(cfg, experts, expert_shards).items():
+        li, ei, used = slot_rows(slots, expert_shards)
         experts = params[run]["moe"]["experts"]
-        if originals is not None:
-            weights[run] = {n: jnp.asarray(originals(run, n, li, ei), jnp.float32) for n in cfg.expert_param_names}
-        else:
-            weights[run] = {name: experts[name][li, ei].astype(jnp.float32) for name in cfg.expert_param_names}
+        weights[run] = {}
+        for name in cfg.expert_param_names:
+            if originals is not None:
+                rows = np.asarray(originals(run, name, li[used], ei[used]), np.float32)
+                full = np.zeros((len(used), *rows.shape[1:]), np.float32)
+                full[used] = rows
+                weights[run][name] = jnp.asarray(full)
+            else:
+                rows = experts[name][li, ei].astype(jnp.float32)
+                weights[run][name] = jnp.where(used.reshape(-1, *[1] * (rows.ndim - 1)), rows, 0.0)
         slots_out[run] = jnp.asarray(slots)
     return TrainableExperts(weights, slots_out)
 
@@ -138,7 +170,12 @@ LORA_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
 
 
 def init_lora(
-    cfg: ModelConfig, experts: list[tuple[int, int]], rank: int, alpha: float, seed: int = 0
+    cfg: ModelConfig,
+    experts: list[tuple[int, int]],
+    rank: int,
+    alpha: float,
+    seed: int = 0,
+    expert_shards: int = 1,
 ) -> TrainableExperts:
     """RISE+LoRA's trainable tree: per selected expert and projection PEFT-initialised adapters —
     ``lora_a [K, r, in]`` uniform in ±1/sqrt(in) (``kaiming_uniform_(a=sqrt(5))``), ``lora_b
@@ -151,8 +188,8 @@ def init_lora(
     key = jax.random.PRNGKey(seed)
     weights: dict[str, Any] = {}
     slots_out: dict[str, Any] = {}
-    for run, slots in expert_slots(cfg, experts).items():
-        k = int((slots >= 0).sum())
+    for run, slots in expert_slots(cfg, experts, expert_shards).items():
+        k = len(slot_rows(slots, expert_shards)[2])
         entry = {}
         for name in LORA_PROJECTIONS:
             fan_in, fan_out = shapes[name]
@@ -262,5 +299,14 @@ def merge_experts(params: dict[str, Any], trainable: TrainableExperts) -> dict[s
     return merged
 
 
-def count_trainable(weights: dict[str, Any]) -> int:
-    return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(weights)))
+def count_trainable(weights: dict[str, Any], slots: dict[str, Any] | None = None) -> int:
+    """Values in ``weights``; with the ``slots`` of a trainable tree, only the rows a selected
+    expert uses (an owner-grouped layout's unused rows are not trained parameters)."""
+    total = 0
+    for key, sub in weights.items():
+        rows = None
+        if slots is not None and key in slots and key not in (EXTRA, LORA_DENSE):
+            rows = int((np.asarray(slots[key]) >= 0).sum())
+        for x in jax.tree_util.tree_leaves(sub):
+            total += int(np.prod(x.shape)) if rows is None else rows * int(np.prod(x.shape[1:]))
+    return total
