@@ -181,24 +181,62 @@ def _group_sums(rows: Array, sizes: Array, num_groups: int, dtype) -> Array:
     return summed.astype(dtype)
 
 
-def _mlp_grads(xs, g, u, w: ExpertTensors, act: GatedActivation, sizes, need, dy, win) -> tuple[Array, ExpertTensors]:
+def _input_grads_walk(dy: Array, g: Array, u: Array, take, act: GatedActivation, sizes: Array, win: int):
+    """The input side of the expert MLP's backward pass in one walk over experts, each read once
+    through ``take(e)`` (only experts with rows, like the forward): per window of rows
+    ``dh = dy downᵀ``, ``(dg, du) = act'(g, u)·dh``, ``dx = dg gateᵀ + du upᵀ``. Returns (dx, dg, du)
+    ``[M, H]``, ``[M, I]``, ``[M, I]`` in ``dy.dtype``. No ``[E, ...]`` copy of the weights exists
+    at any point (the frozen experts of a layer are the bulk of a training step's memory)."""
+    m, hid = dy.shape[0], g.shape[1]
+    dyp, gp, up = (_pad_rows(a, win) for a in (dy, g, u))
+    bufs0 = [jnp.zeros((m + win, dy.shape[1]), dy.dtype), jnp.zeros((m + win, hid), dy.dtype)]
+    bufs0.append(jnp.zeros((m + win, hid), dy.dtype))
+
+    def per_group(bufs, inp):
+        e, start, size = inp
+
+        def walk(bufs):
+            w = take(e)
+
+            def body(carry):
+                j, bufs = carry
+                r0 = start + j * win
+                rows = [jax.lax.dynamic_slice_in_dim(a, r0, win, axis=0) for a in (dyp, gp, up)]
+                dh = rows[0] @ jnp.swapaxes(w.down, 0, 1)
+                dg, du = (d.astype(dy.dtype) for d in act.vjp(rows[1], rows[2], dh))
+                dx = (dg @ jnp.swapaxes(w.gate, 0, 1) + du @ jnp.swapaxes(w.up, 0, 1)).astype(dy.dtype)
+                live = (jnp.arange(win) < size - j * win)[:, None]
+                bufs = [
+                    jax.lax.dynamic_update_slice_in_dim(
+                        b, jnp.where(live, v, jax.lax.dynamic_slice_in_dim(b, r0, win, axis=0)), r0, axis=0
+                    )
+                    for b, v in zip(bufs, (dx, dg, du), strict=True)
+                ]
+                return j + 1, bufs
+
+            return jax.lax.while_loop(lambda c: c[0] * win < size, body, (jnp.int32(0), bufs))[1]
+
+        return jax.lax.cond(size > 0, walk, lambda b: b, bufs), None
+
+    experts = jnp.arange(sizes.shape[0], dtype=jnp.int32)
+    bufs, _ = jax.lax.scan(per_group, bufs0, (experts, _starts(sizes), sizes.astype(jnp.int32)))
+    return tuple(b[:m] for b in bufs)
+
+
+def _mlp_grads(xs, g, u, take, act: GatedActivation, sizes, need, dy, win, has_bias: bool):
     """(d xs, d weights) from the saved pre-activations ``g = x gate + b``, ``u = x up + b``.
-    Weight gradients only for groups with ``need`` (all when None); bias gradients are per-group
-    sums of the pre-activation (or output) cotangents."""
-    h = act(g, u)
+    Weight gradients ``[E, ...]`` only for groups with ``need`` (all when None); bias gradients
+    are per-group sums of the pre-activation (or output) cotangents."""
     dy = dy.astype(xs.dtype)
-    dh = _forward(dy, jnp.swapaxes(w.down, 1, 2), sizes, win)
-    d_down = _rhs_grad(h, dy, sizes, win, w.down.dtype, need)
-    dg, du = (d.astype(xs.dtype) for d in act.vjp(g, u, dh))
-    dxs = _forward(dg, jnp.swapaxes(w.gate, 1, 2), sizes, win) + _forward(du, jnp.swapaxes(w.up, 1, 2), sizes, win)
-    d_gate = _rhs_grad(xs, dg, sizes, win, w.gate.dtype, need)
-    d_up = _rhs_grad(xs, du, sizes, win, w.up.dtype, need)
+    dxs, dg, du = _input_grads_walk(dy, g, u, take, act, sizes, win)
+    h = act(g, u).astype(xs.dtype)
+    d_down = _rhs_grad(h, dy, sizes, win, xs.dtype, need)
+    d_gate = _rhs_grad(xs, dg, sizes, win, xs.dtype, need)
+    d_up = _rhs_grad(xs, du, sizes, win, xs.dtype, need)
     biases = (None, None, None)
-    if w.gate_bias is not None:
-        e = w.gate.shape[0]
-        biases = tuple(
-            _group_sums(d, sizes, e, b.dtype) for d, b in ((dg, w.gate_bias), (du, w.up_bias), (dy, w.down_bias))
-        )
+    if has_bias:
+        e = sizes.shape[0]
+        biases = tuple(_group_sums(d, sizes, e, xs.dtype) for d in (dg, du, dy))
     return dxs, ExpertTensors(d_gate, d_up, d_down, *biases)
 
 
@@ -219,14 +257,19 @@ def _source_fwd(xs, params, source, sizes, win):
 
 def _source_bwd(win, res, dy):
     """The chain rule from the saved pre-activations (``x gate``, ``x up``: 2·M·I values, saved
-    rather than recomputed, which would cost two of the backward's eight matmul walks). The
-    source's weights are rebuilt here rather than saved (a scan over layers then stores no
-    per-layer copy of every expert); weight gradients are computed only for the experts
+    rather than recomputed, which would cost two of the backward's walks). The input gradients
+    walk the experts one by one through ``source.take`` (as the forward does), so no layer-sized
+    copy of the weights is rebuilt; weight gradients are computed only for the experts
     ``source.trainable()`` names (all when None) and pulled back to ``source.params()`` through
-    ``take_all``, so frozen experts cost no weight-gradient work and any source differentiates."""
+    the linear map ``take_all`` applies to them, so frozen experts cost no weight-gradient work
+    and any source differentiates."""
     xs, g, u, params, source, sizes = res
-    weights, pull = jax.vjp(lambda p: source.with_params(p).take_all(xs.dtype), params)
-    dxs, d_w = _mlp_grads(xs, g, u, weights, source.activation, sizes, source.trainable(), dy, win)
+    src = source.with_params(params)
+    has_bias = jax.eval_shape(lambda: src.take(jnp.int32(0), xs.dtype)).gate_bias is not None
+    take = lambda e: src.take(e, xs.dtype)  # noqa: E731
+    dxs, d_w = _mlp_grads(xs, g, u, take, src.activation, sizes, src.trainable(), dy, win, has_bias)
+    # Only the pull-back of take_all is used: XLA drops its primal (every expert's weights).
+    _, pull = jax.vjp(lambda p: source.with_params(p).take_all(xs.dtype), params)
     (d_params,) = pull(d_w)
     return dxs, d_params, None, None
 
