@@ -241,7 +241,7 @@ def collective_summary(hlo_text: str, hidden: int, expert_width: int) -> dict[st
     bytes per iteration of all collectives (``max_loop_bytes``) and of the MoE block's
     (``max_moe_loop_bytes``), and every collective carrying an expert weight or its gradient
     (an array ending in ``[hidden, expert_width]`` or ``[expert_width, hidden]``) with its
-    shapes and replica groups (``expert_weight_collectives``)."""
+    shapes, replica groups and whether it sits inside a layer loop (``expert_weight_collectives``)."""
     cols, loops = hlo_collectives(hlo_text)
     dims = {(hidden, expert_width), (expert_width, hidden)}
     expert = [c for c in cols if c.bytes and any(len(d) >= 2 and d[-2:] in dims for _, d in c.shapes)]
@@ -250,6 +250,10 @@ def collective_summary(hlo_text: str, hidden: int, expert_width: int) -> dict[st
         return sorted(sum(c.bytes for c in cols if c.computation in comps and keep(c)) for comps in loops.values())
 
     every, moe = per_loop(lambda c: True), per_loop(lambda c: "/moe/" in c.source)
+
+    def in_loop(c: Collective) -> bool:
+        return any(c.computation in comps for comps in loops.values())
+
     return {
         "collectives": len(cols),
         "loop_bytes": every,
@@ -257,7 +261,7 @@ def collective_summary(hlo_text: str, hidden: int, expert_width: int) -> dict[st
         "moe_loop_bytes": moe,
         "max_moe_loop_bytes": max(moe, default=0),
         "expert_weight_collectives": [
-            [c.op, [list(d) for _, d in c.shapes], [list(g) for g in c.groups]] for c in expert
+            [c.op, [list(d) for _, d in c.shapes], [list(g) for g in c.groups], in_loop(c)] for c in expert
         ],
         "expert_weight_bytes": sum(c.bytes for c in expert),
     }

@@ -27,6 +27,11 @@ device. An all-to-all exchange (``jax.lax.ragged_all_to_all``) is what a batch s
 expert axis itself would need; with the ``data × model`` mesh the batch never is, and the
 ``psum`` moves no more bytes than the all-to-all's return trip would.
 
+A training step with the batch split over ``data`` runs data-parallel inside a ``shard_map``
+over :data:`DATA` (:mod:`rise_jax.training.step`); the dispatch then maps only :data:`MODEL`
+(the context mesh already has ``data`` manual) and the trainable gradients are summed over the
+data groups once per step, not by each layer's transpose.
+
 The sources say how their leaves split (``expert_specs``): stacked experts on their expert axis
 (``[E, ...]``, or ``[L, E, ...]`` in decoding), slot tables with their experts, trainable copies
 ``[K, ...]`` in owner-grouped row blocks (``rise_jax.training.partition.expert_slots`` with
@@ -60,8 +65,17 @@ def expert_parallel(impl: Callable[..., Array], x: Array, routing: Any, source: 
     ``x`` ``[N, H]`` and ``routing`` (:class:`~rise_jax.models.dispatch.ExpertChoice`, global
     expert ids) are split by rows over :data:`DATA` when ``N`` divides by its size, else replicated.
     Output ``[N, H]`` in ``x.dtype``."""
-    data = mesh.shape[DATA]
-    rows = PartitionSpec(DATA) if data > 1 and x.shape[0] % data == 0 else PartitionSpec()
+    context = jax.sharding.get_abstract_mesh()
+    if DATA in getattr(context, "manual_axes", ()):
+        # Inside a data-parallel shard_map (rise_jax.training.step): the batch is already this
+        # group's, so only the expert axis is mapped here.
+        mesh, axes, rows = context, {MODEL}, PartitionSpec()
+    else:
+        data = mesh.shape[DATA]
+        axes, rows = (
+            set(mesh.axis_names),
+            PartitionSpec(DATA) if data > 1 and x.shape[0] % data == 0 else PartitionSpec(),
+        )
 
     def local(x: Array, indices: Array, weights: Array, src: ExpertWeights) -> Array:
         shard = jax.lax.axis_index(MODEL)
@@ -77,6 +91,7 @@ def expert_parallel(impl: Callable[..., Array], x: Array, routing: Any, source: 
         mesh=mesh,
         in_specs=(rows, rows, rows, source.expert_specs(MODEL)),
         out_specs=rows,
+        axis_names=axes,
         # The kernels' scans start from zero buffers that do not vary over devices while their
         # results do; without the check JAX still transposes psum and the replicated inputs
         # correctly (the sharded training step equals the single-device one, tests/sharded_check.py).

@@ -80,10 +80,44 @@ def make_steps(model: MoEModel, tx: optax.GradientTransformation):
         return total / jnp.maximum(count, 1.0), count
 
     def grad_step(weights, slots, base, ids, mask, loss_mask, rng):
+        if _data_groups(model, ids) > 1:
+            return _data_parallel_grad_step(weights, slots, base, ids, mask, loss_mask, rng)
         (loss, count), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             weights, slots, base, ids, mask, loss_mask, rng
         )
         return loss, count, grads
+
+    def _data_parallel_grad_step(weights, slots, base, ids, mask, loss_mask, rng):
+        """Expert-parallel training with the batch split over ``data`` groups: each group takes the
+        gradient of its NLL sum, and one psum over ``data`` after the whole backward pass adds the
+        groups' gradients. (Left to shard_map's transpose inside each layer, that sum would move the
+        whole trainable block once per layer; see rise_jax/models/expert_parallel.py.)"""
+        from jax.sharding import PartitionSpec as P
+
+        from rise_jax.models.expert_parallel import DATA
+
+        def sums(w, slots, base, ids, mask, loss_mask, rng):
+            out = apply(w, slots, base, ids, mask, rngs={"router": jax.random.fold_in(rng, jax.lax.axis_index(DATA))})
+            return lm_loss_sums(out.logits, ids, loss_mask)
+
+        def local(weights, slots, base, ids, mask, loss_mask, rng):
+            (total, count), grads = jax.value_and_grad(sums, has_aux=True)(
+                weights, slots, base, ids, mask, loss_mask, rng
+            )
+            total, count, grads = jax.lax.psum((total, count, grads), DATA)
+            n = jnp.maximum(count, 1.0)
+            return total / n, count, jax.tree_util.tree_map(lambda g: g / n, grads)
+
+        rows = P(DATA)
+        step = jax.shard_map(
+            local,
+            mesh=model.opts.expert_mesh,
+            in_specs=(P(), P(), P(), rows, rows, rows, P()),
+            out_specs=(P(), P(), P()),
+            axis_names={DATA},
+            check_vma=False,
+        )
+        return step(weights, slots, base, ids, mask, loss_mask, rng)
 
     def apply_step(weights, opt_state, grad_sum, n):
         grads = jax.tree_util.tree_map(lambda g: g / n, grad_sum)
@@ -99,6 +133,17 @@ def make_steps(model: MoEModel, tx: optax.GradientTransformation):
     # K = 128 step that copy, 4.5 + 2.25 GiB, was the peak; bench/RESULTS.md). The weights are not
     # donated: the caller's initial trainable tree may alias arrays it still uses.
     return jax.jit(grad_step), jax.jit(apply_step, donate_argnums=(1, 2)), jax.jit(eval_step)
+
+
+def _data_groups(model: MoEModel, ids: Any) -> int:
+    """Data groups of an expert-parallel model's mesh that split this batch evenly (else 1)."""
+    mesh = model.opts.expert_mesh
+    if mesh is None:
+        return 1
+    from rise_jax.models.expert_parallel import DATA
+
+    d = mesh.shape[DATA]
+    return d if d > 1 and ids.shape[0] % d == 0 else 1
 
 
 def tree_bytes(tree: Any) -> int:
