@@ -109,6 +109,14 @@ def main(path: str, dispatch: str = "auto", placement: str = "ep") -> None:
             out["trainable_shard_rows"] = int(w.addressable_shards[0].data.shape[0])
             mu = opt_state[-1][0].mu["layers"]["gate_proj"]
             out["adam_mu_shard_rows"] = int(mu.addressable_shards[0].data.shape[0])
+    # Rows not grouped by owner would make devices read other experts' copies: refused.
+    grad_step, _, _ = make_steps(smodel, tx)
+    plain = partition.init_trainable(sharded, smodel.cfg, experts_sel)
+    try:
+        grad_step(*plain, sharded, ids, mask, mask, jax.random.PRNGKey(0))
+        out["unowned_layout_refused"] = False
+    except ValueError as err:
+        out["unowned_layout_refused"] = "expert_shards" in str(err)
     out["train_loss_err"] = abs(results[0][0] - results[1][0])
     out["train_grad_rel_err"] = max(
         float(np.abs(results[0][2][key] - results[1][2][key]).max() / np.abs(results[0][2][key]).max())

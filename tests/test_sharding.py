@@ -54,6 +54,10 @@ def test_training_step_equals_single_device_with_sharded_trainables(sharded_resu
     assert sharded_results["adam_mu_shard_rows"] == rows
 
 
+def test_trainable_rows_not_grouped_by_owner_are_refused(sharded_results):
+    assert sharded_results["unowned_layout_refused"]
+
+
 def test_rise_lora_step_equals_single_device(sharded_results):
     assert sharded_results["lora_loss_err"] < 1e-5
     assert sharded_results["lora_grad_rel_err"] < 1e-5

@@ -8,6 +8,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from rise_jax.models.expert_weights import LORA_SCALE
@@ -132,7 +133,46 @@ def make_steps(model: MoEModel, tx: optax.GradientTransformation):
     # state and weights, so an update holds no second copy of the Adam moments (on a Qwen3-30B-A3B
     # K = 128 step that copy, 4.5 + 2.25 GiB, was the peak; bench/RESULTS.md). The weights are not
     # donated: the caller's initial trainable tree may alias arrays it still uses.
-    return jax.jit(grad_step), jax.jit(apply_step, donate_argnums=(1, 2)), jax.jit(eval_step)
+    jit_grad, jit_eval = jax.jit(grad_step), jax.jit(eval_step)
+    mesh = model.opts.expert_mesh
+    if mesh is None:
+        return jit_grad, jax.jit(apply_step, donate_argnums=(1, 2)), jit_eval
+
+    def checked(step):
+        def run(weights, slots, *args):
+            check_owner_layout(model, weights, slots)
+            return step(weights, slots, *args)
+
+        return run
+
+    return checked(jit_grad), jax.jit(apply_step, donate_argnums=(1, 2)), checked(jit_eval)
+
+
+def check_owner_layout(model: MoEModel, weights: dict[str, Any], slots: dict[str, Any]) -> None:
+    """Under expert parallelism each device reads only its own block of trainable rows, so the
+    rows must be grouped by owner device (``partition.init_trainable`` / ``init_lora`` with
+    ``expert_shards`` = the mesh's model size); anything else would silently read other experts'
+    copies, so it is refused here (host-side, on the small slot tables)."""
+    from rise_jax.models.expert_parallel import MODEL, applies
+
+    mesh, e = model.opts.expert_mesh, model.cfg.num_experts
+    if not applies(mesh, e):
+        return
+    m = mesh.shape[MODEL]
+    for run, table in slots.items():
+        if run == LORA_SCALE or run not in weights:
+            continue
+        rows = jax.tree_util.tree_leaves(weights[run])[0].shape[0]
+        table = np.asarray(table)
+        li, ei = np.nonzero(table >= 0)
+        owner = ei // (e // m)
+        block = rows // m
+        row = table[li, ei]
+        if rows % m or np.any((row < owner * block) | (row >= (owner + 1) * block)):
+            raise ValueError(
+                f"trainable rows of {run!r} are not grouped by owner device for expert parallelism over "
+                f"{m} devices: build them with init_trainable(..., expert_shards={m}) or init_lora(..., expert_shards={m})"
+            )
 
 
 def _data_groups(model: MoEModel, ids: Any) -> int:
