@@ -18,7 +18,7 @@ ALLOWED = {
     "evaluation": {"models", "data"},
     "reporting": set(),
     "demo": {"models", "checkpoints", "data"},
-    "api": {"models", "checkpoints"},
+    "api": {"models", "checkpoints", "sharding"},  # load_model(mesh=...) places by sharding.py's rules
     "sharding": {"models"},
     "configs": {"selection", "training"},
     "stages": {
