@@ -143,6 +143,7 @@ def make_steps(model: MoEModel, tx: optax.GradientTransformation):
             check_owner_layout(model, weights, slots)
             return step(weights, slots, *args)
 
+        run.lower = step.lower  # compile / inspect (HLO, memory) as with the jitted step itself
         return run
 
     return checked(jit_grad), jax.jit(apply_step, donate_argnums=(1, 2)), checked(jit_eval)
