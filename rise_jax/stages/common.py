@@ -106,12 +106,12 @@ def model_placement(config: ml_collections.ConfigDict) -> dict:
     return {"mesh": mesh, "expert_parallel": bool((config.get("mesh") or {}).get("expert_parallel", True))}
 
 
-def expert_shards(config: ml_collections.ConfigDict, num_experts: int) -> int:
-    """Devices the experts are split over when the dispatch is expert-parallel (else 1): the
-    trainable copies are then laid out in owner-grouped blocks (``partition.expert_slots``)."""
+def expert_shards(placement: dict, num_experts: int) -> int:
+    """Devices the experts are split over when :func:`model_placement`'s dispatch is
+    expert-parallel (else 1): the trainable copies are then laid out in owner-grouped blocks
+    (``partition.expert_slots``)."""
     from rise_jax.models.expert_parallel import MODEL, applies
 
-    placement = model_placement(config)
     mesh = placement.get("mesh")
     if placement.get("expert_parallel") and applies(mesh, num_experts):
         return mesh.shape[MODEL]

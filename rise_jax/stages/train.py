@@ -24,7 +24,6 @@ from rise_jax.stages.common import (
     files_identity,
     frozen_dtype,
     frozen_options,
-    model_mesh,
     model_placement,
     tokenizer_for,
 )
@@ -87,6 +86,7 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict:
     tokenizer = tokenizer_for(config, path)
     data = build_training_set(examples, tokenizer, d.max_length, d.template, t.completion_only, d.max_samples or None)
     train_set, held = data.split(t.held_out, t.seed)
+    placement = model_placement(config)
     model, base = load_model(
         path,
         dtype=config.model.dtype,
@@ -94,11 +94,11 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict:
         dispatch=config.model.dispatch,
         remat=t.remat,
         router_mode=t.router_mode,
-        **model_placement(config),
+        **placement,
         **frozen_options(config),
     )
     method = t.get("method", "experts")
-    shards = expert_shards(config, cfg.num_experts)  # trainable rows grouped by owner device
+    shards = expert_shards(placement, cfg.num_experts)  # trainable rows grouped by owner device
     if method == "rise_lora":  # adapters inside the selected experts; the experts stay frozen
         trainable = init_lora(cfg, selection_experts(selection), t.lora_rank, t.lora_alpha, t.seed, shards)
     elif method == "lora":  # the LoRA baseline: adapters on path-rule dense kernels
@@ -112,7 +112,7 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict:
         trainable = init_trainable(
             base, cfg, selection_experts(selection), comma_list(t.get("extra_trainable", "")), originals, shards
         )
-    mesh = model_mesh(config)
+    mesh = placement.get("mesh")
     if mesh is not None:  # trainable experts (and so their Adam moments) split by expert too
         import jax
 

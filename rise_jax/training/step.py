@@ -75,9 +75,12 @@ def make_steps(model: MoEModel, tx: optax.GradientTransformation):
             params = overlay(params, dense_lora_kernels(params, weights[LORA_DENSE], slots[LORA_SCALE]))
         return model.apply({"params": params}, ids, mask, trainable_experts=TrainableExperts(weights, slots), **kw)
 
-    def loss_fn(weights, slots, base, ids, mask, loss_mask, rng):
+    def nll_sums(weights, slots, base, ids, mask, loss_mask, rng):
         out = apply(weights, slots, base, ids, mask, rngs={"router": rng})
-        total, count = lm_loss_sums(out.logits, ids, loss_mask)
+        return lm_loss_sums(out.logits, ids, loss_mask)
+
+    def loss_fn(*args):
+        total, count = nll_sums(*args)
         return total / jnp.maximum(count, 1.0), count
 
     def grad_step(weights, slots, base, ids, mask, loss_mask, rng):
@@ -97,12 +100,9 @@ def make_steps(model: MoEModel, tx: optax.GradientTransformation):
 
         from rise_jax.models.expert_parallel import DATA
 
-        def sums(w, slots, base, ids, mask, loss_mask, rng):
-            out = apply(w, slots, base, ids, mask, rngs={"router": jax.random.fold_in(rng, jax.lax.axis_index(DATA))})
-            return lm_loss_sums(out.logits, ids, loss_mask)
-
         def local(weights, slots, base, ids, mask, loss_mask, rng):
-            (total, count), grads = jax.value_and_grad(sums, has_aux=True)(
+            rng = jax.random.fold_in(rng, jax.lax.axis_index(DATA))  # router noise per data group
+            (total, count), grads = jax.value_and_grad(nll_sums, has_aux=True)(
                 weights, slots, base, ids, mask, loss_mask, rng
             )
             total, count, grads = jax.lax.psum((total, count, grads), DATA)
