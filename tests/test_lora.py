@@ -202,6 +202,13 @@ def test_rise_lora_settings_are_checked(lora_run, tmp_path):
     with pytest.raises(SettingError, match="not with train.method=rise_lora"):
         launch.run(c, str(tmp_path / "b"))
     c.train.extra_trainable = ""
+    c.train.lora_dropout = 1.0
+    with pytest.raises(SettingError, match=r"config.train.lora_dropout = 1.0: must be in \[0, 1\)"):
+        launch.run(c, str(tmp_path / "e"))
+    c.train.lora_dropout = 0.05  # PEFT refuses dropout on fused expert weights; so do we
+    with pytest.raises(SettingError, match="adapters inside experts train through the merged weights"):
+        launch.run(c, str(tmp_path / "f"))
+    c.train.lora_dropout = 0.0
     c.train.method = "lora_everywhere"
     with pytest.raises(
         SettingError, match=r"config.train.method = 'lora_everywhere'; choose one of experts, rise_lora"
@@ -219,6 +226,38 @@ def _peft_key(key):
     return key.replace(".lora_A.weight", ".lora_A.default.weight").replace(".lora_B.weight", ".lora_B.default.weight")
 
 
+def _peft_pair(tiny, dropout=0.0, random_b=False):
+    """Our model with dense LoRA adapters on q/k/v/o and HF + peft with the same init (with
+    ``random_b`` B is drawn too, so gradients reach A and the adapters act from the start)."""
+    import peft
+    import torch
+    from hf_reference import load_hf_model
+
+    from rise_jax.checkpoints.peft_export import peft_tensors
+
+    model, params = rise_jax.load_model(tiny, dtype="float32", progress=False, lora_dropout=dropout)
+    trainable = partition.init_dense_lora(params, [partition.DEFAULT_LORA_TARGETS], 4, 8.0, seed=1)
+    if random_b:
+        leaves, tree = jax.tree_util.tree_flatten_with_path(trainable.weights)
+        draw = np.random.RandomState(2)
+        leaves = [
+            jnp.asarray(draw.normal(0, 0.05, x.shape), jnp.float32) if str(path[-1]) == f"['{LORA_B}']" else x
+            for path, x in leaves
+        ]
+        trainable = TrainableExperts(jax.tree_util.tree_unflatten(tree, leaves), trainable.slots)
+    ours0, targets = peft_tensors(trainable.weights[partition.LORA_DENSE], model.cfg)
+    assert targets == ["k_proj", "o_proj", "q_proj", "v_proj"]
+    hf = peft.get_peft_model(
+        load_hf_model(tiny), peft.LoraConfig(r=4, lora_alpha=8, lora_dropout=dropout, target_modules=targets)
+    )
+    state = hf.state_dict()
+    assert {_peft_key(k) for k in ours0} == {k for k in state if "lora_" in k}
+    with torch.no_grad():  # the same init on both sides (B = 0 in both already)
+        for key, value in ours0.items():
+            state[_peft_key(key)].copy_(torch.from_numpy(np.array(value)))
+    return model, params, trainable, hf
+
+
 def test_dense_lora_steps_as_hf_peft_does_and_exports_what_peft_and_transformers_load(tiny, tmp_path):
     import optax
     import peft
@@ -227,19 +266,8 @@ def test_dense_lora_steps_as_hf_peft_does_and_exports_what_peft_and_transformers
 
     from rise_jax.checkpoints.peft_export import export_peft_adapter, peft_tensors
 
-    model, params = rise_jax.load_model(tiny, dtype="float32", progress=False)
+    model, params, trainable, hf = _peft_pair(tiny)
     cfg = model.cfg
-    trainable = partition.init_dense_lora(params, [partition.DEFAULT_LORA_TARGETS], 4, 8.0, seed=1)
-    ours0, targets = peft_tensors(trainable.weights[partition.LORA_DENSE], cfg)
-    assert targets == ["k_proj", "o_proj", "q_proj", "v_proj"]
-    hf = peft.get_peft_model(
-        load_hf_model(tiny), peft.LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=targets)
-    )
-    state = hf.state_dict()
-    assert {_peft_key(k) for k in ours0} == {k for k in state if "lora_" in k}
-    with torch.no_grad():  # the same init on both sides (B = 0 in both already)
-        for key, value in ours0.items():
-            state[_peft_key(key)].copy_(torch.from_numpy(value))
     ids = np.random.RandomState(3).randint(0, cfg.vocab_size, (2, 10))
     # HF + peft: one AdamW step on the causal-LM loss.
     opt = torch.optim.AdamW([p for p in hf.parameters() if p.requires_grad], lr=1e-3, eps=1e-8, weight_decay=0.0)
@@ -260,10 +288,13 @@ def test_dense_lora_steps_as_hf_peft_does_and_exports_what_peft_and_transformers
     for key, value in ours1.items():
         np.testing.assert_allclose(value, state[_peft_key(key)].detach().numpy(), rtol=0, atol=1e-5, err_msg=key)
     assert any(np.abs(v).max() > 0 for k, v in ours1.items() if "lora_B" in k)  # B moved
-    # Ours (the step's path: W + scale (B A)^T merged into the kernels), the PEFT adapter loaded by
-    # peft (which adds scale B A x beside W x) and the merged export loaded by transformers.
+    # Ours (merged: W + scale (B A)^T; and the step's path, x W + scale B A x, unmerged as in peft),
+    # the PEFT adapter loaded by peft and the merged export loaded by transformers.
     merged = partition.merge_experts(params, stepped)
     ours = np.asarray(_logits(model, merged, j))
+    scale = trainable.slots[LORA_SCALE]
+    unmerged = _logits(model, partition.with_dense_adapters(params, weights[partition.LORA_DENSE], scale), j)
+    np.testing.assert_allclose(np.asarray(unmerged), ours, rtol=0, atol=1e-5)
     assert float(np.abs(ours - np.asarray(_logits(model, params, j))).max()) > 1e-4  # the adapters act
     adapter_dir = export_peft_adapter(weights[partition.LORA_DENSE], cfg, str(tmp_path / "peft"), 4, 8.0, tiny)
     loaded = peft.PeftModel.from_pretrained(load_hf_model(tiny), adapter_dir).eval()
@@ -278,14 +309,95 @@ def test_dense_lora_steps_as_hf_peft_does_and_exports_what_peft_and_transformers
         )
 
 
+def test_dense_lora_dropout_drops_the_adapter_input_as_peft_does_given_the_same_masks(tiny):
+    """lora_dropout > 0: our training step's loss and adapter gradients equal HF + peft's when
+    peft's dropout modules apply the masks our step drew (captured from the same forward pass);
+    evaluation (no dropout rng) is deterministic and equals the dropout-free model."""
+    import flax.linen as nn
+    import torch
+
+    from rise_jax.checkpoints.peft_export import peft_tensors
+    from rise_jax.models.layout import layer_runs
+    from rise_jax.training.step import step_rngs
+
+    p = 0.4
+    model, params, trainable, hf = _peft_pair(tiny, dropout=p, random_b=True)
+    cfg, scale = model.cfg, trainable.slots[LORA_SCALE]
+    ids = np.random.RandomState(4).randint(0, cfg.vocab_size, (2, 9))
+    j = jnp.asarray(ids)
+    mask, rng = jnp.ones_like(j), jax.random.PRNGKey(7)
+    grad_step, _, eval_step = make_steps(model, __import__("optax").sgd(0.0))
+    loss, count, grads = grad_step(trainable.weights, trainable.slots, params, j, mask, mask, rng)
+    adapted = partition.with_dense_adapters(params, trainable.weights[partition.LORA_DENSE], scale)
+    _, state = model.apply(
+        {"params": adapted},
+        j,
+        mask,
+        rngs=step_rngs(rng),
+        capture_intermediates=lambda m, _: isinstance(m, nn.Dropout),
+        mutable=["intermediates"],
+    )
+    dropped = state["intermediates"]
+    kept = []
+    for run in layer_runs(cfg):
+        if run.name not in dropped:  # a run without adapters (none here: every layer has attention)
+            continue
+        for proj, sub in dropped[run.name]["attn"].items():
+            x = np.asarray(sub["lora_dropout"]["__call__"][0])  # [n, B, T, in]: x * keep / (1 - p)
+            for i in range(run.length):
+                layer = hf.base_model.model.model.layers[run.start + i].self_attn
+                keep = torch.from_numpy((x[i] != 0).astype(np.float32))
+                kept.append(float(keep.mean()))
+                getattr(layer, proj).lora_dropout["default"] = _FixedDropout(keep, p)
+    assert len(kept) == 4 * cfg.num_layers and 0.45 < np.mean(kept) < 0.75  # about 1 - p kept
+    out = hf(input_ids=torch.tensor(ids), labels=torch.tensor(ids))
+    out.loss.backward()
+    assert float(loss) == pytest.approx(float(out.loss), abs=1e-5)
+    ours, _ = peft_tensors(grads[partition.LORA_DENSE], cfg)
+    named = dict(hf.named_parameters())
+    for key, g in ours.items():
+        theirs = named[_peft_key(key)].grad.numpy()
+        np.testing.assert_allclose(g, theirs, rtol=0, atol=1e-5 * max(1.0, np.abs(theirs).max()), err_msg=key)
+    # Without the masks (dropout off) the step differs: the dropout acted.
+    hf.eval()
+    for layer in hf.base_model.model.model.layers:
+        for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            getattr(layer.self_attn, proj).lora_dropout["default"] = torch.nn.Identity()
+    with torch.no_grad():
+        plain = hf(input_ids=torch.tensor(ids), labels=torch.tensor(ids)).loss
+    assert abs(float(plain) - float(loss)) > 1e-4
+    # Evaluation draws no dropout: equal to the model built without it, and to peft in eval mode.
+    free, _ = rise_jax.load_model(tiny, dtype="float32", progress=False)
+    total, n = eval_step(trainable.weights, trainable.slots, params, j, mask, mask)
+    free_total, _ = make_steps(free, __import__("optax").sgd(0.0))[2](
+        trainable.weights, trainable.slots, params, j, mask, mask
+    )
+    assert float(total) == float(free_total)
+    assert float(total / n) == pytest.approx(float(plain), abs=1e-5)
+
+
+def _FixedDropout(keep, p):  # noqa: N802 (a torch module class, made on demand)
+    """A stand-in for peft's ``lora_dropout`` module: multiplies by a given keep-mask / (1 - p)."""
+    import torch
+
+    class FixedDropout(torch.nn.Module):
+        def forward(self, x):
+            return x * keep / (1 - p)
+
+    return FixedDropout()
+
+
 def test_the_lora_baseline_runs_through_the_pipeline_and_exports_a_peft_adapter(lora_run, tmp_path):
     import peft
     from hf_reference import load_hf_model
+
+    from rise_jax.errors import SettingError
 
     ckpt, _, _ = lora_run
     c = config(ckpt)
     c.train.method = "lora"
     c.train.lora_rank = 2
+    c.train.lora_dropout = 0.1  # trains with dropped adapter inputs; the adapter config says so
     c.stages = "stats,select,train,export"
     wd = str(tmp_path / "wd")
     launch.run(c, wd)
@@ -296,9 +408,13 @@ def test_the_lora_baseline_runs_through_the_pipeline_and_exports_a_peft_adapter(
     )  # 4 layers: q, o 32->32; k, v 32->16
     conf = json.load(open(os.path.join(wd, "export", "peft", "adapter_config.json")))
     assert conf["r"] == 2 and conf["target_modules"] == ["k_proj", "o_proj", "q_proj", "v_proj"]
+    assert conf["lora_dropout"] == 0.1
     peft.PeftModel.from_pretrained(load_hf_model(ckpt), os.path.join(wd, "export", "peft"))
     # Optionally adapters inside every expert too: the merged export changes every expert.
     c.train.lora_all_experts = True
+    with pytest.raises(SettingError, match=r"config.train.lora_dropout = 0.1: adapters inside experts"):
+        launch.run(c, wd)
+    c.train.lora_dropout = 0.0
     launch.run(c, wd)
     summary = json.load(open(os.path.join(wd, "train", "summary.json")))
     dense = 4 * 2 * (2 * (32 + 32) + 2 * (32 + 16))

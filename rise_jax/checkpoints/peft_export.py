@@ -55,9 +55,16 @@ def peft_tensors(adapters: dict[str, Any], cfg: ModelConfig) -> tuple[dict[str, 
 
 
 def export_peft_adapter(
-    adapters: dict[str, Any], cfg: ModelConfig, out_dir: str, rank: int, alpha: float, base_model: str = ""
+    adapters: dict[str, Any],
+    cfg: ModelConfig,
+    out_dir: str,
+    rank: int,
+    alpha: float,
+    base_model: str = "",
+    dropout: float = 0.0,
 ) -> str:
-    """Write ``out_dir`` (atomically: a temp directory renamed into place)."""
+    """Write ``out_dir`` (atomically: a temp directory renamed into place); ``dropout`` is the
+    ``lora_dropout`` the adapters trained with (PEFT applies it only when training further)."""
     tensors, targets = peft_tensors(adapters, cfg)
     config = {
         "peft_type": "LORA",
@@ -65,7 +72,7 @@ def export_peft_adapter(
         "base_model_name_or_path": base_model,
         "r": int(rank),
         "lora_alpha": float(alpha),
-        "lora_dropout": 0.0,
+        "lora_dropout": float(dropout),
         "target_modules": targets,
         "bias": "none",
         "fan_in_fan_out": False,

@@ -1,5 +1,6 @@
-"""Norms, rotary embeddings and attention, ported from the transformers modeling code of every family
-(the variants a :class:`~rise_jax.models.config.ModelConfig` names: norm kind, q/k norm, sinks, windows)."""
+"""Norms, rotary embeddings, attention and the dense projection, ported from the transformers
+modeling code of every family (the variants a :class:`~rise_jax.models.config.ModelConfig` names:
+norm kind, q/k norm, sinks, windows)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rise_jax.models.config import ModelConfig, RopeConfig
+from rise_jax.models.expert_weights import LORA_A, LORA_B
 from rise_jax.models.quantized import promote_dtype
 
 Array = jax.Array
@@ -223,6 +225,40 @@ def causal_self_attention(
     return jnp.concatenate(outs, axis=1)
 
 
+class Dense(nn.Module):
+    """``x W + b`` as ``flax.linen.Dense`` computes it (same parameters, init and ``dot_general``;
+    quantized kernels dequantised by :func:`~rise_jax.models.quantized.promote_dtype`), plus a
+    LoRA adapter when the layer's parameters hold one: with ``lora_a [r, in]`` and ``lora_b
+    [out, r]`` beside ``kernel`` (the LoRA baseline's training step puts them there, ``lora_b``
+    already multiplied by alpha / r) it returns ``x W + b + B (A dropout(x))`` as PEFT's
+    ``lora.Linear`` does: the adapter term in fp32, added to the fp32-cast base output, cast back.
+    ``lora_dropout`` (PEFT's ``lora_dropout``) drops adapter inputs only in training, i.e. when
+    the caller passes a ``dropout`` rng."""
+
+    features: int
+    use_bias: bool = False
+    dtype: DType = jnp.float32
+    param_dtype: DType = jnp.float32
+    lora_dropout: float = 0.0
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (x.shape[-1], self.features), self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype) if self.use_bias else None
+        inputs, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
+        y = jax.lax.dot_general(inputs, kernel, (((inputs.ndim - 1,), (0,)), ((), ())))
+        if bias is not None:
+            y += jnp.reshape(bias, (1,) * (y.ndim - 1) + (-1,))
+        if not self.has_variable("params", LORA_A):
+            return y
+        a, b = self.get_variable("params", LORA_A), self.get_variable("params", LORA_B)
+        lx = x.astype(jnp.float32)
+        if self.lora_dropout > 0 and self.has_rng("dropout"):
+            lx = nn.Dropout(self.lora_dropout, name="lora_dropout")(lx, deterministic=False)
+        delta = (lx @ a.T.astype(jnp.float32)) @ b.T.astype(jnp.float32)
+        return (y.astype(jnp.float32) + delta).astype(y.dtype)
+
+
 class Attention(nn.Module):
     """Self-attention block: q/k/v projections, q/k norm (per head: Qwen3; whole width: OLMoE),
     ``clip_qkv``, RoPE, GQA (with sinks: GPT-OSS), o_proj."""
@@ -230,6 +266,7 @@ class Attention(nn.Module):
     cfg: ModelConfig
     dtype: DType = jnp.float32
     param_dtype: DType = jnp.float32
+    lora_dropout: float = 0.0  # on the input of dense-layer LoRA adapters (see Dense)
 
     @nn.compact
     def __call__(
@@ -240,13 +277,8 @@ class Attention(nn.Module):
         keys/values placed at ``cache.index`` (``visible`` is ``[B, 1, 1, T, S]``); returns
         (output, (new keys, new values)) ``[B, T, KV, D]`` for the caller to write into the cache."""
         cfg = self.cfg
-        dense = lambda feats, name, use_bias: nn.Dense(  # noqa: E731
-            feats,
-            use_bias=use_bias,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            promote_dtype=promote_dtype,
-            name=name,
+        dense = lambda feats, name, use_bias: Dense(  # noqa: E731
+            feats, use_bias, self.dtype, self.param_dtype, self.lora_dropout, name=name
         )
         b, t, _ = x.shape
         q = dense(cfg.num_heads * cfg.head_dim, "q_proj", cfg.qkv_bias)(x)

@@ -11,8 +11,8 @@ A ``QuantizedArray`` sits in the params tree where the array was, and behaves li
 two things the model does with a frozen weight: index leading axes (``w[layer]``,
 ``w[experts]``: the expert weight sources of :mod:`rise_jax.models.expert_weights` read only the
 experts a dispatch step uses) and ``astype(dtype)``, which dequantises. So every dispatch,
-the decode path and the dense layers (``nn.Dense(promote_dtype=`` :func:`promote_dtype` ``)``) run unchanged, and a quantized stack is
-just the ``base`` of :class:`~rise_jax.models.expert_weights.SubstitutedExperts` in training.
+the decode path and the dense layers (:class:`~rise_jax.models.layers.Dense` calls
+:func:`promote_dtype`) run unchanged, and a quantized stack is just the ``base`` of :class:`~rise_jax.models.expert_weights.SubstitutedExperts` in training.
 
 Which leaves are quantized (:func:`is_quantizable`, by group): the routed experts' gate/up/down,
 the dense and shared-expert MLP kernels and the LM head by default, the attention q/k/v/o on
@@ -78,8 +78,8 @@ class QuantizedArray(struct.PyTreeNode):
 
 
 def promote_dtype(*args: Any, dtype: Any = None, inexact: bool = True) -> list[Any]:
-    """Flax's ``promote_dtype`` that first dequantises :class:`QuantizedArray` kernels (handed to
-    ``nn.Dense(promote_dtype=...)``, so the dense layers take quantized kernels unchanged)."""
+    """Flax's ``promote_dtype`` that first dequantises :class:`QuantizedArray` kernels (called by
+    :class:`~rise_jax.models.layers.Dense`, so the dense layers take quantized kernels unchanged)."""
     args = tuple(a.astype(dtype or a.dtype) if isinstance(a, QuantizedArray) else a for a in args)
     return flax_dtypes.promote_dtype(*args, dtype=dtype, inexact=inexact)
 

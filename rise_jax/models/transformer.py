@@ -45,9 +45,8 @@ from rise_jax.models.expert_weights import (
     StackLayerExperts,
     SubstitutedExperts,
 )
-from rise_jax.models.layers import Attention, KVCacheLayer, attention_visibility, make_norm, rope_cos_sin
+from rise_jax.models.layers import Attention, Dense, KVCacheLayer, attention_visibility, make_norm, rope_cos_sin
 from rise_jax.models.layout import LayerRun, layer_runs
-from rise_jax.models.quantized import promote_dtype
 
 Array = jax.Array
 DType = Any
@@ -64,7 +63,9 @@ class RuntimeOptions:
     backward pass; router_mode: ``deterministic`` (eval routing, the default) or
     ``sparsemixer_train`` (PhiMoE's stochastic training router; needs a ``router`` rng);
     expert_mesh: the device mesh whose ``model`` axis splits the experts, for expert-parallel
-    dispatch (:mod:`rise_jax.models.expert_parallel`; None: XLA partitions the dispatch).
+    dispatch (:mod:`rise_jax.models.expert_parallel`; None: XLA partitions the dispatch);
+    lora_dropout: dropout on the input of dense-layer LoRA adapters
+    (:class:`~rise_jax.models.layers.Dense`), active only when a ``dropout`` rng is passed.
     """
 
     dtype: DType = jnp.float32
@@ -73,11 +74,14 @@ class RuntimeOptions:
     remat: bool = False
     router_mode: str = "deterministic"
     expert_mesh: Any = None
+    lora_dropout: float = 0.0
 
     def __post_init__(self):
         if self.router_mode not in ROUTER_MODES:
             raise ValueError(f"router_mode must be one of {ROUTER_MODES}, got {self.router_mode!r}")
         dispatch_lib.resolve_impl(self.dispatch)
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
 
 
 class Experts(nn.Module):
@@ -174,9 +178,7 @@ class MoEBlock(nn.Module):
         out = Experts(cfg, opts, name="experts")(flat, dispatch_lib.ExpertChoice(idx, weights), override, stacked)
         if cfg.shared_expert_size:
             shared = DenseMLP(cfg, opts, cfg.shared_expert_size, name="shared_expert")(flat)
-            gate = nn.Dense(
-                1, use_bias=False, dtype=opts.dtype, param_dtype=opts.param_dtype, name="shared_expert_gate"
-            )
+            gate = Dense(1, False, opts.dtype, opts.param_dtype, opts.lora_dropout, name="shared_expert_gate")
             out = out + (jax.nn.sigmoid(gate(flat)) * shared).astype(out.dtype)
         info = (idx.reshape(b, t, -1), weights.reshape(b, t, -1), logits.reshape(b, t, -1))
         return out.reshape(b, t, h), info
@@ -191,14 +193,8 @@ class DenseMLP(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        dense = lambda f, name: nn.Dense(  # noqa: E731
-            f,
-            use_bias=False,
-            dtype=self.opts.dtype,
-            param_dtype=self.opts.param_dtype,
-            promote_dtype=promote_dtype,
-            name=name,
-        )
+        o = self.opts
+        dense = lambda f, name: Dense(f, False, o.dtype, o.param_dtype, o.lora_dropout, name=name)  # noqa: E731
         i = self.width or self.cfg.intermediate_size
         return dense(self.cfg.hidden_size, "down_proj")(nn.silu(dense(i, "gate_proj")(x)) * dense(i, "up_proj")(x))
 
@@ -269,7 +265,7 @@ class DecoderLayer(nn.Module):
         visible = shared.visible
         if shared.visible_sliding is not None:
             visible = jnp.where(layer.sliding, shared.visible_sliding, shared.visible)
-        attn, new_kv = Attention(cfg, opts.dtype, opts.param_dtype, name="attn")(
+        attn, new_kv = Attention(cfg, opts.dtype, opts.param_dtype, opts.lora_dropout, name="attn")(
             h, shared.cos, shared.sin, visible, layer_cache
         )
         x = x + attn
@@ -390,8 +386,8 @@ class MoEModel(nn.Module):
             layer_cls = nn.remat(DecoderLayer, prevent_cse=False) if opts.remat else DecoderLayer
             scanned = nn.scan(
                 layer_cls,
-                variable_axes={"params": 0},
-                split_rngs={"params": True, "router": True},
+                variable_axes={"params": 0, "intermediates": 0},
+                split_rngs={"params": True, "router": True, "dropout": True},
                 in_axes=(nn.broadcast, 0),  # (LayerShared, LayerSlice)
                 length=run.length,
             )
@@ -444,12 +440,7 @@ class MoEModel(nn.Module):
         if cfg.tie_word_embeddings:
             logits = embed.attend(x)
         else:
-            logits = nn.Dense(
-                cfg.vocab_size,
-                use_bias=cfg.lm_head_bias,
-                dtype=opts.dtype,
-                param_dtype=opts.param_dtype,
-                promote_dtype=promote_dtype,
-                name="lm_head",
+            logits = Dense(
+                cfg.vocab_size, cfg.lm_head_bias, opts.dtype, opts.param_dtype, opts.lora_dropout, name="lm_head"
             )(x)
         return ModelOutput(logits, x, info, new_cache)

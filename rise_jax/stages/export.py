@@ -32,7 +32,13 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> str:
     if LORA_DENSE in trained.weights:
         t = read_json_object(wd.train_config, "the train stage's config", ValueError)
         peft = export_peft_adapter(
-            trained.weights[LORA_DENSE], model.cfg, wd.export_peft, t["lora_rank"], t["lora_alpha"], path
+            trained.weights[LORA_DENSE],
+            model.cfg,
+            wd.export_peft,
+            t["lora_rank"],
+            t["lora_alpha"],
+            path,
+            t.get("lora_dropout", 0.0),
         )
         logging.info(f"PEFT adapter -> {peft}")
     elif os.path.isdir(wd.export_peft):  # a previous LoRA run's adapters do not describe this export

@@ -66,6 +66,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
             raise SettingError(f"config.train.lora_rank = {t.lora_rank!r}: must be >= 1")
         if t.get("extra_trainable", ""):
             raise SettingError(f"config.train.extra_trainable trains full weights; not with train.method={t.method}")
+        dropout = float(t.get("lora_dropout", 0.0))
+        if not 0.0 <= dropout < 1.0:
+            raise SettingError(f"config.train.lora_dropout = {t.lora_dropout!r}: must be in [0, 1)")
+        if dropout and (t.method == "rise_lora" or t.get("lora_all_experts", False)):
+            raise SettingError(
+                f"config.train.lora_dropout = {t.lora_dropout!r}: adapters inside experts train through "
+                "the merged weights W + scale (B A)^T, which leave no per-token adapter input to drop "
+                "(PEFT refuses lora_dropout on fused expert weights too); use 0, or method=lora without "
+                "lora_all_experts"
+            )
     if t.get("extra_trainable", "") and frozen_dtype(config):
         raise SettingError(
             f"config.train.extra_trainable = {t.extra_trainable!r} trains non-expert weights, which "
@@ -94,6 +104,7 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict:
         dispatch=config.model.dispatch,
         remat=t.remat,
         router_mode=t.router_mode,
+        lora_dropout=float(t.get("lora_dropout", 0.0)) if t.get("method", "experts") == "lora" else 0.0,
         **placement,
         **frozen_options(config),
     )

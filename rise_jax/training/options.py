@@ -36,6 +36,10 @@ class TrainOptions:
     method: str = "experts"
     lora_rank: int = 8
     lora_alpha: float = 8.0  # scale alpha / r = 1 (PEFT LoraConfig's defaults r = 8, alpha = 8)
+    # method=lora: dropout on the dense adapters' input, in training only (PEFT's lora_dropout).
+    # Adapters inside experts refuse it, as PEFT does for fused expert weights: the merged
+    # W + scale (B A)^T they train through has no per-token input to drop.
+    lora_dropout: float = 0.0
     lora_targets: str = r"attn/(q|k|v|o)_proj/kernel$"  # method=lora: regexes over parameter paths
     lora_all_experts: bool = False  # method=lora: adapters on every expert of every MoE layer too
     progress: bool = True

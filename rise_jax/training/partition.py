@@ -251,10 +251,23 @@ def init_dense_lora(
 
 def dense_lora_kernels(params: dict[str, Any], adapters: dict[str, Any], scale: Any) -> dict[str, Any]:
     """``W + scale · (B A)ᵀ`` for every kernel with adapters, as a subtree for :func:`overlay`
-    (fp32; ``overlay`` casts back to the base dtype)."""
+    (fp32; ``overlay`` casts back to the base dtype): the merged weights an export writes."""
     if LORA_A in adapters:
         return jax.lax.stop_gradient(as_float32(params)) + lora_delta(adapters[LORA_A], adapters[LORA_B], scale)
     return {k: dense_lora_kernels(params[k], sub, scale) for k, sub in adapters.items()}
+
+
+def with_dense_adapters(params: dict[str, Any], adapters: dict[str, Any], scale: Any) -> dict[str, Any]:
+    """``params`` with each adapted layer's ``lora_a`` and ``scale · lora_b`` placed beside its
+    ``kernel``, where :class:`~rise_jax.models.layers.Dense` adds ``B (A dropout(x))`` to ``x W``
+    (the training step's path: unmerged as in PEFT, so adapter dropout acts per token)."""
+    out = dict(params)
+    for key, sub in adapters.items():
+        if LORA_A in sub:  # the adapters of out[key] (a kernel): beside it, in its layer
+            out[LORA_A], out[LORA_B] = sub[LORA_A], scale * sub[LORA_B]
+        else:
+            out[key] = with_dense_adapters(params[key], sub, scale)
+    return out
 
 
 def expert_weights(trainable: TrainableExperts) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import optax
 from rise_jax.models.expert_weights import LORA_SCALE
 from rise_jax.models.lm_loss import lm_loss_sums
 from rise_jax.models.transformer import MoEModel, TrainableExperts
-from rise_jax.training.partition import EXTRA, LORA_DENSE, dense_lora_kernels, overlay
+from rise_jax.training.partition import EXTRA, LORA_DENSE, overlay, with_dense_adapters
 
 
 def make_optimizer(
@@ -71,12 +71,12 @@ def make_steps(model: MoEModel, tx: optax.GradientTransformation):
 
     def apply(weights, slots, base, ids, mask, **kw):
         params = overlay(base, weights.get(EXTRA))  # path-rule groups, when any
-        if LORA_DENSE in weights:  # the LoRA baseline: W + scale (B A)^T of the target kernels
-            params = overlay(params, dense_lora_kernels(params, weights[LORA_DENSE], slots[LORA_SCALE]))
+        if LORA_DENSE in weights:  # the LoRA baseline: x W + scale B (A dropout(x)) at the targets
+            params = with_dense_adapters(params, weights[LORA_DENSE], slots[LORA_SCALE])
         return model.apply({"params": params}, ids, mask, trainable_experts=TrainableExperts(weights, slots), **kw)
 
     def nll_sums(weights, slots, base, ids, mask, loss_mask, rng):
-        out = apply(weights, slots, base, ids, mask, rngs={"router": rng})
+        out = apply(weights, slots, base, ids, mask, rngs=step_rngs(rng))
         return lm_loss_sums(out.logits, ids, loss_mask)
 
     def loss_fn(*args):
@@ -147,6 +147,12 @@ def make_steps(model: MoEModel, tx: optax.GradientTransformation):
         return run
 
     return checked(jit_grad), jax.jit(apply_step, donate_argnums=(1, 2)), checked(jit_eval)
+
+
+def step_rngs(rng: jax.Array) -> dict[str, jax.Array]:
+    """The rng streams of a training step's forward pass, from its one ``rng``: ``router``
+    (PhiMoE's stochastic training router) and ``dropout`` (dense LoRA adapters' input dropout)."""
+    return {"router": rng, "dropout": jax.random.fold_in(rng, 1)}
 
 
 def check_owner_layout(model: MoEModel, weights: dict[str, Any], slots: dict[str, Any]) -> None:
