@@ -12,7 +12,8 @@ two things the model does with a frozen weight: index leading axes (``w[layer]``
 ``w[experts]``: the expert weight sources of :mod:`rise_jax.models.expert_weights` read only the
 experts a dispatch step uses) and ``astype(dtype)``, which dequantises. So every dispatch,
 the decode path and the dense layers (:class:`~rise_jax.models.layers.Dense` calls
-:func:`promote_dtype`) run unchanged, and a quantized stack is just the ``base`` of :class:`~rise_jax.models.expert_weights.SubstitutedExperts` in training.
+:func:`promote_dtype`) run unchanged, and a quantized stack is just the ``base`` of
+:class:`~rise_jax.models.expert_weights.SubstitutedExperts` in training.
 
 Which leaves are quantized (:func:`is_quantizable`, by group): the routed experts' gate/up/down,
 the dense and shared-expert MLP kernels and the LM head by default, the attention q/k/v/o on
