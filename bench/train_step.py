@@ -3,6 +3,8 @@ full-size Qwen3-30B-A3B RISE training step from abstract shapes.
 
     python bench/train_step.py [--k 16] [--repeats 5] [--memory-ks 8,16,32,64,128] [--lora-ranks 8,16,64] [--skip-step]
     python bench/train_step.py --method lora --skip-memory   # LoRA baseline vs HF + peft, RISE+LoRA
+                                        # (--method rise_lora: the same table; --lora-dropout P: both
+                                        # sides drop the dense adapters' input)
     python bench/train_step.py --gpu    # HF on CUDA, JAX on its GPU backend (fp32, no TF32), plus the
                                         # real peak memory of a full-size Qwen3-30B-A3B step (random bf16 weights)
 
@@ -125,7 +127,9 @@ def bench_step(batch: int, seq: int, k: int, repeats: int, gpu: bool = False, di
 PAPER_TABLE12_GB = {8: 64.7, 128: 72.0}  # RISE paper Table 12 (one H200), the endpoints quoted in the issue
 
 
-def bench_lora_step(batch: int, seq: int, k: int, rank: int, repeats: int, gpu: bool = False) -> None:
+def bench_lora_step(
+    batch: int, seq: int, k: int, rank: int, repeats: int, gpu: bool = False, dropout: float = 0.0
+) -> None:
     """Step time of the LoRA methods on the mid-size config (fp32, AdamW): the baseline
     (``train.method=lora``, attention q/k/v/o) against HF torch + peft with the same targets, and
     RISE+LoRA (adapters inside K selected experts) against our own full-expert RISE step — peft
@@ -148,7 +152,7 @@ def bench_lora_step(batch: int, seq: int, k: int, rank: int, repeats: int, gpu: 
         model = peft.get_peft_model(
             hf,
             peft.LoraConfig(
-                r=rank, lora_alpha=rank, lora_dropout=0.0, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]
+                r=rank, lora_alpha=rank, lora_dropout=dropout, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]
             ),
         )
         params = [p for p in model.parameters() if p.requires_grad]
@@ -164,7 +168,7 @@ def bench_lora_step(batch: int, seq: int, k: int, rank: int, repeats: int, gpu: 
 
         results[f"peft lora ({name})"] = median_time(hf_step, repeats=repeats)
         del hf, model, opt
-    model, base = rise_jax.load_model(tmp, dtype="float32", dispatch="auto", progress=False)
+    model, base = rise_jax.load_model(tmp, dtype="float32", dispatch="auto", progress=False, lora_dropout=dropout)
     experts = pick_experts(cfg["num_hidden_layers"], cfg["num_experts"], k)
     tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(2e-5))
     grad_step, apply_step, _ = make_steps(model, tx)
@@ -185,7 +189,10 @@ def bench_lora_step(batch: int, seq: int, k: int, rank: int, repeats: int, gpu: 
         our_step()
         results[label] = median_time(our_step, repeats=repeats, warmup=0)
     best = min(v for n, v in results.items() if n.startswith("peft"))
-    print(f"\nLoRA training step, mid-size Qwen3-MoE, batch {batch} x {seq}, fp32, {device_label(gpu)}, rank {rank}")
+    print(
+        f"\nLoRA training step, mid-size Qwen3-MoE, batch {batch} x {seq}, fp32, {device_label(gpu)}, rank {rank}, "
+        f"dense-adapter dropout {dropout}"
+    )
     print(f"{'implementation':34s} {'s/step':>8s} {'tokens/s':>9s} {'vs best peft':>12s}")
     for name, t in results.items():
         print(f"{name:34s} {t:8.3f} {batch * seq / t:9.0f} {best / t:11.2f}x")
@@ -369,10 +376,13 @@ def main() -> None:
     ap.add_argument("--gpu", action="store_true", help="time on the GPU and measure the full-size step's real peak")
     ap.add_argument("--memory-ks", default="8,16,32,64,128", help="K values of the full-size memory table (Table 12)")
     ap.add_argument("--lora-ranks", default="8,16,64", help="RISE+LoRA ranks of the full-size accounting (K = 128)")
-    ap.add_argument("--method", default="experts", choices=("experts", "lora"), help="lora: time the LoRA methods")
+    ap.add_argument(
+        "--method", default="experts", choices=("experts", "lora", "rise_lora"), help="lora, rise_lora: the LoRA table"
+    )
+    ap.add_argument("--lora-dropout", type=float, default=0.0, help="dropout on the dense adapters' input (lora)")
     args = ap.parse_args()
-    if not args.skip_step and args.method == "lora":
-        bench_lora_step(4, 512, args.k, 8, args.repeats, gpu=args.gpu)
+    if not args.skip_step and args.method in ("lora", "rise_lora"):
+        bench_lora_step(4, 512, args.k, 8, args.repeats, gpu=args.gpu, dropout=args.lora_dropout)
     elif not args.skip_step:
         bench_step(4, 512, args.k, args.repeats, gpu=args.gpu, dispatch=args.dispatch)
     if args.skip_memory:
