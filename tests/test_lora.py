@@ -157,7 +157,10 @@ def test_rise_lora_runs_stats_to_eval_and_exports_the_merged_experts(lora_run):
     assert summary["status"] == "completed" and summary["method"] == "rise_lora"
     from rise_jax.stages.report import _training_section
 
-    assert "Method: RISE+LoRA" in "".join(_training_section(summary))
+    assert summary["lora"] == {"rank": 2, "alpha": 4.0}
+    assert "Method: RISE+LoRA — low-rank adapters inside the selected experts (`rise_lora`), rank 2, alpha 4." in (
+        "".join(_training_section(summary))
+    )
     assert summary["trainable_parameters"] == 4 * 3 * 2 * (32 + 16)  # K x 3 projections x r x (in + out)
     res = json.load(open(os.path.join(wd, "eval", "results.json")))["results"]
     assert res["trained"]["perplexity"]["bn"]["perplexity"] != res["base"]["perplexity"]["bn"]["perplexity"]
@@ -403,6 +406,13 @@ def test_the_lora_baseline_runs_through_the_pipeline_and_exports_a_peft_adapter(
     launch.run(c, wd)
     summary = json.load(open(os.path.join(wd, "train", "summary.json")))
     assert summary["method"] == "lora" and summary["status"] == "completed"
+    lora = {"rank": 2, "alpha": 8.0, "targets": r"attn/(q|k|v|o)_proj/kernel$", "dropout": 0.1, "all_experts": False}
+    assert summary["lora"] == lora
+    from rise_jax.stages.report import _training_section
+
+    assert r"rank 2, alpha 8, targets `attn/(q|k|v|o)_proj/kernel$`, dropout 0.1." in "".join(
+        _training_section(summary)
+    )
     assert summary["trainable_parameters"] == 4 * 2 * (
         2 * (32 + 32) + 2 * (32 + 16)
     )  # 4 layers: q, o 32->32; k, v 32->16

@@ -233,6 +233,12 @@ def _training_section(train: dict | None) -> list[str]:
         return ["## Training\n", "The train stage has not run.\n"]
     ho, last = train.get("held_out_loss"), train.get("final_loss")
     method = TRAIN_METHOD_NAMES.get(train.get("method", "experts"), train.get("method", "experts"))
+    lora = train.get("lora")
+    if lora:
+        method += f", rank {lora['rank']}, alpha {lora['alpha']:g}"
+        if "targets" in lora:
+            method += f", targets `{lora['targets']}`, dropout {lora['dropout']:g}"
+            method += ", also inside every expert" if lora.get("all_experts") else ""
     return [
         "## Training\n",
         f"Method: {method}.\n\n"

@@ -152,6 +152,14 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict:
         truncated=data.truncated,
         source=dataclasses.asdict(spec),
     )
+    if method != "experts":  # the adapters' settings, for the report and whoever reads the run
+        summary["lora"] = {"rank": int(t.lora_rank), "alpha": float(t.lora_alpha)}
+        if method == "lora":
+            summary["lora"].update(
+                targets=t.lora_targets,
+                dropout=float(t.get("lora_dropout", 0.0)),
+                all_experts=bool(t.get("lora_all_experts", False)),
+            )
     if result["status"] == "completed":
         save_trained_experts(out, result["trainable"])
         shutil.copyfile(wd.selection, wd.train_selection)
