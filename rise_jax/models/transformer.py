@@ -6,6 +6,8 @@ Layers are ``nn.scan``-ned so compile time does not grow with depth. Consecutive
 same kind (MoE or dense MLP) form one scanned *run*; all-MoE checkpoints have a single run named
 ``layers``. Mixed models (``mlp_only_layers``,
 ``decoder_sparse_step``) get runs ``layers_0``, ``layers_1``, ... (:mod:`rise_jax.models.layout`).
+Values sown into (or captured by ``capture_intermediates`` in) the ``intermediates`` collection
+inside a run come back stacked per layer, ``[n, ...]``.
 
 Parameter tree (leading axis ``[n]`` = layers of the run; kernels are ``[in, out]``)::
 
