@@ -247,13 +247,20 @@ def test_interrupted_and_resumed_training_equals_uninterrupted(tmp_path, loaded,
     assert os.listdir(tmp_path / "a" / "tensorboard")
 
 
-def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_good_state(tmp_path, loaded):
+@pytest.mark.parametrize("method", ["experts", "rise_lora"])
+def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_good_state(tmp_path, loaded, method):
     model, params = loaded
-    trainable = partition.init_trainable(params, model.cfg, SELECTED)
-    w = trainable.weights["layers"]
-    bad = trainable._replace(
-        weights={**trainable.weights, "layers": {**w, "down_proj": w["down_proj"].at[0, 0, 0].set(jnp.inf)}}
-    )
+    if method == "experts":
+        trainable = partition.init_trainable(params, model.cfg, SELECTED)
+        w = trainable.weights["layers"]
+        bad = trainable._replace(
+            weights={**trainable.weights, "layers": {**w, "down_proj": w["down_proj"].at[0, 0, 0].set(jnp.inf)}}
+        )
+    else:  # an adapter gone infinite
+        trainable = partition.init_lora(model.cfg, SELECTED, 2, 2.0)
+        w = trainable.weights["layers"]
+        down = {**w["down_proj"], "lora_b": w["down_proj"]["lora_b"].at[0, 0, 0].set(jnp.inf)}
+        bad = trainable._replace(weights={**trainable.weights, "layers": {**w, "down_proj": down}})
     opts = TrainOptions(epochs=1, batch_size=2, grad_accum=1, progress=False)
     with pytest.raises(
         TrainingError,
