@@ -6,6 +6,7 @@ per-device share of the sharded parameters. Prints one JSON object.
 ``ep_data`` (expert-parallel on a 2 (data) x 4 (model) mesh, batch split over data) or ``xla``
 (parameters placed, partitioning left to XLA)."""
 
+import dataclasses
 import json
 import sys
 
@@ -148,6 +149,27 @@ def main(path: str, dispatch: str = "auto", placement: str = "ep") -> None:
     out["lora_grad_rel_err"] = max(
         float(np.abs(_flat(lora[0][1][k]) - _flat(lora[1][1][k])).max() / np.abs(_flat(lora[0][1][k])).max())
         for k in lora[0][1]
+    )
+
+    # The LoRA baseline: dense adapters (B non-zero) with dropout on their input. With the batch
+    # replicated the step draws the same masks as on one device (partitionable threefry); split
+    # over data, each group draws its own, so that placement checks the dropout-free step.
+    p = 0.3 if mesh.shape[DATA] == 1 else 0.0
+    dense = []
+    for params in (single, sharded):
+        m = model if params is single else smodel
+        grad_step, _, _ = make_steps(m.clone(opts=dataclasses.replace(m.opts, lora_dropout=p)), tx)
+        trainable = partition.init_dense_lora(params, [partition.DEFAULT_LORA_TARGETS], 4, 8.0, seed=1)
+        weights = jax.tree_util.tree_map_with_path(
+            lambda path, x: x + 0.1 if path[-1].key == "lora_b" else x, trainable.weights
+        )
+        i, msk = (ids, mask) if params is single else jax.device_put((ids, mask), batch)
+        loss, _, grads = grad_step(weights, trainable.slots, params, i, msk, msk, jax.random.PRNGKey(3))
+        dense.append((float(loss), [np.asarray(g) for g in jax.tree_util.tree_leaves(grads)]))
+    out["dense_lora_dropout"] = p
+    out["dense_lora_loss_err"] = abs(dense[0][0] - dense[1][0])
+    out["dense_lora_grad_rel_err"] = max(
+        float(np.abs(x - y).max() / np.abs(x).max()) for x, y in zip(dense[0][1], dense[1][1], strict=True)
     )
 
     # Greedy generation.

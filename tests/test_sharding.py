@@ -63,6 +63,13 @@ def test_rise_lora_step_equals_single_device(sharded_results):
     assert sharded_results["lora_grad_rel_err"] < 1e-5
 
 
+def test_the_lora_baseline_step_with_adapter_dropout_equals_single_device(sharded_results):
+    # Batch replicated (model-only mesh): dropout 0.3, the same masks as on one device.
+    assert sharded_results["dense_lora_dropout"] == (0.3 if sharded_results["batch_shards"] == 1 else 0.0)
+    assert sharded_results["dense_lora_loss_err"] < 1e-5
+    assert sharded_results["dense_lora_grad_rel_err"] < 1e-5
+
+
 def test_greedy_generation_equals_single_device(sharded_results):
     assert sharded_results["generation_equal"]
 
