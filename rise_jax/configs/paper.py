@@ -16,7 +16,7 @@ exactly, replay its OpenCompass predictions: ``--config.data.source=opencompass
 
 from rise_jax.config_values import comma_list
 from rise_jax.configs.base import get_base_config
-from rise_jax.selection.algorithms import METHODS
+from rise_jax.selection.methods import METHODS
 
 TYDIQA_LANGUAGES = "ar,bn,en,fi,id,ko,ru,sw,te"
 MGSM_LANGUAGES = "bn,de,en,es,fr,ja,ru,sw,th,zh"

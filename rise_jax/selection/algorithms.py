@@ -28,7 +28,6 @@ from rise_jax.errors import RiseError
 from rise_jax.zones import DEFAULT_RATIOS, ZONES, zone_of, zone_ranges
 
 EPS = 1e-8
-METHODS = ("rise", "random", "topk", "esft_gate", "esft_token")  # config.select.method
 
 
 class SelectionError(RiseError, ValueError):

@@ -15,52 +15,32 @@ from rise_jax.reporting import plots
 from rise_jax.routing.stats import RoutingStats
 from rise_jax.selection import algorithms as alg
 from rise_jax.selection.artefact import build_artefact, save_selection
+from rise_jax.selection.methods import SelectionInputs, get_method
 from rise_jax.stages.common import checkpoint_path, zone_ratios
 from rise_jax.stages.registry import Stage
 from rise_jax.workdir import Workdir
 from rise_jax.zones import ZONES
 
-METHODS = alg.METHODS
-
 
 def select(stats: RoutingStats, c: ml_collections.ConfigDict) -> dict[str, Any]:
     """Run ``c.method`` on ``stats``; returns the artefact dict (nothing written)."""
-    if c.method not in METHODS:
-        raise alg.SelectionError(f"unknown selection method {c.method!r}; choose one of {', '.join(METHODS)}")
+    method = get_method(c.method, "config.select.method")
     target = get_language(c.target).code
-    t = stats.index(target)
     freq = stats.frequencies()
-    num_layers, num_experts = stats.num_layers, stats.num_experts
-    budgets = None
-    zones_used = tuple(comma_list(c.zones))
     zr = zone_ratios(c)
-    params: dict[str, Any] = {"k": int(c.k)}
-    if c.method == "rise":
-        ratios = tuple(float(r) for r in c.ratios)
-        chosen, budgets = alg.rise_select(freq, t, int(c.k), ratios, float(c.alpha), zones_used, zr)
-        params.update(ratios=list(ratios), alpha=float(c.alpha), zones_used=list(zones_used))
-    elif c.method == "random":
-        chosen = alg.random_select(num_layers, num_experts, int(c.k), int(c.seed), zr)
-        params.update(seed=int(c.seed))
-    elif c.method == "topk":
-        chosen = alg.topk_select(freq[t], int(c.k), zr)
-    elif c.method == "esft_gate":
-        chosen = alg.esft_select(stats.gate_scores()[t], float(c.p_gate), "gate", zr)
-        params = {"p": float(c.p_gate)}
-    else:
-        chosen = alg.esft_select(freq[t] / stats.top_k, float(c.p_token), "token", zr)
-        params = {"p": float(c.p_token)}
-    rho = alg.interference_mass(freq, chosen)
+    inputs = SelectionInputs(freq, stats.index(target), stats.top_k, stats.gate_scores, zr)
+    choice = method.select(inputs, c)
+    rho = alg.interference_mass(freq, choice.experts)
     interference = {lang: float(rho[i]) for i, lang in enumerate(stats.languages) if lang != target}
     return build_artefact(
         c.method,
-        params,
+        choice.params,
         stats.model,
         target,
         stats.languages,
-        chosen,
+        choice.experts,
         interference,
-        budgets,
+        choice.budgets,
         stats_path="routing_stats",
         zone_ratios=zr,
     )
@@ -68,21 +48,15 @@ def select(stats: RoutingStats, c: ml_collections.ConfigDict) -> dict[str, Any]:
 
 def validate(config: ml_collections.ConfigDict) -> None:
     c = config.select
-    if c.method not in METHODS:
-        raise alg.SelectionError(
-            f"unknown selection method {c.method!r} (config.select.method); choose one of {', '.join(METHODS)}"
-        )
+    method = get_method(c.method, "config.select.method")
     unknown = [z for z in comma_list(c.zones) if z not in ZONES]
     if unknown or not comma_list(c.zones):
         raise alg.SelectionError(f"config.select.zones = {c.zones!r}: choose a non-empty subset of {', '.join(ZONES)}")
     zone_ratios(c)
     positive_ints(config, "select.k")
-    if c.method == "rise":
-        try:
-            alg.check_budget_ratios(tuple(float(r) for r in c.ratios))
-        except (TypeError, ValueError) as err:
-            raise alg.SelectionError(f"config.select.ratios: {err}") from err
-    if c.method in ("rise", "random", "topk") and os.path.isfile(os.path.join(config.model.checkpoint, "config.json")):
+    if method.validate is not None:
+        method.validate(c)
+    if method.takes_k and os.path.isfile(os.path.join(config.model.checkpoint, "config.json")):
         cfg, _ = read_hf_config(config.model.checkpoint)  # K against the pool before hours of replay
         if int(c.k) > cfg.num_moe_layers * cfg.num_experts:
             raise alg.SelectionError(
