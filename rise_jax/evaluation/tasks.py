@@ -1,11 +1,14 @@
 """Per-language evaluation tasks: MGSM, SQuAD-format QA (TyDiQA-GoldP, XQuAD), open QA
-(TriviaQA), perplexity, multiple-choice log-likelihood (ours, MMLU, ARC, HellaSwag) and Belebele. Each returns a :class:`TaskResult`: the scores
-``{metric: value, n, skipped, truncated}`` of one language and, for the generative tasks (MGSM,
-QA, open QA), one record per example — what the model was given, what it wrote, the reference and the
-score (the eval stage saves them as ``eval/generations/<variant>/<task>/<lang>.jsonl``).
+(TriviaQA), perplexity, multiple-choice log-likelihood (ours, MMLU, ARC, HellaSwag) and
+Belebele. Each returns a :class:`TaskResult`: the scores ``{metric: value, n, skipped,
+truncated}`` of one language and, for the generative tasks (MGSM, QA, open QA), one record per
+example — what the model was given, what it wrote, the reference and the score (the eval stage
+saves them as ``eval/generations/<variant>/<task>/<lang>.jsonl``).
 
 Task configs (``ml_collections`` or dicts) carry ``kind`` plus the fields read below; the eval
-stage documents them with the defaults in ``configs/base.py``.
+stage documents them with the defaults in ``configs/base.py``. :data:`TASK_KINDS` registers each
+kind (a :class:`TaskKind`: its function, primary metric and config checks); a new kind is its
+function and one entry there.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -43,7 +46,6 @@ from rise_jax.models.lm_loss import token_log_probs
 from rise_jax.models.routers import RouterEdit
 from rise_jax.models.transformer import MoEModel
 
-TASK_KINDS = ("mgsm", "qa", "open_qa", "perplexity", "multiple_choice", "belebele")
 LONG_PROMPT_POLICIES = ("skip", "truncate")
 PERPLEXITY_WINDOWS = ("truncate", "rolling")
 DEFAULT_OPEN_QA_TEMPLATE = "Question: {question}\nAnswer:"  # lm-eval's triviaqa prompt
@@ -484,26 +486,52 @@ def eval_belebele(ev: Evaluator, task: Any, language: str, max_samples: int) -> 
     return TaskResult(_choice_accuracy(ev, [belebele_prompt(i) for i in items], letters, [i["answer"] for i in items]))
 
 
-TASK_FUNCTIONS = {
-    "mgsm": eval_mgsm,
-    "qa": eval_qa,
-    "open_qa": eval_open_qa,
-    "perplexity": eval_perplexity,
-    "multiple_choice": eval_multiple_choice,
-    "belebele": eval_belebele,
+@dataclasses.dataclass(frozen=True)
+class TaskKind:
+    """One task kind (``eval.tasks.<name>.kind``). ``run(ev, task, language, max_samples)`` scores
+    one language; ``primary``: the metric tables, logs and correlations use; ``general``: the
+    columns of the general-ability table (default: ``primary``); ``validate(task, where)``: cheap
+    checks of its own config fields (``where`` = ``eval.tasks.<name>``), before any stage runs."""
+
+    name: str
+    run: Callable[[Evaluator, Any, str, int], TaskResult]
+    primary: str
+    general: tuple[str, ...] = ()
+    validate: Callable[[Any, str], None] | None = None
+
+    @property
+    def general_metrics(self) -> tuple[str, ...]:
+        return self.general or (self.primary,)
+
+
+def _check_perplexity(task: Any, where: str) -> None:
+    window = task.get("window", "truncate")
+    if window not in PERPLEXITY_WINDOWS:
+        raise EvalError(f"{where}.window = {window!r}; choose one of {', '.join(PERPLEXITY_WINDOWS)}")
+
+
+TASK_KINDS: dict[str, TaskKind] = {
+    k.name: k
+    for k in (
+        TaskKind("mgsm", eval_mgsm, "accuracy"),
+        TaskKind("qa", eval_qa, "f1"),
+        TaskKind("open_qa", eval_open_qa, "exact_match", general=("exact_match", "f1")),
+        TaskKind("perplexity", eval_perplexity, "perplexity", validate=_check_perplexity),
+        TaskKind("multiple_choice", eval_multiple_choice, "accuracy", general=("accuracy", "accuracy_norm")),
+        TaskKind("belebele", eval_belebele, "accuracy"),
+    )
 }
-PRIMARY_METRIC = {
-    "mgsm": "accuracy",
-    "qa": "f1",
-    "open_qa": "exact_match",
-    "perplexity": "perplexity",
-    "multiple_choice": "accuracy",
-    "belebele": "accuracy",
-}
+
+
+def get_task_kind(kind: Any, where: str = "task") -> TaskKind:
+    """The registered kind ``kind``; the error lists the registered ones."""
+    if kind not in TASK_KINDS:
+        raise EvalError(f"{where}.kind = {kind!r}; choose one of {', '.join(TASK_KINDS)}")
+    return TASK_KINDS[kind]
 
 
 def run_task(ev: Evaluator, task: Any, language: str, max_samples: int = 0) -> TaskResult:
     """One task on one language; ``task.kind`` picks the function."""
-    if task.kind not in TASK_FUNCTIONS:
+    if task.kind not in TASK_KINDS:
         raise EvalError(f"unknown task kind {task.kind!r}; choose one of {', '.join(TASK_KINDS)}")
-    return TASK_FUNCTIONS[task.kind](ev, task, get_language(language).code, max_samples)
+    return TASK_KINDS[task.kind].run(ev, task, get_language(language).code, max_samples)

@@ -26,7 +26,7 @@ from absl import logging
 
 from rise_jax.config_values import comma_list, int_ranges
 from rise_jax.errors import RiseError
-from rise_jax.evaluation.tasks import PRIMARY_METRIC
+from rise_jax.evaluation.tasks import TASK_KINDS
 from rise_jax.io_utils import read_json_object, write_json_atomic, write_text_atomic
 from rise_jax.reporting import plots
 from rise_jax.routing.analysis import performance_alignment
@@ -98,7 +98,7 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
         if task not in scored:
             raise CorrelationError(f"{wd.eval_results}: no {c.variant} results for task {task!r}")
         kind = config.eval.tasks[task].kind if task in config.eval.tasks else task
-        metric = PRIMARY_METRIC.get(kind, "accuracy")
+        metric = TASK_KINDS[kind].primary if kind in TASK_KINDS else "accuracy"
         per_lang = {lang: s[metric] for lang, s in scored[task].items() if metric in s}
         try:
             r = performance_alignment(per_lang, divergence, layers)

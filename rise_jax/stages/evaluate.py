@@ -28,7 +28,7 @@ from rise_jax.config_values import comma_list, int_ranges, positive_ints
 from rise_jax.data.languages import parse_languages
 from rise_jax.evaluation import interventions as iv
 from rise_jax.evaluation.generate import stop_token_ids
-from rise_jax.evaluation.tasks import PERPLEXITY_WINDOWS, PRIMARY_METRIC, TASK_KINDS, EvalError, Evaluator, run_task
+from rise_jax.evaluation.tasks import TASK_KINDS, EvalError, Evaluator, get_task_kind, run_task
 from rise_jax.io_utils import (
     ensure_writable_dir,
     read_json_object,
@@ -149,16 +149,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
     unknown = [v for v in comma_list(e.variants) if v not in VARIANTS]
     if unknown:
         raise EvalError(f"config.eval.variants: unknown {unknown}; choose from {', '.join(VARIANTS)}")
-    _names(e.variants, "eval variant(s)", VARIANTS)
+    if not comma_list(e.variants):
+        raise EvalError("no eval variant(s) given")
     unknown_general = [n for n in comma_list(e.get("general", "")) if n not in e.tasks]
     if unknown_general:
         raise EvalError(f"config.eval.general: unknown task(s) {unknown_general}; choose from {', '.join(e.tasks)}")
     for name in _names(e.run, "eval task(s)", list(e.tasks.keys())):
-        if e.tasks[name].kind not in TASK_KINDS:
-            raise EvalError(f"eval.tasks.{name}.kind = {e.tasks[name].kind!r}; choose one of {', '.join(TASK_KINDS)}")
-        window = e.tasks[name].get("window", "truncate")
-        if e.tasks[name].kind == "perplexity" and window not in PERPLEXITY_WINDOWS:
-            raise EvalError(f"eval.tasks.{name}.window = {window!r}; choose one of {', '.join(PERPLEXITY_WINDOWS)}")
+        kind = get_task_kind(e.tasks[name].kind, f"eval.tasks.{name}")
+        if kind.validate is not None:
+            kind.validate(e.tasks[name], f"eval.tasks.{name}")
     positive_ints(config, "eval.batch_size")
 
 
@@ -206,7 +205,7 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
                     scores["generations"] = os.path.relpath(path, wd.root)
                 results.setdefault(variant, {}).setdefault(name, {})[lang] = scores
                 write_json_atomic(results_file, {"config": config_record, "results": results})
-                metric = PRIMARY_METRIC[task.kind]
+                metric = TASK_KINDS[task.kind].primary
                 logging.info(f"eval {variant} {name} {lang}: {metric} {scores[metric]:.2f} (n={scores['n']})")
 
     write_text_atomic(wd.eval_table, results_markdown(results, e))
@@ -219,7 +218,7 @@ def results_markdown(results: dict[str, Any], e: ml_collections.ConfigDict) -> s
     task_names = [n for n in e.tasks.keys() if any(n in r for r in results.values())]
     for name in task_names:
         kind = e.tasks[name].kind
-        metric = PRIMARY_METRIC[kind]
+        metric = TASK_KINDS[kind].primary
         per_variant = {v: r[name] for v, r in results.items() if name in r}
         languages = list(next(iter(per_variant.values())))
         title = f"### {name}: {metric}" if kind == name else f"### {name} ({kind}): {metric}"
@@ -238,7 +237,6 @@ def results_markdown(results: dict[str, Any], e: ml_collections.ConfigDict) -> s
     return "\n".join(parts)
 
 
-GENERAL_METRICS = {"open_qa": ("exact_match", "f1"), "multiple_choice": ("accuracy", "accuracy_norm")}
 _SHORT = {"exact_match": "EM", "f1": "F1", "accuracy": "acc", "accuracy_norm": "acc_norm", "perplexity": "ppl"}
 
 
@@ -248,8 +246,7 @@ def general_table(results: dict[str, Any], e: ml_collections.ConfigDict, names: 
     for the published benchmarks)."""
     columns, rows = [], {v: [] for v in results}
     for name in names:
-        kind = e.tasks[name].kind
-        for metric in GENERAL_METRICS.get(kind, (PRIMARY_METRIC[kind],)):
+        for metric in TASK_KINDS[e.tasks[name].kind].general_metrics:
             columns.append(f"{name} {_SHORT.get(metric, metric)}")
             for variant, per_task in results.items():
                 vals = [s[metric] for s in per_task.get(name, {}).values() if metric in s]

@@ -20,7 +20,7 @@ from typing import Any
 import ml_collections
 from absl import logging
 
-from rise_jax.evaluation.tasks import PRIMARY_METRIC
+from rise_jax.evaluation.tasks import TASK_KINDS
 from rise_jax.io_utils import write_text_atomic
 from rise_jax.reporting import plots
 from rise_jax.stages.registry import Stage
@@ -135,7 +135,7 @@ def _steering_lines(config: ml_collections.ConfigDict, results: dict | None) -> 
     for task, langs in res["steered"].items():
         if task not in res[base_name]:
             continue
-        metric = PRIMARY_METRIC[config.eval.tasks[task].kind]
+        metric = TASK_KINDS[config.eval.tasks[task].kind].primary
         deltas = {
             lang: v[metric] - res[base_name][task][lang][metric]
             for lang, v in langs.items()
@@ -263,7 +263,7 @@ def _results_section(
         per_variant = {v: r[task_name] for v, r in res.items() if task_name in r}
         if not per_variant:
             continue
-        metric = PRIMARY_METRIC[config.eval.tasks[task_name].kind]
+        metric = TASK_KINDS[config.eval.tasks[task_name].kind].primary
         languages = list(next(iter(per_variant.values())))
         values = {v: {lang: s[metric] for lang, s in langs.items()} for v, langs in per_variant.items()}
         figure = wd.path(f"report_{task_name}.png")
