@@ -100,26 +100,6 @@ def test_blocked_dispatch_in_bf16_matches_dense_to_bf16_round_off(block):
     np.testing.assert_allclose(np.asarray(got, np.float32), want, atol=0.05 * float(jnp.abs(want).max()))
 
 
-@pytest.mark.parametrize("window", [8, 16])
-def test_grouped_matmul_equals_ragged_dot_with_empty_groups_and_trailing_rows(window):
-    from rise_jax.models.grouped_matmul import grouped_matmul
-
-    rng = np.random.RandomState(3)
-    lhs = jnp.asarray(rng.randn(50, 8).astype(np.float32))
-    rhs = jnp.asarray(rng.randn(5, 8, 6).astype(np.float32))
-    sizes = jnp.asarray([10, 0, 25, 13, 0], jnp.int32)  # 48 of 50 rows: the last two are zero
-
-    def f(gmm, lhs, rhs):
-        return jnp.sum(jnp.sin(gmm(lhs, rhs, sizes)))
-
-    ours = lambda l_, r_, s_: grouped_matmul(l_, r_, s_, window=window)  # noqa: E731
-    np.testing.assert_allclose(ours(lhs, rhs, sizes), jax.lax.ragged_dot(lhs, rhs, sizes), atol=1e-5)
-    g_ours = jax.grad(f, argnums=(1, 2))(ours, lhs, rhs)
-    g_ref = jax.grad(f, argnums=(1, 2))(jax.lax.ragged_dot, lhs, rhs)
-    for a, b in zip(g_ours, g_ref, strict=True):
-        np.testing.assert_allclose(a, b, atol=1e-5)
-
-
 def test_weight_gradients_only_for_trainable_experts_when_asked():
     x, wg, wu, wd, idx, w = _problem()
     trainable = jnp.asarray([True, False, True, False, False, True])

@@ -1,15 +1,15 @@
-"""``grouped_matmul``: ``jax.lax.ragged_dot`` semantics, computed efficiently on CPU.
+"""The grouped expert MLP on CPU: ``jax.lax.ragged_dot`` semantics without its dense emulation.
 
-``out[r] = lhs[r] @ rhs[g(r)]`` where rows are grouped contiguously: the first ``sizes[0]`` rows
-use ``rhs[0]``, the next ``sizes[1]`` use ``rhs[1]``, and so on. XLA's CPU backend emulates
-``ragged_dot`` with a dense masked computation over all groups (G times the FLOPs; see
-``bench/forward.py``). Here a ``scan`` over groups reads each group's weight once, and an inner
-``while_loop`` walks the group's rows in fixed windows of ``W`` rows; the last, partial window of a
-group is masked on write. Work is ``sum_g ceil(size_g / W)`` window matmuls, exact and dropless.
+Rows come sorted by expert: the first ``sizes[0]`` rows use expert 0, the next ``sizes[1]`` expert
+1, and so on. XLA's CPU backend emulates ``ragged_dot`` with a dense masked computation over all
+groups (G times the FLOPs; see ``bench/forward.py``). Here a ``scan`` over experts reads each
+expert's weights once, and an inner ``while_loop`` walks its rows in fixed windows of ``W`` rows,
+each window through all three matmuls of the MLP; the last, partial window of a group is masked on
+write. Work is ``sum_g ceil(size_g / W)`` windows, exact and dropless.
 
-``while_loop`` has no reverse-mode rule, so the VJP is written out (``jax.custom_vjp``):
-``d lhs = grouped_matmul(d out, rhs^T)`` and ``d rhs[g] = lhs_g^T d out_g`` (the same walk,
-accumulating per group).
+``while_loop`` has no reverse-mode rule, so the VJP is written out (``jax.custom_vjp``): the input
+gradients walk the experts the same way, and ``d W[g] = x_g^T d out_g`` accumulates per group
+(:func:`_rhs_grad`).
 """
 
 from __future__ import annotations
@@ -26,12 +26,6 @@ from rise_jax.models.expert_weights import ExpertWeights
 Array = jax.Array
 
 
-def default_window(num_rows: int, num_groups: int) -> int:
-    """Rows per window: half a balanced group, rounded up to 8, between 8 and 256."""
-    half = -(-num_rows // (2 * max(num_groups, 1)))
-    return int(min(256, max(8, -(-half // 8) * 8)))
-
-
 def _starts(sizes: Array) -> Array:
     sizes = sizes.astype(jnp.int32)
     return jnp.cumsum(sizes) - sizes
@@ -39,30 +33,6 @@ def _starts(sizes: Array) -> Array:
 
 def _pad_rows(x: Array, win: int) -> Array:
     return jnp.concatenate([x, jnp.zeros((win, *x.shape[1:]), x.dtype)], axis=0)
-
-
-def _forward(lhs: Array, rhs: Array, sizes: Array, win: int) -> Array:
-    m = lhs.shape[0]
-    lhs_p = _pad_rows(lhs, win)
-    out0 = jnp.zeros((m + win, rhs.shape[-1]), lhs.dtype)
-
-    def per_group(out: Array, inp):
-        w, start, size = inp
-
-        def body(carry):
-            j, out = carry
-            r0 = start + j * win
-            rows = jax.lax.dynamic_slice_in_dim(lhs_p, r0, win, axis=0)
-            y = (rows @ w).astype(out.dtype)
-            live = (jnp.arange(win) < size - j * win)[:, None]
-            old = jax.lax.dynamic_slice_in_dim(out, r0, win, axis=0)
-            return j + 1, jax.lax.dynamic_update_slice_in_dim(out, jnp.where(live, y, old), r0, axis=0)
-
-        _, out = jax.lax.while_loop(lambda c: c[0] * win < size, body, (jnp.int32(0), out))
-        return out, None
-
-    out, _ = jax.lax.scan(per_group, out0, (rhs, _starts(sizes), sizes.astype(jnp.int32)))
-    return out[:m]
 
 
 def _rhs_grad(lhs: Array, dout: Array, sizes: Array, win: int, rhs_dtype, need: Array | None = None) -> Array:
@@ -89,32 +59,6 @@ def _rhs_grad(lhs: Array, dout: Array, sizes: Array, win: int, rhs_dtype, need: 
 
     _, grad = jax.lax.scan(per_group, None, (starts, sizes.astype(jnp.int32)))
     return grad
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _grouped_matmul(lhs: Array, rhs: Array, sizes: Array, win: int) -> Array:
-    return _forward(lhs, rhs, sizes, win)
-
-
-def _gmm_fwd(lhs, rhs, sizes, win):
-    return _forward(lhs, rhs, sizes, win), (lhs, rhs, sizes)
-
-
-def _gmm_bwd(win, res, dout):
-    lhs, rhs, sizes = res
-    dlhs = _forward(dout.astype(lhs.dtype), jnp.swapaxes(rhs, 1, 2), sizes, win)
-    drhs = _rhs_grad(lhs, dout, sizes, win, rhs.dtype)
-    return dlhs, drhs, None
-
-
-_grouped_matmul.defvjp(_gmm_fwd, _gmm_bwd)
-
-
-def grouped_matmul(lhs: Array, rhs: Array, group_sizes: Array, window: int | None = None) -> Array:
-    """``lhs`` ``[M, K]`` (rows sorted by group), ``rhs`` ``[G, K, N]``, ``group_sizes`` ``[G]``
-    summing to at most ``M`` -> ``[M, N]``; rows past the groups are zero, as with ragged_dot."""
-    win = window or default_window(lhs.shape[0], rhs.shape[0])
-    return _grouped_matmul(lhs, rhs, group_sizes, win)
 
 
 def _mlp_walk(
