@@ -121,10 +121,6 @@ def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
-def record_path(workdir: str, stage: str) -> str:
-    return Workdir(workdir).record(stage)
-
-
 def validate_stages(config: ml_collections.ConfigDict) -> list[Stage]:
     """The requested stages, each one's config validated, before any of them runs."""
     chosen = [REGISTRY[name] for name in parse_stages(config.stages)]

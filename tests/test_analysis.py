@@ -39,17 +39,6 @@ def test_layerwise_jaccard_and_zone_averages():
     assert analysis.zone_of_layers(12) == ["shallow"] * 4 + ["middle"] * 4 + ["deep"] * 4
 
 
-def test_jsd_over_mixture_entropy_is_zero_for_equal_and_one_for_disjoint_distributions():
-    p = np.array([[0.2, 0.3, 0.5]])
-    np.testing.assert_allclose(analysis.jsd_over_mixture_entropy(p, p), [0.0], atol=1e-12)
-    np.testing.assert_allclose(analysis.jsd_over_mixture_entropy(np.array([[1.0, 0]]), np.array([[0, 1.0]])), [1.0])
-    # Known value: p=(1,0), q=(.5,.5): m=(.75,.25); JSD = H(m) - (0 + ln2)/2.
-    m = np.array([0.75, 0.25])
-    h_m = -(m * np.log(m)).sum()
-    want = (h_m - 0.5 * np.log(2)) / h_m
-    np.testing.assert_allclose(analysis.jsd_over_mixture_entropy(np.array([[1.0, 0]]), np.array([[0.5, 0.5]])), [want])
-
-
 def test_parallel_divergence_matches_sentences_by_id():
     ref = np.array([[[0.5, 0.5]], [[1.0, 0.0]]])  # ids a, b
     lang = np.array([[[1.0, 0.0]], [[0.5, 0.5]], [[0.3, 0.7]]])  # ids b, a, c (c unmatched)
@@ -59,7 +48,7 @@ def test_parallel_divergence_matches_sentences_by_id():
 
 
 def test_entropy_and_top_experts():
-    np.testing.assert_allclose(analysis.entropy(np.array([0.5, 0.5])), np.log(2))
+    np.testing.assert_allclose(analysis.study_entropy(np.array([0.5, 0.5])), np.log(2))
     assert analysis.top_experts(np.array([[0.1, 0.7, 0.2], [0.3, 0.3, 0.4]]), 2) == [[1, 2], [2, 0]]
 
 
@@ -105,10 +94,12 @@ def test_entropy_normalised_jsd_is_the_study_definition_with_its_clamp():
     m = (p + q) / 2
     js = 0.5 * np.sum(p * np.log(p / m)) + 0.5 * np.sum(q * np.log(q / m))
     np.testing.assert_allclose(analysis.entropy_normalised_jsd(p, q), js / 1e-6, rtol=1e-6)
-    # Not the mixture-entropy normalisation it replaced.
+    # Not JS over the mixture's entropy: p=(1,0), q=(.5,.5), m=(.75,.25), JS = H(m) - (0 + ln2)/2.
+    mix = np.array([0.75, 0.25])
+    h_mix = -(mix * np.log(mix)).sum()
+    over_mixture_entropy = (h_mix - 0.5 * np.log(2)) / h_mix
     assert not np.isclose(
-        analysis.entropy_normalised_jsd(np.array([1.0, 0.0]), np.array([0.5, 0.5])),
-        analysis.jsd_over_mixture_entropy(np.array([[1.0, 0.0]]), np.array([[0.5, 0.5]]))[0],
+        analysis.entropy_normalised_jsd(np.array([1.0, 0.0]), np.array([0.5, 0.5])), over_mixture_entropy
     )
 
 

@@ -34,7 +34,6 @@ from flax.linen import dtypes as flax_dtypes
 
 FROZEN_DTYPES = ("int8", "float8_e4m3fn")
 _QMAX = {"int8": 127.0, "float8_e4m3fn": float(ml_dtypes.finfo(ml_dtypes.float8_e4m3fn).max)}
-_QUANTIZED_KERNELS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 class QuantizedArray(struct.PyTreeNode):

@@ -6,9 +6,10 @@
   ``a[λ,l,·]``; ``J_l(λ) = |G_λ^l ∩ G_r^l| / |G_λ^l ∪ G_r^l|``; zone average = mean over the
   zone's layers (paper Table 2).
 * Routing divergence (Bandarkar et al.): per sequence and layer the mean router distribution q;
-  ``JSD(q_λ, q_en)`` normalised by the entropy of their mixture ``H((q_λ+q_en)/2)`` (so it lies in
-  [0, 1]); averaged over the parallel sentences per layer.
-* Routing entropy per layer; per-language top experts.
+  ``JS(q_λ‖q_en)`` divided by ``ln E`` minus their mean entropy (:func:`entropy_normalised_jsd`);
+  averaged over the parallel sentences per layer.
+* Per-language top experts; Bandarkar et al.'s task and multilingual experts; the performance ↔
+  alignment correlation.
 
 Ties in top-N choices are broken by lower (layer, expert) index, so every result is deterministic.
 """
@@ -87,24 +88,6 @@ def group_overlap(matrix: np.ndarray, groups: list[str]) -> dict[str, float | No
         "within_low": mean([(i, j) for i in low for j in low if i < j]),
         "between": mean([(i, j) for i in high for j in low]),
     }
-
-
-def entropy(p: np.ndarray, axis: int = -1) -> np.ndarray:
-    p = np.clip(p, 0, None)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return -np.sum(np.where(p > 0, p * np.log(p), 0.0), axis=axis)
-
-
-def jsd_over_mixture_entropy(p: np.ndarray, q: np.ndarray, axis: int = -1) -> np.ndarray:
-    """``JSD(p, q) / H(m)`` with ``m = (p+q)/2`` (natural logs); 0 when ``H(m) = 0``. A divergence
-    normalised by the mixture's entropy (in [0, 1]); *not* the companion study's measure, which is
-    :func:`entropy_normalised_jsd`."""
-    p = p / np.sum(p, axis=axis, keepdims=True)
-    q = q / np.sum(q, axis=axis, keepdims=True)
-    m = 0.5 * (p + q)
-    h_m = entropy(m, axis)
-    jsd = h_m - 0.5 * (entropy(p, axis) + entropy(q, axis))
-    return np.where(h_m > 0, np.clip(jsd, 0, None) / np.where(h_m > 0, h_m, 1), 0.0)
 
 
 MIX_FLOOR, LOG_EPS, DENOMINATOR_FLOOR = 1e-10, 1e-10, 1e-6
