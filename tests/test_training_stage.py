@@ -56,13 +56,14 @@ def test_train_and_export_stages_write_their_artefacts(trained, ckpt):
 
 
 def test_rerunning_train_resumes_from_its_checkpoint(trained, ckpt):
-    from rise_jax.pipeline import record_path
+    from rise_jax.workdir import Workdir
 
     c = config(ckpt)
     c.stages = "train"
     # As if the process died after its last checkpoint: the pipeline record still says running.
-    record = json.load(open(record_path(trained, "train")))
-    json.dump({**record, "status": "running"}, open(record_path(trained, "train"), "w"))
+    path = Workdir(trained).record("train")
+    record = json.load(open(path))
+    json.dump({**record, "status": "running"}, open(path, "w"))
     launch.run(c, trained)  # the final checkpoint is found: no step is recomputed
     summary = json.load(open(os.path.join(trained, "train", "summary.json")))
     assert summary["status"] == "completed" and summary["final_loss"] is None and summary["steps_done"] == 6
