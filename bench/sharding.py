@@ -10,7 +10,7 @@ tokens; mid-size 8 x 128), one training step (gradients of K trainable experts: 
 of each layer) and one decode step (8 sequences, 1 token, 512-slot cache) are compiled with the
 partitioner's own dispatch (``xla``: ``load_model(sharding=...)``, the "before") and with the
 expert-parallel one (``ep``: ``load_model(mesh=...)``). From each compiled HLO
-(``rise_jax.sharding.collective_summary``): the bytes one device's collectives move per layer
+(``rise_jax.hlo_collectives.collective_summary``): the bytes one device's collectives move per layer
 (the largest layer loop: all of them, and the MoE block's alone), and the expert-weight bytes
 collectives carry in all. The mid-size model also runs (median of 3 calls, seconds); the
 full-size ones are compiled from abstract shapes only.
@@ -62,7 +62,8 @@ def collectives(name: str, hf: dict, run: bool, tokens: tuple[int, int]) -> None
 
     import rise_jax
     from rise_jax.models.transformer import MoEModel, RuntimeOptions, init_kv_cache
-    from rise_jax.sharding import collective_summary, make_mesh, tree_shardings
+    from rise_jax.hlo_collectives import collective_summary
+    from rise_jax.sharding import make_mesh, tree_shardings
     from rise_jax.training import partition
     from rise_jax.training.step import make_optimizer, make_steps
 

@@ -17,7 +17,8 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 import rise_jax
 from rise_jax.models.transformer import init_kv_cache
-from rise_jax.sharding import DATA, MODEL, collective_summary, make_mesh, param_sharding, trainable_shardings
+from rise_jax.hlo_collectives import collective_summary
+from rise_jax.sharding import DATA, MODEL, make_mesh, param_sharding, trainable_shardings
 from rise_jax.training import partition
 from rise_jax.training.step import make_optimizer, make_steps
 

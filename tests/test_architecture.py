@@ -20,6 +20,7 @@ ALLOWED = {
     "demo": {"models", "checkpoints", "data"},
     "api": {"models", "checkpoints", "sharding"},  # load_model(mesh=...) places by sharding.py's rules
     "sharding": {"models"},
+    "hlo_collectives": set(),
     "configs": {"selection", "training"},
     "stages": {
         "models",
