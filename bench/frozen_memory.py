@@ -60,6 +60,7 @@ def measure(name: str, hf: dict, k: int, formats: list[str], groups: tuple[str, 
     from rise_jax.checkpoints.hf_layout import expert_leaf_shape
     from rise_jax.models.transformer import MoEModel, RuntimeOptions
     from rise_jax.training import partition
+    from rise_jax.training.methods import FullExperts
     from rise_jax.training.step import make_optimizer, make_steps
 
     cfg = rise_jax.config_from_hf_dict(hf)
@@ -90,7 +91,8 @@ def measure(name: str, hf: dict, k: int, formats: list[str], groups: tuple[str, 
         frozen32 = abstract_frozen(base32, fmt if fmt != "bfloat16" else "float32", jnp.float32, groups)
         grad_step = make_steps(f32, tx)[0]
         ids = jax.ShapeDtypeStruct((2, 512), jnp.int32)
-        step_tmp = grad_step.lower(masters, slots, frozen32, ids, ids, ids, jax.random.PRNGKey(0)).compile()
+        step_tmp = grad_step.lower(FullExperts(masters, slots), frozen32, ids, ids, ids, jax.random.PRNGKey(0))
+        step_tmp = step_tmp.compile()
         step_tmp = step_tmp.memory_analysis().temp_size_in_bytes
         tokens = jax.ShapeDtypeStruct((8, 512), jnp.int32)
 

@@ -64,7 +64,7 @@ def collectives(name: str, hf: dict, run: bool, tokens: tuple[int, int]) -> None
     from rise_jax.models.transformer import MoEModel, RuntimeOptions, init_kv_cache
     from rise_jax.hlo_collectives import collective_summary
     from rise_jax.sharding import make_mesh, tree_shardings
-    from rise_jax.training import partition
+    from rise_jax.training.methods import FullExperts
     from rise_jax.training.step import make_optimizer, make_steps
 
     cfg = rise_jax.config_from_hf_dict(hf)
@@ -87,12 +87,12 @@ def collectives(name: str, hf: dict, run: bool, tokens: tuple[int, int]) -> None
         ids = jnp.ones((b, t), jnp.int32)
         sel = [(layer, e) for layer in range(cfg.num_moe_layers) for e in range(0, cfg.num_experts, 16)]
         shards = 8 if placement == "ep" else 1
-        make = lambda p: partition.init_trainable(p, cfg, sel, expert_shards=shards)  # noqa: E731
+        make = lambda p: FullExperts.init(p, cfg, sel, expert_shards=shards)  # noqa: E731
         trainable = make(params) if run else jax.eval_shape(make, params)
         if run:
             from rise_jax.sharding import trainable_shardings
 
-            trainable = trainable._replace(
+            trainable = trainable.replace(
                 weights=jax.device_put(trainable.weights, trainable_shardings(trainable.weights, mesh))
             )
         grad_step, _, _ = make_steps(model, make_optimizer(1e-5, 10)[0])
@@ -109,7 +109,7 @@ def collectives(name: str, hf: dict, run: bool, tokens: tuple[int, int]) -> None
         )
         stages = {
             "replay": (replay, (params, ids)),
-            "train step": (grad_step, (*trainable, params, ids, ids, ids, jax.random.PRNGKey(0))),
+            "train step": (grad_step, (trainable, params, ids, ids, ids, jax.random.PRNGKey(0))),
             "decode step": (jax.jit(decode), (params, jnp.ones((b, 1), jnp.int32), cache)),
         }
         for stage, (fn, fn_args) in stages.items():

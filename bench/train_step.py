@@ -57,7 +57,7 @@ def bench_step(batch: int, seq: int, k: int, repeats: int, gpu: bool = False, di
     import torch
 
     import rise_jax
-    from rise_jax.training import partition
+    from rise_jax.training.methods import FullExperts
     from rise_jax.training.step import make_optimizer, make_steps
 
     dev = use_gpu(gpu)
@@ -99,14 +99,15 @@ def bench_step(batch: int, seq: int, k: int, repeats: int, gpu: bool = False, di
 
     for remat in (False, True):
         model, base = rise_jax.load_model(tmp, dtype="float32", remat=remat, dispatch=dispatch, progress=False)
-        weights, slots = partition.init_trainable(base, model.cfg, experts)
+        trainable = FullExperts.init(base, model.cfg, experts)
         tx, _ = make_optimizer(2e-5, 1000)
         grad_step, apply_step, _ = make_steps(model, tx)
-        state = {"w": weights, "o": tx.init(weights)}
+        state = {"w": trainable.weights, "o": tx.init(trainable.weights)}
         j_ids, j_mask = jnp.asarray(ids), jnp.asarray(mask)
 
-        def our_step(state=state, grad_step=grad_step, apply_step=apply_step, slots=slots, base=base):
-            _, _, g = grad_step(state["w"], slots, base, j_ids, j_mask, j_mask, jax.random.PRNGKey(0))
+        def our_step(state=state, grad_step=grad_step, apply_step=apply_step, trainable=trainable, base=base):
+            t = trainable.replace(weights=state["w"])
+            _, _, g = grad_step(t, base, j_ids, j_mask, j_mask, jax.random.PRNGKey(0))
             state["w"], state["o"], gn = apply_step(state["w"], state["o"], g, jnp.float32(1.0))
             gn.block_until_ready()
 
@@ -139,7 +140,8 @@ def bench_lora_step(
     import torch
 
     import rise_jax
-    from rise_jax.training import partition
+    from rise_jax.training.methods import DenseLoRA, ExpertLoRA, FullExperts
+    from rise_jax.training.options import TrainOptions
     from rise_jax.training.step import make_steps
 
     dev = use_gpu(gpu)
@@ -168,21 +170,22 @@ def bench_lora_step(
 
         results[f"peft lora ({name})"] = median_time(hf_step, repeats=repeats)
         del hf, model, opt
-    model, base = rise_jax.load_model(tmp, dtype="float32", dispatch="auto", progress=False, lora_dropout=dropout)
+    model, base = rise_jax.load_model(tmp, dtype="float32", dispatch="auto", progress=False)
     experts = pick_experts(cfg["num_hidden_layers"], cfg["num_experts"], k)
     tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(2e-5))
     grad_step, apply_step, _ = make_steps(model, tx)
     j_ids = jnp.asarray(ids)
     mask = jnp.ones_like(j_ids)
     for label, trainable in (
-        ("rise_jax lora", partition.init_dense_lora(base, [partition.DEFAULT_LORA_TARGETS], rank, float(rank))),
-        (f"rise_jax rise_lora (K={k})", partition.init_lora(model.cfg, experts, rank, float(rank))),
-        (f"rise_jax experts (K={k})", partition.init_trainable(base, model.cfg, experts)),
+        ("rise_jax lora", DenseLoRA.init(base, [TrainOptions.lora_targets], rank, float(rank), dropout=dropout)),
+        (f"rise_jax rise_lora (K={k})", ExpertLoRA.init(model.cfg, experts, rank, float(rank))),
+        (f"rise_jax experts (K={k})", FullExperts.init(base, model.cfg, experts)),
     ):
         state = {"w": trainable.weights, "o": tx.init(trainable.weights)}
 
-        def our_step(state=state, slots=trainable.slots):
-            _, _, g = grad_step(state["w"], slots, base, j_ids, mask, mask, jax.random.PRNGKey(0))
+        def our_step(state=state, trainable=trainable):
+            t = trainable.replace(weights=state["w"])
+            _, _, g = grad_step(t, base, j_ids, mask, mask, jax.random.PRNGKey(0))
             state["w"], state["o"], gn = apply_step(state["w"], state["o"], g, jnp.float32(1.0))
             gn.block_until_ready()
 
@@ -206,6 +209,7 @@ def memory_full_size(batch: int, seq: int, ks: list[int]) -> None:
     import rise_jax
     from rise_jax.models.transformer import MoEModel, RuntimeOptions
     from rise_jax.training import partition
+    from rise_jax.training.methods import FullExperts
     from rise_jax.training.step import make_optimizer, make_steps
 
     cfg = rise_jax.config_from_hf_dict(QWEN3_30B_A3B)
@@ -232,7 +236,8 @@ def memory_full_size(batch: int, seq: int, ks: list[int]) -> None:
             for run, s in slots.items()
         }
         t0 = time.perf_counter()
-        mem = grad_step.lower(weights, slots, base32, ids, ids, ids, jax.random.PRNGKey(0)).compile().memory_analysis()
+        lowered = grad_step.lower(FullExperts(weights, slots), base32, ids, ids, ids, jax.random.PRNGKey(0))
+        mem = lowered.compile().memory_analysis()
         masters, adam = b(weights), b(jax.eval_shape(tx.init, weights))
         act = mem.temp_size_in_bytes
         rows.append((k, masters, adam, act, w_bf16 + 2 * masters + adam + act, time.perf_counter() - t0))
@@ -259,9 +264,11 @@ def lora_memory_full_size(batch: int, seq: int, k: int, ranks: list[int]) -> Non
     """The same accounting for RISE+LoRA (``train.method=rise_lora``): rank-r adapters on gate/up/
     down of the K selected experts instead of their fp32 copies (frozen bf16 weights unchanged)."""
     import rise_jax
-    from rise_jax.models.expert_weights import LORA_A, LORA_B, LORA_SCALE
+    from rise_jax.models.expert_weights import LORA_A, LORA_B
     from rise_jax.models.transformer import MoEModel, RuntimeOptions
     from rise_jax.training import partition
+    from rise_jax.training.methods import ExpertLoRA
+    from rise_jax.training.methods.rise_lora import LORA_SCALE
     from rise_jax.training.step import make_optimizer, make_steps
 
     cfg = rise_jax.config_from_hf_dict(QWEN3_30B_A3B)
@@ -297,7 +304,8 @@ def lora_memory_full_size(batch: int, seq: int, k: int, ranks: list[int]) -> Non
                 for p, (fi, fo) in (("gate_proj", (h, i)), ("up_proj", (h, i)), ("down_proj", (i, h)))
             }
         slots[LORA_SCALE] = jnp.float32(1.0)
-        mem = grad_step.lower(weights, slots, base32, ids, ids, ids, jax.random.PRNGKey(0)).compile().memory_analysis()
+        lowered = grad_step.lower(ExpertLoRA(weights, slots), base32, ids, ids, ids, jax.random.PRNGKey(0))
+        mem = lowered.compile().memory_analysis()
         adapters, adam = b(weights), b(jax.eval_shape(tx.init, weights))
         act = mem.temp_size_in_bytes
         total = w_bf16 + 2 * adapters + adam + act
@@ -312,7 +320,7 @@ def peak_full_size(batch: int, seq: int, k: int, repeats: int) -> None:
     K fp32 master experts, AdamW; the allocator's peak after init and after the steps."""
     import rise_jax
     from rise_jax.models.transformer import MoEModel, RuntimeOptions
-    from rise_jax.training import partition
+    from rise_jax.training.methods import FullExperts
     from rise_jax.training.step import make_optimizer, make_steps, tree_bytes
 
     dev = jax.devices()[0]
@@ -327,18 +335,19 @@ def peak_full_size(batch: int, seq: int, k: int, repeats: int) -> None:
         f"({time.perf_counter() - t0:.0f} s); allocator peak so far {after_init / GIB:.2f} GiB"
     )
     experts = pick_experts(cfg.num_moe_layers, cfg.num_experts, k)
-    weights, slots = partition.init_trainable(base, cfg, experts)
+    trainable = FullExperts.init(base, cfg, experts)
+    weights = trainable.weights
     tx, _ = make_optimizer(2e-5, 1000)
     opt = tx.init(weights)
     grad_step, apply_step, _ = make_steps(model, tx)
     ids = jnp.asarray(np.random.RandomState(0).randint(0, cfg.vocab_size, (batch, seq)), jnp.int32)
     mask = jnp.ones_like(ids)
-    lowered = grad_step.lower(weights, slots, base, ids, mask, mask, jax.random.PRNGKey(0))
+    lowered = grad_step.lower(trainable, base, ids, mask, mask, jax.random.PRNGKey(0))
     mem = lowered.compile().memory_analysis()
 
     def step():
         nonlocal weights, opt
-        loss, _, g = grad_step(weights, slots, base, ids, mask, mask, jax.random.PRNGKey(0))
+        loss, _, g = grad_step(trainable.replace(weights=weights), base, ids, mask, mask, jax.random.PRNGKey(0))
         weights, opt, gn = apply_step(weights, opt, g, jnp.float32(1.0))
         return float(loss), float(gn)
 

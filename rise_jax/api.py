@@ -49,7 +49,6 @@ def load_model(
     frozen_groups: tuple[str, ...] = DEFAULT_GROUPS,
     mesh: Any = None,
     expert_parallel: bool = True,
-    lora_dropout: float = 0.0,
 ) -> tuple[MoEModel, dict[str, Any]]:
     """Load an HF checkpoint directory -> ``(model, params)``.
 
@@ -64,8 +63,6 @@ def load_model(
     with ``expert_parallel``, runs every MoE dispatch expert-parallel: each device computes its
     own experts and only tokens' partial sums cross devices (:mod:`rise_jax.models.expert_parallel`).
     ``sharding`` alone places the parameters and leaves the partitioning to XLA.
-    ``lora_dropout``: dropout on the input of dense-layer LoRA adapters in training steps
-    (:class:`~rise_jax.models.layers.Dense`).
     """
     if mesh is not None and sharding is None:
         from rise_jax.sharding import param_sharding
@@ -82,7 +79,6 @@ def load_model(
         remat=remat,
         router_mode=router_mode,
         expert_mesh=mesh if expert_parallel else None,
-        lora_dropout=lora_dropout,
     )
     return MoEModel(ckpt.config, opts), ckpt.params
 

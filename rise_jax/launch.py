@@ -49,16 +49,9 @@ def resolve_placeholders(config: ml_collections.ConfigDict, workdir: str) -> ml_
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Cheap checks that fail before any model is loaded or built; messages name the field: the
     model settings every stage shares, then each requested stage's own (``Stage.validate``)."""
-    from rise_jax.api import as_dtype
-    from rise_jax.models.dispatch import resolve_impl
-    from rise_jax.models.quantized import check_backend, resolve_frozen_dtype, resolve_frozen_groups
+    from rise_jax.stages.build import model_settings
 
-    as_dtype(config.model.dtype)
-    frozen = resolve_frozen_dtype(config.model.get("frozen_dtype", ""), config.model.dtype)
-    if frozen is not None:
-        check_backend(frozen)
-        resolve_frozen_groups(config.model.get("frozen_groups", "experts"))
-    resolve_impl(config.model.dispatch)
+    model_settings(config)  # dtype, frozen storage, dispatch: resolved as every stage builds the model
     if not config.model.get("demo", False) and not config.model.checkpoint:
         raise ValueError("config.model.checkpoint is empty: give an HF checkpoint directory or hub id")
     validate_stages(config)

@@ -6,7 +6,6 @@ per-device share of the sharded parameters. Prints one JSON object.
 ``ep_data`` (expert-parallel on a 2 (data) x 4 (model) mesh, batch split over data) or ``xla``
 (parameters placed, partitioning left to XLA)."""
 
-import dataclasses
 import json
 import sys
 
@@ -21,7 +20,8 @@ from rise_jax.evaluation.generate import generate
 from rise_jax.evaluation.interventions import prune
 from rise_jax.routing.stats import replay
 from rise_jax.sharding import DATA, MODEL, make_mesh, param_sharding, trainable_shardings
-from rise_jax.training import partition
+from rise_jax.training.methods import DenseLoRA, ExpertLoRA, FullExperts
+from rise_jax.training.options import TrainOptions
 from rise_jax.training.step import make_optimizer, make_steps
 
 
@@ -95,12 +95,13 @@ def main(path: str, dispatch: str = "auto", placement: str = "ep") -> None:
     for params in (single, sharded):
         m = model if params is single else smodel
         grad_step, apply_step, _ = make_steps(m, tx)
-        weights, slots = partition.init_trainable(params, m.cfg, experts_sel, expert_shards=1 if m is model else shards)
+        initial = FullExperts.init(params, m.cfg, experts_sel, expert_shards=1 if m is model else shards)
+        weights, slots = initial.weights, initial.slots
         if params is sharded:
             weights = jax.device_put(weights, trainable_shardings(weights, mesh))
         opt_state = tx.init(weights)
         i, msk = (ids, mask) if params is single else jax.device_put((ids, mask), batch)
-        loss, _, grads = grad_step(weights, slots, params, i, msk, msk, jax.random.PRNGKey(0))
+        loss, _, grads = grad_step(initial.replace(weights=weights), params, i, msk, msk, jax.random.PRNGKey(0))
         # Adam's first update is about lr * sign(grad): compare the gradients themselves too.
         g = _by_expert(jax.tree_util.tree_map(np.asarray, grads), slots)
         new, opt_state, _ = apply_step(weights, opt_state, grads, 1)
@@ -112,9 +113,9 @@ def main(path: str, dispatch: str = "auto", placement: str = "ep") -> None:
             out["adam_mu_shard_rows"] = int(mu.addressable_shards[0].data.shape[0])
     # Rows not grouped by owner would make devices read other experts' copies: refused.
     grad_step, _, _ = make_steps(smodel, tx)
-    plain = partition.init_trainable(sharded, smodel.cfg, experts_sel)
+    plain = FullExperts.init(sharded, smodel.cfg, experts_sel)
     try:
-        grad_step(*plain, sharded, ids, mask, mask, jax.random.PRNGKey(0))
+        grad_step(plain, sharded, ids, mask, mask, jax.random.PRNGKey(0))
         out["unowned_layout_refused"] = False
     except ValueError as err:
         out["unowned_layout_refused"] = "expert_shards" in str(err)
@@ -133,7 +134,7 @@ def main(path: str, dispatch: str = "auto", placement: str = "ep") -> None:
     for params in (single, sharded):
         m = model if params is single else smodel
         grad_step, _, _ = make_steps(m, tx)
-        trainable = partition.init_lora(m.cfg, experts_sel, 4, 8.0, 0, expert_shards=1 if m is model else shards)
+        trainable = ExpertLoRA.init(m.cfg, experts_sel, 4, 8.0, 0, expert_shards=1 if m is model else shards)
         slots = np.asarray(trainable.slots["layers"])
         weights = jax.tree_util.tree_map(np.array, trainable.weights)
         for proj, ad in weights["layers"].items():  # the same A, B per (layer, expert) in both layouts
@@ -143,7 +144,7 @@ def main(path: str, dispatch: str = "auto", placement: str = "ep") -> None:
                 ad["lora_b"][slots[li, ei]] = r.uniform(-0.3, 0.3, ad["lora_b"].shape[1:])
         if params is sharded:
             weights = jax.device_put(weights, trainable_shardings(weights, mesh))
-        loss, _, grads = grad_step(weights, trainable.slots, params, ids, mask, mask, jax.random.PRNGKey(0))
+        loss, _, grads = grad_step(trainable.replace(weights=weights), params, ids, mask, mask, jax.random.PRNGKey(0))
         lora.append((float(loss), _by_expert(jax.tree_util.tree_map(np.asarray, grads), trainable.slots)))
     out["lora_loss_err"] = abs(lora[0][0] - lora[1][0])
     out["lora_grad_rel_err"] = max(
@@ -158,13 +159,13 @@ def main(path: str, dispatch: str = "auto", placement: str = "ep") -> None:
     dense = []
     for params in (single, sharded):
         m = model if params is single else smodel
-        grad_step, _, _ = make_steps(m.clone(opts=dataclasses.replace(m.opts, lora_dropout=p)), tx)
-        trainable = partition.init_dense_lora(params, [partition.DEFAULT_LORA_TARGETS], 4, 8.0, seed=1)
+        grad_step, _, _ = make_steps(m, tx)
+        trainable = DenseLoRA.init(params, [TrainOptions.lora_targets], 4, 8.0, seed=1, dropout=p)
         weights = jax.tree_util.tree_map_with_path(
             lambda path, x: x + 0.1 if path[-1].key == "lora_b" else x, trainable.weights
         )
         i, msk = (ids, mask) if params is single else jax.device_put((ids, mask), batch)
-        loss, _, grads = grad_step(weights, trainable.slots, params, i, msk, msk, jax.random.PRNGKey(3))
+        loss, _, grads = grad_step(trainable.replace(weights=weights), params, i, msk, msk, jax.random.PRNGKey(3))
         dense.append((float(loss), [np.asarray(g) for g in jax.tree_util.tree_leaves(grads)]))
     out["dense_lora_dropout"] = p
     out["dense_lora_loss_err"] = abs(dense[0][0] - dense[1][0])

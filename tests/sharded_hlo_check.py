@@ -19,7 +19,7 @@ import rise_jax
 from rise_jax.models.transformer import init_kv_cache
 from rise_jax.hlo_collectives import collective_summary
 from rise_jax.sharding import DATA, MODEL, make_mesh, param_sharding, trainable_shardings
-from rise_jax.training import partition
+from rise_jax.training.methods import FullExperts
 from rise_jax.training.step import make_optimizer, make_steps
 
 B, T = 8, 16  # tokens per step: 128
@@ -47,11 +47,13 @@ def check(path: str, placement: str) -> dict:
 
     shards = 1 if placement == "xla" else mesh.shape[MODEL]
     selected = [(layer, e) for layer in range(cfg.num_moe_layers) for e in range(0, cfg.num_experts, 2)]
-    weights, slots = partition.init_trainable(params, cfg, selected, expert_shards=shards)
-    weights = jax.device_put(weights, trainable_shardings(weights, mesh))
+    trainable = FullExperts.init(params, cfg, selected, expert_shards=shards)
+    trainable = trainable.replace(
+        weights=jax.device_put(trainable.weights, trainable_shardings(trainable.weights, mesh))
+    )
     tx, _ = make_optimizer(1e-3, 10)
     grad_step, _, _ = make_steps(model, tx)
-    text = grad_step.lower(weights, slots, params, ids, ids, ids, jax.random.PRNGKey(0)).compile().as_text()
+    text = grad_step.lower(trainable, params, ids, ids, ids, jax.random.PRNGKey(0)).compile().as_text()
     out["train"] = collective_summary(text, h, i)
 
     cache = init_kv_cache(cfg, B, 32, jnp.float32)

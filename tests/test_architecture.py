@@ -14,7 +14,7 @@ ALLOWED = {
     "data": set(),
     "routing": {"models", "data"},
     "selection": {"models"},
-    "training": {"models", "data"},
+    "training": {"models", "data", "checkpoints"},  # a method's export (PEFT) and original weights
     "evaluation": {"models", "data"},
     "reporting": set(),
     "demo": {"models", "checkpoints", "data"},
@@ -36,7 +36,7 @@ ALLOWED = {
         "sharding",
     },
     "pipeline": {"stages"},
-    "launch": {"pipeline", "api", "models", "demo", "sharding"},
+    "launch": {"pipeline", "stages", "api", "models", "demo", "sharding"},  # stages.build: model settings
     "sweep": {"launch", "stages", "reporting"},
     "__init__": {"api", "models", "tokenizer"},
 }
@@ -73,7 +73,7 @@ def test_each_room_imports_only_the_rooms_it_may():
 
 
 def test_no_stage_imports_another_stage():
-    shared = {"common", "registry"}
+    shared = {"common", "registry", "build"}
     bad = [
         f"{module} imports {target}"
         for room, module, target in _imports()
@@ -83,3 +83,56 @@ def test_no_stage_imports_another_stage():
         and module not in ("rise_jax.stages.__init__", "rise_jax.stages")
     ]
     assert not bad, bad
+
+
+BUILDER = "rise_jax.stages.build"
+MODEL_MAKERS = {"load_model", "load_hf_checkpoint", "MoEModel", "RuntimeOptions"}
+
+
+def test_stages_build_the_model_only_through_the_one_builder():
+    """Every stage gets its model from ``stages/build.py`` (``build_model`` / ``abstract_params``):
+    no other stage module names ``load_model``, ``load_hf_checkpoint``, ``MoEModel`` or
+    ``RuntimeOptions`` (imported, called or constructed)."""
+    bad = []
+    stages = os.path.join(PACKAGE, "stages")
+    for name in sorted(os.listdir(stages)):
+        module = f"rise_jax.stages.{name[:-3]}"
+        if not name.endswith(".py") or module == BUILDER:
+            continue
+        tree = ast.parse(open(os.path.join(stages, name), encoding="utf-8").read())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                names = {a.name for a in node.names}
+            elif isinstance(node, ast.Name):
+                names = {node.id}
+            elif isinstance(node, ast.Attribute):
+                names = {node.attr}
+            else:
+                continue
+            bad += [f"{module}:{node.lineno} uses {n}" for n in names & MODEL_MAKERS]
+    assert not bad, bad
+
+
+def test_the_builder_is_the_one_place_model_settings_are_resolved():
+    """``frozen_dtype`` / ``frozen_groups`` / ``dispatch`` are read from the config by the builder
+    only (launch validates through it), and ``"auto"`` is resolved by ``RuntimeOptions.impl``."""
+    readers = []
+    for dirpath, _, files in os.walk(PACKAGE):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            if not name.endswith(".py") or path.endswith(os.path.join("stages", "build.py")):
+                continue
+            for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+                reads = isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load)
+                if reads and node.attr in ("frozen_dtype", "frozen_groups", "dispatch"):
+                    inner = node.value
+                    if isinstance(inner, ast.Attribute) and inner.attr == "model":  # config.model.<setting>
+                        readers.append(f"{os.path.relpath(path, PACKAGE)}:{node.lineno} reads model.{node.attr}")
+    assert not readers, readers
+    resolvers = []
+    for dirpath, _, files in os.walk(PACKAGE):
+        for name in files:
+            if name.endswith(".py"):
+                text = open(os.path.join(dirpath, name), encoding="utf-8").read()
+                resolvers += [f"{name}" for _ in range(text.count("resolve_impl("))]
+    assert sorted(resolvers) == ["dispatch.py", "dispatch.py", "transformer.py"], resolvers

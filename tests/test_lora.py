@@ -16,10 +16,13 @@ from tiny_pipeline import tiny_config as config
 
 import rise_jax
 from rise_jax import launch
-from rise_jax.models.expert_weights import LORA_A, LORA_B, LORA_SCALE
-from rise_jax.models.transformer import TrainableExperts
+from rise_jax.models.expert_weights import LORA_A, LORA_B
 from rise_jax.training import partition
 from rise_jax.training.artefacts import load_trained_experts, save_trained_experts
+from rise_jax.training.methods import DenseLoRA, ExpertLoRA
+from rise_jax.training.methods.lora import LORA_DENSE, with_dense_adapters
+from rise_jax.training.methods.rise_lora import LORA_SCALE
+from rise_jax.training.options import TrainOptions
 from rise_jax.training.step import make_steps
 
 DISPATCHES = ("grouped_scan", "ragged", "blocked", "dense")
@@ -44,15 +47,15 @@ def _train(model, params, trainable, ids, steps, weight_decay=0.0, lr=1e-2):
     mask = jnp.ones_like(ids)
     weights, opt = trainable.weights, tx.init(trainable.weights)
     for _ in range(steps):
-        _, _, grads = grad_step(weights, trainable.slots, params, ids, mask, mask, jax.random.PRNGKey(0))
+        _, _, grads = grad_step(trainable.replace(weights=weights), params, ids, mask, mask, jax.random.PRNGKey(0))
         weights, opt, _ = apply_step(weights, opt, grads, 1)
-    return TrainableExperts(weights, trainable.slots), opt
+    return trainable.replace(weights=weights), opt
 
 
 def test_adapters_start_as_peft_does_so_step_zero_is_the_base_model(tiny):
     model, params = rise_jax.load_model(tiny, dtype="float32", progress=False)
     cfg = model.cfg
-    trainable = partition.init_lora(cfg, [(0, 1), (1, 3), (1, 7)], rank=4, alpha=8.0, seed=0)
+    trainable = ExpertLoRA.init(cfg, [(0, 1), (1, 3), (1, 7)], rank=4, alpha=8.0, seed=0)
     assert float(trainable.slots[LORA_SCALE]) == 2.0  # alpha / r
     runs = trainable.weights  # the tiny model's MoE layers sit in two runs around a dense one
     assert sum(e["gate_proj"][LORA_A].shape[0] for e in runs.values()) == 3
@@ -67,7 +70,7 @@ def test_adapters_start_as_peft_does_so_step_zero_is_the_base_model(tiny):
         m, p = rise_jax.load_model(tiny, dtype="float32", progress=False, dispatch=dispatch)
         np.testing.assert_array_equal(_logits(m, p, ids, trainable), _logits(m, p, ids))
     with pytest.raises(ValueError, match="LoRA rank must be >= 1, got 0"):
-        partition.init_lora(cfg, [(0, 1)], rank=0, alpha=8.0)
+        ExpertLoRA.init(cfg, [(0, 1)], rank=0, alpha=8.0)
 
 
 @pytest.mark.parametrize("dispatch", ["grouped_scan", "ragged"])  # step 0 above covers all four
@@ -82,14 +85,12 @@ def test_the_adapter_path_equals_the_merged_weights_and_touches_nothing_else(tin
         (layer, e) for layer in range(cfg.num_moe_layers) for e in range(cfg.num_experts) if e not in used[layer]
     ]
     selected = selected[:: max(1, len(selected) // 6)][:6]
-    trainable, opt = _train(
-        model, params, partition.init_lora(cfg, selected, 4, 8.0, 0), ids, steps=20, weight_decay=0.1
-    )
+    trainable, opt = _train(model, params, ExpertLoRA.init(cfg, selected, 4, 8.0, 0), ids, steps=20, weight_decay=0.1)
     # The optimiser state holds exactly the adapters.
     weights_tree = jax.tree_util.tree_structure(trainable.weights)
     adam = opt[0]
     assert jax.tree_util.tree_structure(adam.mu) == weights_tree == jax.tree_util.tree_structure(adam.nu)
-    merged = partition.merge_experts(params, trainable)
+    merged = trainable.merge(params)
     adapter_logits, base_logits = _logits(model, params, ids, trainable), _logits(model, params, ids)
     np.testing.assert_allclose(_logits(model, merged, ids), adapter_logits, rtol=0, atol=1e-5)
     assert float(jnp.abs(adapter_logits - base_logits).max()) > 1e-3  # it learned something
@@ -116,15 +117,15 @@ def test_the_adapter_path_equals_the_merged_weights_and_touches_nothing_else(tin
 def test_the_compact_checkpoint_round_trips_with_its_scale(tiny, tmp_path):
     model, params = rise_jax.load_model(tiny, dtype="float32", progress=False)
     ids = jnp.asarray(np.random.RandomState(1).randint(0, model.cfg.vocab_size, (2, 12)))
-    trainable, _ = _train(model, params, partition.init_lora(model.cfg, [(0, 2), (1, 5)], 16, 4.0, 3), ids, steps=3)
+    trainable, _ = _train(model, params, ExpertLoRA.init(model.cfg, [(0, 2), (1, 5)], 16, 4.0, 3), ids, steps=3)
     save_trained_experts(str(tmp_path), trainable)
     back = load_trained_experts(str(tmp_path))
     assert float(back.slots[LORA_SCALE]) == 0.25  # a fractional alpha / r survives
     for a, b in zip(jax.tree_util.tree_leaves(trainable.weights), jax.tree_util.tree_leaves(back.weights), strict=True):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(
-        _logits(model, partition.merge_experts(params, back), ids),
-        _logits(model, partition.merge_experts(params, trainable), ids),
+        _logits(model, back.merge(params), ids),
+        _logits(model, trainable.merge(params), ids),
     )
 
 
@@ -166,7 +167,7 @@ def test_rise_lora_runs_stats_to_eval_and_exports_the_merged_experts(lora_run):
     assert res["trained"]["perplexity"]["bn"]["perplexity"] != res["base"]["perplexity"]["bn"]["perplexity"]
     _, exported = rise_jax.load_model(os.path.join(wd, "export", "hf"), dtype="float32", progress=False)
     model, base = rise_jax.load_model(ckpt, dtype="float32", progress=False)
-    want = partition.merge_experts(base, load_trained_experts(os.path.join(wd, "train")))
+    want = load_trained_experts(os.path.join(wd, "train")).merge(base)
     for a, b in zip(jax.tree_util.tree_leaves(exported), jax.tree_util.tree_leaves(want), strict=True):
         np.testing.assert_array_equal(a, b)
 
@@ -238,8 +239,8 @@ def _peft_pair(tiny, dropout=0.0, random_b=False):
 
     from rise_jax.checkpoints.peft_export import peft_tensors
 
-    model, params = rise_jax.load_model(tiny, dtype="float32", progress=False, lora_dropout=dropout)
-    trainable = partition.init_dense_lora(params, [partition.DEFAULT_LORA_TARGETS], 4, 8.0, seed=1)
+    model, params = rise_jax.load_model(tiny, dtype="float32", progress=False)
+    trainable = DenseLoRA.init(params, [TrainOptions.lora_targets], 4, 8.0, seed=1, dropout=dropout)
     if random_b:
         leaves, tree = jax.tree_util.tree_flatten_with_path(trainable.weights)
         draw = np.random.RandomState(2)
@@ -247,8 +248,8 @@ def _peft_pair(tiny, dropout=0.0, random_b=False):
             jnp.asarray(draw.normal(0, 0.05, x.shape), jnp.float32) if str(path[-1]) == f"['{LORA_B}']" else x
             for path, x in leaves
         ]
-        trainable = TrainableExperts(jax.tree_util.tree_unflatten(tree, leaves), trainable.slots)
-    ours0, targets = peft_tensors(trainable.weights[partition.LORA_DENSE], model.cfg)
+        trainable = trainable.replace(weights=jax.tree_util.tree_unflatten(tree, leaves))
+    ours0, targets = peft_tensors(trainable.weights[LORA_DENSE], model.cfg)
     assert targets == ["k_proj", "o_proj", "q_proj", "v_proj"]
     hf = peft.get_peft_model(
         load_hf_model(tiny), peft.LoraConfig(r=4, lora_alpha=8, lora_dropout=dropout, target_modules=targets)
@@ -282,29 +283,30 @@ def test_dense_lora_steps_as_hf_peft_does_and_exports_what_peft_and_transformers
     grad_step, apply_step, _ = make_steps(model, tx)
     j = jnp.asarray(ids)
     mask = jnp.ones_like(j)
-    our_loss, _, grads = grad_step(trainable.weights, trainable.slots, params, j, mask, mask, jax.random.PRNGKey(0))
+    our_loss, _, grads = grad_step(trainable, params, j, mask, mask, jax.random.PRNGKey(0))
     weights, _, _ = apply_step(trainable.weights, tx.init(trainable.weights), grads, 1)
     assert float(our_loss) == pytest.approx(float(loss), abs=1e-5)
-    stepped = TrainableExperts(weights, trainable.slots)
-    ours1, _ = peft_tensors(weights[partition.LORA_DENSE], cfg)
+    stepped = trainable.replace(weights=weights)
+    ours1, _ = peft_tensors(weights[LORA_DENSE], cfg)
     state = hf.state_dict()
     for key, value in ours1.items():
         np.testing.assert_allclose(value, state[_peft_key(key)].detach().numpy(), rtol=0, atol=1e-5, err_msg=key)
     assert any(np.abs(v).max() > 0 for k, v in ours1.items() if "lora_B" in k)  # B moved
     # Ours (merged: W + scale (B A)^T; and the step's path, x W + scale B A x, unmerged as in peft),
     # the PEFT adapter loaded by peft and the merged export loaded by transformers.
-    merged = partition.merge_experts(params, stepped)
+    merged = stepped.merge(params)
     ours = np.asarray(_logits(model, merged, j))
     scale = trainable.slots[LORA_SCALE]
-    unmerged = _logits(model, partition.with_dense_adapters(params, weights[partition.LORA_DENSE], scale), j)
+    unmerged = _logits(model, with_dense_adapters(params, weights[LORA_DENSE], scale), j)
+    np.testing.assert_array_equal(np.asarray(unmerged), np.asarray(_logits(model, stepped.model_params(params), j)))
     np.testing.assert_allclose(np.asarray(unmerged), ours, rtol=0, atol=1e-5)
     assert float(np.abs(ours - np.asarray(_logits(model, params, j))).max()) > 1e-4  # the adapters act
-    adapter_dir = export_peft_adapter(weights[partition.LORA_DENSE], cfg, str(tmp_path / "peft"), 4, 8.0, tiny)
+    adapter_dir = export_peft_adapter(weights[LORA_DENSE], cfg, str(tmp_path / "peft"), 4, 8.0, tiny)
     loaded = peft.PeftModel.from_pretrained(load_hf_model(tiny), adapter_dir).eval()
     with torch.no_grad():
         np.testing.assert_allclose(loaded(input_ids=torch.tensor(ids)).logits.numpy(), ours, rtol=0, atol=1e-5)
     merged_dir = rise_jax.export_model(
-        model, partition.merge_experts(params, stepped), str(tmp_path / "hf"), source_dir=tiny, progress=False
+        model, stepped.merge(params), str(tmp_path / "hf"), source_dir=tiny, progress=False
     )
     with torch.no_grad():
         np.testing.assert_allclose(
@@ -330,12 +332,13 @@ def test_dense_lora_dropout_drops_the_adapter_input_as_peft_does_given_the_same_
     j = jnp.asarray(ids)
     mask, rng = jnp.ones_like(j), jax.random.PRNGKey(7)
     grad_step, _, eval_step = make_steps(model, __import__("optax").sgd(0.0))
-    loss, count, grads = grad_step(trainable.weights, trainable.slots, params, j, mask, mask, rng)
-    adapted = partition.with_dense_adapters(params, trainable.weights[partition.LORA_DENSE], scale)
+    loss, count, grads = grad_step(trainable, params, j, mask, mask, rng)
+    adapted = with_dense_adapters(params, trainable.weights[LORA_DENSE], scale)
     _, state = model.apply(
         {"params": adapted},
         j,
         mask,
+        trainable_experts=trainable,  # its adapter dropout
         rngs=step_rngs(rng),
         capture_intermediates=lambda m, _: isinstance(m, nn.Dropout),
         mutable=["intermediates"],
@@ -356,7 +359,7 @@ def test_dense_lora_dropout_drops_the_adapter_input_as_peft_does_given_the_same_
     out = hf(input_ids=torch.tensor(ids), labels=torch.tensor(ids))
     out.loss.backward()
     assert float(loss) == pytest.approx(float(out.loss), abs=1e-5)
-    ours, _ = peft_tensors(grads[partition.LORA_DENSE], cfg)
+    ours, _ = peft_tensors(grads[LORA_DENSE], cfg)
     named = dict(hf.named_parameters())
     for key, g in ours.items():
         theirs = named[_peft_key(key)].grad.numpy()
@@ -369,12 +372,9 @@ def test_dense_lora_dropout_drops_the_adapter_input_as_peft_does_given_the_same_
     with torch.no_grad():
         plain = hf(input_ids=torch.tensor(ids), labels=torch.tensor(ids)).loss
     assert abs(float(plain) - float(loss)) > 1e-4
-    # Evaluation draws no dropout: equal to the model built without it, and to peft in eval mode.
-    free, _ = rise_jax.load_model(tiny, dtype="float32", progress=False)
-    total, n = eval_step(trainable.weights, trainable.slots, params, j, mask, mask)
-    free_total, _ = make_steps(free, __import__("optax").sgd(0.0))[2](
-        trainable.weights, trainable.slots, params, j, mask, mask
-    )
+    # Evaluation draws no dropout: equal to the adapters without it, and to peft in eval mode.
+    total, n = eval_step(trainable, params, j, mask, mask)
+    free_total, _ = eval_step(trainable.replace(dropout=0.0), params, j, mask, mask)
     assert float(total) == float(free_total)
     assert float(total / n) == pytest.approx(float(plain), abs=1e-5)
 

@@ -25,7 +25,7 @@ from rise_jax.models.quantized import (
     quantize,
     resolve_frozen_dtype,
 )
-from rise_jax.training import partition
+from rise_jax.training.methods import FullExperts
 from rise_jax.training.step import make_optimizer, make_steps
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -182,8 +182,8 @@ def _train_on_int8(path, dispatch):
     full_model, full = rise_jax.load_model(path, dtype="float32", progress=False, dispatch=dispatch)
     last = model.cfg.num_moe_layers - 1
     experts = [(0, 1), (last, 3), (last, model.cfg.num_experts - 1)]
-    trainable = partition.init_trainable(params, model.cfg, experts, (), expert_reader(path, model.cfg))
-    reference = partition.init_trainable(full, full_model.cfg, experts)
+    trainable = FullExperts.init(params, model.cfg, experts, (), expert_reader(path, model.cfg))
+    reference = FullExperts.init(full, full_model.cfg, experts)
     for a, b in zip(
         jax.tree_util.tree_leaves(trainable.weights), jax.tree_util.tree_leaves(reference.weights), strict=True
     ):
@@ -192,15 +192,13 @@ def _train_on_int8(path, dispatch):
     grad_step, _, _ = make_steps(model, tx)
     ids = jnp.asarray(np.random.RandomState(0).randint(0, model.cfg.vocab_size, (2, 12)))
     mask = jnp.ones_like(ids)
-    loss, _, grads = grad_step(trainable.weights, trainable.slots, params, ids, mask, mask, jax.random.PRNGKey(0))
-    loss_deq, _, grads_deq = grad_step(
-        trainable.weights, trainable.slots, _dequantized(params), ids, mask, mask, jax.random.PRNGKey(0)
-    )
+    loss, _, grads = grad_step(trainable, params, ids, mask, mask, jax.random.PRNGKey(0))
+    loss_deq, _, grads_deq = grad_step(trainable, _dequantized(params), ids, mask, mask, jax.random.PRNGKey(0))
     assert float(loss) == pytest.approx(float(loss_deq), rel=1e-6)
     for a, b in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(grads_deq), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
     # The trained experts merge into the quantized base (evaluation's 'trained' variant).
-    merged = partition.merge_experts(params, trainable)
+    merged = trainable.merge(params)
     assert isinstance(merged[next(iter(trainable.slots))]["moe"]["experts"]["gate_proj"], QuantizedArray)
     assert rise_jax.forward(model, merged, ids).logits.shape == (2, 12, model.cfg.vocab_size)
 

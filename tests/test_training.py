@@ -13,12 +13,13 @@ import torch
 from hf_reference import hf_forward, load_hf_model, make_hf_model, padded_batch, save_hf_model
 
 import rise_jax
-from rise_jax.models.transformer import TrainableExperts
 from rise_jax.training import loop as loop_lib
 from rise_jax.training import partition
 from rise_jax.training.artefacts import load_trained_experts, save_trained_experts
 from rise_jax.training.data import TrainingSet
 from rise_jax.training.loop import TrainingError, TrainOptions, train
+from rise_jax.training.methods import ExpertLoRA, FullExperts
+from rise_jax.training.methods.experts import EXTRA, group_labels
 from rise_jax.training.step import make_optimizer, make_steps
 
 SELECTED = [(0, 1), (0, 5), (2, 3), (2, 6)]
@@ -49,11 +50,9 @@ def test_twenty_adamw_steps_with_weight_decay_touch_only_the_selected_experts(tm
     params["layers"]["moe"]["experts"]["gate_proj"] = gate.at[0, 0, 0, 0].set(-0.0)
     before = jax.tree_util.tree_map(np.asarray, params)
     opts = TrainOptions(epochs=2, batch_size=1, grad_accum=1, lr=1e-3, weight_decay=0.1, progress=False)
-    res = train(
-        model, params, partition.init_trainable(params, model.cfg, SELECTED), token_set(128), None, opts, str(tmp_path)
-    )
+    res = train(model, params, FullExperts.init(params, model.cfg, SELECTED), token_set(128), None, opts, str(tmp_path))
     assert res["optimizer_steps"] == 20 and res["status"] == "completed"
-    merged = partition.merge_experts(params, res["trainable"])
+    merged = res["trainable"].merge(params)
 
     flat_before = jax.tree_util.tree_flatten_with_path(before)[0]
     flat_after = dict(jax.tree_util.tree_flatten_with_path(merged)[0])
@@ -74,13 +73,14 @@ def test_apply_step_reuses_the_optimizer_state_and_gradient_buffers(loaded):
     """The update consumes (donates) the Adam moments and the gradient sum, so it never holds two
     copies of the optimiser state; the weights passed in stay valid (they may alias the caller's)."""
     model, params = loaded
-    weights, slots = partition.init_trainable(params, model.cfg, SELECTED)
+    trainable = FullExperts.init(params, model.cfg, SELECTED)
+    weights = trainable.weights
     tx, _ = make_optimizer(1e-3, 10)
     grad_step, apply_step, _ = make_steps(model, tx)
     ids = jnp.asarray(np.random.RandomState(0).randint(1, 128, (2, 8)), jnp.int32)
     mask = jnp.ones_like(ids)
     opt_state = tx.init(weights)
-    _, _, grads = grad_step(weights, slots, params, ids, mask, mask, jax.random.PRNGKey(0))
+    _, _, grads = grad_step(trainable, params, ids, mask, mask, jax.random.PRNGKey(0))
     new, new_state, _ = apply_step(weights, opt_state, grads, jnp.float32(1.0))
     moments = [x for x in jax.tree_util.tree_leaves(opt_state) if x.ndim > 0]
     assert moments and all(x.is_deleted() for x in moments)
@@ -91,7 +91,7 @@ def test_apply_step_reuses_the_optimizer_state_and_gradient_buffers(loaded):
 
 def test_optimizer_state_holds_exactly_the_selected_parameters(loaded):
     model, params = loaded
-    weights, _ = partition.init_trainable(params, model.cfg, SELECTED)
+    weights = FullExperts.init(params, model.cfg, SELECTED).weights
     tx, _ = make_optimizer(1e-3, 10)
     state = tx.init(weights)
     adam = [s for s in jax.tree_util.tree_leaves(state, is_leaf=lambda x: hasattr(x, "mu")) if hasattr(s, "mu")][0]
@@ -136,11 +136,11 @@ def test_one_step_matches_hf_torch_with_only_the_selected_experts_trainable(tmp_
 
     tx, _ = make_optimizer(lr, total_steps=1_000_000, warmup_ratio=0.0, weight_decay=wd, clip_norm=1.0)
     grad_step, apply_step, _ = make_steps(model, tx)
-    weights, slots = partition.init_trainable(params, model.cfg, SELECTED)
-    loss, _, grads = grad_step(weights, slots, params, ids, mask, mask, jax.random.PRNGKey(0))
+    trainable = FullExperts.init(params, model.cfg, SELECTED)
+    loss, _, grads = grad_step(trainable, params, ids, mask, mask, jax.random.PRNGKey(0))
     np.testing.assert_allclose(float(loss), out.loss.item(), rtol=1e-6)
-    weights, _, _ = apply_step(weights, tx.init(weights), grads, jnp.float32(1.0))
-    merged = partition.merge_experts(params, TrainableExperts(weights, slots))
+    weights, _, _ = apply_step(trainable.weights, tx.init(trainable.weights), grads, jnp.float32(1.0))
+    merged = trainable.replace(weights=weights).merge(params)
     i = model.cfg.moe_intermediate_size
     for layer, e in SELECTED:
         ex = hf.model.layers[layer].mlp.experts
@@ -172,14 +172,12 @@ def test_disjoint_routing_leaves_untouched_inputs_bitwise_identical(tmp_path, lo
     before = np.asarray(rise_jax.forward(model, params, other).logits)
     opts = TrainOptions(epochs=2, batch_size=2, grad_accum=1, lr=5e-2, progress=False)
 
-    res = train(model, params, partition.init_trainable(params, cfg, free), data, None, opts, str(tmp_path / "free"))
-    after_free = np.asarray(rise_jax.forward(model, partition.merge_experts(params, res["trainable"]), other).logits)
+    res = train(model, params, FullExperts.init(params, cfg, free), data, None, opts, str(tmp_path / "free"))
+    after_free = np.asarray(rise_jax.forward(model, res["trainable"].merge(params), other).logits)
     assert np.array_equal(bits(before), bits(after_free))  # interference mass 0 -> identical
 
-    res = train(
-        model, params, partition.init_trainable(params, cfg, busy[:4]), data, None, opts, str(tmp_path / "busy")
-    )
-    after_busy = np.asarray(rise_jax.forward(model, partition.merge_experts(params, res["trainable"]), other).logits)
+    res = train(model, params, FullExperts.init(params, cfg, busy[:4]), data, None, opts, str(tmp_path / "busy"))
+    after_busy = np.asarray(rise_jax.forward(model, res["trainable"].merge(params), other).logits)
     assert not np.array_equal(before, after_busy)  # interference mass > 0 -> changed
 
 
@@ -198,7 +196,7 @@ def _run(model, params, tmp, name, **kw):
     return train(
         model,
         params,
-        partition.init_trainable(params, model.cfg, SELECTED),
+        FullExperts.init(params, model.cfg, SELECTED),
         token_set(128, n=9),
         None,
         opts,
@@ -251,16 +249,16 @@ def test_interrupted_and_resumed_training_equals_uninterrupted(tmp_path, loaded,
 def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_good_state(tmp_path, loaded, method):
     model, params = loaded
     if method == "experts":
-        trainable = partition.init_trainable(params, model.cfg, SELECTED)
+        trainable = FullExperts.init(params, model.cfg, SELECTED)
         w = trainable.weights["layers"]
-        bad = trainable._replace(
+        bad = trainable.replace(
             weights={**trainable.weights, "layers": {**w, "down_proj": w["down_proj"].at[0, 0, 0].set(jnp.inf)}}
         )
     else:  # an adapter gone infinite
-        trainable = partition.init_lora(model.cfg, SELECTED, 2, 2.0)
+        trainable = ExpertLoRA.init(model.cfg, SELECTED, 2, 2.0)
         w = trainable.weights["layers"]
         down = {**w["down_proj"], "lora_b": w["down_proj"]["lora_b"].at[0, 0, 0].set(jnp.inf)}
-        bad = trainable._replace(weights={**trainable.weights, "layers": {**w, "down_proj": down}})
+        bad = trainable.replace(weights={**trainable.weights, "layers": {**w, "down_proj": down}})
     opts = TrainOptions(epochs=1, batch_size=2, grad_accum=1, progress=False)
     with pytest.raises(
         TrainingError,
@@ -277,7 +275,7 @@ def test_compact_checkpoint_round_trip_is_exact_and_export_loads_in_transformers
     back = load_trained_experts(str(tmp_path / "t"))
     for a, b in zip(jax.tree_util.tree_leaves(res["trainable"]), jax.tree_util.tree_leaves(back), strict=True):
         assert np.array_equal(bits(a), bits(b))
-    merged = partition.merge_experts(params, back)
+    merged = back.merge(params)
     out = rise_jax.export_model(model, merged, str(tmp_path / "hf"), source_dir=qwen_dir, progress=False)
     ids, mask = padded_batch(128, [10, 7], 10, [False, True], seed=3)
     ref, _ = hf_forward(load_hf_model(out), ids, mask)
@@ -288,12 +286,12 @@ def test_compact_checkpoint_round_trip_is_exact_and_export_loads_in_transformers
 def test_extra_trainable_groups_by_path_rule_train_routers_and_leave_the_rest_bitwise(tmp_path, loaded):
     model, params = loaded
     before = jax.tree_util.tree_map(np.asarray, params)
-    trainable = partition.init_trainable(params, model.cfg, SELECTED, ["moe/router"])
+    trainable = FullExperts.init(params, model.cfg, SELECTED, ["moe/router"])
     weights = trainable.weights
-    assert set(weights[partition.EXTRA]["layers"]["moe"]) == {"router"}
+    assert set(weights[EXTRA]["layers"]["moe"]) == {"router"}
     opts = TrainOptions(epochs=1, batch_size=2, grad_accum=1, lr=1e-3, extra_lr=1e-2, progress=False)
     res = train(model, params, trainable, token_set(128), None, opts, str(tmp_path))
-    merged = partition.merge_experts(params, res["trainable"])
+    merged = res["trainable"].merge(params)
     flat_after = dict(jax.tree_util.tree_flatten_with_path(merged)[0])
     for path, old in jax.tree_util.tree_flatten_with_path(before)[0]:
         key = jax.tree_util.keystr(path)
@@ -303,7 +301,7 @@ def test_extra_trainable_groups_by_path_rule_train_routers_and_leave_the_rest_bi
         elif "experts" not in key:
             np.testing.assert_array_equal(bits(old), bits(new), err_msg=key)
     # The optimiser is partitioned: experts and routers each hold their own Adam moments.
-    tx, _ = make_optimizer(1e-3, 10, extra_lr=1e-2)
+    tx, _ = make_optimizer(1e-3, 10, extra_lr=1e-2, labels=group_labels)
     state = tx.init(weights)
     inner = state[-1].inner_states
     assert set(inner) == {"experts", "extra"}
@@ -312,9 +310,9 @@ def test_extra_trainable_groups_by_path_rule_train_routers_and_leave_the_rest_bi
 def test_extra_trainable_rules_are_checked(loaded):
     model, params = loaded
     with pytest.raises(ValueError, match=r"pattern\(s\) \['rooter'\] match no parameter"):
-        partition.init_trainable(params, model.cfg, SELECTED, ["rooter"])
+        FullExperts.init(params, model.cfg, SELECTED, ["rooter"])
     with pytest.raises(ValueError, match="match expert weights"):
-        partition.init_trainable(params, model.cfg, SELECTED, ["gate_proj"])
+        FullExperts.init(params, model.cfg, SELECTED, ["gate_proj"])
 
 
 def test_an_unreadable_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, loaded):
@@ -326,7 +324,7 @@ def test_an_unreadable_latest_checkpoint_falls_back_to_the_previous_one(tmp_path
         epochs=2, batch_size=2, grad_accum=2, lr=1e-3, weight_decay=0.01, warmup_ratio=0.2, progress=False
     )
     stop_opts = dataclasses.replace(opts, save_every=2, max_steps=3)
-    trainable = partition.init_trainable(params, model.cfg, SELECTED)
+    trainable = FullExperts.init(params, model.cfg, SELECTED)
     stopped = train(model, params, trainable, token_set(128, n=9), None, stop_opts, str(tmp_path / "b"))  # ckpts 2, 3
     assert stopped["steps_done"] == 3 and sorted(os.listdir(tmp_path / "b" / "checkpoints")) == ["2", "3"]
     for dirpath, _, files in os.walk(tmp_path / "b" / "checkpoints" / "3"):
@@ -346,9 +344,9 @@ def test_owner_grouped_rows_put_each_expert_copy_in_its_owner_block_and_merge_th
     and merging them gives exactly the merge of the default (layer, expert)-ordered layout."""
     model, params = loaded
     cfg = model.cfg
-    plain = partition.init_trainable(params, cfg, SELECTED)
+    plain = FullExperts.init(params, cfg, SELECTED)
     for m in (2, 4, 8):
-        grouped = partition.init_trainable(params, cfg, SELECTED, expert_shards=m)
+        grouped = FullExperts.init(params, cfg, SELECTED, expert_shards=m)
         (run,) = grouped.slots
         slots = np.asarray(grouped.slots[run])
         rows = grouped.weights[run]["gate_proj"].shape[0]
@@ -363,9 +361,9 @@ def test_owner_grouped_rows_put_each_expert_copy_in_its_owner_block_and_merge_th
             )
         unused = np.setdiff1d(np.arange(rows), slots[slots >= 0])
         assert not np.asarray(grouped.weights[run]["down_proj"])[unused].any()
-        assert partition.count_trainable(grouped.weights, grouped.slots) == partition.count_trainable(plain.weights)
-        a, b = partition.merge_experts(params, plain), partition.merge_experts(params, grouped)
+        assert grouped.parameter_count() == partition.count_trainable(plain.weights) == plain.parameter_count()
+        a, b = plain.merge(params), grouped.merge(params)
         for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
             np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     with pytest.raises(ValueError, match="must divide the 8 experts, got 3"):
-        partition.init_trainable(params, cfg, SELECTED, expert_shards=3)
+        FullExperts.init(params, cfg, SELECTED, expert_shards=3)

@@ -18,7 +18,7 @@ from hf_reference import make_hf_model, save_hf_model
 
 import rise_jax
 from rise_jax.evaluation.generate import generate
-from rise_jax.training import partition
+from rise_jax.training.methods import FullExperts
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VLLM_PYTHON = os.environ.get("RISE_JAX_VLLM_PYTHON")
@@ -45,14 +45,14 @@ def _train_like(params, cfg, seed):
     """Selected experts moved as training would move them: fp32 copies, perturbed, merged back."""
     last = cfg.num_moe_layers - 1  # selections count MoE layers only
     experts = [(0, 0), (0, 3), (last, 1), (last, cfg.num_experts - 1)]
-    trainable = partition.init_trainable(params, cfg, experts)
+    trainable = FullExperts.init(params, cfg, experts)
     key = jax.random.PRNGKey(seed)
-    for entry in partition.expert_weights(trainable).values():  # the dicts inside trainable
+    for entry in trainable.runs().values():  # the dicts inside trainable
         for proj in cfg.expert_param_names:
             key, sub = jax.random.split(key)
             w = entry[proj]
             entry[proj] = w + jnp.std(w) * jax.random.normal(sub, w.shape, w.dtype)
-    return partition.merge_experts(params, trainable)
+    return trainable.merge(params)
 
 
 def _our_logprobs(model, params, prompt):

@@ -105,9 +105,10 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.select.p_gate = 0.1
     c.select.p_token = 0.2
 
-    # Subnetwork training. The optimisation options (epochs, batch_size, grad_accum, lr, warmup_ratio,
+    # Subnetwork training. The training options (epochs, batch_size, grad_accum, lr, warmup_ratio,
     # b1, b2, eps, weight_decay, clip_norm, seed, eval_every, save_every, log_every, bucket_multiple,
-    # max_steps, extra_lr) and their paper defaults come from rise_jax/training/options.py.
+    # max_steps, extra_lr, extra_trainable, method and the lora_* settings) and their defaults come
+    # from rise_jax/training/options.py.
     c.train = ml_collections.ConfigDict(train_option_defaults())
     c.train.language = ""  # default: the selection's target language
     c.train.data = data_source(split="train")  # the target language's text
@@ -116,10 +117,6 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.train.compute_dtype = ""  # default: the parameter dtype (bf16 compute, fp32 expert masters)
     c.train.remat = True
     c.train.router_mode = "deterministic"  # PhiMoE: or sparsemixer_train
-    # More trainable groups by path rule (regexes over "/"-joined param paths), off by default:
-    # e.g. "moe/router" (routers: training changes routing, so interference is no longer bounded
-    # by rho) or "attn/" (attention). They get their own AdamW with peak `extra_lr` (0 = lr).
-    c.train.extra_trainable = ""
 
     # Evaluation: the tasks named in `run`, for every variant (rise_jax/stages/evaluate.py).
     c.eval = ml_collections.ConfigDict()

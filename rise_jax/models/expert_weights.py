@@ -261,7 +261,6 @@ class SubstitutedExperts(_OverBase):
         return self.replace(trained=ExpertTensors(*params))
 
 
-LORA_SCALE = "lora_scale"  # key of alpha / r in a TrainableExperts.slots dict (RISE+LoRA only)
 LORA_A, LORA_B = "lora_a", "lora_b"
 
 

@@ -30,7 +30,8 @@ Parameter tree (leading axis ``[n]`` = layers of the run; kernels are ``[in, out
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple
+import functools
+from typing import Any, NamedTuple, Protocol
 
 import flax.linen as nn
 import jax
@@ -40,13 +41,7 @@ from rise_jax.models import dispatch as dispatch_lib
 from rise_jax.models import routers
 from rise_jax.models.config import ModelConfig
 from rise_jax.models.expert_mlp import PARAM_NAMES, ExpertTensors, GatedActivation
-from rise_jax.models.expert_weights import (
-    LORA_SCALE,
-    LoRAExperts,
-    StackedExperts,
-    StackLayerExperts,
-    SubstitutedExperts,
-)
+from rise_jax.models.expert_weights import ExpertWeights, StackedExperts, StackLayerExperts
 from rise_jax.models.layers import Attention, Dense, KVCacheLayer, attention_visibility, make_norm, rope_cos_sin
 from rise_jax.models.layout import LayerRun, layer_runs
 
@@ -65,9 +60,9 @@ class RuntimeOptions:
     backward pass; router_mode: ``deterministic`` (eval routing, the default) or
     ``sparsemixer_train`` (PhiMoE's stochastic training router; needs a ``router`` rng);
     expert_mesh: the device mesh whose ``model`` axis splits the experts, for expert-parallel
-    dispatch (:mod:`rise_jax.models.expert_parallel`; None: XLA partitions the dispatch);
-    lora_dropout: dropout on the input of dense-layer LoRA adapters
-    (:class:`~rise_jax.models.layers.Dense`), active only when a ``dropout`` rng is passed.
+    dispatch (:mod:`rise_jax.models.expert_parallel`; None: XLA partitions the dispatch).
+    Training-only settings (LoRA adapter dropout) belong to the training method
+    (:class:`Trainable`), not here.
     """
 
     dtype: DType = jnp.float32
@@ -76,14 +71,37 @@ class RuntimeOptions:
     remat: bool = False
     router_mode: str = "deterministic"
     expert_mesh: Any = None
-    lora_dropout: float = 0.0
 
     def __post_init__(self):
         if self.router_mode not in ROUTER_MODES:
             raise ValueError(f"router_mode must be one of {ROUTER_MODES}, got {self.router_mode!r}")
-        dispatch_lib.resolve_impl(self.dispatch)
-        if not 0.0 <= self.lora_dropout < 1.0:
-            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
+        self.impl  # noqa: B018 - an unknown dispatch fails here, not at the first call
+
+    @functools.cached_property
+    def impl(self) -> str:
+        """The MoE dispatch this model runs: ``dispatch`` with ``"auto"`` resolved for the backend
+        (the one place it is resolved; every layer and the decoding path read it from here)."""
+        return dispatch_lib.resolve_impl(self.dispatch)
+
+
+class ExpertOverride(Protocol):
+    """What a training method hands a run's MoE layers: a weight source over the frozen experts
+    (e.g. :class:`~rise_jax.models.expert_weights.SubstitutedExperts`) built with ``base`` and
+    ``slots`` left None; each layer fills them in with ``replace(base=..., slots=...)``."""
+
+    def replace(self, **fields: Any) -> ExpertWeights: ...
+
+
+class Trainable(Protocol):
+    """What the model needs of a training method (:mod:`rise_jax.training.methods`):
+    ``expert_override(run)`` -> (slot table ``[n, E]`` int, the :class:`ExpertOverride` of the
+    run's trainable experts) or None where the run's experts stay frozen, and ``adapter_dropout``
+    (a Python float): dropout on the input of dense-layer LoRA adapters
+    (:class:`~rise_jax.models.layers.Dense`), active only when a ``dropout`` rng is passed."""
+
+    adapter_dropout: float
+
+    def expert_override(self, run: str) -> tuple[Array, ExpertOverride] | None: ...
 
 
 class Experts(nn.Module):
@@ -97,10 +115,11 @@ class Experts(nn.Module):
     def __call__(
         self, x: Array, routing_: dispatch_lib.ExpertChoice, override: Any = None, stacked: Any = None
     ) -> Array:
-        """``override`` = (slots ``[E]`` int, {name: ``[K, ...]``}): expert ``e`` with ``slots[e] >= 0``
-        uses trainable weights ``name[slots[e]]``; every other expert uses the (gradient-stopped)
-        parameters (:class:`~rise_jax.models.expert_weights.SubstitutedExperts`). This is how training
-        sees only the selected experts as differentiable.
+        """``override`` = (slots ``[E]`` int, an :class:`ExpertOverride`): the override source over
+        this layer's experts (e.g. expert ``e`` with ``slots[e] >= 0`` uses trainable weights, every
+        other one the gradient-stopped parameters:
+        :class:`~rise_jax.models.expert_weights.SubstitutedExperts`). This is how training sees only
+        the selected experts as differentiable.
 
         ``stacked`` = ({name: ``[n, E, ...]``}, layer): this run's un-sliced expert parameters and
         this layer's index in them (the decoding path, see :class:`MoEModel`); the experts are then
@@ -126,14 +145,9 @@ class Experts(nn.Module):
             (g, u, d), bias = split(w)
             source = StackedExperts(g, u, d, bias=bias, act=act)
             if override is not None:
-                slots, trained = override
-                if LORA_SCALE in trained:  # RISE+LoRA: adapters inside the selected experts
-                    source = LoRAExperts(source, trained["adapters"], slots, trained[LORA_SCALE])
-                else:
-                    source = SubstitutedExperts(source, ExpertTensors(*(trained.get(n) for n in PARAM_NAMES)), slots)
-        return dispatch_lib.dispatch(
-            x.astype(self.opts.dtype), routing_, source, self.opts.dispatch, self.opts.expert_mesh
-        )
+                slots, over = override
+                source = over.replace(base=source, slots=slots)
+        return dispatch_lib.dispatch(x.astype(self.opts.dtype), routing_, source, self.opts.impl, self.opts.expert_mesh)
 
 
 class MoEBlock(nn.Module):
@@ -142,6 +156,7 @@ class MoEBlock(nn.Module):
 
     cfg: ModelConfig
     opts: RuntimeOptions
+    adapter_dropout: float = 0.0  # on the input of dense-layer LoRA adapters (Trainable)
 
     @nn.compact
     def __call__(
@@ -179,8 +194,8 @@ class MoEBlock(nn.Module):
             weights, idx = routers.sparsemixer_eval(logits, cfg.router_jitter_noise)
         out = Experts(cfg, opts, name="experts")(flat, dispatch_lib.ExpertChoice(idx, weights), override, stacked)
         if cfg.shared_expert_size:
-            shared = DenseMLP(cfg, opts, cfg.shared_expert_size, name="shared_expert")(flat)
-            gate = Dense(1, False, opts.dtype, opts.param_dtype, opts.lora_dropout, name="shared_expert_gate")
+            shared = DenseMLP(cfg, opts, cfg.shared_expert_size, self.adapter_dropout, name="shared_expert")(flat)
+            gate = Dense(1, False, opts.dtype, opts.param_dtype, self.adapter_dropout, name="shared_expert_gate")
             out = out + (jax.nn.sigmoid(gate(flat)) * shared).astype(out.dtype)
         info = (idx.reshape(b, t, -1), weights.reshape(b, t, -1), logits.reshape(b, t, -1))
         return out.reshape(b, t, h), info
@@ -192,36 +207,21 @@ class DenseMLP(nn.Module):
     cfg: ModelConfig
     opts: RuntimeOptions
     width: int | None = None
+    adapter_dropout: float = 0.0
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        o = self.opts
-        dense = lambda f, name: Dense(f, False, o.dtype, o.param_dtype, o.lora_dropout, name=name)  # noqa: E731
+        o, p = self.opts, self.adapter_dropout
+        dense = lambda f, name: Dense(f, False, o.dtype, o.param_dtype, p, name=name)  # noqa: E731
         i = self.width or self.cfg.intermediate_size
         return dense(self.cfg.hidden_size, "down_proj")(nn.silu(dense(i, "gate_proj")(x)) * dense(i, "up_proj")(x))
-
-
-class TrainableExperts(NamedTuple):
-    """Subnetwork training's trainable tree, kept as two parts from creation on.
-
-    ``weights``: run name -> {``gate_proj``, ``up_proj``, ``down_proj`` (and, for families with
-    expert biases, ``gate_bias``, ``up_bias``, ``down_bias``): fp32 ``[K_run, ...]``} — what
-    is differentiated and optimised (training may keep other groups here under keys that are not
-    run names; the model ignores them); for RISE+LoRA run name -> {proj: {``lora_a`` ``[K_run, r,
-    in]``, ``lora_b`` ``[K_run, out, r]``}} instead. ``slots``: run name -> int32 ``[n, E]``, the row
-    of ``weights`` each (layer, expert) uses, or -1 for the frozen base expert, and for RISE+LoRA
-    ``lora_scale`` -> alpha / r — bookkeeping, never differentiated.
-    """
-
-    weights: dict[str, Any]
-    slots: dict[str, Any]
 
 
 class LayerShared(NamedTuple):
     """Inputs every layer of a scanned run sees whole (``nn.broadcast``).
 
     ``cos``/``sin`` rope tables, ``visible`` the attention mask ``[B, 1, T, S]``; ``trained`` the
-    run's trainable expert copies {proj: ``[K, ...]``} (subnetwork training) or None; ``cache``
+    run's :class:`ExpertOverride` (subnetwork training) or None; ``cache``
     (keys, values) ``[n, B, S, KV, D]`` of the whole run and ``cache_index`` (decoding) or None;
     ``stacked_experts`` the run's un-sliced expert params {proj: ``[n, E, ...]``} (decoding) or None;
     ``visible_sliding`` the sliding-window mask when windows differ per layer (GPT-OSS,
@@ -256,6 +256,7 @@ class DecoderLayer(nn.Module):
     opts: RuntimeOptions
     is_moe: bool
     return_routing: bool = False
+    adapter_dropout: float = 0.0
 
     @nn.compact
     def __call__(self, x: Array, shared: LayerShared, layer: LayerSlice):
@@ -267,7 +268,7 @@ class DecoderLayer(nn.Module):
         visible = shared.visible
         if shared.visible_sliding is not None:
             visible = jnp.where(layer.sliding, shared.visible_sliding, shared.visible)
-        attn, new_kv = Attention(cfg, opts.dtype, opts.param_dtype, opts.lora_dropout, name="attn")(
+        attn, new_kv = Attention(cfg, opts.dtype, opts.param_dtype, self.adapter_dropout, name="attn")(
             h, shared.cos, shared.sin, visible, layer_cache
         )
         x = x + attn
@@ -275,9 +276,9 @@ class DecoderLayer(nn.Module):
         if self.is_moe:
             override = None if layer.slots is None else (layer.slots, shared.trained)
             stacked = None if shared.stacked_experts is None else (shared.stacked_experts, layer.index)
-            y, info = MoEBlock(cfg, opts, name="moe")(h, override, layer.edit, stacked)
+            y, info = MoEBlock(cfg, opts, self.adapter_dropout, name="moe")(h, override, layer.edit, stacked)
         else:
-            y, info = DenseMLP(cfg, opts, name="mlp")(h), None
+            y, info = DenseMLP(cfg, opts, adapter_dropout=self.adapter_dropout, name="mlp")(h), None
         x = x + y.astype(x.dtype)
         return x, (info if self.return_routing else None, new_kv)
 
@@ -323,8 +324,8 @@ class MoEModel(nn.Module):
 
     ``attention_mask`` ``[B, T]`` (1 = real token, default all ones); ``positions`` ``[B, T]``
     default ``0..T-1`` for every row (HF forward's convention; pass ``cumsum(mask) - 1`` to match
-    HF ``generate`` with left padding). ``trainable_experts`` (:class:`TrainableExperts`, made by
-    :mod:`rise_jax.training.partition`) substitutes trainable copies for the selected experts.
+    HF ``generate`` with left padding). ``trainable_experts`` (a :class:`Trainable`: a training
+    method of :mod:`rise_jax.training.methods`) overrides the selected experts with trainable ones.
     ``kv_cache`` (:func:`init_kv_cache`) switches to incremental decoding; ``router_edit``
     (:class:`~rise_jax.models.routers.RouterEdit`) prunes or steers experts; ``last_token_logits``
     computes logits (and returns ``hidden``) for the last position only.
@@ -347,7 +348,7 @@ class MoEModel(nn.Module):
             and kv_cache is not None
             and slots is None
             and not self.is_initializing()
-            and dispatch_lib.resolve_impl(self.opts.dispatch) in ("grouped_scan", "blocked")
+            and self.opts.impl in ("grouped_scan", "blocked")
         )
 
     @nn.compact
@@ -359,12 +360,13 @@ class MoEModel(nn.Module):
         *,
         return_routing: bool = False,
         skip_lm_head: bool = False,
-        trainable_experts: TrainableExperts | None = None,
+        trainable_experts: Trainable | None = None,
         kv_cache: KVCache | None = None,
         router_edit: routers.RouterEdit | None = None,
         last_token_logits: bool = False,
     ) -> ModelOutput:
         cfg, opts = self.cfg, self.opts
+        dropout = 0.0 if trainable_experts is None else trainable_experts.adapter_dropout
         b, t = input_ids.shape
         s = t if kv_cache is None else next(iter(kv_cache.keys.values())).shape[2]
         if attention_mask is None:
@@ -394,11 +396,9 @@ class MoEModel(nn.Module):
                 length=run.length,
             )
             slots = trained = None
-            if trainable_experts is not None and run.name in trainable_experts.slots:
-                slots = trainable_experts.slots[run.name]
-                trained = trainable_experts.weights[run.name]
-                if LORA_SCALE in trainable_experts.slots:  # adapters, with their alpha / r
-                    trained = {"adapters": trained, LORA_SCALE: trainable_experts.slots[LORA_SCALE]}
+            override = None if trainable_experts is None else trainable_experts.expert_override(run.name)
+            if override is not None:
+                slots, trained = override
             cache = None if kv_cache is None else (kv_cache.keys[run.name], kv_cache.values[run.name])
             edit = None
             if router_edit is not None and run.is_moe:
@@ -420,7 +420,7 @@ class MoEModel(nn.Module):
             if visible_sliding is not None:
                 sliding = jnp.asarray(cfg.sliding_layers[run.start : run.start + run.length], bool)
             per_layer = LayerSlice(jnp.arange(run.length, dtype=jnp.int32), slots, edit, sliding)
-            layer = scanned(cfg, opts, run.is_moe, return_routing, name=run.name)
+            layer = scanned(cfg, opts, run.is_moe, return_routing, dropout, name=run.name)
             x, (info, new_kv) = layer(x, shared, per_layer)
             if run.is_moe and return_routing:
                 infos.append(info)
@@ -442,7 +442,5 @@ class MoEModel(nn.Module):
         if cfg.tie_word_embeddings:
             logits = embed.attend(x)
         else:
-            logits = Dense(
-                cfg.vocab_size, cfg.lm_head_bias, opts.dtype, opts.param_dtype, opts.lora_dropout, name="lm_head"
-            )(x)
+            logits = Dense(cfg.vocab_size, cfg.lm_head_bias, opts.dtype, opts.param_dtype, dropout, name="lm_head")(x)
         return ModelOutput(logits, x, info, new_cache)

@@ -1,17 +1,16 @@
-"""Helpers shared by stages (stages never import each other; what two of them need lives here)."""
+"""Helpers shared by stages (stages never import each other; what two of them need lives here;
+building the configured model is :mod:`rise_jax.stages.build`'s)."""
 
 from __future__ import annotations
 
 import functools
 import hashlib
 import os
-from typing import Any
 
 import ml_collections
 
 from rise_jax.checkpoints.resolve import resolve_checkpoint
 from rise_jax.errors import SettingError
-from rise_jax.models.quantized import DEFAULT_GROUPS, resolve_frozen_dtype, resolve_frozen_groups
 from rise_jax.zones import DEFAULT_RATIOS, check_ratios
 
 
@@ -82,50 +81,3 @@ def tokenizer_for(config: ml_collections.ConfigDict, checkpoint_dir: str):
     from rise_jax.tokenizer import load_tokenizer
 
     return load_tokenizer(config.model.get("tokenizer") or checkpoint_dir)
-
-
-def model_mesh(config: ml_collections.ConfigDict):
-    """The ``(data, model)`` mesh of ``config.mesh`` when more than one device is visible, else None."""
-    import jax
-
-    from rise_jax.sharding import make_mesh
-
-    if jax.device_count() == 1:
-        return None
-    mesh_cfg = config.get("mesh") or {}
-    return make_mesh(model=mesh_cfg.get("model", 0), data=mesh_cfg.get("data", 1))
-
-
-def model_placement(config: ml_collections.ConfigDict) -> dict:
-    """``load_model`` keywords placing the model on :func:`model_mesh` (``{}`` on one device):
-    parameters split as they are read and, unless ``config.mesh.expert_parallel`` is False, the
-    MoE dispatch expert-parallel (:mod:`rise_jax.models.expert_parallel`)."""
-    mesh = model_mesh(config)
-    if mesh is None:
-        return {}
-    return {"mesh": mesh, "expert_parallel": bool((config.get("mesh") or {}).get("expert_parallel", True))}
-
-
-def expert_shards(placement: dict, num_experts: int) -> int:
-    """Devices the experts are split over when :func:`model_placement`'s dispatch is
-    expert-parallel (else 1): the trainable copies are then laid out in owner-grouped blocks
-    (``partition.expert_slots``)."""
-    from rise_jax.models.expert_parallel import MODEL, applies
-
-    mesh = placement.get("mesh")
-    if placement.get("expert_parallel") and applies(mesh, num_experts):
-        return mesh.shape[MODEL]
-    return 1
-
-
-def frozen_dtype(config: ml_collections.ConfigDict) -> str | None:
-    """The format the frozen weights are stored in (``config.model.frozen_dtype``; None: as loaded)."""
-    return resolve_frozen_dtype(config.model.get("frozen_dtype", ""), config.model.dtype)
-
-
-def frozen_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
-    """``load_model`` keywords of the frozen-weight storage (``model.frozen_dtype`` / ``frozen_groups``)."""
-    return {
-        "frozen_dtype": frozen_dtype(config),
-        "frozen_groups": resolve_frozen_groups(config.model.get("frozen_groups", ",".join(DEFAULT_GROUPS))),
-    }

@@ -23,7 +23,6 @@ from typing import Any
 import ml_collections
 from absl import logging
 
-from rise_jax.api import load_model
 from rise_jax.config_values import comma_list, int_ranges, positive_ints
 from rise_jax.data.languages import parse_languages
 from rise_jax.evaluation import interventions as iv
@@ -38,13 +37,8 @@ from rise_jax.io_utils import (
 )
 from rise_jax.reporting.tables import results_table, variants_table
 from rise_jax.selection.artefact import load_selection
-from rise_jax.stages.common import (
-    checkpoint_path,
-    files_identity,
-    frozen_options,
-    model_placement,
-    tokenizer_for,
-)
+from rise_jax.stages.build import build_model
+from rise_jax.stages.common import files_identity, tokenizer_for
 from rise_jax.stages.registry import Stage
 from rise_jax.training.artefacts import apply_trained_experts
 from rise_jax.workdir import Workdir
@@ -174,15 +168,8 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
         if previous.get("config") == config_record:
             results = previous.get("results", {})
 
-    path = checkpoint_path(config)
-    model, base = load_model(
-        path,
-        dtype=config.model.dtype,
-        dispatch=config.model.dispatch,
-        progress=False,
-        **model_placement(config),
-        **frozen_options(config),
-    )
+    built = build_model(config, progress=False)
+    model, base, path = built.model, built.params, built.checkpoint
     tokenizer = tokenizer_for(config, path)
     gen_cfg_file, gen_cfg = os.path.join(path, "generation_config.json"), None
     if os.path.isfile(gen_cfg_file):

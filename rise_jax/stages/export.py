@@ -10,39 +10,30 @@ import shutil
 import ml_collections
 from absl import logging
 
-from rise_jax.api import export_model, load_model
+from rise_jax.api import export_model
 from rise_jax.checkpoints.hf_export import TOKENIZER_FILES
-from rise_jax.checkpoints.peft_export import export_peft_adapter
 from rise_jax.io_utils import read_json_object
-from rise_jax.stages.common import checkpoint_path, model_placement
+from rise_jax.stages.build import build_model
 from rise_jax.stages.registry import Stage
 from rise_jax.training.artefacts import load_trained_experts
-from rise_jax.training.partition import LORA_DENSE, merge_experts
 from rise_jax.workdir import Workdir
 
 
 def run(config: ml_collections.ConfigDict, wd: Workdir) -> str:
-    path = checkpoint_path(config)
-    model, params = load_model(
-        path, dtype=config.model.dtype, dispatch=config.model.dispatch, **model_placement(config)
-    )
+    built = build_model(config, quantized=False)  # merged into the source checkpoint's own weights
+    model, path = built.model, built.checkpoint
     trained = load_trained_experts(wd.train)
-    merged = merge_experts(params, trained)
-    out = export_model(model, merged, wd.export_hf, source_dir=path, overwrite=True, progress=True)
-    if LORA_DENSE in trained.weights:
-        t = read_json_object(wd.train_config, "the train stage's config", ValueError)
-        peft = export_peft_adapter(
-            trained.weights[LORA_DENSE],
-            model.cfg,
-            wd.export_peft,
-            t["lora_rank"],
-            t["lora_alpha"],
-            path,
-            t.get("lora_dropout", 0.0),
-        )
-        logging.info(f"PEFT adapter -> {peft}")
-    elif os.path.isdir(wd.export_peft):  # a previous LoRA run's adapters do not describe this export
-        shutil.rmtree(wd.export_peft)
+    out = export_model(model, trained.merge(built.params), wd.export_hf, source_dir=path, overwrite=True, progress=True)
+    extras = {"peft": wd.export_peft}  # what a method may write beside the merged checkpoint
+    settings = {}  # the train config the weights trained with (adapter settings)
+    if os.path.isfile(wd.train_config):
+        settings = read_json_object(wd.train_config, "the train stage's config", ValueError)
+    written = trained.write_exports(model.cfg, extras, settings, path)
+    for kind, where in extras.items():
+        if kind in written:
+            logging.info(f"{kind} export -> {where}")
+        elif os.path.isdir(where):  # a previous run's extras do not describe this export
+            shutil.rmtree(where)
     tok_dir = config.model.get("tokenizer")
     if tok_dir:  # a separately given tokenizer travels with the merged model
         for f in TOKENIZER_FILES:

@@ -16,11 +16,10 @@ import jax
 import ml_collections
 import numpy as np
 
-from rise_jax.api import as_dtype, load_model
 from rise_jax.checkpoints.hf_load import read_hf_config
 from rise_jax.io_utils import write_json_atomic
 from rise_jax.models.config import ModelConfig
-from rise_jax.models.transformer import MoEModel, RuntimeOptions
+from rise_jax.stages.build import abstract_params, build_model
 from rise_jax.stages.common import checkpoint_path, zone_ratios
 from rise_jax.stages.registry import Stage
 from rise_jax.workdir import Workdir
@@ -29,9 +28,7 @@ from rise_jax.zones import DEFAULT_RATIOS, zone_spans
 
 def parameter_counts(cfg: ModelConfig) -> dict[str, int]:
     """Counts from abstract shapes (no weights allocated)."""
-    model = MoEModel(cfg, RuntimeOptions())
-    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), np.zeros((1, 1), np.int32)))["params"]
-    flat = jax.tree_util.tree_flatten_with_path(shapes)[0]
+    flat = jax.tree_util.tree_flatten_with_path(abstract_params(cfg))[0]
     total = experts = router = embed = 0
     for path, leaf in flat:
         keys = [getattr(p, "key", str(p)) for p in path]
@@ -92,7 +89,7 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
         "dtype": config.model.dtype,
     }
     if config.inspect.load_weights or config.inspect.save_params:
-        model, params = load_model(path, dtype=as_dtype(config.model.dtype), dispatch=config.model.dispatch)
+        params = build_model(config, quantized=False, placed=False).params
         if config.inspect.save_params:
             import orbax.checkpoint as ocp
 

@@ -8,20 +8,13 @@ import os
 import ml_collections
 from absl import logging
 
-from rise_jax.api import load_model
 from rise_jax.config_values import comma_list, positive_ints
 from rise_jax.data.batching import tokenize_examples
 from rise_jax.data.languages import get_language, parse_languages
 from rise_jax.data.sources import SourceSpec, blank_lines_skipped, load_examples
 from rise_jax.routing.stats import replay
-from rise_jax.stages.common import (
-    checkpoint_identity,
-    checkpoint_path,
-    files_identity,
-    frozen_options,
-    model_placement,
-    tokenizer_for,
-)
+from rise_jax.stages.build import build_model
+from rise_jax.stages.common import checkpoint_identity, checkpoint_path, files_identity, tokenizer_for
 from rise_jax.stages.registry import Stage
 from rise_jax.workdir import Workdir
 
@@ -45,14 +38,8 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> str:
         tokenize_examples(lang, examples[lang], tokenizer, config.data.max_length, max_samples, config.data.template)
         for lang in languages
     ]
-    frozen = frozen_options(config)
-    model, params = load_model(
-        path,
-        dtype=config.model.dtype,
-        dispatch=config.model.dispatch,
-        **model_placement(config),
-        **frozen,
-    )
+    built = build_model(config)
+    model, params, settings = built.model, built.params, built.settings
     parallel = spec.kind in PARALLEL_SOURCES or config.data.get("parallel", False)
     divergence = config.stats.divergence and parallel
     stats = replay(
@@ -66,8 +53,8 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> str:
         model_info={
             "checkpoint": os.path.abspath(path),
             "dtype": config.model.dtype,
-            "frozen_dtype": frozen["frozen_dtype"] or config.model.dtype,
-            "frozen_groups": list(frozen["frozen_groups"]) if frozen["frozen_dtype"] else [],
+            "frozen_dtype": settings.frozen_dtype or config.model.dtype,
+            "frozen_groups": list(settings.frozen_groups) if settings.frozen_dtype else [],
         },
     )
     for code, written in zip(languages, comma_list(config.data.languages), strict=True):

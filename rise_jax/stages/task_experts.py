@@ -23,7 +23,6 @@ from typing import Any
 import ml_collections
 from absl import logging
 
-from rise_jax.api import load_model
 from rise_jax.config_values import comma_list
 from rise_jax.data.batching import tokenize_examples
 from rise_jax.data.languages import get_language
@@ -33,14 +32,8 @@ from rise_jax.io_utils import write_json_atomic, write_text_atomic
 from rise_jax.reporting import plots
 from rise_jax.routing.analysis import task_and_language_experts
 from rise_jax.routing.stats import RoutingStats, replay
-from rise_jax.stages.common import (
-    checkpoint_identity,
-    checkpoint_path,
-    files_identity,
-    frozen_options,
-    model_placement,
-    tokenizer_for,
-)
+from rise_jax.stages.build import build_model
+from rise_jax.stages.common import checkpoint_identity, files_identity, tokenizer_for
 from rise_jax.stages.registry import Stage
 from rise_jax.workdir import Workdir
 
@@ -87,14 +80,8 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
     reference = get_language(config.analyze.reference).code
     ref = stats.index(reference)
     language = get_language(t.language).code
-    path = checkpoint_path(config)
-    model, params = load_model(
-        path,
-        dtype=config.model.dtype,
-        dispatch=config.model.dispatch,
-        **model_placement(config),
-        **frozen_options(config),
-    )
+    built = build_model(config)
+    model, params, path = built.model, built.params, built.checkpoint
     stats.check_model(model.cfg, wd.stats)
     spec = SourceSpec.from_config(t.data)
     tokenizer = tokenizer_for(config, path)

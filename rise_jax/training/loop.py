@@ -36,12 +36,12 @@ from tqdm.auto import tqdm
 
 from rise_jax.errors import RiseError
 from rise_jax.io_utils import write_text_atomic
-from rise_jax.models.transformer import MoEModel, TrainableExperts
+from rise_jax.models.transformer import MoEModel
 from rise_jax.training.artefacts import CHECKPOINTS, METRICS, TENSORBOARD
 from rise_jax.training.data import TrainingSet, epoch_batches, iterate, pad_batch
+from rise_jax.training.methods.base import TrainingMethod
 from rise_jax.training.options import TrainOptions
-from rise_jax.training.partition import EXTRA
-from rise_jax.training.step import make_optimizer, make_steps
+from rise_jax.training.step import make_steps
 
 
 class TrainingError(RiseError, RuntimeError):
@@ -51,7 +51,7 @@ class TrainingError(RiseError, RuntimeError):
 class TrainState(NamedTuple):
     """Everything a resumed run needs, as one pytree.
 
-    ``step``: micro-steps done; ``weights``: the trainable weights (``TrainableExperts.weights``);
+    ``step``: micro-steps done; ``weights``: the training method's ``weights``;
     ``opt_state``: the optimiser state over them; ``grad_sum``: the gradient sum of the ``n_acc``
     micro-batches since the last update (None in memory when ``n_acc`` is 0 — with
     ``grad_accum = 1`` a zero-filled buffer would sit beside the next step's gradients — and
@@ -75,10 +75,10 @@ class TrainState(NamedTuple):
         return restored._replace(step=int(restored.step), n_acc=n_acc, grad_sum=restored.grad_sum if n_acc else None)
 
 
-def _held_out_loss(eval_step, weights, slots, base, held: TrainingSet, opts: TrainOptions) -> float:
+def _held_out_loss(eval_step, trainable: TrainingMethod, base, held: TrainingSet, opts: TrainOptions) -> float:
     total, count = 0.0, 0.0
     for ids, att, loss in iterate(held, opts.batch_size, opts.bucket_multiple, opts.pad_id):
-        s, c = eval_step(weights, slots, base, ids, att, loss)
+        s, c = eval_step(trainable, base, ids, att, loss)
         total, count = total + float(s), count + float(c)
     return total / max(count, 1.0)
 
@@ -144,16 +144,17 @@ def _restore_latest_readable(manager: ocp.CheckpointManager, fresh: TrainState, 
 def train(
     model: MoEModel,
     base_params: Any,
-    trainable: TrainableExperts,
+    trainable: TrainingMethod,
     train_set: TrainingSet,
     held_set: TrainingSet | None,
     opts: TrainOptions,
     out_dir: str,
 ) -> dict[str, Any]:
-    """Train the selected experts; returns a summary (also the final trainable tree under
-    ``"trainable"``). Resumes from ``<out_dir>/checkpoints`` when it holds a checkpoint."""
+    """Train ``trainable``'s weights (a training method, :mod:`rise_jax.training.methods`);
+    returns a summary (also the trained method under ``"trainable"``). Resumes from
+    ``<out_dir>/checkpoints`` when it holds a checkpoint."""
     os.makedirs(out_dir, exist_ok=True)
-    weights, slots = trainable
+    weights = trainable.weights
     n = len(train_set.ids)
     if n == 0:
         raise TrainingError("no training sequences")
@@ -161,10 +162,7 @@ def train(
     total_micro = opts.epochs * per_epoch
     opt_per_epoch = math.ceil(per_epoch / opts.grad_accum)
     total_opt = opts.epochs * opt_per_epoch
-    extra_lr = (opts.extra_lr or opts.lr) if EXTRA in weights else None
-    tx, schedule = make_optimizer(
-        opts.lr, total_opt, opts.warmup_ratio, opts.b1, opts.b2, opts.eps, opts.weight_decay, opts.clip_norm, extra_lr
-    )
+    tx, schedule = trainable.optimizer(opts, total_opt)
     grad_step, apply_step, eval_step = make_steps(model, tx)
     state = TrainState(0, weights, tx.init(weights), None, 0)
 
@@ -215,7 +213,9 @@ def train(
                     train_set, epoch_cache[epoch][b], opts.batch_size, opts.bucket_multiple, opts.pad_id
                 )
                 rng = jax.random.fold_in(base_key, m)
-                loss_a, count, grads = grad_step(weights, slots, base_params, ids, att, loss_mask, rng)
+                loss_a, count, grads = grad_step(
+                    trainable.replace(weights=weights), base_params, ids, att, loss_mask, rng
+                )
                 loss = float(loss_a)
                 if not math.isfinite(loss):
                     save(m)
@@ -248,7 +248,9 @@ def train(
                         entry.update(opt_step=opt_step, grad_norm=grad_norm, lr=float(schedule(opt_step - 1)))
                     record(entry)
                 if held_set and opts.eval_every and opt_step and opt_step % opts.eval_every == 0:
-                    held_loss = _held_out_loss(eval_step, weights, slots, base_params, held_set, opts)
+                    held_loss = _held_out_loss(
+                        eval_step, trainable.replace(weights=weights), base_params, held_set, opts
+                    )
                     record({"step": done, "opt_step": opt_step, "held_out_loss": held_loss})
                 if opts.save_every and done % opts.save_every == 0:
                     save(done)
@@ -264,7 +266,9 @@ def train(
                 if end == total_micro:  # ran to the end (not resumed at max_steps)
                     save(total_micro)
                     if held_set:
-                        held_loss = _held_out_loss(eval_step, weights, slots, base_params, held_set, opts)
+                        held_loss = _held_out_loss(
+                            eval_step, trainable.replace(weights=weights), base_params, held_set, opts
+                        )
                         record({"step": total_micro, "opt_step": total_opt, "held_out_loss": held_loss})
     finally:
         bar.close()
@@ -277,5 +281,5 @@ def train(
         "steps_done": steps_done,
         "final_loss": last_loss,
         "held_out_loss": held_loss,
-        "trainable": TrainableExperts(weights, slots),
+        "trainable": trainable.replace(weights=weights),
     }

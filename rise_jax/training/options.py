@@ -29,10 +29,14 @@ class TrainOptions:
     pad_id: int = 0
     max_steps: int = 0  # stop (with a checkpoint) after this many micro-steps; 0 = run to the end
     extra_lr: float = 0.0  # peak lr of the path-rule groups (when the trainable tree has any); 0 = lr
-    # What trains: "experts" (the selected experts, fp32 masters; the paper's RISE), "rise_lora"
-    # (low-rank adapters inside the selected experts only, the paper's App. H) or "lora" (the paper's
-    # LoRA baseline: adapters on the dense kernels matching lora_targets, no selection used);
-    # PEFT's init and scale alpha / r.
+    # More trainable groups by path rule (comma list of regexes over "/"-joined param paths), off by
+    # default: e.g. "moe/router" (routers: training changes routing, so interference is no longer
+    # bounded by rho) or "attn/" (attention). They get their own AdamW with peak `extra_lr` (0 = lr).
+    extra_trainable: str = ""
+    # What trains (rise_jax/training/methods/, one class each): "experts" (the selected experts,
+    # fp32 masters; the paper's RISE), "rise_lora" (low-rank adapters inside the selected experts
+    # only, the paper's App. H) or "lora" (the paper's LoRA baseline: adapters on the dense kernels
+    # matching lora_targets, no selection used); PEFT's init and scale alpha / r.
     method: str = "experts"
     lora_rank: int = 8
     lora_alpha: float = 8.0  # scale alpha / r = 1 (PEFT LoraConfig's defaults r = 8, alpha = 8)
@@ -51,9 +55,6 @@ class TrainOptions:
         names = {f.name for f in dataclasses.fields(cls)}
         values = {k: section[k] for k in names if k in section}
         return cls(**{**values, **overrides})
-
-
-TRAIN_METHODS = ("experts", "rise_lora", "lora")
 
 
 def config_defaults() -> dict[str, Any]:

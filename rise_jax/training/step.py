@@ -4,6 +4,7 @@ loss itself is :mod:`rise_jax.models.lm_loss`)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -11,10 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rise_jax.models.expert_weights import LORA_SCALE
 from rise_jax.models.lm_loss import lm_loss_sums
-from rise_jax.models.transformer import MoEModel, TrainableExperts
-from rise_jax.training.partition import EXTRA, LORA_DENSE, overlay, with_dense_adapters
+from rise_jax.models.transformer import MoEModel
+from rise_jax.training.methods.base import TrainingMethod
 
 
 def make_optimizer(
@@ -27,12 +27,14 @@ def make_optimizer(
     weight_decay: float = 0.0,
     clip_norm: float = 1.0,
     extra_lr: float | None = None,
+    labels: Callable[[Any], Any] | None = None,
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """(optimiser, learning-rate schedule): clip the global norm of the trainable gradients, then
     AdamW with linear warmup over ``ceil(ratio · total)`` optimiser steps and linear decay to 0.
     (Paper defaults: lr 2e-5, betas (0.9, 0.999), eps 1e-8, weight decay 0, warmup 0.05, clip 1.0.)
-    With ``extra_lr`` the path-rule groups get their own AdamW (peak ``extra_lr``) through
-    ``optax.partition``; the selected experts keep theirs."""
+    With ``extra_lr`` and ``labels`` (weights -> ``"experts"`` / ``"extra"`` per leaf, from the
+    training method) the ``"extra"`` leaves get their own AdamW (peak ``extra_lr``) through
+    ``optax.partition``; the others keep theirs."""
     total_steps = max(int(total_steps), 1)
     warmup = min(math.ceil(warmup_ratio * total_steps), total_steps)
     schedule = optax.join_schedules(
@@ -41,57 +43,49 @@ def make_optimizer(
     )
     parts = [optax.clip_by_global_norm(clip_norm)] if clip_norm and clip_norm > 0 else []
     adamw = optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
-    if extra_lr is None:
+    if extra_lr is None or labels is None:
         parts.append(adamw)
-    else:  # path-rule groups (EXTRA) get their own AdamW, on the same schedule shape
+    else:  # the "extra" groups get their own AdamW, on the same schedule shape
         extra = optax.adamw(
             lambda step: schedule(step) * (extra_lr / lr), b1=b1, b2=b2, eps=eps, weight_decay=weight_decay
         )
-        parts.append(optax.partition({"experts": adamw, "extra": extra}, _group_labels))
+        parts.append(optax.partition({"experts": adamw, "extra": extra}, labels))
     return optax.chain(*parts), schedule
-
-
-def _group_labels(weights: dict[str, Any]) -> dict[str, Any]:
-    """``"extra"`` for the path-rule groups, ``"experts"`` for the selected experts."""
-    return {
-        k: jax.tree_util.tree_map(lambda _, k=k: "extra" if k == EXTRA else "experts", v) for k, v in weights.items()
-    }
 
 
 def make_steps(model: MoEModel, tx: optax.GradientTransformation):
     """(grad_step, apply_step, eval_step), jit-compiled.
 
-    ``grad_step(weights, slots, base_params, ids, mask, loss_mask, rng)`` -> (mean loss, target
-    count, grads) — gradients of the trainable experts only; ``apply_step(weights, opt_state,
+    ``trainable`` is a training method (:mod:`rise_jax.training.methods`): the steps differentiate
+    its ``weights`` only. ``grad_step(trainable, base_params, ids, mask, loss_mask, rng)`` ->
+    (mean loss, target count, grads of ``trainable.weights``); ``apply_step(weights, opt_state,
     grad_sum, n)`` applies the mean of ``n`` accumulated micro-batch gradients and consumes
     (donates) ``opt_state`` and ``grad_sum``: do not reuse them after the call. Base params are an
     input of every step and an output of none: the optimiser never sees them.
-    ``eval_step(weights, slots, base, ids, mask, loss_mask)`` -> (NLL sum, target count).
+    ``eval_step(trainable, base, ids, mask, loss_mask)`` -> (NLL sum, target count).
     """
 
-    def apply(weights, slots, base, ids, mask, **kw):
-        params = overlay(base, weights.get(EXTRA))  # path-rule groups, when any
-        if LORA_DENSE in weights:  # the LoRA baseline: x W + scale B (A dropout(x)) at the targets
-            params = with_dense_adapters(params, weights[LORA_DENSE], slots[LORA_SCALE])
-        return model.apply({"params": params}, ids, mask, trainable_experts=TrainableExperts(weights, slots), **kw)
+    def apply(trainable: TrainingMethod, base, ids, mask, **kw):
+        params = trainable.model_params(base)  # e.g. path-rule groups overlaid, dense adapters placed
+        return model.apply({"params": params}, ids, mask, trainable_experts=trainable, **kw)
 
-    def nll_sums(weights, slots, base, ids, mask, loss_mask, rng):
-        out = apply(weights, slots, base, ids, mask, rngs=step_rngs(rng))
+    def nll_sums(weights, trainable, base, ids, mask, loss_mask, rng):
+        out = apply(trainable.replace(weights=weights), base, ids, mask, rngs=step_rngs(rng))
         return lm_loss_sums(out.logits, ids, loss_mask)
 
     def loss_fn(*args):
         total, count = nll_sums(*args)
         return total / jnp.maximum(count, 1.0), count
 
-    def grad_step(weights, slots, base, ids, mask, loss_mask, rng):
+    def grad_step(trainable, base, ids, mask, loss_mask, rng):
         if _data_groups(model, ids) > 1:
-            return _data_parallel_grad_step(weights, slots, base, ids, mask, loss_mask, rng)
+            return _data_parallel_grad_step(trainable, base, ids, mask, loss_mask, rng)
         (loss, count), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            weights, slots, base, ids, mask, loss_mask, rng
+            trainable.weights, trainable, base, ids, mask, loss_mask, rng
         )
         return loss, count, grads
 
-    def _data_parallel_grad_step(weights, slots, base, ids, mask, loss_mask, rng):
+    def _data_parallel_grad_step(trainable, base, ids, mask, loss_mask, rng):
         """Expert-parallel training with the batch split over ``data`` groups: each group takes the
         gradient of its NLL sum, and one psum over ``data`` after the whole backward pass adds the
         groups' gradients. (Left to shard_map's transpose inside each layer, that sum would move the
@@ -100,10 +94,10 @@ def make_steps(model: MoEModel, tx: optax.GradientTransformation):
 
         from rise_jax.models.expert_parallel import DATA
 
-        def local(weights, slots, base, ids, mask, loss_mask, rng):
+        def local(trainable, base, ids, mask, loss_mask, rng):
             rng = jax.random.fold_in(rng, jax.lax.axis_index(DATA))  # router noise per data group
             (total, count), grads = jax.value_and_grad(nll_sums, has_aux=True)(
-                weights, slots, base, ids, mask, loss_mask, rng
+                trainable.weights, trainable, base, ids, mask, loss_mask, rng
             )
             total, count, grads = jax.lax.psum((total, count, grads), DATA)
             n = jnp.maximum(count, 1.0)
@@ -113,20 +107,20 @@ def make_steps(model: MoEModel, tx: optax.GradientTransformation):
         step = jax.shard_map(
             local,
             mesh=model.opts.expert_mesh,
-            in_specs=(P(), P(), P(), rows, rows, rows, P()),
+            in_specs=(P(), P(), rows, rows, rows, P()),
             out_specs=(P(), P(), P()),
             axis_names={DATA},
             check_vma=False,
         )
-        return step(weights, slots, base, ids, mask, loss_mask, rng)
+        return step(trainable, base, ids, mask, loss_mask, rng)
 
     def apply_step(weights, opt_state, grad_sum, n):
         grads = jax.tree_util.tree_map(lambda g: g / n, grad_sum)
         updates, opt_state = tx.update(grads, opt_state, weights)
         return optax.apply_updates(weights, updates), opt_state, optax.global_norm(grads)
 
-    def eval_step(weights, slots, base, ids, mask, loss_mask):
-        out = apply(weights, slots, base, ids, mask)
+    def eval_step(trainable, base, ids, mask, loss_mask):
+        out = apply(trainable, base, ids, mask)
         return lm_loss_sums(out.logits, ids, loss_mask)
 
     # apply_step donates the optimiser state and the gradient sum: their buffers become the new
@@ -139,9 +133,9 @@ def make_steps(model: MoEModel, tx: optax.GradientTransformation):
         return jit_grad, jax.jit(apply_step, donate_argnums=(1, 2)), jit_eval
 
     def checked(step):
-        def run(weights, slots, *args):
-            check_owner_layout(model, weights, slots)
-            return step(weights, slots, *args)
+        def run(trainable, *args):
+            check_owner_layout(model, trainable)
+            return step(trainable, *args)
 
         run.lower = step.lower  # compile / inspect (HLO, memory) as with the jitted step itself
         return run
@@ -155,22 +149,18 @@ def step_rngs(rng: jax.Array) -> dict[str, jax.Array]:
     return {"router": rng, "dropout": jax.random.fold_in(rng, 1)}
 
 
-def check_owner_layout(model: MoEModel, weights: dict[str, Any], slots: dict[str, Any]) -> None:
+def check_owner_layout(model: MoEModel, trainable: TrainingMethod) -> None:
     """Under expert parallelism each device reads only its own block of trainable rows, so the
-    rows must be grouped by owner device (``partition.init_trainable`` / ``init_lora`` with
-    ``expert_shards`` = the mesh's model size); anything else would silently read other experts'
-    copies, so it is refused here (host-side, on the small slot tables)."""
+    rows must be grouped by owner device (a method's ``init`` with ``expert_shards`` = the mesh's
+    model size); anything else would silently read other experts' copies, so it is refused here
+    (host-side, on the small slot tables)."""
     from rise_jax.models.expert_parallel import MODEL, applies
 
     mesh, e = model.opts.expert_mesh, model.cfg.num_experts
     if not applies(mesh, e):
         return
     m = mesh.shape[MODEL]
-    for run, table in slots.items():
-        if run == LORA_SCALE or run not in weights:
-            continue
-        rows = jax.tree_util.tree_leaves(weights[run])[0].shape[0]
-        table = np.asarray(table)
+    for run, (table, rows) in trainable.expert_tables().items():
         li, ei = np.nonzero(table >= 0)
         owner = ei // (e // m)
         block = rows // m
@@ -178,7 +168,7 @@ def check_owner_layout(model: MoEModel, weights: dict[str, Any], slots: dict[str
         if rows % m or np.any((row < owner * block) | (row >= (owner + 1) * block)):
             raise ValueError(
                 f"trainable rows of {run!r} are not grouped by owner device for expert parallelism over "
-                f"{m} devices: build them with init_trainable(..., expert_shards={m}) or init_lora(..., expert_shards={m})"
+                f"{m} devices: build them with the method's init(..., expert_shards={m})"
             )
 
 
