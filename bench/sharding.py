@@ -61,8 +61,8 @@ def collectives(name: str, hf: dict, run: bool, tokens: tuple[int, int]) -> None
     from common import median_time
 
     import rise_jax
-    from rise_jax.models.transformer import MoEModel, RuntimeOptions, init_kv_cache
     from rise_jax.hlo_collectives import collective_summary
+    from rise_jax.models.transformer import MoEModel, RuntimeOptions, init_kv_cache
     from rise_jax.sharding import make_mesh, tree_shardings
     from rise_jax.training.methods import FullExperts
     from rise_jax.training.step import make_optimizer, make_steps

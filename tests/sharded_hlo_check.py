@@ -16,8 +16,8 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec
 
 import rise_jax
-from rise_jax.models.transformer import init_kv_cache
 from rise_jax.hlo_collectives import collective_summary
+from rise_jax.models.transformer import init_kv_cache
 from rise_jax.sharding import DATA, MODEL, make_mesh, param_sharding, trainable_shardings
 from rise_jax.training.methods import FullExperts
 from rise_jax.training.step import make_optimizer, make_steps
