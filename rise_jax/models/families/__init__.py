@@ -5,8 +5,8 @@ A family module defines ``FAMILY`` (:class:`Family`): how its ``config.json`` is
 the block variants the model needs), how a config is written back, the ``architectures`` name
 the hub (and vLLM) use, and the HF tensor names (:class:`HFNames`). The model, the checkpoint
 reader/writer, training and the stages only ever look at the ``ModelConfig`` and ``HFNames``, so
-adding a family is a new module here (plus its tests and a config file) and one line in
-:data:`FAMILIES`. See README "Adding a model family".
+adding a family is a new module here (plus its tests and a config file): :data:`FAMILIES` finds
+every module's ``FAMILY`` by itself. See README "Adding a model family".
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from rise_jax.models.config import (
     parse_layer_types,
 )
 from rise_jax.models.families import Family, HFNames
+from rise_jax.models.families.fields import attention_biases, every_layer_moe
 
 # GptOssConfig's defaults (transformers 5.23) for keys a config.json may omit.
 _DEFAULT_ROPE = {
@@ -52,16 +53,12 @@ def parse(d: Mapping[str, Any], source: str) -> ModelConfig:
         d, n, source, ["sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(n)]
     )
     inter = get_int(d, "intermediate_size", source, 2880)
-    bias = bool(d.get("attention_bias", True))
     window = get_int(d, "sliding_window", source, 128) if any(sliding) else None
     return ModelConfig(
         **f,
-        moe_intermediate_size=inter,
-        intermediate_size=inter,
-        moe_layer_ids=tuple(range(n)),
+        **every_layer_moe(f, inter),
         norm="rms_fp32",
-        qkv_bias=bias,
-        o_bias=bias,
+        **attention_biases(d, default=True),
         attention_sinks=True,
         sliding_window=window,
         sliding_layers=sliding if window is not None else None,

@@ -9,22 +9,19 @@ from typing import Any
 
 from rise_jax.models.config import ModelConfig, common_fields, common_to_hf, get_float, get_int
 from rise_jax.models.families import Family
+from rise_jax.models.families.fields import attention_biases, every_layer_moe
 
 
 def parse(d: Mapping[str, Any], source: str) -> ModelConfig:
     f = common_fields(d, source, experts_key="num_experts", default_theta=1e4, eps=1e-5)
     inter = get_int(d, "intermediate_size", source, 2048)
-    bias = bool(d.get("attention_bias", False))
     clip = d.get("clip_qkv")
     return ModelConfig(
         **f,
-        moe_intermediate_size=inter,
-        intermediate_size=inter,
-        moe_layer_ids=tuple(range(f["num_layers"])),
+        **every_layer_moe(f, inter),
         qk_norm="full",
         clip_qkv=None if clip is None else get_float(d, "clip_qkv", source),
-        qkv_bias=bias,
-        o_bias=bias,
+        **attention_biases(d),
     )
 
 

@@ -7,8 +7,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from rise_jax.models.config import ConfigError, ModelConfig, common_fields, common_to_hf, get_int
-from rise_jax.models.families import Family, HFNames
-from rise_jax.models.families.qwen3_moe import experts_key
+from rise_jax.models.families import Family
+from rise_jax.models.families.fields import (
+    attention_biases,
+    block_sparse_moe_names,
+    every_layer_moe,
+    experts_key,
+    optional_int,
+)
 
 
 def parse(d: Mapping[str, Any], source: str) -> ModelConfig:
@@ -20,18 +26,13 @@ def parse(d: Mapping[str, Any], source: str) -> ModelConfig:
             f"{source}: phimoe's sparsemixer router always selects exactly 2 experts; num_experts_per_tok={f['top_k']}"
         )
     inter = get_int(d, "intermediate_size", source)
-    bias = bool(d.get("attention_bias", False))
-    window = d.get("sliding_window")
     return ModelConfig(
         **f,
-        moe_intermediate_size=inter,
-        intermediate_size=inter,
-        moe_layer_ids=tuple(range(f["num_layers"])),
+        **every_layer_moe(f, inter),
         norm="layer",
-        qkv_bias=bias,
-        o_bias=bias,
+        **attention_biases(d),
         lm_head_bias=bool(d.get("lm_head_bias", False)),
-        sliding_window=None if window is None else get_int(d, "sliding_window", source),
+        sliding_window=optional_int(d, "sliding_window", source),
         router="sparsemixer",
         router_jitter_noise=float(d.get("router_jitter_noise", 0.0) or 0.0),
         input_jitter_noise=float(d.get("input_jitter_noise", 0.0) or 0.0),
@@ -55,15 +56,4 @@ def to_hf(cfg: ModelConfig, dtype: str) -> dict[str, Any]:
 
 # vLLM knows PhiMoE only by the hub's spelling ("PhiMoEForCausalLM", not transformers'
 # "PhimoeForCausalLM", which sends vLLM to its generic Transformers fallback).
-FAMILY = Family(
-    "phimoe",
-    "PhiMoEForCausalLM",
-    parse,
-    to_hf,
-    HFNames(
-        moe_prefix="block_sparse_moe",
-        router="block_sparse_moe.gate.weight",
-        router_alt="mlp.router.weight",
-        experts={"gate_proj": "w1", "up_proj": "w3", "down_proj": "w2"},
-    ),
-)
+FAMILY = Family("phimoe", "PhiMoEForCausalLM", parse, to_hf, block_sparse_moe_names(router_alt="mlp.router.weight"))

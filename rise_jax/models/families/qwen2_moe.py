@@ -17,7 +17,7 @@ from rise_jax.models.config import (
     parse_layer_types,
 )
 from rise_jax.models.families import Family, HFNames
-from rise_jax.models.families.qwen3_moe import moe_layer_ids
+from rise_jax.models.families.fields import moe_layer_ids, moe_layers_to_hf
 
 
 def parse(d: Mapping[str, Any], source: str) -> ModelConfig:
@@ -48,9 +48,7 @@ def to_hf(cfg: ModelConfig, dtype: str) -> dict[str, Any]:
         "num_experts": cfg.num_experts,
         "moe_intermediate_size": cfg.moe_intermediate_size,
         "shared_expert_intermediate_size": cfg.shared_expert_size,
-        "norm_topk_prob": cfg.norm_topk_prob,
-        "mlp_only_layers": [i for i in range(cfg.num_layers) if i not in set(cfg.moe_layer_ids)],
-        "decoder_sparse_step": 1,
+        **moe_layers_to_hf(cfg),
         "qkv_bias": cfg.qkv_bias,
         "use_sliding_window": cfg.sliding_window is not None,
         "sliding_window": cfg.sliding_window,
