@@ -1,17 +1,19 @@
-"""Settings shared by the paper-replication configs (qwen3_30b_a3b.py, phi35_moe.py).
+"""Settings shared by the model configs (qwen3_30b_a3b.py, phi35_moe.py, qwen15_moe.py, olmoe.py,
+gpt_oss_20b.py): the paper recipe and its `:arg` variants.
 
 ``get_config(arg)`` of those files accepts ``:arg`` variants, e.g.
 ``--config=configs/qwen3_30b_a3b.py:bn,topk,64`` or ``:target=sw,method=esft_gate,k=32``:
-positional fields are target language, selection method and K, in that order; ``gpus=N`` picks
-the multi-GPU preset (mesh: experts split over N devices, expert-parallel dispatch; see the
-README's GPU table), ``data=D`` splits those N into D (batch) x N/D (experts);
-``recipe=reference`` (default: the paper's reference implementation, every value commented with
-its source) or ``recipe=qa`` (this tool's earlier QA recipe); ``lora=R`` trains rank-R adapters
-inside the selected experts instead of the experts themselves (RISE+LoRA, paper App. H;
-``train.method=rise_lora``, alpha = R as PEFT's default ratio); ``train=lora`` runs the paper's LoRA
-baseline instead (adapters on the attention q/k/v/o, rank ``lora`` or 8). To follow the paper's statistics
-exactly, replay its OpenCompass predictions: ``--config.data.source=opencompass
---config.data.path=<predictions>/tydiqa-{tydiqa}.json`` (the reference's ``PREDICTIONS``).
+positional fields are target language, selection method and K, in that order; ``gpus=N`` picks the
+multi-GPU preset (mesh: experts split over N devices, expert-parallel dispatch; see the README's
+GPU table), ``data=D`` splits those N into D (batch) x N/D (experts); ``recipe=reference``
+(default: the paper's reference implementation, every value commented with its source) or
+``recipe=qa`` (nine TyDiQA languages through the chat template, completion-only training on the
+answers); ``lora=R`` trains rank-R adapters inside the selected experts instead of the experts
+themselves (RISE+LoRA, paper App. H; ``train.method=rise_lora``, alpha = R as PEFT's default
+ratio); ``train=lora`` runs the paper's LoRA baseline instead (adapters on the attention q/k/v/o,
+rank ``lora`` or 8). To follow the paper's statistics exactly, replay its OpenCompass predictions:
+``--config.data.source=opencompass --config.data.path=<predictions>/tydiqa-{tydiqa}.json`` (the
+reference's ``PREDICTIONS``).
 """
 
 from rise_jax.config_values import comma_list
@@ -76,9 +78,9 @@ def _reference_recipe(c, target: str) -> None:
 
 
 def _qa_recipe(c) -> None:
-    """This tool's earlier paper recipe (``:recipe=qa``): nine TyDiQA languages replayed through
-    the chat template as ``context\nquestion``, 1000 per language; training completion-only on
-    the answers. Not what the paper's numbers were made with; kept for comparison."""
+    """The QA recipe (``:recipe=qa``): nine TyDiQA languages replayed through the chat template as
+    ``context\nquestion``, 1000 per language; training completion-only on the answers. Not what the
+    paper's numbers were made with: a comparison with a chat-formatted, answer-only recipe."""
     for section in (c.data, c.train.data):
         section.update(TYDIQA_HUB)
         section.text_fields = "context,question"
