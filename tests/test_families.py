@@ -148,8 +148,7 @@ def _hf_expert_leaves(family, experts, e, i):
     + [("qwen2_moe", "grouped_scan"), ("mixtral", "grouped_scan")],
 )
 def test_one_training_step_matches_hf_torch_with_only_the_selected_experts_trainable(tmp_path, family, dispatch):
-    from rise_jax.models.transformer import TrainableExperts
-    from rise_jax.training import partition
+    from rise_jax.training.methods import FullExperts
     from rise_jax.training.step import make_optimizer, make_steps
 
     hf = make_hf_model(family, seed=4)
@@ -184,12 +183,13 @@ def test_one_training_step_matches_hf_torch_with_only_the_selected_experts_train
 
     tx, _ = make_optimizer(lr, total_steps=1_000_000, warmup_ratio=0.0, weight_decay=wd, clip_norm=1.0)
     grad_step, apply_step, _ = make_steps(model, tx)
-    weights, slots = partition.init_trainable(params, model.cfg, SELECTED)
+    initial = FullExperts.init(params, model.cfg, SELECTED)
+    weights = initial.weights
     assert set(weights["layers"]) == set(model.cfg.expert_param_names)
-    loss, _, grads = grad_step(weights, slots, params, ids, mask, mask, jax.random.PRNGKey(0))
+    loss, _, grads = grad_step(initial, params, ids, mask, mask, jax.random.PRNGKey(0))
     np.testing.assert_allclose(float(loss), out.loss.item(), rtol=1e-6)
     weights, _, _ = apply_step(weights, tx.init(weights), grads, jnp.float32(1.0))
-    merged = partition.merge_experts(params, TrainableExperts(weights, slots))
+    merged = initial.replace(weights=weights).merge(params)
     experts_after = merged["layers"]["moe"]["experts"]
     for layer, e in SELECTED:
         want = _hf_expert_leaves(family, hf.model.layers[layer].mlp.experts, e, model.cfg.moe_intermediate_size)
