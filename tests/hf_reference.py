@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
 import torch
 import transformers
-
-SHARED_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")
-SHARED_DATA = os.path.normpath(SHARED_DATA)
 
 QWEN_BASE: dict[str, Any] = dict(
     vocab_size=128,

@@ -8,7 +8,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from hf_reference import SHARED_DATA  # noqa: E402
+from fixture_data import FLORES
 from tiny_pipeline import tiny_config  # noqa: E402
 
 from rise_jax import launch  # noqa: E402
@@ -26,7 +26,7 @@ def config(checkpoint: str):
     c.eval.languages = "en,bn,sw"
     c.eval.max_samples = 4
     c.eval.progress = False
-    c.eval.tasks.perplexity.path = os.path.join(SHARED_DATA, "flores200")
+    c.eval.tasks.perplexity.path = FLORES
     c.eval.tasks.perplexity.split = "dev"
     c.eval.tasks.perplexity.max_length = 40
     return c

@@ -4,7 +4,8 @@ import json
 import os
 
 import pytest
-from hf_reference import SHARED_DATA, make_hf_model, save_hf_model
+from fixture_data import FLORES, MGSM
+from hf_reference import make_hf_model, save_hf_model
 from tiny_pipeline import QWEN_TOK
 
 from rise_jax import launch
@@ -14,10 +15,10 @@ LANGS = {"en": "eng_Latn", "bn": "ben_Beng", "sw": "swh_Latn", "de": "deu_Latn",
 
 
 def _belebele(directory):
-    """Belebele's published per-language JSONL, passages taken from the shared FLoRes text."""
+    """Belebele's published per-language JSONL, passages taken from the FLoRes text of tests/data."""
     os.makedirs(directory)
     for flores in LANGS.values():
-        with open(os.path.join(SHARED_DATA, "flores200", flores, "dev.tsv"), encoding="utf-8") as fh:
+        with open(os.path.join(FLORES, flores, "dev.tsv"), encoding="utf-8") as fh:
             passages = [line.rstrip("\n").split("\t")[2] for line in fh][1:4]  # after the header
         rows = [
             {
@@ -42,15 +43,15 @@ def test_the_study_config_runs_end_to_end_and_writes_every_artefact(tmp_path, mo
     c.model.checkpoint = ckpt
     c.model.tokenizer = QWEN_TOK
     c.model.dtype = "float32"
-    c.data.path = os.path.join(SHARED_DATA, "flores200")
+    c.data.path = FLORES
     c.data.languages = ",".join(LANGS)
     c.data.max_samples = 6
     c.data.max_length = 48
-    c.task_experts.data.path = os.path.join(SHARED_DATA, "mgsm")
+    c.task_experts.data.path = MGSM
     c.task_experts.data.max_samples = 6
     c.task_experts.taus = "0.0,0.1,0.3"
     c.eval.languages = ",".join(LANGS)
-    c.eval.tasks.mgsm.path = os.path.join(SHARED_DATA, "mgsm")
+    c.eval.tasks.mgsm.path = MGSM
     c.eval.tasks.mgsm.languages = "en,bn,sw,de,zh"
     c.eval.tasks.mgsm.max_new_tokens = 4
     c.eval.tasks.belebele.path = str(tmp_path / "belebele")

@@ -4,14 +4,15 @@ import json
 import os
 
 import pytest
-from hf_reference import SHARED_DATA, make_hf_model, save_hf_model
+from fixture_data import FLORES, MGSM, QWEN_TOKENIZER, TYDIQA
+from hf_reference import make_hf_model, save_hf_model
 
 from rise_jax import launch
 from rise_jax.configs import base  # noqa: E402
 from rise_jax.evaluation.interventions import InterventionError
 from rise_jax.evaluation.tasks import EvalError
 
-QWEN_TOK = os.path.join(SHARED_DATA, "tokenizers", "qwen3")
+QWEN_TOK = QWEN_TOKENIZER  # the real Qwen3 tokenizer (tests/data)
 MC_ITEMS = [
     {"id": "1", "question": "The capital of France is", "choices": ["Paris", "a banana"], "answer": 0},
     {"id": "2", "question": "Two plus two equals", "choices": ["seven", "four"], "answer": 1},
@@ -23,7 +24,7 @@ def config(ckpt_dir, tmp):
     c.model.checkpoint = ckpt_dir
     c.model.tokenizer = QWEN_TOK
     c.model.dtype = "float32"
-    c.data.path = c.train.data.path = os.path.join(SHARED_DATA, "flores200")
+    c.data.path = c.train.data.path = FLORES
     c.data.languages = "en,bn"
     c.data.max_samples = 6
     c.select.k = 4
@@ -36,12 +37,12 @@ def config(ckpt_dir, tmp):
     c.eval.run = "mgsm,tydiqa,perplexity,multiple_choice"
     c.eval.max_samples = 2
     c.eval.progress = False
-    c.eval.tasks.mgsm.path = os.path.join(SHARED_DATA, "mgsm")
+    c.eval.tasks.mgsm.path = MGSM
     c.eval.tasks.mgsm.max_new_tokens = 6
-    c.eval.tasks.tydiqa.path = os.path.join(SHARED_DATA, "tydiqa", "tydiqa-goldp-v1.1-dev_ini.json")
+    c.eval.tasks.tydiqa.path = TYDIQA
     c.eval.tasks.tydiqa.max_new_tokens = 4
     c.eval.tasks.tydiqa.max_prompt_length = 64  # shorter than the passages: truncation is counted
-    c.eval.tasks.perplexity.path = os.path.join(SHARED_DATA, "flores200")
+    c.eval.tasks.perplexity.path = FLORES
     c.eval.tasks.perplexity.max_length = 24
     mc = tmp / "mc_{lang}.jsonl"
     for lang in ("en", "bn"):
@@ -230,7 +231,7 @@ def test_steering_by_task_experts_and_its_ablations_run_as_eval_variants(setup, 
     shutil.copytree(wd0, wd)
     c = config(ckpt, tmp)
     c.stages = "task_experts,eval"
-    c.task_experts.data.path = os.path.join(SHARED_DATA, "mgsm")
+    c.task_experts.data.path = MGSM
     c.task_experts.data.max_samples = 4
     c.task_experts.taus = "0.0,0.2"
     c.eval.run = "perplexity"
@@ -279,7 +280,7 @@ def test_generative_tasks_save_every_example_and_the_results_point_to_them(setup
     mgsm = _jsonl(os.path.join(wd, "eval", "generations", "base", "mgsm", "bn.jsonl"))
     from rise_jax.data.sources import SourceSpec, load_examples
 
-    gold = load_examples(SourceSpec("mgsm", os.path.join(SHARED_DATA, "mgsm")), "bn")[:2]
+    gold = load_examples(SourceSpec("mgsm", MGSM), "bn")[:2]
     assert [r["reference"] for r in mgsm] == [g.answer for g in gold]
     assert all(g.question in r["prompt"] for r, g in zip(mgsm, gold, strict=True))
 

@@ -10,6 +10,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 import torch
+from fixture_data import FLORES, MGSM
 from hf_reference import FAMILIES, hf_forward, load_hf_model, make_hf_model, padded_batch, save_hf_model
 from safetensors.torch import save_file
 from transformers.integrations.mxfp4 import convert_moe_packed_tensors
@@ -214,7 +215,6 @@ def test_one_training_step_matches_hf_torch_with_only_the_selected_experts_train
 
 @pytest.mark.parametrize("family", ["gpt_oss", "olmoe", "qwen2_moe", "mixtral"])
 def test_the_whole_pipeline_runs_on_each_new_family_and_its_export_loads_in_transformers(tmp_path, family):
-    from hf_reference import SHARED_DATA
     from tiny_pipeline import tiny_config
 
     from rise_jax import launch
@@ -231,9 +231,9 @@ def test_the_whole_pipeline_runs_on_each_new_family_and_its_export_loads_in_tran
     c.eval.run = "mgsm,perplexity"
     c.eval.max_samples = 2
     c.eval.progress = False
-    c.eval.tasks.mgsm.path = os.path.join(SHARED_DATA, "mgsm")
+    c.eval.tasks.mgsm.path = MGSM
     c.eval.tasks.mgsm.max_new_tokens = 6
-    c.eval.tasks.perplexity.path = os.path.join(SHARED_DATA, "flores200")
+    c.eval.tasks.perplexity.path = FLORES
     c.eval.tasks.perplexity.max_length = 24
     wd = str(tmp_path / "wd")
     launch.run(c, wd)

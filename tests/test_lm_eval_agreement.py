@@ -14,7 +14,8 @@ import shutil
 import lm_eval
 import numpy as np
 import pytest
-from hf_reference import SHARED_DATA, make_hf_model, save_hf_model
+from fixture_data import FLORES, tokenizer_dir
+from hf_reference import make_hf_model, save_hf_model
 from lm_eval.tasks import TaskManager
 
 from rise_jax import api
@@ -36,9 +37,7 @@ MC_ITEMS = [
 
 
 def _flores(code, n):
-    lines = (
-        open(os.path.join(SHARED_DATA, "flores200", code, "dev.tsv"), encoding="utf-8").read().splitlines()[1 : n + 1]
-    )
+    lines = open(os.path.join(FLORES, code, "dev.tsv"), encoding="utf-8").read().splitlines()[1 : n + 1]
     return [line.split("\t")[2] for line in lines]
 
 
@@ -89,7 +88,7 @@ def agreement(request, tmp_path_factory):
     model, params = api.load_model(ckpt, dtype="float32")
     export = str(tmp / "export")
     api.export_model(model, params, export, source_dir=ckpt)
-    tok_dir = os.path.join(SHARED_DATA, "tokenizers", tok_name)
+    tok_dir = tokenizer_dir(tok_name)
     for name in os.listdir(tok_dir):
         if name.endswith((".json", ".txt", ".model")) and name != "SOURCE.txt":
             shutil.copy(os.path.join(tok_dir, name), export)

@@ -3,7 +3,8 @@
 import json
 import os
 
-from hf_reference import SHARED_DATA, make_hf_model, save_hf_model
+from fixture_data import FLORES, QWEN_TOKENIZER
+from hf_reference import make_hf_model, save_hf_model
 
 from rise_jax import launch
 from rise_jax.configs import qwen3_30b_a3b
@@ -17,7 +18,7 @@ def _tydiqa_train_file(path, per_language=12):
     name; passages are FLoRes sentences, the question a sentence of the same language."""
     articles = []
     for code, (name, flores) in TYDIQA_NAMES.items():
-        with open(os.path.join(SHARED_DATA, "flores200", flores, "dev.tsv"), encoding="utf-8") as fh:
+        with open(os.path.join(FLORES, flores, "dev.tsv"), encoding="utf-8") as fh:
             lines = [row.split("\t")[-1].strip() for row in fh.read().splitlines()[1:]]
         for i in range(per_language):
             context, question = lines[2 * i], lines[2 * i + 1]
@@ -35,7 +36,7 @@ def test_the_reference_recipe_runs_end_to_end_on_local_tydiqa_data(tmp_path):
     train_file = _tydiqa_train_file(tmp_path / "tydiqa-goldp-v1.1-train.json")
     c = qwen3_30b_a3b.get_config("bn,rise,4")  # the reference recipe is the default
     c.model.checkpoint = ckpt
-    c.model.tokenizer = os.path.join(SHARED_DATA, "tokenizers", "qwen3")
+    c.model.tokenizer = QWEN_TOKENIZER
     c.model.dtype = "float32"
     c.train.compute_dtype = ""
     for section in (c.data, c.train.data):  # the hub dataset's local file: the same rows, SQuAD format

@@ -5,7 +5,8 @@ import os
 
 import numpy as np
 import pytest
-from hf_reference import SHARED_DATA, make_hf_model, save_hf_model
+from fixture_data import FLORES, MGSM, QWEN_TOKENIZER
+from hf_reference import make_hf_model, save_hf_model
 
 from rise_jax import launch
 from rise_jax.configs import base  # noqa: E402
@@ -22,9 +23,9 @@ def real_vocab_ckpt(tmp_path_factory):
 def make_config(ckpt, **select):
     c = base.get_base_config()
     c.model.checkpoint = ckpt
-    c.model.tokenizer = os.path.join(SHARED_DATA, "tokenizers", "qwen3")
+    c.model.tokenizer = QWEN_TOKENIZER
     c.model.dtype = "float32"
-    c.data.path = os.path.join(SHARED_DATA, "flores200")
+    c.data.path = FLORES
     c.data.languages = "en,bn,sw,zh"
     c.data.max_samples = 12
     c.data.max_length = 48
@@ -140,7 +141,7 @@ def test_unreadable_source_fails_before_any_artefact(tmp_path, real_vocab_ckpt):
 def test_task_experts_stage_replays_a_task_corpus_and_sweeps_tau(workdir, real_vocab_ckpt):
     c = make_config(real_vocab_ckpt)
     c.stages = "task_experts"
-    c.task_experts.data.path = os.path.join(SHARED_DATA, "mgsm")
+    c.task_experts.data.path = MGSM
     c.task_experts.data.max_samples = 8
     c.task_experts.taus = "0.0,0.1,0.3"
     launch.run(c, workdir)

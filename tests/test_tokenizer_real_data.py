@@ -6,12 +6,10 @@ import os
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hf_reference import SHARED_DATA, hf_forward, load_hf_model, make_hf_model, save_hf_model
+from fixture_data import FLORES, tokenizer_dir
+from hf_reference import hf_forward, load_hf_model, make_hf_model, save_hf_model
 
 import rise_jax
-
-TOKENIZERS = os.path.join(SHARED_DATA, "tokenizers")
-FLORES = os.path.join(SHARED_DATA, "flores200")
 
 
 def flores(code: str, n: int) -> list[str]:
@@ -25,7 +23,7 @@ def flores(code: str, n: int) -> list[str]:
     [("qwen3_moe", "qwen3", 151936), ("phimoe", "phi35moe", 32064)],
 )
 def test_real_tokenizer_encodes_flores_and_both_families_run_end_to_end(tmp_path, family, tok, vocab):
-    tokenizer = rise_jax.load_tokenizer(os.path.join(TOKENIZERS, tok))
+    tokenizer = rise_jax.load_tokenizer(tokenizer_dir(tok))
     texts = flores("ben_Beng", 2) + flores("eng_Latn", 2)
     tokenizer.padding_side = "right"
     if tokenizer.pad_token is None:
@@ -47,11 +45,11 @@ def test_real_tokenizer_encodes_flores_and_both_families_run_end_to_end(tmp_path
 
 
 def test_chat_templates_are_available():
-    qwen = rise_jax.load_tokenizer(os.path.join(TOKENIZERS, "qwen3"))
+    qwen = rise_jax.load_tokenizer(tokenizer_dir("qwen3"))
     msgs = [{"role": "user", "content": "হ্যালো"}]
     text = qwen.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True, enable_thinking=False)
     assert text.startswith("<|im_start|>user\nহ্যালো<|im_end|>") and "<think>\n\n</think>" in text
-    phi = rise_jax.load_tokenizer(os.path.join(TOKENIZERS, "phi35moe"))
+    phi = rise_jax.load_tokenizer(tokenizer_dir("phi35moe"))
     assert (
         phi.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
         == "<|user|>\nহ্যালো<|end|>\n<|assistant|>\n"
@@ -61,7 +59,7 @@ def test_chat_templates_are_available():
 def test_phi_tokenizer_keeps_sentencepiece_ids_on_leading_spaces():
     """PreTrainedTokenizerFast from tokenizer.json gives SentencePiece's pieces ('▁▁' = 259, '▁' = 29871);
     transformers 5.x AutoTokenizer rebuilds a Llama pipeline that drops a leading space."""
-    phi = rise_jax.load_tokenizer(os.path.join(TOKENIZERS, "phi35moe"))
+    phi = rise_jax.load_tokenizer(tokenizer_dir("phi35moe"))
     assert phi("  hello world", add_special_tokens=False).input_ids == [259, 22172, 3186]
     assert phi(" leading", add_special_tokens=False).input_ids == [29871, 8236]
     assert phi("plain text", add_special_tokens=False).input_ids == [8656, 1426]

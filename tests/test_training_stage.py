@@ -5,7 +5,8 @@ import os
 
 import numpy as np
 import pytest
-from hf_reference import SHARED_DATA, make_hf_model, save_hf_model
+from fixture_data import FLORES
+from hf_reference import make_hf_model, save_hf_model
 from tiny_pipeline import QWEN_TOK
 from tiny_pipeline import tiny_config as config
 
@@ -221,9 +222,7 @@ def test_a_language_outside_the_old_table_goes_stats_to_train(tmp_path, ckpt):
     for code in ("eng_Latn", "amh_Ethi", "hau_Latn"):
         os.makedirs(tree / code)
         for split in ("dev", "train"):
-            shutil.copy(
-                os.path.join(SHARED_DATA, "flores200", "eng_Latn", f"{split}.tsv"), tree / code / f"{split}.tsv"
-            )
+            shutil.copy(os.path.join(FLORES, "eng_Latn", f"{split}.tsv"), tree / code / f"{split}.tsv")
     c = config(ckpt)
     c.stages = "stats,analyze,select,train"
     c.data.path = c.train.data.path = str(tree)

@@ -1,13 +1,11 @@
 """The tiny pipeline config the stage tests share: a tiny checkpoint, its Qwen3 tokenizer, three
-FLoRes-200 languages of the shared data, K = 4, one short epoch."""
+FLoRes-200 languages of the test data (tests/data), K = 4, one short epoch."""
 
-import os
-
-from hf_reference import SHARED_DATA
+from fixture_data import FLORES, QWEN_TOKENIZER
 
 from rise_jax.configs import base
 
-QWEN_TOK = os.path.join(SHARED_DATA, "tokenizers", "qwen3")
+QWEN_TOK = QWEN_TOKENIZER
 
 
 def tiny_config(checkpoint: str):
@@ -15,7 +13,7 @@ def tiny_config(checkpoint: str):
     c.model.checkpoint = checkpoint
     c.model.tokenizer = QWEN_TOK
     c.model.dtype = "float32"
-    c.data.path = c.train.data.path = os.path.join(SHARED_DATA, "flores200")
+    c.data.path = c.train.data.path = FLORES
     c.data.languages = "en,bn,sw"
     c.data.max_samples = 8
     c.select.k = 4
