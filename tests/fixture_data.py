@@ -18,6 +18,10 @@ MGSM = os.path.join(TEST_DATA, "mgsm")
 NTREX = os.path.join(TEST_DATA, "ntrex128")
 XQUAD = os.path.join(TEST_DATA, "xquad")
 TYDIQA = os.path.join(TEST_DATA, "tydiqa", "tydiqa-goldp-v1.1-dev_ini.json")
+# Qwen3's tokenizer retrained to 1024 ids (tests/data/trim_shared_data.py): for stage tests that do
+# not test tokenisation, so a tiny model's embedding and LM head stay tiny.
+TINY_TOKENIZER = os.path.join(TEST_DATA, "tokenizers", "tiny")
+TINY_VOCAB = 1024
 
 
 def tokenizer_dir(name: str) -> str:

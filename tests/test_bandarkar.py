@@ -4,9 +4,8 @@ import json
 import os
 
 import pytest
-from fixture_data import FLORES, MGSM
+from fixture_data import FLORES, MGSM, TINY_TOKENIZER, TINY_VOCAB
 from hf_reference import make_hf_model, save_hf_model
-from tiny_pipeline import QWEN_TOK
 
 from rise_jax import launch
 from rise_jax.configs import bandarkar
@@ -36,12 +35,12 @@ def _belebele(directory):
 
 @pytest.mark.parametrize("model", ["qwen3"])
 def test_the_study_config_runs_end_to_end_and_writes_every_artefact(tmp_path, model):
-    over = {"vocab_size": 151936, "num_hidden_layers": 4}
+    over = {"vocab_size": TINY_VOCAB, "num_hidden_layers": 4}
     ckpt = save_hf_model(make_hf_model("qwen3_moe", seed=5, **over), str(tmp_path / "ckpt"))
     _belebele(str(tmp_path / "belebele"))
     c = bandarkar.get_config(model)
     c.model.checkpoint = ckpt
-    c.model.tokenizer = QWEN_TOK
+    c.model.tokenizer = TINY_TOKENIZER
     c.model.dtype = "float32"
     c.data.path = FLORES
     c.data.languages = ",".join(LANGS)

@@ -4,7 +4,7 @@ import json
 import os
 
 import pytest
-from fixture_data import FLORES, MGSM, QWEN_TOKENIZER, TYDIQA
+from fixture_data import FLORES, MGSM, TINY_TOKENIZER, TINY_VOCAB, TYDIQA
 from hf_reference import make_hf_model, save_hf_model
 
 from rise_jax import launch
@@ -12,7 +12,6 @@ from rise_jax.configs import base  # noqa: E402
 from rise_jax.evaluation.interventions import InterventionError
 from rise_jax.evaluation.tasks import EvalError
 
-QWEN_TOK = QWEN_TOKENIZER  # the real Qwen3 tokenizer (tests/data)
 MC_ITEMS = [
     {"id": "1", "question": "The capital of France is", "choices": ["Paris", "a banana"], "answer": 0},
     {"id": "2", "question": "Two plus two equals", "choices": ["seven", "four"], "answer": 1},
@@ -22,7 +21,7 @@ MC_ITEMS = [
 def config(ckpt_dir, tmp):
     c = base.get_base_config()
     c.model.checkpoint = ckpt_dir
-    c.model.tokenizer = QWEN_TOK
+    c.model.tokenizer = TINY_TOKENIZER
     c.model.dtype = "float32"
     c.data.path = c.train.data.path = FLORES
     c.data.languages = "en,bn"
@@ -53,7 +52,7 @@ def config(ckpt_dir, tmp):
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    model = make_hf_model("qwen3_moe", seed=4, vocab_size=151936, hidden_size=32, num_hidden_layers=4)
+    model = make_hf_model("qwen3_moe", seed=4, vocab_size=TINY_VOCAB, hidden_size=32, num_hidden_layers=4)
     ckpt = save_hf_model(model, str(tmp_path_factory.mktemp("ck")))
     tmp = tmp_path_factory.mktemp("data")
     wd = str(tmp_path_factory.mktemp("wd"))

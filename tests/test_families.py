@@ -10,7 +10,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 import torch
-from fixture_data import FLORES, MGSM
+from fixture_data import FLORES, MGSM, TINY_VOCAB
 from hf_reference import FAMILIES, hf_forward, load_hf_model, make_hf_model, padded_batch, save_hf_model
 from safetensors.torch import save_file
 from transformers.integrations.mxfp4 import convert_moe_packed_tensors
@@ -245,7 +245,7 @@ def test_the_whole_pipeline_runs_on_each_new_family_and_its_export_loads_in_tran
 
     from rise_jax import launch
 
-    over = {"num_hidden_layers": 4, "vocab_size": 151936}
+    over = {"num_hidden_layers": 4, "vocab_size": TINY_VOCAB}
     if family == "qwen2_moe":
         over["mlp_only_layers"] = [1]  # a dense layer between MoE runs
     if family == "gpt_oss":

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from fixture_data import TINY_VOCAB
 from hf_reference import make_hf_model, save_hf_model
 from tiny_pipeline import tiny_config as config
 
@@ -132,7 +133,7 @@ def test_the_compact_checkpoint_round_trips_with_its_scale(tiny, tmp_path):
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory):
     ckpt = save_hf_model(
-        make_hf_model("qwen3_moe", seed=9, vocab_size=151936, hidden_size=32, num_hidden_layers=4),
+        make_hf_model("qwen3_moe", seed=9, vocab_size=TINY_VOCAB, hidden_size=32, num_hidden_layers=4),
         str(tmp_path_factory.mktemp("ck")),
     )
     wd = str(tmp_path_factory.mktemp("wd"))

@@ -3,7 +3,7 @@
 import json
 import os
 
-from fixture_data import FLORES, QWEN_TOKENIZER
+from fixture_data import FLORES, TINY_TOKENIZER, TINY_VOCAB
 from hf_reference import make_hf_model, save_hf_model
 
 from rise_jax import launch
@@ -31,12 +31,13 @@ def _tydiqa_train_file(path, per_language=12):
 
 def test_the_reference_recipe_runs_end_to_end_on_local_tydiqa_data(tmp_path):
     ckpt = save_hf_model(
-        make_hf_model("qwen3_moe", seed=5, vocab_size=151936, hidden_size=32, num_hidden_layers=4), str(tmp_path / "ck")
+        make_hf_model("qwen3_moe", seed=5, vocab_size=TINY_VOCAB, hidden_size=32, num_hidden_layers=4),
+        str(tmp_path / "ck"),
     )
     train_file = _tydiqa_train_file(tmp_path / "tydiqa-goldp-v1.1-train.json")
     c = qwen3_30b_a3b.get_config("bn,rise,4")  # the reference recipe is the default
     c.model.checkpoint = ckpt
-    c.model.tokenizer = QWEN_TOKENIZER
+    c.model.tokenizer = TINY_TOKENIZER
     c.model.dtype = "float32"
     c.train.compute_dtype = ""
     for section in (c.data, c.train.data):  # the hub dataset's local file: the same rows, SQuAD format

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 import pytest
-from fixture_data import FLORES, MGSM, QWEN_TOKENIZER
+from fixture_data import FLORES, MGSM, TINY_TOKENIZER, TINY_VOCAB
 from hf_reference import make_hf_model, save_hf_model
 
 from rise_jax import launch
@@ -15,15 +15,16 @@ from rise_jax.selection.algorithms import SelectionError
 
 
 @pytest.fixture(scope="module")
-def real_vocab_ckpt(tmp_path_factory):
-    model = make_hf_model("qwen3_moe", seed=8, vocab_size=151936, hidden_size=32, num_hidden_layers=4)
+def tokenizer_vocab_ckpt(tmp_path_factory):
+    """A tiny checkpoint whose vocabulary covers the test tokenizer's ids."""
+    model = make_hf_model("qwen3_moe", seed=8, vocab_size=TINY_VOCAB, hidden_size=32, num_hidden_layers=4)
     return save_hf_model(model, str(tmp_path_factory.mktemp("rv")))
 
 
 def make_config(ckpt, **select):
     c = base.get_base_config()
     c.model.checkpoint = ckpt
-    c.model.tokenizer = QWEN_TOKENIZER
+    c.model.tokenizer = TINY_TOKENIZER
     c.model.dtype = "float32"
     c.data.path = FLORES
     c.data.languages = "en,bn,sw,zh"
@@ -36,9 +37,9 @@ def make_config(ckpt, **select):
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory, real_vocab_ckpt):
+def workdir(tmp_path_factory, tokenizer_vocab_ckpt):
     wd = str(tmp_path_factory.mktemp("wd"))
-    c = make_config(real_vocab_ckpt)
+    c = make_config(tokenizer_vocab_ckpt)
     c.stages = "stats,analyze,select"
     launch.run(c, wd)
     return wd
@@ -72,11 +73,11 @@ def test_stages_write_documented_artefacts(workdir):
 
 
 @pytest.mark.parametrize("method", ["random", "topk", "esft_gate", "esft_token"])
-def test_every_baseline_runs_as_a_stage(tmp_path, workdir, real_vocab_ckpt, method):
+def test_every_baseline_runs_as_a_stage(tmp_path, workdir, tokenizer_vocab_ckpt, method):
     import shutil
 
     shutil.copytree(os.path.join(workdir, "routing_stats"), tmp_path / "routing_stats")
-    c = make_config(real_vocab_ckpt, method=method)
+    c = make_config(tokenizer_vocab_ckpt, method=method)
     c.stages = "select"
     launch.run(c, str(tmp_path))
     sel = json.load(open(tmp_path / "selection.json"))
@@ -93,12 +94,12 @@ def test_every_baseline_runs_as_a_stage(tmp_path, workdir, real_vocab_ckpt, meth
     ],
 )
 def test_bad_selection_inputs_fail_clearly_without_an_artefact(
-    tmp_path, workdir, real_vocab_ckpt, select, error, message
+    tmp_path, workdir, tokenizer_vocab_ckpt, select, error, message
 ):
     import shutil
 
     shutil.copytree(os.path.join(workdir, "routing_stats"), tmp_path / "routing_stats")
-    c = make_config(real_vocab_ckpt, **select)
+    c = make_config(tokenizer_vocab_ckpt, **select)
     c.stages = "select"
     with pytest.raises(error, match=message):
         launch.run(c, str(tmp_path))
@@ -117,8 +118,8 @@ def test_statistics_from_another_model_shape_are_refused_by_select(tmp_path, wor
     assert not os.path.exists(tmp_path / "selection.json")
 
 
-def test_single_language_statistics_cannot_drive_rise(tmp_path, real_vocab_ckpt):
-    c = make_config(real_vocab_ckpt)
+def test_single_language_statistics_cannot_drive_rise(tmp_path, tokenizer_vocab_ckpt):
+    c = make_config(tokenizer_vocab_ckpt)
     c.data.languages = "bn"
     c.data.max_samples = 2
     c.stages = "stats,select"
@@ -127,10 +128,10 @@ def test_single_language_statistics_cannot_drive_rise(tmp_path, real_vocab_ckpt)
     assert not os.path.exists(tmp_path / "selection.json")
 
 
-def test_unreadable_source_fails_before_any_artefact(tmp_path, real_vocab_ckpt):
+def test_unreadable_source_fails_before_any_artefact(tmp_path, tokenizer_vocab_ckpt):
     from rise_jax.data.sources import SourceError
 
-    c = make_config(real_vocab_ckpt)
+    c = make_config(tokenizer_vocab_ckpt)
     c.data.path = str(tmp_path / "nowhere")
     c.stages = "stats"
     with pytest.raises(SourceError, match=r"nowhere/eng_Latn/dev\.tsv: missing"):
@@ -138,8 +139,8 @@ def test_unreadable_source_fails_before_any_artefact(tmp_path, real_vocab_ckpt):
     assert not os.path.exists(tmp_path / "wd" / "routing_stats")
 
 
-def test_task_experts_stage_replays_a_task_corpus_and_sweeps_tau(workdir, real_vocab_ckpt):
-    c = make_config(real_vocab_ckpt)
+def test_task_experts_stage_replays_a_task_corpus_and_sweeps_tau(workdir, tokenizer_vocab_ckpt):
+    c = make_config(tokenizer_vocab_ckpt)
     c.stages = "task_experts"
     c.task_experts.data.path = MGSM
     c.task_experts.data.max_samples = 8
@@ -160,12 +161,12 @@ def test_task_experts_stage_replays_a_task_corpus_and_sweeps_tau(workdir, real_v
         launch.run(c, workdir)
 
 
-def test_plain_text_blank_lines_are_skipped_and_counted_in_the_summary(tmp_path, real_vocab_ckpt):
+def test_plain_text_blank_lines_are_skipped_and_counted_in_the_summary(tmp_path, tokenizer_vocab_ckpt):
     text = tmp_path / "text"
     text.mkdir()
     (text / "en.txt").write_text("The cat sat.\n\n   \nThe dog ran.\n", encoding="utf-8")
     (text / "quz.txt").write_text("Allillanchu\nImaynalla\n", encoding="utf-8")
-    c = make_config(real_vocab_ckpt)
+    c = make_config(tokenizer_vocab_ckpt)
     c.stages = "stats"
     c.data.source = "plain_text"
     c.data.path = str(text)

@@ -5,9 +5,8 @@ import os
 
 import numpy as np
 import pytest
-from fixture_data import FLORES
+from fixture_data import FLORES, QWEN_TOKENIZER, TINY_VOCAB
 from hf_reference import make_hf_model, save_hf_model
-from tiny_pipeline import QWEN_TOK
 from tiny_pipeline import tiny_config as config
 
 import rise_jax
@@ -19,7 +18,7 @@ from rise_jax.training.data import TrainingDataError, build_training_set
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    model = make_hf_model("qwen3_moe", seed=9, vocab_size=151936, hidden_size=32, num_hidden_layers=4)
+    model = make_hf_model("qwen3_moe", seed=9, vocab_size=TINY_VOCAB, hidden_size=32, num_hidden_layers=4)
     return save_hf_model(model, str(tmp_path_factory.mktemp("ck")))
 
 
@@ -71,7 +70,9 @@ def test_rerunning_train_resumes_from_its_checkpoint(trained, ckpt):
 
 
 def test_selection_from_another_model_shape_is_refused(tmp_path, trained):
-    other = save_hf_model(make_hf_model("qwen3_moe", seed=1, num_experts=16, vocab_size=151936), str(tmp_path / "o"))
+    other = save_hf_model(
+        make_hf_model("qwen3_moe", seed=1, num_experts=16, vocab_size=TINY_VOCAB), str(tmp_path / "o")
+    )
     wd = tmp_path / "wd"
     wd.mkdir()
     import shutil
@@ -84,7 +85,7 @@ def test_selection_from_another_model_shape_is_refused(tmp_path, trained):
 
 
 def test_empty_training_data_is_a_clear_error(tmp_path):
-    tok = rise_jax.load_tokenizer(QWEN_TOK)
+    tok = rise_jax.load_tokenizer(QWEN_TOKENIZER)
     with pytest.raises(TrainingDataError, match="no training examples"):
         build_training_set([], tok, 32)
     with pytest.raises(TrainingDataError, match="no usable training sequences"):
@@ -94,7 +95,7 @@ def test_empty_training_data_is_a_clear_error(tmp_path):
 
 
 def test_long_sequences_are_truncated_and_counted_and_completion_masks_the_prompt():
-    tok = rise_jax.load_tokenizer(QWEN_TOK)
+    tok = rise_jax.load_tokenizer(QWEN_TOKENIZER)
     long = Example("0", "word " * 100)
     data = build_training_set([long, Example("1", "short text here")], tok, max_length=16)
     assert data.truncated == 1 and max(len(s) for s in data.ids) == 16
@@ -183,7 +184,8 @@ def test_artefacts_made_from_another_checkpoint_or_an_unfinished_stage_are_refus
     from rise_jax.pipeline import PipelineError
 
     other = save_hf_model(
-        make_hf_model("qwen3_moe", seed=10, vocab_size=151936, hidden_size=32, num_hidden_layers=4), str(tmp_path / "b")
+        make_hf_model("qwen3_moe", seed=10, vocab_size=TINY_VOCAB, hidden_size=32, num_hidden_layers=4),
+        str(tmp_path / "b"),
     )
     c = config(other)  # same shape, other weights: the statistics of the first are stale for it
     c.stages = "select,train"

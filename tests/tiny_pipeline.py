@@ -1,17 +1,16 @@
-"""The tiny pipeline config the stage tests share: a tiny checkpoint, its Qwen3 tokenizer, three
+"""The tiny pipeline config the stage tests share: a tiny checkpoint (vocabulary ``TINY_VOCAB``), the
+small Qwen3-style tokenizer of tests/data (chat template included), three
 FLoRes-200 languages of the test data (tests/data), K = 4, one short epoch."""
 
-from fixture_data import FLORES, QWEN_TOKENIZER
+from fixture_data import FLORES, TINY_TOKENIZER
 
 from rise_jax.configs import base
-
-QWEN_TOK = QWEN_TOKENIZER
 
 
 def tiny_config(checkpoint: str):
     c = base.get_base_config()
     c.model.checkpoint = checkpoint
-    c.model.tokenizer = QWEN_TOK
+    c.model.tokenizer = TINY_TOKENIZER
     c.model.dtype = "float32"
     c.data.path = c.train.data.path = FLORES
     c.data.languages = "en,bn,sw"

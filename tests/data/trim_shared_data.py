@@ -14,6 +14,10 @@ notes and licence, and only the rows and languages the tests use:
 * ``tydiqa/``: whole (12 KiB).
 * ``tokenizers/{qwen3,phi35moe}``: the real tokenizers, ``tokenizer.json`` xz-compressed
   (``tests/fixture_data.py`` unpacks them once into a temporary directory).
+* ``tokenizers/tiny``: Qwen3's tokenizer pipeline (pre-tokenizer, special tokens, chat template)
+  retrained to ``TINY_VOCAB`` ids on the FLoRes and MGSM text above, for the stage tests that do
+  not test tokenisation: a tiny model's embedding and LM head stay tiny (Qwen3's 151,936 would
+  dominate every one of them).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ MGSM_ROWS = 20
 NTREX_ROWS = 60
 XQUAD_ARTICLES = 2
 XQUAD_LANGS = ("en", "th", "zh", "ar")
+TINY_VOCAB = 1024  # ids of the small tokenizer, added tokens included
 NOTES = ("SOURCE.txt", "LICENSE", "LICENSE.md", "CC-BY-SA4.0.txt", "LANGUAGES.tsv")
 
 
@@ -98,5 +103,49 @@ def main(shared: str) -> None:
                 shutil.copy(os.path.join(src, file), os.path.join(dst, file))
 
 
+def build_tiny_tokenizer() -> None:
+    """``tokenizers/tiny`` from the unpacked Qwen3 tokenizer and the trimmed texts in this folder."""
+    import csv
+
+    sys.path.insert(0, os.path.dirname(HERE))
+    from fixture_data import QWEN_TOKENIZER
+
+    from rise_jax.tokenizer import load_tokenizer
+
+    lines = []
+    flores = os.path.join(HERE, "flores200")
+    for code in sorted(os.listdir(flores)):
+        for split in ("dev", "train", "test"):
+            path = os.path.join(flores, code, f"{split}.tsv")
+            if os.path.isfile(path):
+                with open(path, encoding="utf-8", newline="") as fh:
+                    lines += [r["text"] for r in csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)]
+    for name in sorted(os.listdir(os.path.join(HERE, "mgsm"))):
+        if name.endswith(".tsv"):
+            with open(os.path.join(HERE, "mgsm", name), encoding="utf-8") as fh:
+                lines += [line.split("\t")[0] for line in fh]
+    qwen = load_tokenizer(QWEN_TOKENIZER)
+    thinking = ["<think>", "</think>"]  # Qwen3's chat template writes them; ordinary added tokens there too
+    tiny = qwen.train_new_from_iterator(lines, vocab_size=TINY_VOCAB - len(thinking))
+    tiny.add_tokens(thinking)
+    out = os.path.join(HERE, "tokenizers", "tiny")
+    os.makedirs(out, exist_ok=True)
+    tiny.backend_tokenizer.save(os.path.join(out, "tokenizer.json"))
+    with open(os.path.join(QWEN_TOKENIZER, "tokenizer_config.json"), encoding="utf-8") as fh:
+        config = json.load(fh)
+    keep = ("add_bos_token", "bos_token", "eos_token", "pad_token", "unk_token", "chat_template", "errors")
+    config = {k: config[k] for k in keep if k in config}
+    config["model_max_length"] = 4096
+    with open(os.path.join(out, "tokenizer_config.json"), "w", encoding="utf-8") as fh:
+        json.dump(config, fh, ensure_ascii=False, indent=1)
+    with open(os.path.join(out, "SOURCE.txt"), "w", encoding="utf-8") as fh:
+        fh.write(
+            "Built by tests/data/trim_shared_data.py (build_tiny_tokenizer): the Qwen3 tokenizer's pipeline\n"
+            f"retrained with transformers' train_new_from_iterator to {TINY_VOCAB} ids on tests/data's FLoRes and\n"
+            "MGSM text; chat template and special tokens from Qwen3's tokenizer_config.json (Apache-2.0).\n"
+        )
+
+
 if __name__ == "__main__":
     main(sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "..", "..", "..", "shared", "data"))
+    build_tiny_tokenizer()
