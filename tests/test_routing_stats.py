@@ -129,10 +129,13 @@ def test_sequence_entropy_and_consistency_equal_a_per_sequence_recount_at_any_ba
     for i, corpus in enumerate(corpora):
         ents, cons = [], []
         for seq in corpus.sequences:
-            r = rise_jax.forward(model, params, seq[None], return_routing=True).routing
-            p = np.asarray(r.router_probs())[:, 0].mean(1)  # [L, E]
+            # each sequence alone, right-padded to one shape (causal: its tokens never see the pad)
+            ids, mask = np.zeros((1, 40), np.int32), np.zeros((1, 40), np.int32)
+            ids[0, : len(seq)], mask[0, : len(seq)] = seq, 1
+            r = rise_jax.forward(model, params, ids, mask, return_routing=True).routing
+            p = np.asarray(r.router_probs())[:, 0, : len(seq)].mean(1)  # [L, E]
             ents.append(-(p * np.log(p)).sum(-1))
-            sets = np.asarray(r.topk_indices)[:, 0]  # [L, T, k]
+            sets = np.asarray(r.topk_indices)[:, 0, : len(seq)]  # [L, T, k]
             if len(seq) > 1:
                 cons.append(
                     [

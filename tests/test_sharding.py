@@ -47,7 +47,8 @@ def test_replay_statistics_equal_single_device(sharded_results):
 def test_training_step_equals_single_device_with_sharded_trainables(sharded_results):
     assert sharded_results["train_loss_err"] < 1e-5
     assert sharded_results["train_grad_rel_err"] < 1e-5
-    assert sharded_results["train_weight_err"] < 1e-5
+    assert sharded_results["train_weight_err"] < 1e-5  # where Adam's first step is well-conditioned
+    assert sharded_results["train_weight_step_bound"] <= 2.0
     # 8 selected experts, owner-grouped: each device holds the copies (and Adam moments) of its own
     rows = 8 // sharded_results["model_devices"]
     assert sharded_results["trainable_shard_rows"] == rows
