@@ -25,13 +25,24 @@ FLAGS = flags.FLAGS
 _CONFIG = None  # set in main() by config_flags
 
 
-def _define_flags() -> None:
+def _define_flags(flag_values: flags.FlagValues = FLAGS, argv: list[str] | None = None):
+    """Define ``--config`` and ``--workdir`` on ``flag_values`` (the ``--config.a.b`` overrides are
+    found in ``argv``, default ``sys.argv``); returns the config flag's holder."""
     global _CONFIG
     from ml_collections import config_flags
 
-    _CONFIG = config_flags.DEFINE_config_file("config", None, "ml_collections config file (configs/<name>.py[:arg]).")
-    flags.DEFINE_string("workdir", None, "Directory for the artefacts of every stage.")
-    flags.mark_flags_as_required(["config", "workdir"])
+    holder = config_flags.DEFINE_config_file(
+        "config",
+        None,
+        "ml_collections config file (configs/<name>.py[:arg]).",
+        flag_values=flag_values,
+        sys_argv=argv,
+    )
+    flags.DEFINE_string("workdir", None, "Directory for the artefacts of every stage.", flag_values=flag_values)
+    flags.mark_flags_as_required(["config", "workdir"], flag_values=flag_values)
+    if flag_values is FLAGS:
+        _CONFIG = holder
+    return holder
 
 
 def resolve_placeholders(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
@@ -97,11 +108,11 @@ def main(argv: list[str]) -> None:
     run_or_exit(run, _CONFIG.value, FLAGS.workdir)
 
 
-def parse_flags(argv: list[str]) -> list[str]:
+def parse_flags(argv: list[str], flag_values: flags.FlagValues = FLAGS) -> list[str]:
     """absl's flag parsing, with a config override that names no field or has the wrong type
     (raised by ml_collections while parsing) reported as one line instead of a traceback."""
     try:
-        return FLAGS(argv)
+        return flag_values(argv)
     except flags.Error as err:
         print(f"error: {err}\nPass --helpfull to see the flags.", file=sys.stderr)
         sys.exit(2)
@@ -111,6 +122,16 @@ def parse_flags(argv: list[str]) -> list[str]:
         where = culprit[0] if culprit else "a --config override"
         print(f"error: {where}: no config field {key!r} (or a value of the wrong type)", file=sys.stderr)
         sys.exit(2)
+
+
+def cli(argv: list[str]) -> None:
+    """The command line in this process, on fresh flag values (``argv[0]`` is the program name):
+    parsing, validation and the run report errors and exit exactly as ``python -m rise_jax.launch``
+    does (``SystemExit`` with status 2 and one ``error:`` line). For tests and notebooks."""
+    flag_values = flags.FlagValues()
+    config = _define_flags(flag_values, argv)
+    parse_flags(argv, flag_values)
+    run_or_exit(run, config.value, flag_values.workdir)
 
 
 if __name__ == "__main__":

@@ -13,10 +13,23 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def launch(*args, cwd=ROOT):
+    """``python -m rise_jax.launch ARGS`` in its own process (the real entry point)."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     return subprocess.run(
         [sys.executable, "-m", "rise_jax.launch", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
     )
+
+
+def launch_here(capsys, *args):
+    """The same command line in this process (``rise_jax.launch.cli``): (exit status, stderr)."""
+    from rise_jax.launch import cli
+
+    try:
+        cli(["rise_jax.launch", *args])
+        code = 0
+    except SystemExit as exit_info:
+        code = exit_info.code
+    return code, capsys.readouterr().err
 
 
 def test_inspect_prints_and_writes_summary_and_orbax_params(tmp_path, qwen_dir):
@@ -93,17 +106,17 @@ def test_full_size_zones_and_parameter_counts_from_config_only():
         (["--config.model.demo=False", "--config.model.checkpoint="], "config.model.checkpoint is empty"),
     ],
 )
-def test_config_errors_are_clear(tmp_path, args, message):
-    r = launch("--config=configs/demo.py", f"--workdir={tmp_path}", *args)
-    assert r.returncode != 0
-    assert message in r.stderr
+def test_config_errors_are_clear(tmp_path, capsys, args, message):
+    code, err = launch_here(capsys, f"--config={ROOT}/configs/demo.py", f"--workdir={tmp_path}", *args)
+    assert code != 0
+    assert message in err
 
 
-def test_unwritable_workdir_is_a_clear_error(tmp_path):
+def test_unwritable_workdir_is_a_clear_error(tmp_path, capsys):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")
-    r = launch("--config=configs/demo.py", f"--workdir={blocker / 'sub'}")
-    assert r.returncode != 0 and "cannot be created" in r.stderr
+    code, err = launch_here(capsys, f"--config={ROOT}/configs/demo.py", f"--workdir={blocker / 'sub'}")
+    assert code != 0 and "cannot be created" in err
 
 
 @pytest.mark.parametrize(
@@ -144,12 +157,13 @@ def test_a_bug_keeps_its_traceback():
         run_or_exit(lambda: 1 / 0)
 
 
-def test_an_unknown_config_field_is_one_line_not_a_traceback(tmp_path):
-    r = launch("--config=configs/demo.py", f"--workdir={tmp_path}", "--config.model.kk=1")
+def test_an_unknown_config_field_is_one_line_not_a_traceback(tmp_path, capsys):
+    want = ["error: --config.model.kk: no config field 'kk' (or a value of the wrong type)"]
+    r = launch("--config=configs/demo.py", f"--workdir={tmp_path}", "--config.model.kk=1")  # the real entry point
     assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert r.stderr.strip().splitlines() == [
-        "error: --config.model.kk: no config field 'kk' (or a value of the wrong type)"
-    ]
+    assert r.stderr.strip().splitlines() == want
+    code, err = launch_here(capsys, f"--config={ROOT}/configs/demo.py", f"--workdir={tmp_path}", "--config.model.kk=1")
+    assert code == 2 and err.strip().splitlines() == want
 
 
 @pytest.mark.parametrize(
