@@ -1,11 +1,39 @@
-import os
-import sys
+"""Session-wide test set-up: JAX's persistent compilation cache for the run, shared tiny checkpoints.
 
-import pytest
+The tests build many tiny models whose programs are the same HLO again and again (every test that
+loads a fresh model object re-traces it; every ``python -m rise_jax.launch`` subprocess starts with
+an empty in-memory cache), so one on-disk compilation cache for the whole run — this process,
+pytest-xdist workers and the subprocesses the tests start, which inherit the environment — turns
+most compilations after the first into a read. The cache lives in a temporary directory made for
+the run (or ``RISE_JAX_TEST_JAX_CACHE`` when set, to keep one across runs) and never changes a
+result: a cached executable is the one XLA would compile again.
+"""
+
+import os
+import shutil
+import sys
+import tempfile
+
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # set before anything imports jax
+    _OWN_CACHE = os.environ.get("RISE_JAX_TEST_JAX_CACHE") or tempfile.mkdtemp(prefix="rise_jax_test_jax_cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_CACHE
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
+    if os.environ.get("RISE_JAX_TEST_JAX_CACHE"):
+        _OWN_CACHE = None  # the user's: kept
+else:
+    _OWN_CACHE = None  # a cache set by the caller (or by the xdist controller): not ours to remove
+
+import pytest  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from hf_reference import make_hf_model, save_hf_model  # noqa: E402
+
+
+def pytest_unconfigure(config):
+    """Remove the run's compilation cache (only the process that made it)."""
+    if _OWN_CACHE and not hasattr(config, "workerinput"):
+        shutil.rmtree(_OWN_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
