@@ -8,6 +8,7 @@ import pytest
 from rise_jax.models import dispatch
 from rise_jax.models.dispatch import ExpertChoice
 from rise_jax.models.expert_weights import StackedExperts, StackLayerExperts, SubstitutedExperts
+from rise_jax.models.quantized import QuantizedArray, quantize
 
 
 def _problem(n=37, h=16, i=8, e=6, k=2, skew=False, seed=0):
@@ -174,10 +175,18 @@ def _sources():
         "stacked_some_trainable": StackedExperts(wg, wu, wd, jnp.asarray([True, False, True, True, False, False])),
         "substituted": SubstitutedExperts(StackedExperts(wg, wu, wd), trained, slots),
         "stack_layer": StackLayerExperts(*stack, jnp.int32(1)),
+        # training on an int8 base: trained copies over quantized frozen experts
+        "substituted_int8": SubstitutedExperts(
+            StackedExperts(*(QuantizedArray(*quantize(a, "int8"), dtype=jnp.float32) for a in (wg, wu, wd))),
+            trained,
+            slots,
+        ),
     }
 
 
-@pytest.mark.parametrize("source_name", ["stacked", "stacked_some_trainable", "substituted", "stack_layer"])
+@pytest.mark.parametrize(
+    "source_name", ["stacked", "stacked_some_trainable", "substituted", "stack_layer", "substituted_int8"]
+)
 @pytest.mark.parametrize("impl", ["ragged", "grouped_scan", "blocked"])
 def test_every_weight_source_gives_the_dense_reference_through_every_dispatch(source_name, impl):
     """Each source through each implementation equals ``dense`` through the same source in fp32:

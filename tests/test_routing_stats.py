@@ -17,7 +17,8 @@ def corpora_for(vocab: int, seed: int = 0):
     rng = np.random.RandomState(seed)
     out = []
     for lang, n in (("en", 7), ("bn", 5), ("sw", 6)):
-        seqs = [rng.randint(1, vocab, rng.randint(3, 40)).astype(np.int32) for _ in range(n)]
+        # a few distinct lengths: an unpadded replay (batch 1) compiles once per length
+        seqs = [rng.randint(1, vocab, rng.choice([3, 11, 24, 39])).astype(np.int32) for _ in range(n)]
         out.append(TokenizedCorpus(lang, seqs, [str(i) for i in range(n)], truncated=0, available=n))
     return out
 
