@@ -532,6 +532,4 @@ def get_task_kind(kind: Any, where: str = "task") -> TaskKind:
 
 def run_task(ev: Evaluator, task: Any, language: str, max_samples: int = 0) -> TaskResult:
     """One task on one language; ``task.kind`` picks the function."""
-    if task.kind not in TASK_KINDS:
-        raise EvalError(f"unknown task kind {task.kind!r}; choose one of {', '.join(TASK_KINDS)}")
-    return TASK_KINDS[task.kind].run(ev, task, get_language(language).code, max_samples)
+    return get_task_kind(task.kind).run(ev, task, get_language(language).code, max_samples)

@@ -22,7 +22,7 @@ from rise_jax.stages.registry import Stage
 from rise_jax.training.artefacts import EXPERTS, TRAIN_STATE_DIRS, TRAIN_STATE_FILES, save_trained_experts
 from rise_jax.training.data import build_training_set
 from rise_jax.training.loop import train
-from rise_jax.training.methods import METHODS, MethodSetup, get_method
+from rise_jax.training.methods import MethodSetup, get_method
 from rise_jax.training.options import TrainOptions
 from rise_jax.training.partition import selection_experts
 from rise_jax.workdir import Workdir
@@ -46,8 +46,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
         if not ok:
             raise SettingError(f"config.train.{name} = {value!r}: must be {rule}")
     opts = TrainOptions.from_config(t)
-    if opts.method not in METHODS:
-        raise SettingError(f"config.train.method = {opts.method!r}; choose one of {', '.join(METHODS)}")
     get_method(opts.method).validate(opts, model_settings(config).frozen_dtype)
 
 

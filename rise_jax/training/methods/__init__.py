@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rise_jax.errors import SettingError
 from rise_jax.training.methods.base import MethodSetup, TrainingMethod
 from rise_jax.training.methods.experts import FullExperts
 from rise_jax.training.methods.lora import DenseLoRA
@@ -20,9 +21,9 @@ METHODS: dict[str, type[TrainingMethod]] = {cls.name: cls for cls in (FullExpert
 
 
 def get_method(name: str) -> type[TrainingMethod]:
-    """The class registered as ``name``; a ValueError names the choices."""
+    """The class registered as ``name`` (``config.train.method``); the error names the choices."""
     if name not in METHODS:
-        raise ValueError(f"unknown training method {name!r}; choose one of {', '.join(METHODS)}")
+        raise SettingError(f"config.train.method = {name!r}; choose one of {', '.join(METHODS)}")
     return METHODS[name]
 
 

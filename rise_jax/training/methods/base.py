@@ -11,6 +11,7 @@ the loop, the artefacts and the stages ask the object, never the keys of its dic
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from typing import Any, ClassVar
 
@@ -21,6 +22,7 @@ from flax import struct
 
 from rise_jax.models.config import ModelConfig
 from rise_jax.training.options import TrainOptions
+from rise_jax.training.partition import count_trainable
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -35,16 +37,15 @@ class MethodSetup:
     expert_shards: int = 1  # devices owning the experts (trainable rows grouped by owner)
 
 
-class TrainingMethod(struct.PyTreeNode):
+class TrainingMethod(struct.PyTreeNode, metaclass=abc.ABCMeta):
     """One training method's trainable state (see the module docstring). Subclasses set ``name``,
-    implement :meth:`create`, :meth:`merge` and :meth:`matches`, and override the rest where they
-    differ; :func:`rise_jax.training.methods.register` lists them under their name."""
+    implement the abstract :meth:`create`, :meth:`merge` and :meth:`matches`, and override the
+    rest where they differ; :data:`rise_jax.training.methods.METHODS` lists them under their name."""
 
     weights: dict[str, Any]
     slots: dict[str, Any]
 
     name: ClassVar[str] = ""
-    uses_selection: ClassVar[bool] = True  # whether it trains inside the selected experts
 
     # --- creation and configuration ----------------------------------------------------------
 
@@ -54,9 +55,9 @@ class TrainingMethod(struct.PyTreeNode):
         (``frozen_dtype``: the quantized storage of the frozen weights, or None)."""
 
     @classmethod
+    @abc.abstractmethod
     def create(cls, setup: MethodSetup, opts: TrainOptions) -> TrainingMethod:
         """The initial trainable state for the configured ``opts``."""
-        raise NotImplementedError
 
     def describe(self, opts: TrainOptions) -> str:
         """What trains, for the log line (``training <this> (<method>, N parameters)``)."""
@@ -99,11 +100,11 @@ class TrainingMethod(struct.PyTreeNode):
 
     def parameter_count(self) -> int:
         """Trained values (rows no expert uses are not counted)."""
-        return count_values(self.weights)
+        return count_trainable(self.weights)
 
+    @abc.abstractmethod
     def merge(self, params: dict[str, Any]) -> dict[str, Any]:
         """Base params with the trained weights written in (cast to the base dtype)."""
-        raise NotImplementedError
 
     def write_exports(
         self, cfg: ModelConfig, out_dirs: dict[str, str], settings: dict[str, Any], source: str
@@ -113,19 +114,14 @@ class TrainingMethod(struct.PyTreeNode):
         return []
 
     @classmethod
+    @abc.abstractmethod
     def matches(cls, weights: dict[str, Any], slots: dict[str, Any]) -> bool:
         """Whether a saved ``{weights, slots}`` tree is this method's (checkpoints hold no name)."""
-        raise NotImplementedError
 
     @classmethod
     def from_checkpoint(cls, weights: dict[str, Any], slots: dict[str, Any]) -> TrainingMethod:
         """The method from its restored checkpoint tree (numpy arrays; slot tables int32)."""
         return cls(jax.tree_util.tree_map(np.asarray, weights), {k: np.asarray(v, np.int32) for k, v in slots.items()})
-
-
-def count_values(tree: Any) -> int:
-    """Values in every leaf of ``tree``."""
-    return int(sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(tree)))
 
 
 def count_rows(entry: Any, table: Any) -> int:

@@ -30,9 +30,9 @@ from rise_jax.models.config import ModelConfig
 from rise_jax.models.expert_mlp import PARAM_NAMES, ExpertTensors
 from rise_jax.models.expert_weights import SubstitutedExperts
 from rise_jax.models.quantized import QuantizedArray
-from rise_jax.training.methods.base import MethodSetup, TrainingMethod, count_rows, count_values
+from rise_jax.training.methods.base import MethodSetup, TrainingMethod, count_rows
 from rise_jax.training.options import TrainOptions
-from rise_jax.training.partition import as_float32, expert_slots, overlay, select_extra, slot_rows
+from rise_jax.training.partition import as_float32, count_trainable, expert_slots, overlay, select_extra, slot_rows
 
 EXTRA = "extra_params"  # key of the path-rule groups in ``weights`` (never a run name)
 
@@ -146,7 +146,7 @@ class FullExperts(TrainingMethod):
         )
 
     def parameter_count(self) -> int:
-        total = count_values(self.weights.get(EXTRA, {}))
+        total = count_trainable(self.weights.get(EXTRA, {}))
         return total + sum(count_rows(entry, self.slots[run]) for run, entry in self.runs().items())
 
     def merge(self, params: dict[str, Any]) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from rise_jax.config_values import comma_list
 from rise_jax.models.config import ModelConfig
 from rise_jax.models.expert_weights import LORA_A, LORA_B, lora_delta
 from rise_jax.models.quantized import QuantizedArray
-from rise_jax.training.methods.base import MethodSetup, count_values
+from rise_jax.training.methods.base import MethodSetup
 from rise_jax.training.methods.rise_lora import (
     LORA_SCALE,
     ExpertLoRA,
@@ -37,7 +37,7 @@ from rise_jax.training.methods.rise_lora import (
     refuse_expert_dropout,
 )
 from rise_jax.training.options import TrainOptions
-from rise_jax.training.partition import as_float32, overlay, path_name
+from rise_jax.training.partition import as_float32, count_trainable, overlay, path_name
 
 LORA_DENSE = "lora_dense"  # key of the dense-layer adapters in ``weights`` (never a run name)
 
@@ -101,7 +101,6 @@ class DenseLoRA(ExpertLoRA):
     """Adapters on path-rule dense kernels (and, optionally, inside every expert)."""
 
     name = "lora"
-    uses_selection = False
     dropout: float = struct.field(pytree_node=False, default=0.0)  # train.lora_dropout
 
     @classmethod
@@ -153,7 +152,7 @@ class DenseLoRA(ExpertLoRA):
         return with_dense_adapters(base, self.weights[LORA_DENSE], self.scale)
 
     def parameter_count(self) -> int:
-        return count_values(self.weights[LORA_DENSE]) + super().parameter_count()
+        return count_trainable(self.weights[LORA_DENSE]) + super().parameter_count()
 
     def merge(self, params: dict[str, Any]) -> dict[str, Any]:
         merged = jax.tree_util.tree_map(lambda x: x, params)  # new containers, same leaves
