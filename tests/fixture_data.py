@@ -1,5 +1,5 @@
 """Paths of the test fixtures the checkout holds (``tests/data/``; how they were made:
-``tests/data/trim_shared_data.py``). No test reads outside the repository.
+``tools/make_test_data.py``). No test reads outside the repository.
 
 The real tokenizers are stored xz-compressed; :func:`tokenizer_dir` unpacks one once per content
 into the system's temporary directory (atomically, so parallel test processes may race)."""
@@ -18,7 +18,7 @@ MGSM = os.path.join(TEST_DATA, "mgsm")
 NTREX = os.path.join(TEST_DATA, "ntrex128")
 XQUAD = os.path.join(TEST_DATA, "xquad")
 TYDIQA = os.path.join(TEST_DATA, "tydiqa", "tydiqa-goldp-v1.1-dev_ini.json")
-# Qwen3's tokenizer retrained to 1024 ids (tests/data/trim_shared_data.py): for stage tests that do
+# Qwen3's tokenizer retrained to 1024 ids (tools/make_test_data.py): for stage tests that do
 # not test tokenisation, so a tiny model's embedding and LM head stay tiny.
 TINY_TOKENIZER = os.path.join(TEST_DATA, "tokenizers", "tiny")
 TINY_VOCAB = 1024

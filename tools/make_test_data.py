@@ -1,10 +1,12 @@
-"""Rebuild the trimmed test fixtures in this folder from the full data in ``../shared/data``.
+"""Rebuild the trimmed test fixtures of ``tests/data`` from a full copy of the data.
 
-    python tests/data/trim_shared_data.py [SHARED_DATA_DIR]
+    python tools/make_test_data.py FULL_DATA_DIR
 
-The suite reads only what the checkout holds; this script is how that copy was made (and how to
-make it again when a test needs more rows). It keeps each dataset's published format, its source
-notes and licence, and only the rows and languages the tests use:
+``FULL_DATA_DIR`` holds the datasets and tokenizers in the layout ``tests/data`` mirrors
+(``flores200/``, ``mgsm/``, ``ntrex128/``, ``xquad/``, ``tydiqa/``, ``tokenizers/``). The suite
+reads only what the checkout holds; this script is how that copy was made (and how to make it
+again when a test needs more rows). It keeps each dataset's published format, its source notes
+and licence, and only the rows and languages the tests use:
 
 * ``flores200/<code>/{dev,train,test}.tsv``: every language of the shared copy; dev whole (99 rows,
   the tests count them), train and test the first ``FLORES_ROWS`` rows.
@@ -28,7 +30,8 @@ import os
 import shutil
 import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.join(ROOT, "tests", "data")  # where the fixtures go
 FLORES_ROWS = 40
 MGSM_ROWS = 20
 NTREX_ROWS = 60
@@ -107,7 +110,7 @@ def build_tiny_tokenizer() -> None:
     """``tokenizers/tiny`` from the unpacked Qwen3 tokenizer and the trimmed texts in this folder."""
     import csv
 
-    sys.path.insert(0, os.path.dirname(HERE))
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
     from fixture_data import QWEN_TOKENIZER
 
     from rise_jax.tokenizer import load_tokenizer
@@ -140,12 +143,14 @@ def build_tiny_tokenizer() -> None:
         json.dump(config, fh, ensure_ascii=False, indent=1)
     with open(os.path.join(out, "SOURCE.txt"), "w", encoding="utf-8") as fh:
         fh.write(
-            "Built by tests/data/trim_shared_data.py (build_tiny_tokenizer): the Qwen3 tokenizer's pipeline\n"
+            "Built by tools/make_test_data.py (build_tiny_tokenizer): the Qwen3 tokenizer's pipeline\n"
             f"retrained with transformers' train_new_from_iterator to {TINY_VOCAB} ids on tests/data's FLoRes and\n"
             "MGSM text; chat template and special tokens from Qwen3's tokenizer_config.json (Apache-2.0).\n"
         )
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "..", "..", "..", "shared", "data"))
+    if len(sys.argv) != 2:
+        sys.exit("usage: python tools/make_test_data.py FULL_DATA_DIR")
+    main(sys.argv[1])
     build_tiny_tokenizer()
