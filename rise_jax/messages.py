@@ -6,6 +6,12 @@ as the Flax examples and MaxText do; tables and the report are printed. :func:`s
 lines on standard output, while other libraries' INFO records (orbax, jax) stay hidden unless
 asked for (``--verbosity=0`` or higher); warnings and errors go to standard error as before.
 Library users who call the API directly get Python's logging defaults (INFO not shown).
+
+:func:`quiet_library_warnings` (called by the CLI before any library is imported, and by
+:func:`show_messages`) turns off transformers' *advisory* warnings — on a machine without torch,
+importing transformers prints "PyTorch was not found. Models won't be available ...", which is
+true and irrelevant here (rise_jax uses transformers for tokenizers and configs only). Its real
+warnings and errors still show; set ``TRANSFORMERS_NO_ADVISORY_WARNINGS=0`` to see the advice.
 """
 
 from __future__ import annotations
@@ -49,6 +55,13 @@ class _NotOurInfo(py_logging.Filter):
         return record.levelno >= py_logging.WARNING or (self.library_info and not _ours(record))
 
 
+def quiet_library_warnings() -> None:
+    """Silence transformers' advisory warnings (``logger.warning_advice``: "PyTorch was not found",
+    ...) unless the environment already decides; read when transformers logs them, so it must run
+    before transformers is imported. Nothing else is hidden."""
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+
 def verbose_flag() -> bool:
     """Whether absl's ``--verbosity`` was given on the command line (other libraries' INFO wanted)."""
     from absl import flags
@@ -62,6 +75,7 @@ def show_messages(library_info: bool = False) -> None:
 
     The absl logger gets both handlers itself and stops propagating, so a root handler that some
     library installed with ``basicConfig`` does not print every message a second time."""
+    quiet_library_warnings()
     absl_logger = logging.get_absl_logger()
     if not any(isinstance(h, _OwnInfoToStdout) for h in absl_logger.handlers):
         absl_logger.addHandler(_OwnInfoToStdout())
