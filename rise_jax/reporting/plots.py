@@ -35,6 +35,19 @@ def _save(fig, path: str) -> str:
     return path
 
 
+def _integer_ticks(axis, count: int) -> None:
+    """Ticks on whole ids only (experts, layers): every id up to 12 of them, else a few integers."""
+    if count <= 12:
+        axis.set_ticks(range(count))
+    else:
+        axis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _legend_outside(ax, **kwargs) -> None:
+    """The legend right of the axes, where it covers no data."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, **kwargs)
+
+
 def _shade_zones(ax, num_layers: int, zone_ratios: tuple[float, float]) -> None:
     for name, (lo, hi) in zone_ranges(num_layers, zone_ratios).items():
         if hi > lo:
@@ -81,8 +94,8 @@ def layer_curves(
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.set_xlim(-0.5, num_layers - 0.5)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend(fontsize=7, ncol=2, loc="best")
+    _integer_ticks(ax.xaxis, num_layers)
+    _legend_outside(ax, fontsize=7)
     return _save(fig, path)
 
 
@@ -104,6 +117,24 @@ def scatter(
     return _save(fig, path)
 
 
+def loss_curves(
+    series: dict[str, Sequence[tuple[float, float]]], path: str, title: str, xlabel: str, ylabel: str
+) -> str:
+    """One line per series of ``(x, y)`` points (training and held-out loss over steps); a
+    series of many points is drawn without markers."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    for name, points in series.items():
+        xs, ys = zip(*points, strict=True) if points else ((), ())
+        ax.plot(xs, ys, marker="o" if len(xs) <= 40 else None, ms=3, lw=1.4, label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(fontsize=8, loc="best")
+    return _save(fig, path)
+
+
 def tau_sweep(taus: Sequence[float], counts: dict[str, Sequence[int]], path: str, title: str) -> str:
     """Expert-set sizes against the threshold τ, one line per set."""
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
@@ -116,16 +147,50 @@ def tau_sweep(taus: Sequence[float], counts: dict[str, Sequence[int]], path: str
     return _save(fig, path)
 
 
-def activation_heatmap(freq: np.ndarray, path: str, title: str) -> str:
-    """Layers x experts activation frequency of one language."""
+ACTIVATION_LABEL = "activation frequency (share of tokens)"
+
+
+def activation_heatmap(freq: np.ndarray, path: str, title: str, vmax: float = 1.0) -> str:
+    """Layers x experts activation frequency of one language on the scale 0..``vmax`` (default:
+    the whole range of a share of tokens), the same for every language's figure so they compare;
+    :func:`activation_heatmaps` draws them all on one figure."""
     num_layers, num_experts = freq.shape
     fig, ax = plt.subplots(figsize=(min(16, 2 + num_experts * 0.12), min(10, 1.5 + num_layers * 0.25)))
-    im = ax.imshow(freq, aspect="auto", cmap="magma", interpolation="nearest")
+    im = ax.imshow(freq, aspect="auto", cmap="magma", interpolation="nearest", vmin=0.0, vmax=vmax)
     ax.set_xlabel("expert")
     ax.set_ylabel("MoE layer")
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    _integer_ticks(ax.xaxis, num_experts)
+    _integer_ticks(ax.yaxis, num_layers)
     ax.set_title(title)
-    fig.colorbar(im, ax=ax, label="activation frequency (share of tokens)")
+    fig.colorbar(im, ax=ax, label=ACTIVATION_LABEL)
+    return _save(fig, path)
+
+
+def activation_heatmaps(freqs: np.ndarray, languages: Sequence[str], path: str, title: str, columns: int = 3) -> str:
+    """Every language's layers x experts activation frequency (``freqs[i]`` = ``languages[i]``'s
+    ``[L, E]``) side by side on one colour scale, 0 to the largest frequency, with one colorbar."""
+    n, num_layers, num_experts = freqs.shape
+    cols = min(columns, n)
+    rows = -(-n // cols)
+    w = min(5.5, 1.2 + num_experts * 0.12)
+    h = min(4.0, 0.9 + num_layers * 0.22)
+    fig, axes = plt.subplots(rows, cols, figsize=(w * cols + 1.0, h * rows + 0.6), squeeze=False, layout="constrained")
+    vmax = float(np.max(freqs)) if freqs.size else 1.0
+    im = None
+    for i, ax in enumerate(axes.flat):
+        if i >= n:
+            ax.set_visible(False)
+            continue
+        im = ax.imshow(freqs[i], aspect="auto", cmap="magma", interpolation="nearest", vmin=0.0, vmax=vmax)
+        ax.set_title(languages[i], fontsize=10)
+        _integer_ticks(ax.yaxis, num_layers)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=8))
+        if i % cols == 0:
+            ax.set_ylabel("MoE layer")
+        if i // cols == rows - 1 or i + cols >= n:
+            ax.set_xlabel("expert")
+    fig.colorbar(im, ax=axes, label=ACTIVATION_LABEL, shrink=0.9)
+    fig.suptitle(title)
     return _save(fig, path)
 
 
@@ -138,11 +203,12 @@ def selection_map(
     for layer, expert, zone in cells:
         grid[layer, expert] = codes[zone]
     cmap = ListedColormap(["#F2F2F2", ZONE_COLOURS["shallow"], ZONE_COLOURS["middle"], ZONE_COLOURS["deep"]])
-    fig, ax = plt.subplots(figsize=(min(16, 2 + num_experts * 0.12), min(10, 1.5 + num_layers * 0.25)))
+    fig, ax = plt.subplots(figsize=(min(16, 2.5 + num_experts * 0.15), min(10, 1.5 + num_layers * 0.25)))
     ax.imshow(grid, aspect="auto", cmap=cmap, vmin=0, vmax=3, interpolation="nearest")
     ax.set_xlabel("expert")
     ax.set_ylabel("MoE layer")
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    _integer_ticks(ax.xaxis, num_experts)
+    _integer_ticks(ax.yaxis, num_layers)
     ax.set_title(title)
     counts = {z: sum(1 for c in cells if c[2] == z) for z in codes}
     ax.legend(
@@ -173,7 +239,7 @@ def results_bars(
     _grouped_bars(ax, values, languages)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    _legend_outside(ax, fontsize=8)
     return _save(fig, path)
 
 

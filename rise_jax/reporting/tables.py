@@ -3,6 +3,11 @@
 Rows are settings (variants such as ``base``, ``trained``, ``pruned``), columns are languages plus
 ``Avg`` (or, for the general-ability tasks, one column per task and metric, as the paper's
 Table 4); below them, ``Δ <variant>`` rows give the difference to the baseline setting.
+
+Every Δ is the difference of the unrounded values, rounded once; the table shows as many decimals
+(2 to :data:`MAX_DECIMALS`) as it takes for each shown Δ to equal the difference of the shown
+values (``1.92 → 1.92`` never reads ``+0.01``). Where no precision up to ``MAX_DECIMALS`` does,
+the Δ shown is the difference of the shown values.
 """
 
 from __future__ import annotations
@@ -10,11 +15,30 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+MIN_DECIMALS, MAX_DECIMALS = 2, 4
 
-def _fmt(x: float | None, signed: bool = False) -> str:
+
+def _fmt(x: float | None, signed: bool = False, decimals: int = MIN_DECIMALS) -> str:
     if x is None:
         return "–"
-    return f"{x:+.2f}" if signed else f"{x:.2f}"
+    text = f"{x:+.{decimals}f}" if signed else f"{x:.{decimals}f}"
+    return "+" + text[1:] if signed and float(text) == 0 else text  # never "-0.00"
+
+
+def _shown(x: float, decimals: int) -> float:
+    """``x`` as the table shows it at ``decimals``."""
+    return float(f"{x:.{decimals}f}")
+
+
+def delta_and_decimals(pairs: Sequence[tuple[float, float]]) -> tuple[list[float], int]:
+    """For ``(after, before)`` pairs: the deltas to show and the decimals to show every value
+    with, the fewest (from ``MIN_DECIMALS``) at which each rounded ``after - before`` equals
+    ``shown(after) - shown(before)``; past ``MAX_DECIMALS``, the differences of the shown values."""
+    for d in range(MIN_DECIMALS, MAX_DECIMALS + 1):
+        if all(_shown(a - b, d) == _shown(_shown(a, d) - _shown(b, d), d) for a, b in pairs):
+            return [a - b for a, b in pairs], d
+    d = MAX_DECIMALS
+    return [_shown(a, d) - _shown(b, d) for a, b in pairs], d
 
 
 def results_table(
@@ -37,13 +61,21 @@ def variants_table(rows: dict[str, list[float | None]], columns: Sequence[str], 
     """One row per setting (``rows[variant]`` = one value per column), then ``Δ <variant>`` rows
     against ``baseline`` (the paper's before → after layout)."""
     header = ["setting", *columns]
+    compared = [v for v in rows if baseline in rows and v != baseline]
+    pairs = [
+        (a, b)
+        for v in compared
+        for a, b in zip(rows[v], rows[baseline], strict=True)
+        if a is not None and b is not None
+    ]
+    deltas, d = delta_and_decimals(pairs)
+    shown_deltas = iter(deltas)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for v, values in rows.items():
-        lines.append("| " + " | ".join([v, *(_fmt(x) for x in values)]) + " |")
-    if baseline in rows:
-        for v, values in rows.items():
-            if v == baseline:
-                continue
-            deltas = [None if a is None or b is None else a - b for a, b in zip(values, rows[baseline], strict=True)]
-            lines.append("| " + " | ".join([f"Δ {v}", *(_fmt(x, signed=True) for x in deltas)]) + " |")
+        lines.append("| " + " | ".join([v, *(_fmt(x, decimals=d) for x in values)]) + " |")
+    for v in compared:
+        row = [
+            None if a is None or b is None else next(shown_deltas) for a, b in zip(rows[v], rows[baseline], strict=True)
+        ]
+        lines.append("| " + " | ".join([f"Δ {v}", *(_fmt(x, signed=True, decimals=d) for x in row)]) + " |")
     return "\n".join(lines) + "\n"

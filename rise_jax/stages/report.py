@@ -1,20 +1,36 @@
-"""Stage ``report``: ``report.md`` + PNGs in the workdir, from the artefacts of the other stages.
+"""Stage ``report``: ``report.md``, ``report.html`` + PNGs in the workdir, from the artefacts of the other stages.
 
-Sections: model and data; routing overlap (heatmap, layer-wise similarity by zone, Table 2);
+``report.md`` opens with the headline (``## Headline``): the target language (the train stage's
+language, else ``config.train.language`` / ``config.select.target``), each eval task's primary
+metric on it before → after (``eval.baseline`` → ``trained``, Δ from the unrounded values), the
+largest change on any other language, and the selection (method, K / number of experts, layers
+by zone) and training method. Then the sections: model and data (with the demo's pretraining loss
+curve, ``report_pretraining.png``, from ``demo/checkpoint/pretrain.json``'s ``loss_curve``, when
+present); routing overlap (heatmap, layer-wise similarity by zone, Table 2);
 the companion study (Bandarkar et al.) when its artefacts exist: divergence from the reference by
 zone, routing entropy and consistency by zone, task vs multilingual experts over τ, the
 ``steered`` variant against the baseline, and performance against middle-layer divergence;
 the selected subnetwork by zone; interference mass per language; training; per-language results
 before and after with deltas (``eval/table.md``) and a bar chart (``report_results.png``); the first
 saved generations of each generative task and language, every variant side by side; what was
-skipped or truncated. Every number is read from this run's artefacts; sections whose stage did not
-run say so instead of guessing.
+skipped or truncated; the wall time of each stage (``## Stage wall times``, from the pipeline
+records ``.rise/<stage>.json``: ``stage``, ``status``, ``seconds``, ``finished``). The routing
+overlap section adds every language's activation heatmap on one colour scale
+(``report_activation.png``, from ``routing_stats/``) and the training section the loss curves of
+``train/metrics.jsonl`` (``report_training.png``: ``loss`` and ``held_out_loss`` by step). Every
+number is read from this run's artefacts; sections whose stage did not run say so instead of
+guessing.
+
+``report.html`` is the same document as one self-contained page (:mod:`rise_jax.reporting.html`:
+figures embedded as base64 data URIs, inline CSS, no scripts, nothing fetched), the headline boxed
+at the top and a list of the sections under it. Both files are written atomically.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 import ml_collections
@@ -22,8 +38,12 @@ from absl import logging
 
 from rise_jax.evaluation.tasks import TASK_KINDS
 from rise_jax.io_utils import write_text_atomic
+from rise_jax.reporting import html as html_report
 from rise_jax.reporting import plots
+from rise_jax.reporting.tables import delta_and_decimals
+from rise_jax.routing.stats import RoutingStats
 from rise_jax.stages.registry import Stage
+from rise_jax.training.artefacts import METRICS
 from rise_jax.workdir import Workdir
 
 
@@ -39,6 +59,230 @@ def _img(wd: Workdir, path: str, alt: str) -> str:
     return f"![{alt}]({os.path.relpath(path, wd.root)})\n" if os.path.isfile(path) else ""
 
 
+# Metrics where a fall is the improvement (the headline says which way is better).
+LOWER_IS_BETTER = ("perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte", "nll_per_token")
+
+
+def _target_language(config: ml_collections.ConfigDict, train: dict | None, sel: dict | None) -> str:
+    """The language the run trains for: the train stage's, else the configured one."""
+    return (
+        (train or {}).get("language")
+        or config.train.get("language", "")
+        or (sel or {}).get("target_language")
+        or config.select.get("target", "")
+    )
+
+
+def _primary(config: ml_collections.ConfigDict, results: dict | None) -> dict[str, tuple[str, dict]]:
+    """``{task: (primary metric, {variant: {language: value}})}`` of the eval results, in the
+    config's task order."""
+    res = (results or {}).get("results") or {}
+    out = {}
+    for task in config.eval.tasks.keys():
+        per_variant = {v: r[task] for v, r in res.items() if task in r}
+        if per_variant:
+            metric = TASK_KINDS[config.eval.tasks[task].kind].primary
+            out[task] = (
+                metric,
+                {
+                    v: {lang: s[metric] for lang, s in langs.items() if s.get(metric) is not None}
+                    for v, langs in per_variant.items()
+                },
+            )
+    return out
+
+
+def _before_after(before: float, after: float) -> str:
+    """``before → after (Δ)``, the Δ from the unrounded values, as many decimals as it takes for
+    it to equal the difference of the numbers shown (``reporting.tables.delta_and_decimals``)."""
+    (delta,), d = delta_and_decimals([(after, before)])
+    return f"{before:.{d}f} → {after:.{d}f} ({delta:+.{d}f})"
+
+
+def _layers_text(sel: dict) -> str:
+    layers = sorted({e["layer"] for e in sel.get("experts", [])})
+    if not layers:
+        return "no layers"
+    runs, start = [], layers[0]
+    for a, b in zip(layers, [*layers[1:], None], strict=True):
+        if b != a + 1:
+            runs.append(f"{start}" if start == a else f"{start}–{a}")
+            start = b
+    total = (sel.get("model") or {}).get("num_moe_layers")
+    return f"{len(layers)}{f' of {total}' if total else ''} MoE layers ({', '.join(runs)})"
+
+
+def _headline(
+    config: ml_collections.ConfigDict, results: dict | None, sel: dict | None, train: dict | None
+) -> list[str]:
+    """The report's first table: what changed on the target language, the largest change
+    elsewhere, what was selected and trained."""
+    target = _target_language(config, train, sel)
+    rows = [("Target language", f"**{target}**" if target else "–")]
+    base_name = config.eval.baseline
+    primary = _primary(config, results)
+    if not primary:
+        rows.append(("Results", "the eval stage has not run"))
+    for task, (metric, values) in primary.items():
+        base, trained = values.get(base_name), values.get("trained")
+        better = " (lower is better)" if metric in LOWER_IS_BETTER else ""
+        if not base or not trained:
+            rows.append((f"{task}: {metric}", f"no `{base_name}` and `trained` variants to compare"))
+            continue
+        what = task if task == metric else f"{task} ({metric})"
+        if target in base and target in trained:
+            rows.append(
+                (
+                    f"{what} on {target}{better}",
+                    f"{base_name} → trained: {_before_after(base[target], trained[target])}",
+                )
+            )
+        others = {lang: trained[lang] - base[lang] for lang in trained if lang != target and lang in base}
+        if others:
+            worst = max(others, key=lambda lang: abs(others[lang]))
+            rows.append(
+                (
+                    f"{task}: largest change on another language",
+                    f"{worst}: {_before_after(base[worst], trained[worst])}",
+                )
+            )
+    if sel:
+        p = sel.get("params") or {}
+        k = f" (K = {p['k']})" if "k" in p and p["k"] != sel.get("num_selected") else ""
+        zones = ", ".join(
+            f"{z} {sel['zones'][z]['count']}" for z in ("shallow", "middle", "deep") if z in sel.get("zones", {})
+        )
+        rows.append(
+            (
+                "Selection",
+                f"{sel['method']} for {sel['target_language']}: {sel['num_selected']} experts{k} in "
+                f"{_layers_text(sel)}" + (f"; by zone {zones}" if zones else ""),
+            )
+        )
+    else:
+        rows.append(("Selection", "the select stage has not run"))
+    if train:
+        name = train.get("method", "experts")
+        rows.append(
+            (
+                "Training",
+                f"`{name}`, {train.get('trainable_parameters', 0):,} trainable parameters, "
+                f"{train.get('optimizer_steps', '–')} optimiser steps, status {train.get('status', '–')}",
+            )
+        )
+    out = ["## Headline\n", "| | |", "|---|---|"]
+    out += [f"| {k} | {v} |" for k, v in rows]
+    return out + [""]
+
+
+def _stage_records(wd: Workdir) -> list[dict]:
+    """The pipeline records of ``.rise/`` (one per stage that ran), oldest finish first."""
+    if not os.path.isdir(wd.records):
+        return []
+    records = []
+    for name in sorted(os.listdir(wd.records)):
+        path = os.path.join(wd.records, name)
+        if name.endswith(".json") and os.path.isfile(path):
+            try:
+                rec = _load(path)
+            except ValueError:
+                continue
+            if isinstance(rec, dict) and "stage" in rec:
+                records.append(rec)
+    return sorted(records, key=_started)
+
+
+def _started(record: dict) -> tuple[float, str]:
+    """When a record's run began (finish time less its seconds; unfinished runs last): the
+    pipeline's order, which the finish times alone (to the second) do not keep."""
+    try:
+        finished = time.mktime(time.strptime(record["finished"], "%Y-%m-%d %H:%M:%S"))
+    except (KeyError, TypeError, ValueError):
+        return (float("inf"), record["stage"])
+    return (finished - float(record.get("seconds") or 0.0), record["stage"])
+
+
+def _timing_section(wd: Workdir, pre: dict | None) -> list[str]:
+    records = _stage_records(wd)
+    if not records:
+        return []
+    out = ["## Stage wall times\n", "| stage | status | seconds | finished |", "|---|---|---:|---|"]
+    total = 0.0
+    if pre and pre.get("seconds") is not None:
+        out.append(f"| demo pretraining | done | {pre['seconds']:.1f} | – |")
+        total += pre["seconds"]
+    for r in records:
+        secs = r.get("seconds")
+        total += secs or 0.0
+        status = "writing this report" if r["stage"] == "report" and r.get("status") == "running" else r.get("status")
+        out.append(
+            f"| {r['stage']} | {status or '–'} | {'–' if secs is None else f'{secs:.1f}'} | {r.get('finished', '–')} |"
+        )
+    out.append(f"| **total** | | **{total:.1f}** | |")
+    return out + [""]
+
+
+def _read_metrics(path: str) -> list[dict]:
+    if not os.path.isfile(path):
+        return []
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                continue  # a line cut short by a kill
+    return [r for r in rows if isinstance(r, dict)]
+
+
+def _training_curves(wd: Workdir) -> str:
+    """``report_training.png`` from ``train/metrics.jsonl`` (nothing when it has no losses)."""
+    rows = _read_metrics(wd.path("train", METRICS))
+    series = {}
+    for key, label in (("loss", "training loss (micro-batch)"), ("held_out_loss", "held-out loss")):
+        points = [(r["step"], r[key]) for r in rows if r.get(key) is not None and "step" in r]
+        if points:
+            series[label] = points
+    if not series:
+        return ""
+    path = wd.path("report_training.png")
+    plots.loss_curves(series, path, "Training loss", "step (micro-batch)", "LM loss")
+    return _img(wd, path, "training loss by step")
+
+
+def _pretraining_curve(wd: Workdir, pre: dict | None) -> str:
+    curve = (pre or {}).get("loss_curve") or []
+    if not curve:
+        return ""
+    series = {"LM loss": [(c["step"], c["lm_loss"]) for c in curve]}
+    if all("balance_loss" in c for c in curve):
+        series["load-balance loss"] = [(c["step"], c["balance_loss"]) for c in curve]
+    path = wd.path("report_pretraining.png")
+    plots.loss_curves(series, path, "Demo model pretraining", "step", "loss")
+    return _img(wd, path, "demo pretraining loss")
+
+
+def _activation_figure(wd: Workdir) -> str:
+    """Every language's activation heatmap on one colour scale (``report_activation.png``)."""
+    if not os.path.isfile(wd.stats_arrays):
+        return ""
+    try:
+        stats = RoutingStats.load(wd.stats)
+    except Exception as err:  # noqa: BLE001 - a figure is not worth failing the report for
+        logging.warning(f"report: no activation heatmaps ({err})")
+        return ""
+    path = wd.path("report_activation.png")
+    plots.activation_heatmaps(
+        stats.frequencies(), list(stats.languages), path, "Expert activation frequency by language (one scale)"
+    )
+    return _img(wd, path, "expert activation frequency by language")
+
+
+def _pretraining(config: ml_collections.ConfigDict) -> dict | None:
+    """The demo model's ``pretrain.json`` (None for a real checkpoint)."""
+    return _load(os.path.join(config.model.checkpoint, "pretrain.json")) if config.model.get("demo") else None
+
+
 def _model_section(config: ml_collections.ConfigDict, stats: dict | None, groups: dict[str, str]) -> list[str]:
     out = ["## Model and data\n"]
     model = (stats or {}).get("model", {})
@@ -46,7 +290,7 @@ def _model_section(config: ml_collections.ConfigDict, stats: dict | None, groups
         keys = ("model_type", "num_moe_layers", "num_experts", "top_k", "checkpoint")
         out.append("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
         out.append("| " + " | ".join(str(model.get(k, "–")) for k in keys) + " |\n")
-    pre = _load(os.path.join(config.model.checkpoint, "pretrain.json")) if config.model.get("demo") else None
+    pre = _pretraining(config)
     if pre:
         curve = pre["loss_curve"]
         out.append(
@@ -337,14 +581,19 @@ def _generations_section(wd: Workdir, results: dict | None) -> list[str]:
     return out
 
 
-def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
+def _document(config: ml_collections.ConfigDict, wd: Workdir) -> tuple[list[str], list[str], list[str]]:
+    """The report as Markdown: (title lines, headline lines, the sections)."""
     stats = _load(wd.stats_summary)
     sel = _load(wd.selection)
     train = _load(wd.train_summary)
     results = _load(wd.eval_results)
-    parts = ["# rise_jax report\n", f"Workdir `{wd.root}`.\n"]
+    pre = _pretraining(config)
+    title = ["# rise_jax report\n", f"Workdir `{wd.root}`.\n"]
+    headline = _headline(config, results, sel, train)
+    parts: list[str] = []
     analysis_json = _load(wd.analysis_json) or {}
     parts += _model_section(config, stats, analysis_json.get("resource_groups", {}))
+    parts.append(_pretraining_curve(wd, pre))
     parts.append("## Routing overlap between languages\n")
     table2 = _load(wd.table2)
     if table2 is None:
@@ -356,9 +605,11 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
         )
         parts.append(table2)
         parts += _isolation_line(analysis_json)
+        parts.append(_activation_figure(wd))
     parts += _study_section(wd, config, analysis_json, results)
     parts += _selection_section(wd, sel)
     parts += _training_section(train)
+    parts.append(_training_curves(wd) if train else "")
     parts += _results_section(wd, config, results, sel)
     parts += _generations_section(wd, results)
     notes = []
@@ -376,9 +627,26 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
                     notes.append(f"eval {variant}/{task}/{lang}: {s['skipped']} skipped, {s['truncated']} truncated")
     parts.append("## Skipped or truncated\n")
     parts.append("\n".join(f"- {n}" for n in notes) + "\n" if notes else "Nothing was skipped or truncated.\n")
-    path = write_text_atomic(wd.report, "\n".join(parts))
-    logging.info(f"report -> {path}")
-    return {"report": path}
+    parts += _timing_section(wd, pre)
+    # A figure after a table needs a blank line between them to stay out of the table.
+    return title, headline, [("\n" + p if p.startswith("![") else p) for p in parts if p]
+
+
+def render_html(wd: Workdir, title: list[str], headline: list[str], sections: list[str]) -> str:
+    """The report as one self-contained HTML page (images embedded, the headline boxed on top)."""
+    to_html = lambda lines, toc=False: html_report.markdown_to_html("\n".join(lines), wd.root, toc=toc)  # noqa: E731
+    body = to_html(title) + '<section class="headline">\n' + to_html(headline) + "</section>\n"
+    return html_report.page(
+        f"rise_jax report: {os.path.basename(wd.root.rstrip(os.sep))}", body + to_html(sections, True)
+    )
+
+
+def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
+    title, headline, sections = _document(config, wd)
+    path = write_text_atomic(wd.report, "\n".join(title + headline + sections))
+    page = write_text_atomic(wd.path("report.html"), render_html(wd, title, headline, sections))
+    logging.info(f"report -> {path}, {page}")
+    return {"report": path, "html": page}
 
 
 STAGE = Stage(
@@ -386,5 +654,5 @@ STAGE = Stage(
     (),
     run,
     reads=("stats", "analyze", "task_experts", "select", "train", "eval", "correlate"),
-    outputs=lambda wd: (wd.report,),
+    outputs=lambda wd: (wd.report, wd.path("report.html")),
 )
