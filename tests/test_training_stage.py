@@ -248,3 +248,43 @@ def test_k_beyond_the_expert_pool_is_refused_before_the_replay(finished, ckpt):
     with pytest.raises(SelectionError, match=r"config.select.k: K = 1000 exceeds the pool of 32 experts"):
         launch.run(c, finished)
     assert json.load(open(os.path.join(finished, ".rise", "stats.json"))) == before
+
+
+@pytest.mark.parametrize("where", ["checkpoint", "metrics"])
+def test_a_full_disk_while_training_is_one_error_line_without_tracebacks(finished, ckpt, monkeypatch, capfd, where):
+    """ENOSPC in orbax's checkpoint writer threads (its array writer, patched to fail) or in the
+    metrics writer: the CLI prints one ``error:`` line naming the directory and where a rerun
+    resumes, no traceback from any thread, and no partial checkpoint is left."""
+    import errno
+
+    from orbax.checkpoint._src.serialization import serialization  # what orbax's writer threads call
+
+    from rise_jax.training import loop
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    async def full_async(*args, **kwargs):
+        full()
+
+    if where == "checkpoint":
+        monkeypatch.setattr(serialization, "async_serialize_from_host", full_async)
+    else:
+        monkeypatch.setattr(loop, "_write_row", full)
+    c = config(ckpt)
+    c.stages = "train"
+    c.train.lr = 2e-3  # a new run
+    c.train.save_every = 2
+    capfd.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        launch.run_or_exit(launch.run, c, finished)
+    assert stop.value.code == 2
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "future.py" not in err, err
+    lines = [x for x in err.replace("\r", "\n").splitlines() if x.strip() and not x.startswith(("training", "loading"))]
+    assert len(lines) == 1, lines
+    target = "checkpoints; " if where == "checkpoint" else "metrics.jsonl; "
+    assert lines[0].startswith("error: [Errno 28] no space left on device") and target in lines[0], lines[0]
+    assert "training resumes from the start" in lines[0]
+    ckpts = os.path.join(finished, "train", "checkpoints")
+    assert not [n for n in os.listdir(ckpts) if "tmp" in n] if os.path.isdir(ckpts) else True

@@ -8,7 +8,14 @@ Guarantees:
   weights, optimiser state and the gradient accumulator — is saved and restored by one orbax call
   (``checkpoints/``, keyed by micro-step); data order
   depends only on (seed, epoch) and the router rng on the micro-step, so a resumed run ends
-  bitwise where an uninterrupted one would (on CPU).
+  bitwise where an uninterrupted one would (on CPU, on the same devices).
+* Resumable on another device count: the state is read onto this run's shardings and its
+  trainable rows moved to this run's layout (:func:`~rise_jax.training.artefacts.restore_training_state`);
+  the step counter goes on from the checkpoint. Only damaged checkpoints are deleted (logged with
+  what was wrong); an intact one the run cannot use stops it (``ResumeError``) and is kept.
+* A full disk (or another OSError) while writing a checkpoint, ``metrics.jsonl`` or the
+  TensorBoard events ends the run with one ``OSError`` naming the file and the checkpoint a rerun
+  resumes from — no traceback from orbax's or tensorboardX's writer threads.
 * SIGTERM / SIGINT: the current step finishes, a checkpoint is written, the loop returns
   ``status = "interrupted"``.
 * A non-finite loss stops the run with :class:`TrainingError`; the update is discarded and the
@@ -20,24 +27,32 @@ Guarantees:
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import signal
+import threading
 import time
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
-from absl import logging
 from tqdm.auto import tqdm
 
 from rise_jax.errors import RiseError
 from rise_jax.io_utils import write_text_atomic
 from rise_jax.models.transformer import MoEModel
-from rise_jax.training.artefacts import CHECKPOINTS, METRICS, TENSORBOARD
+from rise_jax.training.artefacts import (
+    CHECKPOINTS,
+    METRICS,
+    TENSORBOARD,
+    disk_full,
+    open_checkpoints,
+    restore_training_state,
+    save_training_state,
+)
 from rise_jax.training.data import TrainingSet, epoch_batches, iterate, pad_batch
 from rise_jax.training.methods.base import TrainingMethod
 from rise_jax.training.options import TrainOptions
@@ -124,21 +139,40 @@ def _drop_rows_after(metrics_path: str, step: int) -> None:
         write_text_atomic(metrics_path, "".join(kept))
 
 
-def _restore_latest_readable(manager: ocp.CheckpointManager, fresh: TrainState, where: str) -> TrainState:
-    """The newest checkpoint that restores; unreadable newer ones (a crash while writing, a full
-    disk) are reported and deleted. ``fresh`` when there is none."""
-    steps = sorted(manager.all_steps(), reverse=True)
-    for step in steps:
-        try:
-            state = TrainState.from_disk(manager.restore(step, args=ocp.args.StandardRestore(fresh.for_disk())))
-        except Exception as err:  # noqa: BLE001 — orbax raises many kinds for a damaged checkpoint
-            logging.warning(f"{where}/{step}: unreadable training checkpoint ({type(err).__name__}: {err}); deleted")
-            manager.delete(step)
-            continue
-        if step != steps[0]:
-            logging.warning(f"resuming from an earlier checkpoint ({where}/{step}) than the newest ({steps[0]})")
-        return state
-    return fresh
+def _write_row(fh, entry: dict[str, Any]) -> None:
+    """One ``metrics.jsonl`` row, flushed (a kill loses at most the row being written)."""
+    fh.write(json.dumps(entry) + "\n")
+    fh.flush()
+
+
+class _WriterThreadErrors:
+    """While training: an OSError that ends tensorboardX's event-writer thread (a full disk) is
+    kept in :attr:`error` instead of printed as a traceback; the loop raises it as one clean error.
+    Other threads' exceptions go to the previous hook."""
+
+    def __init__(self):
+        self.error: OSError | None = None
+
+    def __enter__(self):
+        self._old = threading.excepthook
+        threading.excepthook = self._hook
+        return self
+
+    def _hook(self, args) -> None:
+        if isinstance(args.exc_value, OSError) and type(args.thread).__module__.startswith("tensorboardX"):
+            self.error = args.exc_value
+            return
+        self._old(args)
+
+    def __exit__(self, *exc):
+        threading.excepthook = self._old
+
+
+def _write_failed(err: OSError, path: str, resume: int | None) -> OSError:
+    """``err`` (writing ``path``) as one line that says what a rerun does."""
+    what = "no space left on device" if err.errno == errno.ENOSPC else (err.strerror or str(err))
+    where = f"the checkpoint of micro-step {resume}" if resume else "the start"
+    return OSError(err.errno, f"{what} while writing {path}; free some space and rerun (training resumes from {where})")
 
 
 def train(
@@ -166,11 +200,19 @@ def train(
     grad_step, apply_step, eval_step = make_steps(model, tx)
     state = TrainState(0, weights, tx.init(weights), None, 0)
 
-    manager = ocp.CheckpointManager(
-        os.path.abspath(os.path.join(out_dir, CHECKPOINTS)),
-        options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True),
-    )
-    state = _restore_latest_readable(manager, state, os.path.join(out_dir, CHECKPOINTS))
+    ckpt_dir = os.path.join(out_dir, CHECKPOINTS)
+    manager = open_checkpoints(ckpt_dir)
+    # The trainable row layout (owner-grouped on an expert-parallel mesh): saved with each
+    # checkpoint, so that another device count can move the rows to its own layout on resume.
+    layout = {run: table for run, (table, _) in trainable.expert_tables().items()}
+    try:
+        restored = restore_training_state(manager, state.for_disk(), layout, ckpt_dir)
+    except BaseException:
+        manager.close()
+        raise
+    if restored is not None:
+        state = TrainState.from_disk(restored)
+    del restored
     start = state.step
     weights, opt_state, grad_acc, n_acc = state.weights, state.opt_state, state.grad_sum, state.n_acc
     del state
@@ -178,12 +220,12 @@ def train(
     def save(step: int) -> None:
         if manager.latest_step() != step:
             state = TrainState(step, weights, opt_state, grad_acc, n_acc)
-            manager.save(step, args=ocp.args.StandardSave(state.for_disk()))
-            manager.wait_until_finished()
+            save_training_state(manager, step, state.for_disk(), layout)
 
     from tensorboardX import SummaryWriter
 
-    tb = SummaryWriter(os.path.join(out_dir, TENSORBOARD))
+    tb_dir = os.path.join(out_dir, TENSORBOARD)
+    tb = SummaryWriter(tb_dir)
     metrics_path = os.path.join(out_dir, METRICS)
     _drop_rows_after(metrics_path, start)  # steps past the checkpoint are redone: no duplicate rows
     status, last_loss, held_loss, steps_done = "completed", None, None, start
@@ -191,89 +233,122 @@ def train(
     epoch_cache: dict[int, list[np.ndarray]] = {}
     t0, tokens_seen = time.perf_counter(), 0
     bar = tqdm(total=total_micro, initial=start, desc="training", unit="step", disable=not opts.progress)
-    try:
-        with open(metrics_path, "a", encoding="utf-8") as log, _StopFlag() as stop:
+    log = open(metrics_path, "a", encoding="utf-8")  # noqa: SIM115 — closed below, quietly on failure
+    with _WriterThreadErrors() as writer_errors:
+        try:
+            with _StopFlag() as stop:
 
-            def record(entry: dict[str, Any]) -> None:
-                log.write(json.dumps(entry) + "\n")
-                log.flush()
-                for k, v in entry.items():
-                    if k not in ("step", "epoch", "opt_step") and isinstance(v, (int, float)):
-                        tb.add_scalar(f"train/{k}" if k != "held_out_loss" else "eval/loss", v, entry["step"])
+                def record(entry: dict[str, Any]) -> None:
+                    if writer_errors.error is not None:  # TensorBoard's writer thread died (full disk)
+                        raise _write_failed(writer_errors.error, tb_dir, manager.latest_step())
+                    try:
+                        _write_row(log, entry)
+                    except OSError as err:
+                        raise _write_failed(err, metrics_path, manager.latest_step()) from None
+                    for k, v in entry.items():
+                        if k not in ("step", "epoch", "opt_step") and isinstance(v, (int, float)):
+                            tb.add_scalar(f"train/{k}" if k != "held_out_loss" else "eval/loss", v, entry["step"])
 
-            # Resumed at or past max_steps: stop again without a step (a rerun never creeps on).
-            end = start if opts.max_steps and opts.max_steps <= start < total_micro else total_micro
-            if end == start < total_micro:
-                status = "stopped at max_steps"
-            for m in range(start, end):
-                epoch, b = divmod(m, per_epoch)
-                if epoch not in epoch_cache:
-                    epoch_cache = {epoch: epoch_batches(n, opts.batch_size, opts.seed, epoch)}
-                ids, att, loss_mask = pad_batch(
-                    train_set, epoch_cache[epoch][b], opts.batch_size, opts.bucket_multiple, opts.pad_id
-                )
-                rng = jax.random.fold_in(base_key, m)
-                loss_a, count, grads = grad_step(
-                    trainable.replace(weights=weights), base_params, ids, att, loss_mask, rng
-                )
-                loss = float(loss_a)
-                if not math.isfinite(loss):
-                    save(m)
-                    raise TrainingError(
-                        f"non-finite loss ({loss}) at micro-step {m + 1} (epoch {epoch}); the update was discarded "
-                        f"and the last good state (micro-step {m}) is checkpointed in {os.path.join(out_dir, CHECKPOINTS)}. "
-                        "Lower the learning rate or check the data."
-                    )
-                # No zero-filled sum is held between updates: with grad_accum = 1 that buffer would
-                # sit beside the next step's gradients (K experts' worth of fp32).
-                grad_acc = grads if grad_acc is None else jax.tree_util.tree_map(jnp.add, grad_acc, grads)
-                n_acc += 1
-                at_opt_step = (b + 1) % opts.grad_accum == 0 or b == per_epoch - 1
-                grad_norm = None
-                if at_opt_step:
-                    weights, opt_state, gn = apply_step(weights, opt_state, grad_acc, jnp.float32(n_acc))
-                    grad_norm = float(gn)
-                    grad_acc = None  # donated to the update
-                    n_acc = 0
-                last_loss = loss
-                done = steps_done = m + 1
-                opt_step = epoch * opt_per_epoch + math.ceil((b + 1) / opts.grad_accum) if at_opt_step else None
-                tokens_seen += int(att.sum())
-                tps = tokens_seen / max(time.perf_counter() - t0, 1e-9)
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}", tokens_per_s=f"{tps:.0f}")
-                if opts.log_every and done % opts.log_every == 0:
-                    entry = {"step": done, "epoch": epoch, "loss": loss, "tokens": float(count), "tokens_per_s": tps}
-                    if opt_step is not None:
-                        entry.update(opt_step=opt_step, grad_norm=grad_norm, lr=float(schedule(opt_step - 1)))
-                    record(entry)
-                if held_set and opts.eval_every and opt_step and opt_step % opts.eval_every == 0:
-                    held_loss = _held_out_loss(
-                        eval_step, trainable.replace(weights=weights), base_params, held_set, opts
-                    )
-                    record({"step": done, "opt_step": opt_step, "held_out_loss": held_loss})
-                if opts.save_every and done % opts.save_every == 0:
-                    save(done)
-                if stop.signal is not None:
-                    save(done)
-                    status = f"interrupted by signal {stop.signal}"
-                    break
-                if opts.max_steps and done >= opts.max_steps and done < total_micro:
-                    save(done)
+                # Resumed at or past max_steps: stop again without a step (a rerun never creeps on).
+                end = start if opts.max_steps and opts.max_steps <= start < total_micro else total_micro
+                if end == start < total_micro:
                     status = "stopped at max_steps"
-                    break
-            else:
-                if end == total_micro:  # ran to the end (not resumed at max_steps)
-                    save(total_micro)
-                    if held_set:
+                for m in range(start, end):
+                    epoch, b = divmod(m, per_epoch)
+                    if epoch not in epoch_cache:
+                        epoch_cache = {epoch: epoch_batches(n, opts.batch_size, opts.seed, epoch)}
+                    ids, att, loss_mask = pad_batch(
+                        train_set, epoch_cache[epoch][b], opts.batch_size, opts.bucket_multiple, opts.pad_id
+                    )
+                    rng = jax.random.fold_in(base_key, m)
+                    loss_a, count, grads = grad_step(
+                        trainable.replace(weights=weights), base_params, ids, att, loss_mask, rng
+                    )
+                    loss = float(loss_a)
+                    if not math.isfinite(loss):
+                        save(m)
+                        raise TrainingError(
+                            f"non-finite loss ({loss}) at micro-step {m + 1} (epoch {epoch}); the update was discarded "
+                            f"and the last good state (micro-step {m}) is checkpointed in {os.path.join(out_dir, CHECKPOINTS)}. "
+                            "Lower the learning rate or check the data."
+                        )
+                    # No zero-filled sum is held between updates: with grad_accum = 1 that buffer would
+                    # sit beside the next step's gradients (K experts' worth of fp32).
+                    grad_acc = grads if grad_acc is None else jax.tree_util.tree_map(jnp.add, grad_acc, grads)
+                    n_acc += 1
+                    at_opt_step = (b + 1) % opts.grad_accum == 0 or b == per_epoch - 1
+                    grad_norm = None
+                    if at_opt_step:
+                        weights, opt_state, gn = apply_step(weights, opt_state, grad_acc, jnp.float32(n_acc))
+                        grad_norm = float(gn)
+                        grad_acc = None  # donated to the update
+                        n_acc = 0
+                    last_loss = loss
+                    done = steps_done = m + 1
+                    opt_step = epoch * opt_per_epoch + math.ceil((b + 1) / opts.grad_accum) if at_opt_step else None
+                    tokens_seen += int(att.sum())
+                    tps = tokens_seen / max(time.perf_counter() - t0, 1e-9)
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.4f}", tokens_per_s=f"{tps:.0f}")
+                    if opts.log_every and done % opts.log_every == 0:
+                        entry = {
+                            "step": done,
+                            "epoch": epoch,
+                            "loss": loss,
+                            "tokens": float(count),
+                            "tokens_per_s": tps,
+                        }
+                        if opt_step is not None:
+                            entry.update(opt_step=opt_step, grad_norm=grad_norm, lr=float(schedule(opt_step - 1)))
+                        record(entry)
+                    if held_set and opts.eval_every and opt_step and opt_step % opts.eval_every == 0:
                         held_loss = _held_out_loss(
                             eval_step, trainable.replace(weights=weights), base_params, held_set, opts
                         )
-                        record({"step": total_micro, "opt_step": total_opt, "held_out_loss": held_loss})
-    finally:
+                        record({"step": done, "opt_step": opt_step, "held_out_loss": held_loss})
+                    if opts.save_every and done % opts.save_every == 0:
+                        save(done)
+                    if stop.signal is not None:
+                        save(done)
+                        status = f"interrupted by signal {stop.signal}"
+                        break
+                    if opts.max_steps and done >= opts.max_steps and done < total_micro:
+                        save(done)
+                        status = "stopped at max_steps"
+                        break
+                else:
+                    if end == total_micro:  # ran to the end (not resumed at max_steps)
+                        save(total_micro)
+                        if held_set:
+                            held_loss = _held_out_loss(
+                                eval_step, trainable.replace(weights=weights), base_params, held_set, opts
+                            )
+                            record({"step": total_micro, "opt_step": total_opt, "held_out_loss": held_loss})
+        except BaseException as err:
+            bar.close()
+            for close in (log.close, tb.close, manager.close):  # the error in flight is the one reported
+                try:
+                    close()
+                except Exception:  # noqa: BLE001, S110 — e.g. the same full disk again
+                    pass
+            if isinstance(err, Exception) and not isinstance(err, OSError) and disk_full(err):
+                # e.g. orbax's RESOURCE_EXHAUSTED from a write it finished late: one line, not its spec
+                raise _write_failed(
+                    OSError(errno.ENOSPC, "no space left on device"), out_dir, manager.latest_step()
+                ) from None
+            raise
         bar.close()
-        tb.close()
-        manager.close()
+        resume = manager.latest_step()
+        try:
+            for close, path in ((log.close, metrics_path), (tb.close, tb_dir)):
+                try:
+                    close()
+                except OSError as err:
+                    raise _write_failed(err, path, resume) from None
+            if writer_errors.error is not None:
+                raise _write_failed(writer_errors.error, tb_dir, resume)
+        finally:
+            manager.close()
     return {
         "status": status,
         "micro_steps": total_micro,
