@@ -16,9 +16,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rise_jax.checkpoints import export_hf_checkpoint, load_hf_checkpoint
 from rise_jax.checkpoints.hf_load import ShardingFn
+from rise_jax.errors import InputError
 from rise_jax.models.quantized import DEFAULT_GROUPS
 from rise_jax.models.routers import RouterEdit
 from rise_jax.models.transformer import ModelOutput, MoEModel, RuntimeOptions
@@ -83,7 +85,29 @@ def load_model(
     return MoEModel(ckpt.config, opts), ckpt.params
 
 
-@functools.partial(jax.jit, static_argnames=("model", "return_routing", "skip_lm_head"))
+def check_token_ids(input_ids: Any, vocab_size: int) -> None:
+    """Refuse token ids outside ``[0, vocab_size)`` (an embedding lookup past the table returns NaN
+    or another row, silently). Checked on concrete arrays only: a traced value (inside the
+    caller's ``jit``) or one spread over other processes passes unchecked."""
+    if isinstance(input_ids, jax.core.Tracer):
+        return
+    if isinstance(input_ids, jax.Array) and not input_ids.is_fully_addressable:
+        return
+    ids = np.asarray(input_ids)
+    if ids.size == 0:
+        return
+    if not np.issubdtype(ids.dtype, np.integer):
+        raise InputError(f"input_ids: token ids must be integers, got dtype {ids.dtype}")
+    lo, hi = int(ids.min()), int(ids.max())
+    if lo < 0 or hi >= vocab_size:
+        bad = lo if lo < 0 else hi
+        where = tuple(int(i) for i in np.argwhere(ids == bad)[0])
+        raise InputError(
+            f"input_ids: token id {bad} at position {where} is outside the model's vocabulary [0, {vocab_size}) "
+            "(a tokenizer with more ids than the checkpoint's vocab_size?)"
+        )
+
+
 def forward(
     model: MoEModel,
     params: dict[str, Any],
@@ -96,7 +120,24 @@ def forward(
 ) -> ModelOutput:
     """Jit-compiled forward pass. With ``return_routing`` the output carries a
     :class:`~rise_jax.models.routers.RoutingInfo`; without it no routing array is materialised.
-    ``router_edit`` prunes or steers experts (:mod:`rise_jax.evaluation.interventions`)."""
+    ``router_edit`` prunes or steers experts (:mod:`rise_jax.evaluation.interventions`). Token
+    ids outside the model's vocabulary are an :class:`~rise_jax.errors.InputError` (checked on
+    the host before the call; not inside a caller's ``jit``)."""
+    check_token_ids(input_ids, model.cfg.vocab_size)
+    return _forward(model, params, input_ids, attention_mask, positions, return_routing, skip_lm_head, router_edit)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "return_routing", "skip_lm_head"))
+def _forward(
+    model: MoEModel,
+    params: dict[str, Any],
+    input_ids: jax.Array,
+    attention_mask: jax.Array | None,
+    positions: jax.Array | None,
+    return_routing: bool,
+    skip_lm_head: bool,
+    router_edit: RouterEdit | None,
+) -> ModelOutput:
     return model.apply(
         {"params": params},
         input_ids,

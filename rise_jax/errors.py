@@ -15,3 +15,7 @@ class RiseError(Exception):
 
 class SettingError(RiseError, ValueError):
     """A config field with a value the tool cannot use; the message names the field."""
+
+
+class InputError(RiseError, ValueError):
+    """Arrays handed to the API that the model cannot take (token ids outside its vocabulary)."""

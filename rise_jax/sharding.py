@@ -41,6 +41,31 @@ def make_mesh(model: int = 0, data: int = 1, devices: list | None = None) -> Mes
     return Mesh(np.asarray(devices).reshape(data, model), (DATA, MODEL))
 
 
+def check_mesh(data: Any, model: Any, expert_parallel: Any = True, devices: int | None = None) -> None:
+    """``config.mesh`` against the visible devices (``jax.device_count()`` unless given), before any
+    model is built: whole numbers (``data >= 1``, ``model >= 0``, 0 = the rest), and a mesh of more
+    than one device only where exactly that many are visible. Errors name the field."""
+    from rise_jax.errors import SettingError
+
+    for name, value, least in (("data", data, 1), ("model", model, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise SettingError(f"config.mesh.{name} = {value!r}: must be a whole number >= {least}")
+    if not isinstance(expert_parallel, bool):
+        raise SettingError(f"config.mesh.expert_parallel = {expert_parallel!r}: must be True or False")
+    count = jax.device_count() if devices is None else devices
+    kind = f"{jax.devices()[0].platform} " if devices is None else ""
+    if count % data:
+        raise SettingError(
+            f"config.mesh.data = {data}: {count} {kind}device(s) are visible, which do not split into {data} groups"
+        )
+    size = data * (model or count // data)
+    if size != count and (count > 1 or size > 1):
+        raise SettingError(
+            f"config.mesh: data x model = {data} x {model or count // data} = {size} devices, but {count} {kind}"
+            f"device(s) are visible; set config.mesh.data / config.mesh.model to use exactly those"
+        )
+
+
 def param_spec(path: tuple[str, ...], shape: tuple[int, ...], model_size: int) -> PartitionSpec:
     """The :class:`PartitionSpec` of one parameter (``path`` as in the params tree; a quantized
     kernel's ``qvalue`` and ``scale`` ``[..., 1, out]`` follow the kernel's rule, a scale axis of

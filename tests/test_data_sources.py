@@ -10,7 +10,15 @@ from fixture_data import FLORES, MGSM, NTREX, QWEN_TOKENIZER, TYDIQA, XQUAD
 import rise_jax
 from rise_jax.data.batching import bucketed_batches, render, tokenize_examples
 from rise_jax.data.languages import get_language, parse_languages
-from rise_jax.data.sources import Example, SourceError, SourceSpec, blank_lines_skipped, load_examples
+from rise_jax.data.sources import (
+    Example,
+    SourceError,
+    SourceSpec,
+    blank_lines_skipped,
+    check_source,
+    load_examples,
+    locate,
+)
 
 
 def test_registry_maps_every_dataset_code_to_one_iso_code():
@@ -194,3 +202,71 @@ def test_tydiqa_and_xquad_errors_list_the_languages_the_files_have(tmp_path):
         load_examples(SourceSpec("squad", str(tmp_path / "xquad.{lang}.json")), "swa")
     with pytest.raises(SourceError, match=r"language de has no TyDiQA name"):
         load_examples(SourceSpec("squad", str(tmp_path / "tydiqa-{tydiqa}.json")), "de")
+
+
+def test_a_territory_names_the_script_zh_tw_reads_traditional_chinese(tmp_path):
+    """``zh-TW`` / ``zh-HK`` are Traditional Chinese (CLDR likely subtags, through langcodes), so a
+    tree with both scripts gives them ``zho_Hant`` and ``zh`` / ``zh-CN`` ``zho_Hans``; a bare
+    ``zho.txt`` is never taken for Traditional Chinese."""
+    for tag in ("zh-TW", "zh_TW", "zh-HK", "zho_Hant", "zh-Hant"):
+        assert get_language(tag).code == "zh-Hant" and get_language(tag).flores == "zho_Hant", tag
+    for tag in ("zh", "zh-CN", "zh-SG", "zho_Hans", "zh-Hans-TW"):
+        assert get_language(tag).code == "zh", tag
+    assert get_language("sr-ME").code == "sr-Latn" and get_language("pt-BR").code == "pt"
+    tree = tmp_path / "flores"
+    for code, text in (("zho_Hans", "简体"), ("zho_Hant", "繁體")):
+        (tree / code).mkdir(parents=True)
+        (tree / code / "dev.tsv").write_text(f"index_id\tcategory\ttext\n1\tx\t{text}\n", encoding="utf-8")
+    spec = SourceSpec("flores", str(tree), split="dev")
+    assert [e.text for e in load_examples(spec, "zh-TW")] == ["繁體"]
+    assert [e.text for e in load_examples(spec, "zh-CN")] == ["简体"]
+    text = tmp_path / "text"
+    text.mkdir()
+    (text / "zho.txt").write_text("简体\n", encoding="utf-8")
+    with pytest.raises(SourceError, match=r"has no zh-Hant \(Chinese \(Traditional\)\); it has: zho"):
+        load_examples(SourceSpec("plain_text", str(text)), "zh-TW")
+    (text / "zh-TW.txt").write_text("繁體\n", encoding="utf-8")
+    assert [e.text for e in load_examples(SourceSpec("plain_text", str(text)), "zh-TW")] == ["繁體"]
+    assert [e.text for e in load_examples(SourceSpec("plain_text", str(text)), "zh")] == ["简体"]
+
+
+def test_fifos_in_a_data_directory_are_skipped_or_refused_never_opened(tmp_path, caplog):
+    """A FIFO would block the reader forever: one beside the data is skipped with a warning, one
+    that is the language's file is refused naming it; neither is ever opened."""
+    (tmp_path / "en.txt").write_text("one\ntwo\n", encoding="utf-8")
+    os.mkfifo(tmp_path / "notes.txt")
+    os.mkfifo(tmp_path / "bn.txt")
+    with caplog.at_level("WARNING"):
+        assert [e.text for e in load_examples(SourceSpec("plain_text", str(tmp_path)), "en")] == ["one", "two"]
+    with pytest.raises(SourceError, match=r"bn\.txt: a FIFO, not a regular file"):
+        load_examples(SourceSpec("plain_text", str(tmp_path)), "bn")
+    with pytest.raises(SourceError, match=r"bn\.txt: a FIFO"):
+        locate(SourceSpec("plain_text", str(tmp_path)), "bn")
+    os.mkfifo(tmp_path / "mgsm_sw.tsv")
+    with pytest.raises(SourceError, match=r"mgsm_sw\.tsv: a FIFO"):
+        load_examples(SourceSpec("mgsm", str(tmp_path)), "sw")
+    os.mkfifo(tmp_path / "qa.json")
+    with pytest.raises(SourceError, match=r"qa\.json: a FIFO"):
+        load_examples(SourceSpec("squad", str(tmp_path / "qa.json")), "bn")
+
+
+def test_check_source_finds_every_file_and_refuses_unaligned_parallel_text(tmp_path):
+    """Validation's source check: by listing only; parallel text must have as many lines per language."""
+    spec = SourceSpec("flores", FLORES)
+    found = check_source(spec, ["en", "bn", "sw"], "config.data", parallel=True)
+    assert found["bn"].endswith(os.path.join("ben_Beng", "dev.tsv"))
+    for code, lines in (("en", "a\nb\nc\n"), ("bn", "a\nb\n"), ("sw", "a\n\nc")):  # blank lines count: ids are lines
+        (tmp_path / f"{code}.txt").write_text(lines, encoding="utf-8")
+    text = SourceSpec("plain_text", str(tmp_path))
+    assert set(check_source(text, ["en", "bn", "sw"], "config.data")) == {"en", "bn", "sw"}
+    with pytest.raises(
+        SourceError, match=r"config.data.parallel: .*line counts differ: .*en.txt 3, .*bn.txt 2, .*sw.txt 3"
+    ):
+        check_source(text, ["en", "bn", "sw"], "config.data", parallel=True)
+    assert check_source(text, ["en", "sw"], "config.data", parallel=True)  # 3 and 3
+    with pytest.raises(SourceError, match=r"^/: no FLoRes-200 files in this directory"):
+        check_source(SourceSpec("flores", "/"), ["en"], "config.data")
+    with pytest.raises(SourceError, match=r"config.train.data.path is empty"):
+        check_source(SourceSpec("flores", ""), ["en"], "config.train.data")
+    assert check_source(SourceSpec("plain_text", str(tmp_path / "later")), ["en"], "config.data", pending=True) == {}
+    assert check_source(SourceSpec("hf", hf_path="some/dataset"), ["en"], "config.data") == {}

@@ -17,9 +17,7 @@ def resolve_checkpoint(path_or_id: str, cache_dir: str | None = None) -> str:
         raise CheckpointError("no checkpoint given (set config.model.checkpoint to a directory or hub id)")
     if os.path.isdir(path_or_id):
         return path_or_id
-    looks_like_id = path_or_id.count("/") == 1 and not path_or_id.startswith((".", "/", "~"))
-    if not looks_like_id:
-        raise CheckpointError(f"{path_or_id}: checkpoint directory does not exist")
+    check_checkpoint(path_or_id)
     try:
         from huggingface_hub import snapshot_download
 
@@ -28,3 +26,15 @@ def resolve_checkpoint(path_or_id: str, cache_dir: str | None = None) -> str:
         raise CheckpointError(
             f"{path_or_id}: not a local directory and the hub download failed ({type(err).__name__}: {err})"
         ) from err
+
+
+def check_checkpoint(path_or_id: str) -> None:
+    """:func:`resolve_checkpoint`'s refusals without fetching anything (for validation): an empty
+    argument, or one that is neither a local directory nor shaped like a hub id ``org/name``."""
+    if not path_or_id:
+        raise CheckpointError("no checkpoint given (set config.model.checkpoint to a directory or hub id)")
+    if os.path.isdir(path_or_id):
+        return
+    looks_like_id = path_or_id.count("/") == 1 and not path_or_id.startswith((".", "/", "~"))
+    if not looks_like_id:
+        raise CheckpointError(f"{path_or_id}: checkpoint directory does not exist")

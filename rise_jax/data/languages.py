@@ -5,7 +5,8 @@ Identity comes from ``langcodes`` (with ``language-data``): ``amh``, ``am``, ``a
 tag with individual languages folded into their macrolanguage (``swh`` -> ``sw``, ``arb`` ->
 ``ar``, as the ISO 639-1 codes the datasets and the papers use), plus the script only when it is
 not the language's usual one (``zho_Hans`` -> ``zh``, ``zho_Hant`` -> ``zh-Hant``, ``srp_Latn`` ->
-``sr-Latn``).
+``sr-Latn``); a territory names the script written there (``zh-TW`` and ``zh-HK`` are ``zh-Hant``,
+``zh-CN`` is ``zh``).
 
 The small table below holds only what is dataset-specific and cannot be derived: the FLoRes-200
 and NTREX-128 codes of the languages whose dataset code is not ``<ISO 639-3>_<script>`` /
@@ -93,9 +94,13 @@ def _canonical(text: str) -> tuple[str, str, str, str] | None:
     base = langcodes.Language.get(lang.language)
     # The language's usual script (zh: Hans, sr: Cyrl) from CLDR's likely subtags; None when CLDR
     # has none (maximize() would then guess Latn for any language).
-    usual = base.maximize().script if lang.language in LIKELY_SUBTAGS else None
-    script = lang.script or usual or ""
-    code = lang.language + (f"-{lang.script}" if lang.script and usual and lang.script != usual else "")
+    known = lang.language in LIKELY_SUBTAGS
+    usual = base.maximize().script if known else None
+    # A territory without a script implies the script written there (zh-TW, zh-HK -> Hant;
+    # sr-ME -> Latn; uz-AF -> Arab): CLDR's likely subtags for the language and territory.
+    implied = lang.maximize().script if known and lang.territory and not lang.script else None
+    script = lang.script or implied or usual or ""
+    code = lang.language + (f"-{script}" if script and usual and script != usual else "")
     name = base.display_name() if base.has_name_data() else lang.language
     if code != lang.language:
         name += f" ({langcodes.Language.get(code).script_name()})"
@@ -145,10 +150,32 @@ def resource_groups(codes: list[str], low_resource: str | list[str] | tuple[str,
     return {c: get_language(c).resource for c in codes}
 
 
-def parse_languages(spec: str | list[str] | tuple[str, ...]) -> list[str]:
-    """``"en,bn,sw"`` or a list -> normalised ISO codes, order kept, duplicates rejected."""
-    codes = [get_language(s).code for s in comma_list(spec)]
+def language_field(value: str, where: str) -> str:
+    """The canonical code of the config field ``where`` (``config.select.target``) holding
+    ``value``; an empty or unknown value is a :class:`LanguageError` naming the field."""
+    if not str(value or "").strip():
+        raise LanguageError(f"{where} is empty: name a language (ISO code, FLoRes code or English name)")
+    try:
+        return get_language(str(value).strip()).code
+    except LanguageError as err:
+        raise LanguageError(f"{where} = {value!r}: {err}") from None
+
+
+def parse_languages(spec: str | list[str] | tuple[str, ...], where: str = "", allow_empty: bool = True) -> list[str]:
+    """``"en,bn,sw"`` or a list -> normalised ISO codes, order kept, duplicates rejected. With
+    ``where`` (the config field, ``config.data.languages``) errors name it; without
+    ``allow_empty`` an empty list is one."""
+    prefix = f"{where}: " if where else ""
+    names = comma_list(spec)
+    if not names and not allow_empty:
+        raise LanguageError(f"{prefix}no language given: list the languages, e.g. en,bn,sw")
+    codes = []
+    for name in names:
+        try:
+            codes.append(get_language(name).code)
+        except LanguageError as err:
+            raise LanguageError(f"{prefix}{err}") from None
     dupes = sorted({c for c in codes if codes.count(c) > 1})
     if dupes:
-        raise ValueError(f"language(s) listed twice: {', '.join(dupes)}")
+        raise ValueError(f"{prefix}language(s) listed twice: {', '.join(dupes)}")
     return codes

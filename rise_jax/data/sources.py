@@ -42,7 +42,10 @@ import dataclasses
 import json
 import os
 import re
+import stat
 from typing import Any
+
+from absl import logging
 
 from rise_jax.config_values import comma_list
 from rise_jax.data.languages import Language, get_language
@@ -99,9 +102,49 @@ def _fill(template: str, lang: Language) -> str:
     return template.format(lang=lang.code, code=lang.code, flores=lang.flores, tydiqa=lang.tydiqa, ntrex=lang.ntrex)
 
 
+def _kind_of(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    return "not a regular file"
+
+
+def _check_regular(path: str) -> None:
+    """``path`` is a regular file (after symlinks); FIFOs, sockets and devices are refused without
+    being opened (opening a FIFO blocks until something writes to it)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise SourceError(f"{path}: missing") from None
+    except OSError as err:
+        raise SourceError(f"{path}: unreadable: {err}") from err
+    if not stat.S_ISREG(mode):
+        raise SourceError(f"{path}: {_kind_of(mode)}, not a regular file; a data file must be a plain file")
+
+
+def _listing(directory: str, dirs: bool = False) -> list[str]:
+    """The names in ``directory`` that are regular files (``dirs``: directories); anything else
+    (FIFOs, sockets, devices, dangling links) is skipped with a warning and never opened."""
+    out = []
+    for name in sorted(os.listdir(directory)):
+        try:
+            mode = os.stat(os.path.join(directory, name)).st_mode
+        except OSError:
+            mode = 0
+        if stat.S_ISDIR(mode) if dirs else stat.S_ISREG(mode):
+            out.append(name)
+        elif not stat.S_ISDIR(mode) and not stat.S_ISREG(mode):
+            logging.warning(f"{os.path.join(directory, name)}: skipped ({_kind_of(mode)}, not a regular file)")
+    return out
+
+
 def _read_lines(path: str) -> list[str]:
-    if not os.path.isfile(path):
-        raise SourceError(f"{path}: missing")
+    _check_regular(path)
     try:
         with open(path, "rb") as fh:
             data = fh.read()
@@ -142,20 +185,53 @@ def _find(
         return found[0]
     if found:
         raise SourceError(f"{dataset} at {where}: {', '.join(found)} are all {lang.code}; name one of them")
+    if not available:
+        raise SourceError(
+            f"{where}: no {dataset} files in this directory (expected {_LAYOUTS[dataset]}); is it the right path?"
+        )
     shown = ", ".join(sorted(available)[:40]) + (f" … ({len(available)} in all)" if len(available) > 40 else "")
     missing = f"{expected}: missing; " if expected else ""
-    raise SourceError(f"{missing}{dataset} at {where} has no {lang.code} ({lang.name}); it has: {shown or 'nothing'}")
+    raise SourceError(f"{missing}{dataset} at {where} has no {lang.code} ({lang.name}); it has: {shown}")
 
 
-def _plain_text_lines(spec: SourceSpec, lang: Language) -> list[str]:
-    """The lines of ``<path>/<code>.txt`` for any code naming the language (``am.txt``,
-    ``amh.txt``, ``amh_Ethi.txt``), without the empty piece after a final newline."""
+_LAYOUTS = {
+    "plain text": "<language>.txt files",
+    "MGSM": "mgsm_<language>.tsv files",
+    "FLoRes-200": "<lang>_<Script>/<split>.tsv directories",
+    "NTREX-128": "newstest2019-ref.<code>.txt files",
+    "saved generations": "<language>.jsonl files",
+}
+
+
+def _preferred(lang: Language, *names: str | None) -> list[str]:
+    """The file names to try first for ``lang``; the bare ISO 639-3 code only for a language in its
+    usual script (``zho.txt`` is Simplified Chinese, never ``zh-Hant``)."""
+    return [n for n in names if n and (n != lang.iso3 or "-" not in lang.code)]
+
+
+def _refuse_special(directory: str, names: list[str]) -> None:
+    """Refuse (naming it) the first of ``names`` in ``directory`` that exists but is not a regular
+    file: a FIFO named ``en.txt`` is the language's file, but never opened."""
+    for name in names:
+        path = os.path.join(directory, name)
+        if os.path.lexists(path):
+            _check_regular(path)
+
+
+def _plain_text_path(spec: SourceSpec, lang: Language) -> str:
+    """``<path>/<code>.txt`` for any code naming the language (``am.txt``, ``amh.txt``, ``amh_Ethi.txt``)."""
     expected = os.path.join(spec.path, f"{lang.code}.txt")
     if not os.path.isdir(spec.path):
         raise SourceError(f"{expected}: missing (there is no plain-text directory {spec.path})")
-    stems = [f[: -len(".txt")] for f in os.listdir(spec.path) if f.endswith(".txt")]
-    name = _find("plain text", spec.path, lang, [lang.code, lang.iso3, lang.flores], stems, expected)
-    lines = _read_lines(os.path.join(spec.path, f"{name}.txt"))
+    preferred = _preferred(lang, lang.code, lang.iso3, lang.flores)
+    _refuse_special(spec.path, [f"{n}.txt" for n in preferred])
+    stems = [f[: -len(".txt")] for f in _listing(spec.path) if f.endswith(".txt")]
+    return os.path.join(spec.path, f"{_find('plain text', spec.path, lang, preferred, stems, expected)}.txt")
+
+
+def _plain_text_lines(spec: SourceSpec, lang: Language) -> list[str]:
+    """The lines of the language's plain-text file, without the empty piece after a final newline."""
+    lines = _read_lines(_plain_text_path(spec, lang))
     return lines[:-1] if lines and lines[-1] == "" else lines
 
 
@@ -173,15 +249,18 @@ def blank_lines_skipped(spec: SourceSpec, code: str) -> int | None:
     return sum(not line.strip() for line in _plain_text_lines(spec, get_language(code)))
 
 
-def _mgsm(spec: SourceSpec, lang: Language) -> list[Example]:
+def _mgsm_path(spec: SourceSpec, lang: Language) -> str:
     path = os.path.join(spec.path, f"mgsm_{lang.code}.tsv")
-    if os.path.isdir(spec.path) and not os.path.isfile(path):
+    if os.path.isdir(spec.path) and not os.path.lexists(path):
         have = [
-            f[len("mgsm_") : -len(".tsv")]
-            for f in os.listdir(spec.path)
-            if f.startswith("mgsm_") and f.endswith(".tsv")
+            f[len("mgsm_") : -len(".tsv")] for f in _listing(spec.path) if f.startswith("mgsm_") and f.endswith(".tsv")
         ]
         path = os.path.join(spec.path, f"mgsm_{_find('MGSM', spec.path, lang, [], have, path)}.tsv")
+    return path
+
+
+def _mgsm(spec: SourceSpec, lang: Language) -> list[Example]:
+    path = _mgsm_path(spec, lang)
     out = []
     for i, line in enumerate(_read_lines(path)):
         if not line.strip():
@@ -196,8 +275,7 @@ def _mgsm(spec: SourceSpec, lang: Language) -> list[Example]:
 
 
 def _load_json(path: str) -> Any:
-    if not os.path.isfile(path):
-        raise SourceError(f"{path}: missing")
+    _check_regular(path)
     try:
         with open(path, encoding="utf-8") as fh:
             return json.load(fh)
@@ -212,7 +290,7 @@ def _template_values(template: str) -> list[str]:
     if "{" in directory or not os.path.isdir(directory or "."):
         return []
     pattern = re.compile("^" + re.sub(r"\\\{\w+\\\}", "(.+?)", re.escape(name)) + "$")
-    return sorted({m.group(1) for f in os.listdir(directory or ".") if (m := pattern.match(f))})
+    return sorted({m.group(1) for f in _listing(directory or ".") if (m := pattern.match(f))})
 
 
 def _squad_fields(spec: SourceSpec) -> list[str]:
@@ -226,17 +304,23 @@ def _squad_fields(spec: SourceSpec) -> list[str]:
     return fields
 
 
-def _squad(spec: SourceSpec, lang: Language) -> list[Example]:
+def _squad_path(spec: SourceSpec, lang: Language) -> str:
     templated = "{" in spec.path
     if templated and "{tydiqa}" in spec.path and not lang.tydiqa:
         raise SourceError(f"{spec.path}: language {lang.code} has no TyDiQA name (TyDiQA has no {lang.name})")
     path = _fill(spec.path, lang) if templated else spec.path
-    if templated and not os.path.isfile(path):
+    if templated and not os.path.lexists(path):
         have = _template_values(spec.path)
         raise SourceError(
             f"{path}: missing; the SQuAD-format files at {spec.path} have no {lang.code} ({lang.name})"
             + (f"; they have: {', '.join(have)}" if have else "")
         )
+    return path
+
+
+def _squad(spec: SourceSpec, lang: Language) -> list[Example]:
+    templated = "{" in spec.path
+    path = _squad_path(spec, lang)
     fields = _squad_fields(spec)
     doc = _load_json(path)
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
@@ -280,16 +364,20 @@ def _squad(spec: SourceSpec, lang: Language) -> list[Example]:
     return out
 
 
-def _flores(spec: SourceSpec, lang: Language) -> list[Example]:
+def _flores_path(spec: SourceSpec, lang: Language) -> str:
     """``<path>/<lang>_<Script>/<split>.tsv``: any FLoRes-200 directory present under the path."""
     if not os.path.isdir(spec.path):
         expected = os.path.join(spec.path, lang.flores or f"<{lang.code}>", f"{spec.split}.tsv")
         raise SourceError(f"{expected}: missing (there is no FLoRes-200 directory {spec.path})")
-    dirs = [d for d in os.listdir(spec.path) if re.fullmatch(r"[a-z]{3}_[A-Z][a-z]{3}", d)]
+    dirs = [d for d in _listing(spec.path, dirs=True) if re.fullmatch(r"[a-z]{3}_[A-Z][a-z]{3}", d)]
     name = _find("FLoRes-200", spec.path, lang, [lang.flores], dirs)
     path = os.path.join(spec.path, name, f"{spec.split}.tsv")
-    if not os.path.isfile(path):
-        raise SourceError(f"{path}: missing")
+    _check_regular(path)
+    return path
+
+
+def _flores(spec: SourceSpec, lang: Language) -> list[Example]:
+    path = _flores_path(spec, lang)
     try:
         with open(path, encoding="utf-8", newline="") as fh:
             rows = list(csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))
@@ -300,25 +388,25 @@ def _flores(spec: SourceSpec, lang: Language) -> list[Example]:
     return [Example(r["index_id"], r["text"]) for r in rows if r.get("text")]
 
 
-def _ntrex(spec: SourceSpec, lang: Language) -> list[Example]:
+def _ntrex_path(spec: SourceSpec, lang: Language) -> str:
     """``newstest2019-ref.<code>.txt`` (NTREX-128's own file codes; English is the source file)."""
     if lang.code == "en":
-        name = "newstest2019-src.eng.txt"
-    else:
-        prefix, suffix = "newstest2019-ref.", ".txt"
-        codes = (
-            [
-                f[len(prefix) : -len(suffix)]
-                for f in os.listdir(spec.path)
-                if f.startswith(prefix) and f.endswith(suffix)
-            ]
-            if os.path.isdir(spec.path)
-            else []
-        )
-        if not codes:
-            raise SourceError(f"{spec.path}: no NTREX-128 files (newstest2019-ref.<code>.txt)")
-        name = f"{prefix}{_find('NTREX-128', spec.path, lang, [lang.ntrex, lang.iso3], codes)}{suffix}"
-    lines = _read_lines(os.path.join(spec.path, name))
+        return os.path.join(spec.path, "newstest2019-src.eng.txt")
+    prefix, suffix = "newstest2019-ref.", ".txt"
+    codes = (
+        [f[len(prefix) : -len(suffix)] for f in _listing(spec.path) if f.startswith(prefix) and f.endswith(suffix)]
+        if os.path.isdir(spec.path)
+        else []
+    )
+    if not codes:
+        raise SourceError(f"{spec.path}: no NTREX-128 files (newstest2019-ref.<code>.txt)")
+    preferred = _preferred(lang, lang.ntrex, lang.iso3)
+    _refuse_special(spec.path, [f"{prefix}{n}{suffix}" for n in preferred])
+    return os.path.join(spec.path, f"{prefix}{_find('NTREX-128', spec.path, lang, preferred, codes)}{suffix}")
+
+
+def _ntrex(spec: SourceSpec, lang: Language) -> list[Example]:
+    lines = _read_lines(_ntrex_path(spec, lang))
     return [Example(str(i), line) for i, line in enumerate(lines) if line.strip()]
 
 
@@ -362,12 +450,16 @@ def _flatten_prompt(prompt: Any) -> str:
     return "" if prompt is None else str(prompt)
 
 
+def _opencompass_path(spec: SourceSpec, lang: Language) -> str:
+    return _fill(spec.path, lang) if "{" in spec.path else spec.path
+
+
 def _opencompass(spec: SourceSpec, lang: Language) -> list[Example]:
     """An OpenCompass predictions JSON, ``{index: {"origin_prompt": str | [{"role", "prompt"}],
     "prediction": str}}`` — how the RISE paper's routing statistics were made (its reference code
     replays them). Text = prompt, newline, prediction (``prompt_only``: the prompt alone), records
     in the order of their keys as strings (the reference's order, which ``max_samples`` cuts)."""
-    path = _fill(spec.path, lang) if "{" in spec.path else spec.path
+    path = _opencompass_path(spec, lang)
     doc = _load_json(path)
     if not isinstance(doc, dict):
         raise SourceError(f"{path}: not an OpenCompass predictions file (expected an object keyed by sample index)")
@@ -383,15 +475,20 @@ def _opencompass(spec: SourceSpec, lang: Language) -> list[Example]:
     return out
 
 
-def _generations(spec: SourceSpec, lang: Language) -> list[Example]:
-    """The eval stage's saved generations of one task (``<path>/<lang>.jsonl``, records ``{id,
-    prompt, output, ...}``): prompt + output, or the prompt alone with ``prompt_only``."""
+def _generations_path(spec: SourceSpec, lang: Language) -> str:
     expected = os.path.join(spec.path, f"{lang.code}.jsonl")
     if not os.path.isdir(spec.path):
         raise SourceError(f"{expected}: missing (there is no generations directory {spec.path})")
-    stems = [f[: -len(".jsonl")] for f in os.listdir(spec.path) if f.endswith(".jsonl")]
+    _refuse_special(spec.path, [f"{lang.code}.jsonl"])
+    stems = [f[: -len(".jsonl")] for f in _listing(spec.path) if f.endswith(".jsonl")]
     name = _find("saved generations", spec.path, lang, [lang.code], stems, expected)
-    path = os.path.join(spec.path, f"{name}.jsonl")
+    return os.path.join(spec.path, f"{name}.jsonl")
+
+
+def _generations(spec: SourceSpec, lang: Language) -> list[Example]:
+    """The eval stage's saved generations of one task (``<path>/<lang>.jsonl``, records ``{id,
+    prompt, output, ...}``): prompt + output, or the prompt alone with ``prompt_only``."""
+    path = _generations_path(spec, lang)
     out = []
     for n, line in enumerate(_read_lines(path), start=1):
         if not line.strip():
@@ -441,3 +538,71 @@ def load_examples(spec: SourceSpec, code: str) -> list[Example]:
         where = spec.path or spec.hf_path
         raise SourceError(f"{where}: no {spec.kind} examples for language {lang.code}")
     return examples
+
+
+# Where each local kind reads a language's text (found by listing directories, nothing read).
+_PATHS = {
+    "plain_text": _plain_text_path,
+    "mgsm": _mgsm_path,
+    "squad": _squad_path,
+    "flores": _flores_path,
+    "ntrex": _ntrex_path,
+    "opencompass": _opencompass_path,
+    "generations": _generations_path,
+}
+
+# Kinds whose records are lines (``Example.id`` their line or row number): parallel text must
+# have as many in every language. FLoRes rows follow one header line.
+_LINE_KINDS = {"plain_text": 0, "ntrex": 0, "mgsm": 0, "generations": 0, "flores": 1}
+
+
+def locate(spec: SourceSpec, code: str) -> str | None:
+    """The file :func:`load_examples` reads for language ``code`` (None for ``hf`` sources, which
+    the datasets library finds), found by listing directories only; a missing language, an empty
+    or unrecognisable directory or a file that is not a regular file is a :class:`SourceError`
+    naming it."""
+    if spec.kind == "hf":
+        return None
+    path = _PATHS[spec.kind](spec, get_language(code))
+    _check_regular(path)
+    return path
+
+
+def _line_count(path: str) -> int:
+    """Lines in ``path`` as :func:`_read_lines` splits them, without the empty piece after a final newline."""
+    count, last = 0, b"\n"
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            count += block.count(b"\n")
+            last = block[-1:]
+    return count + (last != b"\n")
+
+
+def check_source(
+    spec: SourceSpec, codes: list[str], where: str, parallel: bool = False, pending: bool = False
+) -> dict[str, str]:
+    """Cheap checks of a source before any stage runs: every language of ``codes`` has its file
+    (:func:`locate`); with ``parallel`` (line ``i`` is the same sentence in every language) the
+    line-based files hold as many lines (rows) each. ``where`` names the config section in errors
+    (``config.data``); ``pending``: a path that does not exist yet passes (the demo writes its
+    corpus after validation). Returns ``{code: file}`` of the local files."""
+    if spec.kind == "hf":
+        if not spec.hf_path:
+            raise SourceError(f"{where}.hf_path is empty: name the Hugging Face dataset (source = hf)")
+        return {}
+    if not spec.path:
+        raise SourceError(f"{where}.path is empty: give the {spec.kind} data's directory or file")
+    head = spec.path.split("{")[0]  # a templated path stands for the directory before its placeholder
+    if pending and (not head or not os.path.exists(head)):
+        return {}
+    files = {code: locate(spec, code) for code in codes}
+    if parallel and spec.kind in _LINE_KINDS and len(files) > 1:
+        header = _LINE_KINDS[spec.kind]
+        counts = {code: max(_line_count(path) - header, 0) for code, path in files.items()}
+        if len(set(counts.values())) > 1:
+            shown = ", ".join(f"{files[c]} {n}" for c, n in counts.items())
+            raise SourceError(
+                f"{where}.parallel: the {spec.kind} files are not line-aligned (line i must be the same sentence "
+                f"in every language), their line counts differ: {shown}"
+            )
+    return {code: path for code, path in files.items() if path}

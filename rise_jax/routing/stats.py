@@ -36,7 +36,6 @@ Artefact (directory ``routing_stats/``), readable without rise_jax:
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import tempfile
 import time
@@ -50,7 +49,7 @@ from tqdm.auto import tqdm
 
 from rise_jax.data.batching import TokenizedCorpus, bucketed_batches
 from rise_jax.errors import RiseError
-from rise_jax.io_utils import publish, write_json_atomic
+from rise_jax.io_utils import publish, read_json_object, write_json_atomic
 from rise_jax.models.config import ModelConfig
 from rise_jax.models.transformer import MoEModel
 
@@ -189,10 +188,10 @@ class RoutingStats:
         try:
             with np.load(npz_path, allow_pickle=False) as z:
                 data = {k: z[k] for k in z.files}
-            with open(json_path, encoding="utf-8") as fh:
-                summary = json.load(fh)
-        except (OSError, ValueError, json.JSONDecodeError) as err:
-            raise StatsError(f"{directory}: unreadable routing statistics: {err}") from err
+        except Exception as err:  # numpy / zipfile raise many types on a damaged archive
+            raise StatsError(f"{npz_path}: unreadable routing statistics: {type(err).__name__}: {err}") from err
+        summary = read_json_object(json_path, "routing statistics summary", StatsError)
+        _check_loaded(npz_path, json_path, data, summary)
         languages = [str(x) for x in data["languages"]]
         seq_probs = {k.split("__", 1)[1]: v for k, v in data.items() if k.startswith("seq_probs__")}
         seq_ids = {k.split("__", 1)[1]: [str(x) for x in v] for k, v in data.items() if k.startswith("seq_ids__")}
@@ -211,6 +210,35 @@ class RoutingStats:
             extra,
             **{k: data.get(k) for k in ("seq_entropy_sum", "sequences", "consistency_sum", "consistency_sequences")},
         )
+
+
+def _check_loaded(npz_path: str, json_path: str, data: dict[str, np.ndarray], summary: dict[str, Any]) -> None:
+    """What :meth:`RoutingStats.load` read holds every key with consistent shapes; errors name the
+    file and the key."""
+    for key in ("languages", "counts", "tokens", "weight_mass", "prob_mass", "entropy_sum"):
+        if key not in data:
+            raise StatsError(
+                f"{npz_path}: no {key!r} array (not routing statistics, or damaged: rerun the stats stage)"
+            )
+    n = len(data["languages"])
+    if data["counts"].ndim != 3 or data["counts"].shape[0] != n:
+        raise StatsError(
+            f"{npz_path}: 'counts' has shape {data['counts'].shape}, expected [{n} languages, layers, experts]"
+        )
+    for key in ("tokens",):
+        if data[key].shape != (n,):
+            raise StatsError(f"{npz_path}: {key!r} has shape {data[key].shape}, expected ({n},)")
+    for key in ("weight_mass", "prob_mass"):
+        if data[key].shape != data["counts"].shape:
+            raise StatsError(f"{npz_path}: {key!r} has shape {data[key].shape}, expected {data['counts'].shape}")
+    model = summary.get("model")
+    if not isinstance(model, dict):
+        raise StatsError(f"{json_path}: no 'model' object (damaged: rerun the stats stage)")
+    top_k = model.get("top_k")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise StatsError(f"{json_path}: model.top_k = {top_k!r}: expected a whole number >= 1")
+    if not isinstance(summary.get("languages"), dict):
+        raise StatsError(f"{json_path}: no 'languages' object (damaged: rerun the stats stage)")
 
 
 def _zero_acc(cfg: ModelConfig) -> dict[str, jax.Array]:

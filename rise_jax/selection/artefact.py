@@ -59,6 +59,53 @@ def save_selection(path: str, artefact: dict[str, Any]) -> str:
     return write_json_atomic(path, artefact)
 
 
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_selection(path: str, sel: Any) -> dict[str, Any]:
+    """``sel`` (the JSON read from ``path``) is a selection artefact: every key the stages read is
+    there with its type, and it agrees with itself (``num_selected`` = the experts listed, zone
+    counts, no expert twice). Errors name the file and the key."""
+    if not isinstance(sel, dict):
+        raise SelectionError(f"{path}: not a selection artefact (expected a JSON object)")
+    for key in ("model", "experts", "target_language"):
+        if key not in sel:
+            raise SelectionError(f"{path}: not a selection artefact (no {key!r})")
+    model, experts = sel["model"], sel["experts"]
+    if not isinstance(model, dict):
+        raise SelectionError(f"{path}: 'model' is not an object")
+    for key in ("num_moe_layers", "num_experts", "top_k"):
+        if not _whole(model.get(key)) or model[key] < 1:
+            raise SelectionError(f"{path}: model.{key} = {model.get(key)!r}: expected a whole number >= 1")
+    if not isinstance(sel["target_language"], str) or not sel["target_language"]:
+        raise SelectionError(f"{path}: target_language = {sel['target_language']!r}: expected a language code")
+    if not isinstance(experts, list):
+        raise SelectionError(f"{path}: 'experts' is not a list")
+    seen = set()
+    for i, e in enumerate(experts):
+        if not isinstance(e, dict) or not all(_whole(e.get(k)) for k in ("layer", "expert")):
+            raise SelectionError(f"{path}: experts[{i}] = {e!r}: expected {{'layer': int, 'expert': int, ...}}")
+        if (e["layer"], e["expert"]) in seen:
+            raise SelectionError(f"{path}: experts[{i}]: (layer {e['layer']}, expert {e['expert']}) is listed twice")
+        seen.add((e["layer"], e["expert"]))
+    if "num_selected" in sel and sel["num_selected"] != len(experts):
+        raise SelectionError(
+            f"{path}: num_selected = {sel['num_selected']!r}, but 'experts' lists {len(experts)}: the file is "
+            "inconsistent (rerun the select stage)"
+        )
+    zones = sel.get("zones")
+    if isinstance(zones, dict):
+        for z in ZONES:
+            if isinstance(zones.get(z), dict) and "count" in zones[z]:
+                listed = sum(1 for e in experts if e.get("zone") == z)
+                if zones[z]["count"] != listed:
+                    raise SelectionError(
+                        f"{path}: zones.{z}.count = {zones[z]['count']!r}, but 'experts' lists {listed} in zone {z}"
+                    )
+    return sel
+
+
 def load_selection(path: str, cfg: ModelConfig | None = None) -> dict[str, Any]:
     """Read ``selection.json``; with ``cfg``, refuse a selection made for another model shape."""
     try:
@@ -66,11 +113,9 @@ def load_selection(path: str, cfg: ModelConfig | None = None) -> dict[str, Any]:
             sel = json.load(fh)
     except FileNotFoundError as err:
         raise SelectionError(f"{path}: missing (run the select stage first)") from err
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, RecursionError, ValueError) as err:  # JSONDecodeError is a ValueError
         raise SelectionError(f"{path}: unreadable selection: {err}") from err
-    for key in ("model", "experts", "target_language"):
-        if key not in sel:
-            raise SelectionError(f"{path}: not a selection artefact (no {key!r})")
+    check_selection(path, sel)
     if cfg is not None:
         m = sel["model"]
         have = (m["num_moe_layers"], m["num_experts"], m["top_k"])

@@ -28,7 +28,8 @@ import ml_collections
 from absl import logging
 
 from rise_jax.config_values import positive_ints
-from rise_jax.data.languages import resource_groups
+from rise_jax.data.languages import language_field, parse_languages, resource_groups
+from rise_jax.errors import SettingError
 from rise_jax.io_utils import write_json_atomic, write_text_atomic
 from rise_jax.reporting import plots
 from rise_jax.routing.measures import MEASURES, AnalysisInputs
@@ -60,6 +61,17 @@ def table2_markdown(zone_j: dict[str, dict[str, float]], reference: str, n: int)
 def validate(config: ml_collections.ConfigDict) -> None:
     zone_ratios(config.select)
     positive_ints(config, "analyze.global_top_n")
+    layer_top_n = config.analyze.layer_top_n
+    if isinstance(layer_top_n, bool) or not isinstance(layer_top_n, int) or layer_top_n < 0:
+        raise SettingError(f"config.analyze.layer_top_n = {layer_top_n!r}: must be a whole number >= 0 (0 = top-k)")
+    languages = parse_languages(config.data.languages, "config.data.languages", allow_empty=False)
+    reference = language_field(config.analyze.reference, "config.analyze.reference")
+    if reference not in languages:
+        raise SettingError(
+            f"config.analyze.reference = {config.analyze.reference!r} is not among config.data.languages "
+            f"({', '.join(languages)}): the analysis compares every language with it"
+        )
+    parse_languages(config.analyze.get("low_resource", ""), "config.analyze.low_resource")
 
 
 def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:

@@ -17,14 +17,18 @@ columns = languages + Avg, plus deltas against ``config.eval.baseline``; first, 
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
 import ml_collections
 from absl import logging
 
+from rise_jax.checkpoints.hf_load import read_hf_config
+from rise_jax.checkpoints.resolve import check_checkpoint
 from rise_jax.config_values import comma_list, int_ranges, positive_ints
-from rise_jax.data.languages import parse_languages
+from rise_jax.data.languages import language_field, parse_languages
+from rise_jax.data.sources import SOURCE_KINDS, SourceSpec, check_source
 from rise_jax.evaluation import interventions as iv
 from rise_jax.evaluation.generate import stop_token_ids
 from rise_jax.evaluation.tasks import TASK_KINDS, EvalError, Evaluator, get_task_kind, run_task
@@ -37,9 +41,11 @@ from rise_jax.io_utils import (
 )
 from rise_jax.reporting.tables import results_table, variants_table
 from rise_jax.selection.artefact import load_selection
+from rise_jax.sharding import check_mesh
 from rise_jax.stages.build import build_model
 from rise_jax.stages.common import files_identity, tokenizer_for
 from rise_jax.stages.registry import Stage
+from rise_jax.tokenizer import check_config_tokenizer
 from rise_jax.training.artefacts import apply_trained_experts
 from rise_jax.workdir import Workdir
 
@@ -138,21 +144,114 @@ def language_experts(wd: Workdir, language: str, tau: float, layers: set[int]) -
     return [(layer, e) for layer, e in pairs if layer in layers]
 
 
+def _steer_ints(s: ml_collections.ConfigDict, field: str) -> list[int]:
+    try:
+        values = int_ranges(s[field]) if str(s[field]).strip() else []
+    except ValueError:
+        raise EvalError(
+            f'config.eval.steer.{field} = {s[field]!r}: expected indices such as "3,17" or "0-11"'
+        ) from None
+    if str(s[field]).strip() and (not values or min(values) < 0):
+        raise EvalError(f"config.eval.steer.{field} = {s[field]!r}: expected non-empty ranges of indices >= 0")
+    return values
+
+
+def _validate_steer(config: ml_collections.ConfigDict) -> None:
+    """``config.eval.steer`` for the ``steered`` variant: source, mode, strength, tau, layers and
+    experts (against the checkpoint's ``config.json`` when it is a local directory), language."""
+    s = config.eval.steer
+    source = s.get("source", "") or ("language" if s.get("language") else "experts")
+    if source not in STEER_SOURCES:
+        raise EvalError(f"config.eval.steer.source = {source!r}; choose one of {', '.join(STEER_SOURCES)}")
+    if s.mode not in iv.STEER_MODES:
+        raise EvalError(f"config.eval.steer.mode = {s.mode!r}; choose one of {', '.join(iv.STEER_MODES)}")
+    for field, ok, rule in (
+        ("strength", lambda v: math.isfinite(v), "a finite number"),
+        ("tau", lambda v: 0 <= v < 1, "in [0, 1) (an activation-frequency difference)"),
+    ):
+        value = s[field]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(float(value)):
+            raise EvalError(f"config.eval.steer.{field} = {value!r}: must be {rule}")
+    layers, experts = _steer_ints(s, "layers"), _steer_ints(s, "experts")
+    if source == "experts" and not experts:
+        raise EvalError("config.eval.steer.experts is empty: name the experts to steer (or set eval.steer.source)")
+    if source == "language":
+        language = language_field(s.language, "config.eval.steer.language")
+        replayed = parse_languages(config.data.languages, "config.data.languages")
+        if language not in replayed:
+            raise EvalError(
+                f"config.eval.steer.language = {s.language!r} is not among config.data.languages "
+                f"({', '.join(replayed)}): its experts come from the routing statistics"
+            )
+    if source in ("task_experts", "multilingual", "random"):
+        swept = [float(t) for t in comma_list(config.task_experts.taus)]
+        if not any(abs(t - float(s.tau)) < 1e-9 for t in swept):
+            raise EvalError(
+                f"config.eval.steer.tau: no expert sets at tau {s.tau} (swept: {', '.join(map(str, swept))}); "
+                "add it to config.task_experts.taus"
+            )
+    checkpoint = config.model.checkpoint
+    if config.model.get("demo", False) or not os.path.isfile(os.path.join(checkpoint or "", "config.json")):
+        return
+    cfg, _ = read_hf_config(checkpoint)
+    for field, values, size, what in (
+        ("layers", layers, cfg.num_moe_layers, "MoE layer"),
+        ("experts", experts, cfg.num_experts, "expert"),
+    ):
+        if values and max(values) >= size:
+            raise iv.InterventionError(
+                f"config.eval.steer.{field} = {s[field]!r}: {what} {max(values)} out of range [0, {size}) "
+                f"({checkpoint})"
+            )
+    if source == "experts" and s.mode == "hard" and len(set(experts)) > cfg.top_k:
+        raise iv.InterventionError(
+            f"config.eval.steer.experts: hard steering of {len(set(experts))} experts exceeds top-k = {cfg.top_k}"
+        )
+    if source == "experts" and s.mode == "deactivate" and len(set(experts)) > cfg.num_experts - cfg.top_k:
+        raise iv.InterventionError(
+            f"config.eval.steer.experts: deactivating {len(set(experts))} experts leaves fewer than "
+            f"top-k = {cfg.top_k} of {cfg.num_experts}"
+        )
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
     e = config.eval
     unknown = [v for v in comma_list(e.variants) if v not in VARIANTS]
     if unknown:
         raise EvalError(f"config.eval.variants: unknown {unknown}; choose from {', '.join(VARIANTS)}")
     if not comma_list(e.variants):
-        raise EvalError("no eval variant(s) given")
+        raise EvalError("config.eval.variants is empty: no eval variant(s) given")
     unknown_general = [n for n in comma_list(e.get("general", "")) if n not in e.tasks]
     if unknown_general:
         raise EvalError(f"config.eval.general: unknown task(s) {unknown_general}; choose from {', '.join(e.tasks)}")
+    if e.baseline not in VARIANTS:
+        raise EvalError(f"config.eval.baseline = {e.baseline!r}; choose from {', '.join(VARIANTS)}")
+    demo = config.model.get("demo", False)
+    check_mesh(config.mesh.data, config.mesh.model, config.mesh.expert_parallel)
+    if not demo:
+        check_checkpoint(config.model.checkpoint)  # before its data: a wrong path is the first thing to say
+    check_config_tokenizer(config.model)
     for name in _names(e.run, "eval task(s)", list(e.tasks.keys())):
-        kind = get_task_kind(e.tasks[name].kind, f"eval.tasks.{name}")
+        task, where = e.tasks[name], f"config.eval.tasks.{name}"
+        kind = get_task_kind(task.kind, f"eval.tasks.{name}")
         if kind.validate is not None:
-            kind.validate(e.tasks[name], f"eval.tasks.{name}")
+            kind.validate(task, f"eval.tasks.{name}")
+        if task.get("languages"):
+            languages = parse_languages(task.languages, f"{where}.languages", allow_empty=False)
+        elif comma_list(e.languages):
+            languages = parse_languages(e.languages, "config.eval.languages", allow_empty=False)
+        else:
+            raise EvalError(
+                f"{where}.languages and config.eval.languages are both empty: name the languages to evaluate"
+            )
+        if task.kind == "perplexity" and "source" in task:
+            if task.source not in SOURCE_KINDS:
+                raise EvalError(f"{where}.source = {task.source!r}; choose one of {', '.join(SOURCE_KINDS)}")
+            spec = SourceSpec(task.source, task.path, split=task.get("split", "test"))
+            check_source(spec, languages, where, pending=demo)
     positive_ints(config, "eval.batch_size")
+    if "steered" in comma_list(e.variants):
+        _validate_steer(config)
 
 
 def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:

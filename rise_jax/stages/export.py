@@ -12,7 +12,9 @@ from absl import logging
 
 from rise_jax.api import export_model
 from rise_jax.checkpoints.hf_export import TOKENIZER_FILES
+from rise_jax.checkpoints.resolve import check_checkpoint
 from rise_jax.io_utils import read_json_object
+from rise_jax.sharding import check_mesh
 from rise_jax.stages.build import build_model
 from rise_jax.stages.registry import Stage
 from rise_jax.training.artefacts import load_trained_experts
@@ -43,4 +45,13 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> str:
     return out
 
 
-STAGE = Stage("export", (), run, reads=("train",), outputs=lambda wd: (wd.export_hf,))
+def validate(config: ml_collections.ConfigDict) -> None:
+    check_mesh(config.mesh.data, config.mesh.model, config.mesh.expert_parallel)
+    if not config.model.get("demo", False):
+        check_checkpoint(config.model.checkpoint)  # before its data: a wrong path is the first thing to say
+    tok_dir = config.model.get("tokenizer")
+    if tok_dir and not os.path.isdir(tok_dir):
+        raise ValueError(f"config.model.tokenizer = {tok_dir!r}: no such directory (its files travel with the export)")
+
+
+STAGE = Stage("export", (), run, validate=validate, reads=("train",), outputs=lambda wd: (wd.export_hf,))

@@ -10,9 +10,9 @@ from absl import logging
 
 from rise_jax.checkpoints.hf_load import read_hf_config
 from rise_jax.config_values import comma_list, positive_ints
-from rise_jax.data.languages import get_language
+from rise_jax.data.languages import get_language, language_field, parse_languages
 from rise_jax.reporting import plots
-from rise_jax.routing.stats import RoutingStats
+from rise_jax.routing.stats import RoutingStats, StatsError
 from rise_jax.selection import algorithms as alg
 from rise_jax.selection.artefact import build_artefact, save_selection
 from rise_jax.selection.methods import SelectionInputs, get_method
@@ -54,6 +54,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise alg.SelectionError(f"config.select.zones = {c.zones!r}: choose a non-empty subset of {', '.join(ZONES)}")
     zone_ratios(c)
     positive_ints(config, "select.k")
+    languages = parse_languages(config.data.languages, "config.data.languages", allow_empty=False)
+    target = language_field(c.target, "config.select.target")
+    if target not in languages:
+        raise StatsError(  # refused before the replay that would make statistics without it
+            f"config.select.target = {c.target!r}: language {target!r} is not in the routing statistics "
+            f"(config.data.languages: {', '.join(languages)})"
+        )
     if method.validate is not None:
         method.validate(c)
     if method.takes_k and os.path.isfile(os.path.join(config.model.checkpoint, "config.json")):
