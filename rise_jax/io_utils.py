@@ -77,6 +77,22 @@ def write_text_atomic(path: str, text: str) -> str:
     return path
 
 
+def copy_atomic(src: str, path: str) -> str:
+    """Copy the file ``src`` onto ``path`` atomically (temp file beside ``path``, then rename)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        publish(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
 def read_json_object(path: str, what: str, error: type[Exception] = ValueError) -> dict[str, Any]:
     """The JSON object in ``path``; anything else (unreadable, not UTF-8, not JSON, not an object)
     raises ``error`` naming the file and ``what`` it should have been."""

@@ -29,6 +29,7 @@ from rise_jax.io_utils import ensure_writable_dir
 from rise_jax.messages import quiet_library_warnings, show_messages, verbose_flag
 from rise_jax.pipeline import parse_stages, run_pipeline, validate_stages
 from rise_jax.workdir import Workdir
+from rise_jax.workdir_lock import hold_workdir
 
 FLAGS = flags.FLAGS
 _CONFIG = None  # set in main() by config_flags
@@ -318,16 +319,19 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, str]:
     """Validate ``config``, build the demo model when asked, then run the pipeline (its messages
     on stdout, :mod:`rise_jax.messages`)."""
     show_messages(library_info=verbose_flag())
+    if not str(workdir or "").strip():
+        raise ValueError("the workdir is empty: name a directory for the run's artefacts (--workdir=DIR)")
     workdir = os.path.abspath(workdir)
     ensure_writable_dir(workdir)
     config = resolve_placeholders(config, workdir)
     validate_config(config)
-    if config.model.get("demo", False):
-        from rise_jax.demo.pretrain import PretrainOptions, build_demo
+    with hold_workdir(workdir):  # one run per workdir, the demo build included (rise_jax.workdir_lock)
+        if config.model.get("demo", False):
+            from rise_jax.demo.pretrain import PretrainOptions, build_demo
 
-        _, checkpoint = build_demo(Workdir(workdir), PretrainOptions(**config.demo.to_dict()))
-        config.model.checkpoint = checkpoint
-    return run_pipeline(config, workdir)
+            _, checkpoint = build_demo(Workdir(workdir), PretrainOptions(**config.demo.to_dict()))
+            config.model.checkpoint = checkpoint
+        return run_pipeline(config, workdir)
 
 
 def _check_creatable(workdir: str) -> None:

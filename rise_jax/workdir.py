@@ -5,7 +5,10 @@ so moving an artefact is a one-line change here. Layout (each artefact's keys ar
 the module that writes it)::
 
     <root>/
-      .rise/<stage>.json          pipeline records: fingerprint, config, status (rise_jax.pipeline)
+      .rise/<stage>.json          pipeline records: fingerprint, config, status, output hashes (rise_jax.pipeline)
+      .rise/lock                  the running launch's pid, host, start time (rise_jax.workdir_lock)
+      .rise/kept/<stage>/<fp>/    earlier results of a stage, restored when their config comes back
+      .rise/results/eval/         every eval result (<sha256 of its inputs>.json, .jsonl generations)
       inspect.json  params/       inspect: model description, optional orbax params
       demo/corpus/ demo/checkpoint/   the embedded demo's corpus and pretrained HF checkpoint
       routing_stats/              stats: stats.npz + summary.json (rise_jax.routing.stats)
@@ -20,7 +23,7 @@ the module that writes it)::
       export/peft/                export (train.method=lora): the adapters in PEFT's format
       eval/                       eval: results.json, table.md,
                                   generations/<variant>/<task>/<lang>.jsonl (generative tasks)
-      report.md  report_*.png     report
+      report.md  report.html  report_*.png     report
 """
 
 from __future__ import annotations
@@ -82,9 +85,11 @@ class Workdir:
     eval_results = _at("eval", "results.json")
     eval_table = _at("eval", "table.md")
     eval_generations = _at("eval", "generations")
+    eval_store = _at(".rise", "results", "eval")  # every eval result by the SHA-256 of its inputs
 
     def generations(self, variant: str, task: str, language: str) -> str:
         """The saved generations of one generative eval task (JSONL, one example a line)."""
         return os.path.join(self.eval_generations, variant, task, f"{language}.jsonl")
 
     report = _at("report.md")
+    report_html = _at("report.html")

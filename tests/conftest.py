@@ -23,6 +23,13 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # set before anything imports
 else:
     _OWN_CACHE = None  # a cache set by the caller (or by the xdist controller): not ours to remove
 
+# The file-hash memo (rise_jax.content_hash) of the run: the user's own ~/.cache is left alone.
+if "RISE_JAX_CACHE" not in os.environ:
+    os.environ["RISE_JAX_CACHE"] = tempfile.mkdtemp(prefix="rise_jax_test_hash_memo-")
+    _OWN_MEMO = os.environ["RISE_JAX_CACHE"]
+else:
+    _OWN_MEMO = None
+
 import pytest  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -31,9 +38,11 @@ from hf_reference import make_hf_model, save_hf_model  # noqa: E402
 
 
 def pytest_unconfigure(config):
-    """Remove the run's compilation cache (only the process that made it)."""
+    """Remove the run's compilation cache and hash memo (only the process that made them)."""
     if _OWN_CACHE and not hasattr(config, "workerinput"):
         shutil.rmtree(_OWN_CACHE, ignore_errors=True)
+    if _OWN_MEMO and not hasattr(config, "workerinput"):
+        shutil.rmtree(_OWN_MEMO, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,16 @@ import os
 import rise_jax
 
 PACKAGE = os.path.dirname(os.path.abspath(rise_jax.__file__))
-BASE = {"errors", "config_values", "zones", "workdir", "io_utils", "messages"}  # import nothing but each other
+BASE = {
+    "errors",
+    "config_values",
+    "zones",
+    "workdir",
+    "io_utils",
+    "messages",
+    "content_hash",
+    "workdir_lock",
+}  # import nothing but each other
 ALLOWED = {
     "models": {"errors"},
     "checkpoints": {"models"},
@@ -36,7 +45,20 @@ ALLOWED = {
         "sharding",
     },
     "pipeline": {"stages"},
-    "launch": {"pipeline", "stages", "api", "models", "demo", "sharding"},  # stages.build: model settings
+    # stages.build: model settings; --list names the configs and the registries of methods and tasks
+    "launch": {
+        "pipeline",
+        "stages",
+        "api",
+        "models",
+        "demo",
+        "sharding",
+        "configs",
+        "selection",
+        "training",
+        "evaluation",
+    },
+    "compare": {"launch", "evaluation", "reporting"},
     "sweep": {"launch", "stages", "reporting"},
     "__init__": {"api", "models", "tokenizer"},
 }

@@ -299,6 +299,11 @@ def test_an_interrupted_eval_redoes_only_the_missing_language_and_its_generation
     del doc["results"]["trained"]["mgsm"]["bn"]  # as if killed after writing the file, before the results
     json.dump(doc, open(os.path.join(wd, "eval", "results.json"), "w"))
     os.remove(path)
+    # ... and before the stored result (.rise/results/eval/<sha256 of its inputs>.json) was written
+    from rise_jax.content_hash import json_sha256
+
+    digest = json_sha256(eval_stage.result_inputs(config(ckpt, tmp), Workdir(wd), "trained", "mgsm", "bn"))
+    os.remove(os.path.join(Workdir(wd).eval_store, f"{digest}.json"))
     calls = []
     real = eval_stage.run_task
 

@@ -5,6 +5,7 @@ place it beside the demo pipeline tests."""
 import json
 import os
 import sys
+import time
 
 import jax
 import numpy as np
@@ -34,7 +35,6 @@ def test_killed_at_random_moments_a_rerun_ends_bit_identical_to_an_uninterrupted
     import random
     import signal
     import subprocess
-    import time
 
     from fixture_data import TINY_VOCAB
     from hf_reference import make_hf_model, save_hf_model
@@ -59,9 +59,9 @@ def test_killed_at_random_moments_a_rerun_ends_bit_identical_to_an_uninterrupted
 
     reference = str(tmp_path / "reference")
     t0 = time.perf_counter()
-    run(reference)
+    second_launch_refused(reference, ckpt, run)
     duration = time.perf_counter() - t0
-    want = _final_artefacts(reference)
+    want = _final_artefacts(reference)  # the first launch's results, intact beside the refused second
     for seed in (0, 1):
         wd = str(tmp_path / f"killed{seed}")
         run(wd, kill_after=random.Random(seed).uniform(0.15, 0.85) * duration)
@@ -69,5 +69,31 @@ def test_killed_at_random_moments_a_rerun_ends_bit_identical_to_an_uninterrupted
         got = _final_artefacts(wd)
         for key in want:
             assert got[key] == want[key], (seed, key)
-        left = [os.path.join(d, n) for d, dirs, _ in os.walk(wd) for n in dirs if ".tmp-" in n or n in ("previous",)]
+        left = [os.path.join(d, n) for d, dirs, _ in os.walk(wd) for n in dirs if ".tmp-" in n or n == "kept"]
         assert not left, left
+
+
+def second_launch_refused(wd, ckpt, run):
+    """Run the pipeline in ``wd`` (a process of its own) and, while it runs, launch it again in
+    this process: the second launch is refused in one line naming the first, touching nothing."""
+    import threading
+
+    import pytest
+    from pipeline_run import config
+
+    from rise_jax import launch
+    from rise_jax.workdir_lock import WorkdirBusy, lock_path
+
+    first = threading.Thread(target=run, args=(wd,))
+    first.start()
+    deadline = time.time() + 300
+    holder = {}
+    while first.is_alive() and time.time() < deadline and not holder:
+        try:
+            holder = json.load(open(lock_path(wd)))
+        except (OSError, ValueError):
+            time.sleep(0.05)
+    assert holder, "the first launch never took the workdir lock"
+    with pytest.raises(WorkdirBusy, match=f"in use by process {holder['pid']} on host "):
+        launch.run(config(ckpt), wd)
+    first.join()

@@ -34,6 +34,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     # relevant config is skipped (the run resumes); `force` redoes them.
     c.stages = "stats,analyze,select,train,export,eval,report"
     c.force = False
+    # Earlier results of a stage kept under .rise/kept/ (by fingerprint) after a new one completes;
+    # a rerun whose config matches a kept result restores it instead of recomputing.
+    c.keep_results = 1
 
     c.model = ml_collections.ConfigDict()
     c.model.checkpoint = ""  # HF checkpoint directory or hub id

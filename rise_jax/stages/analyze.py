@@ -77,15 +77,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
 def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
     stats = RoutingStats.load(wd.stats)
     cfg_a = config.analyze
-    stats.index(cfg_a.reference)  # a reference the statistics lack fails before any measure
+    reference = language_field(cfg_a.reference, "config.analyze.reference")  # "eng" and "en" alike
+    stats.index(reference)  # a reference the statistics lack fails before any measure
     zr = zone_ratios(config.select)
     groups = resource_groups(stats.languages, cfg_a.get("low_resource", ""))
     inputs = AnalysisInputs(
-        stats, cfg_a.reference, int(cfg_a.global_top_n), int(cfg_a.layer_top_n) or stats.top_k, zr, groups
+        stats, reference, int(cfg_a.global_top_n), int(cfg_a.layer_top_n) or stats.top_k, zr, groups
     )
     result: dict[str, Any] = {
         "languages": stats.languages,
-        "reference": cfg_a.reference,
+        "reference": reference,
         "zones": zone_spans(stats.num_layers, zr),
         "resource_groups": groups,
         "model": stats.model,  # the replayed model: type, layers, experts, dtype, frozen_dtype
@@ -96,7 +97,7 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
         result.update(measured.entries)
         figures += measured.figures
 
-    table2 = table2_markdown(result["zone_jaccard"], cfg_a.reference, inputs.layer_top_n)
+    table2 = table2_markdown(result["zone_jaccard"], reference, inputs.layer_top_n)
     write_json_atomic(wd.analysis_json, result)
     write_text_atomic(wd.table2, table2)
     for figure in figures:
@@ -114,4 +115,9 @@ STAGE = Stage(
     validate=validate,
     reads=("stats",),
     outputs=lambda wd: (wd.analysis_json, wd.table2),
+    kept=lambda wd: tuple(
+        os.path.join(wd.analysis, name)
+        for name in sorted(os.listdir(wd.analysis) if os.path.isdir(wd.analysis) else ())
+        if name.endswith(".png") and not name.startswith(("correlation_", "task_experts"))
+    ),
 )

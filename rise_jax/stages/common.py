@@ -3,14 +3,15 @@ building the configured model is :mod:`rise_jax.stages.build`'s)."""
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 
 import ml_collections
 
 from rise_jax.checkpoints.resolve import resolve_checkpoint
+from rise_jax.content_hash import file_sha256, save_memo, tree_sha256
 from rise_jax.errors import SettingError
+from rise_jax.workdir import Workdir
 from rise_jax.zones import DEFAULT_RATIOS, check_ratios
 
 
@@ -20,52 +21,53 @@ def checkpoint_path(config: ml_collections.ConfigDict) -> str:
     return resolve_checkpoint(config.model.checkpoint)
 
 
-def checkpoint_identity(config: ml_collections.ConfigDict) -> dict[str, str]:
-    """What identifies ``config.model.checkpoint`` beyond its path: a SHA-256 of its ``config.json``,
-    its index (or the names and sizes of its safetensors files), so artefacts made from another
-    checkpoint at the same path are recognised as stale. A hub id (not a local directory) is
-    identified by the id."""
-    path = config.model.checkpoint
-    if not os.path.isdir(path):
-        return {"checkpoint": path}
+# The files of a checkpoint directory that define the model and its tokenizer (README, images,
+# original/ consolidated PyTorch weights and the like are not part of its identity).
+_CHECKPOINT_FILES = (".json", ".safetensors", ".model", ".txt", ".jinja", ".tiktoken")
+
+
+def _checkpoint_files_sha256(path: str) -> str:
+    """SHA-256 over the names and contents of the model and tokenizer files directly in ``path``."""
     digest = hashlib.sha256()
-    for name in ("config.json", "model.safetensors.index.json"):
+    names = sorted(n for n in os.listdir(path) if n.endswith(_CHECKPOINT_FILES) and not n.startswith("."))
+    for name in names:
         file = os.path.join(path, name)
         if os.path.isfile(file):
-            with open(file, "rb") as fh:
-                digest.update(name.encode() + b"\0" + fh.read())
-    for name in sorted(os.listdir(path)):
-        if name.endswith(".safetensors"):
-            digest.update(f"{name}:{os.path.getsize(os.path.join(path, name))}".encode())
-    return {"checkpoint": os.path.abspath(path), "checkpoint_sha256": digest.hexdigest()}
-
-
-@functools.lru_cache(maxsize=65536)
-def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    """Content hash of one file (memoised on its size and modification time)."""
-    del size, mtime_ns  # part of the cache key only
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
+            digest.update(f"{name}:{file_sha256(file)}\n".encode())
+    save_memo()
     return digest.hexdigest()
 
 
-def files_identity(path: str) -> str | None:
-    """A SHA-256 over the names and contents of the files at ``path`` (a file or a directory tree;
-    a path with ``{lang}``-style placeholders stands for its directory), so an artefact made from
-    data that changed since is recognised as stale while a rewritten identical file is not; None
-    when ``path`` is not local (a hub dataset id is identified by the config itself)."""
+def checkpoint_identity(config: ml_collections.ConfigDict, wd: Workdir | None = None) -> dict[str, str]:
+    """What identifies the model beyond its path: a SHA-256 of the content of the checkpoint's
+    weights, config and tokenizer files (and of ``config.model.tokenizer`` when set), so artefacts
+    made from other weights or another tokenizer at the same path are recognised as stale. Each
+    file is hashed once (:mod:`rise_jax.content_hash` remembers it until the file changes). A hub id
+    (not a local directory) is identified by the id."""
+    del wd  # the checkpoint may live in the workdir (the demo's): its own files are its identity
+    path = config.model.checkpoint
+    if not os.path.isdir(path):
+        return {"checkpoint": path}
+    out = {"checkpoint": os.path.abspath(path), "checkpoint_sha256": _checkpoint_files_sha256(path)}
+    tokenizer = config.model.get("tokenizer") or ""
+    if tokenizer and os.path.isdir(tokenizer):
+        out["tokenizer_sha256"] = _checkpoint_files_sha256(tokenizer)
+    elif tokenizer and os.path.isfile(tokenizer):
+        out["tokenizer_sha256"] = file_sha256(tokenizer)
+    return out
+
+
+def files_identity(path: str, wd: Workdir | None = None) -> str | None:
+    """A SHA-256 over the names and contents of the regular files at ``path`` (a file or a
+    directory tree; a path with ``{lang}``-style placeholders stands for its directory), leaving
+    out the workdir ``wd`` when it lies inside (a run's own artefacts are not its data), so an
+    artefact made from data that changed since is recognised as stale while a rewritten identical
+    file is not; None when ``path`` is not local (a hub dataset id is identified by the config)."""
     if "{" in (path or ""):
         path = os.path.dirname(path.split("{")[0])
     if not path or not os.path.exists(path):
         return None
-    digest = hashlib.sha256()
-    files = [path] if os.path.isfile(path) else sorted(os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs)
-    for file in files:
-        st = os.stat(file)
-        digest.update(f"{os.path.relpath(file, path)}:{_file_sha256(file, st.st_size, st.st_mtime_ns)}\n".encode())
-    return digest.hexdigest()
+    return tree_sha256(path, skip=(wd.root,) if wd is not None else ())
 
 
 def zone_ratios(select: ml_collections.ConfigDict) -> tuple[float, float]:

@@ -18,6 +18,8 @@ languages scored by the eval stage.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from typing import Any
 
@@ -116,12 +118,43 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
             f"mean divergence from English, MoE layers {layers[0]}–{layers[-1]}",
             metric,
         )
-        logging.info(f"correlate {task}: Pearson r {r['pearson_r']} (p {r['pearson_p']}), n={r['n']}")
+        if r["pearson_r"] is None:
+            logging.info(f"correlate {task}: {r['note']} (n={r['n']})")
+        else:
+            logging.info(
+                f"correlate {task}: Pearson r {r['pearson_r']:.3f} (p {r['pearson_p']:.3g}), "
+                f"Spearman ρ {r['spearman_rho']:.3f} (p {r['spearman_p']:.3g}), n={r['n']}"
+            )
     write_json_atomic(wd.correlation, out)
     table = correlation_markdown(out)
     write_text_atomic(wd.correlation_table, table)
     print(table)
     return out
+
+
+def correlated_inputs(config: ml_collections.ConfigDict, wd: Workdir | None) -> dict[str, Any]:
+    """What the correlation is made from, by content: the scores of ``correlate.variant`` in
+    ``eval/results.json`` and the divergence curves and zones of ``analysis/analysis.json`` — so a
+    rerun whose eval changed only other variants (a new selection changes ``trained``, not
+    ``base``) reuses the correlation."""
+    if wd is None:
+        return {}
+
+    def digest(path: str, pick) -> str | None:
+        if not os.path.isfile(path):
+            return None
+        try:
+            doc = read_json_object(path, "input", CorrelationError)
+        except CorrelationError:
+            return None
+        return hashlib.sha256(json.dumps(pick(doc), sort_keys=True, default=str).encode()).hexdigest()
+
+    variant = config.correlate.variant
+    return {
+        "scores": digest(wd.eval_results, lambda d: (d.get("results") or {}).get(variant)),
+        "divergence": digest(wd.analysis_json, lambda d: [d.get("divergence"), d.get("zones")]),
+        "task_kinds": {name: task.kind for name, task in config.eval.tasks.items()},
+    }
 
 
 STAGE = Stage(
@@ -131,4 +164,11 @@ STAGE = Stage(
     validate=validate,
     reads=("analyze", "eval"),
     outputs=lambda wd: (wd.correlation, wd.correlation_table),
+    kept=lambda wd: tuple(
+        os.path.join(wd.analysis, name)
+        for name in sorted(os.listdir(wd.analysis) if os.path.isdir(wd.analysis) else ())
+        if name.startswith("correlation_") and name.endswith(".png")
+    ),
+    inputs=correlated_inputs,
+    chained=False,
 )

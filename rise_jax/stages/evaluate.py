@@ -27,12 +27,14 @@ from absl import logging
 from rise_jax.checkpoints.hf_load import read_hf_config
 from rise_jax.checkpoints.resolve import check_checkpoint
 from rise_jax.config_values import comma_list, int_ranges, positive_ints
+from rise_jax.content_hash import json_sha256, paths_sha256, tree_sha256
 from rise_jax.data.languages import language_field, parse_languages
 from rise_jax.data.sources import SOURCE_KINDS, SourceSpec, check_source
 from rise_jax.evaluation import interventions as iv
 from rise_jax.evaluation.generate import stop_token_ids
 from rise_jax.evaluation.tasks import TASK_KINDS, EvalError, Evaluator, get_task_kind, run_task
 from rise_jax.io_utils import (
+    copy_atomic,
     ensure_writable_dir,
     read_json_object,
     write_json_atomic,
@@ -43,10 +45,10 @@ from rise_jax.reporting.tables import results_table, variants_table
 from rise_jax.selection.artefact import load_selection
 from rise_jax.sharding import check_mesh
 from rise_jax.stages.build import build_model
-from rise_jax.stages.common import files_identity, tokenizer_for
+from rise_jax.stages.common import checkpoint_identity, files_identity, tokenizer_for
 from rise_jax.stages.registry import Stage
 from rise_jax.tokenizer import check_config_tokenizer
-from rise_jax.training.artefacts import apply_trained_experts
+from rise_jax.training.artefacts import EXPERTS, apply_trained_experts
 from rise_jax.workdir import Workdir
 
 VARIANTS = ("base", "trained", "pruned", "trained_pruned", "steered")
@@ -254,46 +256,127 @@ def validate(config: ml_collections.ConfigDict) -> None:
         _validate_steer(config)
 
 
+# Fields of config.eval that choose what is evaluated or how it is shown, not what a result is.
+_NOT_RESULT_INPUTS = {"variants", "baseline", "run", "languages", "progress", "steer", "tasks", "general"}
+
+
+def variant_inputs(name: str, config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
+    """What a variant's model is made from beyond the base model, by content: the trained experts
+    (``trained``), the selection (``pruned``), the steering settings and the artefacts they read
+    (``steered``)."""
+    out: dict[str, Any] = {}
+    if name in ("trained", "trained_pruned"):
+        out["trained"] = paths_sha256((os.path.join(wd.train, EXPERTS), wd.train_selection, wd.train_config), wd.root)
+    if name in ("pruned", "trained_pruned"):
+        out["selection"] = tree_sha256(wd.selection)
+    if name == "steered":
+        s = config.eval.steer
+        out["steer"] = s.to_dict()
+        out["seed"] = int(config.get("seed", 0))
+        source = s.get("source", "") or ("language" if s.get("language") else "experts")
+        if source == "language":
+            out["stats"] = paths_sha256((wd.stats_arrays, wd.stats_summary), wd.root)
+        elif source != "experts":
+            out["task_experts"] = tree_sha256(wd.task_experts)
+    return out
+
+
+def result_inputs(
+    config: ml_collections.ConfigDict, wd: Workdir, variant: str, task_name: str, language: str
+) -> dict[str, Any]:
+    """Exactly what one (variant, task, language) result is made from: the model (settings and
+    checkpoint/tokenizer content), the variant's own inputs (:func:`variant_inputs`), the task's
+    settings and data content, and the eval settings that change scores (``batch_size``,
+    ``max_samples``). Its SHA-256 names the result in the store."""
+    e = config.eval
+    task = e.tasks[task_name].to_dict()
+    task["max_samples"] = task.get("max_samples", 0) or e.max_samples
+    task.pop("languages", None)
+    identity = checkpoint_identity(config)  # by content where local: a moved checkpoint is the same model
+    model = {k: v for k, v in config.model.to_dict().items() if k not in ("checkpoint", "demo")}
+    return {
+        "model": model,
+        "checkpoint": {k: v for k, v in identity.items() if k != "checkpoint"} or identity,
+        "variant": variant,
+        "variant_inputs": variant_inputs(variant, config, wd),
+        "task": task,
+        "task_data": files_identity(str(task.get("path", "")), wd),
+        "eval": {k: v for k, v in e.to_dict().items() if k not in _NOT_RESULT_INPUTS},
+        "language": language,
+    }
+
+
+def _stored(wd: Workdir, digest: str) -> tuple[str, str]:
+    return os.path.join(wd.eval_store, f"{digest}.json"), os.path.join(wd.eval_store, f"{digest}.jsonl")
+
+
 def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
+    """Every (variant, task, language) result, each computed once: a result whose inputs
+    (:func:`result_inputs`) equal those of one computed before — in an earlier run, under another
+    selection or before an interruption — is taken from the store ``.rise/results/eval/<sha256>.json``
+    (with its generations, ``<sha256>.jsonl``) instead of recomputed, and the log says so. The model
+    is built only when something is left to compute."""
     e = config.eval
     variants = _names(e.variants, "eval variant(s)", VARIANTS)
     task_names = _names(e.run, "eval task(s)", list(e.tasks.keys()))
     ensure_writable_dir(wd.eval)
-    results_file = wd.eval_results
+    os.makedirs(wd.eval_store, exist_ok=True)
     config_record = e.to_dict()
     results: dict[str, Any] = {}
-    if os.path.isfile(results_file):
-        previous = read_json_object(results_file, "partial results (delete the file to start over)", EvalError)
-        if previous.get("config") == config_record:
-            results = previous.get("results", {})
+    env: dict[str, Any] = {}
 
-    built = build_model(config, progress=False)
-    model, base, path = built.model, built.params, built.checkpoint
-    tokenizer = tokenizer_for(config, path)
-    gen_cfg_file, gen_cfg = os.path.join(path, "generation_config.json"), None
-    if os.path.isfile(gen_cfg_file):
-        gen_cfg = read_json_object(gen_cfg_file, "generation config", EvalError)
-    stops = stop_token_ids(tokenizer, gen_cfg)
+    def environment():
+        if not env:
+            built = build_model(config, progress=False)
+            tokenizer = tokenizer_for(config, built.checkpoint)
+            gen_cfg_file, gen_cfg = os.path.join(built.checkpoint, "generation_config.json"), None
+            if os.path.isfile(gen_cfg_file):
+                gen_cfg = read_json_object(gen_cfg_file, "generation config", EvalError)
+            env.update(built=built, tokenizer=tokenizer, stops=stop_token_ids(tokenizer, gen_cfg))
+        return env
 
+    reused = 0
     for variant in variants:
-        params, edit = variant_setup(variant, config, wd, model, base)
-        ev = Evaluator(model, params, tokenizer, stops, edit, batch_size=e.batch_size, progress=e.progress)
+        evaluator = None
         for name in task_names:
             task = e.tasks[name]
+            metric = TASK_KINDS[task.kind].primary
             for lang in parse_languages(task.languages or e.languages):
-                done = results.get(variant, {}).get(name, {})
-                if lang in done:
-                    continue
-                outcome = run_task(ev, task, lang, task.get("max_samples", 0) or e.max_samples)
-                scores = dict(outcome.scores)
-                if outcome.generations:  # written before the results that mark the language done
-                    path = write_jsonl_atomic(wd.generations(variant, name, lang), outcome.generations)
-                    scores["generations"] = os.path.relpath(path, wd.root)
+                digest = json_sha256(result_inputs(config, wd, variant, name, lang))
+                scores_file, generations_file = _stored(wd, digest)
+                if os.path.isfile(scores_file):
+                    scores = read_json_object(scores_file, "stored eval result", EvalError)
+                    reused += 1
+                    how = "reused"
+                else:
+                    if evaluator is None:
+                        ev = environment()
+                        params, edit = variant_setup(variant, config, wd, ev["built"].model, ev["built"].params)
+                        evaluator = Evaluator(
+                            ev["built"].model,
+                            params,
+                            ev["tokenizer"],
+                            ev["stops"],
+                            edit,
+                            batch_size=e.batch_size,
+                            progress=e.progress,
+                        )
+                    outcome = run_task(evaluator, task, lang, task.get("max_samples", 0) or e.max_samples)
+                    scores = dict(outcome.scores)
+                    if outcome.generations:  # stored before the scores that mark the result done
+                        write_jsonl_atomic(generations_file, outcome.generations)
+                    write_json_atomic(scores_file, scores)
+                    how = "computed"
+                if os.path.isfile(generations_file):
+                    target = wd.generations(variant, name, lang)
+                    os.makedirs(os.path.dirname(target), exist_ok=True)
+                    copy_atomic(generations_file, target)
+                    scores = {**scores, "generations": os.path.relpath(target, wd.root)}
                 results.setdefault(variant, {}).setdefault(name, {})[lang] = scores
-                write_json_atomic(results_file, {"config": config_record, "results": results})
-                metric = TASK_KINDS[task.kind].primary
-                logging.info(f"eval {variant} {name} {lang}: {metric} {scores[metric]:.2f} (n={scores['n']})")
-
+                write_json_atomic(wd.eval_results, {"config": config_record, "results": results})
+                logging.info(f"eval {variant} {name} {lang}: {metric} {scores[metric]:.2f} (n={scores['n']}; {how})")
+    if reused:
+        logging.info(f"eval: {reused} result(s) reused from earlier runs with the same inputs ({wd.eval_store})")
     write_text_atomic(wd.eval_table, results_markdown(results, e))
     return results
 
@@ -348,8 +431,8 @@ STAGE = Stage(
     reads=("stats", "task_experts", "select", "train"),
     outputs=lambda wd: (wd.eval_results, wd.eval_table),
     state=lambda wd: (wd.eval_results, wd.eval_generations),  # finished languages of an interrupted run
-    inputs=lambda config: {
-        f"eval_{name}": files_identity(str(config.eval.tasks[name].get("path", "")))
+    inputs=lambda config, wd: {
+        f"eval_{name}": files_identity(str(config.eval.tasks[name].get("path", "")), wd)
         for name in comma_list(config.eval.run)
         if name in config.eval.tasks
     },

@@ -37,8 +37,11 @@ class Stage:
     sweeps share them). state: the paths of its resumable state and last results (training
     checkpoints, partial eval results): set aside when it reruns under another config, deleted
     once the new run completes, put back if the new run fails before writing any of them.
-    inputs: what it is made from outside the config, as a JSON-able dict that changes when they
-    change (the checkpoint's identity), fingerprinted with the config. chained: its fingerprint
+    inputs: ``inputs(config, workdir)``, what it is made from outside the config, as a JSON-able
+    dict that changes when they change (the content identity of the checkpoint and data files,
+    leaving out anything under ``workdir`` when it is not None), fingerprinted with the config.
+    kept: paths beyond ``state`` and ``outputs`` that belong to its result (figures), moved with it
+    when the result is kept for a later restore (:mod:`rise_jax.pipeline`). chained: its fingerprint
     includes every earlier stage's config and inputs (False for ``inspect``, which reads only the
     checkpoint).
     """
@@ -50,5 +53,6 @@ class Stage:
     reads: tuple[str, ...] = ()
     outputs: Callable[[Workdir], tuple[str, ...]] = lambda wd: ()
     state: Callable[[Workdir], tuple[str, ...]] = lambda wd: ()
-    inputs: Callable[[Config], dict[str, Any]] | None = None
+    inputs: Callable[[Config, Workdir | None], dict[str, Any]] | None = None
+    kept: Callable[[Workdir], tuple[str, ...]] = lambda wd: ()
     chained: bool = True

@@ -95,5 +95,5 @@ STAGE = Stage(
     run,
     validate=validate,
     outputs=lambda wd: (wd.stats_arrays, wd.stats_summary),
-    inputs=lambda config: {**checkpoint_identity(config), "data": files_identity(config.data.path)},
+    inputs=lambda config, wd: {**checkpoint_identity(config), "data": files_identity(config.data.path, wd)},
 )

@@ -147,10 +147,11 @@ STAGE = Stage(
     validate=validate,
     reads=("stats",),
     outputs=lambda wd: (wd.task_experts, wd.task_experts_table),
-    inputs=lambda config: {
+    inputs=lambda config, wd: {
         **checkpoint_identity(config),
-        "data": files_identity(config.data.path),
-        "task_data": files_identity(config.task_experts.data.path),
+        "data": files_identity(config.data.path, wd),
+        "task_data": files_identity(config.task_experts.data.path, wd),
     },
+    kept=lambda wd: (os.path.join(wd.analysis, "task_experts.png"), wd.task_routing),
     chained=False,
 )

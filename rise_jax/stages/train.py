@@ -135,5 +135,5 @@ STAGE = Stage(
     reads=("select",),
     outputs=lambda wd: (wd.train_summary, wd.train_selection, os.path.join(wd.train, EXPERTS)),
     state=train_state,
-    inputs=lambda config: {"train_data": files_identity(config.train.data.path)},
+    inputs=lambda config, wd: {"train_data": files_identity(config.train.data.path, wd)},
 )
