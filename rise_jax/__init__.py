@@ -1,5 +1,14 @@
-"""rise_jax: routing analysis and RISE expert-subnetwork fine-tuning for MoE LLMs in JAX/Flax."""
+"""rise_jax: routing analysis and RISE expert-subnetwork fine-tuning for MoE LLMs in JAX/Flax.
 
+Importing it silences transformers' advisory warnings ("PyTorch was not found ...": torch is never
+needed here) unless ``TRANSFORMERS_NO_ADVISORY_WARNINGS`` is already set (rise_jax.messages).
+"""
+
+from rise_jax.messages import quiet_library_warnings
+
+quiet_library_warnings()  # before anything below imports transformers
+
+# ruff: noqa: E402
 from rise_jax.api import export_model, forward, load_model
 from rise_jax.models.config import ModelConfig
 from rise_jax.models.families import config_from_hf_dict
