@@ -144,6 +144,8 @@ def _use(config, wd):
         a = fh.read()
     with open(wd.path("out", "b.txt"), "w") as fh:
         fh.write(f"{a} b={config.b.y}")
+    with open(wd.path("out", "figure.png"), "w") as fh:  # a figure beside it (Stage.kept)
+        fh.write(f"figure of {a}")
 
 
 FAKE = {
@@ -154,7 +156,14 @@ FAKE = {
         outputs=lambda wd: (wd.path("out", "a.txt"),),
         state=lambda wd: (wd.path("out", "state.txt"),),
     ),
-    "use": Stage("use", ("b",), _use, reads=("make",), outputs=lambda wd: (wd.path("out", "b.txt"),)),
+    "use": Stage(
+        "use",
+        ("b",),
+        _use,
+        reads=("make",),
+        outputs=lambda wd: (wd.path("out", "b.txt"),),
+        kept=lambda wd: (wd.path("out", "figure.png"),),
+    ),
 }
 
 
@@ -189,7 +198,7 @@ def test_an_undone_edit_restores_the_kept_results_without_recomputing(fake_pipel
     assert any("config changed since its artefact was made (a.x); kept it" in m for m in messages)
     time.sleep(0.01)
     assert run() == {"make": "restored", "use": "restored"} and RUNS == []
-    assert _read(wd, "b.txt") == "a=1 b=1"
+    assert _read(wd, "b.txt") == "a=1 b=1" and _read(wd, "figure.png") == "figure of a=1"  # figures too
     assert os.stat(os.path.join(wd, "out", "a.txt")).st_mtime_ns == made  # the very file, moved back
     assert any(m.startswith("[1/2 make] restored the result made from this config") for m in messages)
     assert run(x="2") == {"make": "restored", "use": "restored"}  # and the other one was kept in turn

@@ -54,4 +54,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.model.tokenizer = {tok_dir!r}: no such directory (its files travel with the export)")
 
 
-STAGE = Stage("export", (), run, validate=validate, reads=("train",), outputs=lambda wd: (wd.export_hf,))
+STAGE = Stage(
+    "export",
+    (),
+    run,
+    validate=validate,
+    reads=("train",),
+    outputs=lambda wd: (wd.export_hf,),
+    kept=lambda wd: (wd.export_peft,),  # train.method=lora: the adapters go with the merged export
+)

@@ -644,7 +644,7 @@ def render_html(wd: Workdir, title: list[str], headline: list[str], sections: li
 def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
     title, headline, sections = _document(config, wd)
     path = write_text_atomic(wd.report, "\n".join(title + headline + sections))
-    page = write_text_atomic(wd.path("report.html"), render_html(wd, title, headline, sections))
+    page = write_text_atomic(wd.report_html, render_html(wd, title, headline, sections))
     logging.info(f"report -> {path}, {page}")
     return {"report": path, "html": page}
 
@@ -654,5 +654,11 @@ STAGE = Stage(
     (),
     run,
     reads=("stats", "analyze", "task_experts", "select", "train", "eval", "correlate"),
-    outputs=lambda wd: (wd.report, wd.path("report.html")),
+    outputs=lambda wd: (wd.report, wd.report_html),
+    # its figures go with report.md when a result is kept and restored (rise_jax.pipeline)
+    kept=lambda wd: tuple(
+        wd.path(name)
+        for name in sorted(os.listdir(wd.root) if os.path.isdir(wd.root) else ())
+        if name.startswith("report_") and name.endswith(".png")
+    ),
 )
