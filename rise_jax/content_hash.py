@@ -114,17 +114,18 @@ def regular_files(root: str, skip: Iterable[str] = ()) -> list[str]:
     skip = tuple(os.path.abspath(s) for s in skip)
 
     def skipped(p: str) -> bool:
-        a = os.path.abspath(p)
-        return any(a == s or a.startswith(s + os.sep) for s in skip)
+        name, a = os.path.basename(p), os.path.abspath(p)
+        temp = name.startswith(".") and ".tmp" in name  # io_utils' temp files and directories
+        return temp or any(a == s or a.startswith(s + os.sep) for s in skip)
 
     if os.path.isfile(root):
         return [root]
     out = []
     for d, dirs, files in os.walk(root):
-        dirs[:] = sorted(x for x in dirs if not skipped(os.path.join(d, x)) and ".tmp" not in x)
+        dirs[:] = sorted(x for x in dirs if not skipped(os.path.join(d, x)))
         for name in files:
             p = os.path.join(d, name)
-            if ".tmp" in name or skipped(p):
+            if skipped(p):
                 continue
             try:
                 if stat.S_ISREG(os.stat(p).st_mode):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 
@@ -62,34 +63,33 @@ def _pid_alive(pid: str) -> bool:
     return True
 
 
-def write_text_atomic(path: str, text: str) -> str:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        publish(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def copy_atomic(src: str, path: str) -> str:
-    """Copy the file ``src`` onto ``path`` atomically (temp file beside ``path``, then rename)."""
+@contextlib.contextmanager
+def _temp_beside(path: str) -> Iterator[str]:
+    """A temp file next to ``path`` to fill in the ``with`` block; published onto ``path`` when
+    the block ends, removed if it raises."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     os.close(fd)
     try:
-        shutil.copyfile(src, tmp)
+        yield tmp
         publish(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_text_atomic(path: str, text: str) -> str:
+    with _temp_beside(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    return path
+
+
+def copy_atomic(src: str, path: str) -> str:
+    """Copy the file ``src`` onto ``path`` atomically (temp file beside ``path``, then rename)."""
+    with _temp_beside(path) as tmp:
+        shutil.copyfile(src, tmp)
     return path
 
 

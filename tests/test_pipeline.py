@@ -249,8 +249,10 @@ def test_a_demo_model_is_rebuilt_when_its_options_change_and_reused_when_not(tmp
 
 
 def test_fingerprints_cover_the_checkpoint_and_data_files_not_just_their_paths(tmp_path):
-    """Same paths, other contents: the checkpoint's config.json / weight files and the text files
-    are part of every fingerprint from the stage that reads them onward."""
+    """Same paths, other contents: the checkpoint's config.json / weight / tokenizer files and the
+    text files are part of every fingerprint from the stage that reads them onward."""
+    from rise_jax.workdir import Workdir
+
     ckpt, data = tmp_path / "ckpt", tmp_path / "text"
     ckpt.mkdir()
     data.mkdir()
@@ -268,6 +270,18 @@ def test_fingerprints_cover_the_checkpoint_and_data_files_not_just_their_paths(t
     (data / "en.txt").write_text("hello again\n")
     after_data = {s: fingerprint(relevant_config(c, s)) for s in STAGES}
     assert all(after_ckpt[s] != after_data[s] for s in STAGES if s != "correlate")
+    # by content, not size; the tokenizer files count; a workdir inside the data directory does not
+    wd = Workdir(str(data / "run"))
+    fp = lambda: fingerprint(relevant_config(c, "stats", wd))  # noqa: E731
+    before = fp()
+    (ckpt / "model.safetensors").write_bytes(b"\x02" * 32)  # same size, other weights
+    after_weights = fp()
+    (ckpt / "tokenizer.json").write_text('{"a": 2}')
+    after_tokenizer = fp()
+    assert len({before, after_weights, after_tokenizer}) == 3
+    os.makedirs(os.path.join(wd.root, "routing_stats"))
+    open(os.path.join(wd.root, "routing_stats", "summary.json"), "w").write("{}")  # the run's own files
+    assert fp() == after_tokenizer
 
 
 def test_the_analysis_and_report_state_routing_isolation_by_resource_group(demo_run):

@@ -34,7 +34,7 @@ from rise_jax.io_utils import write_json_atomic, write_text_atomic
 from rise_jax.reporting import plots
 from rise_jax.routing.measures import MEASURES, AnalysisInputs
 from rise_jax.routing.stats import RoutingStats
-from rise_jax.stages.common import zone_ratios
+from rise_jax.stages.common import replayed_reference, zone_ratios
 from rise_jax.stages.registry import Stage
 from rise_jax.workdir import Workdir
 from rise_jax.zones import zone_spans
@@ -64,13 +64,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     layer_top_n = config.analyze.layer_top_n
     if isinstance(layer_top_n, bool) or not isinstance(layer_top_n, int) or layer_top_n < 0:
         raise SettingError(f"config.analyze.layer_top_n = {layer_top_n!r}: must be a whole number >= 0 (0 = top-k)")
-    languages = parse_languages(config.data.languages, "config.data.languages", allow_empty=False)
-    reference = language_field(config.analyze.reference, "config.analyze.reference")
-    if reference not in languages:
-        raise SettingError(
-            f"config.analyze.reference = {config.analyze.reference!r} is not among config.data.languages "
-            f"({', '.join(languages)}): the analysis compares every language with it"
-        )
+    replayed_reference(config, SettingError, "the analysis compares every language with it")
     parse_languages(config.analyze.get("low_resource", ""), "config.analyze.low_resource")
 
 

@@ -70,6 +70,37 @@ def files_identity(path: str, wd: Workdir | None = None) -> str | None:
     return tree_sha256(path, skip=(wd.root,) if wd is not None else ())
 
 
+def check_model_inputs(config: ml_collections.ConfigDict, tokenizer: bool = True) -> None:
+    """The checks every stage that builds the model makes in ``validate``: the mesh against the
+    visible devices, the checkpoint (before its data: a wrong path is the first thing to say; the
+    demo's is built after validation) and, with ``tokenizer``, that the tokenizer loads and fits
+    the checkpoint's vocabulary."""
+    from rise_jax.checkpoints.resolve import check_checkpoint
+    from rise_jax.sharding import check_mesh
+    from rise_jax.tokenizer import check_config_tokenizer
+
+    check_mesh(config.mesh.data, config.mesh.model, config.mesh.expert_parallel)
+    if not config.model.get("demo", False):
+        check_checkpoint(config.model.checkpoint)
+    if tokenizer:
+        check_config_tokenizer(config.model)
+
+
+def replayed_reference(config: ml_collections.ConfigDict, error: type[Exception], why: str) -> str:
+    """``config.analyze.reference`` as a language code, refused with ``error`` (saying ``why`` it
+    must be replayed) when it is not among the non-empty ``config.data.languages``."""
+    from rise_jax.data.languages import language_field, parse_languages
+
+    languages = parse_languages(config.data.languages, "config.data.languages", allow_empty=False)
+    reference = language_field(config.analyze.reference, "config.analyze.reference")
+    if reference not in languages:
+        raise error(
+            f"config.analyze.reference = {config.analyze.reference!r} is not among config.data.languages "
+            f"({', '.join(languages)}): {why}"
+        )
+    return reference
+
+
 def zone_ratios(select: ml_collections.ConfigDict) -> tuple[float, float]:
     """``config.select.zone_ratios`` (shallow, middle fractions), checked; default (0.375, 0.25)."""
     try:

@@ -25,7 +25,6 @@ import ml_collections
 from absl import logging
 
 from rise_jax.checkpoints.hf_load import read_hf_config
-from rise_jax.checkpoints.resolve import check_checkpoint
 from rise_jax.config_values import comma_list, int_ranges, positive_ints
 from rise_jax.content_hash import json_sha256, paths_sha256, tree_sha256
 from rise_jax.data.languages import language_field, parse_languages
@@ -43,11 +42,9 @@ from rise_jax.io_utils import (
 )
 from rise_jax.reporting.tables import results_table, variants_table
 from rise_jax.selection.artefact import load_selection
-from rise_jax.sharding import check_mesh
 from rise_jax.stages.build import build_model
-from rise_jax.stages.common import checkpoint_identity, files_identity, tokenizer_for
+from rise_jax.stages.common import check_model_inputs, checkpoint_identity, files_identity, tokenizer_for
 from rise_jax.stages.registry import Stage
-from rise_jax.tokenizer import check_config_tokenizer
 from rise_jax.training.artefacts import EXPERTS, apply_trained_experts
 from rise_jax.workdir import Workdir
 
@@ -229,10 +226,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if e.baseline not in VARIANTS:
         raise EvalError(f"config.eval.baseline = {e.baseline!r}; choose from {', '.join(VARIANTS)}")
     demo = config.model.get("demo", False)
-    check_mesh(config.mesh.data, config.mesh.model, config.mesh.expert_parallel)
-    if not demo:
-        check_checkpoint(config.model.checkpoint)  # before its data: a wrong path is the first thing to say
-    check_config_tokenizer(config.model)
+    check_model_inputs(config)
     for name in _names(e.run, "eval task(s)", list(e.tasks.keys())):
         task, where = e.tasks[name], f"config.eval.tasks.{name}"
         kind = get_task_kind(task.kind, f"eval.tasks.{name}")
@@ -282,26 +276,39 @@ def variant_inputs(name: str, config: ml_collections.ConfigDict, wd: Workdir) ->
 
 
 def result_inputs(
-    config: ml_collections.ConfigDict, wd: Workdir, variant: str, task_name: str, language: str
+    config: ml_collections.ConfigDict,
+    wd: Workdir,
+    variant: str,
+    task_name: str,
+    language: str,
+    parts: dict[tuple[str, ...], Any] | None = None,
 ) -> dict[str, Any]:
     """Exactly what one (variant, task, language) result is made from: the model (settings and
     checkpoint/tokenizer content), the variant's own inputs (:func:`variant_inputs`), the task's
     settings and data content, and the eval settings that change scores (``batch_size``,
-    ``max_samples``). Its SHA-256 names the result in the store."""
+    ``max_samples``). Its SHA-256 names the result in the store. ``parts``, when given, holds the
+    model, variant and task parts already worked out in this run (one stage run hashes each once)."""
+    parts = {} if parts is None else parts
     e = config.eval
-    task = e.tasks[task_name].to_dict()
-    task["max_samples"] = task.get("max_samples", 0) or e.max_samples
-    task.pop("languages", None)
-    identity = checkpoint_identity(config)  # by content where local: a moved checkpoint is the same model
-    model = {k: v for k, v in config.model.to_dict().items() if k not in ("checkpoint", "demo")}
+    if ("model",) not in parts:
+        identity = checkpoint_identity(config)  # by content where local: a moved checkpoint is the same model
+        parts[("model",)] = {
+            "model": {k: v for k, v in config.model.to_dict().items() if k not in ("checkpoint", "demo")},
+            "checkpoint": {k: v for k, v in identity.items() if k != "checkpoint"} or identity,
+            "eval": {k: v for k, v in e.to_dict().items() if k not in _NOT_RESULT_INPUTS},
+        }
+    if ("variant", variant) not in parts:
+        parts[("variant", variant)] = variant_inputs(variant, config, wd)
+    if ("task", task_name) not in parts:
+        task = e.tasks[task_name].to_dict()
+        task["max_samples"] = task.get("max_samples", 0) or e.max_samples
+        task.pop("languages", None)
+        parts[("task", task_name)] = {"task": task, "task_data": files_identity(str(task.get("path", "")), wd)}
     return {
-        "model": model,
-        "checkpoint": {k: v for k, v in identity.items() if k != "checkpoint"} or identity,
+        **parts[("model",)],
         "variant": variant,
-        "variant_inputs": variant_inputs(variant, config, wd),
-        "task": task,
-        "task_data": files_identity(str(task.get("path", "")), wd),
-        "eval": {k: v for k, v in e.to_dict().items() if k not in _NOT_RESULT_INPUTS},
+        "variant_inputs": parts[("variant", variant)],
+        **parts[("task", task_name)],
         "language": language,
     }
 
@@ -336,13 +343,14 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
         return env
 
     reused = 0
+    parts: dict[tuple[str, ...], Any] = {}  # the inputs shared by many results, worked out once
     for variant in variants:
         evaluator = None
         for name in task_names:
             task = e.tasks[name]
             metric = TASK_KINDS[task.kind].primary
             for lang in parse_languages(task.languages or e.languages):
-                digest = json_sha256(result_inputs(config, wd, variant, name, lang))
+                digest = json_sha256(result_inputs(config, wd, variant, name, lang, parts))
                 scores_file, generations_file = _stored(wd, digest)
                 if os.path.isfile(scores_file):
                     scores = read_json_object(scores_file, "stored eval result", EvalError)

@@ -12,10 +12,9 @@ from absl import logging
 
 from rise_jax.api import export_model
 from rise_jax.checkpoints.hf_export import TOKENIZER_FILES
-from rise_jax.checkpoints.resolve import check_checkpoint
 from rise_jax.io_utils import read_json_object
-from rise_jax.sharding import check_mesh
 from rise_jax.stages.build import build_model
+from rise_jax.stages.common import check_model_inputs
 from rise_jax.stages.registry import Stage
 from rise_jax.training.artefacts import load_trained_experts
 from rise_jax.workdir import Workdir
@@ -46,9 +45,7 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> str:
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-    check_mesh(config.mesh.data, config.mesh.model, config.mesh.expert_parallel)
-    if not config.model.get("demo", False):
-        check_checkpoint(config.model.checkpoint)  # before its data: a wrong path is the first thing to say
+    check_model_inputs(config, tokenizer=False)
     tok_dir = config.model.get("tokenizer")
     if tok_dir and not os.path.isdir(tok_dir):
         raise ValueError(f"config.model.tokenizer = {tok_dir!r}: no such directory (its files travel with the export)")

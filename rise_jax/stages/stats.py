@@ -8,17 +8,20 @@ import os
 import ml_collections
 from absl import logging
 
-from rise_jax.checkpoints.resolve import check_checkpoint
 from rise_jax.config_values import comma_list, positive_ints
 from rise_jax.data.batching import tokenize_examples
 from rise_jax.data.languages import get_language, parse_languages
 from rise_jax.data.sources import SourceSpec, blank_lines_skipped, check_source, load_examples
 from rise_jax.routing.stats import replay
-from rise_jax.sharding import check_mesh
 from rise_jax.stages.build import build_model
-from rise_jax.stages.common import checkpoint_identity, checkpoint_path, files_identity, tokenizer_for
+from rise_jax.stages.common import (
+    check_model_inputs,
+    checkpoint_identity,
+    checkpoint_path,
+    files_identity,
+    tokenizer_for,
+)
 from rise_jax.stages.registry import Stage
-from rise_jax.tokenizer import check_config_tokenizer
 from rise_jax.workdir import Workdir
 
 PARALLEL_SOURCES = ("flores", "ntrex")
@@ -28,10 +31,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     languages = parse_languages(config.data.languages, "config.data.languages", allow_empty=False)
     spec = SourceSpec.from_config(config.data)
     positive_ints(config, "stats.batch_size", "stats.bucket_multiple", "data.max_length")
-    check_mesh(config.mesh.data, config.mesh.model, config.mesh.expert_parallel)
-    if not config.model.get("demo", False):
-        check_checkpoint(config.model.checkpoint)  # before its data: a wrong path is the first thing to say
-    check_config_tokenizer(config.model)
+    check_model_inputs(config)
     parallel = spec.kind in PARALLEL_SOURCES or config.data.get("parallel", False)
     check_source(spec, languages, "config.data", parallel=parallel, pending=config.model.get("demo", False))
 

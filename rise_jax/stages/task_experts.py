@@ -23,21 +23,24 @@ from typing import Any
 import ml_collections
 from absl import logging
 
-from rise_jax.checkpoints.resolve import check_checkpoint
 from rise_jax.config_values import comma_list, positive_ints
 from rise_jax.data.batching import tokenize_examples
-from rise_jax.data.languages import get_language, language_field, parse_languages
+from rise_jax.data.languages import get_language, language_field
 from rise_jax.data.sources import SourceSpec, check_source, load_examples
 from rise_jax.errors import RiseError
 from rise_jax.io_utils import write_json_atomic, write_text_atomic
 from rise_jax.reporting import plots
 from rise_jax.routing.analysis import task_and_language_experts
 from rise_jax.routing.stats import RoutingStats, replay
-from rise_jax.sharding import check_mesh
 from rise_jax.stages.build import build_model
-from rise_jax.stages.common import checkpoint_identity, files_identity, tokenizer_for
+from rise_jax.stages.common import (
+    check_model_inputs,
+    checkpoint_identity,
+    files_identity,
+    replayed_reference,
+    tokenizer_for,
+)
 from rise_jax.stages.registry import Stage
-from rise_jax.tokenizer import check_config_tokenizer
 from rise_jax.workdir import Workdir
 
 
@@ -63,17 +66,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise TaskExpertsError("config.task_experts.data.path is empty: give the task corpus (e.g. MGSM's directory)")
     spec = SourceSpec.from_config(config.task_experts.data)
     positive_ints(config, "task_experts.data.max_length", "stats.batch_size")
-    languages = parse_languages(config.data.languages, "config.data.languages", allow_empty=False)
-    reference = language_field(config.analyze.reference, "config.analyze.reference")
-    if reference not in languages:
-        raise TaskExpertsError(
-            f"config.analyze.reference = {config.analyze.reference!r} is not among config.data.languages "
-            f"({', '.join(languages)}): task experts are measured against its routing statistics"
-        )
-    check_mesh(config.mesh.data, config.mesh.model, config.mesh.expert_parallel)
-    if not config.model.get("demo", False):
-        check_checkpoint(config.model.checkpoint)  # before its data: a wrong path is the first thing to say
-    check_config_tokenizer(config.model)
+    replayed_reference(config, TaskExpertsError, "task experts are measured against its routing statistics")
+    check_model_inputs(config)
     check_source(spec, [language], "config.task_experts.data", pending=config.model.get("demo", False))
 
 

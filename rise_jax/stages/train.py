@@ -10,18 +10,15 @@ import ml_collections
 from absl import logging
 
 from rise_jax.checkpoints.hf_load import read_hf_config
-from rise_jax.checkpoints.resolve import check_checkpoint
 from rise_jax.config_values import positive_ints
 from rise_jax.data.languages import get_language, language_field
 from rise_jax.data.sources import SourceSpec, check_source, load_examples
 from rise_jax.errors import SettingError
 from rise_jax.io_utils import ensure_writable_dir, write_json_atomic
 from rise_jax.selection.artefact import load_selection
-from rise_jax.sharding import check_mesh
 from rise_jax.stages.build import build_model, model_settings
-from rise_jax.stages.common import checkpoint_path, files_identity, tokenizer_for
+from rise_jax.stages.common import check_model_inputs, checkpoint_path, files_identity, tokenizer_for
 from rise_jax.stages.registry import Stage
-from rise_jax.tokenizer import check_config_tokenizer
 from rise_jax.training.artefacts import EXPERTS, TRAIN_STATE_DIRS, TRAIN_STATE_FILES, save_trained_experts
 from rise_jax.training.data import build_training_set
 from rise_jax.training.loop import train
@@ -54,10 +51,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
             raise SettingError(f"config.train.{name} = {value!r}: must be {rule}")
     opts = TrainOptions.from_config(t)
     get_method(opts.method).validate(opts, model_settings(config).frozen_dtype)
-    check_mesh(config.mesh.data, config.mesh.model, config.mesh.expert_parallel)
-    if not config.model.get("demo", False):
-        check_checkpoint(config.model.checkpoint)  # before its data: a wrong path is the first thing to say
-    check_config_tokenizer(config.model)
+    check_model_inputs(config)
     check_source(spec, [language], "config.train.data", pending=config.model.get("demo", False))
 
 
