@@ -8,12 +8,14 @@ size, modification time and inode, but not its change time.
 
 The memo lives in ``$RISE_JAX_CACHE`` (default ``$XDG_CACHE_HOME/rise_jax``, else
 ``~/.cache/rise_jax``) as ``file_hashes.json`` ({"<abs path>": {"key": [size, mtime_ns,
-ctime_ns, inode], "sha256": hex}}), written atomically; an unreadable memo is ignored (everything
-is rehashed), an unwritable cache directory only costs the rehash.
+ctime_ns, inode], "sha256": hex}}), written atomically when a pipeline run ends and when the
+process exits (entries of files that no longer exist are dropped then); an unreadable memo is
+ignored (everything is rehashed), an unwritable cache directory only costs the rehash.
 """
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
@@ -56,7 +58,9 @@ def _load_memo() -> dict[str, dict]:
 
 
 def save_memo() -> None:
-    """Write the memo if it gained entries (merged with what other processes wrote meanwhile)."""
+    """Write the memo if it gained entries (merged with what other processes wrote meanwhile, less
+    the files that no longer exist). Called when a pipeline run ends and when the process exits,
+    not after every hash: the memo is one file, rewritten whole."""
     global _dirty
     with _lock:
         if not _dirty or _memo is None:
@@ -67,6 +71,7 @@ def save_memo() -> None:
             merged = {**(on_disk if isinstance(on_disk, dict) else {}), **_memo}
         except (OSError, ValueError):
             merged = dict(_memo)
+        merged = {path: entry for path, entry in merged.items() if os.path.exists(path)}
         try:
             write_json_atomic(_memo_path(), merged)
             _dirty = False
@@ -144,7 +149,6 @@ def tree_sha256(root: str, skip: Iterable[str] = ()) -> str | None:
     base = root if os.path.isdir(root) else os.path.dirname(root)
     for file in regular_files(root, skip):
         digest.update(f"{os.path.relpath(file, base)}:{file_sha256(file)}\n".encode())
-    save_memo()
     return digest.hexdigest()
 
 
@@ -156,3 +160,6 @@ def json_sha256(obj: object) -> str:
 def paths_sha256(paths: Iterable[str], base: str) -> dict[str, str | None]:
     """``{path relative to base: tree_sha256(path)}`` for each of ``paths``."""
     return {os.path.relpath(p, base): tree_sha256(p) for p in paths}
+
+
+atexit.register(save_memo)  # hashes made outside a pipeline run (API callers) are kept too

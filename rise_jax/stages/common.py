@@ -9,7 +9,7 @@ import os
 import ml_collections
 
 from rise_jax.checkpoints.resolve import resolve_checkpoint
-from rise_jax.content_hash import file_sha256, save_memo, tree_sha256
+from rise_jax.content_hash import file_sha256, tree_sha256
 from rise_jax.errors import SettingError
 from rise_jax.workdir import Workdir
 from rise_jax.zones import DEFAULT_RATIOS, check_ratios
@@ -34,7 +34,6 @@ def _checkpoint_files_sha256(path: str) -> str:
         file = os.path.join(path, name)
         if os.path.isfile(file):
             digest.update(f"{name}:{file_sha256(file)}\n".encode())
-    save_memo()
     return digest.hexdigest()
 
 
