@@ -100,6 +100,53 @@ GPT_OSS_BASE: dict[str, Any] = dict(
     ),
 )
 
+# DeepSeek-style models (deepseek_v2 / deepseek_v3 / glm4_moe): MLA widths all different, one
+# leading dense layer, a shared expert; the router and rope variants are set per parity case.
+DEEPSEEK_V2_BASE: dict[str, Any] = dict(
+    vocab_size=128,
+    hidden_size=32,
+    intermediate_size=40,
+    moe_intermediate_size=16,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+    n_routed_experts=8,
+    num_experts_per_tok=2,
+    n_shared_experts=1,
+    first_k_dense_replace=1,
+    kv_lora_rank=12,
+    q_lora_rank=None,
+    qk_nope_head_dim=6,
+    qk_rope_head_dim=4,
+    v_head_dim=10,
+    topk_method="greedy",
+    max_position_embeddings=256,
+)
+DEEPSEEK_V3_BASE: dict[str, Any] = {
+    **{k: v for k, v in DEEPSEEK_V2_BASE.items() if k != "topk_method"},
+    "n_group": 4,
+    "topk_group": 2,
+    "routed_scaling_factor": 2.5,
+}
+GLM4_MOE_BASE: dict[str, Any] = dict(
+    vocab_size=128,
+    hidden_size=32,
+    intermediate_size=40,
+    moe_intermediate_size=16,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=8,
+    n_routed_experts=8,
+    num_experts_per_tok=2,
+    n_shared_experts=1,
+    first_k_dense_replace=1,
+    n_group=1,
+    topk_group=1,
+    attention_bias=True,
+    max_position_embeddings=256,
+)
+
 FAMILIES: dict[str, tuple[Any, Any, dict[str, Any]]] = {
     "qwen3_moe": (transformers.Qwen3MoeConfig, transformers.Qwen3MoeForCausalLM, QWEN_BASE),
     "phimoe": (transformers.PhimoeConfig, transformers.PhimoeForCausalLM, PHI_BASE),
@@ -107,7 +154,25 @@ FAMILIES: dict[str, tuple[Any, Any, dict[str, Any]]] = {
     "qwen2_moe": (transformers.Qwen2MoeConfig, transformers.Qwen2MoeForCausalLM, QWEN2_BASE),
     "mixtral": (transformers.MixtralConfig, transformers.MixtralForCausalLM, MIXTRAL_BASE),
     "gpt_oss": (transformers.GptOssConfig, transformers.GptOssForCausalLM, GPT_OSS_BASE),
+    "deepseek_v2": (transformers.DeepseekV2Config, transformers.DeepseekV2ForCausalLM, DEEPSEEK_V2_BASE),
+    "deepseek_v3": (transformers.DeepseekV3Config, transformers.DeepseekV3ForCausalLM, DEEPSEEK_V3_BASE),
+    "glm4_moe": (transformers.Glm4MoeConfig, transformers.Glm4MoeForCausalLM, GLM4_MOE_BASE),
 }
+SIGMOID_ROUTER_FAMILIES = ("deepseek_v3", "glm4_moe")
+
+
+def yarn(factor: float, original_max: int, mscale: float, mscale_all_dim: float) -> dict[str, Any]:
+    """DeepSeek's YaRN rope parameters (``mscale`` / ``mscale_all_dim`` as its configs set them)."""
+    return dict(
+        rope_type="yarn",
+        rope_theta=10000.0,
+        factor=factor,
+        original_max_position_embeddings=original_max,
+        beta_fast=32.0,
+        beta_slow=1.0,
+        mscale=mscale,
+        mscale_all_dim=mscale_all_dim,
+    )
 
 
 def longrope(head_dim: int, original_max: int) -> dict[str, Any]:
@@ -135,6 +200,11 @@ def make_hf_model(family: str, seed: int = 0, **overrides) -> transformers.PreTr
                 p.add_(0.1 * torch.randn_like(p))
             if family == "gpt_oss" and "experts" in name:
                 p.mul_(10.0)  # pre-activations well past swiglu_limit, so the clamp is exercised
+            if name.endswith("mlp.gate.weight") and family in FAMILIES and "n_routed_experts" in base:
+                p.mul_(10.0)  # router scores spread out: no near-ties for fp32 round-off to flip
+        for name, buf in model.named_buffers():
+            if name.endswith("e_score_correction_bias"):  # a selection-only bias big enough to matter
+                buf.copy_(0.08 * torch.randn_like(buf))
     return model.eval()
 
 

@@ -1,11 +1,13 @@
 """Our Flax models against the HF PyTorch implementation on tiny random checkpoints."""
 
+import copy
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from hf_reference import hf_forward, load_hf_model, longrope, make_hf_model, padded_batch, save_hf_model
+from hf_reference import hf_forward, load_hf_model, longrope, make_hf_model, padded_batch, save_hf_model, yarn
 from transformers.models.phimoe.modeling_phimoe import sparsemixer
 
 import rise_jax
@@ -51,6 +53,64 @@ GPT_OSS_CASES = {
         num_attention_heads=8, num_key_value_heads=2, num_experts_per_tok=3, layer_types=["sliding_attention"] * 3
     ),
 }
+# DeepSeek-style routers: every case sets a selection bias (sigmoid routers, always) or expert
+# groups or both that change some tokens' experts; test_deepseek_routing_... asserts that they do.
+DEEPSEEK_V2_CASES = {
+    "greedy_yarn_mscale_no_q_lora": dict(rope_parameters=yarn(8.0, 16, 0.707, 0.707)),
+    "group_limited_q_lora_scaled_all_moe": dict(
+        q_lora_rank=10,
+        topk_method="group_limited_greedy",
+        n_group=4,
+        topk_group=2,  # groups scored by their best expert change the top-k only when k > topk_group
+        num_experts_per_tok=3,
+        routed_scaling_factor=1.7,
+        first_k_dense_replace=0,
+        n_shared_experts=2,
+        rope_parameters=yarn(4.0, 8, 1.0, 0.8),
+    ),
+    "group_limited_top3_two_dense_bias_tied": dict(
+        topk_method="group_limited_greedy",
+        n_group=2,
+        topk_group=1,
+        num_experts_per_tok=3,
+        num_hidden_layers=4,
+        first_k_dense_replace=2,
+        attention_bias=True,
+        tie_word_embeddings=True,
+    ),
+}
+DEEPSEEK_V3_CASES = {
+    "groups_bias_interleaved_no_q_lora": dict(),
+    "q_lora_rotate_half_no_norm_yarn": dict(
+        q_lora_rank=10,
+        rope_interleave=False,
+        norm_topk_prob=False,
+        n_group=2,
+        topk_group=1,
+        rope_parameters=yarn(8.0, 16, 0.707, 1.0),
+    ),
+    "one_group_top3_two_dense_bias": dict(
+        n_group=1,
+        topk_group=1,
+        num_experts_per_tok=3,
+        num_hidden_layers=4,
+        first_k_dense_replace=2,
+        attention_bias=True,
+    ),
+}
+GLM4_MOE_CASES = {
+    "partial_rotary_qkv_bias": dict(),
+    "qk_norm_groups_headdim12": dict(use_qk_norm=True, head_dim=12, n_group=4, topk_group=2, routed_scaling_factor=2.0),
+    "mha_rotary_075_top3_all_moe_no_bias": dict(
+        num_key_value_heads=4,
+        attention_bias=False,
+        first_k_dense_replace=0,
+        num_experts_per_tok=3,
+        norm_topk_prob=False,
+        rope_parameters=dict(rope_type="default", rope_theta=10000.0, partial_rotary_factor=0.75),
+    ),
+}
+DEEPSEEK_STYLE = ("deepseek_v2", "deepseek_v3", "glm4_moe")
 FAMILY_CASES = {
     "qwen3_moe": QWEN_CASES,
     "phimoe": PHI_CASES,
@@ -58,6 +118,9 @@ FAMILY_CASES = {
     "qwen2_moe": QWEN2_CASES,
     "mixtral": MIXTRAL_CASES,
     "gpt_oss": GPT_OSS_CASES,
+    "deepseek_v2": DEEPSEEK_V2_CASES,
+    "deepseek_v3": DEEPSEEK_V3_CASES,
+    "glm4_moe": GLM4_MOE_CASES,
 }
 CASES = [(f, k, v) for f, cases in FAMILY_CASES.items() for k, v in cases.items()]
 
@@ -70,6 +133,30 @@ def hf_topk(family: str, router_logits: np.ndarray, k: int, norm: bool, jitter: 
     if family == "gpt_oss":  # GptOssTopKRouter: top-k of the logits themselves
         return torch.topk(logits, k, dim=-1).indices.numpy()
     return torch.topk(torch.softmax(logits, dim=-1, dtype=torch.float), k, dim=-1).indices.numpy()
+
+
+def hf_router_choice(hf, router_logits: np.ndarray, moe_layers, **changes) -> tuple[np.ndarray, np.ndarray]:
+    """(experts sorted, their weights) ``[L, B, T, k]`` chosen by each MoE layer's own HF router
+    module applied to HF's router logits (a copy whose weight is the identity, so its logits are
+    the ones given); ``changes`` set attributes of the copy (e.g. ``num_group=1``)."""
+    idx_out, w_out = [], []
+    for li, layer in enumerate(moe_layers):
+        gate = copy.deepcopy(hf.model.layers[layer].mlp.gate)
+        e = router_logits.shape[-1]
+        gate.weight = torch.nn.Parameter(torch.eye(e))
+        gate.hidden_dim = e
+        for key, value in changes.items():
+            if key == "e_score_correction_bias":
+                gate.e_score_correction_bias.zero_()
+            else:
+                setattr(gate, key, value)
+        with torch.no_grad():
+            _, w, idx = gate(torch.tensor(router_logits[li]).reshape(-1, e))
+        order = torch.argsort(idx, dim=-1)
+        shape = router_logits.shape[1:-1] + (idx.shape[-1],)
+        idx_out.append(torch.gather(idx, -1, order).reshape(shape).numpy())
+        w_out.append(torch.gather(w, -1, order).reshape(shape).numpy())
+    return np.stack(idx_out), np.stack(w_out)
 
 
 @pytest.mark.parametrize("family,name,overrides", CASES, ids=[f"{f}-{n}" for f, n, _ in CASES])
@@ -89,10 +176,29 @@ def test_fp32_logits_and_topk_match_hf_with_left_and_right_padding(tmp_path, fam
     assert err < 1e-4, f"max abs logit error {err}"
 
     # Per-layer top-k identical to HF's on every real token.
-    ref_idx = hf_topk(family, ref_router, cfg.top_k, cfg.norm_topk_prob, cfg.router_jitter_noise)
     ours = np.asarray(out.routing.topk_indices)
     assert ours.shape == (cfg.num_moe_layers, *ids.shape, cfg.top_k)
-    np.testing.assert_array_equal(ours[:, real], ref_idx[:, real])
+    if family in DEEPSEEK_STYLE:  # HF's own router modules choose (unordered top-k: compare as sets)
+        ref_idx, ref_w = hf_router_choice(hf, ref_router, cfg.moe_layer_ids)
+        order = np.argsort(ours, axis=-1)
+        np.testing.assert_array_equal(np.take_along_axis(ours, order, -1)[:, real], ref_idx[:, real])
+        # The weights the experts are combined with: the router's (unbiased) weights x the scale.
+        got_w = np.take_along_axis(np.asarray(out.routing.topk_weights), order, -1) * cfg.routed_scaling_factor
+        np.testing.assert_allclose(got_w[:, real], ref_w[:, real], rtol=1e-5, atol=1e-6)
+        # The selection bias and the expert groups each change the experts of some tokens.
+        knobs = []
+        if cfg.router_selection_bias:
+            knobs.append({"e_score_correction_bias": 0})
+        if cfg.router_topk_groups < cfg.router_groups:
+            knobs.append({"topk_method": "greedy"} if family == "deepseek_v2" else {"num_group": 1, "topk_group": 1})
+        assert knobs or name.startswith("greedy"), "a DeepSeek-style case without a bias or groups to check"
+        for knob in knobs:
+            alt, _ = hf_router_choice(hf, ref_router, cfg.moe_layer_ids, **knob)
+            changed = (alt != ref_idx).any(-1)[:, real]
+            assert changed.any(), f"{knob} changes no token's experts"
+    else:
+        ref_idx = hf_topk(family, ref_router, cfg.top_k, cfg.norm_topk_prob, cfg.router_jitter_noise)
+        np.testing.assert_array_equal(ours[:, real], ref_idx[:, real])
     np.testing.assert_allclose(np.asarray(out.routing.router_logits)[:, real], ref_router[:, real], atol=1e-5)
 
 

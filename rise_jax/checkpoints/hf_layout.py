@@ -38,6 +38,7 @@ class LeafSpec:
     per_expert: bool = False
     fused: FusedSource | None = None
     alt_name: str | None = None  # another name the same per-layer tensor is saved under
+    dtype: str | None = None  # kept in this dtype whatever the model's (transformers keeps it fp32)
 
     def hf_shape(self) -> tuple[int, ...]:
         """Shape of one hub-layout HF tensor feeding this leaf."""
@@ -82,6 +83,33 @@ def expert_leaf_shape(cfg: ModelConfig, name: str) -> tuple[int, ...]:
     }[name]
 
 
+def _mla_specs(cfg: ModelConfig, stacked) -> list[LeafSpec]:
+    """Multi-head Latent Attention's leaves (:class:`~rise_jax.models.layers.MLAttention`) and the
+    DeepSeek tensor names under ``self_attn.``."""
+    h, n, r = cfg.hidden_size, cfg.num_heads, cfg.kv_lora_rank
+    qk, dn, dv = cfg.qk_head_dim, cfg.qk_nope_head_dim, cfg.v_head_dim
+    a = "self_attn."
+    out = []
+    if cfg.q_lora_rank is None:
+        out.append(stacked(("attn", "q_proj", "kernel"), (h, n * qk), a + "q_proj.weight", True))
+    else:
+        qr = cfg.q_lora_rank
+        out.append(stacked(("attn", "q_a_proj", "kernel"), (h, qr), a + "q_a_proj.weight", True))
+        if cfg.qkv_bias:
+            out.append(stacked(("attn", "q_a_proj", "bias"), (qr,), a + "q_a_proj.bias", False))
+        out.append(stacked(("attn", "q_a_norm", "scale"), (qr,), a + "q_a_layernorm.weight", False))
+        out.append(stacked(("attn", "q_b_proj", "kernel"), (qr, n * qk), a + "q_b_proj.weight", True))
+    out.append(stacked(("attn", "kv_a_proj", "kernel"), (h, r + cfg.head_dim), a + "kv_a_proj_with_mqa.weight", True))
+    if cfg.qkv_bias:
+        out.append(stacked(("attn", "kv_a_proj", "bias"), (r + cfg.head_dim,), a + "kv_a_proj_with_mqa.bias", False))
+    out.append(stacked(("attn", "kv_a_norm", "scale"), (r,), a + "kv_a_layernorm.weight", False))
+    out.append(stacked(("attn", "kv_b_proj", "kernel"), (r, n * (dn + dv)), a + "kv_b_proj.weight", True))
+    out.append(stacked(("attn", "o_proj", "kernel"), (n * dv, h), a + "o_proj.weight", True))
+    if cfg.o_bias:
+        out.append(stacked(("attn", "o_proj", "bias"), (h,), a + "o_proj.bias", False))
+    return out
+
+
 def leaf_specs(cfg: ModelConfig) -> list[LeafSpec]:
     """Every leaf of the params tree of ``cfg``, in HF checkpoint order."""
     names = get_family(cfg.model_type).names
@@ -98,11 +126,14 @@ def leaf_specs(cfg: ModelConfig) -> list[LeafSpec]:
 
         for ours, hf in (("input_norm", "input_layernorm"), ("post_attention_norm", "post_attention_layernorm")):
             specs += [stacked((ours, p), (h,), f"{hf}.{w}", False) for p, w in norm_parts]
-        for proj, out in (("q_proj", qd), ("k_proj", kvd), ("v_proj", kvd), ("o_proj", h)):
-            inp = qd if proj == "o_proj" else h
-            specs.append(stacked(("attn", proj, "kernel"), (inp, out), f"self_attn.{proj}.weight", True))
-            if cfg.o_bias if proj == "o_proj" else cfg.qkv_bias:
-                specs.append(stacked(("attn", proj, "bias"), (out,), f"self_attn.{proj}.bias", False))
+        if cfg.attention == "mla":
+            specs += _mla_specs(cfg, stacked)
+        else:
+            for proj, out in (("q_proj", qd), ("k_proj", kvd), ("v_proj", kvd), ("o_proj", h)):
+                inp = qd if proj == "o_proj" else h
+                specs.append(stacked(("attn", proj, "kernel"), (inp, out), f"self_attn.{proj}.weight", True))
+                if cfg.o_bias if proj == "o_proj" else cfg.qkv_bias:
+                    specs.append(stacked(("attn", proj, "bias"), (out,), f"self_attn.{proj}.bias", False))
         if cfg.attention_sinks:
             specs.append(stacked(("attn", "sinks"), (cfg.num_heads,), "self_attn.sinks", False))
         if cfg.qk_norm is not None:
@@ -119,6 +150,9 @@ def leaf_specs(cfg: ModelConfig) -> list[LeafSpec]:
             specs.append(stacked(("moe", "router"), (h, e), names.router, True, alt))
             if cfg.router_bias:
                 specs.append(stacked(("moe", "router_bias"), (e,), names.router[: -len("weight")] + "bias", False))
+            if cfg.router_selection_bias:
+                spec = stacked(("moe", "router_selection_bias"), (e,), names.router_selection_bias, False)
+                specs.append(dataclasses.replace(spec, dtype="float32"))
             fused = _fused_sources(cfg, pre)
             for ours in cfg.expert_param_names:
                 is_bias = ours.endswith("_bias")
@@ -143,7 +177,9 @@ def leaf_specs(cfg: ModelConfig) -> list[LeafSpec]:
                     specs.append(
                         stacked(("moe", "shared_expert", proj, "kernel"), shape, f"{prefix}.{proj}.weight", True)
                     )
-                specs.append(stacked(("moe", "shared_expert_gate", "kernel"), (h, 1), f"{prefix}_gate.weight", True))
+                if cfg.shared_expert_gate:
+                    gate = stacked(("moe", "shared_expert_gate", "kernel"), (h, 1), f"{prefix}_gate.weight", True)
+                    specs.append(gate)
         else:
             i = cfg.intermediate_size
             for proj, shape in (("gate_proj", (h, i)), ("up_proj", (h, i)), ("down_proj", (i, h))):

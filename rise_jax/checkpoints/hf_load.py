@@ -37,6 +37,16 @@ from rise_jax.models.quantized import DEFAULT_GROUPS, QuantizedArray, check_back
 _IGNORED = (re.compile(r".*\.rotary_emb\.inv_freq$"),)
 
 
+_LAYER = re.compile(r"model\.layers\.(\d+)\.")
+
+
+def _beyond_last_layer(name: str, num_layers: int) -> bool:
+    """A tensor of ``model.layers.{i}`` with ``i >= num_hidden_layers``: the multi-token-prediction
+    layers DeepSeek-V3 and GLM-4.5 publish beside the model (transformers skips them too)."""
+    m = _LAYER.match(name)
+    return m is not None and int(m.group(1)) >= num_layers
+
+
 class CheckpointError(RiseError, ValueError):
     """A checkpoint directory that cannot be loaded; the message names the file and tensor."""
 
@@ -309,6 +319,7 @@ def load_hf_checkpoint(
             for n in tensors.owner
             if n not in used
             and not any(p.match(n) for p in _IGNORED)
+            and not _beyond_last_layer(n, cfg.num_layers)
             and not (n == "lm_head.weight" and cfg.tie_word_embeddings)
         ]
         if unexpected:
@@ -327,7 +338,10 @@ def load_hf_checkpoint(
                 arr = _quantized_leaf(spec, reader, frozen_dtype, dtype, shard_fn)
             else:
                 shard = shard_fn(spec.path, spec.shape)
-                arr = jax.make_array_from_callback(spec.shape, shard, lambda idx, r=reader: r.read(idx, np_dtype))
+                leaf_dtype = np_dtype if spec.dtype is None else np.dtype(spec.dtype)
+                arr = jax.make_array_from_callback(
+                    spec.shape, shard, lambda idx, r=reader, dt=leaf_dtype: r.read(idx, dt)
+                )
             node = params
             for key in spec.path[:-1]:
                 node = node.setdefault(key, {})

@@ -20,7 +20,8 @@ from rise_jax.errors import RiseError
 SUPPORTED_ROPE_TYPES = ("default", "longrope", "yarn")
 NORMS = ("rms", "rms_fp32", "layer")
 QK_NORMS = (None, "per_head", "full")
-ROUTERS = ("softmax_topk", "sparsemixer", "topk_softmax")
+ROUTERS = ("softmax_topk", "sparsemixer", "topk_softmax", "sigmoid_topk")
+ATTENTIONS = ("gqa", "mla")
 EXPERT_ACTIVATIONS = ("silu", "clamped_swiglu")
 LAYER_TYPES = ("full_attention", "sliding_attention")
 
@@ -71,13 +72,25 @@ class ModelConfig:
       ``rms_fp32`` (weight applied in fp32, then cast: GPT-OSS), ``layer`` (LayerNorm with bias, PhiMoE);
     * ``qk_norm``: None, ``per_head`` (RMSNorm over each head's ``head_dim``, Qwen3) or ``full``
       (RMSNorm over the whole q / k projection, OLMoE); ``clip_qkv`` clamps q/k/v (OLMoE);
+    * ``attention``: ``gqa`` (q/k/v/o projections, grouped-query) or ``mla`` (DeepSeek's Multi-head
+      Latent Attention, :class:`~rise_jax.models.layers.MLAttention`: ``q_lora_rank`` (None: a
+      plain ``q_proj``), ``kv_lora_rank``, ``qk_nope_head_dim``, ``v_head_dim``; ``head_dim`` is
+      the rotary part ``qk_rope_head_dim``, as transformers sets it); ``rope_interleave``: rotary
+      pairs are adjacent dims ``(x0, x1), (x2, x3) ...`` (DeepSeek) instead of the two halves;
     * ``router``: ``softmax_topk`` (softmax, top-k, optional renormalisation), ``sparsemixer``
-      (PhiMoE) or ``topk_softmax`` (top-k of the logits, softmax over the k: GPT-OSS);
-      ``router_bias`` adds a per-expert bias to the logits;
+      (PhiMoE), ``topk_softmax`` (top-k of the logits, softmax over the k: GPT-OSS) or
+      ``sigmoid_topk`` (DeepSeek-V3 / GLM-4.5: sigmoid scores, selection on score +
+      ``e_score_correction_bias`` when ``router_selection_bias``); ``router_bias`` adds a
+      per-expert bias to the logits; ``router_groups`` / ``router_topk_groups``: group-limited
+      selection (experts split into ``router_groups`` equal groups, only the best
+      ``router_topk_groups`` groups compete; see :mod:`rise_jax.models.routers`);
+      ``routed_scaling_factor`` multiplies the routed experts' combined output;
     * ``expert_act``: ``silu`` (``silu(g)·u``) or ``clamped_swiglu`` (GPT-OSS, see
       :mod:`rise_jax.models.expert_mlp`); ``expert_bias``: biases on the three projections;
-    * ``shared_expert_size`` > 0: a dense shared expert with a sigmoid gate next to the routed
-      ones (Qwen2-MoE); ``attention_sinks``: a learned per-head logit in every softmax (GPT-OSS);
+    * ``shared_expert_size`` > 0: a dense shared expert next to the routed ones, always active,
+      scaled by a sigmoid gate ``sigmoid(x · w)`` when ``shared_expert_gate`` (Qwen2-MoE) or
+      added as is (DeepSeek, GLM-4.5: ``n_shared_experts`` experts fused into one MLP of width
+      ``n_shared_experts · moe_intermediate_size``); ``attention_sinks``: a learned per-head logit in every softmax (GPT-OSS);
     * ``sliding_window`` with ``sliding_layers``: which layers use it (None = every layer).
     """
 
@@ -109,11 +122,22 @@ class ModelConfig:
     sliding_layers: tuple[bool, ...] | None = None
     router: str = "softmax_topk"
     router_bias: bool = False
+    router_selection_bias: bool = False
+    router_groups: int = 1
+    router_topk_groups: int = 1
+    routed_scaling_factor: float = 1.0
+    attention: str = "gqa"
+    q_lora_rank: int | None = None
+    kv_lora_rank: int = 0
+    qk_nope_head_dim: int = 0
+    v_head_dim: int = 0
+    rope_interleave: bool = False
     expert_act: str = "silu"
     expert_bias: bool = False
     swiglu_alpha: float = 1.702
     swiglu_limit: float = 7.0
     shared_expert_size: int = 0
+    shared_expert_gate: bool = True
     router_jitter_noise: float = 0.0
     input_jitter_noise: float = 0.0
     hidden_act: str = "silu"
@@ -127,11 +151,27 @@ class ModelConfig:
             ("qk_norm", self.qk_norm, QK_NORMS),
             ("router", self.router, ROUTERS),
             ("expert_act", self.expert_act, EXPERT_ACTIVATIONS),
+            ("attention", self.attention, ATTENTIONS),
         ):
             if value not in allowed:
                 raise ConfigError(f"ModelConfig.{name} = {value!r} is not one of {allowed}")
         if self.sliding_layers is not None and len(self.sliding_layers) != self.num_layers:
             raise ConfigError(f"sliding_layers has {len(self.sliding_layers)} entries for {self.num_layers} layers")
+        g, tg = self.router_groups, self.router_topk_groups
+        if g < 1 or self.num_experts % g or not 1 <= tg <= g:
+            raise ConfigError(
+                f"router groups: n_group = {g} must divide the {self.num_experts} experts and "
+                f"topk_group = {tg} must be in [1, {g}]"
+            )
+        if tg * (self.num_experts // g) < self.top_k:
+            raise ConfigError(
+                f"router groups: topk_group = {tg} groups of {self.num_experts // g} experts hold fewer "
+                f"than num_experts_per_tok = {self.top_k} experts"
+            )
+        if self.router == "sigmoid_topk" and g > 1 and self.num_experts // g < 2:
+            raise ConfigError(f"sigmoid router groups score by their top 2 experts; n_group = {g} leaves groups of 1")
+        if self.attention == "mla" and min(self.kv_lora_rank, self.qk_nope_head_dim, self.v_head_dim) < 1:
+            raise ConfigError("mla attention needs kv_lora_rank, qk_nope_head_dim and v_head_dim >= 1")
 
     @property
     def num_moe_layers(self) -> int:
@@ -155,6 +195,16 @@ class ModelConfig:
         if self.sliding_layers is not None and not any(self.sliding_layers):
             return None
         return self.sliding_window
+
+    @property
+    def qk_head_dim(self) -> int:
+        """Width of one query/key head: ``head_dim`` (GQA) or ``qk_nope_head_dim + head_dim`` (MLA)."""
+        return self.head_dim + (self.qk_nope_head_dim if self.attention == "mla" else 0)
+
+    @property
+    def attn_v_head_dim(self) -> int:
+        """Width of one value head (MLA: ``v_head_dim``; else ``head_dim``)."""
+        return self.v_head_dim if self.attention == "mla" else self.head_dim
 
     @property
     def expert_param_names(self) -> tuple[str, ...]:

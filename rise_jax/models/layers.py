@@ -134,14 +134,24 @@ def _rotate_half(x: Array) -> Array:
     return jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
 
 
-def apply_rope(x: Array, cos: Array, sin: Array) -> Array:
-    """``x`` is ``[B, T, heads, D]``; cos/sin ``[B, T, D]`` broadcast over heads."""
+def apply_rope(x: Array, cos: Array, sin: Array, interleave: bool = False) -> Array:
+    """``x`` is ``[B, T, heads, D]``; cos/sin ``[B, T, R]`` (``R <= D``: partial rotary, the
+    first ``R`` dims rotate) broadcast over heads.
+
+    ``interleave`` (DeepSeek): the rotated pairs are adjacent dims ``(x0, x1), (x2, x3) ...``;
+    the result is written de-interleaved, ``[x_even·cos - x_odd·sin, x_odd·cos + x_even·sin]``
+    (transformers' ``apply_rotary_pos_emb_interleave``; DeepSeek-V2's complex product gives the same
+    pairs interleaved: a permutation applied to q and k alike, so every q·k is the same)."""
     cos, sin = cos[:, :, None, :], sin[:, :, None, :]
     rot = cos.shape[-1]
-    if rot == x.shape[-1]:
-        return x * cos + _rotate_half(x) * sin
     x_rot, x_pass = x[..., :rot], x[..., rot:]
-    return jnp.concatenate([x_rot * cos + _rotate_half(x_rot) * sin, x_pass], axis=-1)
+    if interleave:
+        c, s = cos[..., : rot // 2], sin[..., : rot // 2]
+        x1, x2 = x_rot[..., 0::2], x_rot[..., 1::2]
+        y = jnp.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1)
+    else:
+        y = x_rot * cos + _rotate_half(x_rot) * sin
+    return y if rot == x.shape[-1] else jnp.concatenate([y, x_pass], axis=-1)
 
 
 class KVCacheLayer(NamedTuple):
@@ -157,6 +167,17 @@ class KVCacheLayer(NamedTuple):
     values: Array
     layer: Array
     index: Array
+
+    def with_new(self, keys: Array, values: Array) -> tuple[tuple[Array, Array], tuple[Array, Array]]:
+        """(the new entries cast to the cache dtype, this layer's whole cache with them written at
+        ``index``) for new keys/values ``[B, T, ·, ·]``."""
+        new = (keys.astype(self.keys.dtype), values.astype(self.values.dtype))
+        start = (0, self.index, 0, 0)
+        full = tuple(
+            jax.lax.dynamic_update_slice(jax.lax.dynamic_index_in_dim(c, self.layer, 0, False), a, start)
+            for c, a in zip((self.keys, self.values), new, strict=True)
+        )
+        return new, full
 
 
 def attention_visibility(
@@ -176,21 +197,24 @@ def attention_visibility(
     return visible[:, None, None, :, :]
 
 
-def dot_product_attention(q: Array, k: Array, v: Array, visible: Array, sinks: Array | None = None) -> Array:
+def dot_product_attention(
+    q: Array, k: Array, v: Array, visible: Array, sinks: Array | None = None, scale: float | None = None
+) -> Array:
     """Grouped-query attention as HF eager: fp32 softmax, probabilities cast to the query dtype.
 
     ``sinks`` ``[H]`` (GPT-OSS): a learned logit per query head that joins each softmax as one
     extra column and is then dropped, so a query may attend "nowhere" (the row sums to below 1).
 
-    q ``[B, T, H, D]``, k/v ``[B, S, KV, D]``, visible ``[B, 1, 1, T, S]``; query head ``h`` reads
-    kv head ``h // (H // KV)``. The query heads sharing a kv head are folded into one matmul
+    q ``[B, T, H, D]``, k ``[B, S, KV, D]``, v ``[B, S, KV, Dv]``, visible ``[B, 1, 1, T, S]``;
+    scores are ``q·k · scale`` (default ``D^-1/2``); query head ``h`` reads kv head ``h // (H // KV)``. The query heads sharing a kv head are folded into one matmul
     (head-major layout), which XLA's CPU backend runs far faster than a 5-D einsum.
     """
     b, t, h, d = q.shape
-    s, kv = k.shape[1], k.shape[2]
+    s, kv, dv = k.shape[1], k.shape[2], v.shape[-1]
     g = h // kv
     qh = q.reshape(b, t, kv, g, d).transpose(0, 2, 3, 1, 4).reshape(b, kv, g * t, d)
-    scores = (qh @ k.transpose(0, 2, 3, 1)) * jnp.asarray(d**-0.5, q.dtype)  # [B, KV, G*T, S]
+    scale = d**-0.5 if scale is None else scale
+    scores = (qh @ k.transpose(0, 2, 3, 1)) * jnp.asarray(scale, q.dtype)  # [B, KV, G*T, S]
     scores = scores.reshape(b, kv, g, t, s).astype(jnp.float32)
     scores = jnp.where(visible, scores, jnp.finfo(jnp.float32).min)
     if sinks is None:
@@ -199,12 +223,18 @@ def dot_product_attention(q: Array, k: Array, v: Array, visible: Array, sinks: A
         sink = jnp.broadcast_to(sinks.astype(jnp.float32).reshape(1, kv, g, 1, 1), (b, kv, g, t, 1))
         probs = jax.nn.softmax(jnp.concatenate([scores, sink], axis=-1), axis=-1)[..., :s]
     probs = probs.astype(q.dtype).reshape(b, kv, g * t, s)
-    out = probs @ v.transpose(0, 2, 1, 3)  # [B, KV, G*T, D]
-    return out.reshape(b, kv, g, t, d).transpose(0, 3, 1, 2, 4).reshape(b, t, h * d)
+    out = probs @ v.transpose(0, 2, 1, 3)  # [B, KV, G*T, Dv]
+    return out.reshape(b, kv, g, t, dv).transpose(0, 3, 1, 2, 4).reshape(b, t, h * dv)
 
 
 def causal_self_attention(
-    q: Array, k: Array, v: Array, visible: Array, sinks: Array | None = None, max_chunks: int = 8
+    q: Array,
+    k: Array,
+    v: Array,
+    visible: Array,
+    sinks: Array | None = None,
+    max_chunks: int = 8,
+    scale: float | None = None,
 ) -> Array:
     """Self-attention over a whole sequence (keys = the queries' own positions, no cache).
 
@@ -215,12 +245,12 @@ def causal_self_attention(
     t = q.shape[1]
     chunk = max(128, -(-t // max_chunks))
     if chunk >= t:
-        return dot_product_attention(q, k, v, visible, sinks)
+        return dot_product_attention(q, k, v, visible, sinks, scale)
     outs = []
     for start in range(0, t, chunk):
         end = min(start + chunk, t)
         outs.append(
-            dot_product_attention(q[:, start:end], k[:, :end], v[:, :end], visible[..., start:end, :end], sinks)
+            dot_product_attention(q[:, start:end], k[:, :end], v[:, :end], visible[..., start:end, :end], sinks, scale)
         )
     return jnp.concatenate(outs, axis=1)
 
@@ -295,7 +325,7 @@ class Attention(nn.Module):
         if cfg.qk_norm == "per_head":
             q = RMSNorm(cfg.norm_eps, self.param_dtype, name="q_norm")(q)
             k = RMSNorm(cfg.norm_eps, self.param_dtype, name="k_norm")(k)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k = apply_rope(q, cos, sin, cfg.rope_interleave), apply_rope(k, cos, sin, cfg.rope_interleave)
         sinks = None
         if cfg.attention_sinks:
             sinks = self.param("sinks", nn.initializers.normal(0.02), (cfg.num_heads,), self.param_dtype)
@@ -303,11 +333,79 @@ class Attention(nn.Module):
         if cache is None:
             out = causal_self_attention(q, k, v, visible, sinks)
         else:
-            new_kv = (k.astype(cache.keys.dtype), v.astype(cache.values.dtype))
-            start = (0, cache.index, 0, 0)
-            keys, values = (
-                jax.lax.dynamic_update_slice(jax.lax.dynamic_index_in_dim(c, cache.layer, 0, False), new, start)
-                for c, new in zip((cache.keys, cache.values), new_kv, strict=True)
-            )
+            new_kv, (keys, values) = cache.with_new(k, v)
             out = dot_product_attention(q, keys.astype(q.dtype), values.astype(q.dtype), visible, sinks)
+        return dense(cfg.hidden_size, "o_proj", cfg.o_bias)(out), new_kv
+
+
+def attention_scale(cfg: ModelConfig) -> float:
+    """The softmax scale of MLA: ``qk_head_dim^-1/2``, times ``mscale(factor, mscale_all_dim)^2``
+    when the rope is scaled and sets ``mscale_all_dim`` (``yarn_apply_mscale`` of the DeepSeek
+    modeling files), ``mscale(f, m) = 0.1·m·ln f + 1`` (1 when ``f <= 1``)."""
+    scale = cfg.qk_head_dim**-0.5
+    rope = cfg.rope
+    if rope.rope_type != "default" and rope.mscale_all_dim:
+        f = rope.factor or 1.0
+        m = 1.0 if f <= 1 else 0.1 * rope.mscale_all_dim * math.log(f) + 1.0
+        scale = scale * m * m
+    return scale
+
+
+class MLAttention(nn.Module):
+    """DeepSeek's Multi-head Latent Attention (transformers' ``DeepseekV2Attention`` /
+    ``DeepseekV3Attention``), heads ``n``, widths ``dn`` = ``qk_nope_head_dim``, ``dr`` =
+    ``head_dim`` (the rotary part), ``dv`` = ``v_head_dim``, latent ``r`` = ``kv_lora_rank``::
+
+        q           = q_proj(x)  or  q_b_proj(RMSNorm(q_a_proj(x)))        [n, dn + dr]
+        c, k_rot    = split(kv_a_proj(x), [r, dr]);  c = RMSNorm(c)           (one k_rot for all heads)
+        k_nope, v   = split(kv_b_proj(c), [dn, dv])                           [n, dn], [n, dv]
+        out         = o_proj(softmax(q · [k_nope, rope(k_rot)] · scale) v)
+
+    (RMSNorm eps 1e-6, as the modeling files build them; ``scale``: :func:`attention_scale`.)
+
+    **KV cache** (decoding): per layer and token the cache stores what transformers' cache stores,
+    the *compressed* latent — ``keys`` the normalised latent ``c`` (``kv_lora_rank`` values) and
+    ``values`` the rotated ``k_rot`` (``head_dim`` values), shaped ``[n_layers, B, S, 1, ·]``;
+    ``kv_b_proj`` re-expands every cached position at each step. That is ``r + dr`` numbers per
+    token and layer instead of ``n·(dn + dr + dv)`` (DeepSeek-V2-Lite: 576 instead of 5,120)."""
+
+    cfg: ModelConfig
+    dtype: DType = jnp.float32
+    param_dtype: DType = jnp.float32
+    lora_dropout: float = 0.0
+
+    @nn.compact
+    def __call__(
+        self, x: Array, cos: Array, sin: Array, visible: Array, cache: KVCacheLayer | None = None
+    ) -> tuple[Array, tuple[Array, Array] | None]:
+        """As :meth:`Attention.__call__`; with a cache the new (latent, rotated key) are returned."""
+        cfg = self.cfg
+        dense = lambda feats, name, use_bias: Dense(  # noqa: E731
+            feats, use_bias, self.dtype, self.param_dtype, self.lora_dropout, name=name
+        )
+        b, t, _ = x.shape
+        n, dn, dr, dv, r = cfg.num_heads, cfg.qk_nope_head_dim, cfg.head_dim, cfg.v_head_dim, cfg.kv_lora_rank
+        if cfg.q_lora_rank is None:
+            q = dense(n * (dn + dr), "q_proj", False)(x)
+        else:
+            q_a = dense(cfg.q_lora_rank, "q_a_proj", cfg.qkv_bias)(x)
+            q = dense(n * (dn + dr), "q_b_proj", False)(RMSNorm(1e-6, self.param_dtype, name="q_a_norm")(q_a))
+        q = q.reshape(b, t, n, dn + dr)
+        compressed = dense(r + dr, "kv_a_proj", cfg.qkv_bias)(x)
+        latent = RMSNorm(1e-6, self.param_dtype, name="kv_a_norm")(compressed[..., :r])[:, :, None, :]
+        k_rot = apply_rope(compressed[..., None, r:], cos, sin, cfg.rope_interleave)  # [B, T, 1, dr]
+        q = jnp.concatenate([q[..., :dn], apply_rope(q[..., dn:], cos, sin, cfg.rope_interleave)], axis=-1)
+        new_kv = None
+        if cache is not None:
+            new_kv, (latent, k_rot) = cache.with_new(latent, k_rot)
+            latent, k_rot = latent.astype(q.dtype), k_rot.astype(q.dtype)
+        s = latent.shape[1]
+        kv = dense(n * (dn + dv), "kv_b_proj", False)(latent[:, :, 0]).reshape(b, s, n, dn + dv)
+        k = jnp.concatenate([kv[..., :dn], jnp.broadcast_to(k_rot, (b, s, n, dr))], axis=-1)
+        v = kv[..., dn:]
+        scale = attention_scale(cfg)
+        if cache is None:
+            out = causal_self_attention(q, k, v, visible, scale=scale)
+        else:
+            out = dot_product_attention(q, k, v, visible, scale=scale)
         return dense(cfg.hidden_size, "o_proj", cfg.o_bias)(out), new_kv

@@ -4,7 +4,21 @@ Both routers compute logits in fp32 (``x @ W`` with ``x`` and ``W`` upcast) and 
 fp32 values, so the selected set is the one the model uses whatever the parameter dtype.
 
 * ``softmax_topk`` (Qwen3-MoE, Qwen3MoeTopKRouter): ``p = softmax(z)``; top-k of ``p``; weights
-  are the top-k probabilities, renormalised to sum to 1 when ``norm_topk_prob``.
+  are the top-k probabilities, renormalised to sum to 1 when ``norm_topk_prob``. With expert
+  groups (DeepSeek-V2 ``group_limited_greedy``): the ``E`` experts form ``G`` equal groups, a
+  group scores ``max`` of its ``p``, only the best ``topk_group`` groups keep their ``p`` (the
+  others' are set to 0) before the top-k.
+* ``sigmoid_topk`` (DeepSeek-V3, GLM-4.5: DeepseekV3TopkRouter): ``s = sigmoid(z)``; the
+  experts are *chosen* on ``c = s + b`` (``b`` = ``e_score_correction_bias``, the load-balancing
+  bias, which never enters a weight); with groups a group scores the sum of its two largest
+  ``c``, the experts outside the best ``topk_group`` groups get ``c = -inf``; top-k of ``c``;
+  the weights are the **unbiased** ``s`` of the chosen experts, divided by their sum
+  (``+ 1e-20``) when ``norm_topk_prob``.
+
+Both DeepSeek-style routers multiply the weights by ``routed_scaling_factor`` before the experts
+are combined (as transformers does); :class:`RoutingInfo` reports the weights *before* that
+constant, so they stay the router's distribution over the chosen experts (what ESFT's gate score
+sums; see ``docs/ROUTING.md``).
 * ``topk_softmax`` (GPT-OSS, GptOssTopKRouter): top-k of the (biased) logits; weights are the
   softmax over those k logits.
 * ``sparsemixer`` (PhiMoE, transformers ``sparsemixer``): top-1 = argmax z, weight = softmax over
@@ -102,12 +116,47 @@ def edit_logits(logits: Array, soft: Array, hard: Array, prune: Array, deactivat
     return jnp.where(prune, -jnp.inf, edited)
 
 
-def softmax_topk(logits: Array, k: int, norm_topk_prob: bool) -> tuple[Array, Array]:
-    """Qwen3-MoE router on fp32 logits ``[..., E]`` -> (weights ``[..., k]``, indices ``[..., k]``)."""
+def _group_keep(choice: Array, groups: int, topk_groups: int, top2: bool) -> Array:
+    """bool ``[..., E]``: True for the experts of the ``topk_groups`` best of ``groups`` equal groups;
+    a group scores the max of its ``choice`` values, or the sum of its two largest when ``top2``."""
+    e = choice.shape[-1]
+    grouped = choice.reshape(*choice.shape[:-1], groups, e // groups)
+    score = jnp.sum(jax.lax.top_k(grouped, 2)[0], axis=-1) if top2 else jnp.max(grouped, axis=-1)
+    best = jax.lax.top_k(score, topk_groups)[1]
+    keep = jnp.any(jax.nn.one_hot(best, groups, dtype=jnp.bool_), axis=-2)  # [..., G]
+    return jnp.repeat(keep, e // groups, axis=-1)
+
+
+def softmax_topk(
+    logits: Array, k: int, norm_topk_prob: bool, groups: int = 1, topk_groups: int = 1
+) -> tuple[Array, Array]:
+    """Qwen3-MoE / DeepSeek-V2 router on fp32 logits ``[..., E]`` -> (weights ``[..., k]``, indices ``[..., k]``)."""
     probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+    if topk_groups < groups:
+        probs = jnp.where(_group_keep(probs, groups, topk_groups, top2=False), probs, 0.0)
     weights, idx = jax.lax.top_k(probs, k)
     if norm_topk_prob:
         weights = weights / jnp.sum(weights, axis=-1, keepdims=True)
+    return weights, idx.astype(jnp.int32)
+
+
+def sigmoid_topk(
+    logits: Array, k: int, norm_topk_prob: bool, bias: Array | None, groups: int = 1, topk_groups: int = 1
+) -> tuple[Array, Array]:
+    """DeepSeek-V3 router on fp32 logits ``[..., E]`` -> (unbiased weights, indices) ``[..., k]``.
+
+    ``bias`` ``[E]`` (``e_score_correction_bias``) only decides which experts are chosen. A pruned
+    expert (logit ``-inf``, :func:`edit_logits`) keeps ``c = -inf`` whatever its bias."""
+    z = logits.astype(jnp.float32)
+    scores = jax.nn.sigmoid(z)
+    choice = scores if bias is None else scores + bias.astype(jnp.float32)
+    choice = jnp.where(z == -jnp.inf, -jnp.inf, choice)
+    if topk_groups < groups:
+        choice = jnp.where(_group_keep(choice, groups, topk_groups, top2=True), choice, -jnp.inf)
+    idx = jax.lax.top_k(choice, k)[1]
+    weights = jnp.take_along_axis(scores, idx, axis=-1)
+    if norm_topk_prob:
+        weights = weights / (jnp.sum(weights, axis=-1, keepdims=True) + 1e-20)
     return weights, idx.astype(jnp.int32)
 
 

@@ -16,12 +16,16 @@ Parameter tree (leading axis ``[n]`` = layers of the run; kernels are ``[in, out
     layers/attn/{q,k,v,o}_proj/kernel     [n, H, heads*D] ... (+ bias: qkv_bias / o_bias)
     layers/attn/{q,k}_norm/scale          [n, D] per head (Qwen3) / [n, heads*D] (OLMoE)
     layers/attn/sinks                     [n, heads]                   (GPT-OSS)
+    layers/attn/{q_proj | q_a_proj, q_a_norm/scale, q_b_proj}, kv_a_proj, kv_a_norm/scale,
+      kv_b_proj, o_proj                   (MLA: DeepSeek, layers.MLAttention)
     layers/post_attention_norm/...        [n, H]
     layers/moe/router                     [n, H, E]   (+ router_bias [n, E]: GPT-OSS)
+    layers/moe/router_selection_bias      [n, E]      (DeepSeek-V3 / GLM-4.5 e_score_correction_bias)
     layers/moe/experts/{gate,up}_proj     [n, E, H, I]
     layers/moe/experts/down_proj          [n, E, I, H]
     layers/moe/experts/{gate,up,down}_bias [n, E, I|H]                 (GPT-OSS)
-    layers/moe/shared_expert/{gate,up,down}_proj/kernel, shared_expert_gate/kernel  (Qwen2-MoE)
+    layers/moe/shared_expert/{gate,up,down}_proj/kernel, shared_expert_gate/kernel  (Qwen2-MoE;
+      DeepSeek / GLM-4.5: shared experts without the gate)
     layers/mlp/{gate,up,down}_proj/kernel (dense runs)
     final_norm/{scale[,bias]}             [H]
     lm_head/{kernel[,bias]}               [H, V]    (absent with tied embeddings)
@@ -42,7 +46,15 @@ from rise_jax.models import routers
 from rise_jax.models.config import ModelConfig
 from rise_jax.models.expert_mlp import PARAM_NAMES, ExpertTensors, GatedActivation
 from rise_jax.models.expert_weights import ExpertWeights, StackedExperts, StackLayerExperts
-from rise_jax.models.layers import Attention, Dense, KVCacheLayer, attention_visibility, make_norm, rope_cos_sin
+from rise_jax.models.layers import (
+    Attention,
+    Dense,
+    KVCacheLayer,
+    MLAttention,
+    attention_visibility,
+    make_norm,
+    rope_cos_sin,
+)
 from rise_jax.models.layout import LayerRun, layer_runs
 
 Array = jax.Array
@@ -75,7 +87,8 @@ class RuntimeOptions:
     def __post_init__(self):
         if self.router_mode not in ROUTER_MODES:
             raise ValueError(f"router_mode must be one of {ROUTER_MODES}, got {self.router_mode!r}")
-        self.impl  # noqa: B018 - an unknown dispatch fails here, not at the first call
+        if self.dispatch != "auto":  # "auto" is resolved at first use: asking for the backend here
+            self.impl  # noqa: B018   would start it at import, before a multi-process job initialises
 
     @functools.cached_property
     def impl(self) -> str:
@@ -184,19 +197,31 @@ class MoEBlock(nn.Module):
             logits = logits + bias.astype(jnp.float32)
         if edit is not None:  # this layer's rows of a RouterEdit (RouterEdit.rows)
             logits = routers.edit_logits(logits, *edit)
+        groups = (cfg.router_groups, cfg.router_topk_groups)
         if cfg.router == "softmax_topk":
-            weights, idx = routers.softmax_topk(logits, cfg.top_k, cfg.norm_topk_prob)
+            weights, idx = routers.softmax_topk(logits, cfg.top_k, cfg.norm_topk_prob, *groups)
+        elif cfg.router == "sigmoid_topk":
+            sel_bias = None
+            if cfg.router_selection_bias:
+                shape = (cfg.num_experts,)
+                sel_bias = self.param("router_selection_bias", nn.initializers.zeros, shape, jnp.float32)
+            weights, idx = routers.sigmoid_topk(logits, cfg.top_k, cfg.norm_topk_prob, sel_bias, *groups)
         elif cfg.router == "topk_softmax":
             weights, idx = routers.topk_softmax(logits, cfg.top_k)
         elif train_router:
             weights, idx = routers.sparsemixer_train(logits, cfg.router_jitter_noise, self.make_rng("router"))
         else:
             weights, idx = routers.sparsemixer_eval(logits, cfg.router_jitter_noise)
-        out = Experts(cfg, opts, name="experts")(flat, dispatch_lib.ExpertChoice(idx, weights), override, stacked)
+        # routed_scaling_factor scales the weights the experts are combined with (as transformers
+        # does); the routing output keeps the router's own weights.
+        scaled = weights if cfg.routed_scaling_factor == 1.0 else weights * cfg.routed_scaling_factor
+        out = Experts(cfg, opts, name="experts")(flat, dispatch_lib.ExpertChoice(idx, scaled), override, stacked)
         if cfg.shared_expert_size:
             shared = DenseMLP(cfg, opts, cfg.shared_expert_size, self.adapter_dropout, name="shared_expert")(flat)
-            gate = Dense(1, False, opts.dtype, opts.param_dtype, self.adapter_dropout, name="shared_expert_gate")
-            out = out + (jax.nn.sigmoid(gate(flat)) * shared).astype(out.dtype)
+            if cfg.shared_expert_gate:
+                gate = Dense(1, False, opts.dtype, opts.param_dtype, self.adapter_dropout, name="shared_expert_gate")
+                shared = jax.nn.sigmoid(gate(flat)) * shared
+            out = out + shared.astype(out.dtype)
         info = (idx.reshape(b, t, -1), weights.reshape(b, t, -1), logits.reshape(b, t, -1))
         return out.reshape(b, t, h), info
 
@@ -268,7 +293,8 @@ class DecoderLayer(nn.Module):
         visible = shared.visible
         if shared.visible_sliding is not None:
             visible = jnp.where(layer.sliding, shared.visible_sliding, shared.visible)
-        attn, new_kv = Attention(cfg, opts.dtype, opts.param_dtype, self.adapter_dropout, name="attn")(
+        attn_cls = MLAttention if cfg.attention == "mla" else Attention
+        attn, new_kv = attn_cls(cfg, opts.dtype, opts.param_dtype, self.adapter_dropout, name="attn")(
             h, shared.cos, shared.sin, visible, layer_cache
         )
         x = x + attn
@@ -287,7 +313,8 @@ class KVCache(NamedTuple):
     """The whole model's key/value cache for incremental decoding.
 
     ``keys``/``values``: run name -> ``[n, B, S, KV, D]`` (``n`` layers of the run, ``S`` cache
-    slots); ``index`` int32 scalar: slots already filled (the next tokens are written there).
+    slots; MLA: ``[n, B, S, 1, kv_lora_rank]`` latents and ``[n, B, S, 1, head_dim]`` rotated keys,
+    see :class:`~rise_jax.models.layers.MLAttention`); ``index`` int32 scalar: slots already filled (the next tokens are written there).
     With a cache, ``attention_mask`` covers all ``S`` slots (1 = a real token, cached or to come).
     Each scanned layer reads the run's cache whole and returns its new keys/values; the model
     writes them all at once (``dynamic_update_slice``, in place inside a decode loop).
@@ -302,9 +329,13 @@ def init_kv_cache(cfg: ModelConfig, batch: int, length: int, dtype: DType) -> KV
     """An empty cache with ``length`` slots per sequence."""
     keys, values = {}, {}
     for run in layer_runs(cfg):
-        shape = (run.length, batch, length, cfg.num_kv_heads, cfg.head_dim)
-        keys[run.name] = jnp.zeros(shape, dtype)
-        values[run.name] = jnp.zeros(shape, dtype)
+        if cfg.attention == "mla":  # the compressed latent and the rotated key (layers.MLAttention)
+            k_shape = (run.length, batch, length, 1, cfg.kv_lora_rank)
+            v_shape = (run.length, batch, length, 1, cfg.head_dim)
+        else:
+            k_shape = v_shape = (run.length, batch, length, cfg.num_kv_heads, cfg.head_dim)
+        keys[run.name] = jnp.zeros(k_shape, dtype)
+        values[run.name] = jnp.zeros(v_shape, dtype)
     return KVCache(keys, values, jnp.zeros((), jnp.int32))
 
 

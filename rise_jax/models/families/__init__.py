@@ -40,6 +40,7 @@ class HFNames:
     )
     fused: str = "split"
     shared_expert: str | None = None  # e.g. "mlp.shared_expert" (+ "_gate")
+    router_selection_bias: str | None = None  # e.g. "mlp.gate.e_score_correction_bias"
 
 
 @dataclasses.dataclass(frozen=True)

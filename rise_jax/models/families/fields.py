@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from rise_jax.models.config import ConfigError, ModelConfig, get_int
+from rise_jax.models.config import ConfigError, ModelConfig, get_float, get_int
 from rise_jax.models.families import HFNames
 
 
@@ -62,3 +62,85 @@ def block_sparse_moe_names(router_alt: str) -> HFNames:
         router_alt=router_alt,
         experts={"gate_proj": "w1", "up_proj": "w3", "down_proj": "w2"},
     )
+
+
+def first_k_dense(d: Mapping[str, Any], num_layers: int, source: str, default: int) -> tuple[int, ...]:
+    """MoE layers of the DeepSeek layout: every layer from ``first_k_dense_replace`` on."""
+    first = get_int(d, "first_k_dense_replace", source, default, minimum=0)
+    if first >= num_layers:
+        raise ConfigError(f"{source}: first_k_dense_replace = {first} leaves no MoE layer of {num_layers}")
+    return tuple(range(first, num_layers))
+
+
+def deepseek_moe_fields(d: Mapping[str, Any], f: Mapping[str, Any], source: str, *, first_k_default: int) -> dict:
+    """The MoE fields DeepSeek-V2/V3 and GLM-4.5 spell alike: ``moe_intermediate_size``, dense
+    ``intermediate_size`` for the first ``first_k_dense_replace`` layers, ``n_shared_experts``
+    always-active experts fused into one ungated MLP, ``n_group`` / ``topk_group``,
+    ``routed_scaling_factor``. ``mlp_bias`` (DeepSeek-V2's optional MLP biases) is refused."""
+    if d.get("mlp_bias"):
+        raise ConfigError(f"{source}: mlp_bias = true is not supported (dense and shared-expert MLPs without biases)")
+    moe_inter = get_int(d, "moe_intermediate_size", source)
+    n_groups = get_int(d, "n_group", source, 1)
+    return dict(
+        moe_intermediate_size=moe_inter,
+        intermediate_size=get_int(d, "intermediate_size", source),
+        moe_layer_ids=first_k_dense(d, f["num_layers"], source, first_k_default),
+        shared_expert_size=moe_inter * get_int(d, "n_shared_experts", source, 1),
+        shared_expert_gate=False,
+        router_groups=n_groups,
+        router_topk_groups=get_int(d, "topk_group", source, n_groups),
+        routed_scaling_factor=get_float(d, "routed_scaling_factor", source, 1.0),
+    )
+
+
+def mla_fields(d: Mapping[str, Any], f: Mapping[str, Any], source: str) -> dict:
+    """Multi-head Latent Attention widths (``head_dim`` = ``qk_rope_head_dim``, as transformers
+    sets it); MLA has one key/value head per query head, so ``num_key_value_heads`` must equal
+    ``num_attention_heads`` (transformers' eager attention fails otherwise)."""
+    if f["num_kv_heads"] != f["num_heads"]:
+        raise ConfigError(
+            f"{source}: num_key_value_heads = {f['num_kv_heads']} must equal num_attention_heads = "
+            f"{f['num_heads']} for multi-head latent attention"
+        )
+    return dict(
+        attention="mla",
+        head_dim=get_int(d, "qk_rope_head_dim", source),
+        q_lora_rank=optional_int(d, "q_lora_rank", source),
+        kv_lora_rank=get_int(d, "kv_lora_rank", source),
+        qk_nope_head_dim=get_int(d, "qk_nope_head_dim", source),
+        v_head_dim=get_int(d, "v_head_dim", source),
+        **attention_biases(d),
+    )
+
+
+def mla_to_hf(cfg: ModelConfig) -> dict[str, Any]:
+    return {
+        "q_lora_rank": cfg.q_lora_rank,
+        "kv_lora_rank": cfg.kv_lora_rank,
+        "qk_nope_head_dim": cfg.qk_nope_head_dim,
+        "qk_rope_head_dim": cfg.head_dim,
+        "v_head_dim": cfg.v_head_dim,
+        "attention_bias": cfg.qkv_bias,
+    }
+
+
+def deepseek_moe_to_hf(cfg: ModelConfig) -> dict[str, Any]:
+    return {
+        "n_routed_experts": cfg.num_experts,
+        "moe_intermediate_size": cfg.moe_intermediate_size,
+        "n_shared_experts": cfg.shared_expert_size // cfg.moe_intermediate_size,
+        "first_k_dense_replace": cfg.moe_layer_ids[0],
+        "n_group": cfg.router_groups,
+        "topk_group": cfg.router_topk_groups,
+        "routed_scaling_factor": cfg.routed_scaling_factor,
+        "norm_topk_prob": cfg.norm_topk_prob,
+    }
+
+
+def check_choice(d: Mapping[str, Any], key: str, source: str, allowed: tuple[str, ...]) -> None:
+    """A hub key transformers ignores but whose value must be the one it implements."""
+    if d.get(key) is not None and d[key] not in allowed:
+        raise ConfigError(f"{source}: {key} = {d[key]!r} is not supported (supported: {', '.join(allowed)})")
+
+
+DEEPSEEK_NAMES = HFNames(shared_expert="mlp.shared_experts", router_selection_bias="mlp.gate.e_score_correction_bias")
