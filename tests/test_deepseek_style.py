@@ -1,0 +1,274 @@
+"""DeepSeek-style families (deepseek_v2, deepseek_v3, glm4_moe) beyond forward parity
+(test_model_parity.py): the HF -> ours -> HF round trip, KV-cache decoding against full forwards
+and HF ``generate``, one training step against torch, the whole pipeline through the CLI, and
+ESFT's expert-config JSON. One tiny checkpoint per family is built once for the module."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from fixture_data import FLORES, TINY_VOCAB
+from hf_reference import hf_forward, load_hf_model, make_hf_model, padded_batch, save_hf_model, yarn
+
+import rise_jax
+from rise_jax.evaluation.generate import generate
+from rise_jax.models.layout import layer_runs
+from rise_jax.models.transformer import init_kv_cache
+
+FAMILIES = ("deepseek_v2", "deepseek_v3", "glm4_moe")
+# Every routing and attention variant at once: q_lora_rank, YaRN with mscale, groups, bias,
+# a dense first layer; TINY_VOCAB so the pipeline's tokenizer fits.
+OVERRIDES = {
+    "deepseek_v2": dict(
+        q_lora_rank=10,
+        topk_method="group_limited_greedy",
+        n_group=2,
+        topk_group=1,
+        num_experts_per_tok=3,
+        routed_scaling_factor=1.5,
+        rope_parameters=yarn(4.0, 8, 0.707, 0.707),
+    ),
+    "deepseek_v3": dict(rope_parameters=yarn(8.0, 16, 1.0, 0.8)),
+    "glm4_moe": dict(use_qk_norm=True, n_group=2, topk_group=1),
+}
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def ckpt(request, tmp_path_factory):
+    family = request.param
+    hf = make_hf_model(family, seed=21, vocab_size=TINY_VOCAB, num_hidden_layers=4, **OVERRIDES[family])
+    with torch.no_grad():  # a -0.0 the round trip must keep
+        next(p for n, p in hf.named_parameters() if "o_proj" in n).view(-1)[0] = -0.0
+    return family, save_hf_model(hf, str(tmp_path_factory.mktemp(family) / "ckpt"))
+
+
+def _bits(path):
+    from safetensors.torch import load_file
+
+    out = {}
+    for f in sorted(os.listdir(path)):
+        if f.endswith(".safetensors"):
+            for k, v in load_file(os.path.join(path, f)).items():
+                out[k] = v.view(torch.int32) if v.dtype == torch.float32 else v
+    return out
+
+
+def test_hf_to_ours_to_hf_is_bit_identical(ckpt, tmp_path):
+    family, src = ckpt
+    model, params = rise_jax.load_model(src, dtype="float32", progress=False)
+    assert model.cfg.model_type == family
+    out = rise_jax.export_model(model, params, str(tmp_path / "out"), source_dir=src, progress=False)
+    a, b = _bits(src), _bits(out)
+    assert sorted(a) == sorted(b)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k  # int32 bit patterns of the fp32 tensors (-0.0 included)
+    # The config written from our ModelConfig alone also loads in transformers with equal logits.
+    gen = rise_jax.export_model(model, params, str(tmp_path / "gen"), progress=False)
+    ids, mask = padded_batch(TINY_VOCAB, [9, 6], 9, [False, True], seed=1)
+    np.testing.assert_array_equal(
+        hf_forward(load_hf_model(gen), ids, mask)[0], hf_forward(load_hf_model(src), ids, mask)[0]
+    )
+
+
+def test_kv_cache_decoding_equals_full_forward_and_hf_generate(ckpt):
+    """The MLA cache holds the compressed latent and the rotated key per token (layers.MLAttention)."""
+    family, path = ckpt
+    model, params = rise_jax.load_model(path, dtype="float32", progress=False)
+    cfg = model.cfg
+    cache = init_kv_cache(cfg, 3, 20, jnp.float32)
+    if cfg.attention == "mla":
+        assert {a.shape[-1] for a in cache.keys.values()} == {cfg.kv_lora_rank}
+        assert {a.shape[-1] for a in cache.values.values()} == {cfg.head_dim}
+    ids, mask = padded_batch(TINY_VOCAB, [9, 5, 12], 16, [True] * 3, seed=1)
+    full_ids = np.concatenate([ids, np.random.RandomState(2).randint(1, TINY_VOCAB, (3, 4))], 1).astype(np.int32)
+    full_mask = np.concatenate([mask, np.ones((3, 4), np.int64)], 1).astype(np.int32)
+    pos = np.where(full_mask > 0, np.cumsum(full_mask, 1) - 1, 1).astype(np.int32)
+    ref = np.asarray(rise_jax.forward(model, params, full_ids, full_mask, pos).logits)
+    apply = jax.jit(lambda p, i, q, c: model.apply({"params": p}, i, jnp.asarray(full_mask), q, kv_cache=c))
+    out = apply(params, full_ids[:, :16], pos[:, :16], cache)
+    got = [np.asarray(out.logits)]
+    for step in range(16, 20):
+        out = apply(params, full_ids[:, step : step + 1], pos[:, step : step + 1], out.kv_cache)
+        got.append(np.asarray(out.logits))
+    assert np.abs(np.concatenate(got, 1) - ref)[full_mask.astype(bool)].max() < 1e-4
+
+    ids, mask = (a.astype(np.int32) for a in padded_batch(TINY_VOCAB, [11, 4, 8], 11, [True] * 3, seed=4))
+    ours = generate(model, params, ids, mask, max_new_tokens=8, stop_ids=[], pad_id=0)
+    with torch.no_grad():
+        hf = load_hf_model(path).generate(
+            input_ids=torch.tensor(ids, dtype=torch.long),
+            attention_mask=torch.tensor(mask, dtype=torch.long),
+            max_new_tokens=8,
+            do_sample=False,
+            pad_token_id=0,
+            eos_token_id=None,
+        )
+    assert ours == hf[:, ids.shape[1] :].tolist()
+
+
+SELECTED = [(0, 1), (0, 4), (2, 3), (2, 6)]  # (MoE layer, expert)
+
+
+def test_one_training_step_matches_torch_with_only_the_selected_experts_trainable(ckpt):
+    """deepseek_v3 (sigmoid router with bias and groups, MLA, shared expert, a dense first layer):
+    loss, gradients of the selected experts and the AdamW step against torch."""
+    family, path = ckpt
+    if family != "deepseek_v3":
+        pytest.skip("one family carries the training-step check (the blocks are shared)")
+    from rise_jax.models.layout import moe_layer_location
+    from rise_jax.training.methods import FullExperts
+    from rise_jax.training.step import make_optimizer, make_steps
+
+    hf = load_hf_model(path)
+    model, params = rise_jax.load_model(path, dtype="float32", dispatch="grouped_scan", progress=False)
+    cfg = model.cfg
+    ids, mask = padded_batch(TINY_VOCAB, [14, 9, 11], 14, [False, False, False], seed=5)
+    lr, wd, inter = 1e-2, 0.05, cfg.moe_intermediate_size
+    for p in hf.parameters():
+        p.requires_grad_(False)
+    experts = {lyr: hf.model.layers[cfg.moe_layer_ids[lyr]].mlp.experts for lyr, _ in SELECTED}
+    trainable = []
+    for ex in experts.values():
+        for p in (ex.gate_up_proj, ex.down_proj):
+            p.requires_grad_(True)
+            trainable.append(p)
+    out = hf(
+        input_ids=torch.tensor(ids),
+        attention_mask=torch.tensor(mask),
+        labels=torch.tensor(np.where(mask == 1, ids, -100)),
+    )
+    out.loss.backward()
+    for lyr, ex in experts.items():
+        keep = torch.zeros(cfg.num_experts, dtype=torch.bool)
+        keep[[e for m, e in SELECTED if m == lyr]] = True
+        for p in (ex.gate_up_proj, ex.down_proj):
+            p.grad[~keep] = 0.0
+
+    def leaves(lyr, e, read):
+        gu, dn = read(experts[lyr].gate_up_proj)[e].numpy(), read(experts[lyr].down_proj)[e].numpy()
+        return {"gate_proj": gu[:inter].T, "up_proj": gu[inter:].T, "down_proj": dn.T}
+
+    hf_grads = {key: leaves(*key, lambda p: p.grad.clone()) for key in SELECTED}
+    torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+    opt = torch.optim.AdamW(trainable, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=wd)
+    opt.step()
+
+    tx, _ = make_optimizer(lr, total_steps=1_000_000, warmup_ratio=0.0, weight_decay=wd, clip_norm=1.0)
+    grad_step, apply_step, _ = make_steps(model, tx)
+    initial = FullExperts.init(params, cfg, SELECTED)
+    loss, _, grads = grad_step(initial, params, ids, mask, mask, jax.random.PRNGKey(0))
+    np.testing.assert_allclose(float(loss), out.loss.item(), rtol=1e-6)
+    rows = {}
+    for lyr, e in SELECTED:
+        run, li = moe_layer_location(cfg, lyr)
+        rows[lyr, e] = (run, li, int(np.asarray(initial.slots[run])[li, e]))
+        for name, g in hf_grads[lyr, e].items():
+            ours = np.asarray(grads[run][name][rows[lyr, e][2]])
+            assert np.abs(ours - g).max() <= 1e-5 * np.abs(g).max(), (lyr, e, name)
+    weights, _, _ = apply_step(initial.weights, tx.init(initial.weights), grads, jnp.float32(1.0))
+    merged = initial.replace(weights=weights).merge(params)
+    for (lyr, e), (run, li, _) in rows.items():
+        want = leaves(lyr, e, lambda p: p.detach())
+        for name, g in hf_grads[lyr, e].items():
+            got = np.asarray(merged[run]["moe"]["experts"][name][li, e])
+            steady = np.abs(g) >= 1e-6  # AdamW's first step: fp32 round-off decides it where |g| ~ eps
+            assert steady.mean() > 0.5 and np.abs(got - want[name])[steady].max() < 1e-5, (lyr, e, name)
+    # Everything but the routed experts is bitwise what was loaded: shared experts, router, its bias.
+    for run, sub in params.items():
+        for (key, a), b in zip(
+            jax.tree_util.tree_leaves_with_path(sub), jax.tree_util.tree_leaves(merged[run]), strict=True
+        ):
+            if "['moe']['experts']" in jax.tree_util.keystr(key):
+                continue
+            assert np.array_equal(np.asarray(a).view(np.uint32), np.asarray(b).view(np.uint32)), (run, key)
+
+
+def test_the_whole_pipeline_runs_through_the_cli_and_its_export_loads_in_transformers(ckpt, tmp_path):
+    from tiny_pipeline import tiny_config
+
+    from rise_jax import launch
+
+    family, path = ckpt
+    c = tiny_config(path)
+    c.stages = "stats,analyze,select,train,export,eval"
+    c.eval.variants = "base,trained,pruned"
+    c.eval.run = "perplexity"
+    c.eval.languages = "bn"
+    c.eval.max_samples = 2
+    c.eval.progress = False
+    c.eval.tasks.perplexity.path = FLORES
+    c.eval.tasks.perplexity.max_length = 24
+    wd = str(tmp_path / "wd")
+    launch.run(c, wd)
+    summary = json.load(open(os.path.join(wd, "routing_stats", "summary.json")))
+    assert summary["model"]["model_type"] == family
+    assert json.load(open(os.path.join(wd, "train", "summary.json")))["status"] == "completed"
+    results = json.dumps(json.load(open(os.path.join(wd, "eval", "results.json"))))
+    assert "trained" in results and "pruned" in results
+    exported = os.path.join(wd, "export", "hf")
+    model, params = rise_jax.load_model(exported, dtype="float32", progress=False)
+    ids, mask = padded_batch(TINY_VOCAB, [10, 7], 10, [False, True], seed=1)
+    ref, _ = hf_forward(load_hf_model(exported), ids, mask)
+    ours = np.asarray(rise_jax.forward(model, params, jnp.asarray(ids), jnp.asarray(mask)).logits)
+    assert np.abs(ours - ref)[mask.astype(bool)].max() < 1e-4
+    # Training moved only selected experts; the shared experts and the selection bias did not move.
+    _, base = rise_jax.load_model(path, dtype="float32", progress=False)
+    sel = {(s["layer"], s["expert"]) for s in json.load(open(os.path.join(wd, "selection.json")))["experts"]}
+    moved = set()
+    for run in layer_runs(model.cfg):
+        if not run.is_moe:
+            continue
+        ours, orig = params[run.name]["moe"], base[run.name]["moe"]
+        for key in ("shared_expert", "router", "router_selection_bias"):
+            for a, b in zip(
+                jax.tree_util.tree_leaves(ours.get(key)), jax.tree_util.tree_leaves(orig.get(key)), strict=True
+            ):
+                assert np.array_equal(np.asarray(a), np.asarray(b)), (run.name, key)
+        diff = np.asarray(ours["experts"]["gate_proj"]) != np.asarray(orig["experts"]["gate_proj"])
+        moved |= {(run.moe_start + int(li), int(e)) for li, e in zip(*np.nonzero(diff.any(axis=(2, 3))), strict=True)}
+    assert moved and moved <= sel
+
+
+def test_esft_expert_config_json_round_trips_and_names_what_does_not_fit(ckpt, tmp_path):
+    """ESFT's own format (decoder-layer keys, a key per MoE layer), built here as ESFT writes it."""
+    from rise_jax.selection import esft_config as esft
+    from rise_jax.training.partition import select_extra
+
+    family, path = ckpt
+    if family != "deepseek_v2":
+        pytest.skip("the JSON depends on the layer layout only; ESFT's own model carries it")
+    model, params = rise_jax.load_model(path, dtype="float32", progress=False)
+    cfg = model.cfg
+    assert cfg.moe_layer_ids == (1, 2, 3)  # layer 0 dense, as DeepSeek-V2-Lite
+    released = {"experts": {"1": [6, 0, 3], "2": [], "3": [5]}, "shared_experts": True, "non_expert_modules": False}
+    src = tmp_path / "intent.json"
+    src.write_text(json.dumps(released))
+    read = esft.read_expert_config(str(src), cfg)
+    assert read.experts == ((0, 0), (0, 3), (0, 6), (2, 5)) and read.shared_experts and not read.non_expert_modules
+    out = esft.write_expert_config(str(tmp_path / "ours.json"), cfg, read)
+    written = json.load(open(out))
+    assert written == {**released, "experts": {"1": [0, 3, 6], "2": [], "3": [5]}}
+    assert esft.read_expert_config(out, cfg) == read
+    sel = {"experts": [{"layer": m, "expert": e} for m, e in read.experts]}
+    assert esft.from_selection(sel, shared_experts=True) == read
+    # The flags as train.extra_trainable rules: shared experts; everything but the experts.
+    shared = select_extra(params, read.extra_trainable().split(","))
+    assert {run for run in shared} == {"layers_1"} and set(shared["layers_1"]["moe"]) == {"shared_expert"}
+    rest = select_extra(params, [esft.NON_EXPERT_RULE])
+    assert "experts" not in rest["layers_1"]["moe"] and "shared_expert" not in rest["layers_1"]["moe"]
+    assert {"router", "attn", "embed_tokens", "lm_head", "layers_0"} <= set(rest) | set(rest["layers_1"]["moe"]) | set(
+        rest["layers_1"]
+    )
+    for bad, message in [
+        ({**released, "experts": {**released["experts"], "0": [1]}}, r"experts key '0' is not an MoE decoder layer"),
+        ({**released, "experts": {"1": [1], "2": []}}, r"no key for MoE layer\(s\) 3"),
+        ({**released, "experts": {**released["experts"], "2": [8]}}, r"expert 8\) is outside"),
+        ({**released, "shared_experts": "yes"}, r"shared_experts = 'yes' must be true or false"),
+    ]:
+        src.write_text(json.dumps(bad))
+        with pytest.raises(esft.ExpertConfigError, match=message):
+            esft.read_expert_config(str(src), cfg)
