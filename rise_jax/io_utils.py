@@ -1,4 +1,10 @@
-"""Atomic artefact writing: temp file in the destination directory, then ``os.replace``."""
+"""Atomic artefact writing: temp file in the destination directory, then ``os.replace``.
+
+In a multi-process job only the writer (process 0, :func:`rise_jax.distributed.is_writer`)
+writes: on the other processes the writers here return without touching the file system, and a
+temp file or directory handed to :func:`publish` / :func:`publish_dir` is removed instead of
+renamed (writers that build large artefacts ask ``is_writer`` before building them).
+"""
 
 from __future__ import annotations
 
@@ -10,10 +16,15 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from rise_jax.distributed import is_writer
+
 
 def publish(tmp: str, path: str) -> str:
     """Give a finished temp file the mode a plain ``open`` would (mkstemp makes it 0600), then
-    rename it onto ``path`` atomically."""
+    rename it onto ``path`` atomically (removed instead on a process that is not the writer)."""
+    if not is_writer():
+        os.unlink(tmp)
+        return path
     os.chmod(tmp, 0o666 & ~_umask())
     os.replace(tmp, path)
     return path
@@ -27,7 +38,11 @@ def _umask() -> int:
 
 def publish_dir(tmp: str, path: str) -> str:
     """Give a finished temp directory (mkdtemp makes it 0700) and its files the modes a plain
-    ``mkdir`` / ``open`` would, then rename it onto ``path`` (replacing an existing one)."""
+    ``mkdir`` / ``open`` would, then rename it onto ``path`` (replacing an existing one; removed
+    instead on a process that is not the writer)."""
+    if not is_writer():
+        shutil.rmtree(tmp, ignore_errors=True)
+        return path
     mask = _umask()
     for dirpath, _, files in os.walk(tmp):
         os.chmod(dirpath, 0o777 & ~mask)
@@ -81,6 +96,8 @@ def _temp_beside(path: str) -> Iterator[str]:
 
 
 def write_text_atomic(path: str, text: str) -> str:
+    if not is_writer():
+        return path
     with _temp_beside(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         fh.write(text)
     return path
@@ -88,6 +105,8 @@ def write_text_atomic(path: str, text: str) -> str:
 
 def copy_atomic(src: str, path: str) -> str:
     """Copy the file ``src`` onto ``path`` atomically (temp file beside ``path``, then rename)."""
+    if not is_writer():
+        return path
     with _temp_beside(path) as tmp:
         shutil.copyfile(src, tmp)
     return path

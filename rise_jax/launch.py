@@ -24,6 +24,7 @@ from typing import Any
 import ml_collections
 from absl import app, flags
 
+from rise_jax.distributed import agree, exit_now, initialize, multi_process, on_writer, where
 from rise_jax.errors import RiseError
 from rise_jax.io_utils import ensure_writable_dir
 from rise_jax.messages import quiet_library_warnings, show_messages, verbose_flag
@@ -324,13 +325,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, str]:
     workdir = os.path.abspath(workdir)
     ensure_writable_dir(workdir)
     config = resolve_placeholders(config, workdir)
-    validate_config(config)
+    agree(lambda: validate_config(config), "validation")  # every process checks before any works
     with hold_workdir(workdir):  # one run per workdir, the demo build included (rise_jax.workdir_lock)
         if config.model.get("demo", False):
             from rise_jax.demo.pretrain import PretrainOptions, build_demo
 
-            _, checkpoint = build_demo(Workdir(workdir), PretrainOptions(**config.demo.to_dict()))
-            config.model.checkpoint = checkpoint
+            options = PretrainOptions(**config.demo.to_dict())
+            config.model.checkpoint = on_writer(lambda: build_demo(Workdir(workdir), options)[1], "the demo build")
         return run_pipeline(config, workdir)
 
 
@@ -367,13 +368,31 @@ USER_ERRORS = (RiseError, ValueError, OSError, KeyError)
 
 def run_or_exit(fn: Callable[..., Any], *args: Any) -> Any:
     """``fn(*args)``; an error in :data:`USER_ERRORS` is printed as one ``error: ...`` line on
-    stderr and exits with status 2 (anything else is a bug and keeps its traceback)."""
+    stderr and exits with status 2 (anything else is a bug and keeps its traceback). In a
+    multi-process job the line names the process, anything else is reported too (a collective
+    that lost a peer: another process stopped) and the process ends at once
+    (:func:`rise_jax.distributed.exit_now`): the others, waiting in a collective with it, fail at
+    once instead of after JAX's shutdown timeout."""
     try:
         return fn(*args)
     except USER_ERRORS as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {where()}{message}", file=sys.stderr)
+        if multi_process():
+            exit_now(2)
         sys.exit(2)
+    except Exception as err:
+        if not multi_process():
+            raise
+        import traceback
+
+        text = str(err).strip().split("\n")[0]
+        lost = any(w in text for w in ("Gloo", "Connection reset", "connection", "heartbeat", "Socket closed"))
+        if not lost:
+            traceback.print_exc()
+        why = "another process of the job stopped (its error is on its own stderr): " if lost else ""
+        print(f"error: {where()}{why}{type(err).__name__}: {text}", file=sys.stderr)
+        exit_now(1)
 
 
 def _usage_error(message: str) -> None:
@@ -402,9 +421,6 @@ def _main(flag_values: flags.FlagValues, holder: Any) -> None:
         return
     if not workdir:
         _usage_error("--workdir is required (or --print_config / --validate_only, which need none)")
-    from rise_jax.sharding import maybe_initialize_distributed
-
-    maybe_initialize_distributed()  # multi-host jobs (launch/ scripts); no-op on one process
     run_or_exit(run, config, workdir)
 
 
@@ -470,5 +486,6 @@ def cli(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     quiet_library_warnings()
+    run_or_exit(initialize)  # a multi-process job (rise_jax.distributed), before any backend starts
     _define_flags()
     app.run(main, flags_parser=parse_flags)

@@ -37,6 +37,10 @@ class _OwnInfoToStdout(py_logging.Handler):
         self.addFilter(lambda r: r.levelno == py_logging.INFO and _ours(r))
 
     def emit(self, record: py_logging.LogRecord) -> None:
+        from rise_jax.distributed import is_writer
+
+        if not is_writer():  # a multi-process job's progress is shown once, by process 0
+            return
         try:
             sys.stdout.write(record.getMessage() + "\n")
             sys.stdout.flush()

@@ -42,6 +42,7 @@ from absl import logging
 
 from rise_jax.config_values import comma_list
 from rise_jax.content_hash import json_sha256, paths_sha256, save_memo, tree_sha256
+from rise_jax.distributed import agree, is_writer, on_writer
 from rise_jax.errors import RiseError
 from rise_jax.io_utils import read_json_object, write_json_atomic
 from rise_jax.stages import REGISTRY
@@ -314,63 +315,108 @@ def _run(config: ml_collections.ConfigDict, wd: Workdir, log: Callable[[str], No
     force = bool(config.get("force", False))
     keep = _keep_count(config)
     outcome: dict[str, str] = {}
-    stages = validate_stages(config)
+    stages = agree(lambda: validate_stages(config), "validation")
     running: set[str] = set()
     for number, stage in enumerate(stages, 1):
         tag = f"[{number}/{len(stages)} {stage.name}]"
-        relevant = relevant_config(config, stage.name, wd)
-        fp = fingerprint(relevant)
-        path = wd.record(stage.name)
-        previous = read_record(path)
-        if previous is not None and previous["fingerprint"] == fp and previous.get("status") == "done":
-            missing = [p for p in stage.outputs(wd) if not os.path.exists(p)]
-            changed = [] if missing else _changed_outputs(stage.name, previous, wd)
-            if changed and not force:
-                raise _changed_error(stage.name, stage.name, changed, wd)
-            if not force and not missing:
-                log(f"{tag} up to date (made {previous.get('finished', '?')}); skipped — force with --config.force")
-                outcome[stage.name] = "skipped"
-                continue
-            if missing:
-                log(f"{tag} artefact missing ({missing[0]}); rerunning")
-        _check_inputs(stage, config, wd, running)
-        if previous is not None and previous["fingerprint"] != fp:
-            keys = changed_keys(previous.get("config", {}), relevant)
-            _keep(stage, wd, previous)
-            log(f"{tag} config changed since its artefact was made ({', '.join(keys[:8]) or 'its inputs'}); kept it")
-            previous = _restore(stage, wd, fp)
-            if previous is not None and previous.get("status") == "done" and not force:
-                if all(os.path.exists(p) for p in stage.outputs(wd)) and not _changed_outputs(stage.name, previous, wd):
-                    log(f"{tag} restored the result made from this config on {previous.get('finished', '?')}")
-                    outcome[stage.name] = "restored"
-                    continue
-        moved = None
-        if previous is not None and force:  # redo: the result so far is kept until the new one exists
-            moved = _keep(stage, wd, previous)
-        elif previous is not None:
-            log(f"{tag} resuming an unfinished run")
-        record = {"stage": stage.name, "fingerprint": fp, "config": relevant, "status": "running"}
-        write_json_atomic(path, record)
-        log(f"{tag} running")
+        # The bookkeeping (records, kept results) is the writer's; every process learns its outcome.
+        plan = on_writer(lambda: _plan(stage, config, wd, tag, force, running, log), f"stage {stage.name}")
+        if plan["action"] != "run":
+            outcome[stage.name] = plan["action"]
+            continue
         running.add(stage.name)
         t0 = time.perf_counter()
+        result = None
         try:
-            result = stage.run(config, wd)
+            if stage.spmd or is_writer():  # a host-only stage runs once; the others wait below
+                result = stage.run(config, wd)
         except BaseException:
-            if moved and not any(_produced(p) for p in _kept_paths(stage, wd)):
-                _restore(stage, wd, fp)
-                log(f"{tag} failed before writing anything: its previous result is back")
-            elif previous is None and not any(_produced(p) for p in _kept_paths(stage, wd)):
-                os.remove(path)  # nothing was made: no record claims otherwise
+            if is_writer():
+                _undo(stage, wd, plan, tag, log)
             raise
         seconds = time.perf_counter() - t0
-        status = result.get("status") if isinstance(result, dict) else None
-        if status is not None and status != "completed":
-            write_json_atomic(path, {**record, "status": status})
+        status = on_writer(lambda: _finish(stage, wd, plan, result, seconds, keep, tag, log), f"stage {stage.name}")
+        if status != "completed":
             raise PipelineError(f"stage {stage.name} did not complete ({status}); rerun the same command to resume it")
-        record.update(status="done", seconds=round(seconds, 2), finished=_now(), outputs=_hash_outputs(stage, wd))
-        write_json_atomic(path, record)
-        _prune_kept(stage, wd, fp, keep)
-        log(f"{tag} done in {seconds:.1f} s")
         outcome[stage.name] = "ran"
     return outcome
+
+
+def _plan(
+    stage: Stage,
+    config: ml_collections.ConfigDict,
+    wd: Workdir,
+    tag: str,
+    force: bool,
+    running: set[str],
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Decide what happens to ``stage`` (the module docstring's rules): ``{"action": "skipped" |
+    "restored" | "run", ...}``; for ``run`` its ``running`` record is written and the plan holds
+    what :func:`_undo` / :func:`_finish` need (JSON: it is handed to every process)."""
+    relevant = relevant_config(config, stage.name, wd)
+    fp = fingerprint(relevant)
+    path = wd.record(stage.name)
+    previous = read_record(path)
+    if previous is not None and previous["fingerprint"] == fp and previous.get("status") == "done":
+        missing = [p for p in stage.outputs(wd) if not os.path.exists(p)]
+        changed = [] if missing else _changed_outputs(stage.name, previous, wd)
+        if changed and not force:
+            raise _changed_error(stage.name, stage.name, changed, wd)
+        if not force and not missing:
+            log(f"{tag} up to date (made {previous.get('finished', '?')}); skipped — force with --config.force")
+            return {"action": "skipped"}
+        if missing:
+            log(f"{tag} artefact missing ({missing[0]}); rerunning")
+    _check_inputs(stage, config, wd, running)
+    if previous is not None and previous["fingerprint"] != fp:
+        keys = changed_keys(previous.get("config", {}), relevant)
+        _keep(stage, wd, previous)
+        log(f"{tag} config changed since its artefact was made ({', '.join(keys[:8]) or 'its inputs'}); kept it")
+        previous = _restore(stage, wd, fp)
+        if previous is not None and previous.get("status") == "done" and not force:
+            if all(os.path.exists(p) for p in stage.outputs(wd)) and not _changed_outputs(stage.name, previous, wd):
+                log(f"{tag} restored the result made from this config on {previous.get('finished', '?')}")
+                return {"action": "restored"}
+    moved = None
+    if previous is not None and force:  # redo: the result so far is kept until the new one exists
+        moved = _keep(stage, wd, previous)
+    elif previous is not None:
+        log(f"{tag} resuming an unfinished run")
+    record = {"stage": stage.name, "fingerprint": fp, "config": relevant, "status": "running"}
+    write_json_atomic(path, record)
+    log(f"{tag} running")
+    return {"action": "run", "record": record, "moved": moved, "had_previous": previous is not None}
+
+
+def _undo(stage: Stage, wd: Workdir, plan: dict[str, Any], tag: str, log: Callable[[str], None]) -> None:
+    """After ``stage`` failed: put its previous result back when it wrote nothing (``force``), or
+    remove a record that claims a result nothing was made of."""
+    if plan["moved"] and not any(_produced(p) for p in _kept_paths(stage, wd)):
+        _restore(stage, wd, plan["record"]["fingerprint"])
+        log(f"{tag} failed before writing anything: its previous result is back")
+    elif not plan["had_previous"] and not any(_produced(p) for p in _kept_paths(stage, wd)):
+        os.remove(wd.record(stage.name))  # nothing was made: no record claims otherwise
+
+
+def _finish(
+    stage: Stage,
+    wd: Workdir,
+    plan: dict[str, Any],
+    result: Any,
+    seconds: float,
+    keep: int,
+    tag: str,
+    log: Callable[[str], None],
+) -> str:
+    """Record how ``stage`` ended; returns its status (``completed`` or why it stopped)."""
+    record = plan["record"]
+    status = (result.get("status") if isinstance(result, dict) else None) or "completed"
+    if status != "completed":
+        write_json_atomic(wd.record(stage.name), {**record, "status": status})
+        return status
+    record.update(status="done", seconds=round(seconds, 2), finished=_now(), outputs=_hash_outputs(stage, wd))
+    write_json_atomic(wd.record(stage.name), record)
+    _prune_kept(stage, wd, record["fingerprint"], keep)
+    log(f"{tag} done in {seconds:.1f} s")
+    return status

@@ -30,7 +30,9 @@ from rise_jax.models.expert_parallel import DATA, MODEL  # the mesh axes
 
 def make_mesh(model: int = 0, data: int = 1, devices: list | None = None) -> Mesh:
     """A ``(data, model)`` mesh; ``model = 0`` uses every device not taken by ``data``."""
-    devices = list(devices if devices is not None else jax.devices())
+    # Ordered by process: a multi-process job's ``data`` rows span processes, ``model`` stays
+    # within one where the local device count allows (rise_jax.distributed).
+    devices = list(devices if devices is not None else sorted(jax.devices(), key=lambda d: (d.process_index, d.id)))
     if data < 1:
         raise ValueError(f"mesh data axis must be >= 1, got {data}")
     model = model or len(devices) // data
@@ -128,20 +130,3 @@ def trainable_shardings(weights: Any, mesh: Mesh) -> Any:
         return NamedSharding(mesh, PartitionSpec())
 
     return jax.tree_util.tree_map(one, weights)
-
-
-def maybe_initialize_distributed() -> bool:
-    """``jax.distributed.initialize()`` when the environment describes a multi-process job
-    (``JAX_COORDINATOR_ADDRESS`` set by launch/ scripts, SLURM with several tasks, or a TPU pod
-    slice); returns whether it did. Single-process runs are left alone."""
-    import os
-
-    multi = (
-        os.environ.get("JAX_COORDINATOR_ADDRESS")
-        or int(os.environ.get("SLURM_NTASKS", "1")) > 1
-        or os.environ.get("TPU_WORKER_HOSTNAMES", "").count(",") > 0
-    )
-    if not multi:
-        return False
-    jax.distributed.initialize()
-    return True

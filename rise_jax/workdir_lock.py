@@ -55,14 +55,9 @@ def _describe(info: dict) -> str:
 
 def _is_lead_process() -> bool:
     """False on processes other than 0 of a multi-process JAX job (only process 0 locks)."""
-    if "jax" not in sys.modules:
-        return True
-    try:
-        import jax
+    from rise_jax.distributed import is_writer
 
-        return jax.process_index() == 0
-    except RuntimeError:
-        return True
+    return is_writer()
 
 
 @contextlib.contextmanager

@@ -15,6 +15,7 @@ BASE = {
     "messages",
     "content_hash",
     "workdir_lock",
+    "distributed",
 }  # import nothing but each other
 ALLOWED = {
     "models": {"errors"},

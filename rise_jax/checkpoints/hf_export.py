@@ -15,13 +15,13 @@ import shutil
 from collections.abc import Iterator
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
 from rise_jax.checkpoints.hf_layout import fused_groups, leaf_specs
 from rise_jax.checkpoints.safetensors_io import save_safetensors
+from rise_jax.distributed import is_writer, to_host
 from rise_jax.io_utils import publish_dir, temp_dir_beside
 from rise_jax.models.config import ModelConfig
 from rise_jax.models.families import config_to_hf_dict, get_family
@@ -57,7 +57,7 @@ def iter_hf_tensors(params: dict[str, Any], cfg: ModelConfig, dtype: Any = None)
     groups = fused_groups(specs)
 
     def host(a, transpose):
-        a = np.asarray(jax.device_get(a))
+        a = to_host(a)  # gathered when spread over processes (rise_jax.distributed)
         if dtype is not None:
             a = a.astype(np.dtype(jnp.dtype(dtype)))
         return np.ascontiguousarray(np.swapaxes(a, -1, -2) if transpose else a)
@@ -132,6 +132,10 @@ def export_hf_checkpoint(
     out_dir = os.path.abspath(out_dir)
     if os.path.exists(out_dir) and not overwrite:
         raise FileExistsError(f"{out_dir}: already exists (pass overwrite=True to replace it)")
+    if not is_writer():  # a multi-process job: gathered in step with the writer, written by it alone
+        for _ in iter_hf_tensors(params, cfg, dtype):
+            pass
+        return out_dir
     tmp = temp_dir_beside(out_dir)
     try:
         shards: list[dict[str, np.ndarray]] = [{}]

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rise_jax.distributed import put_batch, to_host
 from rise_jax.errors import RiseError
 from rise_jax.models.routers import RouterEdit
 from rise_jax.models.transformer import MoEModel, init_kv_cache
@@ -155,8 +156,7 @@ def generate(
     tokens, steps = _decode(
         model,
         params,
-        jnp.asarray(input_ids, jnp.int32),
-        jnp.asarray(attention_mask, jnp.int32),
+        *put_batch(params, input_ids.astype(np.int32), attention_mask.astype(np.int32)),
         jnp.asarray(stops),
         jnp.int32(pad_id),
         jax.random.PRNGKey(sampling.seed),
@@ -166,7 +166,7 @@ def generate(
         max_new_tokens=max_new_tokens,
         sample=sampling.temperature > 0,
     )
-    tokens = np.asarray(tokens)[:, : int(steps)]
+    tokens = to_host(tokens)[:, : int(to_host(steps))]
     stop_set = set(stops.tolist())
     out = []
     for row in tokens:

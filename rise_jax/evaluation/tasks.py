@@ -30,6 +30,7 @@ from tqdm import tqdm
 from rise_jax.data.batching import bucketed_batches, render, tokenize_examples
 from rise_jax.data.languages import get_language
 from rise_jax.data.sources import Example, SourceError, SourceSpec, load_examples
+from rise_jax.distributed import is_writer, put_batch, to_host
 from rise_jax.errors import RiseError
 from rise_jax.evaluation.formats import FormatError, convert_rows, read_items
 from rise_jax.evaluation.generate import SamplingOptions, generate_text
@@ -91,7 +92,7 @@ class Evaluator:
         return render(Example("", prompt, prompt=prompt), self.tokenizer, template)
 
     def generate(self, prompts: list[str], max_new_tokens: int, desc: str) -> list[str]:
-        bar = tqdm(total=len(prompts), desc=desc, disable=not self.progress, leave=False)
+        bar = tqdm(total=len(prompts), desc=desc, disable=not (self.progress and is_writer()), leave=False)
         with bar:
             return generate_text(
                 self.model,
@@ -114,10 +115,8 @@ class Evaluator:
             for row, i in enumerate(index):
                 if i >= 0:
                     tmask[row, : len(targets[i])] = targets[i]
-            lp = np.asarray(
-                _logprob_sums(
-                    self.model, self.params, jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(tmask), self.router_edit
-                )
+            lp = to_host(
+                _logprob_sums(self.model, self.params, *put_batch(self.params, ids, mask, tmask), self.router_edit)
             )
             out[index[index >= 0]] = lp[index >= 0]
         return out

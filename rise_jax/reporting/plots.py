@@ -15,12 +15,16 @@ from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from rise_jax.distributed import is_writer  # noqa: E402
 from rise_jax.io_utils import publish  # noqa: E402
 from rise_jax.zones import COLOURS as ZONE_COLOURS  # noqa: E402
 from rise_jax.zones import DEFAULT_RATIOS, zone_ranges  # noqa: E402
 
 
 def _save(fig, path: str) -> str:
+    if not is_writer():  # a multi-process job draws its figures once
+        plt.close(fig)
+        return path
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".png", dir=directory)

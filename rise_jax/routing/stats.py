@@ -48,6 +48,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from rise_jax.data.batching import TokenizedCorpus, bucketed_batches
+from rise_jax.distributed import is_writer, put_batch, to_host
 from rise_jax.errors import RiseError
 from rise_jax.io_utils import publish, read_json_object, write_json_atomic
 from rise_jax.models.config import ModelConfig
@@ -150,6 +151,9 @@ class RoutingStats:
             )
 
     def save(self, directory: str) -> str:
+        """Write ``stats.npz`` and ``summary.json`` into ``directory`` (the writer process only)."""
+        if not is_writer():
+            return directory
         os.makedirs(directory, exist_ok=True)
         arrays: dict[str, np.ndarray] = {
             "languages": np.asarray(self.languages, dtype=str),
@@ -329,7 +333,7 @@ def replay(
     rows: dict[str, list[np.ndarray]] = {k: [] for k in _zero_acc(cfg)}
     seq_probs, seq_ids, info = {}, {}, {}
     total_batches = sum(-(-len(c.sequences) // batch_size) for c in corpora)
-    bar = tqdm(total=total_batches, desc="routing replay", unit="batch", disable=not progress)
+    bar = tqdm(total=total_batches, desc="routing replay", unit="batch", disable=not (progress and is_writer()))
     for corpus in corpora:
         lang = corpus.language
         if not corpus.sequences:
@@ -343,20 +347,20 @@ def replay(
         t0, n_tok = time.perf_counter(), 0
         bar.set_description(f"routing replay [{lang}]")
         for b, (ids, mask, index) in enumerate(bucketed_batches(corpus.sequences, batch_size, bucket_multiple, pad_id)):
-            acc, seq = steps[want_seq](acc, params, jnp.asarray(ids), jnp.asarray(mask))
+            acc, seq = steps[want_seq](acc, params, *put_batch(params, ids, mask))
             if want_seq:
-                seq = np.asarray(seq)
+                seq = to_host(seq)
                 for row, i in enumerate(index):
                     if i >= 0:
                         per_seq[i] = seq[row]
             n_tok += int(mask.sum())
             if (b + 1) % flush_every == 0:
-                for k, v in jax.device_get(acc).items():
+                for k, v in to_host(acc).items():
                     host[k] += v
                 acc = _zero_acc(cfg)
             bar.update(1)
             bar.set_postfix(tokens_per_s=f"{n_tok / max(time.perf_counter() - t0, 1e-9):.0f}")
-        for k, v in jax.device_get(acc).items():
+        for k, v in to_host(acc).items():
             host[k] += v
         for k in rows:
             rows[k].append(host[k])

@@ -114,4 +114,5 @@ STAGE = Stage(
         for name in sorted(os.listdir(wd.analysis) if os.path.isdir(wd.analysis) else ())
         if name.endswith(".png") and not name.startswith(("correlation_", "task_experts"))
     ),
+    spmd=False,
 )

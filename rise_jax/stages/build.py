@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 import ml_collections
 
 from rise_jax.api import as_dtype, load_model
+from rise_jax.distributed import is_writer
 from rise_jax.models.config import ModelConfig
 from rise_jax.models.quantized import check_backend, resolve_frozen_dtype, resolve_frozen_groups
 from rise_jax.models.transformer import MoEModel, RuntimeOptions
@@ -119,7 +120,7 @@ def build_model(
         dispatch=s.dispatch,
         remat=s.remat,
         router_mode=s.router_mode,
-        progress=progress,
+        progress=progress and is_writer(),  # a multi-process job shows its progress once
         frozen_dtype=s.frozen_dtype,
         frozen_groups=s.frozen_groups,
         **placement,

@@ -171,4 +171,5 @@ STAGE = Stage(
     ),
     inputs=correlated_inputs,
     chained=False,
+    spmd=False,
 )

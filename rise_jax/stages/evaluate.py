@@ -29,6 +29,7 @@ from rise_jax.config_values import comma_list, int_ranges, positive_ints
 from rise_jax.content_hash import json_sha256, paths_sha256, tree_sha256
 from rise_jax.data.languages import language_field, parse_languages
 from rise_jax.data.sources import SOURCE_KINDS, SourceSpec, check_source
+from rise_jax.distributed import on_writer
 from rise_jax.evaluation import interventions as iv
 from rise_jax.evaluation.generate import stop_token_ids
 from rise_jax.evaluation.tasks import TASK_KINDS, EvalError, Evaluator, get_task_kind, run_task
@@ -352,8 +353,15 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
             for lang in parse_languages(task.languages or e.languages):
                 digest = json_sha256(result_inputs(config, wd, variant, name, lang, parts))
                 scores_file, generations_file = _stored(wd, digest)
-                if os.path.isfile(scores_file):
-                    scores = read_json_object(scores_file, "stored eval result", EvalError)
+                # The writer looks (in a multi-process job every process must take the same branch).
+                stored = on_writer(
+                    lambda f=scores_file: (
+                        read_json_object(f, "stored eval result", EvalError) if os.path.isfile(f) else None
+                    ),
+                    "the eval store",
+                )
+                if stored is not None:
+                    scores = stored
                     reused += 1
                     how = "reused"
                 else:

@@ -12,6 +12,7 @@ from absl import logging
 
 from rise_jax.api import export_model
 from rise_jax.checkpoints.hf_export import TOKENIZER_FILES
+from rise_jax.distributed import is_writer
 from rise_jax.io_utils import read_json_object
 from rise_jax.stages.build import build_model
 from rise_jax.stages.common import check_model_inputs
@@ -25,6 +26,8 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> str:
     model, path = built.model, built.checkpoint
     trained = load_trained_experts(wd.train)
     out = export_model(model, trained.merge(built.params), wd.export_hf, source_dir=path, overwrite=True, progress=True)
+    if not is_writer():  # a multi-process job: the tensors were gathered in step, process 0 wrote them
+        return out
     extras = {"peft": wd.export_peft}  # what a method may write beside the merged checkpoint
     settings = {}  # the train config the weights trained with (adapter settings)
     if os.path.isfile(wd.train_config):

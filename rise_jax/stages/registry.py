@@ -43,7 +43,10 @@ class Stage:
     kept: paths beyond ``state`` and ``outputs`` that belong to its result (figures), moved with it
     when the result is kept for a later restore (:mod:`rise_jax.pipeline`). chained: its fingerprint
     includes every earlier stage's config and inputs (False for ``inspect``, which reads only the
-    checkpoint).
+    checkpoint). spmd: it drives the devices (replay, training, export, evaluation), so in a
+    multi-process job every process runs it, each feeding its own share of every batch
+    (:mod:`rise_jax.distributed`); False for a host-only stage (analysis, selection, correlation,
+    the report), which the writer runs alone while the others wait.
     """
 
     name: str
@@ -56,3 +59,4 @@ class Stage:
     inputs: Callable[[Config, Workdir | None], dict[str, Any]] | None = None
     kept: Callable[[Workdir], tuple[str, ...]] = lambda wd: ()
     chained: bool = True
+    spmd: bool = True

@@ -661,4 +661,5 @@ STAGE = Stage(
         for name in sorted(os.listdir(wd.root) if os.path.isdir(wd.root) else ())
         if name.startswith("report_") and name.endswith(".png")
     ),
+    spmd=False,
 )

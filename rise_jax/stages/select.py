@@ -102,4 +102,5 @@ STAGE = Stage(
     validate=validate,
     reads=("stats",),
     outputs=lambda wd: (wd.selection, wd.selection_map),
+    spmd=False,
 )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 
 import ml_collections
 from absl import logging
@@ -13,8 +12,9 @@ from rise_jax.checkpoints.hf_load import read_hf_config
 from rise_jax.config_values import positive_ints
 from rise_jax.data.languages import get_language, language_field
 from rise_jax.data.sources import SourceSpec, check_source, load_examples
+from rise_jax.distributed import multi_process, to_host
 from rise_jax.errors import SettingError
-from rise_jax.io_utils import ensure_writable_dir, write_json_atomic
+from rise_jax.io_utils import copy_atomic, ensure_writable_dir, write_json_atomic
 from rise_jax.selection.artefact import load_selection
 from rise_jax.stages.build import build_model, model_settings
 from rise_jax.stages.common import check_model_inputs, checkpoint_path, files_identity, tokenizer_for
@@ -86,7 +86,10 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict:
 
         from rise_jax.sharding import trainable_shardings
 
-        weights = jax.device_put(trainable.weights, trainable_shardings(trainable.weights, mesh))
+        weights = trainable.weights
+        if multi_process():  # made on this process's devices: from the host onto the global mesh
+            weights = to_host(weights)
+        weights = jax.device_put(weights, trainable_shardings(weights, mesh))
         trainable = trainable.replace(weights=weights)
     n_params = trainable.parameter_count()
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -112,7 +115,7 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict:
     summary.update(trainable.summary(opts))  # the method's settings, for the report and whoever reads the run
     if result["status"] == "completed":
         save_trained_experts(out, result["trainable"])
-        shutil.copyfile(wd.selection, wd.train_selection)
+        copy_atomic(wd.selection, wd.train_selection)
         write_json_atomic(wd.train_config, t.to_dict())
     write_json_atomic(wd.train_summary, summary)
     logging.info(

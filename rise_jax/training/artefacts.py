@@ -56,7 +56,9 @@ TRAIN_STATE_FILES = (METRICS,)
 def save_trained_experts(directory: str, trainable: TrainingMethod) -> str:
     target = os.path.abspath(os.path.join(directory, EXPERTS))
     with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(target, {"weights": trainable.weights, "slots": trainable.slots}, force=True)
+        # slots are host bookkeeping (int tables): NumPy, which orbax writes once in a multi-process job
+        slots = jax.tree_util.tree_map(np.asarray, trainable.slots)
+        ckptr.save(target, {"weights": trainable.weights, "slots": slots}, force=True)
     return target
 
 
@@ -66,7 +68,17 @@ def load_trained_experts(directory: str) -> TrainingMethod:
     if not os.path.isdir(target):
         raise FileNotFoundError(f"{target}: no trained experts (run the train stage first)")
     with ocp.StandardCheckpointer() as ckptr:
-        tree = ckptr.restore(target)
+        # Read onto the host whatever the device count it was written on (orbax would otherwise
+        # insist on the writer's topology): the trained rows are small, and every caller merges
+        # them into the model where its own placement decides.
+        meta = ckptr.metadata(target)
+        saved = getattr(getattr(meta, "item_metadata", meta), "tree", None) or getattr(meta, "item_metadata", meta)
+        on_host = jax.tree_util.tree_map(
+            lambda m: np.broadcast_to(np.zeros((), m.dtype), tuple(m.shape)),
+            saved,
+            is_leaf=lambda m: hasattr(m, "shape") and hasattr(m, "dtype"),
+        )
+        tree = ckptr.restore(target, on_host)
     return from_checkpoint(tree["weights"], tree["slots"])
 
 

@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from rise_jax.distributed import is_writer, put_batch, replicate_local
 from rise_jax.errors import RiseError
 from rise_jax.io_utils import write_text_atomic
 from rise_jax.models.transformer import MoEModel
@@ -93,9 +94,19 @@ class TrainState(NamedTuple):
 def _held_out_loss(eval_step, trainable: TrainingMethod, base, held: TrainingSet, opts: TrainOptions) -> float:
     total, count = 0.0, 0.0
     for ids, att, loss in iterate(held, opts.batch_size, opts.bucket_multiple, opts.pad_id):
-        s, c = eval_step(trainable, base, ids, att, loss)
+        s, c = eval_step(trainable, base, *put_batch(base, ids, att, loss))
         total, count = total + float(s), count + float(c)
     return total / max(count, 1.0)
+
+
+class _NoBoard:
+    """The TensorBoard writer of a process that is not the writer: takes scalars, writes nothing."""
+
+    def add_scalar(self, *args: Any, **kwargs: Any) -> None:
+        del args, kwargs
+
+    def close(self) -> None:
+        pass
 
 
 class _StopFlag:
@@ -198,7 +209,7 @@ def train(
     total_opt = opts.epochs * opt_per_epoch
     tx, schedule = trainable.optimizer(opts, total_opt)
     grad_step, apply_step, eval_step = make_steps(model, tx)
-    state = TrainState(0, weights, tx.init(weights), None, 0)
+    state = TrainState(0, weights, replicate_local(tx.init(weights), weights), None, 0)
 
     ckpt_dir = os.path.join(out_dir, CHECKPOINTS)
     manager = open_checkpoints(ckpt_dir)
@@ -225,15 +236,17 @@ def train(
     from tensorboardX import SummaryWriter
 
     tb_dir = os.path.join(out_dir, TENSORBOARD)
-    tb = SummaryWriter(tb_dir)
+    writer = is_writer()  # in a multi-process job, process 0 writes the metrics (rise_jax.distributed)
+    tb = SummaryWriter(tb_dir) if writer else _NoBoard()
     metrics_path = os.path.join(out_dir, METRICS)
-    _drop_rows_after(metrics_path, start)  # steps past the checkpoint are redone: no duplicate rows
+    if writer:
+        _drop_rows_after(metrics_path, start)  # steps past the checkpoint are redone: no duplicate rows
     status, last_loss, held_loss, steps_done = "completed", None, None, start
     base_key = jax.random.PRNGKey(opts.seed)
     epoch_cache: dict[int, list[np.ndarray]] = {}
     t0, tokens_seen = time.perf_counter(), 0
-    bar = tqdm(total=total_micro, initial=start, desc="training", unit="step", disable=not opts.progress)
-    log = open(metrics_path, "a", encoding="utf-8")  # noqa: SIM115 — closed below, quietly on failure
+    bar = tqdm(total=total_micro, initial=start, desc="training", unit="step", disable=not (opts.progress and writer))
+    log = open(metrics_path if writer else os.devnull, "a", encoding="utf-8")  # noqa: SIM115 — closed below
     with _WriterThreadErrors() as writer_errors:
         try:
             with _StopFlag() as stop:
@@ -262,7 +275,10 @@ def train(
                     )
                     rng = jax.random.fold_in(base_key, m)
                     loss_a, count, grads = grad_step(
-                        trainable.replace(weights=weights), base_params, ids, att, loss_mask, rng
+                        trainable.replace(weights=weights),
+                        base_params,
+                        *put_batch(base_params, ids, att, loss_mask),
+                        rng,
                     )
                     loss = float(loss_a)
                     if not math.isfinite(loss):
