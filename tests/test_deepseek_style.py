@@ -272,3 +272,125 @@ def test_esft_expert_config_json_round_trips_and_names_what_does_not_fit(ckpt, t
         src.write_text(json.dumps(bad))
         with pytest.raises(esft.ExpertConfigError, match=message):
             esft.read_expert_config(str(src), cfg)
+
+
+# config.json of the hub checkpoints as published (4.x spellings; DeepSeek's remote-code keys).
+DEEPSEEK_V2_LITE_HUB = {
+    "architectures": ["DeepseekV2ForCausalLM"],
+    "attention_bias": False,
+    "aux_loss_alpha": 0.001,
+    "bos_token_id": 100000,
+    "eos_token_id": 100001,
+    "ep_size": 1,
+    "first_k_dense_replace": 1,
+    "hidden_act": "silu",
+    "hidden_size": 2048,
+    "intermediate_size": 10944,
+    "kv_lora_rank": 512,
+    "max_position_embeddings": 163840,
+    "model_type": "deepseek_v2",
+    "moe_intermediate_size": 1408,
+    "moe_layer_freq": 1,
+    "n_group": 1,
+    "n_routed_experts": 64,
+    "n_shared_experts": 2,
+    "norm_topk_prob": False,
+    "num_attention_heads": 16,
+    "num_experts_per_tok": 6,
+    "num_hidden_layers": 27,
+    "num_key_value_heads": 16,
+    "q_lora_rank": None,
+    "qk_nope_head_dim": 128,
+    "qk_rope_head_dim": 64,
+    "rms_norm_eps": 1e-06,
+    "rope_scaling": {
+        "beta_fast": 32,
+        "beta_slow": 1,
+        "factor": 40,
+        "mscale": 0.707,
+        "mscale_all_dim": 0.707,
+        "original_max_position_embeddings": 4096,
+        "type": "yarn",
+    },
+    "rope_theta": 10000,
+    "routed_scaling_factor": 1.0,
+    "scoring_func": "softmax",
+    "seq_aux": True,
+    "tie_word_embeddings": False,
+    "topk_group": 1,
+    "topk_method": "greedy",
+    "v_head_dim": 128,
+    "vocab_size": 102400,
+}
+GLM45_AIR_HUB = {
+    "architectures": ["Glm4MoeForCausalLM"],
+    "attention_bias": True,
+    "eos_token_id": [151329, 151336, 151338],
+    "first_k_dense_replace": 1,
+    "head_dim": 128,
+    "hidden_act": "silu",
+    "hidden_size": 4096,
+    "intermediate_size": 10944,
+    "max_position_embeddings": 131072,
+    "model_type": "glm4_moe",
+    "moe_intermediate_size": 1408,
+    "n_group": 1,
+    "n_routed_experts": 128,
+    "n_shared_experts": 1,
+    "norm_topk_prob": True,
+    "num_attention_heads": 96,
+    "num_experts_per_tok": 8,
+    "num_hidden_layers": 46,
+    "num_key_value_heads": 8,
+    "num_nextn_predict_layers": 1,
+    "pad_token_id": 151329,
+    "partial_rotary_factor": 0.5,
+    "rms_norm_eps": 1e-05,
+    "rope_scaling": None,
+    "rope_theta": 1000000,
+    "routed_scaling_factor": 1.0,
+    "tie_word_embeddings": False,
+    "topk_group": 1,
+    "use_qk_norm": False,
+    "vocab_size": 151552,
+}
+
+
+@pytest.mark.parametrize("hub", [DEEPSEEK_V2_LITE_HUB, GLM45_AIR_HUB], ids=["deepseek_v2_lite", "glm45_air"])
+def test_hub_configs_parse_as_transformers_reads_them(hub):
+    import transformers
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+    from transformers.models.deepseek_v2.modeling_deepseek_v2 import yarn_apply_mscale
+
+    from rise_jax.models.families import config_from_hf_dict
+    from rise_jax.models.layers import attention_scale, rope_attention_factor, rope_inv_freq
+
+    cfg = config_from_hf_dict(hub, source="hub.json")
+    ref = transformers.AutoConfig.for_model(**hub)
+    assert (cfg.num_layers, cfg.num_experts, cfg.top_k) == (
+        ref.num_hidden_layers,
+        ref.n_routed_experts,
+        ref.num_experts_per_tok,
+    )
+    assert cfg.moe_layer_ids == tuple(range(ref.first_k_dense_replace, ref.num_hidden_layers))
+    assert cfg.shared_expert_size == ref.n_shared_experts * ref.moe_intermediate_size
+    rope_type = ref.rope_parameters["rope_type"]
+    if rope_type == "default":
+        dim = int(cfg.head_dim * ref.rope_parameters.get("partial_rotary_factor", 1.0))
+        theta = ref.rope_parameters["rope_theta"]
+        inv, scale = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float) / dim)), 1.0
+    else:
+        inv, scale = ROPE_INIT_FUNCTIONS[rope_type](ref)
+    np.testing.assert_allclose(np.asarray(rope_inv_freq(cfg.rope, cfg.head_dim)), inv.numpy(), rtol=1e-6)
+    assert rope_attention_factor(cfg.rope) == pytest.approx(scale)
+    if cfg.attention == "mla":  # DeepseekV2Attention.scaling
+        assert attention_scale(cfg) == pytest.approx(yarn_apply_mscale(ref.rope_parameters, ref.qk_head_dim**-0.5))
+        assert (cfg.router, cfg.router_groups, cfg.norm_topk_prob) == ("softmax_topk", 1, False)
+    else:
+        assert (cfg.router, cfg.router_selection_bias, cfg.qk_norm, cfg.qkv_bias, cfg.o_bias) == (
+            "sigmoid_topk",
+            True,
+            None,
+            True,
+            False,
+        )
