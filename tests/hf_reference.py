@@ -147,6 +147,13 @@ GLM4_MOE_BASE: dict[str, Any] = dict(
     max_position_embeddings=256,
 )
 
+GLM4_MOE_LITE_BASE: dict[str, Any] = {
+    **{k: v for k, v in DEEPSEEK_V3_BASE.items() if k != "first_k_dense_replace"},
+    "num_hidden_layers": 4,
+    "mlp_layer_types": ["dense", "sparse", "dense", "sparse"],  # MoE runs split by a dense layer
+    "routed_scaling_factor": 1.8,
+}
+
 FAMILIES: dict[str, tuple[Any, Any, dict[str, Any]]] = {
     "qwen3_moe": (transformers.Qwen3MoeConfig, transformers.Qwen3MoeForCausalLM, QWEN_BASE),
     "phimoe": (transformers.PhimoeConfig, transformers.PhimoeForCausalLM, PHI_BASE),
@@ -157,8 +164,8 @@ FAMILIES: dict[str, tuple[Any, Any, dict[str, Any]]] = {
     "deepseek_v2": (transformers.DeepseekV2Config, transformers.DeepseekV2ForCausalLM, DEEPSEEK_V2_BASE),
     "deepseek_v3": (transformers.DeepseekV3Config, transformers.DeepseekV3ForCausalLM, DEEPSEEK_V3_BASE),
     "glm4_moe": (transformers.Glm4MoeConfig, transformers.Glm4MoeForCausalLM, GLM4_MOE_BASE),
+    "glm4_moe_lite": (transformers.Glm4MoeLiteConfig, transformers.Glm4MoeLiteForCausalLM, GLM4_MOE_LITE_BASE),
 }
-SIGMOID_ROUTER_FAMILIES = ("deepseek_v3", "glm4_moe")
 
 
 def yarn(factor: float, original_max: int, mscale: float, mscale_all_dim: float) -> dict[str, Any]:

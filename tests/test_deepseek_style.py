@@ -74,28 +74,31 @@ def test_hf_to_ours_to_hf_is_bit_identical(ckpt, tmp_path):
     )
 
 
+def test_glm4_moe_lite_round_trip_and_generated_config_load_in_transformers(tmp_path):
+    """glm4_moe_lite: DeepSeek-V3 blocks, dense/MoE layers from mlp_layer_types (parity: test_model_parity)."""
+    src = save_hf_model(make_hf_model("glm4_moe_lite", seed=22, q_lora_rank=10), str(tmp_path / "src"))
+    model, params = rise_jax.load_model(src, dtype="float32", progress=False)
+    assert model.cfg.moe_layer_ids == (1, 3)
+    out = rise_jax.export_model(model, params, str(tmp_path / "out"), source_dir=src, progress=False)
+    a, b = _bits(src), _bits(out)
+    assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a)
+    gen = rise_jax.export_model(model, params, str(tmp_path / "gen"), progress=False)
+    ids, mask = padded_batch(128, [9, 6], 9, [False, True], seed=1)
+    np.testing.assert_array_equal(
+        hf_forward(load_hf_model(gen), ids, mask)[0], hf_forward(load_hf_model(src), ids, mask)[0]
+    )
+
+
 def test_kv_cache_decoding_equals_full_forward_and_hf_generate(ckpt):
     """The MLA cache holds the compressed latent and the rotated key per token (layers.MLAttention)."""
     family, path = ckpt
-    model, params = rise_jax.load_model(path, dtype="float32", progress=False)
+    model, params = rise_jax.load_model(path, dtype="float32", dispatch="dense", progress=False)
     cfg = model.cfg
     cache = init_kv_cache(cfg, 3, 20, jnp.float32)
     if cfg.attention == "mla":
-        assert {a.shape[-1] for a in cache.keys.values()} == {cfg.kv_lora_rank}
-        assert {a.shape[-1] for a in cache.values.values()} == {cfg.head_dim}
-    ids, mask = padded_batch(TINY_VOCAB, [9, 5, 12], 16, [True] * 3, seed=1)
-    full_ids = np.concatenate([ids, np.random.RandomState(2).randint(1, TINY_VOCAB, (3, 4))], 1).astype(np.int32)
-    full_mask = np.concatenate([mask, np.ones((3, 4), np.int64)], 1).astype(np.int32)
-    pos = np.where(full_mask > 0, np.cumsum(full_mask, 1) - 1, 1).astype(np.int32)
-    ref = np.asarray(rise_jax.forward(model, params, full_ids, full_mask, pos).logits)
-    apply = jax.jit(lambda p, i, q, c: model.apply({"params": p}, i, jnp.asarray(full_mask), q, kv_cache=c))
-    out = apply(params, full_ids[:, :16], pos[:, :16], cache)
-    got = [np.asarray(out.logits)]
-    for step in range(16, 20):
-        out = apply(params, full_ids[:, step : step + 1], pos[:, step : step + 1], out.kv_cache)
-        got.append(np.asarray(out.logits))
-    assert np.abs(np.concatenate(got, 1) - ref)[full_mask.astype(bool)].max() < 1e-4
-
+        assert {a.shape[-2:] for a in cache.keys.values()} == {(1, cfg.kv_lora_rank)}
+        assert {a.shape[-2:] for a in cache.values.values()} == {(1, cfg.head_dim)}
+        _cache_steps_equal_full_forward(model, params, cache)
     ids, mask = (a.astype(np.int32) for a in padded_batch(TINY_VOCAB, [11, 4, 8], 11, [True] * 3, seed=4))
     ours = generate(model, params, ids, mask, max_new_tokens=8, stop_ids=[], pad_id=0)
     with torch.no_grad():
@@ -108,6 +111,22 @@ def test_kv_cache_decoding_equals_full_forward_and_hf_generate(ckpt):
             eos_token_id=None,
         )
     assert ours == hf[:, ids.shape[1] :].tolist()
+
+
+def _cache_steps_equal_full_forward(model, params, cache):
+    """Prefill 16 left-padded positions, then 4 single-token steps: logits as one full forward."""
+    ids, mask = padded_batch(TINY_VOCAB, [9, 5, 12], 16, [True] * 3, seed=1)
+    full_ids = np.concatenate([ids, np.random.RandomState(2).randint(1, TINY_VOCAB, (3, 4))], 1).astype(np.int32)
+    full_mask = np.concatenate([mask, np.ones((3, 4), np.int64)], 1).astype(np.int32)
+    pos = np.where(full_mask > 0, np.cumsum(full_mask, 1) - 1, 1).astype(np.int32)
+    ref = np.asarray(rise_jax.forward(model, params, full_ids, full_mask, pos).logits)
+    apply = jax.jit(lambda p, i, q, c: model.apply({"params": p}, i, jnp.asarray(full_mask), q, kv_cache=c))
+    out = apply(params, full_ids[:, :16], pos[:, :16], cache)
+    got = [np.asarray(out.logits)]
+    for step in range(16, 20):
+        out = apply(params, full_ids[:, step : step + 1], pos[:, step : step + 1], out.kv_cache)
+        got.append(np.asarray(out.logits))
+    assert np.abs(np.concatenate(got, 1) - ref)[full_mask.astype(bool)].max() < 1e-4
 
 
 SELECTED = [(0, 1), (0, 4), (2, 3), (2, 6)]  # (MoE layer, expert)

@@ -110,7 +110,16 @@ GLM4_MOE_CASES = {
         rope_parameters=dict(rope_type="default", rope_theta=10000.0, partial_rotary_factor=0.75),
     ),
 }
-DEEPSEEK_STYLE = ("deepseek_v2", "deepseek_v3", "glm4_moe")
+GLM4_MOE_LITE_CASES = {
+    "mla_groups_bias_dense_between": dict(),
+    "q_lora_rotate_half_top3_one_group": dict(
+        q_lora_rank=10, rope_interleave=False, n_group=1, topk_group=1, num_experts_per_tok=3
+    ),
+    "all_sparse_yarn_no_norm": dict(
+        mlp_layer_types=["sparse"] * 4, norm_topk_prob=False, rope_parameters=yarn(8.0, 16, 0.707, 0.707)
+    ),
+}
+DEEPSEEK_STYLE = ("deepseek_v2", "deepseek_v3", "glm4_moe", "glm4_moe_lite")
 FAMILY_CASES = {
     "qwen3_moe": QWEN_CASES,
     "phimoe": PHI_CASES,
@@ -121,6 +130,7 @@ FAMILY_CASES = {
     "deepseek_v2": DEEPSEEK_V2_CASES,
     "deepseek_v3": DEEPSEEK_V3_CASES,
     "glm4_moe": GLM4_MOE_CASES,
+    "glm4_moe_lite": GLM4_MOE_LITE_CASES,
 }
 CASES = [(f, k, v) for f, cases in FAMILY_CASES.items() for k, v in cases.items()]
 
