@@ -422,3 +422,20 @@ def test_hub_configs_parse_as_transformers_reads_them(hub):
             True,
             False,
         )
+
+
+def test_sigmoid_router_selects_with_the_bias_weights_without_it_and_prunes_whatever_the_bias():
+    from rise_jax.models import routers
+
+    z = jnp.asarray([[2.0, 1.0, 0.0, -1.0, -2.0, -3.0]])
+    bias = jnp.asarray([0.0, 0.0, 0.0, 0.0, 0.0, 5.0])  # expert 5: lowest score, huge bias
+    w, idx = routers.sigmoid_topk(z, 2, True, bias)
+    assert sorted(np.asarray(idx)[0].tolist()) == [0, 5]
+    s = jax.nn.sigmoid(z)[0]
+    np.testing.assert_allclose(np.sort(np.asarray(w)[0]), np.sort(np.asarray([s[0], s[5]]) / (s[0] + s[5])), rtol=1e-6)
+    pruned = z.at[0, 5].set(-jnp.inf)  # what RouterEdit.prune does to the logit
+    _, idx = routers.sigmoid_topk(pruned, 2, True, bias)
+    assert sorted(np.asarray(idx)[0].tolist()) == [0, 1]
+    # groups of 2 scored by the sum of their two biased scores: group {4, 5} wins with the bias
+    _, idx = routers.sigmoid_topk(z, 2, False, bias, groups=3, topk_groups=1)
+    assert sorted(np.asarray(idx)[0].tolist()) == [4, 5]
