@@ -130,7 +130,11 @@ def _cache_steps_equal_full_forward(model, params, cache):
 
 
 SELECTED = [(0, 1), (0, 4), (2, 3), (2, 6)]  # (MoE layer, expert)
-TRAIN_METHOD = {"deepseek_v2": "lora", "deepseek_v3": "experts", "glm4_moe": "rise_lora"}  # one each
+# One training method per family; deepseek_v2 (ESFT's model) trains the experts an ESFT
+# expert-config JSON lists (select.method=esft_json) and, as its shared_experts flag says, the
+# shared experts.
+TRAIN_METHOD = {"deepseek_v2": "experts", "deepseek_v3": "lora", "glm4_moe": "rise_lora"}
+ESFT_RELEASED = {"experts": {"1": [0, 3], "2": [], "3": [5, 6]}, "shared_experts": True, "non_expert_modules": False}
 
 
 def test_one_training_step_matches_torch_with_only_the_selected_experts_trainable(ckpt):
@@ -211,10 +215,15 @@ def test_the_whole_pipeline_runs_through_the_cli_and_its_export_loads_in_transfo
     from tiny_pipeline import tiny_config
 
     from rise_jax import launch
+    from rise_jax.selection import esft_config
 
     family, path = ckpt
     c = tiny_config(path)
     c.train.method = TRAIN_METHOD[family]
+    if family == "deepseek_v2":
+        (tmp_path / "esft.json").write_text(json.dumps(ESFT_RELEASED))
+        c.select.method, c.select.esft_config = "esft_json", str(tmp_path / "esft.json")
+        c.train.extra_trainable = esft_config.ExpertConfig((), shared_experts=True).extra_trainable()
     c.stages = "stats,analyze,select,train,export,eval"
     c.eval.variants = "base,trained,pruned"
     c.eval.run = "perplexity"
@@ -236,10 +245,12 @@ def test_the_whole_pipeline_runs_through_the_cli_and_its_export_loads_in_transfo
     ref, _ = hf_forward(load_hf_model(exported), ids, mask)
     ours = np.asarray(rise_jax.forward(model, params, jnp.asarray(ids), jnp.asarray(mask)).logits)
     assert np.abs(ours - ref)[mask.astype(bool)].max() < 1e-4
-    # Training moved only selected experts (lora: only attention kernels); the shared experts, the
-    # router and its selection bias did not move.
+    # Training moved only selected experts (lora: only attention kernels); the router and its
+    # selection bias did not move, the shared experts only where ESFT's flag trains them.
     _, base = rise_jax.load_model(path, dtype="float32", progress=False)
     sel = {(s["layer"], s["expert"]) for s in json.load(open(os.path.join(wd, "selection.json")))["experts"]}
+    if family == "deepseek_v2":
+        assert sel == {(0, 0), (0, 3), (2, 5), (2, 6)}  # decoder layers 1 and 3 = MoE layers 0 and 2
     moved = set()
     for run in layer_runs(model.cfg):
         if not run.is_moe:
@@ -249,7 +260,8 @@ def test_the_whole_pipeline_runs_through_the_cli_and_its_export_loads_in_transfo
             for a, b in zip(
                 jax.tree_util.tree_leaves(ours.get(key)), jax.tree_util.tree_leaves(orig.get(key)), strict=True
             ):
-                assert np.array_equal(np.asarray(a), np.asarray(b)), (run.name, key)
+                same = np.array_equal(np.asarray(a), np.asarray(b))
+                assert same != (key == "shared_expert" and family == "deepseek_v2"), (run.name, key)
         diff = np.asarray(ours["experts"]["gate_proj"]) != np.asarray(orig["experts"]["gate_proj"])
         moved |= {(run.moe_start + int(li), int(e)) for li, e in zip(*np.nonzero(diff.any(axis=(2, 3))), strict=True)}
     if c.train.method == "lora":  # adapters on the attention projections (MLA with q_lora_rank: o_proj)
@@ -291,6 +303,10 @@ def test_esft_expert_config_json_round_trips_and_names_what_does_not_fit(ckpt, t
     assert {"router", "attn", "embed_tokens", "lm_head", "layers_0"} <= set(rest) | set(rest["layers_1"]["moe"]) | set(
         rest["layers_1"]
     )
+    # Without the model config (select.method=esft_json): the keys in order are the MoE layers.
+    assert esft.read_by_layer_order(out, cfg.num_moe_layers, cfg.num_experts) == read
+    with pytest.raises(esft.ExpertConfigError, match=r"lists 3 layers \(1..3\), the model has 4 MoE layers"):
+        esft.read_by_layer_order(out, 4, cfg.num_experts)
     for bad, message in [
         ({**released, "experts": {**released["experts"], "0": [1]}}, r"experts key '0' is not an MoE decoder layer"),
         ({**released, "experts": {"1": [1], "2": []}}, r"no key for MoE layer\(s\) 3"),

@@ -95,7 +95,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.correlate.layers = ""  # MoE layers, e.g. "8-35"; empty = the middle zone
 
     c.select = ml_collections.ConfigDict()
-    c.select.method = "rise"  # rise | random | topk | esft_gate | esft_token
+    c.select.method = "rise"  # rise | random | topk | esft_gate | esft_token | esft_json
     c.select.target = "bn"
     c.select.k = 128
     c.select.ratios = (0.35, 0.25, 0.40)  # shallow, middle, deep
@@ -107,6 +107,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.select.seed = 42
     c.select.p_gate = 0.1
     c.select.p_token = 0.2
+    c.select.esft_config = ""  # method esft_json: an ESFT expert-config JSON (rise_jax/selection/esft_config.py)
 
     # Subnetwork training. The training options (epochs, batch_size, grad_accum, lr, warmup_ratio,
     # b1, b2, eps, weight_decay, clip_norm, seed, eval_every, save_every, log_every, bucket_multiple,

@@ -87,7 +87,7 @@ FIELD_DOCS: dict[str, str] = {
     "correlate.variant": "the eval variant whose scores are correlated",
     "correlate.layers": 'MoE layers whose divergence is averaged, e.g. "8-35"; empty = the middle zone',
     # select
-    "select.method": "selection method: rise | random | topk | esft_gate | esft_token",
+    "select.method": "selection method: rise | random | topk | esft_gate | esft_token | esft_json",
     "select.target": "target language of the subnetwork",
     "select.k": "number of experts selected (K)",
     "select.ratios": "budget fractions of K per zone (shallow, middle, deep)",
@@ -97,6 +97,7 @@ FIELD_DOCS: dict[str, str] = {
     "select.seed": "seed of the random baseline",
     "select.p_gate": "esft_gate: per layer, the top experts whose cumulative gate score reaches p",
     "select.p_token": "esft_token: per layer, the top experts whose cumulative token share reaches p",
+    "select.esft_config": "esft_json: path of an ESFT expert-config JSON whose experts are trained (decoder-layer keys)",
     # train (rise_jax/training/options.py holds the defaults of the options)
     "train.epochs": "passes over the training set",
     "train.batch_size": "sequences per micro-batch",

@@ -113,6 +113,40 @@ def from_esft_dict(d: Any, cfg: ModelConfig, source: str = "expert config") -> E
     return from_pairs(pairs, **flags)
 
 
+def read_by_layer_order(path: str, num_moe_layers: int, num_experts: int) -> ExpertConfig:
+    """Read ``path`` without the model's config: ESFT lists every MoE layer, so its keys sorted by
+    number are the MoE layers in order (the k-th smallest is MoE layer k); the count must match."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            d = json.load(fh)
+    except (OSError, json.JSONDecodeError) as err:
+        raise ExpertConfigError(f"{path}: cannot read an ESFT expert config ({err})") from err
+    experts = d.get("experts") if isinstance(d, dict) else None
+    if not isinstance(experts, dict) or not all(isinstance(k, str) and k.isdigit() for k in experts):
+        raise ExpertConfigError(f"{path}: not an ESFT expert config (expected 'experts' keyed by decoder layer)")
+    layers = sorted(int(k) for k in experts)
+    if len(layers) != num_moe_layers:
+        raise ExpertConfigError(
+            f"{path}: experts lists {len(layers)} layers ({layers[0] if layers else '-'}..{layers[-1] if layers else '-'}), "
+            f"the model has {num_moe_layers} MoE layers"
+        )
+    cfg = _LayerOnly(tuple(layers), num_experts)
+    return from_esft_dict(d, cfg, path)  # type: ignore[arg-type]
+
+
+@dataclasses.dataclass(frozen=True)
+class _LayerOnly:
+    """The two things :func:`from_esft_dict` reads of a ModelConfig, when only the layers are known."""
+
+    moe_layer_ids: tuple[int, ...]
+    num_experts: int
+    model_type: str = "MoE"
+
+    @property
+    def num_moe_layers(self) -> int:
+        return len(self.moe_layer_ids)
+
+
 def write_expert_config(path: str, cfg: ModelConfig, config: ExpertConfig) -> str:
     return write_json_atomic(path, to_esft_dict(cfg, config))
 

@@ -9,6 +9,7 @@ function here (or in a module of its own) and one :class:`Method` entry in :data
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -97,6 +98,31 @@ def _esft_token(x: SelectionInputs, c: Any) -> Choice:
     return Choice(chosen, {"p": float(c.p_token)})
 
 
+def _esft_json(x: SelectionInputs, c: Any) -> Choice:
+    """The experts an ESFT expert-config JSON lists (``c.esft_config``; e.g. a config ESFT released):
+    its decoder-layer keys in order are the MoE layers (:func:`esft_config.read_by_layer_order`)."""
+    from rise_jax.selection import esft_config
+
+    read = esft_config.read_by_layer_order(str(c.esft_config), x.num_layers, x.num_experts)
+    chosen = [alg.Selected(m, e, alg.zone_of(m, x.num_layers, x.zone_ratios), {}) for m, e in read.experts]
+    params = {
+        "esft_config": str(c.esft_config),
+        "shared_experts": read.shared_experts,
+        "non_expert_modules": read.non_expert_modules,
+    }
+    return Choice(chosen, params)
+
+
+def _check_esft_json(c: Any) -> None:
+    path = str(c.get("esft_config", "") or "")
+    if not path:
+        raise alg.SelectionError(
+            "config.select.esft_config: method esft_json needs the path of an ESFT expert-config JSON"
+        )
+    if not os.path.isfile(path):
+        raise alg.SelectionError(f"config.select.esft_config = {path!r}: no such file")
+
+
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
@@ -105,6 +131,7 @@ METHODS: dict[str, Method] = {
         Method("topk", _topk),
         Method("esft_gate", _esft_gate, takes_k=False),
         Method("esft_token", _esft_token, takes_k=False),
+        Method("esft_json", _esft_json, takes_k=False, validate=_check_esft_json),
     )
 }
 
