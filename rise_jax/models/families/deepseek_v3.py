@@ -1,4 +1,4 @@
-"""DeepSeek-V3 (``deepseek_v3``: DeepSeek-V3 / R1, Kimi-K2, Moonlight), as transformers'
+"""DeepSeek-V3 (``deepseek_v3``: DeepSeek-V3 / R1), as transformers'
 modeling_deepseek_v3 computes it: DeepSeek-V2's Multi-head Latent Attention (rotary pairs
 interleaved when ``rope_interleave``, the default), and the sigmoid router with the
 ``e_score_correction_bias`` used for **selection only** (see :mod:`rise_jax.models.routers`,

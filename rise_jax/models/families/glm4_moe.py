@@ -1,4 +1,4 @@
-"""GLM-4.5 / GLM-4.6 (``glm4_moe``: GLM-4.5-Air, GLM-4.5), as transformers' modeling_glm4_moe
+"""GLM-4.5 (``glm4_moe``: GLM-4.5, GLM-4.5-Air), as transformers' modeling_glm4_moe
 computes it: grouped-query attention with q/k/v biases (``attention_bias``; none on o_proj),
 per-head q/k RMSNorm when ``use_qk_norm``, partial rotary (``partial_rotary_factor``, 0.5 when
 the config omits it, on the first half of each head in rotate-half layout); DeepSeek-V3's

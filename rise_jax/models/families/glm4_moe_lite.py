@@ -1,4 +1,4 @@
-"""GLM-4.7-Flash-style ``glm4_moe_lite``, as transformers' modeling_glm4_moe_lite computes it:
+"""GLM's "lite" MoE (``glm4_moe_lite``), as transformers' modeling_glm4_moe_lite computes it:
 DeepSeek-V3's blocks under GLM's names — Multi-head Latent Attention (interleaved rotary pairs
 when ``rope_interleave``), the sigmoid router with the selection-only ``e_score_correction_bias``
 and expert groups, ungated shared experts — with the dense / MoE layers listed per layer in
