@@ -43,7 +43,8 @@ class RoutingInfo:
     Shapes (``L`` = MoE layers, ``B`` batch, ``T`` tokens, ``k`` experts per token, ``E`` experts):
 
     * ``topk_indices``  int32 ``[L, B, T, k]`` — experts each token activates (rank order).
-    * ``topk_weights``  float32 ``[L, B, T, k]`` — the routing weight of each of those experts.
+    * ``topk_weights``  float32 ``[L, B, T, k]`` — the routing weight of each of those experts
+      (before a family's ``routed_scaling_factor``, which the model applies on top).
     * ``router_logits`` float32 ``[L, B, T, E]`` — raw router logits (fp32).
 
     Padding positions are included; mask them with the attention mask before counting.
@@ -61,9 +62,11 @@ class RoutingInfo:
     def router_probs(self) -> Array:
         """float32 ``[L, B, T, E]``: ``softmax`` over all experts of the router logits (Bandarkar's
         routing distribution), for every family. It is not always what weights the experts: that is
-        ``topk_weights`` (Qwen/OLMoE/Mixtral: these probabilities at the top k, renormalised when
-        ``norm_topk_prob``; GPT-OSS: a softmax over the k selected logits only; PhiMoE: sparsemixer's
-        masked softmaxes)."""
+        ``topk_weights`` (Qwen/OLMoE/Mixtral/DeepSeek-V2: these probabilities at the top k,
+        renormalised when ``norm_topk_prob``; GPT-OSS: a softmax over the k selected logits only;
+        PhiMoE: sparsemixer's masked softmaxes; DeepSeek-V3/GLM-4.5: the unbiased sigmoid scores of
+        the experts chosen with the correction bias). For a sigmoid router it ranks experts as
+        ``sigmoid(z)`` does and ignores the selection bias and the groups (docs/ROUTING.md)."""
         return jax.nn.softmax(self.router_logits, axis=-1)
 
 
