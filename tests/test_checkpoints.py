@@ -185,9 +185,9 @@ def test_unreadable_config_is_named(qwen_copy):
 def test_unknown_model_type_is_named(qwen_copy):
     p = os.path.join(qwen_copy, "config.json")
     cfg = json.load(open(p))
-    cfg["model_type"] = "deepseek_v3"
+    cfg["model_type"] = "jamba"
     json.dump(cfg, open(p, "w"))
-    with pytest.raises(CheckpointError, match=r"config\.json: model_type 'deepseek_v3' is not supported"):
+    with pytest.raises(CheckpointError, match=r"config\.json: model_type 'jamba' is not supported"):
         load_hf_checkpoint(qwen_copy)
 
 
