@@ -3,8 +3,8 @@
 # each driving RISE_JAX_LOCAL_DEVICES (default 2) CPU devices, joined by JAX's distributed runtime
 # (gloo collectives). The mesh's data axis spans the processes (docs/ARCHITECTURE.md, "Multi-host").
 #   launch/local_processes.sh 2 configs/demo.py /tmp/rise_mp [--config.field=value ...]
-# Process 0 prints the run's messages and writes every artefact; every process's errors appear on
-# stderr prefixed "[process i]". When one process fails, the others are stopped and the script
+# Process 0 prints the run's messages (gloo's connection notices left out) and writes every
+# artefact; every process's warnings and errors appear on stderr prefixed "[process i]". When one process fails, the others are stopped and the script
 # exits with its status.
 set -uo pipefail
 N=${1:?usage: launch/local_processes.sh N CONFIG[:arg] WORKDIR [--config.field=value ...]}
@@ -19,6 +19,7 @@ for ((i = 0; i < N; i++)); do
   JAX_COORDINATOR_ADDRESS=127.0.0.1:$PORT JAX_NUM_PROCESSES=$N JAX_PROCESS_ID=$i JAX_PLATFORMS=cpu \
     XLA_FLAGS="--xla_force_host_platform_device_count=$DEVICES ${XLA_FLAGS:-}" \
     "$PYTHON" -m rise_jax.launch --config="$CONFIG" --workdir="$WORKDIR" "$@" \
+    > >(if ((i == 0)); then grep --line-buffered -v '^\[Gloo\] '; else cat > /dev/null; fi) \
     2> >(sed -u "s/^/[process $i] /" >&2) &
   pids+=($!)
 done
