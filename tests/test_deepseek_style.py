@@ -294,6 +294,10 @@ def test_esft_expert_config_json_round_trips_and_names_what_does_not_fit(ckpt, t
     assert esft.read_expert_config(out, cfg) == read
     sel = {"experts": [{"layer": m, "expert": e} for m, e in read.experts]}
     assert esft.from_selection(sel, shared_experts=True) == read
+    (tmp_path / "selection.json").write_text(json.dumps(sel))
+    cli = str(tmp_path / "cli.json")
+    esft.main([str(tmp_path / "selection.json"), path, cli, "--shared-experts"])  # ours -> ESFT's trainer
+    assert json.load(open(cli)) == written
     # The flags as train.extra_trainable rules: shared experts; everything but the experts.
     shared = select_extra(params, read.extra_trainable().split(","))
     assert {run for run in shared} == {"layers_1"} and set(shared["layers_1"]["moe"]) == {"shared_expert"}

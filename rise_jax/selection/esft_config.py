@@ -158,3 +158,34 @@ def read_expert_config(path: str, cfg: ModelConfig) -> ExpertConfig:
     except (OSError, json.JSONDecodeError) as err:
         raise ExpertConfigError(f"{path}: cannot read an ESFT expert config ({err})") from err
     return from_esft_dict(d, cfg, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m rise_jax.selection.esft_config SELECTION_JSON CHECKPOINT OUT_JSON [--shared-experts]
+    [--non-expert-modules]``: a ``selection.json`` of ours as ESFT's expert config (for its trainer)."""
+    import argparse
+
+    from rise_jax.models.families import config_from_hf_dict
+
+    ap = argparse.ArgumentParser(prog="python -m rise_jax.selection.esft_config", description=main.__doc__)
+    ap.add_argument("selection", help="a selection.json written by the select stage")
+    ap.add_argument("checkpoint", help="the HF checkpoint directory it was made on (its config.json)")
+    ap.add_argument("out", help="where to write ESFT's expert-config JSON")
+    ap.add_argument("--shared-experts", action="store_true", help="ESFT's shared_experts flag")
+    ap.add_argument("--non-expert-modules", action="store_true", help="ESFT's non_expert_modules flag")
+    args = ap.parse_args(argv)
+    cfg_path = f"{args.checkpoint.rstrip('/')}/config.json"
+    try:
+        with open(cfg_path, encoding="utf-8") as fh:
+            cfg = config_from_hf_dict(json.load(fh), cfg_path)
+        with open(args.selection, encoding="utf-8") as fh:
+            selection = json.load(fh)
+    except (OSError, json.JSONDecodeError) as err:
+        raise SystemExit(f"error: {err}") from err
+    config = from_selection(selection, shared_experts=args.shared_experts, non_expert_modules=args.non_expert_modules)
+    print(write_expert_config(args.out, cfg, config))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
