@@ -120,9 +120,166 @@ OLMOE_1B_7B: dict[str, Any] = {
     "num_key_value_heads": 16,
 }
 
-MID_CONFIGS = {"qwen3_moe": MID_QWEN, "gpt_oss": MID_GPT_OSS, "olmoe": MID_OLMOE}
+# DeepSeek-style full-size configs: the hubs' config.json as published (4.x spellings, DeepSeek's
+# remote-code keys; the same dicts tests/test_deepseek_style.py parses against transformers).
+DEEPSEEK_V2_LITE: dict[str, Any] = {
+    "architectures": ["DeepseekV2ForCausalLM"],
+    "attention_bias": False,
+    "bos_token_id": 100000,
+    "eos_token_id": 100001,
+    "first_k_dense_replace": 1,
+    "hidden_act": "silu",
+    "hidden_size": 2048,
+    "intermediate_size": 10944,
+    "kv_lora_rank": 512,
+    "max_position_embeddings": 163840,
+    "model_type": "deepseek_v2",
+    "moe_intermediate_size": 1408,
+    "moe_layer_freq": 1,
+    "n_group": 1,
+    "n_routed_experts": 64,
+    "n_shared_experts": 2,
+    "norm_topk_prob": False,
+    "num_attention_heads": 16,
+    "num_experts_per_tok": 6,
+    "num_hidden_layers": 27,
+    "num_key_value_heads": 16,
+    "q_lora_rank": None,
+    "qk_nope_head_dim": 128,
+    "qk_rope_head_dim": 64,
+    "rms_norm_eps": 1e-06,
+    "rope_scaling": {
+        "beta_fast": 32,
+        "beta_slow": 1,
+        "factor": 40,
+        "mscale": 0.707,
+        "mscale_all_dim": 0.707,
+        "original_max_position_embeddings": 4096,
+        "type": "yarn",
+    },
+    "rope_theta": 10000,
+    "routed_scaling_factor": 1.0,
+    "scoring_func": "softmax",
+    "tie_word_embeddings": False,
+    "topk_group": 1,
+    "topk_method": "greedy",
+    "v_head_dim": 128,
+    "vocab_size": 102400,
+}
+
+GLM45_AIR: dict[str, Any] = {
+    "architectures": ["Glm4MoeForCausalLM"],
+    "attention_bias": True,
+    "eos_token_id": [151329, 151336, 151338],
+    "first_k_dense_replace": 1,
+    "head_dim": 128,
+    "hidden_act": "silu",
+    "hidden_size": 4096,
+    "intermediate_size": 10944,
+    "max_position_embeddings": 131072,
+    "model_type": "glm4_moe",
+    "moe_intermediate_size": 1408,
+    "n_group": 1,
+    "n_routed_experts": 128,
+    "n_shared_experts": 1,
+    "norm_topk_prob": True,
+    "num_attention_heads": 96,
+    "num_experts_per_tok": 8,
+    "num_hidden_layers": 46,
+    "num_key_value_heads": 8,
+    "num_nextn_predict_layers": 1,
+    "pad_token_id": 151329,
+    "partial_rotary_factor": 0.5,
+    "rms_norm_eps": 1e-05,
+    "rope_theta": 1000000,
+    "routed_scaling_factor": 1.0,
+    "tie_word_embeddings": False,
+    "topk_group": 1,
+    "use_qk_norm": False,
+    "vocab_size": 151552,
+}
+
+# Mid-size DeepSeek-style configs (bench/forward.py --family): the full-size models' blocks at
+# MID_QWEN's widths (H 512, 4 layers, 64 experts, I 256, vocab 4096): 87.2 M / 85.7 M parameters
+# (333 / 327 MiB in fp32).
+# deepseek_v2: DeepSeek-V2-Lite's choices (MLA without q_lora_rank, YaRN, softmax greedy top-6,
+# 2 shared experts, layer 0 dense); glm4_moe: GLM-4.5-Air's (GQA with q/k/v biases, partial rotary
+# 0.5, sigmoid router with the correction bias, 1 shared expert, layer 0 dense) plus groups
+# (n_group 4, topk_group 2) so the group-limited path is timed too.
+MID_DEEPSEEK_V2: dict[str, Any] = {
+    "model_type": "deepseek_v2",
+    "vocab_size": 4096,
+    "hidden_size": 512,
+    "intermediate_size": 1024,
+    "moe_intermediate_size": 256,
+    "num_hidden_layers": 4,
+    "first_k_dense_replace": 1,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 8,
+    "q_lora_rank": None,
+    "kv_lora_rank": 128,
+    "qk_nope_head_dim": 64,
+    "qk_rope_head_dim": 32,
+    "v_head_dim": 64,
+    "n_routed_experts": 64,
+    "num_experts_per_tok": 6,
+    "n_shared_experts": 2,
+    "topk_method": "greedy",
+    "n_group": 1,
+    "topk_group": 1,
+    "norm_topk_prob": False,
+    "routed_scaling_factor": 1.0,
+    "rope_scaling": {
+        "type": "yarn",
+        "factor": 4.0,
+        "beta_fast": 32,
+        "beta_slow": 1,
+        "mscale": 0.707,
+        "mscale_all_dim": 0.707,
+        "original_max_position_embeddings": 1024,
+    },
+    "rope_theta": 10000.0,
+    "max_position_embeddings": 4096,
+    "tie_word_embeddings": False,
+}
+
+MID_GLM4_MOE: dict[str, Any] = {
+    "model_type": "glm4_moe",
+    "vocab_size": 4096,
+    "hidden_size": 512,
+    "intermediate_size": 1024,
+    "moe_intermediate_size": 256,
+    "num_hidden_layers": 4,
+    "first_k_dense_replace": 1,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 4,
+    "head_dim": 64,
+    "attention_bias": True,
+    "partial_rotary_factor": 0.5,
+    "use_qk_norm": False,
+    "n_routed_experts": 64,
+    "num_experts_per_tok": 8,
+    "n_shared_experts": 1,
+    "n_group": 4,
+    "topk_group": 2,
+    "norm_topk_prob": True,
+    "routed_scaling_factor": 2.5,
+    "rope_theta": 1000000.0,
+    "max_position_embeddings": 4096,
+    "tie_word_embeddings": False,
+}
+
+MID_CONFIGS = {
+    "qwen3_moe": MID_QWEN,
+    "gpt_oss": MID_GPT_OSS,
+    "olmoe": MID_OLMOE,
+    "deepseek_v2": MID_DEEPSEEK_V2,
+    "glm4_moe": MID_GLM4_MOE,
+}
 FULL_CONFIGS = {"qwen3_moe": ("Qwen3-30B-A3B", QWEN3_30B_A3B), "gpt_oss": ("GPT-OSS-20B", GPT_OSS_20B)}
 FULL_CONFIGS["olmoe"] = ("OLMoE-1B-7B", OLMOE_1B_7B)
+FULL_CONFIGS["deepseek_v2"] = ("DeepSeek-V2-Lite", DEEPSEEK_V2_LITE)
+FULL_CONFIGS["glm4_moe"] = ("GLM-4.5-Air", GLM45_AIR)
 
 
 # The two HF settings every benchmark compares against: (label, attn_implementation, experts_implementation).
@@ -214,14 +371,23 @@ def forward_flops(cfg: dict[str, Any], batch: int, seq: int) -> float:
     import rise_jax
 
     m = rise_jax.config_from_hf_dict(cfg)
-    h, n_layers = m.hidden_size, m.num_layers
-    qd, kvd = m.num_heads * m.head_dim, m.num_kv_heads * m.head_dim
-    per_tok = 2 * h * (2 * qd + 2 * kvd)  # q, k, v, o projections
-    per_tok += 2 * 2 * seq * qd  # scores + weighted values
-    per_tok += 2 * h * m.num_experts  # router
-    per_tok += 2 * 3 * h * m.moe_intermediate_size * m.top_k  # routed experts
-    per_tok += 2 * 3 * h * m.shared_expert_size  # shared expert (Qwen2-MoE)
-    return batch * seq * (n_layers * per_tok + 2 * h * m.vocab_size)
+    h, n_layers, n = m.hidden_size, m.num_layers, m.num_heads
+    if m.attention == "mla":  # DeepSeek's MLA, computed as transformers does (latent expanded by kv_b)
+        dn, dr, dv, r = m.qk_nope_head_dim, m.head_dim, m.v_head_dim, m.kv_lora_rank
+        q = h * n * (dn + dr) if m.q_lora_rank is None else h * m.q_lora_rank + m.q_lora_rank * n * (dn + dr)
+        attn = 2 * (q + h * (r + dr) + r * n * (dn + dv) + n * dv * h)  # q, kv_a, kv_b, o projections
+        attn += 2 * seq * n * (dn + dr + dv)  # scores + weighted values
+    else:
+        qd, kvd = n * m.head_dim, m.num_kv_heads * m.head_dim
+        attn = 2 * h * (2 * qd + 2 * kvd)  # q, k, v, o projections
+        attn += 2 * 2 * seq * qd  # scores + weighted values
+    moe = 2 * h * m.num_experts  # router
+    moe += 2 * 3 * h * m.moe_intermediate_size * m.top_k  # routed experts
+    moe += 2 * 3 * h * m.shared_expert_size  # shared experts (Qwen2-MoE, DeepSeek, GLM-4.5)
+    dense = 2 * 3 * h * m.intermediate_size  # dense layers (mlp_only / first_k_dense_replace)
+    n_moe = m.num_moe_layers
+    per_seq_tok = n_layers * attn + n_moe * moe + (n_layers - n_moe) * dense
+    return batch * seq * (per_seq_tok + 2 * h * m.vocab_size)
 
 
 def matmul_peaks(n: int = 2048) -> dict[str, float]:

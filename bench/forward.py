@@ -3,12 +3,13 @@
     python bench/forward.py            # mid-size config, 4 x 512 tokens, fp32, 2 threads
     python bench/forward.py --quick    # smaller batch, no ragged_dot timing (CI smoke)
     python bench/forward.py --family gpt_oss|olmoe   # the companion study's other families
+    python bench/forward.py --family deepseek_v2|glm4_moe   # DeepSeek-style (MLA / sigmoid router)
 
 Prints tokens/s of each implementation, ratios against HF torch's fastest in the same run (the
 HF settings the family's modeling code supports; GPT-OSS has no sdpa), our achieved model
 GFLOP/s against XLA's measured fp32 matmul peak, and the compile time and XLA memory analysis of
-the family's full-size forward (Qwen3-30B-A3B, GPT-OSS-20B, OLMoE-1B-7B) lowered from abstract
-shapes (no weights).
+the family's full-size forward (Qwen3-30B-A3B, GPT-OSS-20B, OLMoE-1B-7B, DeepSeek-V2-Lite,
+GLM-4.5-Air) lowered from abstract shapes (no weights). ``--skip-full-size`` leaves that out.
 """
 
 from __future__ import annotations
@@ -123,12 +124,17 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="batch 1 x 256, 2 repeats, no ragged timing")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--family", choices=sorted(MID_CONFIGS), default="qwen3_moe")
+    ap.add_argument("--skip-mid", action="store_true", help="only the full-size compile check")
+    ap.add_argument("--skip-full-size", action="store_true", help="only the mid-size timing")
     args = ap.parse_args()
-    if args.quick:
+    if args.skip_mid:
+        pass
+    elif args.quick:
         bench_mid(args.family, 1, 256, 2, with_ragged=False)
     else:
         bench_mid(args.family, 4, 512, args.repeats, with_ragged=True)
-    bench_full_size_compile(args.family, 4, 512)
+    if not args.skip_full_size:
+        bench_full_size_compile(args.family, 4, 512)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 full-size Qwen3-30B-A3B RISE training step from abstract shapes.
 
     python bench/train_step.py [--k 16] [--repeats 5] [--memory-ks 8,16,32,64,128] [--lora-ranks 8,16,64] [--skip-step]
+    python bench/train_step.py --skip-step --memory-model deepseek_v2_lite|glm45_air [--lora-k 48]
+                                        # the full-size memory tables of another model (default qwen3)
     python bench/train_step.py --method lora --skip-memory   # LoRA baseline vs HF + peft, RISE+LoRA
                                         # (--method rise_lora: the same table; --lora-dropout P: both
                                         # sides drop the dense adapters' input)
@@ -23,6 +25,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
+    DEEPSEEK_V2_LITE,
+    GLM45_AIR,
     HF_SETTINGS,
     MID_QWEN,
     QWEN3_30B_A3B,
@@ -44,6 +48,12 @@ import numpy as np  # noqa: E402
 from rise_jax.checkpoints.hf_layout import expert_leaf_shape  # noqa: E402
 
 GIB = 1024**3
+# --memory-model name -> (label, HF config) of the full-size memory tables
+MEMORY_MODELS = {
+    "qwen3": ("Qwen3-30B-A3B", QWEN3_30B_A3B),
+    "deepseek_v2_lite": ("DeepSeek-V2-Lite", DEEPSEEK_V2_LITE),
+    "glm45_air": ("GLM-4.5-Air", GLM45_AIR),
+}
 DISPATCH = os.environ.get("RISE_BENCH_DISPATCH", "grouped_scan")
 
 
@@ -201,8 +211,9 @@ def bench_lora_step(
         print(f"{name:34s} {t:8.3f} {batch * seq / t:9.0f} {best / t:11.2f}x")
 
 
-def memory_full_size(batch: int, seq: int, ks: list[int]) -> None:
-    """Memory of one RISE step on Qwen3-30B-A3B for every K in ``ks``, from abstract shapes (no
+def memory_full_size(batch: int, seq: int, ks: list[int], model_name: str = "qwen3") -> None:
+    """Memory of one RISE step on a full-size model (Qwen3-30B-A3B by default; ``MEMORY_MODELS``)
+    for every K in ``ks``, from abstract shapes (no
     weights allocated): frozen bf16 weights + K fp32 master experts + their gradients + Adam's two
     moments, plus XLA's temporaries of the fp32 lowering of ``grad_step`` (an upper bound of the
     activations: the CPU backend runs bf16 dots in fp32). The paper's Table 12 row, in one run."""
@@ -212,7 +223,8 @@ def memory_full_size(batch: int, seq: int, ks: list[int]) -> None:
     from rise_jax.training.methods import FullExperts
     from rise_jax.training.step import make_optimizer, make_steps
 
-    cfg = rise_jax.config_from_hf_dict(QWEN3_30B_A3B)
+    label, hf_cfg = MEMORY_MODELS[model_name]
+    cfg = rise_jax.config_from_hf_dict(hf_cfg)
     tx, _ = make_optimizer(2e-5, 1000)
     ids = jax.ShapeDtypeStruct((batch, seq), jnp.int32)
     b = lambda tree: sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(tree))  # noqa: E731
@@ -243,7 +255,7 @@ def memory_full_size(batch: int, seq: int, ks: list[int]) -> None:
         rows.append((k, masters, adam, act, w_bf16 + 2 * masters + adam + act, time.perf_counter() - t0))
 
     print(
-        f"\nQwen3-30B-A3B RISE step, batch {batch} x {seq}, remat, AdamW, XLA memory analysis "
+        f"\n{label} RISE step, batch {batch} x {seq}, remat, AdamW, XLA memory analysis "
         f"({jax.default_backend()} compile); frozen bf16 weights {w_bf16 / GIB:.2f} GiB in every row"
     )
     print(
@@ -251,16 +263,17 @@ def memory_full_size(batch: int, seq: int, ks: list[int]) -> None:
         f"{'total GB':>9s} {'paper GB':>9s} {'compile':>8s}"
     )
     for k, masters, adam, act, total, secs in rows:
-        paper = PAPER_TABLE12_GB.get(k)
+        paper = PAPER_TABLE12_GB.get(k) if model_name == "qwen3" else None
         print(
             f"{k:4d} {masters / GIB:8.2f} {masters / GIB:8.2f} {adam / GIB:8.2f} {act / GIB:8.2f} "
             f"{total / GIB:10.2f} {total / 1e9:9.1f} {'' if paper is None else f'{paper:.1f}':>9s} {secs:7.1f}s"
         )
     growth = (rows[-1][4] - rows[0][4]) / 1e9
-    print(f"  K {rows[0][0]} -> {rows[-1][0]}: +{growth:.1f} GB (paper: +{72.0 - 64.7:.1f} GB from K 8 to 128)")
+    paper = f" (paper: +{72.0 - 64.7:.1f} GB from K 8 to 128)" if model_name == "qwen3" else ""
+    print(f"  K {rows[0][0]} -> {rows[-1][0]}: +{growth:.1f} GB{paper}")
 
 
-def lora_memory_full_size(batch: int, seq: int, k: int, ranks: list[int]) -> None:
+def lora_memory_full_size(batch: int, seq: int, k: int, ranks: list[int], model_name: str = "qwen3") -> None:
     """The same accounting for RISE+LoRA (``train.method=rise_lora``): rank-r adapters on gate/up/
     down of the K selected experts instead of their fp32 copies (frozen bf16 weights unchanged)."""
     import rise_jax
@@ -271,7 +284,8 @@ def lora_memory_full_size(batch: int, seq: int, k: int, ranks: list[int]) -> Non
     from rise_jax.training.methods.rise_lora import LORA_SCALE
     from rise_jax.training.step import make_optimizer, make_steps
 
-    cfg = rise_jax.config_from_hf_dict(QWEN3_30B_A3B)
+    label, hf_cfg = MEMORY_MODELS[model_name]
+    cfg = rise_jax.config_from_hf_dict(hf_cfg)
     tx, _ = make_optimizer(2e-5, 1000)
     ids = jax.ShapeDtypeStruct((batch, seq), jnp.int32)
     b = lambda tree: sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(tree))  # noqa: E731
@@ -287,7 +301,7 @@ def lora_memory_full_size(batch: int, seq: int, k: int, ranks: list[int]) -> Non
     grad_step = make_steps(model, tx)[0]
     experts = pick_experts(cfg.num_moe_layers, cfg.num_experts, k)
     h, i = cfg.hidden_size, cfg.moe_intermediate_size
-    print(f"\nQwen3-30B-A3B RISE+LoRA step, K = {k}, batch {batch} x {seq}, remat (same accounting):")
+    print(f"\n{label} RISE+LoRA step, K = {k}, batch {batch} x {seq}, remat (same accounting):")
     print(
         f"{'rank':>5s} {'adapters':>9s} {'grads':>8s} {'Adam':>8s} {'act+tmp':>8s} {'total GiB':>10s} {'total GB':>9s}"
     )
@@ -384,7 +398,9 @@ def main() -> None:
     ap.add_argument("--dispatch", default="auto", help="MoE dispatch of ours (auto: per backend)")
     ap.add_argument("--gpu", action="store_true", help="time on the GPU and measure the full-size step's real peak")
     ap.add_argument("--memory-ks", default="8,16,32,64,128", help="K values of the full-size memory table (Table 12)")
-    ap.add_argument("--lora-ranks", default="8,16,64", help="RISE+LoRA ranks of the full-size accounting (K = 128)")
+    ap.add_argument("--lora-ranks", default="8,16,64", help="RISE+LoRA ranks of the full-size accounting")
+    ap.add_argument("--lora-k", type=int, default=128, help="selected experts of the RISE+LoRA accounting")
+    ap.add_argument("--memory-model", default="qwen3", choices=sorted(MEMORY_MODELS), help="full-size model")
     ap.add_argument(
         "--method", default="experts", choices=("experts", "lora", "rise_lora"), help="lora, rise_lora: the LoRA table"
     )
@@ -396,8 +412,8 @@ def main() -> None:
         bench_step(4, 512, args.k, args.repeats, gpu=args.gpu, dispatch=args.dispatch)
     if args.skip_memory:
         return
-    memory_full_size(2, 512, [int(k) for k in args.memory_ks.split(",")])
-    lora_memory_full_size(2, 512, 128, [int(r) for r in args.lora_ranks.split(",")])
+    memory_full_size(2, 512, [int(k) for k in args.memory_ks.split(",")], args.memory_model)
+    lora_memory_full_size(2, 512, args.lora_k, [int(r) for r in args.lora_ranks.split(",")], args.memory_model)
     if args.gpu:
         peak_full_size(2, 512, 128, repeats=3)
 
