@@ -160,3 +160,60 @@ def test_decoding_never_copies_a_layers_whole_expert_slice(qwen_dir, dispatch):
 
     assert slice_shape in jax.jit(no_cache).lower(params).compile().as_text()
     assert slice_shape not in jax.jit(step).lower(params, cache).compile().as_text()
+
+
+class _IdTokenizer:
+    """Prompts written as space-separated token ids, so text-level generation can be compared on
+    a tiny model without a real tokenizer."""
+
+    pad_token_id = 0
+
+    def __call__(self, texts, add_special_tokens=False):
+        return {"input_ids": [[int(t) for t in s.split()] for s in texts]}
+
+    def decode(self, ids, skip_special_tokens=True):
+        return " ".join(str(t) for t in ids)
+
+
+def test_continuous_batching_equals_static_greedy_batches(qwen_dir, monkeypatch):
+    """The evaluator's continuous-batching generation writes what today's static batches (sorted
+    by length) write, token for token: more prompts than slots (refills), prompt lengths in two
+    buckets, a stop token some rows emit and others never do, and enough steps that the cache's
+    columns are shifted."""
+    from rise_jax.evaluation import continuous
+    from rise_jax.evaluation.generate import generate_text
+    from rise_jax.evaluation.tasks import Evaluator
+
+    model, params = rise_jax.load_model(qwen_dir, dtype="float32", progress=False)
+    rs = np.random.RandomState(6)
+    prompts = [rs.randint(1, model.cfg.vocab_size, n).tolist() for n in [3, 17, 9, 40, 5, 12, 21, 2, 36, 26]]
+    texts = [" ".join(map(str, p)) for p in prompts]
+    tok, new = _IdTokenizer(), 16
+    free = [
+        [int(t) for t in row.split()]
+        for row in generate_text(model, params, tok, texts, max_new_tokens=new, stop_ids=[], batch_size=4)
+    ]
+    # The token emitted mid-way by the most rows that some row never emits: a stop for some rows only.
+    counts = {}
+    for row in free:
+        for t in set(row[1 : new - 1]):
+            counts[t] = counts.get(t, 0) + 1
+    stop = max((t for t in counts if counts[t] < len(free)), key=lambda t: (counts[t], -t))
+    static = generate_text(model, params, tok, texts, max_new_tokens=new, stop_ids=[stop], batch_size=4)
+    assert any(stop not in row for row in free) and sum(stop in row[1 : new - 1] for row in free) >= 2
+
+    shifts = []
+    real_shift = continuous._shift
+    monkeypatch.setattr(
+        continuous, "_shift", lambda state, shift: shifts.append(shift) or real_shift(state, shift=shift)
+    )
+    ev = Evaluator(model, params, tok, [stop], progress=False, decode_slots=2)
+    assert ev.generate(texts, new, "test") == static
+    assert shifts  # the run outlived the cache's spare columns
+    # Refilling two slots at once (decoding pauses only when two are free) changes nothing either.
+    ids = [[int(t) for t in text.split()] for text in texts]
+    both = continuous.generate_continuous(
+        model, params, ids, max_new_tokens=new, stop_ids=[stop], pad_id=0, slots=2, refill=2
+    )
+    assert [" ".join(str(t) for t in row if t != stop) for row in both] == static
+    assert any(len(row.split()) < new - 1 for row in static)  # stopped early (stop token dropped from text)

@@ -32,8 +32,8 @@ from rise_jax.data.languages import get_language
 from rise_jax.data.sources import Example, SourceError, SourceSpec, load_examples
 from rise_jax.distributed import is_writer, put_batch, to_host
 from rise_jax.errors import RiseError
+from rise_jax.evaluation.continuous import generate_text_continuous
 from rise_jax.evaluation.formats import FormatError, convert_rows, read_items
-from rise_jax.evaluation.generate import SamplingOptions, generate_text
 from rise_jax.evaluation.loglikelihood_requests import encode, pair_sequence, prefix_token, rolling_windows
 from rise_jax.evaluation.metrics import (
     best_over_golds,
@@ -72,7 +72,10 @@ class TaskResult:
 
 @dataclasses.dataclass
 class Evaluator:
-    """What every task needs: the model and params, the tokenizer and an optional router edit."""
+    """What every task needs: the model and params, the tokenizer and an optional router edit.
+    ``batch_size``: sequences per log-likelihood batch; ``decode_slots``: generation's
+    continuous-batching slots (None: as many as a bounded KV-cache budget holds,
+    :func:`~rise_jax.evaluation.continuous.default_slots`)."""
 
     model: MoEModel
     params: dict[str, Any]
@@ -81,6 +84,7 @@ class Evaluator:
     router_edit: RouterEdit | None = None
     batch_size: int = 8
     progress: bool = True
+    decode_slots: int | None = None
 
     @property
     def pad_id(self) -> int:
@@ -92,17 +96,18 @@ class Evaluator:
         return render(Example("", prompt, prompt=prompt), self.tokenizer, template)
 
     def generate(self, prompts: list[str], max_new_tokens: int, desc: str) -> list[str]:
+        """Greedy continuations of rendered prompts, decoded with continuous batching (a finished
+        row's slot takes the next prompt; the same tokens as static batches, less waiting)."""
         bar = tqdm(total=len(prompts), desc=desc, disable=not (self.progress and is_writer()), leave=False)
         with bar:
-            return generate_text(
+            return generate_text_continuous(
                 self.model,
                 self.params,
                 self.tokenizer,
                 prompts,
                 max_new_tokens=max_new_tokens,
                 stop_ids=self.stop_ids,
-                batch_size=self.batch_size,
-                sampling=SamplingOptions(),
+                slots=self.decode_slots,
                 router_edit=self.router_edit,
                 progress=bar,
             )
