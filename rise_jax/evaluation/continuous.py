@@ -16,8 +16,8 @@ How, with the model's cache as it is (one write column ``index`` shared by every
   rows padded to a power of two: bounded compilation) on a fresh cache and copies their
   keys/values into the slots' rows at columns ``[c - P, c)``; that row's mask is reset to them.
 * No live row spans more than ``W = longest prompt bucket + max_new_tokens`` columns, so when
-  ``c`` reaches ``S`` the cache and masks are shifted left by ``S - W`` columns (one copy every
-  ``S - W`` steps) and decoding goes on at ``c = W``.
+  ``c`` reaches ``S`` the cache and masks are shifted left by ``K = S - W`` columns (one copy
+  every ``K`` steps; :func:`cache_columns`) and decoding goes on at ``c = W``.
 * The decode loop runs on device (``lax.while_loop``) until a slot finishes while prompts wait
   (or, once none wait, until every slot has), or the cache needs shifting; the host then takes
   the finished rows' tokens and refills their slots.
@@ -87,11 +87,13 @@ def default_slots(model: MoEModel, columns: int, budget_bytes: int = CACHE_BUDGE
 
 def cache_columns(longest_prompt: int, max_new_tokens: int, pad_multiple: int) -> tuple[int, int]:
     """``(W, S)``: the most columns a live row spans (its prompt bucket + ``max_new_tokens``) and
-    the cache length (``W`` plus a quarter for shifting, rounded to 64)."""
+    the cache length ``W + K``. Every step's attention reads the ``K`` spare columns and every
+    ``K`` steps the cache (``S`` columns) is copied once, so ``K ≈ sqrt(2 W)`` (a multiple of 16)
+    keeps the sum of both smallest."""
     bucket = -(-longest_prompt // pad_multiple) * pad_multiple
     span = bucket + max_new_tokens
-    total = -(-(span + max(16, span // 4)) // 64) * 64
-    return span, total
+    spare = max(16, -(-math.isqrt(2 * span) // 16) * 16)
+    return span, span + spare
 
 
 def _pow2_at_least(n: int) -> int:
