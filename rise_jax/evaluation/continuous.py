@@ -243,7 +243,7 @@ def generate_continuous(
     stop_ids: Sequence[int],
     pad_id: int,
     slots: int | None = None,
-    refill: int = 1,
+    refill: int | None = None,
     pad_multiple: int = 32,
     sampling: SamplingOptions = GREEDY,
     router_edit: RouterEdit | None = None,
@@ -252,7 +252,8 @@ def generate_continuous(
     """Each prompt's new tokens (up to and including its stop token), decoded in ``slots`` decode
     slots refilled as rows stop (default :func:`default_slots`, never more than the prompts
     rounded up to a power of two). Decoding pauses for a refill once ``refill`` slots are free
-    (fewer when fewer prompts wait): larger prefills, slots idle longer. Prompts are served
+    (fewer when fewer prompts wait; default a quarter of the slots): larger prefills, which run
+    faster per token, against slots idle for longer. Prompts are served
     shortest first; ``pad_multiple`` is the prompt-length bucket. ``progress`` (e.g. a tqdm bar) gets ``update(1)`` per finished prompt."""
     if max_new_tokens < 1:
         raise GenerationError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -267,6 +268,8 @@ def generate_continuous(
         slots = default_slots(model, columns)
     if slots < 1:
         raise GenerationError(f"slots must be >= 1, got {slots}")
+    if refill is None:
+        refill = max(1, slots // 4)
     if refill < 1:
         raise GenerationError(f"refill must be >= 1, got {refill}")
     slots = min(slots, _pow2_at_least(len(prompts)))
@@ -356,7 +359,7 @@ def generate_text_continuous(
     max_new_tokens: int,
     stop_ids: Sequence[int],
     slots: int | None = None,
-    refill: int = 1,
+    refill: int | None = None,
     pad_multiple: int = 32,
     sampling: SamplingOptions = GREEDY,
     router_edit: RouterEdit | None = None,
