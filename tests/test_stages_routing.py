@@ -176,3 +176,30 @@ def test_plain_text_blank_lines_are_skipped_and_counted_in_the_summary(tmp_path,
     info = json.load(open(os.path.join(wd, "routing_stats", "summary.json")))["languages"]
     assert (info["en"]["sequences"], info["en"]["blank_lines_skipped"]) == (2, 2)
     assert (info["qu"]["as_written"], info["qu"]["sequences"], info["qu"]["blank_lines_skipped"]) == ("quz", 2, 0)
+
+
+def test_an_esft_json_selects_its_experts_and_an_edit_in_place_selects_again(tmp_path, workdir, tokenizer_vocab_ckpt):
+    """``select.method=esft_json``: the experts an ESFT expert-config JSON lists (its decoder-layer
+    keys in order = the MoE layers); the file's content is in the select stage's fingerprint, so
+    editing it in place reruns the selection."""
+    import shutil
+
+    shutil.copytree(os.path.join(workdir, "routing_stats"), tmp_path / "routing_stats")
+    layers = json.load(open(tmp_path / "routing_stats" / "summary.json"))["model"]["num_moe_layers"]
+    path = tmp_path / "esft.json"
+
+    def write(ids):
+        experts = {str(i): ids if i == 0 else [] for i in range(layers)}
+        path.write_text(json.dumps({"experts": experts, "shared_experts": False, "non_expert_modules": False}))
+
+    c = make_config(tokenizer_vocab_ckpt, method="esft_json")
+    c.select.esft_config = str(path)
+    c.stages = "select"
+    write([1, 3])
+    assert launch.run(c, str(tmp_path)) == {"select": "ran"}
+    sel = json.load(open(tmp_path / "selection.json"))
+    assert sel["method"] == "esft_json" and [(e["layer"], e["expert"]) for e in sel["experts"]] == [(0, 1), (0, 3)]
+    assert launch.run(c, str(tmp_path)) == {"select": "skipped"}
+    write([2])
+    assert launch.run(c, str(tmp_path)) == {"select": "ran"}
+    assert [(e["layer"], e["expert"]) for e in json.load(open(tmp_path / "selection.json"))["experts"]] == [(0, 2)]

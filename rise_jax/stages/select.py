@@ -16,7 +16,7 @@ from rise_jax.routing.stats import RoutingStats, StatsError
 from rise_jax.selection import algorithms as alg
 from rise_jax.selection.artefact import build_artefact, save_selection
 from rise_jax.selection.methods import SelectionInputs, get_method
-from rise_jax.stages.common import checkpoint_path, zone_ratios
+from rise_jax.stages.common import checkpoint_path, files_identity, zone_ratios
 from rise_jax.stages.registry import Stage
 from rise_jax.workdir import Workdir
 from rise_jax.zones import ZONES
@@ -95,11 +95,19 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
     return artefact
 
 
+def inputs(config: ml_collections.ConfigDict, wd: Workdir | None) -> dict[str, Any]:
+    """What the selection is made from outside the config: the content of an ESFT expert-config
+    JSON (method ``esft_json``), so that a file edited in place selects again."""
+    path = str(config.select.get("esft_config", "") or "")
+    return {"esft_config": files_identity(path, wd)} if path else {}
+
+
 STAGE = Stage(
     "select",
     ("select",),
     run,
     validate=validate,
+    inputs=inputs,
     reads=("stats",),
     outputs=lambda wd: (wd.selection, wd.selection_map),
     spmd=False,
