@@ -112,6 +112,8 @@ def test_two_processes_killed_in_training_and_relaunched_end_equal_to_one_proces
         assert np.array_equal(x, y)
     for x, y in zip(jax.tree_util.tree_leaves(ta.weights), jax.tree_util.tree_leaves(tb.weights), strict=True):
         np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=0, atol=1e-5)
+    configs = [json.load(open(os.path.join(w, "export", "hf", "config.json"))) for w in (one, two)]
+    assert configs[0] == configs[1]  # written once, by process 0, as one process writes it
     ea, eb = (load_file(os.path.join(w, "export", "hf", "model.safetensors")) for w in (one, two))
     assert sorted(ea) == sorted(eb)
     for name in ea:
