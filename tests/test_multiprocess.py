@@ -62,7 +62,7 @@ def test_two_processes_killed_in_training_and_relaunched_end_equal_to_one_proces
     r = subprocess.run(
         [sys.executable, "-m", "rise_jax.launch", f"--config={CONFIG}:{ckpt}", f"--workdir={one}"],
         cwd=ROOT,
-        env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=4"),
+        env=_env(XLA_FLAGS=os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"),
         capture_output=True,
         text=True,
         timeout=600,
@@ -168,7 +168,7 @@ def test_a_process_killed_mid_stage_ends_the_others(ckpt, tmp_path):
             JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
             JAX_NUM_PROCESSES="2",
             JAX_PROCESS_ID=str(i),
-            XLA_FLAGS="--xla_force_host_platform_device_count=2",
+            XLA_FLAGS=os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2",
         )
         cmd = [sys.executable, "-m", "rise_jax.launch", f"--config={CONFIG}:{ckpt}", f"--workdir={wd}"]
         procs.append(

@@ -204,7 +204,11 @@ def _train_on_int8(path, dispatch):
 
 
 def test_an_int8_model_shards_its_quantized_experts_and_gives_the_single_device_logits(qwen_dir):
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    env = {
+        **os.environ,
+        "XLA_FLAGS": os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8",
+        "JAX_PLATFORMS": "cpu",
+    }
     r = subprocess.run(
         [sys.executable, os.path.join(HERE, "quantized_sharded_check.py"), qwen_dir],
         capture_output=True,

@@ -64,7 +64,11 @@ def test_training_stopped_on_eight_devices_resumes_on_one(tmp_path):
     shutil.copytree(moved, reference)  # the same selection for both runs
     assert launch.run(_config(ckpt), reference) == {"train": "ran"}  # uninterrupted, one device
 
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    env = {
+        **os.environ,
+        "XLA_FLAGS": os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8",
+        "JAX_PLATFORMS": "cpu",
+    }
     script = _EIGHT_DEVICES.format(tests=TESTS, ckpt=ckpt, wd=moved)
     r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -14,7 +14,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def _run8(script: str, *args: str) -> dict:
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    env = {
+        **os.environ,
+        "XLA_FLAGS": os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8",
+        "JAX_PLATFORMS": "cpu",
+    }
     r = subprocess.run(
         [sys.executable, os.path.join(HERE, script), *args], env=env, capture_output=True, text=True, timeout=600
     )
