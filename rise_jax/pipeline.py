@@ -27,6 +27,9 @@ records the fingerprint, the config it was made from, ``status`` (``running`` wh
   made from another config or changed since: it is refused with the reason (add that stage to
   ``config.stages``).
 - Progress: every message starts ``[<n>/<total> <stage>]``.
+- In a multi-process job (:mod:`rise_jax.distributed`) process 0 alone does this bookkeeping
+  (:func:`_plan`, :func:`_finish`) and tells every process the outcome; every process runs a
+  device stage (``Stage.spmd``), process 0 alone a host-only one.
 """
 
 from __future__ import annotations
