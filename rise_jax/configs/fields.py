@@ -135,7 +135,7 @@ FIELD_DOCS: dict[str, str] = {
     "eval.run": "comma list of eval.tasks entries to run",
     "eval.languages": "default languages of tasks without their own list",
     "eval.max_samples": "items per task and language; 0 = all (a task's own max_samples wins)",
-    "eval.batch_size": "prompts per batch",
+    "eval.batch_size": "sequences per log-likelihood batch (generation decodes in continuous-batching slots: evaluation/continuous.py)",
     "eval.progress": "show a progress bar",
     "eval.general": "tasks shown in Table 4's layout (general ability: before -> after, delta)",
     "eval.steer.source": "steered experts: experts | language | task_experts | multilingual | random",
