@@ -140,12 +140,11 @@ TRAIN_METHOD = {"deepseek_v2": "experts", "glm4_moe": "rise_lora"}
 ESFT_RELEASED = {"experts": {"1": [0, 3], "2": [], "3": [5, 6]}, "shared_experts": True, "non_expert_modules": False}
 
 
+@pytest.mark.parametrize("ckpt", ["deepseek_v3"], indirect=True)  # one family carries it: the blocks are shared
 def test_one_training_step_matches_torch_with_only_the_selected_experts_trainable(ckpt):
     """deepseek_v3 (sigmoid router with bias and groups, MLA, shared expert, a dense first layer):
     loss, gradients of the selected experts and the AdamW step against torch."""
     family, path = ckpt
-    if family != "deepseek_v3":
-        pytest.skip("one family carries the training-step check (the blocks are shared)")
     from rise_jax.models.layout import moe_layer_location
     from rise_jax.training.methods import FullExperts
     from rise_jax.training.step import make_optimizer, make_steps
@@ -214,6 +213,7 @@ def test_one_training_step_matches_torch_with_only_the_selected_experts_trainabl
             assert np.array_equal(np.asarray(a).view(np.uint32), np.asarray(b).view(np.uint32)), (run, key)
 
 
+@pytest.mark.parametrize("ckpt", sorted(TRAIN_METHOD), indirect=True)  # deepseek_v3's blocks run in these two
 def test_the_whole_pipeline_runs_through_the_cli_and_its_export_loads_in_transformers(ckpt, tmp_path):
     from tiny_pipeline import tiny_config
 
@@ -221,8 +221,6 @@ def test_the_whole_pipeline_runs_through_the_cli_and_its_export_loads_in_transfo
     from rise_jax.selection import esft_config
 
     family, path = ckpt
-    if family not in TRAIN_METHOD:
-        pytest.skip("deepseek_v3's blocks run in the other two pipelines (time budget)")
     c = tiny_config(path)
     c.train.method = TRAIN_METHOD[family]
     if family == "deepseek_v2":
@@ -272,14 +270,13 @@ def test_the_whole_pipeline_runs_through_the_cli_and_its_export_loads_in_transfo
     assert moved and moved <= sel
 
 
+@pytest.mark.parametrize("ckpt", ["deepseek_v2"], indirect=True)  # the layer layout only; ESFT's own model
 def test_esft_expert_config_json_round_trips_and_names_what_does_not_fit(ckpt, tmp_path):
     """ESFT's own format (decoder-layer keys, a key per MoE layer), built here as ESFT writes it."""
     from rise_jax.selection import esft_config as esft
     from rise_jax.training.partition import select_extra
 
     family, path = ckpt
-    if family != "deepseek_v2":
-        pytest.skip("the JSON depends on the layer layout only; ESFT's own model carries it")
     model, params = rise_jax.load_model(path, dtype="float32", progress=False)
     cfg = model.cfg
     assert cfg.moe_layer_ids == (1, 2, 3)  # layer 0 dense, as DeepSeek-V2-Lite
