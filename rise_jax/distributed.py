@@ -101,13 +101,16 @@ def initialize(env: Mapping[str, str] = os.environ) -> Job | None:
 
     if jax.distributed.is_initialized():
         return job
+    heartbeat = env.get(HEARTBEAT, "60")
+    if not heartbeat.isdigit() or int(heartbeat) < 1:
+        raise DistributedError(f"{HEARTBEAT}={heartbeat!r}: give a whole number of seconds >= 1")
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     try:
         jax.distributed.initialize(
             coordinator_address=job.coordinator,
             num_processes=job.num_processes,
             process_id=job.process_id,
-            heartbeat_timeout_seconds=int(env.get(HEARTBEAT, "60")),
+            heartbeat_timeout_seconds=int(heartbeat),
         )
     except RuntimeError as err:
         raise DistributedError(f"the {job.kind} multi-process job could not start: {err}") from None
