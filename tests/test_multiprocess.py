@@ -252,3 +252,11 @@ def test_a_process_that_is_not_the_writer_writes_nothing(tmp_path, monkeypatch):
     stats = RoutingStats(["en"], ones.astype(np.int64), np.ones(1, np.int64), ones, ones, np.ones((1, 2)), {})
     stats.save(str(tmp_path / "stats"))
     assert sorted(os.listdir(tmp_path)) == ["src.txt"]
+
+
+def test_a_bad_heartbeat_timeout_is_refused_before_the_job_starts():
+    from rise_jax.distributed import DistributedError, initialize
+
+    job = {"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "0"}
+    with pytest.raises(DistributedError, match="RISE_JAX_HEARTBEAT_TIMEOUT='soon'"):
+        initialize({**job, "RISE_JAX_HEARTBEAT_TIMEOUT": "soon"})
