@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import time
@@ -121,83 +122,18 @@ OLMOE_1B_7B: dict[str, Any] = {
 }
 
 # DeepSeek-style full-size configs: the hubs' config.json as published (4.x spellings, DeepSeek's
-# remote-code keys; the same dicts tests/test_deepseek_style.py parses against transformers).
-DEEPSEEK_V2_LITE: dict[str, Any] = {
-    "architectures": ["DeepseekV2ForCausalLM"],
-    "attention_bias": False,
-    "bos_token_id": 100000,
-    "eos_token_id": 100001,
-    "first_k_dense_replace": 1,
-    "hidden_act": "silu",
-    "hidden_size": 2048,
-    "intermediate_size": 10944,
-    "kv_lora_rank": 512,
-    "max_position_embeddings": 163840,
-    "model_type": "deepseek_v2",
-    "moe_intermediate_size": 1408,
-    "moe_layer_freq": 1,
-    "n_group": 1,
-    "n_routed_experts": 64,
-    "n_shared_experts": 2,
-    "norm_topk_prob": False,
-    "num_attention_heads": 16,
-    "num_experts_per_tok": 6,
-    "num_hidden_layers": 27,
-    "num_key_value_heads": 16,
-    "q_lora_rank": None,
-    "qk_nope_head_dim": 128,
-    "qk_rope_head_dim": 64,
-    "rms_norm_eps": 1e-06,
-    "rope_scaling": {
-        "beta_fast": 32,
-        "beta_slow": 1,
-        "factor": 40,
-        "mscale": 0.707,
-        "mscale_all_dim": 0.707,
-        "original_max_position_embeddings": 4096,
-        "type": "yarn",
-    },
-    "rope_theta": 10000,
-    "routed_scaling_factor": 1.0,
-    "scoring_func": "softmax",
-    "tie_word_embeddings": False,
-    "topk_group": 1,
-    "topk_method": "greedy",
-    "v_head_dim": 128,
-    "vocab_size": 102400,
-}
+# remote-code keys), kept once in tests/data/hub_configs (tests/test_deepseek_style.py parses them
+# against transformers).
+_HUB_CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "data", "hub_configs")
 
-GLM45_AIR: dict[str, Any] = {
-    "architectures": ["Glm4MoeForCausalLM"],
-    "attention_bias": True,
-    "eos_token_id": [151329, 151336, 151338],
-    "first_k_dense_replace": 1,
-    "head_dim": 128,
-    "hidden_act": "silu",
-    "hidden_size": 4096,
-    "intermediate_size": 10944,
-    "max_position_embeddings": 131072,
-    "model_type": "glm4_moe",
-    "moe_intermediate_size": 1408,
-    "n_group": 1,
-    "n_routed_experts": 128,
-    "n_shared_experts": 1,
-    "norm_topk_prob": True,
-    "num_attention_heads": 96,
-    "num_experts_per_tok": 8,
-    "num_hidden_layers": 46,
-    "num_key_value_heads": 8,
-    "num_nextn_predict_layers": 1,
-    "pad_token_id": 151329,
-    "partial_rotary_factor": 0.5,
-    "rms_norm_eps": 1e-05,
-    "rope_theta": 1000000,
-    "routed_scaling_factor": 1.0,
-    "tie_word_embeddings": False,
-    "topk_group": 1,
-    "use_qk_norm": False,
-    "vocab_size": 151552,
-}
+
+def _hub_config(name: str) -> dict[str, Any]:
+    with open(os.path.join(_HUB_CONFIGS, f"{name}.json"), encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+DEEPSEEK_V2_LITE: dict[str, Any] = _hub_config("deepseek_v2_lite")
+GLM45_AIR: dict[str, Any] = _hub_config("glm45_air")
 
 # Mid-size DeepSeek-style configs (bench/forward.py --family): the full-size models' blocks at
 # MID_QWEN's widths (H 512, 4 layers, 64 experts, I 256, vocab 4096): 87.2 M / 85.7 M parameters

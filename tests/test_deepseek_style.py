@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from fixture_data import FLORES, TINY_VOCAB
+from fixture_data import FLORES, TEST_DATA, TINY_VOCAB
 from hf_reference import hf_forward, load_hf_model, make_hf_model, padded_batch, save_hf_model, yarn
 
 import rise_jax
@@ -318,86 +318,15 @@ def test_esft_expert_config_json_round_trips_and_names_what_does_not_fit(ckpt, t
             esft.read_expert_config(str(src), cfg)
 
 
-# config.json of the hub checkpoints as published (4.x spellings; DeepSeek's remote-code keys).
-DEEPSEEK_V2_LITE_HUB = {
-    "architectures": ["DeepseekV2ForCausalLM"],
-    "attention_bias": False,
-    "aux_loss_alpha": 0.001,
-    "bos_token_id": 100000,
-    "eos_token_id": 100001,
-    "ep_size": 1,
-    "first_k_dense_replace": 1,
-    "hidden_act": "silu",
-    "hidden_size": 2048,
-    "intermediate_size": 10944,
-    "kv_lora_rank": 512,
-    "max_position_embeddings": 163840,
-    "model_type": "deepseek_v2",
-    "moe_intermediate_size": 1408,
-    "moe_layer_freq": 1,
-    "n_group": 1,
-    "n_routed_experts": 64,
-    "n_shared_experts": 2,
-    "norm_topk_prob": False,
-    "num_attention_heads": 16,
-    "num_experts_per_tok": 6,
-    "num_hidden_layers": 27,
-    "num_key_value_heads": 16,
-    "q_lora_rank": None,
-    "qk_nope_head_dim": 128,
-    "qk_rope_head_dim": 64,
-    "rms_norm_eps": 1e-06,
-    "rope_scaling": {
-        "beta_fast": 32,
-        "beta_slow": 1,
-        "factor": 40,
-        "mscale": 0.707,
-        "mscale_all_dim": 0.707,
-        "original_max_position_embeddings": 4096,
-        "type": "yarn",
-    },
-    "rope_theta": 10000,
-    "routed_scaling_factor": 1.0,
-    "scoring_func": "softmax",
-    "seq_aux": True,
-    "tie_word_embeddings": False,
-    "topk_group": 1,
-    "topk_method": "greedy",
-    "v_head_dim": 128,
-    "vocab_size": 102400,
-}
-GLM45_AIR_HUB = {
-    "architectures": ["Glm4MoeForCausalLM"],
-    "attention_bias": True,
-    "eos_token_id": [151329, 151336, 151338],
-    "first_k_dense_replace": 1,
-    "head_dim": 128,
-    "hidden_act": "silu",
-    "hidden_size": 4096,
-    "intermediate_size": 10944,
-    "max_position_embeddings": 131072,
-    "model_type": "glm4_moe",
-    "moe_intermediate_size": 1408,
-    "n_group": 1,
-    "n_routed_experts": 128,
-    "n_shared_experts": 1,
-    "norm_topk_prob": True,
-    "num_attention_heads": 96,
-    "num_experts_per_tok": 8,
-    "num_hidden_layers": 46,
-    "num_key_value_heads": 8,
-    "num_nextn_predict_layers": 1,
-    "pad_token_id": 151329,
-    "partial_rotary_factor": 0.5,
-    "rms_norm_eps": 1e-05,
-    "rope_scaling": None,
-    "rope_theta": 1000000,
-    "routed_scaling_factor": 1.0,
-    "tie_word_embeddings": False,
-    "topk_group": 1,
-    "use_qk_norm": False,
-    "vocab_size": 151552,
-}
+# config.json of the hub checkpoints as published (4.x spellings; DeepSeek's remote-code keys):
+# tests/data/hub_configs (bench/common.py reads the same files).
+def _hub_config(name: str) -> dict:
+    with open(os.path.join(TEST_DATA, "hub_configs", f"{name}.json"), encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+DEEPSEEK_V2_LITE_HUB = _hub_config("deepseek_v2_lite")
+GLM45_AIR_HUB = _hub_config("glm45_air")
 
 
 @pytest.mark.parametrize("hub", [DEEPSEEK_V2_LITE_HUB, GLM45_AIR_HUB], ids=["deepseek_v2_lite", "glm45_air"])
