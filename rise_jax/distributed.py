@@ -38,7 +38,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from rise_jax.errors import RiseError
+from rise_jax.errors import USER_ERRORS, RiseError
 
 COORDINATOR = "JAX_COORDINATOR_ADDRESS"
 NUM_PROCESSES = "JAX_NUM_PROCESSES"
@@ -181,7 +181,7 @@ def _gather_bytes(data: bytes) -> list[bytes]:
 
 
 def _describe(err: BaseException) -> str:
-    return f"{err}" if isinstance(err, RiseError | ValueError | OSError | KeyError) else f"{type(err).__name__}: {err}"
+    return f"{err}" if isinstance(err, USER_ERRORS) else f"{type(err).__name__}: {err}"
 
 
 def on_writer(fn: Callable[[], Any], what: str) -> Any:

@@ -19,3 +19,9 @@ class SettingError(RiseError, ValueError):
 
 class InputError(RiseError, ValueError):
     """Arrays handed to the API that the model cannot take (token ids outside its vocabulary)."""
+
+
+# What the CLI reports as one line (and a multi-process job hands between processes as a message):
+# the project's own errors, and bad values / missing files / unknown keys raised by the libraries
+# it drives (ml_collections, json, the OS).
+USER_ERRORS = (RiseError, ValueError, OSError, KeyError)

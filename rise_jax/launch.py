@@ -25,7 +25,7 @@ import ml_collections
 from absl import app, flags
 
 from rise_jax.distributed import agree, exit_now, initialize, multi_process, on_writer, where
-from rise_jax.errors import RiseError
+from rise_jax.errors import USER_ERRORS, RiseError
 from rise_jax.io_utils import ensure_writable_dir
 from rise_jax.messages import quiet_library_warnings, show_messages, verbose_flag
 from rise_jax.pipeline import parse_stages, run_pipeline, validate_stages
@@ -359,11 +359,6 @@ def validate_only(config: ml_collections.ConfigDict, workdir: str | None = None)
         config = resolve_placeholders(config, workdir)
     validate_config(config)
     return parse_stages(config.stages)
-
-
-# What the CLI reports as one line: the project's own errors, and bad values / missing files /
-# unknown keys raised by the libraries it drives (ml_collections, json, the OS).
-USER_ERRORS = (RiseError, ValueError, OSError, KeyError)
 
 
 def run_or_exit(fn: Callable[..., Any], *args: Any) -> Any:

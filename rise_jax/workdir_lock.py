@@ -24,6 +24,7 @@ from collections.abc import Iterator
 
 from absl import logging
 
+from rise_jax.distributed import is_writer
 from rise_jax.errors import RiseError
 
 _held: dict[str, tuple[int, int]] = {}  # realpath of the lock file -> (fd, depth)
@@ -53,17 +54,10 @@ def _describe(info: dict) -> str:
     return f"process {info.get('pid', '?')} on host {info.get('host', '?')} (started {info.get('started', '?')})"
 
 
-def _is_lead_process() -> bool:
-    """False on processes other than 0 of a multi-process JAX job (only process 0 locks)."""
-    from rise_jax.distributed import is_writer
-
-    return is_writer()
-
-
 @contextlib.contextmanager
 def hold_workdir(workdir: str) -> Iterator[None]:
     """Hold ``workdir``'s lock for the ``with`` block; :class:`WorkdirBusy` if another run has it."""
-    if not _is_lead_process():
+    if not is_writer():  # a multi-process job: process 0 alone locks (rise_jax.distributed)
         yield
         return
     os.makedirs(os.path.join(workdir, ".rise"), exist_ok=True)

@@ -71,8 +71,7 @@ def load_trained_experts(directory: str) -> TrainingMethod:
         # Read onto the host whatever the device count it was written on (orbax would otherwise
         # insist on the writer's topology): the trained rows are small, and every caller merges
         # them into the model where its own placement decides.
-        meta = ckptr.metadata(target)
-        saved = getattr(getattr(meta, "item_metadata", meta), "tree", None) or getattr(meta, "item_metadata", meta)
+        saved = ckptr.metadata(target).item_metadata.tree
         on_host = jax.tree_util.tree_map(
             lambda m: np.broadcast_to(np.zeros((), m.dtype), tuple(m.shape)),
             saved,
