@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from fixture_data import FLORES, TEST_DATA, TINY_VOCAB
+from fixture_data import TEST_DATA, TINY_VOCAB
 from hf_reference import hf_forward, load_hf_model, make_hf_model, padded_batch, save_hf_model, yarn
 
 import rise_jax
@@ -215,26 +215,18 @@ def test_one_training_step_matches_torch_with_only_the_selected_experts_trainabl
 
 @pytest.mark.parametrize("ckpt", sorted(TRAIN_METHOD), indirect=True)  # deepseek_v3's blocks run in these two
 def test_the_whole_pipeline_runs_through_the_cli_and_its_export_loads_in_transformers(ckpt, tmp_path):
-    from tiny_pipeline import tiny_config
+    from tiny_pipeline import family_pipeline_config
 
     from rise_jax import launch
     from rise_jax.selection import esft_config
 
     family, path = ckpt
-    c = tiny_config(path)
+    c = family_pipeline_config(path)
     c.train.method = TRAIN_METHOD[family]
     if family == "deepseek_v2":
         (tmp_path / "esft.json").write_text(json.dumps(ESFT_RELEASED))
         c.select.method, c.select.esft_config = "esft_json", str(tmp_path / "esft.json")
         c.train.extra_trainable = esft_config.ExpertConfig((), shared_experts=True).extra_trainable()
-    c.stages = "stats,analyze,select,train,export,eval"
-    c.eval.variants = "base,trained,pruned"
-    c.eval.run = "perplexity"
-    c.eval.languages = "bn"
-    c.eval.max_samples = 2
-    c.eval.progress = False
-    c.eval.tasks.perplexity.path = FLORES
-    c.eval.tasks.perplexity.max_length = 24
     wd = str(tmp_path / "wd")
     launch.run(c, wd)
     summary = json.load(open(os.path.join(wd, "routing_stats", "summary.json")))

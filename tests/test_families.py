@@ -10,7 +10,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 import torch
-from fixture_data import FLORES, MGSM, TINY_VOCAB
+from fixture_data import MGSM, TINY_VOCAB
 from hf_reference import FAMILIES, hf_forward, load_hf_model, make_hf_model, padded_batch, save_hf_model
 from safetensors.torch import save_file
 from transformers.integrations.mxfp4 import convert_moe_packed_tensors
@@ -241,7 +241,7 @@ def test_one_training_step_matches_hf_torch_with_only_the_selected_experts_train
 
 @pytest.mark.parametrize("family", ["gpt_oss", "olmoe", "qwen2_moe", "mixtral"])
 def test_the_whole_pipeline_runs_on_each_new_family_and_its_export_loads_in_transformers(tmp_path, family):
-    from tiny_pipeline import tiny_config
+    from tiny_pipeline import family_pipeline_config
 
     from rise_jax import launch
 
@@ -251,17 +251,10 @@ def test_the_whole_pipeline_runs_on_each_new_family_and_its_export_loads_in_tran
     if family == "gpt_oss":
         over["layer_types"] = ["sliding_attention", "full_attention"] * 2
     ckpt = save_hf_model(make_hf_model(family, seed=2, **over), str(tmp_path / "ckpt"))
-    c = tiny_config(ckpt)
-    c.stages = "stats,analyze,select,train,export,eval"
-    c.eval.variants = "base,trained,pruned"
-    c.eval.run = "mgsm,perplexity"
-    c.eval.languages = "bn"  # every variant and task on one language: the others add nothing here
-    c.eval.max_samples = 2
-    c.eval.progress = False
+    c = family_pipeline_config(ckpt)
+    c.eval.run = "mgsm,perplexity"  # generation too
     c.eval.tasks.mgsm.path = MGSM
     c.eval.tasks.mgsm.max_new_tokens = 6
-    c.eval.tasks.perplexity.path = FLORES
-    c.eval.tasks.perplexity.max_length = 24
     wd = str(tmp_path / "wd")
     launch.run(c, wd)
 

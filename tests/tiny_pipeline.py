@@ -24,3 +24,18 @@ def tiny_config(checkpoint: str):
     c.train.eval_every = 2
     c.train.lr = 1e-3
     return c
+
+
+def family_pipeline_config(checkpoint: str):
+    """:func:`tiny_config` through every stage a new family must pass (stats to eval), with every
+    eval variant on one language's perplexity (the others add nothing at this size)."""
+    c = tiny_config(checkpoint)
+    c.stages = "stats,analyze,select,train,export,eval"
+    c.eval.variants = "base,trained,pruned"
+    c.eval.run = "perplexity"
+    c.eval.languages = "bn"
+    c.eval.max_samples = 2
+    c.eval.progress = False
+    c.eval.tasks.perplexity.path = FLORES
+    c.eval.tasks.perplexity.max_length = 24
+    return c
