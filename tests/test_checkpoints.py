@@ -205,6 +205,24 @@ def test_unexpected_tensor_is_named_with_its_file(qwen_copy):
         load_hf_checkpoint(qwen_copy)
 
 
+def test_only_declared_multi_token_prediction_layers_are_skipped(qwen_copy):
+    """Layers past ``num_hidden_layers`` load (skipped) only as many as config.json declares MTP
+    layers; one more is refused, so a config that undercounts its layers is never truncated."""
+    p = os.path.join(qwen_copy, "config.json")
+    cfg = json.load(open(p))
+    n = cfg["num_hidden_layers"]
+    extra = {f"model.layers.{n}.eh_proj.weight": np.zeros((2, 2), np.float32)}
+    f = _rewrite(qwen_copy, add=extra)
+    with pytest.raises(CheckpointError, match=rf"unexpected tensor.*'model\.layers\.{n}\.eh_proj\.weight' in {f}"):
+        load_hf_checkpoint(qwen_copy)
+    cfg["num_nextn_predict_layers"] = 1  # the hubs' spelling (DeepSeek-V3, GLM-4.5)
+    json.dump(cfg, open(p, "w"))
+    assert load_hf_checkpoint(qwen_copy).config.num_layers == n
+    _rewrite(qwen_copy, add={f"model.layers.{n + 1}.eh_proj.weight": np.zeros((2, 2), np.float32)})
+    with pytest.raises(CheckpointError, match=rf"unexpected tensor.*'model\.layers\.{n + 1}\.eh_proj\.weight'"):
+        load_hf_checkpoint(qwen_copy)
+
+
 def test_misshaped_tensor_is_named_with_both_shapes(qwen_copy):
     f = _rewrite(qwen_copy, reshape="model.layers.2.self_attn.k_proj.weight")
     with pytest.raises(

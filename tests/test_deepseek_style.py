@@ -131,19 +131,19 @@ def _cache_steps_equal_full_forward(model, params, cache):
 
 
 SELECTED = [(0, 1), (0, 4), (2, 3), (2, 6)]  # (MoE layer, expert)
-# Two whole pipelines cover the new blocks within the suite's time budget: deepseek_v2 (MLA, the
+# A whole pipeline per family, each training with another method: deepseek_v2 (MLA, the
 # group-limited softmax router; ESFT's model: it trains the experts an ESFT expert-config JSON lists,
-# select.method=esft_json, and, as its shared_experts flag says, the shared experts) and glm4_moe
-# (the sigmoid router with its selection bias and groups; RISE+LoRA). deepseek_v3 is those two
-# blocks together: its training step is checked against torch above.
-TRAIN_METHOD = {"deepseek_v2": "experts", "glm4_moe": "rise_lora"}
+# select.method=esft_json, and, as its shared_experts flag says, the shared experts), deepseek_v3
+# (MLA with the sigmoid router, its selection bias and groups; dense LoRA, whose adapters reach
+# MLA's projections) and glm4_moe (the same router with standard attention; RISE+LoRA).
+TRAIN_METHOD = {"deepseek_v2": "experts", "deepseek_v3": "lora", "glm4_moe": "rise_lora"}
 ESFT_RELEASED = {"experts": {"1": [0, 3], "2": [], "3": [5, 6]}, "shared_experts": True, "non_expert_modules": False}
 
 
-@pytest.mark.parametrize("ckpt", ["deepseek_v3"], indirect=True)  # one family carries it: the blocks are shared
 def test_one_training_step_matches_torch_with_only_the_selected_experts_trainable(ckpt):
-    """deepseek_v3 (sigmoid router with bias and groups, MLA, shared expert, a dense first layer):
-    loss, gradients of the selected experts and the AdamW step against torch."""
+    """Per family (deepseek_v2: group-limited softmax router, MLA with q_lora_rank, YaRN;
+    deepseek_v3 / glm4_moe: sigmoid router with bias and groups; all with a shared expert and a
+    dense first layer): loss, gradients of the selected experts and the AdamW step against torch."""
     family, path = ckpt
     from rise_jax.models.layout import moe_layer_location
     from rise_jax.training.methods import FullExperts
@@ -213,7 +213,7 @@ def test_one_training_step_matches_torch_with_only_the_selected_experts_trainabl
             assert np.array_equal(np.asarray(a).view(np.uint32), np.asarray(b).view(np.uint32)), (run, key)
 
 
-@pytest.mark.parametrize("ckpt", sorted(TRAIN_METHOD), indirect=True)  # deepseek_v3's blocks run in these two
+@pytest.mark.parametrize("ckpt", sorted(TRAIN_METHOD), indirect=True)
 def test_the_whole_pipeline_runs_through_the_cli_and_its_export_loads_in_transformers(ckpt, tmp_path):
     from tiny_pipeline import family_pipeline_config
 
@@ -259,7 +259,17 @@ def test_the_whole_pipeline_runs_through_the_cli_and_its_export_loads_in_transfo
                 assert same != (key == "shared_expert" and family == "deepseek_v2"), (run.name, key)
         diff = np.asarray(ours["experts"]["gate_proj"]) != np.asarray(orig["experts"]["gate_proj"])
         moved |= {(run.moe_start + int(li), int(e)) for li, e in zip(*np.nonzero(diff.any(axis=(2, 3))), strict=True)}
-    assert moved and moved <= sel
+    if TRAIN_METHOD[family] == "lora":  # dense adapters merged into attention; no expert moves
+        assert not moved
+        attn = [r.name for r in layer_runs(model.cfg)]
+        assert any(
+            not np.array_equal(
+                np.asarray(params[r]["attn"]["o_proj"]["kernel"]), np.asarray(base[r]["attn"]["o_proj"]["kernel"])
+            )
+            for r in attn
+        )
+    else:
+        assert moved and moved <= sel
 
 
 @pytest.mark.parametrize("ckpt", ["deepseek_v2"], indirect=True)  # the layer layout only; ESFT's own model

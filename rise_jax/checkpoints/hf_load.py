@@ -40,11 +40,24 @@ _IGNORED = (re.compile(r".*\.rotary_emb\.inv_freq$"),)
 _LAYER = re.compile(r"model\.layers\.(\d+)\.")
 
 
-def _beyond_last_layer(name: str, num_layers: int) -> bool:
-    """A tensor of ``model.layers.{i}`` with ``i >= num_hidden_layers``: the multi-token-prediction
-    layers DeepSeek-V3 and GLM-4.5 publish beside the model (transformers skips them too)."""
+def mtp_layers(raw: dict[str, Any]) -> int:
+    """How many multi-token-prediction layers ``config.json`` declares after the decoder's last
+    (DeepSeek-V3 and GLM-4.5 publish them as ``model.layers.{num_hidden_layers + j}``; the hubs
+    spell the count ``num_nextn_predict_layers``, transformers 5 writes ``num_mtp_layers``)."""
+    for key in ("num_mtp_layers", "num_nextn_predict_layers"):
+        value = raw.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return 0
+
+
+def _mtp_tensor(name: str, num_layers: int, num_mtp: int) -> bool:
+    """A tensor of a multi-token-prediction layer, ``model.layers.{i}`` with ``num_hidden_layers <=
+    i < num_hidden_layers + num_mtp``: not part of the causal LM (transformers loads them into a
+    separate draft model), so they are skipped. A layer beyond those is an unexpected tensor, so a
+    ``config.json`` that undercounts its layers is refused rather than silently truncated."""
     m = _LAYER.match(name)
-    return m is not None and int(m.group(1)) >= num_layers
+    return m is not None and num_layers <= int(m.group(1)) < num_layers + num_mtp
 
 
 class CheckpointError(RiseError, ValueError):
@@ -311,6 +324,7 @@ def load_hf_checkpoint(
     tensors = TensorIndex(path)
     np_dtype = np.dtype(jnp.dtype(dtype))
     used: set[str] = set()
+    num_mtp = mtp_layers(raw)
     try:
         specs = leaf_specs(cfg)
         readers = [_LeafReader(s, tensors, cfg, used) for s in specs]
@@ -319,7 +333,7 @@ def load_hf_checkpoint(
             for n in tensors.owner
             if n not in used
             and not any(p.match(n) for p in _IGNORED)
-            and not _beyond_last_layer(n, cfg.num_layers)
+            and not _mtp_tensor(n, cfg.num_layers, num_mtp)
             and not (n == "lm_head.weight" and cfg.tie_word_embeddings)
         ]
         if unexpected:

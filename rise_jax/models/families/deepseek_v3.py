@@ -5,8 +5,9 @@ interleaved when ``rope_interleave``, the default), and the sigmoid router with 
 ``docs/ROUTING.md``): group-limited top-k over ``n_group`` groups (a group scores the sum of its
 two best biased scores, ``topk_group`` groups kept), weights the unbiased sigmoid scores,
 renormalised when ``norm_topk_prob``, times ``routed_scaling_factor``; shared experts; the
-first ``first_k_dense_replace`` layers dense. The hub's multi-token-prediction layer
-(``model.layers.{num_hidden_layers}``) is not part of the model and is skipped when loading.
+first ``first_k_dense_replace`` layers dense. The hub's multi-token-prediction layers
+(``model.layers.{num_hidden_layers + j}``, as many as ``num_nextn_predict_layers``) are not part
+of the model and are skipped when loading (``checkpoints.hf_load.mtp_layers``).
 """
 
 from __future__ import annotations
