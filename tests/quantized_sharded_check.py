@@ -1,6 +1,7 @@
 """Run under XLA_FLAGS=--xla_force_host_platform_device_count=8 (tests/test_quantized.py does): an
 int8 model loaded sharded over 8 devices holds 1/8 of each expert stack's qvalue and scale per
-device and gives the single-device logits and greedy tokens. Prints "ok ..." or fails."""
+device and gives the single-device logits and greedy tokens (decoding with its KV cache). One
+checkpoint per argument; prints "ok ..." per checkpoint or fails."""
 
 import sys
 
@@ -10,6 +11,7 @@ import numpy as np
 
 import rise_jax
 from rise_jax.evaluation.generate import generate
+from rise_jax.models.layout import layer_runs
 from rise_jax.sharding import make_mesh
 
 
@@ -19,7 +21,8 @@ def main(path: str) -> None:
     mesh = make_mesh(model=8)
     # Expert-parallel: each device dequantises and computes only its own experts.
     smodel, sharded = rise_jax.load_model(path, dtype="float32", progress=False, frozen_dtype="int8", mesh=mesh)
-    gate = sharded["layers"]["moe"]["experts"]["gate_proj"]
+    moe_run = next(r.name for r in layer_runs(model.cfg) if r.is_moe)
+    gate = sharded[moe_run]["moe"]["experts"]["gate_proj"]
     e = model.cfg.num_experts
     for part in (gate.qvalue, gate.scale):
         assert part.addressable_shards[0].data.shape[1] == e // 8, part.addressable_shards[0].data.shape
@@ -33,8 +36,10 @@ def main(path: str) -> None:
     ga = generate(model, single, ids, mask, max_new_tokens=4, stop_ids=[], pad_id=0)
     gb = generate(smodel, sharded, ids, mask, max_new_tokens=4, stop_ids=[], pad_id=0)
     assert ga == gb, (ga, gb)
-    print(f"ok logits max err {err:.2e}, expert shard {list(gate.qvalue.addressable_shards[0].data.shape)}")
+    shard = list(gate.qvalue.addressable_shards[0].data.shape)
+    print(f"ok {model.cfg.model_type}: logits max err {err:.2e}, expert shard {shard}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    for checkpoint in sys.argv[1:]:
+        main(checkpoint)

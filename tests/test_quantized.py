@@ -203,22 +203,25 @@ def _train_on_int8(path, dispatch):
     assert rise_jax.forward(model, merged, ids).logits.shape == (2, 12, model.cfg.vocab_size)
 
 
-def test_an_int8_model_shards_its_quantized_experts_and_gives_the_single_device_logits(qwen_dir):
+def test_an_int8_model_shards_its_quantized_experts_and_gives_the_single_device_logits(qwen_dir, tmp_path):
+    """qwen3_moe, and deepseek_v3 (MLA's latent cache, the biased group-limited sigmoid router, a
+    shared expert, a leading dense layer): expert-parallel over 8 devices on an int8 base."""
+    deepseek = save_hf_model(make_hf_model("deepseek_v3", seed=4), str(tmp_path / "deepseek_v3"))
     env = {
         **os.environ,
         "XLA_FLAGS": os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8",
         "JAX_PLATFORMS": "cpu",
     }
     r = subprocess.run(
-        [sys.executable, os.path.join(HERE, "quantized_sharded_check.py"), qwen_dir],
+        [sys.executable, os.path.join(HERE, "quantized_sharded_check.py"), qwen_dir, deepseek],
         capture_output=True,
         text=True,
         env=env,
         timeout=600,
     )
     assert r.returncode == 0, r.stderr[-3000:]
-    lines = r.stdout.strip().splitlines()
-    assert lines[-1].startswith("ok"), r.stdout
+    lines = [line for line in r.stdout.strip().splitlines() if line.startswith("ok ")]
+    assert [line.split(":")[0] for line in lines] == ["ok qwen3_moe", "ok deepseek_v3"], r.stdout
 
 
 def test_frozen_dtype_errors_are_clear(monkeypatch):
