@@ -29,7 +29,7 @@ from rise_jax.training.methods import FullExperts
 from rise_jax.training.step import make_optimizer, make_steps
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-FAMILIES = {"qwen3_moe": dict(mlp_only_layers=[1]), "phimoe": {}, "gpt_oss": {}}
+FAMILIES = {"qwen3_moe": dict(mlp_only_layers=[1]), "phimoe": {}, "gpt_oss": {}, "deepseek_v3": {}}
 
 
 def _kernel(seed=0):
