@@ -176,6 +176,23 @@ LLAMA4_TEXT_BASE: dict[str, Any] = dict(
     pad_token_id=0,
 )
 
+# The published Llama-4 checkpoints' class (Llama4ForConditionalGeneration): the tiny text model
+# above beside a one-layer vision tower.
+LLAMA4_BASE: dict[str, Any] = dict(
+    text_config=LLAMA4_TEXT_BASE,
+    vision_config=dict(
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        image_size=28,
+        patch_size=14,
+        vision_output_dim=16,
+        projector_input_dim=16,
+        projector_output_dim=16,
+    ),
+)
+
 FAMILIES: dict[str, tuple[Any, Any, dict[str, Any]]] = {
     "qwen3_moe": (transformers.Qwen3MoeConfig, transformers.Qwen3MoeForCausalLM, QWEN_BASE),
     "phimoe": (transformers.PhimoeConfig, transformers.PhimoeForCausalLM, PHI_BASE),
@@ -188,6 +205,7 @@ FAMILIES: dict[str, tuple[Any, Any, dict[str, Any]]] = {
     "glm4_moe": (transformers.Glm4MoeConfig, transformers.Glm4MoeForCausalLM, GLM4_MOE_BASE),
     "glm4_moe_lite": (transformers.Glm4MoeLiteConfig, transformers.Glm4MoeLiteForCausalLM, GLM4_MOE_LITE_BASE),
     "llama4_text": (transformers.Llama4TextConfig, transformers.Llama4ForCausalLM, LLAMA4_TEXT_BASE),
+    "llama4": (transformers.Llama4Config, transformers.Llama4ForConditionalGeneration, LLAMA4_BASE),
 }
 
 
@@ -274,24 +292,3 @@ def hf_forward(model, ids: np.ndarray, mask: np.ndarray, positions: np.ndarray |
     b, t = ids.shape
     router = np.stack([r.float().reshape(b, t, -1).numpy() for r in out.router_logits])
     return out.logits.float().numpy(), router
-
-
-def make_llama4_multimodal(seed: int = 0, **text_overrides) -> transformers.PreTrainedModel:
-    """A tiny Llama4ForConditionalGeneration (the published Llama-4 checkpoints' class): the tiny
-    text model of ``llama4_text`` (perturbed as :func:`make_hf_model` does) and a one-layer vision tower."""
-    text = make_hf_model("llama4_text", seed, **text_overrides)
-    vision = dict(
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        image_size=28,
-        patch_size=14,
-        vision_output_dim=16,
-        projector_input_dim=16,
-        projector_output_dim=16,
-    )
-    config = transformers.Llama4Config(text_config=text.config.to_dict(), vision_config=vision)
-    model = transformers.Llama4ForConditionalGeneration(config)
-    model.language_model.load_state_dict(text.state_dict())
-    return model.eval()

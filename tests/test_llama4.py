@@ -239,9 +239,7 @@ def test_multimodal_checkpoint_text_model_loads_and_exports_with_its_vision_towe
     """llama4 (Llama4ForConditionalGeneration, the published Scout's class): the text model is read
     from text_config and the language_model. tensors; the export from the source copies the
     vision tower and the config, so every tensor comes back bitwise."""
-    from hf_reference import make_llama4_multimodal
-
-    src = save_hf_model(make_llama4_multimodal(seed=3), str(tmp_path / "src"))
+    src = save_hf_model(make_hf_model("llama4", seed=3), str(tmp_path / "src"))
     model, params = rise_jax.load_model(src, dtype="float32", progress=False)
     assert model.cfg.model_type == "llama4" and model.cfg.num_moe_layers == 4
     ids, mask = padded_batch(128, [12, 7], 12, [False, True], seed=1)
