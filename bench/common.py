@@ -205,17 +205,53 @@ MID_GLM4_MOE: dict[str, Any] = {
     "tie_word_embeddings": False,
 }
 
+# Llama-4-Scout's config.json (the multimodal checkpoint; its text model is what we load).
+LLAMA4_SCOUT: dict[str, Any] = _hub_config("llama4_scout")
+
+# Mid-size Llama-4 text model (bench/forward.py --family llama4_text): Scout's choices (every layer
+# MoE, 16 experts top-1 with the score on the expert input, a shared expert of the experts' width,
+# l2 q/k norm, every 4th layer NoPE with the query temperature, chunked attention, llama3 rope) at
+# H 512, 4 layers, vocab 4096; chunks and floor_scale of 128 so both act within a 512-token row.
+MID_LLAMA4_TEXT: dict[str, Any] = {
+    "model_type": "llama4_text",
+    "vocab_size": 4096,
+    "hidden_size": 512,
+    "intermediate_size": 512,
+    "intermediate_size_mlp": 1024,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 2,
+    "head_dim": 64,
+    "num_local_experts": 16,
+    "num_experts_per_tok": 1,
+    "attention_chunk_size": 128,
+    "floor_scale": 128,
+    "attn_scale": 0.1,
+    "rope_parameters": {
+        "rope_type": "llama3",
+        "rope_theta": 500000.0,
+        "factor": 16.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 1.0,
+        "original_max_position_embeddings": 1024,
+    },
+    "max_position_embeddings": 16384,
+    "tie_word_embeddings": False,
+}
+
 MID_CONFIGS = {
     "qwen3_moe": MID_QWEN,
     "gpt_oss": MID_GPT_OSS,
     "olmoe": MID_OLMOE,
     "deepseek_v2": MID_DEEPSEEK_V2,
     "glm4_moe": MID_GLM4_MOE,
+    "llama4_text": MID_LLAMA4_TEXT,
 }
 FULL_CONFIGS = {"qwen3_moe": ("Qwen3-30B-A3B", QWEN3_30B_A3B), "gpt_oss": ("GPT-OSS-20B", GPT_OSS_20B)}
 FULL_CONFIGS["olmoe"] = ("OLMoE-1B-7B", OLMOE_1B_7B)
 FULL_CONFIGS["deepseek_v2"] = ("DeepSeek-V2-Lite", DEEPSEEK_V2_LITE)
 FULL_CONFIGS["glm4_moe"] = ("GLM-4.5-Air", GLM45_AIR)
+FULL_CONFIGS["llama4_text"] = ("Llama-4-Scout-17B-16E", LLAMA4_SCOUT)
 
 
 # The two HF settings every benchmark compares against: (label, attn_implementation, experts_implementation).

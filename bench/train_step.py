@@ -28,6 +28,7 @@ from common import (  # noqa: E402
     DEEPSEEK_V2_LITE,
     GLM45_AIR,
     HF_SETTINGS,
+    LLAMA4_SCOUT,
     MID_QWEN,
     QWEN3_30B_A3B,
     device_label,
@@ -53,6 +54,7 @@ MEMORY_MODELS = {
     "qwen3": ("Qwen3-30B-A3B", QWEN3_30B_A3B),
     "deepseek_v2_lite": ("DeepSeek-V2-Lite", DEEPSEEK_V2_LITE),
     "glm45_air": ("GLM-4.5-Air", GLM45_AIR),
+    "llama4_scout": ("Llama-4-Scout-17B-16E", LLAMA4_SCOUT),
 }
 DISPATCH = os.environ.get("RISE_BENCH_DISPATCH", "grouped_scan")
 

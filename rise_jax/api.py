@@ -176,6 +176,7 @@ def export_model(
         hf_config=hf_config,
         dtype=as_dtype(dtype) if dtype is not None else None,
         tokenizer_dir=source_dir,
+        source_dir=source_dir,
         overwrite=overwrite,
         max_shard_bytes=max_shard_bytes,
         progress=progress,

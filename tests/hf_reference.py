@@ -154,6 +154,45 @@ GLM4_MOE_LITE_BASE: dict[str, Any] = {
     "routed_scaling_factor": 1.8,
 }
 
+# Llama-4 text: layer 3 without rope (no_rope_layer_interval 4), chunks of 4 positions, a floor
+# scale small enough that the NoPE layer's temperature changes within a test sequence.
+LLAMA4_TEXT_BASE: dict[str, Any] = dict(
+    vocab_size=128,
+    hidden_size=32,
+    intermediate_size=16,
+    intermediate_size_mlp=40,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=8,
+    num_local_experts=6,
+    num_experts_per_tok=1,
+    attention_chunk_size=4,
+    floor_scale=3,
+    attn_scale=0.5,
+    max_position_embeddings=256,
+    bos_token_id=1,
+    eos_token_id=2,
+    pad_token_id=0,
+)
+
+# The published Llama-4 checkpoints' class (Llama4ForConditionalGeneration): the tiny text model
+# above beside a one-layer vision tower.
+LLAMA4_BASE: dict[str, Any] = dict(
+    text_config=LLAMA4_TEXT_BASE,
+    vision_config=dict(
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        image_size=28,
+        patch_size=14,
+        vision_output_dim=16,
+        projector_input_dim=16,
+        projector_output_dim=16,
+    ),
+)
+
 FAMILIES: dict[str, tuple[Any, Any, dict[str, Any]]] = {
     "qwen3_moe": (transformers.Qwen3MoeConfig, transformers.Qwen3MoeForCausalLM, QWEN_BASE),
     "phimoe": (transformers.PhimoeConfig, transformers.PhimoeForCausalLM, PHI_BASE),
@@ -165,6 +204,8 @@ FAMILIES: dict[str, tuple[Any, Any, dict[str, Any]]] = {
     "deepseek_v3": (transformers.DeepseekV3Config, transformers.DeepseekV3ForCausalLM, DEEPSEEK_V3_BASE),
     "glm4_moe": (transformers.Glm4MoeConfig, transformers.Glm4MoeForCausalLM, GLM4_MOE_BASE),
     "glm4_moe_lite": (transformers.Glm4MoeLiteConfig, transformers.Glm4MoeLiteForCausalLM, GLM4_MOE_LITE_BASE),
+    "llama4_text": (transformers.Llama4TextConfig, transformers.Llama4ForCausalLM, LLAMA4_TEXT_BASE),
+    "llama4": (transformers.Llama4Config, transformers.Llama4ForConditionalGeneration, LLAMA4_BASE),
 }
 
 

@@ -9,6 +9,7 @@ leaves nothing that looks complete.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -96,6 +97,22 @@ def _fused_tensor(params, group, li: int, layer: int, host) -> tuple[str, np.nda
     return fused.name.replace("{l}", str(layer)), out
 
 
+def passthrough_tensors(cfg: ModelConfig, source_dir: str | None) -> Iterator[tuple[str, np.ndarray]]:
+    """The source checkpoint's tensors the model does not read (a multimodal checkpoint's vision
+    tower: ``HFNames.passthrough``), as stored, so an export with its source stays complete."""
+    prefixes = get_family(cfg.model_type).names.passthrough
+    if not prefixes or source_dir is None:
+        return
+    from rise_jax.checkpoints.hf_load import TensorIndex  # the reader; imported here only
+
+    tensors = TensorIndex(source_dir)
+    try:
+        for name in sorted(n for n in tensors.owner if n.startswith(prefixes)):
+            yield name, np.array(tensors.get(name))  # a copy: the files close before the shard is written
+    finally:
+        tensors.close()
+
+
 def hf_tensor_count(cfg: ModelConfig) -> int:
     """How many tensors :func:`iter_hf_tensors` yields."""
     specs = leaf_specs(cfg)
@@ -118,6 +135,7 @@ def export_hf_checkpoint(
     hf_config: dict[str, Any] | None = None,
     dtype: Any = None,
     tokenizer_dir: str | None = None,
+    source_dir: str | None = None,
     max_shard_bytes: int = 5 * 1024**3,
     overwrite: bool = False,
     progress: bool = True,
@@ -127,7 +145,8 @@ def export_hf_checkpoint(
     ``hf_config``: the source ``config.json`` to write back (its ``dtype`` updated); default one
     generated from ``cfg``; either way ``architectures`` names the hub class (what vLLM looks up,
     see :class:`~rise_jax.models.families.Family`) and ``auto_map`` is dropped. ``dtype``: cast tensors (default:
-    keep the params' dtype).
+    keep the params' dtype). ``source_dir``: the checkpoint the params came from, whose tensors
+    the model does not read are copied as stored (:func:`passthrough_tensors`).
     """
     out_dir = os.path.abspath(out_dir)
     if os.path.exists(out_dir) and not overwrite:
@@ -155,7 +174,10 @@ def export_hf_checkpoint(
 
         n_tensors = hf_tensor_count(cfg)
         for name, arr in tqdm(
-            iter_hf_tensors(params, cfg, dtype), total=n_tensors, desc="exporting", disable=not progress
+            itertools.chain(iter_hf_tensors(params, cfg, dtype), passthrough_tensors(cfg, source_dir)),
+            total=n_tensors,
+            desc="exporting",
+            disable=not progress,
         ):
             out_dtype = out_dtype or arr.dtype
             if size and size + arr.nbytes > max_shard_bytes:

@@ -49,9 +49,16 @@ class LeafSpec:
 def _fused_sources(cfg: ModelConfig, pre: str) -> dict[str, FusedSource]:
     """Our expert leaf -> its place in the fused ``gate_up_proj`` / ``down_proj`` (and biases)."""
     h, i = cfg.hidden_size, cfg.moe_intermediate_size
-    gu, dn = pre + "mlp.experts.gate_up_proj", pre + "mlp.experts.down_proj"
+    names = get_family(cfg.model_type).names
+    gu, dn = pre + f"{names.fused_prefix}.experts.gate_up_proj", pre + f"{names.fused_prefix}.experts.down_proj"
     every = slice(None)
-    if get_family(cfg.model_type).names.fused == "interleaved":  # [E, H, 2I], gate even / up odd columns
+    if names.fused == "halves":  # [E, H, 2I]: gate columns then up columns (Llama-4)
+        return {
+            "gate_proj": FusedSource(gu, (h, 2 * i), (every, slice(0, i)), False),
+            "up_proj": FusedSource(gu, (h, 2 * i), (every, slice(i, 2 * i)), False),
+            "down_proj": FusedSource(dn, (i, h), (), False),
+        }
+    if names.fused == "interleaved":  # [E, H, 2I], gate even / up odd columns
         return {
             "gate_proj": FusedSource(gu, (h, 2 * i), (every, slice(0, None, 2)), False),
             "up_proj": FusedSource(gu, (h, 2 * i), (every, slice(1, None, 2)), False),
@@ -136,7 +143,7 @@ def leaf_specs(cfg: ModelConfig) -> list[LeafSpec]:
                     specs.append(stacked(("attn", proj, "bias"), (out,), f"self_attn.{proj}.bias", False))
         if cfg.attention_sinks:
             specs.append(stacked(("attn", "sinks"), (cfg.num_heads,), "self_attn.sinks", False))
-        if cfg.qk_norm is not None:
+        if cfg.qk_norm in ("per_head", "full"):  # "l2" (Llama-4) has no weight
             widths = (
                 {"q_norm": qd, "k_norm": kvd}
                 if cfg.qk_norm == "full"
@@ -183,13 +190,26 @@ def leaf_specs(cfg: ModelConfig) -> list[LeafSpec]:
         else:
             i = cfg.intermediate_size
             for proj, shape in (("gate_proj", (h, i)), ("up_proj", (h, i)), ("down_proj", (i, h))):
-                specs.append(stacked(("mlp", proj, "kernel"), shape, f"mlp.{proj}.weight", True))
+                specs.append(stacked(("mlp", proj, "kernel"), shape, f"{names.dense_mlp}.{proj}.weight", True))
     specs += [LeafSpec(("final_norm", p), (h,), f"model.norm.{w}", False) for p, w in norm_parts]
     if not cfg.tie_word_embeddings:
         specs.append(LeafSpec(("lm_head", "kernel"), (h, v), "lm_head.weight", True))
         if cfg.lm_head_bias:
             specs.append(LeafSpec(("lm_head", "bias"), (v,), "lm_head.bias", False))
+    if names.prefix:  # a multimodal checkpoint's text model
+        specs = [_prefixed(s, names.prefix) for s in specs]
     return specs
+
+
+def _prefixed(spec: LeafSpec, prefix: str) -> LeafSpec:
+    """``spec`` with ``prefix`` before each of its HF names."""
+    fused = spec.fused if spec.fused is None else dataclasses.replace(spec.fused, name=prefix + spec.fused.name)
+    return dataclasses.replace(
+        spec,
+        hf_name=None if spec.hf_name is None else prefix + spec.hf_name,
+        alt_name=None if spec.alt_name is None else prefix + spec.alt_name,
+        fused=fused,
+    )
 
 
 def fused_groups(specs: list[LeafSpec]) -> dict[str, list[LeafSpec]]:

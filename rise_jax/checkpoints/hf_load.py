@@ -30,7 +30,7 @@ from rise_jax.checkpoints.safetensors_io import SafetensorsFile, SafetensorsForm
 from rise_jax.errors import RiseError
 from rise_jax.io_utils import read_json_object
 from rise_jax.models.config import ConfigError, ModelConfig
-from rise_jax.models.families import config_from_hf_dict
+from rise_jax.models.families import config_from_hf_dict, get_family
 from rise_jax.models.quantized import DEFAULT_GROUPS, QuantizedArray, check_backend, is_quantizable, quantize
 
 # Tensors a checkpoint may carry that the model does not use.
@@ -335,6 +335,7 @@ def load_hf_checkpoint(
             and not any(p.match(n) for p in _IGNORED)
             and not _mtp_tensor(n, cfg.num_layers, num_mtp)
             and not (n == "lm_head.weight" and cfg.tie_word_embeddings)
+            and not n.startswith(get_family(cfg.model_type).names.passthrough)
         ]
         if unexpected:
             shown = ", ".join(f"{n!r} in {tensors.where(n)}" for n in sorted(unexpected)[:5])

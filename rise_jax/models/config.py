@@ -17,10 +17,10 @@ from typing import Any
 
 from rise_jax.errors import RiseError
 
-SUPPORTED_ROPE_TYPES = ("default", "longrope", "yarn")
+SUPPORTED_ROPE_TYPES = ("default", "longrope", "yarn", "llama3")
 NORMS = ("rms", "rms_fp32", "layer")
-QK_NORMS = (None, "per_head", "full")
-ROUTERS = ("softmax_topk", "sparsemixer", "topk_softmax", "sigmoid_topk")
+QK_NORMS = (None, "per_head", "full", "l2")
+ROUTERS = ("softmax_topk", "sparsemixer", "topk_softmax", "sigmoid_topk", "topk_sigmoid")
 ATTENTIONS = ("gqa", "mla")
 EXPERT_ACTIVATIONS = ("silu", "clamped_swiglu")
 LAYER_TYPES = ("full_attention", "sliding_attention")
@@ -60,6 +60,8 @@ class RopeConfig:
     attention_factor: float | None = None
     mscale: float | None = None
     mscale_all_dim: float | None = None
+    low_freq_factor: float = 1.0  # llama3
+    high_freq_factor: float = 4.0  # llama3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,8 +72,12 @@ class ModelConfig:
 
     * ``norm``: ``rms`` (weight times the normalised value cast back, Qwen3/OLMoE/Mixtral),
       ``rms_fp32`` (weight applied in fp32, then cast: GPT-OSS), ``layer`` (LayerNorm with bias, PhiMoE);
-    * ``qk_norm``: None, ``per_head`` (RMSNorm over each head's ``head_dim``, Qwen3) or ``full``
-      (RMSNorm over the whole q / k projection, OLMoE); ``clip_qkv`` clamps q/k/v (OLMoE);
+    * ``qk_norm``: None, ``per_head`` (RMSNorm over each head's ``head_dim``, Qwen3), ``full``
+      (RMSNorm over the whole q / k projection, OLMoE) or ``l2`` (Llama-4: each head divided by its
+      RMS, no weight, after the rope and only on the layers that use rope); ``clip_qkv`` clamps q/k/v (OLMoE);
+    * ``nope_layers`` (Llama-4): per-layer flags of the layers *without* rope, whose queries are
+      scaled by ``attn_temperature`` = (``floor_scale``, ``attn_scale``) when set
+      (:mod:`rise_jax.models.attention_variants`);
     * ``attention``: ``gqa`` (q/k/v/o projections, grouped-query) or ``mla`` (DeepSeek's Multi-head
       Latent Attention, :class:`~rise_jax.models.layers.MLAttention`: ``q_lora_rank`` (None: a
       plain ``q_proj``), ``kv_lora_rank``, ``qk_nope_head_dim``, ``v_head_dim``; ``head_dim`` is
@@ -79,19 +85,25 @@ class ModelConfig:
       pairs are adjacent dims ``(x0, x1), (x2, x3) ...`` (DeepSeek) instead of the two halves;
     * ``router``: ``softmax_topk`` (softmax, top-k, optional renormalisation), ``sparsemixer``
       (PhiMoE), ``topk_softmax`` (top-k of the logits, softmax over the k: GPT-OSS) or
+      ``topk_sigmoid`` (Llama-4: top-k of the logits, weights ``sigmoid`` of the chosen logits) or
       ``sigmoid_topk`` (DeepSeek-V3 / GLM-4.5: sigmoid scores, selection on score +
       ``e_score_correction_bias`` when ``router_selection_bias``); ``router_bias`` adds a
       per-expert bias to the logits; ``router_groups`` / ``router_topk_groups``: group-limited
       selection (experts split into ``router_groups`` equal groups, only the best
       ``router_topk_groups`` groups compete; see :mod:`rise_jax.models.routers`);
       ``routed_scaling_factor`` multiplies the routed experts' combined output;
+      ``router_scales_input`` (Llama-4): each chosen expert runs on ``weight · x`` and the outputs
+      are summed unweighted, instead of ``Σ weight · expert(x)`` (docs/ROUTING.md);
     * ``expert_act``: ``silu`` (``silu(g)·u``) or ``clamped_swiglu`` (GPT-OSS, see
       :mod:`rise_jax.models.expert_mlp`); ``expert_bias``: biases on the three projections;
     * ``shared_expert_size`` > 0: a dense shared expert next to the routed ones, always active,
       scaled by a sigmoid gate ``sigmoid(x · w)`` when ``shared_expert_gate`` (Qwen2-MoE) or
       added as is (DeepSeek, GLM-4.5: ``n_shared_experts`` experts fused into one MLP of width
       ``n_shared_experts · moe_intermediate_size``); ``attention_sinks``: a learned per-head logit in every softmax (GPT-OSS);
-    * ``sliding_window`` with ``sliding_layers``: which layers use it (None = every layer).
+    * ``sliding_window`` with ``sliding_layers``: which layers use it (None = every layer);
+      ``attention_chunk_size`` (Llama-4's chunked attention) instead of a window: the
+      ``sliding_layers`` see only the keys of their own chunk of ``attention_chunk_size``
+      positions (:func:`~rise_jax.models.attention_variants.chunk_visibility`).
     """
 
     model_type: str
@@ -120,12 +132,16 @@ class ModelConfig:
     lm_head_bias: bool = False
     sliding_window: int | None = None
     sliding_layers: tuple[bool, ...] | None = None
+    attention_chunk_size: int | None = None
+    nope_layers: tuple[bool, ...] | None = None
+    attn_temperature: tuple[float, float] | None = None  # (floor_scale, attn_scale) on nope_layers
     router: str = "softmax_topk"
     router_bias: bool = False
     router_selection_bias: bool = False
     router_groups: int = 1
     router_topk_groups: int = 1
     routed_scaling_factor: float = 1.0
+    router_scales_input: bool = False
     attention: str = "gqa"
     q_lora_rank: int | None = None
     kv_lora_rank: int = 0
@@ -155,8 +171,12 @@ class ModelConfig:
         ):
             if value not in allowed:
                 raise ConfigError(f"ModelConfig.{name} = {value!r} is not one of {allowed}")
-        if self.sliding_layers is not None and len(self.sliding_layers) != self.num_layers:
-            raise ConfigError(f"sliding_layers has {len(self.sliding_layers)} entries for {self.num_layers} layers")
+        for name in ("sliding_layers", "nope_layers"):
+            flags = getattr(self, name)
+            if flags is not None and len(flags) != self.num_layers:
+                raise ConfigError(f"{name} has {len(flags)} entries for {self.num_layers} layers")
+        if self.sliding_window is not None and self.attention_chunk_size is not None:
+            raise ConfigError("a model has either a sliding_window or an attention_chunk_size, not both")
         g, tg = self.router_groups, self.router_topk_groups
         if g < 1 or self.num_experts % g or not 1 <= tg <= g:
             raise ConfigError(
@@ -184,8 +204,18 @@ class ModelConfig:
 
     @property
     def per_layer_window(self) -> bool:
-        """True when some layers use the sliding window and others attend to everything."""
-        return self.sliding_window is not None and self.sliding_layers is not None and len(set(self.sliding_layers)) > 1
+        """True when some layers use the sliding window (or chunk) and others attend to everything."""
+        local = self.sliding_window is not None or self.attention_chunk_size is not None
+        return local and self.sliding_layers is not None and len(set(self.sliding_layers)) > 1
+
+    @property
+    def uniform_chunk(self) -> int | None:
+        """The attention chunk every layer uses (None: no chunking, or it differs per layer)."""
+        if self.attention_chunk_size is None or self.per_layer_window:
+            return None
+        if self.sliding_layers is not None and not any(self.sliding_layers):
+            return None
+        return self.attention_chunk_size
 
     @property
     def uniform_window(self) -> int | None:
@@ -249,6 +279,20 @@ def parse_rope(d: Mapping[str, Any], source: str, default_theta: float) -> RopeC
     partial = float(params.get("partial_rotary_factor", d.get("partial_rotary_factor", 1.0)))
     if rope_type == "default":
         return RopeConfig("default", theta, partial_rotary_factor=partial)
+    if rope_type == "llama3":
+        keys = ("factor", "original_max_position_embeddings", "low_freq_factor", "high_freq_factor")
+        missing = [k for k in keys if params.get(k) is None]
+        if missing:
+            raise ConfigError(f"{source}: llama3 rope parameters need {missing[0]!r}")
+        return RopeConfig(
+            "llama3",
+            theta,
+            partial_rotary_factor=partial,
+            factor=float(params["factor"]),
+            original_max_position_embeddings=int(params["original_max_position_embeddings"]),
+            low_freq_factor=float(params["low_freq_factor"]),
+            high_freq_factor=float(params["high_freq_factor"]),
+        )
     # The top-level original_max_position_embeddings wins, as in HF standardize_rope_params.
     orig = d.get("original_max_position_embeddings") or params.get("original_max_position_embeddings")
     if rope_type == "yarn":
@@ -299,6 +343,13 @@ def rope_to_hf(rope: RopeConfig) -> dict[str, Any]:
             long_factor=list(rope.long_factor or ()),
             short_mscale=rope.short_mscale,
             long_mscale=rope.long_mscale,
+            original_max_position_embeddings=rope.original_max_position_embeddings,
+        )
+    elif rope.rope_type == "llama3":
+        out.update(
+            factor=rope.factor,
+            low_freq_factor=rope.low_freq_factor,
+            high_freq_factor=rope.high_freq_factor,
             original_max_position_embeddings=rope.original_max_position_embeddings,
         )
     elif rope.rope_type == "yarn":

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rise_jax.models.attention_variants import l2_norm
 from rise_jax.models.config import ModelConfig, RopeConfig
 from rise_jax.models.expert_weights import LORA_A, LORA_B
 from rise_jax.models.quantized import promote_dtype
@@ -83,6 +84,27 @@ def _yarn_inv_freq(rope: RopeConfig, dim: int) -> np.ndarray:
     return (interpolation * (1 - extrapolation_factor) + extrapolation * extrapolation_factor).astype(np.float32)
 
 
+def _llama3_inv_freq(rope: RopeConfig, dim: int) -> np.ndarray:
+    """transformers ``_compute_llama3_parameters`` in fp32: long wavelengths divided by
+    ``factor``, short ones kept, the band between ``old/low_freq_factor`` and
+    ``old/high_freq_factor`` blended (``old`` = ``original_max_position_embeddings``)."""
+    f32 = np.float32
+    inv = (1.0 / (f32(rope.theta) ** (np.arange(0, dim, 2).astype(f32) / f32(dim)))).astype(f32)
+    old, low, high, factor = (
+        rope.original_max_position_embeddings,
+        rope.low_freq_factor,
+        rope.high_freq_factor,
+        rope.factor,
+    )
+    wavelen = (f32(2 * math.pi) / inv).astype(f32)
+    scaled = np.where(wavelen > f32(old / low), inv / f32(factor), inv).astype(f32)
+    with np.errstate(divide="ignore", invalid="ignore"):  # low == high: no band (HF divides by zero too)
+        smooth = ((f32(old) / wavelen - f32(low)) / f32(high - low)).astype(f32)
+        smoothed = ((1 - smooth) * scaled / f32(factor) + smooth * scaled).astype(f32)
+    medium = ~(wavelen < f32(old / high)) & ~(wavelen > f32(old / low))
+    return np.where(medium, smoothed, scaled).astype(f32)
+
+
 def rope_attention_factor(rope: RopeConfig) -> float:
     """The cos/sin scale of yarn (1 for the other rope types)."""
     if rope.rope_type != "yarn":
@@ -103,6 +125,8 @@ def rope_inv_freq(rope: RopeConfig, head_dim: int) -> Array:
     dim = int(head_dim * rope.partial_rotary_factor)
     if rope.rope_type == "yarn":
         return jnp.asarray(_yarn_inv_freq(rope, dim))
+    if rope.rope_type == "llama3":
+        return jnp.asarray(_llama3_inv_freq(rope, dim))
     exponent = jnp.arange(0, dim, 2, dtype=jnp.int32).astype(jnp.float32) / dim
     if rope.rope_type == "longrope":
         ext = jnp.asarray(rope.short_factor, jnp.float32)
@@ -300,12 +324,23 @@ class Attention(nn.Module):
 
     @nn.compact
     def __call__(
-        self, x: Array, cos: Array, sin: Array, visible: Array, cache: KVCacheLayer | None = None
+        self,
+        x: Array,
+        cos: Array,
+        sin: Array,
+        visible: Array,
+        cache: KVCacheLayer | None = None,
+        rope_on: Array | None = None,
+        q_scale: Array | None = None,
     ) -> tuple[Array, tuple[Array, Array] | None]:
         """Without ``cache``: self-attention over ``x``; returns (output, None). With ``cache``
         (:class:`KVCacheLayer`): the queries attend over this layer's ``S`` cache slots with the new
         keys/values placed at ``cache.index`` (``visible`` is ``[B, 1, 1, T, S]``); returns
-        (output, (new keys, new values)) ``[B, T, KV, D]`` for the caller to write into the cache."""
+        (output, (new keys, new values)) ``[B, T, KV, D]`` for the caller to write into the cache.
+
+        Llama-4 (:mod:`~rise_jax.models.attention_variants`): ``rope_on`` (bool scalar, this
+        layer's flag in a scanned run) applies the rope and the ``l2`` q/k norm only where True;
+        ``q_scale`` (fp32 ``[B, T, 1, 1]``) multiplies the queries after them."""
         cfg = self.cfg
         dense = lambda feats, name, use_bias: Dense(  # noqa: E731
             feats, use_bias, self.dtype, self.param_dtype, self.lora_dropout, name=name
@@ -325,7 +360,15 @@ class Attention(nn.Module):
         if cfg.qk_norm == "per_head":
             q = RMSNorm(cfg.norm_eps, self.param_dtype, name="q_norm")(q)
             k = RMSNorm(cfg.norm_eps, self.param_dtype, name="k_norm")(k)
-        q, k = apply_rope(q, cos, sin, cfg.rope_interleave), apply_rope(k, cos, sin, cfg.rope_interleave)
+        q_rot, k_rot = apply_rope(q, cos, sin, cfg.rope_interleave), apply_rope(k, cos, sin, cfg.rope_interleave)
+        if cfg.qk_norm == "l2":
+            q_rot, k_rot = l2_norm(q_rot, cfg.norm_eps), l2_norm(k_rot, cfg.norm_eps)
+        if rope_on is None:
+            q, k = q_rot, k_rot
+        else:
+            q, k = jnp.where(rope_on, q_rot, q), jnp.where(rope_on, k_rot, k)
+        if q_scale is not None:
+            q = (q.astype(jnp.float32) * q_scale).astype(q.dtype)
         sinks = None
         if cfg.attention_sinks:
             sinks = self.param("sinks", nn.initializers.normal(0.02), (cfg.num_heads,), self.param_dtype)

@@ -21,6 +21,9 @@ constant, so they stay the router's distribution over the chosen experts (what E
 sums; see ``docs/ROUTING.md``).
 * ``topk_softmax`` (GPT-OSS, GptOssTopKRouter): top-k of the (biased) logits; weights are the
   softmax over those k logits.
+* ``topk_sigmoid`` (Llama-4, Llama4Router): top-k of the logits; weights are ``sigmoid`` of the k
+  chosen logits (no renormalisation). With ``ModelConfig.router_scales_input`` these weights
+  scale each chosen expert's *input*, not its output (docs/ROUTING.md).
 * ``sparsemixer`` (PhiMoE, transformers ``sparsemixer``): top-1 = argmax z, weight = softmax over
   the logits within a relative ``2·jitter_eps`` band of the max; top-2 = argmax of z with top-1
   masked, weight from the same construction. Eval mode is deterministic and exact; train mode
@@ -167,6 +170,15 @@ def topk_softmax(logits: Array, k: int) -> tuple[Array, Array]:
     """GPT-OSS router on fp32 logits ``[..., E]``: top-k of the logits, softmax over the k."""
     top, idx = jax.lax.top_k(logits.astype(jnp.float32), k)
     return jax.nn.softmax(top, axis=-1), idx.astype(jnp.int32)
+
+
+def topk_sigmoid(logits: Array, k: int) -> tuple[Array, Array]:
+    """Llama-4 router on fp32 logits ``[..., E]``: top-k of the logits, ``sigmoid`` of the k.
+
+    Selecting on the logits, not on ``sigmoid(z)``, keeps experts whose scores would round to the
+    same fp32 value (logits above ~17) in the order the logits give them."""
+    top, idx = jax.lax.top_k(logits.astype(jnp.float32), k)
+    return jax.nn.sigmoid(top), idx.astype(jnp.int32)
 
 
 def _band_mask(scores: Array, threshold: Array, jitter_eps: float) -> Array:

@@ -25,7 +25,7 @@ Parameter tree (leading axis ``[n]`` = layers of the run; kernels are ``[in, out
     layers/moe/experts/down_proj          [n, E, I, H]
     layers/moe/experts/{gate,up,down}_bias [n, E, I|H]                 (GPT-OSS)
     layers/moe/shared_expert/{gate,up,down}_proj/kernel, shared_expert_gate/kernel  (Qwen2-MoE;
-      DeepSeek / GLM-4.5: shared experts without the gate)
+      DeepSeek / GLM-4.5 / Llama-4: shared experts without the gate)
     layers/mlp/{gate,up,down}_proj/kernel (dense runs)
     final_norm/{scale[,bias]}             [H]
     lm_head/{kernel[,bias]}               [H, V]    (absent with tied embeddings)
@@ -43,6 +43,7 @@ import jax.numpy as jnp
 
 from rise_jax.models import dispatch as dispatch_lib
 from rise_jax.models import routers
+from rise_jax.models.attention_variants import chunk_visibility, temperature_scales
 from rise_jax.models.config import ModelConfig
 from rise_jax.models.expert_mlp import PARAM_NAMES, ExpertTensors, GatedActivation
 from rise_jax.models.expert_weights import ExpertWeights, StackedExperts, StackLayerExperts
@@ -164,8 +165,8 @@ class Experts(nn.Module):
 
 
 class MoEBlock(nn.Module):
-    """Router + experts (+ the gated shared expert of Qwen2-MoE); returns the block output and
-    this layer's routing (fp32)."""
+    """Router + experts (+ the shared expert: gated in Qwen2-MoE, plain in DeepSeek / GLM-4.5 /
+    Llama-4); returns the block output and this layer's routing (fp32)."""
 
     cfg: ModelConfig
     opts: RuntimeOptions
@@ -208,6 +209,8 @@ class MoEBlock(nn.Module):
             weights, idx = routers.sigmoid_topk(logits, cfg.top_k, cfg.norm_topk_prob, sel_bias, *groups)
         elif cfg.router == "topk_softmax":
             weights, idx = routers.topk_softmax(logits, cfg.top_k)
+        elif cfg.router == "topk_sigmoid":
+            weights, idx = routers.topk_sigmoid(logits, cfg.top_k)
         elif train_router:
             weights, idx = routers.sparsemixer_train(logits, cfg.router_jitter_noise, self.make_rng("router"))
         else:
@@ -215,7 +218,18 @@ class MoEBlock(nn.Module):
         # routed_scaling_factor scales the weights the experts are combined with (as transformers
         # does); the routing output keeps the router's own weights.
         scaled = weights if cfg.routed_scaling_factor == 1.0 else weights * cfg.routed_scaling_factor
-        out = Experts(cfg, opts, name="experts")(flat, dispatch_lib.ExpertChoice(idx, scaled), override, stacked)
+        experts = Experts(cfg, opts, name="experts")
+        if cfg.router_scales_input:
+            # Llama-4: expert e runs on (weight_e · x) in the activation dtype and the k outputs are
+            # summed unweighted. Each (token, chosen expert) pair becomes a row routed to that one
+            # expert with weight 1, so every dispatch and weight source runs it unchanged.
+            k = cfg.top_k
+            pairs = flat[:, None, :] * scaled.astype(flat.dtype)[..., None]  # [B*T, k, H]
+            choice = dispatch_lib.ExpertChoice(idx.reshape(-1, 1), jnp.ones((b * t * k, 1), jnp.float32))
+            out = experts(pairs.reshape(b * t * k, h), choice, override, stacked).reshape(b * t, k, h)
+            out = out[:, 0] if k == 1 else jnp.sum(out, axis=1)
+        else:
+            out = experts(flat, dispatch_lib.ExpertChoice(idx, scaled), override, stacked)
         if cfg.shared_expert_size:
             shared = DenseMLP(cfg, opts, cfg.shared_expert_size, self.adapter_dropout, name="shared_expert")(flat)
             if cfg.shared_expert_gate:
@@ -249,8 +263,9 @@ class LayerShared(NamedTuple):
     run's :class:`ExpertOverride` (subnetwork training) or None; ``cache``
     (keys, values) ``[n, B, S, KV, D]`` of the whole run and ``cache_index`` (decoding) or None;
     ``stacked_experts`` the run's un-sliced expert params {proj: ``[n, E, ...]``} (decoding) or None;
-    ``visible_sliding`` the sliding-window mask when windows differ per layer (GPT-OSS,
-    Qwen2-MoE ``layer_types``), else None.
+    ``visible_sliding`` the sliding-window (or chunked, Llama-4) mask when it differs per layer (GPT-OSS,
+    Qwen2-MoE ``layer_types``), else None; ``q_scale`` the NoPE layers' query temperature
+    ``[B, T, 1, 1]`` (Llama-4 ``attn_temperature``) or None.
     """
 
     cos: Array
@@ -261,17 +276,20 @@ class LayerShared(NamedTuple):
     cache_index: Any = None
     stacked_experts: Any = None
     visible_sliding: Any = None
+    q_scale: Any = None
 
 
 class LayerSlice(NamedTuple):
     """Per-layer inputs, sliced along the run's leading axis (``in_axes=0``): ``index`` the layer's
     position in the run, ``slots`` its ``[E]`` trainable-slot table, ``edit`` its router-edit rows,
-    ``sliding`` (bool) whether it attends through ``LayerShared.visible_sliding``."""
+    ``sliding`` (bool) whether it attends through ``LayerShared.visible_sliding``, ``nope`` (bool)
+    whether it skips the rope (Llama-4 ``no_rope_layers``)."""
 
     index: Array
     slots: Any = None
     edit: Any = None
     sliding: Any = None
+    nope: Any = None
 
 
 class DecoderLayer(nn.Module):
@@ -294,9 +312,12 @@ class DecoderLayer(nn.Module):
         if shared.visible_sliding is not None:
             visible = jnp.where(layer.sliding, shared.visible_sliding, shared.visible)
         attn_cls = MLAttention if cfg.attention == "mla" else Attention
-        attn, new_kv = attn_cls(cfg, opts.dtype, opts.param_dtype, self.adapter_dropout, name="attn")(
-            h, shared.cos, shared.sin, visible, layer_cache
-        )
+        attention = attn_cls(cfg, opts.dtype, opts.param_dtype, self.adapter_dropout, name="attn")
+        if layer.nope is None:
+            attn, new_kv = attention(h, shared.cos, shared.sin, visible, layer_cache)
+        else:  # Llama-4: rope and l2 q/k norm on the rope layers, the temperature on the others
+            q_scale = None if shared.q_scale is None else jnp.where(layer.nope, shared.q_scale, 1.0)
+            attn, new_kv = attention(h, shared.cos, shared.sin, visible, layer_cache, ~layer.nope, q_scale)
         x = x + attn
         h = make_norm(cfg, opts.param_dtype, "post_attention_norm")(x)
         if self.is_moe:
@@ -412,9 +433,18 @@ class MoEModel(nn.Module):
         cos, sin = rope_cos_sin(cfg, positions, opts.dtype)
         q_offset = 0 if kv_cache is None else kv_cache.index
         visible = attention_visibility(attention_mask, t, s, q_offset, sliding_window=cfg.uniform_window)
+        if cfg.uniform_chunk is not None:
+            visible = visible & chunk_visibility(attention_mask, t, s, q_offset, cfg.uniform_chunk)
         visible_sliding = None
         if cfg.per_layer_window:
             visible_sliding = attention_visibility(attention_mask, t, s, q_offset, sliding_window=cfg.sliding_window)
+            if cfg.attention_chunk_size is not None:
+                visible_sliding = visible_sliding & chunk_visibility(
+                    attention_mask, t, s, q_offset, cfg.attention_chunk_size
+                )
+        q_scale = None
+        if cfg.nope_layers is not None and cfg.attn_temperature is not None:
+            q_scale = temperature_scales(positions, *cfg.attn_temperature)
 
         infos, new_keys, new_values = [], {}, {}
         for run in layer_runs(cfg):
@@ -446,11 +476,15 @@ class MoEModel(nn.Module):
                 None if kv_cache is None else kv_cache.index,
                 stacked,
                 visible_sliding,
+                q_scale,
             )
             sliding = None
             if visible_sliding is not None:
                 sliding = jnp.asarray(cfg.sliding_layers[run.start : run.start + run.length], bool)
-            per_layer = LayerSlice(jnp.arange(run.length, dtype=jnp.int32), slots, edit, sliding)
+            nope = None
+            if cfg.nope_layers is not None:
+                nope = jnp.asarray(cfg.nope_layers[run.start : run.start + run.length], bool)
+            per_layer = LayerSlice(jnp.arange(run.length, dtype=jnp.int32), slots, edit, sliding, nope)
             layer = scanned(cfg, opts, run.is_moe, return_routing, dropout, name=run.name)
             x, (info, new_kv) = layer(x, shared, per_layer)
             if run.is_moe and return_routing:

@@ -28,8 +28,14 @@ class HFNames:
     or None when the hub stores only fused tensors. ``fused``: the in-memory fused layout
     (``mlp.experts.gate_up_proj`` / ``down_proj``): ``split`` = ``[E, 2I, H]`` gate rows then up
     rows (Qwen, Mixtral, PhiMoE, OLMoE), ``interleaved`` = ``[E, H, 2I]`` with gate in the even
-    and up in the odd columns, and ``[E, I, H]`` down (GPT-OSS). ``router``: the hub's name,
-    ``router_alt``: the in-memory name transformers saves when it differs.
+    and up in the odd columns, and ``[E, I, H]`` down (GPT-OSS), ``halves`` = ``[E, H, 2I]`` gate
+    columns then up columns, ``[E, I, H]`` down (Llama-4), under ``{fused_prefix}.experts.``.
+    ``router``: the hub's name, ``router_alt``: the in-memory name transformers saves when it
+    differs. ``dense_mlp``: the dense layers' MLP (``mlp``; Llama-4: ``feed_forward``).
+
+    A multimodal checkpoint nests its text model: ``prefix`` goes before every name above
+    (Llama-4: ``language_model.``) and tensors under the ``passthrough`` prefixes (its vision tower)
+    are left unread and copied unchanged by an export that names the source checkpoint.
     """
 
     moe_prefix: str = "mlp"
@@ -39,6 +45,10 @@ class HFNames:
         default_factory=lambda: {"gate_proj": "gate_proj", "up_proj": "up_proj", "down_proj": "down_proj"}
     )
     fused: str = "split"
+    fused_prefix: str = "mlp"
+    dense_mlp: str = "mlp"
+    prefix: str = ""
+    passthrough: tuple[str, ...] = ()
     shared_expert: str | None = None  # e.g. "mlp.shared_expert" (+ "_gate")
     router_selection_bias: str | None = None  # e.g. "mlp.gate.e_score_correction_bias"
 
