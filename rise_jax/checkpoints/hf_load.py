@@ -30,7 +30,7 @@ from rise_jax.checkpoints.safetensors_io import SafetensorsFile, SafetensorsForm
 from rise_jax.errors import RiseError
 from rise_jax.io_utils import read_json_object
 from rise_jax.models.config import ConfigError, ModelConfig
-from rise_jax.models.families import config_from_hf_dict
+from rise_jax.models.families import config_from_hf_dict, get_family
 from rise_jax.models.quantized import DEFAULT_GROUPS, QuantizedArray, check_backend, is_quantizable, quantize
 
 # Tensors a checkpoint may carry that the model does not use.
@@ -314,11 +314,12 @@ def load_hf_checkpoint(
     try:
         specs = leaf_specs(cfg)
         readers = [_LeafReader(s, tensors, cfg, used) for s in specs]
+        skipped = _IGNORED + tuple(re.compile(p) for p in get_family(cfg.model_type).names.skipped)
         unexpected = [
             n
             for n in tensors.owner
             if n not in used
-            and not any(p.match(n) for p in _IGNORED)
+            and not any(p.match(n) for p in skipped)
             and not _beyond_last_layer(n, cfg.num_layers)
             and not (n == "lm_head.weight" and cfg.tie_word_embeddings)
         ]

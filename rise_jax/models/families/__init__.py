@@ -29,7 +29,10 @@ class HFNames:
     (``mlp.experts.gate_up_proj`` / ``down_proj``): ``split`` = ``[E, 2I, H]`` gate rows then up
     rows (Qwen, Mixtral, PhiMoE, OLMoE), ``interleaved`` = ``[E, H, 2I]`` with gate in the even
     and up in the odd columns, and ``[E, I, H]`` down (GPT-OSS). ``router``: the hub's name,
-    ``router_alt``: the in-memory name transformers saves when it differs.
+    ``router_alt``: the in-memory name transformers saves when it differs. ``text_prefix``: where
+    the decoder's tensors live (``model.``; a multimodal checkpoint's language model:
+    ``model.language_model.``). ``skipped``: regular expressions of hub tensors that are not part
+    of the model and are left out when loading (multi-token-prediction heads, a vision tower).
     """
 
     moe_prefix: str = "mlp"
@@ -41,6 +44,8 @@ class HFNames:
     fused: str = "split"
     shared_expert: str | None = None  # e.g. "mlp.shared_expert" (+ "_gate")
     router_selection_bias: str | None = None  # e.g. "mlp.gate.e_score_correction_bias"
+    text_prefix: str = "model."
+    skipped: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
