@@ -154,6 +154,27 @@ GLM4_MOE_LITE_BASE: dict[str, Any] = {
     "routed_scaling_factor": 1.8,
 }
 
+# Qwen3-Next: three Gated DeltaNet layers then one gated softmax-attention layer (the default
+# layer_types), two key heads serving four value heads of a different width.
+QWEN3_NEXT_BASE: dict[str, Any] = dict(
+    vocab_size=128,
+    hidden_size=32,
+    intermediate_size=40,
+    moe_intermediate_size=16,
+    shared_expert_intermediate_size=24,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=8,
+    num_experts=8,
+    num_experts_per_tok=2,
+    linear_num_key_heads=2,
+    linear_num_value_heads=4,
+    linear_key_head_dim=8,
+    linear_value_head_dim=6,
+    max_position_embeddings=256,
+)
+
 FAMILIES: dict[str, tuple[Any, Any, dict[str, Any]]] = {
     "qwen3_moe": (transformers.Qwen3MoeConfig, transformers.Qwen3MoeForCausalLM, QWEN_BASE),
     "phimoe": (transformers.PhimoeConfig, transformers.PhimoeForCausalLM, PHI_BASE),
@@ -165,6 +186,7 @@ FAMILIES: dict[str, tuple[Any, Any, dict[str, Any]]] = {
     "deepseek_v3": (transformers.DeepseekV3Config, transformers.DeepseekV3ForCausalLM, DEEPSEEK_V3_BASE),
     "glm4_moe": (transformers.Glm4MoeConfig, transformers.Glm4MoeForCausalLM, GLM4_MOE_BASE),
     "glm4_moe_lite": (transformers.Glm4MoeLiteConfig, transformers.Glm4MoeLiteForCausalLM, GLM4_MOE_LITE_BASE),
+    "qwen3_next": (transformers.Qwen3NextConfig, transformers.Qwen3NextForCausalLM, QWEN3_NEXT_BASE),
 }
 
 
@@ -209,6 +231,8 @@ def make_hf_model(family: str, seed: int = 0, **overrides) -> transformers.PreTr
                 p.mul_(10.0)  # pre-activations well past swiglu_limit, so the clamp is exercised
             if name.endswith("mlp.gate.weight") and family in FAMILIES and "n_routed_experts" in base:
                 p.mul_(10.0)  # router scores spread out: no near-ties for fp32 round-off to flip
+            if "linear_attn" in name and ("proj" in name or "conv1d" in name):
+                p.mul_(4.0)  # Gated DeltaNet's share of the logits well above the tolerance
         for name, buf in model.named_buffers():
             if name.endswith("e_score_correction_bias"):  # a selection-only bias big enough to matter
                 buf.copy_(0.08 * torch.randn_like(buf))

@@ -9,8 +9,10 @@ leaves nothing that looks complete.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from typing import Any
@@ -96,6 +98,24 @@ def _fused_tensor(params, group, li: int, layer: int, host) -> tuple[str, np.nda
     return fused.name.replace("{l}", str(layer)), out
 
 
+def carried_tensors(cfg: ModelConfig, source_dir: str) -> Iterator[tuple[str, np.ndarray]]:
+    """The tensors of ``source_dir`` that loading skipped as not part of the model (the family's
+    ``HFNames.skipped``: a multi-token-prediction head, a vision tower), as stored: an export
+    carries them over unchanged, so the checkpoint stays whole."""
+    from rise_jax.checkpoints.hf_load import TensorIndex  # the reader's index, opened only when asked
+
+    patterns = [re.compile(p) for p in get_family(cfg.model_type).names.skipped]
+    if not patterns:
+        return
+    tensors = TensorIndex(source_dir)
+    try:
+        for name in sorted(tensors.owner):
+            if any(p.match(name) for p in patterns):
+                yield name, np.array(tensors.get(name), copy=True)  # the file is closed after
+    finally:
+        tensors.close()
+
+
 def hf_tensor_count(cfg: ModelConfig) -> int:
     """How many tensors :func:`iter_hf_tensors` yields."""
     specs = leaf_specs(cfg)
@@ -118,6 +138,7 @@ def export_hf_checkpoint(
     hf_config: dict[str, Any] | None = None,
     dtype: Any = None,
     tokenizer_dir: str | None = None,
+    carry_dir: str | None = None,
     max_shard_bytes: int = 5 * 1024**3,
     overwrite: bool = False,
     progress: bool = True,
@@ -127,7 +148,8 @@ def export_hf_checkpoint(
     ``hf_config``: the source ``config.json`` to write back (its ``dtype`` updated); default one
     generated from ``cfg``; either way ``architectures`` names the hub class (what vLLM looks up,
     see :class:`~rise_jax.models.families.Family`) and ``auto_map`` is dropped. ``dtype``: cast tensors (default:
-    keep the params' dtype).
+    keep the params' dtype). ``carry_dir``: the source checkpoint whose tensors the model does not
+    hold (:func:`carried_tensors`) are copied into the export unchanged.
     """
     out_dir = os.path.abspath(out_dir)
     if os.path.exists(out_dir) and not overwrite:
@@ -154,8 +176,12 @@ def export_hf_checkpoint(
                 size = 0
 
         n_tensors = hf_tensor_count(cfg)
+        carried = carried_tensors(cfg, carry_dir) if carry_dir is not None else iter(())
         for name, arr in tqdm(
-            iter_hf_tensors(params, cfg, dtype), total=n_tensors, desc="exporting", disable=not progress
+            itertools.chain(iter_hf_tensors(params, cfg, dtype), carried),
+            total=n_tensors,
+            desc="exporting",
+            disable=not progress,
         ):
             out_dtype = out_dtype or arr.dtype
             if size and size + arr.nbytes > max_shard_bytes:

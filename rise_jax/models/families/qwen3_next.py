@@ -6,7 +6,8 @@ output scaled by ``sigmoid(gate)``; per-head q/k norm; partial rotary, ``partial
 0.25 by default), zero-centred ``(1 + w)`` RMSNorms everywhere, and Qwen2-MoE's MoE block:
 a softmax top-k router (renormalised by default) plus a shared expert scaled by
 ``sigmoid(x · w)``. The hub's multi-token-prediction tensors (``mtp.*``) are not part of the
-model and are skipped when loading (transformers skips them too), so an export does not carry them.
+model: loading skips them (transformers does too) and an export from the source checkpoint
+carries them over unchanged.
 
 The helpers here are shared with Qwen3.5 (:mod:`rise_jax.models.families.qwen3_5_moe`).
 """
