@@ -175,6 +175,23 @@ QWEN3_NEXT_BASE: dict[str, Any] = dict(
     max_position_embeddings=256,
 )
 
+# Qwen3.5-MoE: the same blocks, Qwen3.5's layout (every layer MoE, four linear-attention input
+# projections); the published checkpoint class adds a vision tower (one tiny block here).
+QWEN3_5_MOE_TEXT_BASE: dict[str, Any] = {k: v for k, v in QWEN3_NEXT_BASE.items() if k not in ("intermediate_size",)}
+QWEN3_5_MOE_BASE: dict[str, Any] = dict(
+    text_config=QWEN3_5_MOE_TEXT_BASE,
+    vision_config=dict(
+        depth=1,
+        hidden_size=16,
+        intermediate_size=16,
+        num_heads=2,
+        out_hidden_size=32,
+        num_position_embeddings=16,
+        patch_size=4,
+        temporal_patch_size=2,
+    ),
+)
+
 FAMILIES: dict[str, tuple[Any, Any, dict[str, Any]]] = {
     "qwen3_moe": (transformers.Qwen3MoeConfig, transformers.Qwen3MoeForCausalLM, QWEN_BASE),
     "phimoe": (transformers.PhimoeConfig, transformers.PhimoeForCausalLM, PHI_BASE),
@@ -187,6 +204,16 @@ FAMILIES: dict[str, tuple[Any, Any, dict[str, Any]]] = {
     "glm4_moe": (transformers.Glm4MoeConfig, transformers.Glm4MoeForCausalLM, GLM4_MOE_BASE),
     "glm4_moe_lite": (transformers.Glm4MoeLiteConfig, transformers.Glm4MoeLiteForCausalLM, GLM4_MOE_LITE_BASE),
     "qwen3_next": (transformers.Qwen3NextConfig, transformers.Qwen3NextForCausalLM, QWEN3_NEXT_BASE),
+    "qwen3_5_moe_text": (
+        transformers.Qwen3_5MoeTextConfig,
+        transformers.Qwen3_5MoeForCausalLM,
+        QWEN3_5_MOE_TEXT_BASE,
+    ),
+    "qwen3_5_moe": (
+        transformers.Qwen3_5MoeConfig,
+        transformers.Qwen3_5MoeForConditionalGeneration,
+        QWEN3_5_MOE_BASE,
+    ),
 }
 
 
