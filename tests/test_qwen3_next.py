@@ -382,3 +382,25 @@ def test_qwen3_next_80b_hub_config_parses_as_transformers_reads_it():
     theta = ref.rope_parameters["rope_theta"]
     inv = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float) / dim))
     np.testing.assert_allclose(np.asarray(rope_inv_freq(cfg.rope, cfg.head_dim)), inv.numpy(), rtol=1e-6)
+
+
+def test_the_whole_pipeline_runs_through_the_cli_and_its_export_loads_in_transformers(ckpt, tmp_path):
+    """Replay, selection, RISE training of experts in linear- and softmax-attention layers,
+    export and evaluation through the CLI; the export loads in transformers with our logits."""
+    from tiny_pipeline import family_pipeline_config
+
+    from rise_jax import launch
+
+    c = family_pipeline_config(ckpt)
+    wd = str(tmp_path / "wd")
+    launch.run(c, wd)
+    assert json.load(open(os.path.join(wd, "routing_stats", "summary.json")))["model"]["model_type"] == "qwen3_next"
+    assert json.load(open(os.path.join(wd, "train", "summary.json")))["status"] == "completed"
+    results = json.dumps(json.load(open(os.path.join(wd, "eval", "results.json"))))
+    assert "trained" in results and "pruned" in results
+    exported = os.path.join(wd, "export", "hf")
+    model, params = rise_jax.load_model(exported, dtype="float32", progress=False)
+    ids, mask = padded_batch(TINY_VOCAB, [10, 7], 10, [False, True], seed=1)
+    ref, _ = hf_forward(load_hf_model(exported), ids, mask)
+    ours = np.asarray(rise_jax.forward(model, params, jnp.asarray(ids), jnp.asarray(mask)).logits)
+    assert np.abs(ours - ref)[mask.astype(bool)].max() < 1e-4
