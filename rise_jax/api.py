@@ -162,8 +162,10 @@ def export_model(
 ) -> str:
     """Write ``params`` as an HF checkpoint directory (per-expert hub layout) that transformers loads.
 
-    With ``source_dir`` its ``config.json`` is written back (dtype updated) and its tokenizer files
-    are copied; otherwise a config is generated from the model's :class:`ModelConfig`.
+    With ``source_dir`` its ``config.json`` is written back (dtype updated), its tokenizer files
+    are copied and the tensors loading skipped (a multi-token-prediction head, a vision tower:
+    the family's ``HFNames.skipped``) are carried over unchanged; otherwise a config is generated
+    from the model's :class:`ModelConfig`.
     """
     hf_config = None
     if source_dir is not None:

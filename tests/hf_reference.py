@@ -193,6 +193,44 @@ LLAMA4_BASE: dict[str, Any] = dict(
     ),
 )
 
+# Qwen3-Next: three Gated DeltaNet layers then one gated softmax-attention layer (the default
+# layer_types), two key heads serving four value heads of a different width.
+QWEN3_NEXT_BASE: dict[str, Any] = dict(
+    vocab_size=128,
+    hidden_size=32,
+    intermediate_size=40,
+    moe_intermediate_size=16,
+    shared_expert_intermediate_size=24,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=8,
+    num_experts=8,
+    num_experts_per_tok=2,
+    linear_num_key_heads=2,
+    linear_num_value_heads=4,
+    linear_key_head_dim=8,
+    linear_value_head_dim=6,
+    max_position_embeddings=256,
+)
+
+# Qwen3.5-MoE: the same blocks, Qwen3.5's layout (every layer MoE, four linear-attention input
+# projections); the published checkpoint class adds a vision tower (one tiny block here).
+QWEN3_5_MOE_TEXT_BASE: dict[str, Any] = {k: v for k, v in QWEN3_NEXT_BASE.items() if k not in ("intermediate_size",)}
+QWEN3_5_MOE_BASE: dict[str, Any] = dict(
+    text_config=QWEN3_5_MOE_TEXT_BASE,
+    vision_config=dict(
+        depth=1,
+        hidden_size=16,
+        intermediate_size=16,
+        num_heads=2,
+        out_hidden_size=32,
+        num_position_embeddings=16,
+        patch_size=4,
+        temporal_patch_size=2,
+    ),
+)
+
 FAMILIES: dict[str, tuple[Any, Any, dict[str, Any]]] = {
     "qwen3_moe": (transformers.Qwen3MoeConfig, transformers.Qwen3MoeForCausalLM, QWEN_BASE),
     "phimoe": (transformers.PhimoeConfig, transformers.PhimoeForCausalLM, PHI_BASE),
@@ -206,6 +244,17 @@ FAMILIES: dict[str, tuple[Any, Any, dict[str, Any]]] = {
     "glm4_moe_lite": (transformers.Glm4MoeLiteConfig, transformers.Glm4MoeLiteForCausalLM, GLM4_MOE_LITE_BASE),
     "llama4_text": (transformers.Llama4TextConfig, transformers.Llama4ForCausalLM, LLAMA4_TEXT_BASE),
     "llama4": (transformers.Llama4Config, transformers.Llama4ForConditionalGeneration, LLAMA4_BASE),
+    "qwen3_next": (transformers.Qwen3NextConfig, transformers.Qwen3NextForCausalLM, QWEN3_NEXT_BASE),
+    "qwen3_5_moe_text": (
+        transformers.Qwen3_5MoeTextConfig,
+        transformers.Qwen3_5MoeForCausalLM,
+        QWEN3_5_MOE_TEXT_BASE,
+    ),
+    "qwen3_5_moe": (
+        transformers.Qwen3_5MoeConfig,
+        transformers.Qwen3_5MoeForConditionalGeneration,
+        QWEN3_5_MOE_BASE,
+    ),
 }
 
 
@@ -250,6 +299,8 @@ def make_hf_model(family: str, seed: int = 0, **overrides) -> transformers.PreTr
                 p.mul_(10.0)  # pre-activations well past swiglu_limit, so the clamp is exercised
             if name.endswith("mlp.gate.weight") and family in FAMILIES and "n_routed_experts" in base:
                 p.mul_(10.0)  # router scores spread out: no near-ties for fp32 round-off to flip
+            if "linear_attn" in name and ("proj" in name or "conv1d" in name):
+                p.mul_(4.0)  # Gated DeltaNet's share of the logits well above the tolerance
         for name, buf in model.named_buffers():
             if name.endswith("e_score_correction_bias"):  # a selection-only bias big enough to matter
                 buf.copy_(0.08 * torch.randn_like(buf))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from typing import Any
@@ -97,18 +98,20 @@ def _fused_tensor(params, group, li: int, layer: int, host) -> tuple[str, np.nda
     return fused.name.replace("{l}", str(layer)), out
 
 
-def passthrough_tensors(cfg: ModelConfig, source_dir: str | None) -> Iterator[tuple[str, np.ndarray]]:
-    """The source checkpoint's tensors the model does not read (a multimodal checkpoint's vision
-    tower: ``HFNames.passthrough``), as stored, so an export with its source stays complete."""
-    prefixes = get_family(cfg.model_type).names.passthrough
-    if not prefixes or source_dir is None:
-        return
-    from rise_jax.checkpoints.hf_load import TensorIndex  # the reader; imported here only
+def carried_tensors(cfg: ModelConfig, source_dir: str) -> Iterator[tuple[str, np.ndarray]]:
+    """The tensors of ``source_dir`` that loading skipped as not part of the model (the family's
+    ``HFNames.skipped``: a multi-token-prediction head, a vision tower), as stored: an export
+    carries them over unchanged, so the checkpoint stays whole."""
+    from rise_jax.checkpoints.hf_load import TensorIndex  # the reader's index, opened only when asked
 
+    patterns = [re.compile(p) for p in get_family(cfg.model_type).names.skipped]
+    if not patterns:
+        return
     tensors = TensorIndex(source_dir)
     try:
-        for name in sorted(n for n in tensors.owner if n.startswith(prefixes)):
-            yield name, np.array(tensors.get(name))  # a copy: the files close before the shard is written
+        for name in sorted(tensors.owner):
+            if any(p.match(name) for p in patterns):
+                yield name, np.array(tensors.get(name), copy=True)  # the file is closed after
     finally:
         tensors.close()
 
@@ -145,8 +148,8 @@ def export_hf_checkpoint(
     ``hf_config``: the source ``config.json`` to write back (its ``dtype`` updated); default one
     generated from ``cfg``; either way ``architectures`` names the hub class (what vLLM looks up,
     see :class:`~rise_jax.models.families.Family`) and ``auto_map`` is dropped. ``dtype``: cast tensors (default:
-    keep the params' dtype). ``source_dir``: the checkpoint the params came from, whose tensors
-    the model does not read are copied as stored (:func:`passthrough_tensors`).
+    keep the params' dtype). ``source_dir``: the checkpoint the params came from; its tensors the
+    model does not hold (:func:`carried_tensors`) are copied into the export unchanged.
     """
     out_dir = os.path.abspath(out_dir)
     if os.path.exists(out_dir) and not overwrite:
@@ -173,8 +176,9 @@ def export_hf_checkpoint(
                 size = 0
 
         n_tensors = hf_tensor_count(cfg)
+        carried = carried_tensors(cfg, source_dir) if source_dir is not None else iter(())
         for name, arr in tqdm(
-            itertools.chain(iter_hf_tensors(params, cfg, dtype), passthrough_tensors(cfg, source_dir)),
+            itertools.chain(iter_hf_tensors(params, cfg, dtype), carried),
             total=n_tensors,
             desc="exporting",
             disable=not progress,

@@ -117,33 +117,62 @@ def _mla_specs(cfg: ModelConfig, stacked) -> list[LeafSpec]:
     return out
 
 
+def _linear_attention_specs(cfg: ModelConfig, stacked) -> list[LeafSpec]:
+    """Gated DeltaNet's leaves (:class:`~rise_jax.models.linear_attention.GatedDeltaNet`) and
+    their tensors under ``linear_attn.`` (Qwen3-Next's fused ``in_proj_qkvz`` / ``in_proj_ba`` or
+    Qwen3.5's four projections; ``conv1d.weight`` kept in torch's ``[conv_dim, 1, K]``)."""
+    lin, h = cfg.linear, cfg.hidden_size
+    a = "linear_attn."
+    if lin.projection == "qkvz":
+        widths = {"in_proj_qkvz": 2 * lin.key_dim + 2 * lin.value_dim, "in_proj_ba": 2 * lin.num_v_heads}
+    else:
+        widths = {
+            "in_proj_qkv": lin.conv_dim,
+            "in_proj_z": lin.value_dim,
+            "in_proj_b": lin.num_v_heads,
+            "in_proj_a": lin.num_v_heads,
+        }
+    out = [stacked(("linear_attn", p, "kernel"), (h, w), f"{a}{p}.weight", True) for p, w in widths.items()]
+    conv = (lin.conv_dim, 1, lin.conv_kernel)
+    out.append(stacked(("linear_attn", "conv_weight"), conv, a + "conv1d.weight", False))
+    out.append(stacked(("linear_attn", "A_log"), (lin.num_v_heads,), a + "A_log", False))
+    out.append(stacked(("linear_attn", "dt_bias"), (lin.num_v_heads,), a + "dt_bias", False))
+    out.append(stacked(("linear_attn", "norm", "scale"), (lin.v_head_dim,), a + "norm.weight", False))
+    out.append(stacked(("linear_attn", "out_proj", "kernel"), (lin.value_dim, h), a + "out_proj.weight", True))
+    return out
+
+
 def leaf_specs(cfg: ModelConfig) -> list[LeafSpec]:
     """Every leaf of the params tree of ``cfg``, in HF checkpoint order."""
     names = get_family(cfg.model_type).names
     h, v = cfg.hidden_size, cfg.vocab_size
     qd, kvd = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
-    specs = [LeafSpec(("embed_tokens", "embedding"), (v, h), "model.embed_tokens.weight", False)]
+    model = names.text_prefix
+    specs = [LeafSpec(("embed_tokens", "embedding"), (v, h), model + "embed_tokens.weight", False)]
     norm_parts = [("scale", "weight"), ("bias", "bias")] if cfg.norm == "layer" else [("scale", "weight")]
     for run in layer_runs(cfg):
         n, layers = run.length, tuple(range(run.start, run.start + run.length))
-        pre = "model.layers.{l}."
+        pre = model + "layers.{l}."
 
         def stacked(path, shape, hf, transpose, alt=None, _run=run, _layers=layers, _n=n):
             return LeafSpec((_run.name, *path), (_n, *shape), pre + hf, transpose, _layers, alt_name=alt)
 
         for ours, hf in (("input_norm", "input_layernorm"), ("post_attention_norm", "post_attention_layernorm")):
             specs += [stacked((ours, p), (h,), f"{hf}.{w}", False) for p, w in norm_parts]
-        if cfg.attention == "mla":
+        if run.linear:
+            specs += _linear_attention_specs(cfg, stacked)
+        elif cfg.attention == "mla":
             specs += _mla_specs(cfg, stacked)
         else:
-            for proj, out in (("q_proj", qd), ("k_proj", kvd), ("v_proj", kvd), ("o_proj", h)):
+            q_width = 2 * qd if cfg.attn_output_gate else qd  # [query, gate] per head
+            for proj, out in (("q_proj", q_width), ("k_proj", kvd), ("v_proj", kvd), ("o_proj", h)):
                 inp = qd if proj == "o_proj" else h
                 specs.append(stacked(("attn", proj, "kernel"), (inp, out), f"self_attn.{proj}.weight", True))
                 if cfg.o_bias if proj == "o_proj" else cfg.qkv_bias:
                     specs.append(stacked(("attn", proj, "bias"), (out,), f"self_attn.{proj}.bias", False))
-        if cfg.attention_sinks:
+        if cfg.attention_sinks and not run.linear:
             specs.append(stacked(("attn", "sinks"), (cfg.num_heads,), "self_attn.sinks", False))
-        if cfg.qk_norm in ("per_head", "full"):  # "l2" (Llama-4) has no weight
+        if cfg.qk_norm in ("per_head", "full") and not run.linear:  # "l2" (Llama-4) has no weight
             widths = (
                 {"q_norm": qd, "k_norm": kvd}
                 if cfg.qk_norm == "full"
@@ -191,7 +220,7 @@ def leaf_specs(cfg: ModelConfig) -> list[LeafSpec]:
             i = cfg.intermediate_size
             for proj, shape in (("gate_proj", (h, i)), ("up_proj", (h, i)), ("down_proj", (i, h))):
                 specs.append(stacked(("mlp", proj, "kernel"), shape, f"{names.dense_mlp}.{proj}.weight", True))
-    specs += [LeafSpec(("final_norm", p), (h,), f"model.norm.{w}", False) for p, w in norm_parts]
+    specs += [LeafSpec(("final_norm", p), (h,), f"{model}norm.{w}", False) for p, w in norm_parts]
     if not cfg.tie_word_embeddings:
         specs.append(LeafSpec(("lm_head", "kernel"), (h, v), "lm_head.weight", True))
         if cfg.lm_head_bias:

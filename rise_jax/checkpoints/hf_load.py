@@ -328,14 +328,14 @@ def load_hf_checkpoint(
     try:
         specs = leaf_specs(cfg)
         readers = [_LeafReader(s, tensors, cfg, used) for s in specs]
+        skipped = _IGNORED + tuple(re.compile(p) for p in get_family(cfg.model_type).names.skipped)
         unexpected = [
             n
             for n in tensors.owner
             if n not in used
-            and not any(p.match(n) for p in _IGNORED)
+            and not any(p.match(n) for p in skipped)
             and not _mtp_tensor(n, cfg.num_layers, num_mtp)
             and not (n == "lm_head.weight" and cfg.tie_word_embeddings)
-            and not n.startswith(get_family(cfg.model_type).names.passthrough)
         ]
         if unexpected:
             shown = ", ".join(f"{n!r} in {tensors.where(n)}" for n in sorted(unexpected)[:5])

@@ -15,6 +15,8 @@ How, with the model's cache as it is (one write column ``index`` shared by every
 * A refill prefills the new prompts (left-padded to a bucket of ``pad_multiple`` tokens, the
   rows padded to a power of two: bounded compilation) on a fresh cache and copies their
   keys/values into the slots' rows at columns ``[c - P, c)``; that row's mask is reset to them.
+  Linear-attention layers' fixed-size states (``KVCache.conv`` / ``recurrent``) replace the
+  slot's row whole; shifting columns leaves them as they are.
 * No live row spans more than ``W = longest prompt bucket + max_new_tokens`` columns, so when
   ``c`` reaches ``S`` the cache and masks are shifted left by ``K = S - W`` columns (one copy
   every ``K`` steps; :func:`cache_columns`) and decoding goes on at ``c = W``.
@@ -74,9 +76,11 @@ class SlotState(NamedTuple):
 
 
 def cache_bytes_per_slot(model: MoEModel, columns: int) -> int:
-    """Bytes of KV cache one slot of ``columns`` columns holds (every layer, keys and values)."""
+    """Bytes of cache one slot of ``columns`` columns holds (every layer: keys and values, and the
+    fixed-size states of linear-attention layers)."""
     shapes = jax.eval_shape(lambda: init_kv_cache(model.cfg, 1, columns, model.opts.dtype))
-    return sum(math.prod(a.shape) * a.dtype.itemsize for a in jax.tree_util.tree_leaves((shapes.keys, shapes.values)))
+    held = (shapes.keys, shapes.values, shapes.conv, shapes.recurrent)
+    return sum(math.prod(a.shape) * a.dtype.itemsize for a in jax.tree_util.tree_leaves(held))
 
 
 def default_slots(model: MoEModel, columns: int, budget_bytes: int = CACHE_BUDGET_BYTES) -> int:
@@ -154,11 +158,16 @@ def _prefill_into(
     def place(big: Array, new: Array) -> Array:  # big [n, B, S, ...], new [n, R, P, ...]
         return big.at[:, where[0], where[1]].set(new.astype(big.dtype), mode="drop")
 
+    def place_state(big: Array, new: Array) -> Array:  # big [n, B, ...], new [n, R, ...]: whole rows
+        return big.at[:, slot_ids].set(new.astype(big.dtype), mode="drop")
+
     keys = {k: place(v, out.kv_cache.keys[k]) for k, v in state.cache.keys.items()}
     values = {k: place(v, out.kv_cache.values[k]) for k, v in state.cache.values.items()}
+    conv = {k: place_state(v, out.kv_cache.conv[k]) for k, v in state.cache.conv.items()}
+    recurrent = {k: place_state(v, out.kv_cache.recurrent[k]) for k, v in state.cache.recurrent.items()}
     row_mask = jax.lax.dynamic_update_slice(jnp.zeros((r, columns), jnp.int32), mask, (0, column - p))
     placed = SlotState(
-        KVCache(keys, values, state.cache.index),
+        state.cache._replace(keys=keys, values=values, conv=conv, recurrent=recurrent),
         state.mask.at[slot_ids].set(row_mask, mode="drop"),
         state.cur.at[slot_ids].set(first, mode="drop"),
         state.pos.at[slot_ids].set(positions[:, -1] + 1, mode="drop"),
@@ -182,7 +191,7 @@ def _shift(state: SlotState, *, shift: int) -> SlotState:
     values = {k: left(v, 2) for k, v in state.cache.values.items()}
     mask = left(state.mask, 1)
     mask = mask.at[:, mask.shape[1] - shift :].set(0)
-    return state._replace(cache=KVCache(keys, values, state.cache.index), mask=mask)
+    return state._replace(cache=state.cache._replace(keys=keys, values=values), mask=mask)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "max_new_tokens", "sample"), donate_argnums=(2,))
@@ -215,7 +224,7 @@ def _decode_segment(
         live = ~state.done
         tok = jnp.where(live, state.cur, pad_id)
         mask = jax.lax.dynamic_update_slice(state.mask, jnp.ones((tok.shape[0], 1), jnp.int32), (0, c))
-        cache = KVCache(state.cache.keys, state.cache.values, c)
+        cache = state.cache._replace(index=c)
         out = model.apply(
             {"params": params},
             tok[:, None],

@@ -18,12 +18,13 @@ from typing import Any
 from rise_jax.errors import RiseError
 
 SUPPORTED_ROPE_TYPES = ("default", "longrope", "yarn", "llama3")
-NORMS = ("rms", "rms_fp32", "layer")
+NORMS = ("rms", "rms_fp32", "rms_offset", "layer")
 QK_NORMS = (None, "per_head", "full", "l2")
 ROUTERS = ("softmax_topk", "sparsemixer", "topk_softmax", "sigmoid_topk", "topk_sigmoid")
 ATTENTIONS = ("gqa", "mla")
 EXPERT_ACTIVATIONS = ("silu", "clamped_swiglu")
 LAYER_TYPES = ("full_attention", "sliding_attention")
+LINEAR_PROJECTIONS = ("qkvz", "split")
 
 
 class ConfigError(RiseError, ValueError):
@@ -65,13 +66,57 @@ class RopeConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class LinearAttentionConfig:
+    """Gated DeltaNet layers (Qwen3-Next, Qwen3.5; :mod:`rise_jax.models.linear_attention`).
+
+    ``num_k_heads`` query/key heads of width ``k_head_dim``, ``num_v_heads`` value heads of width
+    ``v_head_dim`` (a multiple of the key heads: each key head serves ``num_v_heads //
+    num_k_heads`` consecutive value heads), a depthwise causal convolution of ``conv_kernel`` taps.
+    ``projection``: how the checkpoint holds the input projections: ``qkvz`` (Qwen3-Next: one
+    ``in_proj_qkvz`` grouped per key head ``[q, k, v..., z...]`` and one ``in_proj_ba`` grouped
+    ``[b..., a...]``) or ``split`` (Qwen3.5: ``in_proj_qkv`` as ``[all q, all k, all v]``,
+    ``in_proj_z``, ``in_proj_b``, ``in_proj_a``).
+    """
+
+    num_k_heads: int
+    num_v_heads: int
+    k_head_dim: int
+    v_head_dim: int
+    conv_kernel: int = 4
+    projection: str = "qkvz"
+
+    def __post_init__(self):
+        if self.projection not in LINEAR_PROJECTIONS:
+            raise ConfigError(f"linear attention projection {self.projection!r} is not one of {LINEAR_PROJECTIONS}")
+        if self.num_v_heads % self.num_k_heads:
+            raise ConfigError(
+                f"linear_num_value_heads = {self.num_v_heads} is not a multiple of "
+                f"linear_num_key_heads = {self.num_k_heads}"
+            )
+
+    @property
+    def key_dim(self) -> int:
+        return self.num_k_heads * self.k_head_dim
+
+    @property
+    def value_dim(self) -> int:
+        return self.num_v_heads * self.v_head_dim
+
+    @property
+    def conv_dim(self) -> int:
+        """Channels of the convolution: q, k and v side by side."""
+        return 2 * self.key_dim + self.value_dim
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Everything the forward pass needs to know about an architecture (no runtime options).
 
     Block variants (set by the family module):
 
     * ``norm``: ``rms`` (weight times the normalised value cast back, Qwen3/OLMoE/Mixtral),
-      ``rms_fp32`` (weight applied in fp32, then cast: GPT-OSS), ``layer`` (LayerNorm with bias, PhiMoE);
+      ``rms_fp32`` (weight applied in fp32, then cast: GPT-OSS), ``rms_offset`` (zero-centred
+      weight: ``x̂ · (1 + w)`` in fp32, then cast; Qwen3-Next / Qwen3.5, q/k norms included), ``layer`` (LayerNorm with bias, PhiMoE);
     * ``qk_norm``: None, ``per_head`` (RMSNorm over each head's ``head_dim``, Qwen3), ``full``
       (RMSNorm over the whole q / k projection, OLMoE) or ``l2`` (Llama-4: each head divided by its
       RMS, no weight, after the rope and only on the layers that use rope); ``clip_qkv`` clamps q/k/v (OLMoE);
@@ -104,6 +149,10 @@ class ModelConfig:
       ``attention_chunk_size`` (Llama-4's chunked attention) instead of a window: the
       ``sliding_layers`` see only the keys of their own chunk of ``attention_chunk_size``
       positions (:func:`~rise_jax.models.attention_variants.chunk_visibility`).
+    * ``linear_layers`` with ``linear``: which layers mix tokens with Gated DeltaNet linear
+      attention instead of softmax attention (:class:`LinearAttentionConfig`; Qwen3-Next /
+      Qwen3.5 ``layer_types``); ``attn_output_gate``: the softmax attention's output is scaled
+      by ``sigmoid(gate)``, the gate a second half of each head's ``q_proj`` output (same models).
     """
 
     model_type: str
@@ -160,6 +209,9 @@ class ModelConfig:
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
     pad_token_id: int | None = None
+    linear_layers: tuple[bool, ...] | None = None
+    linear: LinearAttentionConfig | None = None
+    attn_output_gate: bool = False
 
     def __post_init__(self):
         for name, value, allowed in (
@@ -171,12 +223,14 @@ class ModelConfig:
         ):
             if value not in allowed:
                 raise ConfigError(f"ModelConfig.{name} = {value!r} is not one of {allowed}")
-        for name in ("sliding_layers", "nope_layers"):
+        for name in ("sliding_layers", "nope_layers", "linear_layers"):
             flags = getattr(self, name)
             if flags is not None and len(flags) != self.num_layers:
                 raise ConfigError(f"{name} has {len(flags)} entries for {self.num_layers} layers")
         if self.sliding_window is not None and self.attention_chunk_size is not None:
             raise ConfigError("a model has either a sliding_window or an attention_chunk_size, not both")
+        if (self.linear_layers is None) != (self.linear is None):
+            raise ConfigError("linear_layers and linear (the linear-attention widths) go together")
         g, tg = self.router_groups, self.router_topk_groups
         if g < 1 or self.num_experts % g or not 1 <= tg <= g:
             raise ConfigError(
@@ -201,6 +255,11 @@ class ModelConfig:
     def is_moe_layer(self) -> tuple[bool, ...]:
         ids = set(self.moe_layer_ids)
         return tuple(i in ids for i in range(self.num_layers))
+
+    @property
+    def is_linear_layer(self) -> tuple[bool, ...]:
+        """Per decoder layer: True where Gated DeltaNet replaces softmax attention."""
+        return self.linear_layers or (False,) * self.num_layers
 
     @property
     def per_layer_window(self) -> bool:

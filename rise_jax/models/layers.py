@@ -23,17 +23,23 @@ DType = Any
 
 class RMSNorm(nn.Module):
     """RMSNorm, normalised in fp32. Default (Qwen3MoeRMSNorm, OLMoE, Mixtral): cast back to the
-    input dtype, then scale; ``scale_in_fp32`` (GptOssRMSNorm): scale in fp32, then cast."""
+    input dtype, then scale; ``scale_in_fp32`` (GptOssRMSNorm): scale in fp32, then cast;
+    ``offset`` (Qwen3NextRMSNorm, zero-centred weight initialised to 0): ``x̂ · (1 + w)`` in fp32,
+    then cast."""
 
     eps: float
     param_dtype: DType = jnp.float32
     scale_in_fp32: bool = False
+    offset: bool = False
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        scale = self.param("scale", nn.initializers.ones, (x.shape[-1],), self.param_dtype)
+        init = nn.initializers.zeros if self.offset else nn.initializers.ones
+        scale = self.param("scale", init, (x.shape[-1],), self.param_dtype)
         x32 = x.astype(jnp.float32)
         y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        if self.offset:
+            return (y * (1.0 + scale.astype(jnp.float32))).astype(x.dtype)
         if self.scale_in_fp32:
             return (scale.astype(jnp.float32) * y).astype(x.dtype)
         return scale * y.astype(x.dtype)
@@ -59,7 +65,14 @@ class LayerNorm(nn.Module):
 def make_norm(cfg: ModelConfig, param_dtype: DType, name: str) -> nn.Module:
     if cfg.norm == "layer":
         return LayerNorm(cfg.norm_eps, param_dtype, name=name)
-    return RMSNorm(cfg.norm_eps, param_dtype, cfg.norm == "rms_fp32", name=name)
+    return RMSNorm(cfg.norm_eps, param_dtype, cfg.norm == "rms_fp32", cfg.norm == "rms_offset", name=name)
+
+
+def make_qk_norm(cfg: ModelConfig, param_dtype: DType, name: str) -> RMSNorm:
+    """The q/k RMSNorm: the default variant, or the zero-centred one where the family's norms are
+    (Qwen3-Next's q/k norms are its ``Qwen3NextRMSNorm``)."""
+    offset = cfg.norm == "rms_offset"
+    return RMSNorm(cfg.norm_eps, param_dtype, offset, offset, name=name)
 
 
 def _yarn_inv_freq(rope: RopeConfig, dim: int) -> np.ndarray:
@@ -315,7 +328,9 @@ class Dense(nn.Module):
 
 class Attention(nn.Module):
     """Self-attention block: q/k/v projections, q/k norm (per head: Qwen3; whole width: OLMoE),
-    ``clip_qkv``, RoPE, GQA (with sinks: GPT-OSS), o_proj."""
+    ``clip_qkv``, RoPE, GQA (with sinks: GPT-OSS), o_proj. With ``attn_output_gate``
+    (Qwen3-Next / Qwen3.5) ``q_proj`` is twice as wide, each head's ``[query, gate]`` side by side,
+    and the attention output is multiplied by ``sigmoid(gate)`` before ``o_proj``."""
 
     cfg: ModelConfig
     dtype: DType = jnp.float32
@@ -346,7 +361,14 @@ class Attention(nn.Module):
             feats, use_bias, self.dtype, self.param_dtype, self.lora_dropout, name=name
         )
         b, t, _ = x.shape
-        q = dense(cfg.num_heads * cfg.head_dim, "q_proj", cfg.qkv_bias)(x)
+        gate = None
+        if cfg.attn_output_gate:
+            qg = dense(2 * cfg.num_heads * cfg.head_dim, "q_proj", cfg.qkv_bias)(x)
+            qg = qg.reshape(b, t, cfg.num_heads, 2 * cfg.head_dim)
+            q = qg[..., : cfg.head_dim].reshape(b, t, -1)
+            gate = qg[..., cfg.head_dim :].reshape(b, t, -1)
+        else:
+            q = dense(cfg.num_heads * cfg.head_dim, "q_proj", cfg.qkv_bias)(x)
         k = dense(cfg.num_kv_heads * cfg.head_dim, "k_proj", cfg.qkv_bias)(x)
         v = dense(cfg.num_kv_heads * cfg.head_dim, "v_proj", cfg.qkv_bias)(x)
         if cfg.qk_norm == "full":
@@ -358,8 +380,8 @@ class Attention(nn.Module):
         k = k.reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
         v = v.reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
         if cfg.qk_norm == "per_head":
-            q = RMSNorm(cfg.norm_eps, self.param_dtype, name="q_norm")(q)
-            k = RMSNorm(cfg.norm_eps, self.param_dtype, name="k_norm")(k)
+            q = make_qk_norm(cfg, self.param_dtype, "q_norm")(q)
+            k = make_qk_norm(cfg, self.param_dtype, "k_norm")(k)
         q_rot, k_rot = apply_rope(q, cos, sin, cfg.rope_interleave), apply_rope(k, cos, sin, cfg.rope_interleave)
         if cfg.qk_norm == "l2":
             q_rot, k_rot = l2_norm(q_rot, cfg.norm_eps), l2_norm(k_rot, cfg.norm_eps)
@@ -378,6 +400,8 @@ class Attention(nn.Module):
         else:
             new_kv, (keys, values) = cache.with_new(k, v)
             out = dot_product_attention(q, keys.astype(q.dtype), values.astype(q.dtype), visible, sinks)
+        if gate is not None:
+            out = out * jax.nn.sigmoid(gate)
         return dense(cfg.hidden_size, "o_proj", cfg.o_bias)(out), new_kv
 
 

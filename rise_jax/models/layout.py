@@ -1,9 +1,11 @@
 """Layer layout: which decoder layers are MoE and how they group into scanned *runs*.
 
-Consecutive layers of the same kind (MoE or dense MLP) form one run, scanned together
+Consecutive layers of the same kind (MoE or dense MLP; softmax or Gated DeltaNet linear attention
+as the token mixer) form one run, scanned together
 (``nn.scan``) and stored with a leading ``[n]`` layer axis. All released Qwen3-MoE and PhiMoE
 checkpoints are all-MoE and so have a single run named ``layers``; mixed models
-(``mlp_only_layers``, ``decoder_sparse_step``) get runs ``layers_0``, ``layers_1``, ... The
+(``mlp_only_layers``, ``decoder_sparse_step``) and hybrid ones (Qwen3-Next / Qwen3.5: three
+linear-attention layers, then one softmax-attention layer) get runs ``layers_0``, ``layers_1``, ... The
 params tree, the KV cache, the checkpoint layout and the trainable-expert slot tables are all
 keyed by run name.
 """
@@ -23,11 +25,17 @@ class LayerRun(NamedTuple):
     start: int  # first decoder layer
     length: int
     moe_start: int  # index of its first layer among the MoE layers (if is_moe)
+    linear: bool = False  # token mixer: Gated DeltaNet (True) or softmax attention
+
+
+def _kinds(cfg: ModelConfig) -> list[tuple[bool, bool]]:
+    """(MoE, linear attention) per decoder layer: what a scanned run's layers share."""
+    return list(zip(cfg.is_moe_layer, cfg.is_linear_layer, strict=True))
 
 
 def layer_runs(cfg: ModelConfig) -> tuple[LayerRun, ...]:
-    kinds = cfg.is_moe_layer
-    spans: list[tuple[bool, int, int]] = []
+    kinds = _kinds(cfg)
+    spans: list[tuple[tuple[bool, bool], int, int]] = []
     for i, kind in enumerate(kinds):
         if spans and spans[-1][0] == kind:
             spans[-1] = (kind, spans[-1][1], spans[-1][2] + 1)
@@ -36,8 +44,8 @@ def layer_runs(cfg: ModelConfig) -> tuple[LayerRun, ...]:
     runs, moe_seen = [], 0
     for j, (kind, start, length) in enumerate(spans):
         name = "layers" if len(spans) == 1 else f"layers_{j}"
-        runs.append(LayerRun(name, kind, start, length, moe_seen))
-        moe_seen += length if kind else 0
+        runs.append(LayerRun(name, kind[0], start, length, moe_seen, kind[1]))
+        moe_seen += length if kind[0] else 0
     return tuple(runs)
 
 

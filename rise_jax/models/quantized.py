@@ -105,10 +105,17 @@ QUANTIZED_GROUPS = ("experts", "mlp", "lm_head", "attention")
 DEFAULT_GROUPS = ("experts", "mlp", "lm_head")
 
 
+ATTENTION_KERNELS = (
+    *("q_proj", "k_proj", "v_proj", "o_proj", "q_a_proj", "q_b_proj", "kv_a_proj", "kv_b_proj"),
+    *("in_proj_qkvz", "in_proj_ba", "in_proj_qkv", "in_proj_z", "in_proj_b", "in_proj_a", "out_proj"),
+)
+
+
 def is_quantizable(path: tuple[str, ...], groups: tuple[str, ...] = DEFAULT_GROUPS) -> bool:
     """Whether the params leaf at ``path`` is a frozen kernel stored quantized, by group: the routed
     ``experts``' gate/up/down; ``mlp``: dense-layer and shared-expert MLP kernels; ``lm_head``;
-    ``attention``: q/k/v/o and MLA's q_a/q_b/kv_a/kv_b (not by default: on the demo model int8 attention flips 1-2 % of the
+    ``attention``: q/k/v/o, MLA's q_a/q_b/kv_a/kv_b and Gated DeltaNet's input / output projections
+    (not by default: on the demo model int8 attention flips 1-2 % of the
     top-k sets per layer, as many as bf16 rounding does, for 3 % of Qwen3-30B-A3B's weights)."""
     name = path[-1]
     if "moe" in path and "experts" in path:
@@ -117,7 +124,7 @@ def is_quantizable(path: tuple[str, ...], groups: tuple[str, ...] = DEFAULT_GROU
         return False
     if path[-2] == "lm_head":
         return "lm_head" in groups
-    if path[-2] in ("q_proj", "k_proj", "v_proj", "o_proj", "q_a_proj", "q_b_proj", "kv_a_proj", "kv_b_proj"):
+    if path[-2] in ATTENTION_KERNELS:
         return "attention" in groups
     return path[-2] in ("gate_proj", "up_proj", "down_proj") and "mlp" in groups
 

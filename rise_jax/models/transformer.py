@@ -16,6 +16,11 @@ Parameter tree (leading axis ``[n]`` = layers of the run; kernels are ``[in, out
     layers/attn/{q,k,v,o}_proj/kernel     [n, H, heads*D] ... (+ bias: qkv_bias / o_bias)
     layers/attn/{q,k}_norm/scale          [n, D] per head (Qwen3) / [n, heads*D] (OLMoE)
     layers/attn/sinks                     [n, heads]                   (GPT-OSS)
+    layers/attn/q_proj/kernel             [n, H, heads*2D]  with attn_output_gate (each head's
+                                          [query, gate] side by side: Qwen3-Next / Qwen3.5)
+    layers/linear_attn/{in_proj_qkvz, in_proj_ba | in_proj_qkv, in_proj_z, in_proj_b, in_proj_a,
+      out_proj}/kernel, conv_weight [n, conv_dim, 1, K], A_log, dt_bias [n, Hv], norm/scale [n, Dv]
+                                          (Gated DeltaNet runs: models.linear_attention)
     layers/attn/{q_proj | q_a_proj, q_a_norm/scale, q_b_proj}, kv_a_proj, kv_a_norm/scale,
       kv_b_proj, o_proj                   (MLA: DeepSeek, layers.MLAttention)
     layers/post_attention_norm/...        [n, H]
@@ -57,6 +62,7 @@ from rise_jax.models.layers import (
     rope_cos_sin,
 )
 from rise_jax.models.layout import LayerRun, layer_runs
+from rise_jax.models.linear_attention import GatedDeltaNet, LinearState, segments_for
 
 Array = jax.Array
 DType = Any
@@ -261,11 +267,13 @@ class LayerShared(NamedTuple):
 
     ``cos``/``sin`` rope tables, ``visible`` the attention mask ``[B, 1, T, S]``; ``trained`` the
     run's :class:`ExpertOverride` (subnetwork training) or None; ``cache``
-    (keys, values) ``[n, B, S, KV, D]`` of the whole run and ``cache_index`` (decoding) or None;
+    (keys, values) ``[n, B, S, KV, D]`` of the whole run — for a linear-attention run (conv,
+    recurrent) states ``[n, B, ...]`` — and ``cache_index`` (decoding) or None;
     ``stacked_experts`` the run's un-sliced expert params {proj: ``[n, E, ...]``} (decoding) or None;
     ``visible_sliding`` the sliding-window (or chunked, Llama-4) mask when it differs per layer (GPT-OSS,
     Qwen2-MoE ``layer_types``), else None; ``q_scale`` the NoPE layers' query temperature
-    ``[B, T, 1, 1]`` (Llama-4 ``attn_temperature``) or None.
+    ``[B, T, 1, 1]`` (Llama-4 ``attn_temperature``) or None; ``segments`` the
+    :class:`~rise_jax.models.linear_attention.Segments` of the new tokens (linear-attention runs).
     """
 
     cos: Array
@@ -277,6 +285,7 @@ class LayerShared(NamedTuple):
     stacked_experts: Any = None
     visible_sliding: Any = None
     q_scale: Any = None
+    segments: Any = None
 
 
 class LayerSlice(NamedTuple):
@@ -293,31 +302,47 @@ class LayerSlice(NamedTuple):
 
 
 class DecoderLayer(nn.Module):
-    """Pre-norm attention + (MoE or dense) MLP; the ``nn.scan`` body ``(carry, inputs) -> (carry, ys)``."""
+    """Pre-norm token mixer (softmax attention, or Gated DeltaNet when ``linear``) + (MoE or dense)
+    MLP; the ``nn.scan`` body ``(carry, inputs) -> (carry, ys)``."""
 
     cfg: ModelConfig
     opts: RuntimeOptions
     is_moe: bool
     return_routing: bool = False
     adapter_dropout: float = 0.0
+    linear: bool = False
+
+    def _linear_attention(self, h: Array, shared: LayerShared, layer: LayerSlice):
+        cfg, opts = self.cfg, self.opts
+        state = None
+        if shared.cache is not None:  # this layer's rows of the run's (conv, recurrent) states
+            state = LinearState(*(jax.lax.dynamic_index_in_dim(c, layer.index, 0, False) for c in shared.cache))
+        mixer = GatedDeltaNet(
+            cfg.linear, cfg.hidden_size, cfg.norm_eps, opts.dtype, opts.param_dtype, self.adapter_dropout,
+            name="linear_attn",
+        )  # fmt: skip
+        return mixer(h, shared.segments, state)
 
     @nn.compact
     def __call__(self, x: Array, shared: LayerShared, layer: LayerSlice):
         cfg, opts = self.cfg, self.opts
         h = make_norm(cfg, opts.param_dtype, "input_norm")(x)
-        layer_cache = None
-        if shared.cache is not None:
-            layer_cache = KVCacheLayer(shared.cache[0], shared.cache[1], layer.index, shared.cache_index)
-        visible = shared.visible
-        if shared.visible_sliding is not None:
-            visible = jnp.where(layer.sliding, shared.visible_sliding, shared.visible)
-        attn_cls = MLAttention if cfg.attention == "mla" else Attention
-        attention = attn_cls(cfg, opts.dtype, opts.param_dtype, self.adapter_dropout, name="attn")
-        if layer.nope is None:
-            attn, new_kv = attention(h, shared.cos, shared.sin, visible, layer_cache)
-        else:  # Llama-4: rope and l2 q/k norm on the rope layers, the temperature on the others
-            q_scale = None if shared.q_scale is None else jnp.where(layer.nope, shared.q_scale, 1.0)
-            attn, new_kv = attention(h, shared.cos, shared.sin, visible, layer_cache, ~layer.nope, q_scale)
+        if self.linear:
+            attn, new_kv = self._linear_attention(h, shared, layer)
+        else:
+            layer_cache = None
+            if shared.cache is not None:
+                layer_cache = KVCacheLayer(shared.cache[0], shared.cache[1], layer.index, shared.cache_index)
+            visible = shared.visible
+            if shared.visible_sliding is not None:
+                visible = jnp.where(layer.sliding, shared.visible_sliding, shared.visible)
+            attn_cls = MLAttention if cfg.attention == "mla" else Attention
+            attention = attn_cls(cfg, opts.dtype, opts.param_dtype, self.adapter_dropout, name="attn")
+            if layer.nope is None:
+                attn, new_kv = attention(h, shared.cos, shared.sin, visible, layer_cache)
+            else:  # Llama-4: rope and l2 q/k norm on the rope layers, the temperature on the others
+                q_scale = None if shared.q_scale is None else jnp.where(layer.nope, shared.q_scale, 1.0)
+                attn, new_kv = attention(h, shared.cos, shared.sin, visible, layer_cache, ~layer.nope, q_scale)
         x = x + attn
         h = make_norm(cfg, opts.param_dtype, "post_attention_norm")(x)
         if self.is_moe:
@@ -331,25 +356,43 @@ class DecoderLayer(nn.Module):
 
 
 class KVCache(NamedTuple):
-    """The whole model's key/value cache for incremental decoding.
+    """The whole model's decoding cache, per run of layers.
 
-    ``keys``/``values``: run name -> ``[n, B, S, KV, D]`` (``n`` layers of the run, ``S`` cache
-    slots; MLA: ``[n, B, S, 1, kv_lora_rank]`` latents and ``[n, B, S, 1, head_dim]`` rotated keys,
-    see :class:`~rise_jax.models.layers.MLAttention`); ``index`` int32 scalar: slots already filled (the next tokens are written there).
+    Softmax-attention runs: ``keys``/``values``: run name -> ``[n, B, S, KV, D]`` (``n`` layers of
+    the run, ``S`` cache slots; MLA: ``[n, B, S, 1, kv_lora_rank]`` latents and ``[n, B, S, 1,
+    head_dim]`` rotated keys, see :class:`~rise_jax.models.layers.MLAttention`); ``index`` int32
+    scalar: slots already filled (the next tokens are written there).
     With a cache, ``attention_mask`` covers all ``S`` slots (1 = a real token, cached or to come).
     Each scanned layer reads the run's cache whole and returns its new keys/values; the model
     writes them all at once (``dynamic_update_slice``, in place inside a decode loop).
+
+    Gated DeltaNet runs (:mod:`rise_jax.models.linear_attention`) hold no per-slot entries but a
+    fixed-size state per sequence: ``conv`` run name -> ``[n, B, K-1, conv_dim]`` (the last
+    convolution inputs, cache dtype) and ``recurrent`` run name -> ``[n, B, Hv, Dk, Dv]`` (fp32);
+    each call replaces them whole.
     """
 
     keys: dict[str, Array]
     values: dict[str, Array]
     index: Array
+    conv: dict[str, Array] = {}  # noqa: RUF012  (never mutated: a new cache is built every call)
+    recurrent: dict[str, Array] = {}  # noqa: RUF012
+
+    def slots(self) -> int | None:
+        """``S``, the cache slots per sequence (None when no run caches keys: linear layers only)."""
+        return next(iter(self.keys.values())).shape[2] if self.keys else None
 
 
 def init_kv_cache(cfg: ModelConfig, batch: int, length: int, dtype: DType) -> KVCache:
     """An empty cache with ``length`` slots per sequence."""
-    keys, values = {}, {}
+    keys, values, conv, recurrent = {}, {}, {}, {}
     for run in layer_runs(cfg):
+        if run.linear:
+            lin = cfg.linear
+            conv[run.name] = jnp.zeros((run.length, batch, lin.conv_kernel - 1, lin.conv_dim), dtype)
+            shape = (run.length, batch, lin.num_v_heads, lin.k_head_dim, lin.v_head_dim)
+            recurrent[run.name] = jnp.zeros(shape, jnp.float32)
+            continue
         if cfg.attention == "mla":  # the compressed latent and the rotated key (layers.MLAttention)
             k_shape = (run.length, batch, length, 1, cfg.kv_lora_rank)
             v_shape = (run.length, batch, length, 1, cfg.head_dim)
@@ -357,7 +400,7 @@ def init_kv_cache(cfg: ModelConfig, batch: int, length: int, dtype: DType) -> KV
             k_shape = v_shape = (run.length, batch, length, cfg.num_kv_heads, cfg.head_dim)
         keys[run.name] = jnp.zeros(k_shape, dtype)
         values[run.name] = jnp.zeros(v_shape, dtype)
-    return KVCache(keys, values, jnp.zeros((), jnp.int32))
+    return KVCache(keys, values, jnp.zeros((), jnp.int32), conv, recurrent)
 
 
 class ModelOutput(NamedTuple):
@@ -420,7 +463,9 @@ class MoEModel(nn.Module):
         cfg, opts = self.cfg, self.opts
         dropout = 0.0 if trainable_experts is None else trainable_experts.adapter_dropout
         b, t = input_ids.shape
-        s = t if kv_cache is None else next(iter(kv_cache.keys.values())).shape[2]
+        s = t if kv_cache is None else kv_cache.slots()
+        if s is None:  # a cache of linear-attention runs only: the mask says how many slots
+            s = t if attention_mask is None else attention_mask.shape[1]
         if attention_mask is None:
             attention_mask = jnp.ones((b, s), jnp.int32)
         if positions is None:
@@ -446,7 +491,12 @@ class MoEModel(nn.Module):
         if cfg.nope_layers is not None and cfg.attn_temperature is not None:
             q_scale = temperature_scales(positions, *cfg.attn_temperature)
 
-        infos, new_keys, new_values = [], {}, {}
+        segments = None
+        if cfg.linear is not None:
+            index = None if kv_cache is None else kv_cache.index
+            segments = segments_for(attention_mask, t, cfg.linear.conv_kernel, index)
+
+        infos, new_keys, new_values, new_conv, new_recurrent = [], {}, {}, {}, {}
         for run in layer_runs(cfg):
             layer_cls = nn.remat(DecoderLayer, prevent_cse=False) if opts.remat else DecoderLayer
             scanned = nn.scan(
@@ -460,7 +510,11 @@ class MoEModel(nn.Module):
             override = None if trainable_experts is None else trainable_experts.expert_override(run.name)
             if override is not None:
                 slots, trained = override
-            cache = None if kv_cache is None else (kv_cache.keys[run.name], kv_cache.values[run.name])
+            cache = None
+            if kv_cache is not None and run.linear:
+                cache = (kv_cache.conv[run.name], kv_cache.recurrent[run.name])
+            elif kv_cache is not None:
+                cache = (kv_cache.keys[run.name], kv_cache.values[run.name])
             edit = None
             if router_edit is not None and run.is_moe:
                 edit = router_edit.rows(run.moe_start, run.moe_start + run.length)
@@ -477,6 +531,7 @@ class MoEModel(nn.Module):
                 stacked,
                 visible_sliding,
                 q_scale,
+                segments,
             )
             sliding = None
             if visible_sliding is not None:
@@ -485,11 +540,13 @@ class MoEModel(nn.Module):
             if cfg.nope_layers is not None:
                 nope = jnp.asarray(cfg.nope_layers[run.start : run.start + run.length], bool)
             per_layer = LayerSlice(jnp.arange(run.length, dtype=jnp.int32), slots, edit, sliding, nope)
-            layer = scanned(cfg, opts, run.is_moe, return_routing, dropout, name=run.name)
+            layer = scanned(cfg, opts, run.is_moe, return_routing, dropout, run.linear, name=run.name)
             x, (info, new_kv) = layer(x, shared, per_layer)
             if run.is_moe and return_routing:
                 infos.append(info)
-            if cache is not None:  # new_kv: [n, B, T, KV, D] each, written at slot kv_cache.index
+            if cache is not None and run.linear:  # the run's new states [n, B, ...], whole
+                new_conv[run.name], new_recurrent[run.name] = new_kv
+            elif cache is not None:  # new_kv: [n, B, T, KV, D] each, written at slot kv_cache.index
                 start = (0, 0, kv_cache.index, 0, 0)
                 new_keys[run.name] = jax.lax.dynamic_update_slice(cache[0], new_kv[0], start)
                 new_values[run.name] = jax.lax.dynamic_update_slice(cache[1], new_kv[1], start)
@@ -499,7 +556,9 @@ class MoEModel(nn.Module):
         if return_routing:
             idx, w, lg = (jnp.concatenate([i[j] for i in infos], axis=0) for j in range(3))
             info = routers.RoutingInfo(topk_indices=idx, topk_weights=w, router_logits=lg)
-        new_cache = None if kv_cache is None else KVCache(new_keys, new_values, kv_cache.index + t)
+        new_cache = None
+        if kv_cache is not None:
+            new_cache = KVCache(new_keys, new_values, kv_cache.index + t, new_conv, new_recurrent)
         if skip_lm_head:
             return ModelOutput(None, x, info, new_cache)
         if last_token_logits:  # generation only needs the next-token distribution

@@ -33,9 +33,12 @@ class HFNames:
     ``router``: the hub's name, ``router_alt``: the in-memory name transformers saves when it
     differs. ``dense_mlp``: the dense layers' MLP (``mlp``; Llama-4: ``feed_forward``).
 
-    A multimodal checkpoint nests its text model: ``prefix`` goes before every name above
-    (Llama-4: ``language_model.``) and tensors under the ``passthrough`` prefixes (its vision tower)
-    are left unread and copied unchanged by an export that names the source checkpoint.
+    Where the text model's tensors live in a multimodal checkpoint: ``text_prefix`` replaces the
+    decoder's ``model.`` (embeddings, layers, final norm; Qwen3.5: ``model.language_model.``) and
+    ``prefix`` goes before every name, the LM head's included (Llama-4: ``language_model.``).
+    ``skipped``: regular expressions of hub tensors that are not part of the model (a vision
+    tower, a multi-token-prediction head): loading leaves them unread and an export that names its
+    source checkpoint copies them over unchanged, so the checkpoint stays whole.
     """
 
     moe_prefix: str = "mlp"
@@ -48,9 +51,10 @@ class HFNames:
     fused_prefix: str = "mlp"
     dense_mlp: str = "mlp"
     prefix: str = ""
-    passthrough: tuple[str, ...] = ()
     shared_expert: str | None = None  # e.g. "mlp.shared_expert" (+ "_gate")
     router_selection_bias: str | None = None  # e.g. "mlp.gate.e_score_correction_bias"
+    text_prefix: str = "model."
+    skipped: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -35,5 +35,5 @@ FAMILY = Family(
     "Llama4ForConditionalGeneration",
     parse,
     to_hf,
-    dataclasses.replace(NAMES, prefix="language_model.", passthrough=("vision_model.", "multi_modal_projector.")),
+    dataclasses.replace(NAMES, prefix="language_model.", skipped=(r"vision_model\.", r"multi_modal_projector\.")),
 )

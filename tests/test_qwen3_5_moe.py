@@ -1,0 +1,126 @@
+"""Qwen3.5-MoE (``qwen3_5_moe_text`` and the published ``qwen3_5_moe`` checkpoint class with its
+vision tower): Qwen3-Next's blocks (tests/test_qwen3_next.py covers decoding, the chunked scan,
+packing, training and adapters on them) in Qwen3.5's layout. Here: forward parity of both classes
+with left and right padding, the multimodal checkpoint's round trip (vision tower and MTP head
+skipped at load, carried over bitwise at export), and the published hub config."""
+
+import copy
+import json
+import os
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from fixture_data import TEST_DATA
+from hf_reference import hf_forward, load_hf_model, make_hf_model, padded_batch, save_hf_model
+
+import rise_jax
+
+TEXT_CASES = {
+    "text_default": dict(),
+    "text_full_first_r1_kernel3_gqa4": dict(
+        num_hidden_layers=3,
+        layer_types=["full_attention", "linear_attention", "linear_attention"],
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        linear_num_key_heads=3,
+        linear_num_value_heads=3,
+        linear_conv_kernel_dim=3,
+        num_experts_per_tok=3,
+    ),
+}
+
+
+def _layers(hf):
+    inner = hf.model.language_model if hasattr(hf.model, "language_model") else hf.model
+    return inner.layers
+
+
+def _hf_experts(hf, router_logits):
+    """Expert sets (sorted) from each MoE layer's own HF router applied to HF's router logits."""
+    out = []
+    for li, layer in enumerate(_layers(hf)):
+        gate = copy.deepcopy(layer.mlp.gate)
+        e = router_logits.shape[-1]
+        gate.weight, gate.hidden_dim = torch.nn.Parameter(torch.eye(e)), e
+        with torch.no_grad():
+            _, _, idx = gate(torch.tensor(router_logits[li]).reshape(-1, e))
+        out.append(np.sort(idx.numpy(), -1).reshape(*router_logits.shape[1:-1], -1))
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("case", [*sorted(TEXT_CASES), "multimodal_checkpoint"])
+def test_fp32_logits_and_expert_sets_match_hf_with_left_and_right_padding(tmp_path, case):
+    if case == "multimodal_checkpoint":
+        hf = make_hf_model("qwen3_5_moe", seed=2)
+    else:
+        hf = make_hf_model("qwen3_5_moe_text", seed=1, **TEXT_CASES[case])
+    path = save_hf_model(hf, str(tmp_path / "ckpt"))
+    hf = load_hf_model(path)
+    model, params = rise_jax.load_model(path, dtype="float32", dispatch="dense", progress=False)
+    cfg = model.cfg
+    assert cfg.linear.projection == "split" and cfg.norm_topk_prob
+    ids, mask = padded_batch(cfg.vocab_size, [20, 13, 7, 16], 20, [False, True, False, True], seed=2)
+    pos = np.broadcast_to(np.arange(20), ids.shape).copy()  # the multimodal class would derive 3-D ones
+    ref_logits, ref_router = hf_forward(hf, ids, mask, positions=pos)
+    out = rise_jax.forward(model, params, jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(pos), return_routing=True)
+    real = mask.astype(bool)
+    assert np.abs(np.asarray(out.logits) - ref_logits)[real].max() < 1e-4
+    ours = np.sort(np.asarray(out.routing.topk_indices), -1)
+    np.testing.assert_array_equal(ours[:, real], _hf_experts(hf, ref_router)[:, real])
+
+
+def _bits(path):
+    from safetensors.torch import load_file
+
+    out = {}
+    for f in sorted(os.listdir(path)):
+        if f.endswith(".safetensors"):
+            for k, v in load_file(os.path.join(path, f)).items():
+                out[k] = v.view(torch.int32) if v.dtype == torch.float32 else v
+    return out
+
+
+def test_multimodal_round_trip_is_bit_identical_with_the_vision_tower_and_mtp_carried(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    src = save_hf_model(make_hf_model("qwen3_5_moe", seed=3), str(tmp_path / "src"))
+    tensors = load_file(os.path.join(src, "model.safetensors"))
+    save_file({**tensors, "mtp.fc.weight": torch.ones(4, 4)}, os.path.join(src, "model.safetensors"))
+    model, params = rise_jax.load_model(src, dtype="float32", progress=False)
+    assert model.cfg.model_type == "qwen3_5_moe" and "visual" not in json.dumps(list(params))
+    out = rise_jax.export_model(model, params, str(tmp_path / "out"), source_dir=src, progress=False)
+    a, b = _bits(src), _bits(out)
+    assert sorted(a) == sorted(b) and any(k.startswith("model.visual.") for k in b)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert json.load(open(os.path.join(out, "config.json")))["architectures"] == ["Qwen3_5MoeForConditionalGeneration"]
+
+
+def test_qwen3_5_35b_hub_config_parses_as_transformers_reads_it():
+    """tests/data/hub_configs/qwen3_5_35b_a3b.json: Qwen/Qwen3.5-35B-A3B's config.json (written from
+    memory, no network here; its text values are transformers' Qwen3_5MoeTextConfig defaults, which
+    were taken from that checkpoint; see the file's ``_source``)."""
+    import transformers
+
+    from rise_jax.models.families import config_from_hf_dict
+
+    with open(os.path.join(TEST_DATA, "hub_configs", "qwen3_5_35b_a3b.json"), encoding="utf-8") as fh:
+        hub = {k: v for k, v in json.load(fh).items() if not k.startswith("_")}
+    cfg = config_from_hf_dict(hub, source="hub.json")
+    ref = transformers.AutoConfig.for_model(**hub).text_config
+    assert (cfg.num_layers, cfg.num_experts, cfg.top_k, cfg.head_dim, cfg.vocab_size) == (
+        ref.num_hidden_layers,
+        ref.num_experts,
+        ref.num_experts_per_tok,
+        ref.head_dim,
+        ref.vocab_size,
+    )
+    assert cfg.moe_layer_ids == tuple(range(40)) and cfg.is_linear_layer == tuple(
+        t == "linear_attention" for t in ref.layer_types
+    )
+    lin = cfg.linear
+    assert (lin.num_k_heads, lin.num_v_heads, lin.k_head_dim, lin.v_head_dim) == (16, 32, 128, 128)
+    assert cfg.rope.partial_rotary_factor == ref.rope_parameters["partial_rotary_factor"] == 0.25
+    assert cfg.rope.theta == ref.rope_parameters["rope_theta"]
