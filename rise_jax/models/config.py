@@ -17,12 +17,13 @@ from typing import Any
 
 from rise_jax.errors import RiseError
 
-SUPPORTED_ROPE_TYPES = ("default", "longrope", "yarn")
+SUPPORTED_ROPE_TYPES = ("default", "longrope", "yarn", "proportional")
 NORMS = ("rms", "rms_fp32", "layer")
 QK_NORMS = (None, "per_head", "full")
 ROUTERS = ("softmax_topk", "sparsemixer", "topk_softmax", "sigmoid_topk")
 ATTENTIONS = ("gqa", "mla")
-EXPERT_ACTIVATIONS = ("silu", "clamped_swiglu")
+EXPERT_ACTIVATIONS = ("silu", "clamped_swiglu", "gelu_tanh")
+DECODER_LAYERS = ("pre_norm", "gemma4")
 LAYER_TYPES = ("full_attention", "sliding_attention")
 
 
@@ -39,6 +40,12 @@ class RopeConfig:
     length), and the cos/sin scale is ``long_mscale`` when ``max(position)+1`` exceeds
     ``original_max_position_embeddings``, else ``short_mscale``.
 
+    ``proportional`` (Gemma-4's full-attention layers) follows
+    ``transformers.modeling_rope_utils._compute_proportional_rope_parameters``: the first
+    ``int(partial_rotary_factor · head_dim // 2)`` frequencies are ``1/θ^(2i/head_dim)`` (the
+    exponent over the *whole* head width), the rest 0 (those dims do not rotate), all divided by
+    ``factor``; the rotation pairs dims ``(i, i + head_dim/2)`` over the whole head.
+
     ``yarn`` (GPT-OSS) follows ``transformers.modeling_rope_utils._compute_yarn_parameters``:
     inverse frequencies blended between ``1/θ^(2i/d)`` and ``1/(factor·θ^(2i/d))`` by a linear
     ramp over the correction range from ``beta_fast``/``beta_slow`` (floored/ceiled when
@@ -53,13 +60,24 @@ class RopeConfig:
     long_mscale: float | None = None
     original_max_position_embeddings: int | None = None
     partial_rotary_factor: float = 1.0
-    factor: float | None = None  # yarn
+    factor: float | None = None  # yarn, proportional
     beta_fast: float = 32.0
     beta_slow: float = 1.0
     truncate: bool = True
     attention_factor: float | None = None
     mscale: float | None = None
     mscale_all_dim: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class AttentionGeometry:
+    """What full-attention layers change when they differ from the sliding ones (Gemma-4:
+    ``global_head_dim``, ``num_global_key_value_heads``, ``attention_k_eq_v``, their own rope)."""
+
+    head_dim: int
+    num_kv_heads: int
+    k_eq_v: bool
+    rope: RopeConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +109,21 @@ class ModelConfig:
       scaled by a sigmoid gate ``sigmoid(x · w)`` when ``shared_expert_gate`` (Qwen2-MoE) or
       added as is (DeepSeek, GLM-4.5: ``n_shared_experts`` experts fused into one MLP of width
       ``n_shared_experts · moe_intermediate_size``); ``attention_sinks``: a learned per-head logit in every softmax (GPT-OSS);
-    * ``sliding_window`` with ``sliding_layers``: which layers use it (None = every layer).
+    * ``sliding_window`` with ``sliding_layers``: which layers use it (None = every layer);
+      ``full_attention`` (an :class:`AttentionGeometry`): the head width, kv heads, ``k_eq_v`` and
+      rope of the full-attention layers where they differ from the sliding ones (Gemma-4); layers
+      of the two kinds then form separate scanned runs (:meth:`attention_config` gives a run's);
+    * ``decoder_layer``: ``pre_norm`` (``x + attn(norm(x))``, ``x + ffn(norm(x))``: every family
+      but Gemma-4) or ``gemma4`` (:class:`~rise_jax.models.transformer.Gemma4DecoderLayer`: norms
+      before and after attention and feed-forward, the dense MLP and the MoE block side by side,
+      each with its own norms, a per-layer ``layer_scalar``);
+    * Gemma-4's other pieces: ``embed_scale`` (embeddings times ``sqrt(hidden_size)``),
+      ``final_logit_softcap`` (``c·tanh(logits/c)``), ``attention_scale`` (softmax scale; None:
+      ``head_dim^-1/2``), ``v_norm`` (RMSNorm without weight on each value head), ``k_eq_v`` (the
+      values are the key projection: no ``v_proj``), ``router_input_norm`` (the router reads
+      ``RMSNorm(x)·scale·hidden_size^-1/2``, a weight-free norm and a learned ``[H]`` scale),
+      ``router_expert_scale`` (a learned ``[E]`` factor on each chosen expert's weight, applied as
+      ``routed_scaling_factor`` is: not in ``RoutingInfo``), ``expert_act`` ``gelu_tanh``.
     """
 
     model_type: str
@@ -141,6 +173,15 @@ class ModelConfig:
     router_jitter_noise: float = 0.0
     input_jitter_noise: float = 0.0
     hidden_act: str = "silu"
+    full_attention: AttentionGeometry | None = None
+    decoder_layer: str = "pre_norm"
+    embed_scale: bool = False
+    final_logit_softcap: float | None = None
+    attention_scale: float | None = None
+    v_norm: bool = False
+    k_eq_v: bool = False
+    router_input_norm: bool = False
+    router_expert_scale: bool = False
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
     pad_token_id: int | None = None
@@ -152,6 +193,7 @@ class ModelConfig:
             ("router", self.router, ROUTERS),
             ("expert_act", self.expert_act, EXPERT_ACTIVATIONS),
             ("attention", self.attention, ATTENTIONS),
+            ("decoder_layer", self.decoder_layer, DECODER_LAYERS),
         ):
             if value not in allowed:
                 raise ConfigError(f"ModelConfig.{name} = {value!r} is not one of {allowed}")
@@ -172,6 +214,16 @@ class ModelConfig:
             raise ConfigError(f"sigmoid router groups score by their top 2 experts; n_group = {g} leaves groups of 1")
         if self.attention == "mla" and min(self.kv_lora_rank, self.qk_nope_head_dim, self.v_head_dim) < 1:
             raise ConfigError("mla attention needs kv_lora_rank, qk_nope_head_dim and v_head_dim >= 1")
+
+    def attention_config(self, sliding: bool) -> ModelConfig:
+        """This config as the attention of a sliding (or full) layer sees it: with
+        ``full_attention``'s head width, kv heads, ``k_eq_v`` and rope for a full layer."""
+        g = self.full_attention
+        if g is None or sliding:
+            return self
+        return dataclasses.replace(
+            self, head_dim=g.head_dim, num_kv_heads=g.num_kv_heads, k_eq_v=g.k_eq_v, rope=g.rope, full_attention=None
+        )
 
     @property
     def num_moe_layers(self) -> int:
@@ -249,6 +301,8 @@ def parse_rope(d: Mapping[str, Any], source: str, default_theta: float) -> RopeC
     partial = float(params.get("partial_rotary_factor", d.get("partial_rotary_factor", 1.0)))
     if rope_type == "default":
         return RopeConfig("default", theta, partial_rotary_factor=partial)
+    if rope_type == "proportional":
+        return RopeConfig("proportional", theta, partial_rotary_factor=partial, factor=float(params.get("factor", 1.0)))
     # The top-level original_max_position_embeddings wins, as in HF standardize_rope_params.
     orig = d.get("original_max_position_embeddings") or params.get("original_max_position_embeddings")
     if rope_type == "yarn":
@@ -293,6 +347,8 @@ def rope_to_hf(rope: RopeConfig) -> dict[str, Any]:
     out: dict[str, Any] = {"rope_type": rope.rope_type, "rope_theta": rope.theta}
     if rope.partial_rotary_factor != 1.0:
         out["partial_rotary_factor"] = rope.partial_rotary_factor
+    if rope.rope_type == "proportional" and rope.factor not in (None, 1.0):
+        out["factor"] = rope.factor
     if rope.rope_type == "longrope":
         out.update(
             short_factor=list(rope.short_factor or ()),

@@ -22,17 +22,21 @@ DType = Any
 
 class RMSNorm(nn.Module):
     """RMSNorm, normalised in fp32. Default (Qwen3MoeRMSNorm, OLMoE, Mixtral): cast back to the
-    input dtype, then scale; ``scale_in_fp32`` (GptOssRMSNorm): scale in fp32, then cast."""
+    input dtype, then scale; ``scale_in_fp32`` (GptOssRMSNorm, Gemma4RMSNorm): scale in fp32, then
+    cast; without ``use_scale`` (Gemma-4's value and router norms) there is no weight."""
 
     eps: float
     param_dtype: DType = jnp.float32
     scale_in_fp32: bool = False
+    use_scale: bool = True
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        scale = self.param("scale", nn.initializers.ones, (x.shape[-1],), self.param_dtype)
         x32 = x.astype(jnp.float32)
         y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        if not self.use_scale:
+            return y.astype(x.dtype)
+        scale = self.param("scale", nn.initializers.ones, (x.shape[-1],), self.param_dtype)
         if self.scale_in_fp32:
             return (scale.astype(jnp.float32) * y).astype(x.dtype)
         return scale * y.astype(x.dtype)
@@ -99,7 +103,13 @@ def rope_attention_factor(rope: RopeConfig) -> float:
 
 
 def rope_inv_freq(rope: RopeConfig, head_dim: int) -> Array:
-    """Inverse frequencies (fp32). longrope divides by ``short_factor`` (see :class:`RopeConfig`)."""
+    """Inverse frequencies (fp32). longrope divides by ``short_factor``; proportional rotates
+    the whole head with zero frequencies past its rotary part (see :class:`RopeConfig`)."""
+    if rope.rope_type == "proportional":
+        angles = int(rope.partial_rotary_factor * head_dim // 2)
+        rotated = 1.0 / (rope.theta ** (jnp.arange(0, 2 * angles, 2, dtype=jnp.int32).astype(jnp.float32) / head_dim))
+        inv = jnp.concatenate([rotated, jnp.zeros((head_dim // 2 - angles,), jnp.float32)])
+        return inv / jnp.float32(rope.factor or 1.0)
     dim = int(head_dim * rope.partial_rotary_factor)
     if rope.rope_type == "yarn":
         return jnp.asarray(_yarn_inv_freq(rope, dim))
@@ -290,8 +300,10 @@ class Dense(nn.Module):
 
 
 class Attention(nn.Module):
-    """Self-attention block: q/k/v projections, q/k norm (per head: Qwen3; whole width: OLMoE),
-    ``clip_qkv``, RoPE, GQA (with sinks: GPT-OSS), o_proj."""
+    """Self-attention block: q/k/v projections (no ``v_proj`` with ``k_eq_v``: the values are the
+    key projection before its norm, Gemma-4's full layers), q/k norm (per head: Qwen3, Gemma-4;
+    whole width: OLMoE), a weight-free value norm (``v_norm``, Gemma-4), ``clip_qkv``, RoPE, GQA
+    (with sinks: GPT-OSS), the softmax scale ``attention_scale`` (default ``head_dim^-1/2``), o_proj."""
 
     cfg: ModelConfig
     dtype: DType = jnp.float32
@@ -311,30 +323,34 @@ class Attention(nn.Module):
             feats, use_bias, self.dtype, self.param_dtype, self.lora_dropout, name=name
         )
         b, t, _ = x.shape
+        fp32_scale = cfg.norm == "rms_fp32"
         q = dense(cfg.num_heads * cfg.head_dim, "q_proj", cfg.qkv_bias)(x)
         k = dense(cfg.num_kv_heads * cfg.head_dim, "k_proj", cfg.qkv_bias)(x)
-        v = dense(cfg.num_kv_heads * cfg.head_dim, "v_proj", cfg.qkv_bias)(x)
+        v = k if cfg.k_eq_v else dense(cfg.num_kv_heads * cfg.head_dim, "v_proj", cfg.qkv_bias)(x)
         if cfg.qk_norm == "full":
-            q = RMSNorm(cfg.norm_eps, self.param_dtype, name="q_norm")(q)
-            k = RMSNorm(cfg.norm_eps, self.param_dtype, name="k_norm")(k)
+            q = RMSNorm(cfg.norm_eps, self.param_dtype, fp32_scale, name="q_norm")(q)
+            k = RMSNorm(cfg.norm_eps, self.param_dtype, fp32_scale, name="k_norm")(k)
         if cfg.clip_qkv is not None:
             q, k, v = (jnp.clip(a, -cfg.clip_qkv, cfg.clip_qkv) for a in (q, k, v))
         q = q.reshape(b, t, cfg.num_heads, cfg.head_dim)
         k = k.reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
         v = v.reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
         if cfg.qk_norm == "per_head":
-            q = RMSNorm(cfg.norm_eps, self.param_dtype, name="q_norm")(q)
-            k = RMSNorm(cfg.norm_eps, self.param_dtype, name="k_norm")(k)
+            q = RMSNorm(cfg.norm_eps, self.param_dtype, fp32_scale, name="q_norm")(q)
+            k = RMSNorm(cfg.norm_eps, self.param_dtype, fp32_scale, name="k_norm")(k)
+        if cfg.v_norm:
+            v = RMSNorm(cfg.norm_eps, use_scale=False, name="v_norm")(v)
         q, k = apply_rope(q, cos, sin, cfg.rope_interleave), apply_rope(k, cos, sin, cfg.rope_interleave)
         sinks = None
         if cfg.attention_sinks:
             sinks = self.param("sinks", nn.initializers.normal(0.02), (cfg.num_heads,), self.param_dtype)
         new_kv = None
+        scale = cfg.attention_scale
         if cache is None:
-            out = causal_self_attention(q, k, v, visible, sinks)
+            out = causal_self_attention(q, k, v, visible, sinks, scale=scale)
         else:
             new_kv, (keys, values) = cache.with_new(k, v)
-            out = dot_product_attention(q, keys.astype(q.dtype), values.astype(q.dtype), visible, sinks)
+            out = dot_product_attention(q, keys.astype(q.dtype), values.astype(q.dtype), visible, sinks, scale)
         return dense(cfg.hidden_size, "o_proj", cfg.o_bias)(out), new_kv
 
 

@@ -44,13 +44,14 @@ import jax.numpy as jnp
 from rise_jax.models import dispatch as dispatch_lib
 from rise_jax.models import routers
 from rise_jax.models.config import ModelConfig
-from rise_jax.models.expert_mlp import PARAM_NAMES, ExpertTensors, GatedActivation
+from rise_jax.models.expert_mlp import PARAM_NAMES, ExpertTensors, GatedActivation, dense_activation
 from rise_jax.models.expert_weights import ExpertWeights, StackedExperts, StackLayerExperts
 from rise_jax.models.layers import (
     Attention,
     Dense,
     KVCacheLayer,
     MLAttention,
+    RMSNorm,
     attention_visibility,
     make_norm,
     rope_cos_sin,
@@ -165,7 +166,8 @@ class Experts(nn.Module):
 
 class MoEBlock(nn.Module):
     """Router + experts (+ the gated shared expert of Qwen2-MoE); returns the block output and
-    this layer's routing (fp32)."""
+    this layer's routing (fp32). ``router_input`` (Gemma-4): what the router reads when it is not
+    what the experts read (the layer's residual stream; the experts get its own norm of it)."""
 
     cfg: ModelConfig
     opts: RuntimeOptions
@@ -173,7 +175,7 @@ class MoEBlock(nn.Module):
 
     @nn.compact
     def __call__(
-        self, x: Array, override: Any = None, edit: Any = None, stacked: Any = None
+        self, x: Array, override: Any = None, edit: Any = None, stacked: Any = None, router_input: Array | None = None
     ) -> tuple[Array, tuple[Array, Array, Array]]:
         cfg, opts = self.cfg, self.opts
         b, t, h = x.shape
@@ -190,8 +192,13 @@ class MoEBlock(nn.Module):
                 )
                 x = (x * noise).astype(x.dtype)
         flat = x.reshape(b * t, h)
+        router_x = flat if router_input is None else router_input.reshape(b * t, h)
+        if cfg.router_input_norm:  # Gemma4TextRouter: RMSNorm(x) (no weight) · scale · H^-1/2
+            scale = self.param("router_scale", nn.initializers.ones, (h,), opts.param_dtype)
+            normed = RMSNorm(cfg.norm_eps, use_scale=False, name="router_norm")(router_x)
+            router_x = normed * scale.astype(normed.dtype) * (h**-0.5)
         w_router = self.param("router", nn.initializers.normal(0.02), (h, cfg.num_experts), opts.param_dtype)
-        logits = flat.astype(jnp.float32) @ w_router.astype(jnp.float32)
+        logits = router_x.astype(jnp.float32) @ w_router.astype(jnp.float32)
         if cfg.router_bias:
             bias = self.param("router_bias", nn.initializers.zeros, (cfg.num_experts,), opts.param_dtype)
             logits = logits + bias.astype(jnp.float32)
@@ -212,9 +219,12 @@ class MoEBlock(nn.Module):
             weights, idx = routers.sparsemixer_train(logits, cfg.router_jitter_noise, self.make_rng("router"))
         else:
             weights, idx = routers.sparsemixer_eval(logits, cfg.router_jitter_noise)
-        # routed_scaling_factor scales the weights the experts are combined with (as transformers
-        # does); the routing output keeps the router's own weights.
+        # routed_scaling_factor and Gemma-4's per-expert scale multiply the weights the experts are
+        # combined with (as transformers does); the routing output keeps the router's own weights.
         scaled = weights if cfg.routed_scaling_factor == 1.0 else weights * cfg.routed_scaling_factor
+        if cfg.router_expert_scale:
+            per_expert = self.param("router_expert_scale", nn.initializers.ones, (cfg.num_experts,), opts.param_dtype)
+            scaled = scaled * per_expert.astype(jnp.float32)[idx]
         out = Experts(cfg, opts, name="experts")(flat, dispatch_lib.ExpertChoice(idx, scaled), override, stacked)
         if cfg.shared_expert_size:
             shared = DenseMLP(cfg, opts, cfg.shared_expert_size, self.adapter_dropout, name="shared_expert")(flat)
@@ -227,7 +237,8 @@ class MoEBlock(nn.Module):
 
 
 class DenseMLP(nn.Module):
-    """``down(silu(x gate) * (x up))`` of width ``width`` (default ``cfg.intermediate_size``)."""
+    """``down(act(x gate, x up))`` of width ``width`` (default ``cfg.intermediate_size``); ``act``
+    is ``silu(g)·u`` or Gemma's ``gelu_tanh(g)·u`` (``cfg.hidden_act``: :func:`dense_activation`)."""
 
     cfg: ModelConfig
     opts: RuntimeOptions
@@ -239,7 +250,8 @@ class DenseMLP(nn.Module):
         o, p = self.opts, self.adapter_dropout
         dense = lambda f, name: Dense(f, False, o.dtype, o.param_dtype, p, name=name)  # noqa: E731
         i = self.width or self.cfg.intermediate_size
-        return dense(self.cfg.hidden_size, "down_proj")(nn.silu(dense(i, "gate_proj")(x)) * dense(i, "up_proj")(x))
+        act = dense_activation(self.cfg)
+        return dense(self.cfg.hidden_size, "down_proj")(act(dense(i, "gate_proj")(x), dense(i, "up_proj")(x)))
 
 
 class LayerShared(NamedTuple):
@@ -309,6 +321,56 @@ class DecoderLayer(nn.Module):
         return x, (info if self.return_routing else None, new_kv)
 
 
+class Gemma4DecoderLayer(nn.Module):
+    """Gemma-4's decoder layer (``Gemma4TextDecoderLayer`` with ``enable_moe_block``), the
+    ``nn.scan`` body as :class:`DecoderLayer`::
+
+        x = x + post_attention_norm(attn(input_norm(x)))
+        dense = post_feedforward_norm_1(mlp(pre_feedforward_norm(x)))
+        moe   = post_feedforward_norm_2(experts(pre_feedforward_norm_2(x)))   # router reads x itself
+        x = (x + post_feedforward_norm(dense + moe)) · layer_scalar
+
+    The dense MLP is always active beside the routed experts (like a shared expert, it is in no
+    routing statistic); the router's own norm, scale and per-expert scale are in :class:`MoEBlock`.
+    """
+
+    cfg: ModelConfig
+    opts: RuntimeOptions
+    is_moe: bool
+    return_routing: bool = False
+    adapter_dropout: float = 0.0
+
+    @nn.compact
+    def __call__(self, x: Array, shared: LayerShared, layer: LayerSlice):
+        cfg, opts = self.cfg, self.opts
+        norm = lambda name: make_norm(cfg, opts.param_dtype, name)  # noqa: E731
+        layer_cache = None
+        if shared.cache is not None:
+            layer_cache = KVCacheLayer(shared.cache[0], shared.cache[1], layer.index, shared.cache_index)
+        visible = shared.visible
+        if shared.visible_sliding is not None:
+            visible = jnp.where(layer.sliding, shared.visible_sliding, shared.visible)
+        attn, new_kv = Attention(cfg, opts.dtype, opts.param_dtype, self.adapter_dropout, name="attn")(
+            norm("input_norm")(x), shared.cos, shared.sin, visible, layer_cache
+        )
+        x = x + norm("post_attention_norm")(attn)
+        dense = DenseMLP(cfg, opts, adapter_dropout=self.adapter_dropout, name="mlp")(norm("pre_feedforward_norm")(x))
+        dense = norm("post_feedforward_norm_1")(dense)
+        override = None if layer.slots is None else (layer.slots, shared.trained)
+        stacked = None if shared.stacked_experts is None else (shared.stacked_experts, layer.index)
+        moe, info = MoEBlock(cfg, opts, self.adapter_dropout, name="moe")(
+            norm("pre_feedforward_norm_2")(x), override, layer.edit, stacked, router_input=x
+        )
+        moe = norm("post_feedforward_norm_2")(moe.astype(x.dtype))
+        x = x + norm("post_feedforward_norm")(dense + moe)
+        scalar = self.param("layer_scalar", nn.initializers.ones, (1,), opts.param_dtype)
+        x = x * scalar.astype(x.dtype)
+        return x, (info if self.return_routing else None, new_kv)
+
+
+DECODER_LAYERS = {"pre_norm": DecoderLayer, "gemma4": Gemma4DecoderLayer}
+
+
 class KVCache(NamedTuple):
     """The whole model's key/value cache for incremental decoding.
 
@@ -326,9 +388,12 @@ class KVCache(NamedTuple):
 
 
 def init_kv_cache(cfg: ModelConfig, batch: int, length: int, dtype: DType) -> KVCache:
-    """An empty cache with ``length`` slots per sequence."""
+    """An empty cache with ``length`` slots per sequence (each run its own head width and kv
+    heads where full-attention layers differ: ``ModelConfig.full_attention``)."""
     keys, values = {}, {}
+    full = cfg
     for run in layer_runs(cfg):
+        cfg = full.attention_config(run.sliding)
         if cfg.attention == "mla":  # the compressed latent and the rotated key (layers.MLAttention)
             k_shape = (run.length, batch, length, 1, cfg.kv_lora_rank)
             v_shape = (run.length, batch, length, 1, cfg.head_dim)
@@ -409,7 +474,9 @@ class MoEModel(nn.Module):
             cfg.vocab_size, cfg.hidden_size, dtype=opts.dtype, param_dtype=opts.param_dtype, name="embed_tokens"
         )
         x = embed(input_ids).astype(opts.dtype)
-        cos, sin = rope_cos_sin(cfg, positions, opts.dtype)
+        if cfg.embed_scale:  # Gemma4TextScaledWordEmbedding: sqrt(H) cast to the weights' dtype first
+            x = x * jnp.asarray(cfg.hidden_size**0.5, opts.param_dtype).astype(opts.dtype)
+        rope_tables: dict[Any, tuple[Array, Array]] = {}
         q_offset = 0 if kv_cache is None else kv_cache.index
         visible = attention_visibility(attention_mask, t, s, q_offset, sliding_window=cfg.uniform_window)
         visible_sliding = None
@@ -418,7 +485,13 @@ class MoEModel(nn.Module):
 
         infos, new_keys, new_values = [], {}, {}
         for run in layer_runs(cfg):
-            layer_cls = nn.remat(DecoderLayer, prevent_cse=False) if opts.remat else DecoderLayer
+            run_cfg = cfg.attention_config(run.sliding)
+            key = (run_cfg.rope, run_cfg.head_dim)
+            if key not in rope_tables:
+                rope_tables[key] = rope_cos_sin(run_cfg, positions, opts.dtype)
+            cos, sin = rope_tables[key]
+            body = DECODER_LAYERS[cfg.decoder_layer]
+            layer_cls = nn.remat(body, prevent_cse=False) if opts.remat else body
             scanned = nn.scan(
                 layer_cls,
                 variable_axes={"params": 0, "intermediates": 0},
@@ -451,7 +524,7 @@ class MoEModel(nn.Module):
             if visible_sliding is not None:
                 sliding = jnp.asarray(cfg.sliding_layers[run.start : run.start + run.length], bool)
             per_layer = LayerSlice(jnp.arange(run.length, dtype=jnp.int32), slots, edit, sliding)
-            layer = scanned(cfg, opts, run.is_moe, return_routing, dropout, name=run.name)
+            layer = scanned(run_cfg, opts, run.is_moe, return_routing, dropout, name=run.name)
             x, (info, new_kv) = layer(x, shared, per_layer)
             if run.is_moe and return_routing:
                 infos.append(info)
@@ -474,4 +547,7 @@ class MoEModel(nn.Module):
             logits = embed.attend(x)
         else:
             logits = Dense(cfg.vocab_size, cfg.lm_head_bias, opts.dtype, opts.param_dtype, dropout, name="lm_head")(x)
+        if cfg.final_logit_softcap is not None:  # Gemma: c·tanh(logits / c)
+            cap = cfg.final_logit_softcap
+            logits = jnp.tanh(logits / cap) * cap
         return ModelOutput(logits, x, info, new_cache)

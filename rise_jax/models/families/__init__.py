@@ -27,9 +27,11 @@ class HFNames:
     ``experts``: our projection -> the hub's per-expert name under ``{moe_prefix}.experts.{e}.``,
     or None when the hub stores only fused tensors. ``fused``: the in-memory fused layout
     (``mlp.experts.gate_up_proj`` / ``down_proj``): ``split`` = ``[E, 2I, H]`` gate rows then up
-    rows (Qwen, Mixtral, PhiMoE, OLMoE), ``interleaved`` = ``[E, H, 2I]`` with gate in the even
-    and up in the odd columns, and ``[E, I, H]`` down (GPT-OSS). ``router``: the hub's name,
-    ``router_alt``: the in-memory name transformers saves when it differs.
+    rows (Qwen, Mixtral, PhiMoE, OLMoE, Gemma-4), ``interleaved`` = ``[E, H, 2I]`` with gate in the
+    even and up in the odd columns, and ``[E, I, H]`` down (GPT-OSS); ``fused_prefix``: where the
+    fused tensors live (``experts``: Gemma-4). ``router``: the hub's name, ``router_alt``: the
+    in-memory name transformers saves when it differs; ``router_scale`` / ``router_expert_scale``:
+    Gemma-4's router input scale ``[H]`` and per-expert scale ``[E]``.
     """
 
     moe_prefix: str = "mlp"
@@ -39,6 +41,9 @@ class HFNames:
         default_factory=lambda: {"gate_proj": "gate_proj", "up_proj": "up_proj", "down_proj": "down_proj"}
     )
     fused: str = "split"
+    fused_prefix: str = "mlp.experts"
+    router_scale: str | None = None
+    router_expert_scale: str | None = None
     shared_expert: str | None = None  # e.g. "mlp.shared_expert" (+ "_gate")
     router_selection_bias: str | None = None  # e.g. "mlp.gate.e_score_correction_bias"
 
