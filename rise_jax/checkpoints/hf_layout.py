@@ -214,10 +214,16 @@ def leaf_specs(cfg: ModelConfig) -> list[LeafSpec]:
     return specs
 
 
-def fused_groups(specs: list[LeafSpec]) -> dict[str, list[LeafSpec]]:
-    """Fused tensor name -> the expert leaves written into it (for leaves with no hub layout)."""
-    groups: dict[str, list[LeafSpec]] = {}
+def fused_key(spec: LeafSpec) -> tuple[str, str]:
+    """(run, fused tensor name): the fused tensor an expert leaf is written into, per run (the name
+    holds ``{l}``, so runs of one model share it)."""
+    return spec.path[0], spec.fused.name
+
+
+def fused_groups(specs: list[LeafSpec]) -> dict[tuple[str, str], list[LeafSpec]]:
+    """:func:`fused_key` -> the expert leaves written into it (for leaves with no hub layout)."""
+    groups: dict[tuple[str, str], list[LeafSpec]] = {}
     for spec in specs:
         if spec.per_expert and spec.hf_name is None:
-            groups.setdefault(spec.fused.name, []).append(spec)
+            groups.setdefault(fused_key(spec), []).append(spec)
     return groups
