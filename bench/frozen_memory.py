@@ -26,7 +26,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import DEEPSEEK_V2_LITE, GLM45_AIR, PHI35_MOE, QWEN3_30B_A3B, set_threads  # noqa: E402
+from common import DEEPSEEK_V2_LITE, GEMMA4_26B_A4B, GLM45_AIR, PHI35_MOE, QWEN3_30B_A3B, set_threads  # noqa: E402
 
 set_threads(2)
 
@@ -42,6 +42,7 @@ MODELS = {
     "phi35": ("Phi-3.5-MoE", PHI35_MOE, 16),
     "deepseek_v2_lite": ("DeepSeek-V2-Lite", DEEPSEEK_V2_LITE, 48),  # configs/deepseek_v2_lite.py
     "glm45_air": ("GLM-4.5-Air", GLM45_AIR, 128),  # configs/glm45_air.py
+    "gemma4_26b_a4b": ("Gemma-4-26B-A4B", GEMMA4_26B_A4B, 84),  # configs/gemma4_26b_a4b.py
 }
 
 

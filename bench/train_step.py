@@ -26,6 +26,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
     DEEPSEEK_V2_LITE,
+    GEMMA4_26B_A4B,
     GLM45_AIR,
     HF_SETTINGS,
     MID_QWEN,
@@ -53,6 +54,7 @@ MEMORY_MODELS = {
     "qwen3": ("Qwen3-30B-A3B", QWEN3_30B_A3B),
     "deepseek_v2_lite": ("DeepSeek-V2-Lite", DEEPSEEK_V2_LITE),
     "glm45_air": ("GLM-4.5-Air", GLM45_AIR),
+    "gemma4_26b_a4b": ("Gemma-4-26B-A4B", GEMMA4_26B_A4B),
 }
 DISPATCH = os.environ.get("RISE_BENCH_DISPATCH", "grouped_scan")
 

@@ -5,7 +5,9 @@ sinks, per-layer sliding windows, router, expert activation and biases, shared e
 Layers are ``nn.scan``-ned so compile time does not grow with depth. Consecutive layers of the
 same kind (MoE or dense MLP) form one scanned *run*; all-MoE checkpoints have a single run named
 ``layers``. Mixed models (``mlp_only_layers``,
-``decoder_sparse_step``) get runs ``layers_0``, ``layers_1``, ... (:mod:`rise_jax.models.layout`).
+``decoder_sparse_step``; Gemma-4's sliding / full layers, whose attention shapes differ) get runs
+``layers_0``, ``layers_1``, ... (:mod:`rise_jax.models.layout`), each built with its attention's
+shape (``ModelConfig.attention_config``). The layer body is ``DECODER_LAYERS[cfg.decoder_layer]``.
 Values sown into (or captured by ``capture_intermediates`` in) the ``intermediates`` collection
 inside a run come back stacked per layer, ``[n, ...]``.
 
@@ -26,7 +28,10 @@ Parameter tree (leading axis ``[n]`` = layers of the run; kernels are ``[in, out
     layers/moe/experts/{gate,up,down}_bias [n, E, I|H]                 (GPT-OSS)
     layers/moe/shared_expert/{gate,up,down}_proj/kernel, shared_expert_gate/kernel  (Qwen2-MoE;
       DeepSeek / GLM-4.5: shared experts without the gate)
-    layers/mlp/{gate,up,down}_proj/kernel (dense runs)
+    layers/mlp/{gate,up,down}_proj/kernel (dense runs; Gemma-4: beside moe/ in every layer)
+    layers/moe/router_scale [n, H], router_expert_scale [n, E]     (Gemma-4's router)
+    layers/{pre_feedforward,post_feedforward,post_feedforward_1,pre_feedforward_2,
+      post_feedforward_2}_norm/scale      [n, H]      (Gemma-4), layers/layer_scalar [n, 1]
     final_norm/{scale[,bias]}             [H]
     lm_head/{kernel[,bias]}               [H, V]    (absent with tied embeddings)
 """
