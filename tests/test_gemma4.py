@@ -320,7 +320,7 @@ def test_the_whole_pipeline_runs_through_the_cli_and_its_export_loads_in_transfo
     from rise_jax import launch
 
     c = family_pipeline_config(ckpt)
-    c.train.method = "experts"
+    c.train.method = "rise_lora"  # adapters on the selected experts (the training step checks plain experts)
     wd = str(tmp_path / "wd")
     launch.run(c, wd)
     summary = json.load(open(os.path.join(wd, "routing_stats", "summary.json")))
@@ -334,7 +334,8 @@ def test_the_whole_pipeline_runs_through_the_cli_and_its_export_loads_in_transfo
     ref, _ = hf_forward(load_hf_model(exported), ids, mask)
     ours = np.asarray(rise_jax.forward(model, params, jnp.asarray(ids), jnp.asarray(mask)).logits)
     assert np.abs(ours - ref)[mask.astype(bool)].max() < 1e-4
-    # Only selected experts moved: the router, its scales and the dense MLP beside them did not.
+    # Only selected experts moved (RISE+LoRA merges into them): the router, its scales and the
+    # dense MLP beside them did not.
     _, base = rise_jax.load_model(ckpt, dtype="float32", progress=False)
     sel = {(s["layer"], s["expert"]) for s in json.load(open(os.path.join(wd, "selection.json")))["experts"]}
     moved = set()
