@@ -134,6 +134,34 @@ def _hub_config(name: str) -> dict[str, Any]:
 
 DEEPSEEK_V2_LITE: dict[str, Any] = _hub_config("deepseek_v2_lite")
 GLM45_AIR: dict[str, Any] = _hub_config("glm45_air")
+# Gemma-4-26B-A4B's text model: the text_config of the published (multimodal) config.json.
+GEMMA4_26B_A4B: dict[str, Any] = _hub_config("gemma4_26b_a4b")["text_config"]
+
+# Mid-size gemma4_text (bench/forward.py --family gemma4_text): Gemma-4-26B-A4B's blocks at
+# MID_QWEN's widths (H 512, 64 experts, I 256, vocab 4096), 6 layers = the 5:1 sliding / full
+# pattern once (window 128 < the 512 tokens timed), full layers twice as wide per head with one
+# kv head and k = v, the dense MLP beside the experts.
+MID_GEMMA4_TEXT: dict[str, Any] = {
+    "model_type": "gemma4_text",
+    "vocab_size": 4096,
+    "hidden_size": 512,
+    "intermediate_size": 384,
+    "moe_intermediate_size": 256,
+    "num_hidden_layers": 6,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 4,
+    "head_dim": 64,
+    "global_head_dim": 128,
+    "num_global_key_value_heads": 1,
+    "attention_k_eq_v": True,
+    "enable_moe_block": True,
+    "num_experts": 64,
+    "top_k_experts": 8,
+    "hidden_size_per_layer_input": 0,
+    "sliding_window": 128,
+    "final_logit_softcapping": 30.0,
+    "max_position_embeddings": 4096,
+}
 
 # Mid-size DeepSeek-style configs (bench/forward.py --family): the full-size models' blocks at
 # MID_QWEN's widths (H 512, 4 layers, 64 experts, I 256, vocab 4096): 87.2 M / 85.7 M parameters
@@ -246,12 +274,14 @@ MID_CONFIGS = {
     "deepseek_v2": MID_DEEPSEEK_V2,
     "glm4_moe": MID_GLM4_MOE,
     "llama4_text": MID_LLAMA4_TEXT,
+    "gemma4_text": MID_GEMMA4_TEXT,
 }
 FULL_CONFIGS = {"qwen3_moe": ("Qwen3-30B-A3B", QWEN3_30B_A3B), "gpt_oss": ("GPT-OSS-20B", GPT_OSS_20B)}
 FULL_CONFIGS["olmoe"] = ("OLMoE-1B-7B", OLMOE_1B_7B)
 FULL_CONFIGS["deepseek_v2"] = ("DeepSeek-V2-Lite", DEEPSEEK_V2_LITE)
 FULL_CONFIGS["glm4_moe"] = ("GLM-4.5-Air", GLM45_AIR)
 FULL_CONFIGS["llama4_text"] = ("Llama-4-Scout-17B-16E", LLAMA4_SCOUT)
+FULL_CONFIGS["gemma4_text"] = ("Gemma-4-26B-A4B", GEMMA4_26B_A4B)
 
 
 # The two HF settings every benchmark compares against: (label, attn_implementation, experts_implementation).
@@ -344,6 +374,15 @@ def forward_flops(cfg: dict[str, Any], batch: int, seq: int) -> float:
 
     m = rise_jax.config_from_hf_dict(cfg)
     h, n_layers, n = m.hidden_size, m.num_layers, m.num_heads
+    if m.full_attention is not None:  # Gemma-4: each layer's own attention shape, + the dense MLP
+        sliding = m.sliding_layers or (False,) * n_layers
+        per_tok = 0
+        for s in sliding:
+            a = m.attention_config(s)
+            qd, kvd = n * a.head_dim, a.num_kv_heads * a.head_dim
+            per_tok += 2 * h * (2 * qd + (1 if a.k_eq_v else 2) * kvd) + 2 * 2 * seq * qd
+            per_tok += 2 * h * m.num_experts + 2 * 3 * h * (m.moe_intermediate_size * m.top_k + m.intermediate_size)
+        return batch * seq * (per_tok + 2 * h * m.vocab_size)
     if m.attention == "mla":  # DeepSeek's MLA, computed as transformers does (latent expanded by kv_b)
         dn, dr, dv, r = m.qk_nope_head_dim, m.head_dim, m.v_head_dim, m.kv_lora_rank
         q = h * n * (dn + dr) if m.q_lora_rank is None else h * m.q_lora_rank + m.q_lora_rank * n * (dn + dr)

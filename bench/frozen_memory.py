@@ -26,7 +26,15 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import DEEPSEEK_V2_LITE, GLM45_AIR, LLAMA4_SCOUT, PHI35_MOE, QWEN3_30B_A3B, set_threads  # noqa: E402
+from common import (  # noqa: E402
+    DEEPSEEK_V2_LITE,
+    GEMMA4_26B_A4B,
+    GLM45_AIR,
+    LLAMA4_SCOUT,
+    PHI35_MOE,
+    QWEN3_30B_A3B,
+    set_threads,
+)
 
 set_threads(2)
 
@@ -43,6 +51,7 @@ MODELS = {
     "deepseek_v2_lite": ("DeepSeek-V2-Lite", DEEPSEEK_V2_LITE, 48),  # configs/deepseek_v2_lite.py
     "glm45_air": ("GLM-4.5-Air", GLM45_AIR, 128),  # configs/glm45_air.py
     "llama4_scout": ("Llama-4-Scout-17B-16E", LLAMA4_SCOUT, 16),  # configs/llama4_scout.py
+    "gemma4_26b_a4b": ("Gemma-4-26B-A4B", GEMMA4_26B_A4B, 84),  # configs/gemma4_26b_a4b.py
 }
 
 

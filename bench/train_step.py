@@ -26,6 +26,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
     DEEPSEEK_V2_LITE,
+    GEMMA4_26B_A4B,
     GLM45_AIR,
     HF_SETTINGS,
     LLAMA4_SCOUT,
@@ -55,6 +56,7 @@ MEMORY_MODELS = {
     "deepseek_v2_lite": ("DeepSeek-V2-Lite", DEEPSEEK_V2_LITE),
     "glm45_air": ("GLM-4.5-Air", GLM45_AIR),
     "llama4_scout": ("Llama-4-Scout-17B-16E", LLAMA4_SCOUT),
+    "gemma4_26b_a4b": ("Gemma-4-26B-A4B", GEMMA4_26B_A4B),
 }
 DISPATCH = os.environ.get("RISE_BENCH_DISPATCH", "grouped_scan")
 

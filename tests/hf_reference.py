@@ -231,6 +231,31 @@ QWEN3_5_MOE_BASE: dict[str, Any] = dict(
     ),
 )
 
+# Gemma-4's MoE text model: sliding layers (head_dim 8, 2 kv heads) and full layers (global_head_dim
+# 16, one kv head, k = v, proportional rope over a quarter of the head), the dense MLP beside the
+# experts, logit soft-capping small enough to bend the tiny model's logits.
+GEMMA4_TEXT_BASE: dict[str, Any] = dict(
+    vocab_size=128,
+    hidden_size=32,
+    intermediate_size=40,
+    moe_intermediate_size=16,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=8,
+    global_head_dim=16,
+    num_global_key_value_heads=1,
+    attention_k_eq_v=True,
+    enable_moe_block=True,
+    num_experts=8,
+    top_k_experts=2,
+    hidden_size_per_layer_input=0,
+    sliding_window=4,
+    layer_types=["sliding_attention", "sliding_attention", "full_attention", "full_attention"],
+    final_logit_softcapping=3.0,
+    max_position_embeddings=256,
+)
+
 FAMILIES: dict[str, tuple[Any, Any, dict[str, Any]]] = {
     "qwen3_moe": (transformers.Qwen3MoeConfig, transformers.Qwen3MoeForCausalLM, QWEN_BASE),
     "phimoe": (transformers.PhimoeConfig, transformers.PhimoeForCausalLM, PHI_BASE),
@@ -244,6 +269,7 @@ FAMILIES: dict[str, tuple[Any, Any, dict[str, Any]]] = {
     "glm4_moe_lite": (transformers.Glm4MoeLiteConfig, transformers.Glm4MoeLiteForCausalLM, GLM4_MOE_LITE_BASE),
     "llama4_text": (transformers.Llama4TextConfig, transformers.Llama4ForCausalLM, LLAMA4_TEXT_BASE),
     "llama4": (transformers.Llama4Config, transformers.Llama4ForConditionalGeneration, LLAMA4_BASE),
+    "gemma4_text": (transformers.Gemma4TextConfig, transformers.Gemma4ForCausalLM, GEMMA4_TEXT_BASE),
     "qwen3_next": (transformers.Qwen3NextConfig, transformers.Qwen3NextForCausalLM, QWEN3_NEXT_BASE),
     "qwen3_5_moe_text": (
         transformers.Qwen3_5MoeTextConfig,
@@ -301,9 +327,15 @@ def make_hf_model(family: str, seed: int = 0, **overrides) -> transformers.PreTr
                 p.mul_(10.0)  # router scores spread out: no near-ties for fp32 round-off to flip
             if "linear_attn" in name and ("proj" in name or "conv1d" in name):
                 p.mul_(4.0)  # Gated DeltaNet's share of the logits well above the tolerance
+            if family == "gemma4_text" and name.endswith(("router.scale", "per_expert_scale")):
+                p.add_(0.3 * torch.randn_like(p))  # Gemma-4's router scales (initialised to 1)
+            if family == "gemma4_text" and name.endswith("router.proj.weight"):
+                p.mul_(20.0)  # its input is normalised to H^-1/2: spread the scores past near-ties
         for name, buf in model.named_buffers():
             if name.endswith("e_score_correction_bias"):  # a selection-only bias big enough to matter
                 buf.copy_(0.08 * torch.randn_like(buf))
+            if name.endswith("layer_scalar"):  # Gemma-4's stored per-layer output scale
+                buf.copy_(1.0 + 0.2 * torch.randn_like(buf))
     return model.eval()
 
 

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from rise_jax.checkpoints.hf_layout import fused_groups, leaf_specs
+from rise_jax.checkpoints.hf_layout import fused_groups, fused_key, leaf_specs
 from rise_jax.checkpoints.safetensors_io import save_safetensors
 from rise_jax.distributed import is_writer, to_host
 from rise_jax.io_utils import publish_dir, temp_dir_beside
@@ -73,7 +73,7 @@ def iter_hf_tensors(params: dict[str, Any], cfg: ModelConfig, dtype: Any = None)
         if spec.layers is None:
             yield spec.hf_name, host(leaf, spec.transpose)
         elif spec.per_expert and spec.hf_name is None:
-            group = groups.get(spec.fused.name)
+            group = groups.get(fused_key(spec))
             if group is None or group[0] is not spec:
                 continue  # written with the first leaf of its fused tensor
             for li, layer in enumerate(spec.layers):
@@ -124,7 +124,7 @@ def hf_tensor_count(cfg: ModelConfig) -> int:
         if s.layers is None:
             count += 1
         elif s.per_expert and s.hf_name is None:
-            count += len(s.layers) if fused_groups(specs)[s.fused.name][0] is s else 0
+            count += len(s.layers) if fused_groups(specs)[fused_key(s)][0] is s else 0
         else:
             count += len(s.layers) * (s.shape[1] if s.per_expert else 1)
     return count

@@ -50,7 +50,7 @@ def _fused_sources(cfg: ModelConfig, pre: str) -> dict[str, FusedSource]:
     """Our expert leaf -> its place in the fused ``gate_up_proj`` / ``down_proj`` (and biases)."""
     h, i = cfg.hidden_size, cfg.moe_intermediate_size
     names = get_family(cfg.model_type).names
-    gu, dn = pre + f"{names.fused_prefix}.experts.gate_up_proj", pre + f"{names.fused_prefix}.experts.down_proj"
+    gu, dn = f"{pre}{names.fused_prefix}.gate_up_proj", f"{pre}{names.fused_prefix}.down_proj"
     every = slice(None)
     if names.fused == "halves":  # [E, H, 2I]: gate columns then up columns (Llama-4)
         return {
@@ -142,22 +142,36 @@ def _linear_attention_specs(cfg: ModelConfig, stacked) -> list[LeafSpec]:
     return out
 
 
+# Our norm -> its HF name in every layer (Gemma-4's layer has five more: Gemma4TextDecoderLayer).
+LAYER_NORMS = {"input_norm": "input_layernorm", "post_attention_norm": "post_attention_layernorm"}
+GEMMA4_NORMS = {
+    **LAYER_NORMS,
+    "pre_feedforward_norm": "pre_feedforward_layernorm",
+    "post_feedforward_norm": "post_feedforward_layernorm",
+    "post_feedforward_norm_1": "post_feedforward_layernorm_1",
+    "pre_feedforward_norm_2": "pre_feedforward_layernorm_2",
+    "post_feedforward_norm_2": "post_feedforward_layernorm_2",
+}
+
+
 def leaf_specs(cfg: ModelConfig) -> list[LeafSpec]:
     """Every leaf of the params tree of ``cfg``, in HF checkpoint order."""
     names = get_family(cfg.model_type).names
     h, v = cfg.hidden_size, cfg.vocab_size
-    qd, kvd = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
     model = names.text_prefix
     specs = [LeafSpec(("embed_tokens", "embedding"), (v, h), model + "embed_tokens.weight", False)]
     norm_parts = [("scale", "weight"), ("bias", "bias")] if cfg.norm == "layer" else [("scale", "weight")]
+    gemma4 = cfg.decoder_layer == "gemma4"
     for run in layer_runs(cfg):
         n, layers = run.length, tuple(range(run.start, run.start + run.length))
         pre = model + "layers.{l}."
+        attn_cfg = cfg.attention_config(run.sliding)  # the run's head width and kv heads
+        qd, kvd = cfg.num_heads * attn_cfg.head_dim, attn_cfg.num_kv_heads * attn_cfg.head_dim
 
         def stacked(path, shape, hf, transpose, alt=None, _run=run, _layers=layers, _n=n):
             return LeafSpec((_run.name, *path), (_n, *shape), pre + hf, transpose, _layers, alt_name=alt)
 
-        for ours, hf in (("input_norm", "input_layernorm"), ("post_attention_norm", "post_attention_layernorm")):
+        for ours, hf in (GEMMA4_NORMS if gemma4 else LAYER_NORMS).items():
             specs += [stacked((ours, p), (h,), f"{hf}.{w}", False) for p, w in norm_parts]
         if run.linear:
             specs += _linear_attention_specs(cfg, stacked)
@@ -165,7 +179,8 @@ def leaf_specs(cfg: ModelConfig) -> list[LeafSpec]:
             specs += _mla_specs(cfg, stacked)
         else:
             q_width = 2 * qd if cfg.attn_output_gate else qd  # [query, gate] per head
-            for proj, out in (("q_proj", q_width), ("k_proj", kvd), ("v_proj", kvd), ("o_proj", h)):
+            projections = (("q_proj", q_width), ("k_proj", kvd), ("v_proj", kvd), ("o_proj", h))
+            for proj, out in (p for p in projections if not (attn_cfg.k_eq_v and p[0] == "v_proj")):
                 inp = qd if proj == "o_proj" else h
                 specs.append(stacked(("attn", proj, "kernel"), (inp, out), f"self_attn.{proj}.weight", True))
                 if cfg.o_bias if proj == "o_proj" else cfg.qkv_bias:
@@ -176,7 +191,7 @@ def leaf_specs(cfg: ModelConfig) -> list[LeafSpec]:
             widths = (
                 {"q_norm": qd, "k_norm": kvd}
                 if cfg.qk_norm == "full"
-                else dict.fromkeys(("q_norm", "k_norm"), cfg.head_dim)
+                else dict.fromkeys(("q_norm", "k_norm"), attn_cfg.head_dim)
             )
             for nm, width in widths.items():
                 specs.append(stacked(("attn", nm, "scale"), (width,), f"self_attn.{nm}.weight", False))
@@ -186,6 +201,10 @@ def leaf_specs(cfg: ModelConfig) -> list[LeafSpec]:
             specs.append(stacked(("moe", "router"), (h, e), names.router, True, alt))
             if cfg.router_bias:
                 specs.append(stacked(("moe", "router_bias"), (e,), names.router[: -len("weight")] + "bias", False))
+            if cfg.router_input_norm:
+                specs.append(stacked(("moe", "router_scale"), (h,), names.router_scale, False))
+            if cfg.router_expert_scale:
+                specs.append(stacked(("moe", "router_expert_scale"), (e,), names.router_expert_scale, False))
             if cfg.router_selection_bias:
                 spec = stacked(("moe", "router_selection_bias"), (e,), names.router_selection_bias, False)
                 specs.append(dataclasses.replace(spec, dtype="float32"))
@@ -216,7 +235,9 @@ def leaf_specs(cfg: ModelConfig) -> list[LeafSpec]:
                 if cfg.shared_expert_gate:
                     gate = stacked(("moe", "shared_expert_gate", "kernel"), (h, 1), f"{prefix}_gate.weight", True)
                     specs.append(gate)
-        else:
+        if gemma4:
+            specs.append(stacked(("layer_scalar",), (1,), "layer_scalar", False))
+        if not run.is_moe or gemma4:  # Gemma-4: the dense MLP beside the experts
             i = cfg.intermediate_size
             for proj, shape in (("gate_proj", (h, i)), ("up_proj", (h, i)), ("down_proj", (i, h))):
                 specs.append(stacked(("mlp", proj, "kernel"), shape, f"{names.dense_mlp}.{proj}.weight", True))
@@ -241,10 +262,16 @@ def _prefixed(spec: LeafSpec, prefix: str) -> LeafSpec:
     )
 
 
-def fused_groups(specs: list[LeafSpec]) -> dict[str, list[LeafSpec]]:
-    """Fused tensor name -> the expert leaves written into it (for leaves with no hub layout)."""
-    groups: dict[str, list[LeafSpec]] = {}
+def fused_key(spec: LeafSpec) -> tuple[str, str]:
+    """(run, fused tensor name): the fused tensor an expert leaf is written into, per run (the name
+    holds ``{l}``, so runs of one model share it)."""
+    return spec.path[0], spec.fused.name
+
+
+def fused_groups(specs: list[LeafSpec]) -> dict[tuple[str, str], list[LeafSpec]]:
+    """:func:`fused_key` -> the expert leaves written into it (for leaves with no hub layout)."""
+    groups: dict[tuple[str, str], list[LeafSpec]] = {}
     for spec in specs:
         if spec.per_expert and spec.hf_name is None:
-            groups.setdefault(spec.fused.name, []).append(spec)
+            groups.setdefault(fused_key(spec), []).append(spec)
     return groups

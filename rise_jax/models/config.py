@@ -17,12 +17,13 @@ from typing import Any
 
 from rise_jax.errors import RiseError
 
-SUPPORTED_ROPE_TYPES = ("default", "longrope", "yarn", "llama3")
+SUPPORTED_ROPE_TYPES = ("default", "longrope", "yarn", "llama3", "proportional")
 NORMS = ("rms", "rms_fp32", "rms_offset", "layer")
 QK_NORMS = (None, "per_head", "full", "l2")
 ROUTERS = ("softmax_topk", "sparsemixer", "topk_softmax", "sigmoid_topk", "topk_sigmoid")
 ATTENTIONS = ("gqa", "mla")
-EXPERT_ACTIVATIONS = ("silu", "clamped_swiglu")
+EXPERT_ACTIVATIONS = ("silu", "clamped_swiglu", "gelu_tanh")
+DECODER_LAYERS = ("pre_norm", "gemma4")
 LAYER_TYPES = ("full_attention", "sliding_attention")
 LINEAR_PROJECTIONS = ("qkvz", "split")
 
@@ -40,6 +41,12 @@ class RopeConfig:
     length), and the cos/sin scale is ``long_mscale`` when ``max(position)+1`` exceeds
     ``original_max_position_embeddings``, else ``short_mscale``.
 
+    ``proportional`` (Gemma-4's full-attention layers) follows
+    ``transformers.modeling_rope_utils._compute_proportional_rope_parameters``: the first
+    ``int(partial_rotary_factor · head_dim // 2)`` frequencies are ``1/θ^(2i/head_dim)`` (the
+    exponent over the *whole* head width), the rest 0 (those dims do not rotate), all divided by
+    ``factor``; the rotation pairs dims ``(i, i + head_dim/2)`` over the whole head.
+
     ``yarn`` (GPT-OSS) follows ``transformers.modeling_rope_utils._compute_yarn_parameters``:
     inverse frequencies blended between ``1/θ^(2i/d)`` and ``1/(factor·θ^(2i/d))`` by a linear
     ramp over the correction range from ``beta_fast``/``beta_slow`` (floored/ceiled when
@@ -54,7 +61,7 @@ class RopeConfig:
     long_mscale: float | None = None
     original_max_position_embeddings: int | None = None
     partial_rotary_factor: float = 1.0
-    factor: float | None = None  # yarn
+    factor: float | None = None  # yarn, proportional
     beta_fast: float = 32.0
     beta_slow: float = 1.0
     truncate: bool = True
@@ -109,6 +116,17 @@ class LinearAttentionConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class AttentionGeometry:
+    """What full-attention layers change when they differ from the sliding ones (Gemma-4:
+    ``global_head_dim``, ``num_global_key_value_heads``, ``attention_k_eq_v``, their own rope)."""
+
+    head_dim: int
+    num_kv_heads: int
+    k_eq_v: bool
+    rope: RopeConfig
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Everything the forward pass needs to know about an architecture (no runtime options).
 
@@ -149,10 +167,24 @@ class ModelConfig:
       ``attention_chunk_size`` (Llama-4's chunked attention) instead of a window: the
       ``sliding_layers`` see only the keys of their own chunk of ``attention_chunk_size``
       positions (:func:`~rise_jax.models.attention_variants.chunk_visibility`).
+      ``full_attention`` (an :class:`AttentionGeometry`): the head width, kv heads, ``k_eq_v`` and
+      rope of the full-attention layers where they differ from the sliding ones (Gemma-4); layers
+      of the two kinds then form separate scanned runs (:meth:`attention_config` gives a run's);
     * ``linear_layers`` with ``linear``: which layers mix tokens with Gated DeltaNet linear
       attention instead of softmax attention (:class:`LinearAttentionConfig`; Qwen3-Next /
       Qwen3.5 ``layer_types``); ``attn_output_gate``: the softmax attention's output is scaled
       by ``sigmoid(gate)``, the gate a second half of each head's ``q_proj`` output (same models).
+    * ``decoder_layer``: ``pre_norm`` (``x + attn(norm(x))``, ``x + ffn(norm(x))``: every family
+      but Gemma-4) or ``gemma4`` (:class:`~rise_jax.models.transformer.Gemma4DecoderLayer`: norms
+      before and after attention and feed-forward, the dense MLP and the MoE block side by side,
+      each with its own norms, a per-layer ``layer_scalar``);
+    * Gemma-4's other pieces: ``embed_scale`` (embeddings times ``sqrt(hidden_size)``),
+      ``final_logit_softcap`` (``c·tanh(logits/c)``), ``attention_scale`` (softmax scale; None:
+      ``head_dim^-1/2``), ``v_norm`` (RMSNorm without weight on each value head), ``k_eq_v`` (the
+      values are the key projection: no ``v_proj``), ``router_input_norm`` (the router reads
+      ``RMSNorm(x)·scale·hidden_size^-1/2``, a weight-free norm and a learned ``[H]`` scale),
+      ``router_expert_scale`` (a learned ``[E]`` factor on each chosen expert's weight, applied as
+      ``routed_scaling_factor`` is: not in ``RoutingInfo``), ``expert_act`` ``gelu_tanh``.
     """
 
     model_type: str
@@ -206,6 +238,15 @@ class ModelConfig:
     router_jitter_noise: float = 0.0
     input_jitter_noise: float = 0.0
     hidden_act: str = "silu"
+    full_attention: AttentionGeometry | None = None
+    decoder_layer: str = "pre_norm"
+    embed_scale: bool = False
+    final_logit_softcap: float | None = None
+    attention_scale: float | None = None
+    v_norm: bool = False
+    k_eq_v: bool = False
+    router_input_norm: bool = False
+    router_expert_scale: bool = False
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
     pad_token_id: int | None = None
@@ -220,6 +261,7 @@ class ModelConfig:
             ("router", self.router, ROUTERS),
             ("expert_act", self.expert_act, EXPERT_ACTIVATIONS),
             ("attention", self.attention, ATTENTIONS),
+            ("decoder_layer", self.decoder_layer, DECODER_LAYERS),
         ):
             if value not in allowed:
                 raise ConfigError(f"ModelConfig.{name} = {value!r} is not one of {allowed}")
@@ -231,6 +273,8 @@ class ModelConfig:
             raise ConfigError("a model has either a sliding_window or an attention_chunk_size, not both")
         if (self.linear_layers is None) != (self.linear is None):
             raise ConfigError("linear_layers and linear (the linear-attention widths) go together")
+        if self.linear_layers is not None and self.decoder_layer != "pre_norm":
+            raise ConfigError(f"decoder_layer {self.decoder_layer!r} has no linear-attention layers")
         g, tg = self.router_groups, self.router_topk_groups
         if g < 1 or self.num_experts % g or not 1 <= tg <= g:
             raise ConfigError(
@@ -246,6 +290,16 @@ class ModelConfig:
             raise ConfigError(f"sigmoid router groups score by their top 2 experts; n_group = {g} leaves groups of 1")
         if self.attention == "mla" and min(self.kv_lora_rank, self.qk_nope_head_dim, self.v_head_dim) < 1:
             raise ConfigError("mla attention needs kv_lora_rank, qk_nope_head_dim and v_head_dim >= 1")
+
+    def attention_config(self, sliding: bool) -> ModelConfig:
+        """This config as the attention of a sliding (or full) layer sees it: with
+        ``full_attention``'s head width, kv heads, ``k_eq_v`` and rope for a full layer."""
+        g = self.full_attention
+        if g is None or sliding:
+            return self
+        return dataclasses.replace(
+            self, head_dim=g.head_dim, num_kv_heads=g.num_kv_heads, k_eq_v=g.k_eq_v, rope=g.rope, full_attention=None
+        )
 
     @property
     def num_moe_layers(self) -> int:
@@ -352,6 +406,8 @@ def parse_rope(d: Mapping[str, Any], source: str, default_theta: float) -> RopeC
             low_freq_factor=float(params["low_freq_factor"]),
             high_freq_factor=float(params["high_freq_factor"]),
         )
+    if rope_type == "proportional":
+        return RopeConfig("proportional", theta, partial_rotary_factor=partial, factor=float(params.get("factor", 1.0)))
     # The top-level original_max_position_embeddings wins, as in HF standardize_rope_params.
     orig = d.get("original_max_position_embeddings") or params.get("original_max_position_embeddings")
     if rope_type == "yarn":
@@ -396,6 +452,8 @@ def rope_to_hf(rope: RopeConfig) -> dict[str, Any]:
     out: dict[str, Any] = {"rope_type": rope.rope_type, "rope_theta": rope.theta}
     if rope.partial_rotary_factor != 1.0:
         out["partial_rotary_factor"] = rope.partial_rotary_factor
+    if rope.rope_type == "proportional" and rope.factor not in (None, 1.0):
+        out["factor"] = rope.factor
     if rope.rope_type == "longrope":
         out.update(
             short_factor=list(rope.short_factor or ()),

@@ -5,7 +5,11 @@ family has none); :class:`GatedActivation` the gated nonlinearity:
 
 * ``silu`` (Qwen, PhiMoE, OLMoE, Mixtral): ``silu(g) · u``;
 * ``clamped_swiglu`` (GPT-OSS ``GptOssExperts._apply_gate``): ``g' = min(g, L)``,
-  ``u' = clip(u, -L, L)``, ``g' · sigmoid(α · g') · (u' + 1)``.
+  ``u' = clip(u, -L, L)``, ``g' · sigmoid(α · g') · (u' + 1)``;
+* ``gelu_tanh`` (Gemma-4, ``gelu_pytorch_tanh``): ``gelu_tanh(g) · u`` with the tanh
+  approximation ``0.5·g·(1 + tanh(sqrt(2/π)·(g + 0.044715·g³)))``.
+
+:func:`dense_activation` is the same function for a family's dense MLPs (``hidden_act``).
 
 Every dispatch implementation computes the expert through :func:`expert_mlp`, so a new expert
 function is a new activation here, never a new kernel.
@@ -50,11 +54,13 @@ class GatedActivation:
     def from_config(cls, cfg: ModelConfig) -> GatedActivation:
         if cfg.expert_act == "clamped_swiglu":
             return cls("clamped_swiglu", cfg.swiglu_alpha, cfg.swiglu_limit)
-        return cls("silu")
+        return cls(cfg.expert_act)
 
     def __call__(self, g: Array, u: Array) -> Array:
         if self.kind == "silu":
             return jax.nn.silu(g) * u
+        if self.kind == "gelu_tanh":
+            return jax.nn.gelu(g, approximate=True) * u
         g = jnp.minimum(g, self.limit)
         u = jnp.clip(u, -self.limit, self.limit)
         return g * jax.nn.sigmoid(g * self.alpha) * (u + 1)
@@ -66,6 +72,14 @@ class GatedActivation:
 
 
 SILU = GatedActivation()
+
+# HF ``hidden_act`` / ``hidden_activation`` names -> the gated activation of a dense MLP.
+DENSE_ACTIVATIONS = {"silu": "silu", "gelu_pytorch_tanh": "gelu_tanh"}
+
+
+def dense_activation(cfg: ModelConfig) -> GatedActivation:
+    """The gated activation of the family's dense MLPs (shared experts, dense layers)."""
+    return GatedActivation(DENSE_ACTIVATIONS[cfg.hidden_act])
 
 
 def linear(x: Array, w: Array, b: Array | None) -> Array:

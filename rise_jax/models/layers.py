@@ -23,21 +23,24 @@ DType = Any
 
 class RMSNorm(nn.Module):
     """RMSNorm, normalised in fp32. Default (Qwen3MoeRMSNorm, OLMoE, Mixtral): cast back to the
-    input dtype, then scale; ``scale_in_fp32`` (GptOssRMSNorm): scale in fp32, then cast;
-    ``offset`` (Qwen3NextRMSNorm, zero-centred weight initialised to 0): ``x̂ · (1 + w)`` in fp32,
-    then cast."""
+    input dtype, then scale; ``scale_in_fp32`` (GptOssRMSNorm, Gemma4RMSNorm): scale in fp32, then
+    cast; ``offset`` (Qwen3NextRMSNorm, zero-centred weight initialised to 0): ``x̂ · (1 + w)`` in
+    fp32, then cast; without ``use_scale`` (Gemma-4's value and router norms) there is no weight."""
 
     eps: float
     param_dtype: DType = jnp.float32
     scale_in_fp32: bool = False
     offset: bool = False
+    use_scale: bool = True
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        init = nn.initializers.zeros if self.offset else nn.initializers.ones
-        scale = self.param("scale", init, (x.shape[-1],), self.param_dtype)
         x32 = x.astype(jnp.float32)
         y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        if not self.use_scale:
+            return y.astype(x.dtype)
+        init = nn.initializers.zeros if self.offset else nn.initializers.ones
+        scale = self.param("scale", init, (x.shape[-1],), self.param_dtype)
         if self.offset:
             return (y * (1.0 + scale.astype(jnp.float32))).astype(x.dtype)
         if self.scale_in_fp32:
@@ -69,10 +72,10 @@ def make_norm(cfg: ModelConfig, param_dtype: DType, name: str) -> nn.Module:
 
 
 def make_qk_norm(cfg: ModelConfig, param_dtype: DType, name: str) -> RMSNorm:
-    """The q/k RMSNorm: the default variant, or the zero-centred one where the family's norms are
-    (Qwen3-Next's q/k norms are its ``Qwen3NextRMSNorm``)."""
+    """The q/k RMSNorm in the family's variant: zero-centred where its norms are (Qwen3-Next's q/k
+    norms are its ``Qwen3NextRMSNorm``), scaled in fp32 where they are (Gemma-4)."""
     offset = cfg.norm == "rms_offset"
-    return RMSNorm(cfg.norm_eps, param_dtype, offset, offset, name=name)
+    return RMSNorm(cfg.norm_eps, param_dtype, offset or cfg.norm == "rms_fp32", offset, name=name)
 
 
 def _yarn_inv_freq(rope: RopeConfig, dim: int) -> np.ndarray:
@@ -134,7 +137,13 @@ def rope_attention_factor(rope: RopeConfig) -> float:
 
 
 def rope_inv_freq(rope: RopeConfig, head_dim: int) -> Array:
-    """Inverse frequencies (fp32). longrope divides by ``short_factor`` (see :class:`RopeConfig`)."""
+    """Inverse frequencies (fp32). longrope divides by ``short_factor``; proportional rotates
+    the whole head with zero frequencies past its rotary part (see :class:`RopeConfig`)."""
+    if rope.rope_type == "proportional":
+        angles = int(rope.partial_rotary_factor * head_dim // 2)
+        rotated = 1.0 / (rope.theta ** (jnp.arange(0, 2 * angles, 2, dtype=jnp.int32).astype(jnp.float32) / head_dim))
+        inv = jnp.concatenate([rotated, jnp.zeros((head_dim // 2 - angles,), jnp.float32)])
+        return inv / jnp.float32(rope.factor or 1.0)
     dim = int(head_dim * rope.partial_rotary_factor)
     if rope.rope_type == "yarn":
         return jnp.asarray(_yarn_inv_freq(rope, dim))
@@ -327,10 +336,13 @@ class Dense(nn.Module):
 
 
 class Attention(nn.Module):
-    """Self-attention block: q/k/v projections, q/k norm (per head: Qwen3; whole width: OLMoE),
-    ``clip_qkv``, RoPE, GQA (with sinks: GPT-OSS), o_proj. With ``attn_output_gate``
-    (Qwen3-Next / Qwen3.5) ``q_proj`` is twice as wide, each head's ``[query, gate]`` side by side,
-    and the attention output is multiplied by ``sigmoid(gate)`` before ``o_proj``."""
+    """Self-attention block: q/k/v projections (no ``v_proj`` with ``k_eq_v``: the values are the
+    key projection before its norm, Gemma-4's full layers), q/k norm (per head: Qwen3, Gemma-4;
+    whole width: OLMoE), a weight-free value norm (``v_norm``, Gemma-4), ``clip_qkv``, RoPE, GQA
+    (with sinks: GPT-OSS), the softmax scale ``attention_scale`` (default ``head_dim^-1/2``), o_proj.
+    With ``attn_output_gate`` (Qwen3-Next / Qwen3.5) ``q_proj`` is twice as wide, each head's
+    ``[query, gate]`` side by side, and the attention output is multiplied by ``sigmoid(gate)``
+    before ``o_proj``."""
 
     cfg: ModelConfig
     dtype: DType = jnp.float32
@@ -370,10 +382,10 @@ class Attention(nn.Module):
         else:
             q = dense(cfg.num_heads * cfg.head_dim, "q_proj", cfg.qkv_bias)(x)
         k = dense(cfg.num_kv_heads * cfg.head_dim, "k_proj", cfg.qkv_bias)(x)
-        v = dense(cfg.num_kv_heads * cfg.head_dim, "v_proj", cfg.qkv_bias)(x)
+        v = k if cfg.k_eq_v else dense(cfg.num_kv_heads * cfg.head_dim, "v_proj", cfg.qkv_bias)(x)
         if cfg.qk_norm == "full":
-            q = RMSNorm(cfg.norm_eps, self.param_dtype, name="q_norm")(q)
-            k = RMSNorm(cfg.norm_eps, self.param_dtype, name="k_norm")(k)
+            q = make_qk_norm(cfg, self.param_dtype, "q_norm")(q)
+            k = make_qk_norm(cfg, self.param_dtype, "k_norm")(k)
         if cfg.clip_qkv is not None:
             q, k, v = (jnp.clip(a, -cfg.clip_qkv, cfg.clip_qkv) for a in (q, k, v))
         q = q.reshape(b, t, cfg.num_heads, cfg.head_dim)
@@ -382,6 +394,8 @@ class Attention(nn.Module):
         if cfg.qk_norm == "per_head":
             q = make_qk_norm(cfg, self.param_dtype, "q_norm")(q)
             k = make_qk_norm(cfg, self.param_dtype, "k_norm")(k)
+        if cfg.v_norm:
+            v = RMSNorm(cfg.norm_eps, use_scale=False, name="v_norm")(v)
         q_rot, k_rot = apply_rope(q, cos, sin, cfg.rope_interleave), apply_rope(k, cos, sin, cfg.rope_interleave)
         if cfg.qk_norm == "l2":
             q_rot, k_rot = l2_norm(q_rot, cfg.norm_eps), l2_norm(k_rot, cfg.norm_eps)
@@ -391,15 +405,16 @@ class Attention(nn.Module):
             q, k = jnp.where(rope_on, q_rot, q), jnp.where(rope_on, k_rot, k)
         if q_scale is not None:
             q = (q.astype(jnp.float32) * q_scale).astype(q.dtype)
+        scale = cfg.attention_scale
         sinks = None
         if cfg.attention_sinks:
             sinks = self.param("sinks", nn.initializers.normal(0.02), (cfg.num_heads,), self.param_dtype)
         new_kv = None
         if cache is None:
-            out = causal_self_attention(q, k, v, visible, sinks)
+            out = causal_self_attention(q, k, v, visible, sinks, scale=scale)
         else:
             new_kv, (keys, values) = cache.with_new(k, v)
-            out = dot_product_attention(q, keys.astype(q.dtype), values.astype(q.dtype), visible, sinks)
+            out = dot_product_attention(q, keys.astype(q.dtype), values.astype(q.dtype), visible, sinks, scale)
         if gate is not None:
             out = out * jax.nn.sigmoid(gate)
         return dense(cfg.hidden_size, "o_proj", cfg.o_bias)(out), new_kv

@@ -1,13 +1,14 @@
 """Layer layout: which decoder layers are MoE and how they group into scanned *runs*.
 
-Consecutive layers of the same kind (MoE or dense MLP; softmax or Gated DeltaNet linear attention
-as the token mixer) form one run, scanned together
-(``nn.scan``) and stored with a leading ``[n]`` layer axis. All released Qwen3-MoE and PhiMoE
-checkpoints are all-MoE and so have a single run named ``layers``; mixed models
-(``mlp_only_layers``, ``decoder_sparse_step``) and hybrid ones (Qwen3-Next / Qwen3.5: three
-linear-attention layers, then one softmax-attention layer) get runs ``layers_0``, ``layers_1``, ... The
-params tree, the KV cache, the checkpoint layout and the trainable-expert slot tables are all
-keyed by run name.
+Consecutive layers of the same kind form one run, scanned together (``nn.scan``) and stored with a
+leading ``[n]`` layer axis. The kind is: MoE or dense MLP; softmax or Gated DeltaNet linear
+attention as the token mixer; and, where full-attention layers have other shapes than sliding
+ones (``ModelConfig.full_attention``, Gemma-4), sliding or full attention. All released Qwen3-MoE
+and PhiMoE checkpoints are all-MoE and so have a single run named ``layers``; mixed models
+(``mlp_only_layers``, ``decoder_sparse_step``), hybrid ones (Qwen3-Next / Qwen3.5: three
+linear-attention layers, then one softmax-attention layer) and Gemma-4 (five sliding layers, then
+one full) get runs ``layers_0``, ``layers_1``, ... The params tree, the KV cache, the checkpoint
+layout and the trainable-expert slot tables are all keyed by run name.
 """
 
 from __future__ import annotations
@@ -26,26 +27,33 @@ class LayerRun(NamedTuple):
     length: int
     moe_start: int  # index of its first layer among the MoE layers (if is_moe)
     linear: bool = False  # token mixer: Gated DeltaNet (True) or softmax attention
+    sliding: bool = True  # its layers' attention kind, where kinds split runs (cfg.full_attention)
 
 
-def _kinds(cfg: ModelConfig) -> list[tuple[bool, bool]]:
-    """(MoE, linear attention) per decoder layer: what a scanned run's layers share."""
-    return list(zip(cfg.is_moe_layer, cfg.is_linear_layer, strict=True))
+def _kinds(cfg: ModelConfig) -> list[tuple[bool, bool, bool]]:
+    """(MoE, linear attention, sliding attention where that splits runs) per decoder layer: what
+    a scanned run's layers share."""
+    split = cfg.full_attention is not None
+    sliding = cfg.sliding_layers or (False,) * cfg.num_layers
+    return [
+        (moe, linear, bool(s) if split else True)
+        for moe, linear, s in zip(cfg.is_moe_layer, cfg.is_linear_layer, sliding, strict=True)
+    ]
 
 
 def layer_runs(cfg: ModelConfig) -> tuple[LayerRun, ...]:
     kinds = _kinds(cfg)
-    spans: list[tuple[tuple[bool, bool], int, int]] = []
+    spans: list[tuple[tuple[bool, bool, bool], int, int]] = []
     for i, kind in enumerate(kinds):
         if spans and spans[-1][0] == kind:
             spans[-1] = (kind, spans[-1][1], spans[-1][2] + 1)
         else:
             spans.append((kind, i, 1))
     runs, moe_seen = [], 0
-    for j, (kind, start, length) in enumerate(spans):
+    for j, ((is_moe, linear, sliding), start, length) in enumerate(spans):
         name = "layers" if len(spans) == 1 else f"layers_{j}"
-        runs.append(LayerRun(name, kind[0], start, length, moe_seen, kind[1]))
-        moe_seen += length if kind[0] else 0
+        runs.append(LayerRun(name, is_moe, start, length, moe_seen, linear, sliding))
+        moe_seen += length if is_moe else 0
     return tuple(runs)
 
 

@@ -5,7 +5,9 @@ sinks, per-layer sliding windows, router, expert activation and biases, shared e
 Layers are ``nn.scan``-ned so compile time does not grow with depth. Consecutive layers of the
 same kind (MoE or dense MLP) form one scanned *run*; all-MoE checkpoints have a single run named
 ``layers``. Mixed models (``mlp_only_layers``,
-``decoder_sparse_step``) get runs ``layers_0``, ``layers_1``, ... (:mod:`rise_jax.models.layout`).
+``decoder_sparse_step``; Gemma-4's sliding / full layers, whose attention shapes differ) get runs
+``layers_0``, ``layers_1``, ... (:mod:`rise_jax.models.layout`), each built with its attention's
+shape (``ModelConfig.attention_config``). The layer body is ``DECODER_LAYERS[cfg.decoder_layer]``.
 Values sown into (or captured by ``capture_intermediates`` in) the ``intermediates`` collection
 inside a run come back stacked per layer, ``[n, ...]``.
 
@@ -31,7 +33,10 @@ Parameter tree (leading axis ``[n]`` = layers of the run; kernels are ``[in, out
     layers/moe/experts/{gate,up,down}_bias [n, E, I|H]                 (GPT-OSS)
     layers/moe/shared_expert/{gate,up,down}_proj/kernel, shared_expert_gate/kernel  (Qwen2-MoE;
       DeepSeek / GLM-4.5 / Llama-4: shared experts without the gate)
-    layers/mlp/{gate,up,down}_proj/kernel (dense runs)
+    layers/mlp/{gate,up,down}_proj/kernel (dense runs; Gemma-4: beside moe/ in every layer)
+    layers/moe/router_scale [n, H], router_expert_scale [n, E]     (Gemma-4's router)
+    layers/{pre_feedforward,post_feedforward,post_feedforward_1,pre_feedforward_2,
+      post_feedforward_2}_norm/scale      [n, H]      (Gemma-4), layers/layer_scalar [n, 1]
     final_norm/{scale[,bias]}             [H]
     lm_head/{kernel[,bias]}               [H, V]    (absent with tied embeddings)
 """
@@ -50,13 +55,14 @@ from rise_jax.models import dispatch as dispatch_lib
 from rise_jax.models import routers
 from rise_jax.models.attention_variants import chunk_visibility, temperature_scales
 from rise_jax.models.config import ModelConfig
-from rise_jax.models.expert_mlp import PARAM_NAMES, ExpertTensors, GatedActivation
+from rise_jax.models.expert_mlp import PARAM_NAMES, ExpertTensors, GatedActivation, dense_activation
 from rise_jax.models.expert_weights import ExpertWeights, StackedExperts, StackLayerExperts
 from rise_jax.models.layers import (
     Attention,
     Dense,
     KVCacheLayer,
     MLAttention,
+    RMSNorm,
     attention_visibility,
     make_norm,
     rope_cos_sin,
@@ -172,7 +178,9 @@ class Experts(nn.Module):
 
 class MoEBlock(nn.Module):
     """Router + experts (+ the shared expert: gated in Qwen2-MoE, plain in DeepSeek / GLM-4.5 /
-    Llama-4); returns the block output and this layer's routing (fp32)."""
+    Llama-4); returns the block output and this layer's routing (fp32). ``router_input``
+    (Gemma-4): what the router reads when it is not what the experts read (the layer's residual
+    stream; the experts get its own norm of it)."""
 
     cfg: ModelConfig
     opts: RuntimeOptions
@@ -180,7 +188,7 @@ class MoEBlock(nn.Module):
 
     @nn.compact
     def __call__(
-        self, x: Array, override: Any = None, edit: Any = None, stacked: Any = None
+        self, x: Array, override: Any = None, edit: Any = None, stacked: Any = None, router_input: Array | None = None
     ) -> tuple[Array, tuple[Array, Array, Array]]:
         cfg, opts = self.cfg, self.opts
         b, t, h = x.shape
@@ -197,8 +205,13 @@ class MoEBlock(nn.Module):
                 )
                 x = (x * noise).astype(x.dtype)
         flat = x.reshape(b * t, h)
+        router_x = flat if router_input is None else router_input.reshape(b * t, h)
+        if cfg.router_input_norm:  # Gemma4TextRouter: RMSNorm(x) (no weight) · scale · H^-1/2
+            scale = self.param("router_scale", nn.initializers.ones, (h,), opts.param_dtype)
+            normed = RMSNorm(cfg.norm_eps, use_scale=False, name="router_norm")(router_x)
+            router_x = normed * scale.astype(normed.dtype) * (h**-0.5)
         w_router = self.param("router", nn.initializers.normal(0.02), (h, cfg.num_experts), opts.param_dtype)
-        logits = flat.astype(jnp.float32) @ w_router.astype(jnp.float32)
+        logits = router_x.astype(jnp.float32) @ w_router.astype(jnp.float32)
         if cfg.router_bias:
             bias = self.param("router_bias", nn.initializers.zeros, (cfg.num_experts,), opts.param_dtype)
             logits = logits + bias.astype(jnp.float32)
@@ -221,9 +234,12 @@ class MoEBlock(nn.Module):
             weights, idx = routers.sparsemixer_train(logits, cfg.router_jitter_noise, self.make_rng("router"))
         else:
             weights, idx = routers.sparsemixer_eval(logits, cfg.router_jitter_noise)
-        # routed_scaling_factor scales the weights the experts are combined with (as transformers
-        # does); the routing output keeps the router's own weights.
+        # routed_scaling_factor and Gemma-4's per-expert scale multiply the weights the experts are
+        # combined with (as transformers does); the routing output keeps the router's own weights.
         scaled = weights if cfg.routed_scaling_factor == 1.0 else weights * cfg.routed_scaling_factor
+        if cfg.router_expert_scale:
+            per_expert = self.param("router_expert_scale", nn.initializers.ones, (cfg.num_experts,), opts.param_dtype)
+            scaled = scaled * per_expert.astype(jnp.float32)[idx]
         experts = Experts(cfg, opts, name="experts")
         if cfg.router_scales_input:
             # Llama-4: expert e runs on (weight_e · x) in the activation dtype and the k outputs are
@@ -247,7 +263,8 @@ class MoEBlock(nn.Module):
 
 
 class DenseMLP(nn.Module):
-    """``down(silu(x gate) * (x up))`` of width ``width`` (default ``cfg.intermediate_size``)."""
+    """``down(act(x gate, x up))`` of width ``width`` (default ``cfg.intermediate_size``); ``act``
+    is ``silu(g)·u`` or Gemma's ``gelu_tanh(g)·u`` (``cfg.hidden_act``: :func:`dense_activation`)."""
 
     cfg: ModelConfig
     opts: RuntimeOptions
@@ -259,7 +276,8 @@ class DenseMLP(nn.Module):
         o, p = self.opts, self.adapter_dropout
         dense = lambda f, name: Dense(f, False, o.dtype, o.param_dtype, p, name=name)  # noqa: E731
         i = self.width or self.cfg.intermediate_size
-        return dense(self.cfg.hidden_size, "down_proj")(nn.silu(dense(i, "gate_proj")(x)) * dense(i, "up_proj")(x))
+        act = dense_activation(self.cfg)
+        return dense(self.cfg.hidden_size, "down_proj")(act(dense(i, "gate_proj")(x), dense(i, "up_proj")(x)))
 
 
 class LayerShared(NamedTuple):
@@ -355,6 +373,59 @@ class DecoderLayer(nn.Module):
         return x, (info if self.return_routing else None, new_kv)
 
 
+class Gemma4DecoderLayer(nn.Module):
+    """Gemma-4's decoder layer (``Gemma4TextDecoderLayer`` with ``enable_moe_block``), the
+    ``nn.scan`` body as :class:`DecoderLayer`::
+
+        x = x + post_attention_norm(attn(input_norm(x)))
+        dense = post_feedforward_norm_1(mlp(pre_feedforward_norm(x)))
+        moe   = post_feedforward_norm_2(experts(pre_feedforward_norm_2(x)))   # router reads x itself
+        x = (x + post_feedforward_norm(dense + moe)) · layer_scalar
+
+    The dense MLP is always active beside the routed experts (like a shared expert, it is in no
+    routing statistic); the router's own norm, scale and per-expert scale are in :class:`MoEBlock`.
+    Its fields are :class:`DecoderLayer`'s (the scan body's one constructor); Gemma-4 has no
+    linear-attention layers, so ``linear`` is always False here.
+    """
+
+    cfg: ModelConfig
+    opts: RuntimeOptions
+    is_moe: bool
+    return_routing: bool = False
+    adapter_dropout: float = 0.0
+    linear: bool = False
+
+    @nn.compact
+    def __call__(self, x: Array, shared: LayerShared, layer: LayerSlice):
+        cfg, opts = self.cfg, self.opts
+        norm = lambda name: make_norm(cfg, opts.param_dtype, name)  # noqa: E731
+        layer_cache = None
+        if shared.cache is not None:
+            layer_cache = KVCacheLayer(shared.cache[0], shared.cache[1], layer.index, shared.cache_index)
+        visible = shared.visible
+        if shared.visible_sliding is not None:
+            visible = jnp.where(layer.sliding, shared.visible_sliding, shared.visible)
+        attn, new_kv = Attention(cfg, opts.dtype, opts.param_dtype, self.adapter_dropout, name="attn")(
+            norm("input_norm")(x), shared.cos, shared.sin, visible, layer_cache
+        )
+        x = x + norm("post_attention_norm")(attn)
+        dense = DenseMLP(cfg, opts, adapter_dropout=self.adapter_dropout, name="mlp")(norm("pre_feedforward_norm")(x))
+        dense = norm("post_feedforward_norm_1")(dense)
+        override = None if layer.slots is None else (layer.slots, shared.trained)
+        stacked = None if shared.stacked_experts is None else (shared.stacked_experts, layer.index)
+        moe, info = MoEBlock(cfg, opts, self.adapter_dropout, name="moe")(
+            norm("pre_feedforward_norm_2")(x), override, layer.edit, stacked, router_input=x
+        )
+        moe = norm("post_feedforward_norm_2")(moe.astype(x.dtype))
+        x = x + norm("post_feedforward_norm")(dense + moe)
+        scalar = self.param("layer_scalar", nn.initializers.ones, (1,), opts.param_dtype)
+        x = x * scalar.astype(x.dtype)
+        return x, (info if self.return_routing else None, new_kv)
+
+
+DECODER_LAYERS = {"pre_norm": DecoderLayer, "gemma4": Gemma4DecoderLayer}
+
+
 class KVCache(NamedTuple):
     """The whole model's decoding cache, per run of layers.
 
@@ -384,15 +455,18 @@ class KVCache(NamedTuple):
 
 
 def init_kv_cache(cfg: ModelConfig, batch: int, length: int, dtype: DType) -> KVCache:
-    """An empty cache with ``length`` slots per sequence."""
+    """An empty cache with ``length`` slots per sequence (each run its own head width and kv
+    heads where full-attention layers differ: ``ModelConfig.full_attention``)."""
     keys, values, conv, recurrent = {}, {}, {}, {}
+    full = cfg
     for run in layer_runs(cfg):
         if run.linear:
-            lin = cfg.linear
+            lin = full.linear
             conv[run.name] = jnp.zeros((run.length, batch, lin.conv_kernel - 1, lin.conv_dim), dtype)
             shape = (run.length, batch, lin.num_v_heads, lin.k_head_dim, lin.v_head_dim)
             recurrent[run.name] = jnp.zeros(shape, jnp.float32)
             continue
+        cfg = full.attention_config(run.sliding)
         if cfg.attention == "mla":  # the compressed latent and the rotated key (layers.MLAttention)
             k_shape = (run.length, batch, length, 1, cfg.kv_lora_rank)
             v_shape = (run.length, batch, length, 1, cfg.head_dim)
@@ -475,7 +549,9 @@ class MoEModel(nn.Module):
             cfg.vocab_size, cfg.hidden_size, dtype=opts.dtype, param_dtype=opts.param_dtype, name="embed_tokens"
         )
         x = embed(input_ids).astype(opts.dtype)
-        cos, sin = rope_cos_sin(cfg, positions, opts.dtype)
+        if cfg.embed_scale:  # Gemma4TextScaledWordEmbedding: sqrt(H) cast to the weights' dtype first
+            x = x * jnp.asarray(cfg.hidden_size**0.5, opts.param_dtype).astype(opts.dtype)
+        rope_tables: dict[Any, tuple[Array, Array]] = {}
         q_offset = 0 if kv_cache is None else kv_cache.index
         visible = attention_visibility(attention_mask, t, s, q_offset, sliding_window=cfg.uniform_window)
         if cfg.uniform_chunk is not None:
@@ -498,7 +574,13 @@ class MoEModel(nn.Module):
 
         infos, new_keys, new_values, new_conv, new_recurrent = [], {}, {}, {}, {}
         for run in layer_runs(cfg):
-            layer_cls = nn.remat(DecoderLayer, prevent_cse=False) if opts.remat else DecoderLayer
+            run_cfg = cfg.attention_config(run.sliding)
+            key = (run_cfg.rope, run_cfg.head_dim)
+            if key not in rope_tables:
+                rope_tables[key] = rope_cos_sin(run_cfg, positions, opts.dtype)
+            cos, sin = rope_tables[key]
+            body = DECODER_LAYERS[cfg.decoder_layer]
+            layer_cls = nn.remat(body, prevent_cse=False) if opts.remat else body
             scanned = nn.scan(
                 layer_cls,
                 variable_axes={"params": 0, "intermediates": 0},
@@ -540,7 +622,7 @@ class MoEModel(nn.Module):
             if cfg.nope_layers is not None:
                 nope = jnp.asarray(cfg.nope_layers[run.start : run.start + run.length], bool)
             per_layer = LayerSlice(jnp.arange(run.length, dtype=jnp.int32), slots, edit, sliding, nope)
-            layer = scanned(cfg, opts, run.is_moe, return_routing, dropout, run.linear, name=run.name)
+            layer = scanned(run_cfg, opts, run.is_moe, return_routing, dropout, run.linear, name=run.name)
             x, (info, new_kv) = layer(x, shared, per_layer)
             if run.is_moe and return_routing:
                 infos.append(info)
@@ -567,4 +649,7 @@ class MoEModel(nn.Module):
             logits = embed.attend(x)
         else:
             logits = Dense(cfg.vocab_size, cfg.lm_head_bias, opts.dtype, opts.param_dtype, dropout, name="lm_head")(x)
+        if cfg.final_logit_softcap is not None:  # Gemma: c·tanh(logits / c)
+            cap = cfg.final_logit_softcap
+            logits = jnp.tanh(logits / cap) * cap
         return ModelOutput(logits, x, info, new_cache)

@@ -27,11 +27,13 @@ class HFNames:
     ``experts``: our projection -> the hub's per-expert name under ``{moe_prefix}.experts.{e}.``,
     or None when the hub stores only fused tensors. ``fused``: the in-memory fused layout
     (``mlp.experts.gate_up_proj`` / ``down_proj``): ``split`` = ``[E, 2I, H]`` gate rows then up
-    rows (Qwen, Mixtral, PhiMoE, OLMoE), ``interleaved`` = ``[E, H, 2I]`` with gate in the even
-    and up in the odd columns, and ``[E, I, H]`` down (GPT-OSS), ``halves`` = ``[E, H, 2I]`` gate
-    columns then up columns, ``[E, I, H]`` down (Llama-4), under ``{fused_prefix}.experts.``.
+    rows (Qwen, Mixtral, PhiMoE, OLMoE, Gemma-4), ``interleaved`` = ``[E, H, 2I]`` with gate in the
+    even and up in the odd columns, and ``[E, I, H]`` down (GPT-OSS), ``halves`` = ``[E, H, 2I]``
+    gate columns then up columns, ``[E, I, H]`` down (Llama-4); ``fused_prefix``: where the fused
+    tensors live (``mlp.experts``; Gemma-4: ``experts``, Llama-4: ``feed_forward.experts``).
     ``router``: the hub's name, ``router_alt``: the in-memory name transformers saves when it
-    differs. ``dense_mlp``: the dense layers' MLP (``mlp``; Llama-4: ``feed_forward``).
+    differs; ``router_scale`` / ``router_expert_scale``: Gemma-4's router input scale ``[H]`` and
+    per-expert scale ``[E]``. ``dense_mlp``: the dense layers' MLP (``mlp``; Llama-4: ``feed_forward``).
 
     Where the text model's tensors live in a multimodal checkpoint: ``text_prefix`` replaces the
     decoder's ``model.`` (embeddings, layers, final norm; Qwen3.5: ``model.language_model.``) and
@@ -48,7 +50,9 @@ class HFNames:
         default_factory=lambda: {"gate_proj": "gate_proj", "up_proj": "up_proj", "down_proj": "down_proj"}
     )
     fused: str = "split"
-    fused_prefix: str = "mlp"
+    fused_prefix: str = "mlp.experts"
+    router_scale: str | None = None
+    router_expert_scale: str | None = None
     dense_mlp: str = "mlp"
     prefix: str = ""
     shared_expert: str | None = None  # e.g. "mlp.shared_expert" (+ "_gate")

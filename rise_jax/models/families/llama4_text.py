@@ -35,7 +35,7 @@ NAMES = HFNames(
     router="feed_forward.router.weight",
     experts=None,
     fused="halves",
-    fused_prefix="feed_forward",
+    fused_prefix="feed_forward.experts",
     dense_mlp="feed_forward",
     shared_expert="feed_forward.shared_expert",
 )
