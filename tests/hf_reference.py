@@ -256,6 +256,14 @@ GEMMA4_TEXT_BASE: dict[str, Any] = dict(
     max_position_embeddings=256,
 )
 
+# The published Gemma-4 checkpoints' class (Gemma4ForConditionalGeneration): the tiny text model
+# above beside a one-layer vision tower.
+GEMMA4_BASE: dict[str, Any] = dict(
+    text_config=GEMMA4_TEXT_BASE,
+    vision_config=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32),
+    audio_config=None,
+)
+
 FAMILIES: dict[str, tuple[Any, Any, dict[str, Any]]] = {
     "qwen3_moe": (transformers.Qwen3MoeConfig, transformers.Qwen3MoeForCausalLM, QWEN_BASE),
     "phimoe": (transformers.PhimoeConfig, transformers.PhimoeForCausalLM, PHI_BASE),
@@ -270,6 +278,7 @@ FAMILIES: dict[str, tuple[Any, Any, dict[str, Any]]] = {
     "llama4_text": (transformers.Llama4TextConfig, transformers.Llama4ForCausalLM, LLAMA4_TEXT_BASE),
     "llama4": (transformers.Llama4Config, transformers.Llama4ForConditionalGeneration, LLAMA4_BASE),
     "gemma4_text": (transformers.Gemma4TextConfig, transformers.Gemma4ForCausalLM, GEMMA4_TEXT_BASE),
+    "gemma4": (transformers.Gemma4Config, transformers.Gemma4ForConditionalGeneration, GEMMA4_BASE),
     "qwen3_next": (transformers.Qwen3NextConfig, transformers.Qwen3NextForCausalLM, QWEN3_NEXT_BASE),
     "qwen3_5_moe_text": (
         transformers.Qwen3_5MoeTextConfig,
@@ -327,9 +336,9 @@ def make_hf_model(family: str, seed: int = 0, **overrides) -> transformers.PreTr
                 p.mul_(10.0)  # router scores spread out: no near-ties for fp32 round-off to flip
             if "linear_attn" in name and ("proj" in name or "conv1d" in name):
                 p.mul_(4.0)  # Gated DeltaNet's share of the logits well above the tolerance
-            if family == "gemma4_text" and name.endswith(("router.scale", "per_expert_scale")):
+            if family.startswith("gemma4") and name.endswith(("router.scale", "per_expert_scale")):
                 p.add_(0.3 * torch.randn_like(p))  # Gemma-4's router scales (initialised to 1)
-            if family == "gemma4_text" and name.endswith("router.proj.weight"):
+            if family.startswith("gemma4") and name.endswith("router.proj.weight"):
                 p.mul_(20.0)  # its input is normalised to H^-1/2: spread the scores past near-ties
         for name, buf in model.named_buffers():
             if name.endswith("e_score_correction_bias"):  # a selection-only bias big enough to matter

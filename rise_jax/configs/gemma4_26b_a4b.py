@@ -4,13 +4,14 @@ own head width; the router's own norm, scale and per-expert scale, docs/ROUTING.
 K = 84 (2.2 % of the 3840 routed experts, Qwen3-30B-A3B's paper budget), rho = (0.35, 0.25, 0.40).
 
 python -m rise_jax.launch --config=configs/gemma4_26b_a4b.py[:target,method,K] \
-    --config.model.checkpoint=/path/to/gemma-4-26B-A4B-text --workdir=/tmp/gemma4
+    --workdir=/tmp/gemma4
 
 25.2 B parameters: about 47 GiB in bf16 (one 80 GB GPU for replay; training with an int8 base,
-``--config.model.frozen_dtype=int8``, bench/RESULTS.md). The checkpoint must be the *text model*
-(``model_type`` ``gemma4_text``, ``Gemma4ForCausalLM``): the hub repository holds the multimodal
-``gemma4`` (``Gemma4ForConditionalGeneration``, tensors under ``model.language_model.`` beside
-the vision and audio towers), whose text part is not read directly yet. Gemma-4 is instruction
+``--config.model.frozen_dtype=int8``, bench/RESULTS.md). The hub repository holds the multimodal
+``gemma4`` checkpoint (``Gemma4ForConditionalGeneration``): its language model (under
+``model.language_model.``) is read, the vision and audio towers are left unread and carried over
+unchanged by the export (:mod:`rise_jax.models.families.gemma4`); a text-only ``gemma4_text``
+checkpoint (``Gemma4ForCausalLM``) works as well. Gemma-4 is instruction
 tuned with a chat template of its own; the reference recipe replays raw text. RISE's paper did not
 train Gemma-4.
 """
