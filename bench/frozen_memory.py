@@ -26,7 +26,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import DEEPSEEK_V2_LITE, GLM45_AIR, PHI35_MOE, QWEN3_30B_A3B, set_threads  # noqa: E402
+from common import DEEPSEEK_V2_LITE, GLM45_AIR, PHI35_MOE, QWEN3_30B_A3B, pick_experts, set_threads  # noqa: E402
 
 set_threads(2)
 
@@ -74,9 +74,7 @@ def measure(name: str, hf: dict, k: int, formats: list[str], groups: tuple[str, 
     from rise_jax.training.step import make_optimizer, make_steps
 
     cfg = rise_jax.config_from_hf_dict(hf)
-    rng = np.random.default_rng(0)
-    flat = rng.choice(cfg.num_moe_layers * cfg.num_experts, k, replace=False)
-    experts = sorted((int(f) // cfg.num_experts, int(f) % cfg.num_experts) for f in flat)
+    experts = pick_experts(cfg.num_moe_layers, cfg.num_experts, k)
     slots = {run: jnp.asarray(s) for run, s in partition.expert_slots(cfg, experts).items()}
     masters = {
         run: {
