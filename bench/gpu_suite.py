@@ -452,13 +452,16 @@ def run_isolated(name: str, budget: float, args: argparse.Namespace, workdir: st
     env = dict(os.environ)
     env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.95")  # the full-size steps need the whole device
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)  # its own group: killed with its children
     killed = False
     try:
         code = proc.wait(timeout=budget + GRACE_S)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         code, killed = proc.wait(), True
+    except BaseException:  # interrupted (Ctrl-C, SIGTERM): the part must not outlive the suite on the device
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
     record = {"status": "running", "budget_s": budget, "rows": [], "notes": {}}
     if os.path.isfile(out):
         with open(out, encoding="utf-8") as fh:
