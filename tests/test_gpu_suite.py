@@ -33,7 +33,8 @@ def test_the_gpu_suites_smoke_mode_runs_every_part(tmp_path):
     grads = {(r["dispatch"], r["dtype"]): r for r in rows["grad_norms"]}
     assert list(grads) == [("dense", "float32"), ("blocked", "bfloat16")]
     assert grads[("dense", "float32")]["rel_error_vs_fp32_dense"] == 0
-    assert 0 < grads[("blocked", "bfloat16")]["rel_error_vs_fp32_dense"] < 5e-2
+    bf16 = grads[("blocked", "bfloat16")]
+    assert 0 < bf16["rel_error_vs_fp32_dense"] <= bf16["worst_expert_rel_error"] < 1e-1
     # HF ratios: the same greedy tokens; every implementation timed.
     assert set(doc["parts"]["decode_vs_hf"]["notes"]["agreement"].values()) == {1.0}
     assert all(r["s_per_step"] > 0 for r in rows["train_vs_hf"]) and len(rows["train_vs_hf"]) == 3
