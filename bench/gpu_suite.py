@@ -368,7 +368,7 @@ def _full_size_step(ctx: PartContext, frozen: str, method: str) -> None:
     ids = jnp.asarray(np.random.RandomState(0).randint(0, cfg.vocab_size, (batch, seq)), jnp.int32)
     out = train_step.time_steps(model, base, trainable, ids, ctx.sizes.repeats)
     ctx.row(
-        model=ctx.sizes.full.get("model_type", ""),
+        model=f"{ctx.sizes.full['model_type']}, {cfg.num_layers} layers x {cfg.num_experts} experts",
         frozen=frozen,
         method=method if method != "experts" else f"experts (K = {len(experts)})",
         rank=r if method != "experts" else None,
@@ -394,7 +394,8 @@ def part_continuous(ctx: PartContext) -> None:
     rng = np.random.RandomState(0)
     prompts = [rng.randint(1, cfg["vocab_size"], rng.randint(lo, hi + 1)).tolist() for _ in range(n)]
     stops = [i for i in range(1, cfg["vocab_size"]) if i % stop_mod == 0]
-    slots = default_slots(model, cache_columns(hi, new, 32)[1])
+    # The slots generate_continuous uses by default: the memory bound, at most the prompts' power of two.
+    slots = min(default_slots(model, cache_columns(hi, new, 32)[1]), 1 << (n - 1).bit_length())
     ctx.note(setting=f"{n} prompts of {lo}-{hi} tokens, up to {new} new, {len(stops)} stop ids, {dtype}", slots=slots)
     runs = {
         f"continuous ({slots} slots)": lambda: generate_continuous(
