@@ -1,9 +1,12 @@
-"""Shared benchmark helpers: the mid-size config, timing by medians, matmul peaks."""
+"""Shared benchmark helpers: the mid-size and full-size configs, timing by medians, matmul peaks,
+the machine's description, random weights built on the device, the allocator's peak."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -267,6 +270,42 @@ MID_LLAMA4_TEXT: dict[str, Any] = {
     "tie_word_embeddings": False,
 }
 
+# Tiny configs (the tests' sizes: tests/hf_reference.py) for ``bench/gpu_suite.py --smoke``, which
+# runs every part on the CPU in the test suite so the GPU script cannot rot.
+TINY_QWEN: dict[str, Any] = {
+    **MID_QWEN,
+    "vocab_size": 128,
+    "hidden_size": 32,
+    "intermediate_size": 48,
+    "moe_intermediate_size": 16,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 8,
+    "num_experts": 8,
+    "num_experts_per_tok": 2,
+    "max_position_embeddings": 256,
+}
+TINY_DEEPSEEK_V2: dict[str, Any] = {
+    **MID_DEEPSEEK_V2,
+    "vocab_size": 128,
+    "hidden_size": 32,
+    "intermediate_size": 40,
+    "moe_intermediate_size": 16,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 4,
+    "kv_lora_rank": 12,
+    "qk_nope_head_dim": 6,
+    "qk_rope_head_dim": 4,
+    "v_head_dim": 10,
+    "n_routed_experts": 8,
+    "num_experts_per_tok": 2,
+    "n_shared_experts": 1,
+    "rope_scaling": {**MID_DEEPSEEK_V2["rope_scaling"], "original_max_position_embeddings": 64},
+    "max_position_embeddings": 256,
+}
+
 MID_CONFIGS = {
     "qwen3_moe": MID_QWEN,
     "gpt_oss": MID_GPT_OSS,
@@ -290,12 +329,18 @@ HF_SETTINGS = (("hf eager/eager", "eager", "eager"), ("hf sdpa/grouped_mm (defau
 
 def write_hf_qwen(cfg: dict[str, Any], seed: int = 0) -> str:
     """A randomly initialised HF checkpoint of ``cfg`` (any family, by its ``model_type``; torch
-    seed ``seed``) in a temp dir."""
+    seed ``seed``) in a temp dir, written once per process (callers only read it)."""
+    return _write_hf(json.dumps(cfg, sort_keys=True), seed)
+
+
+@functools.cache
+def _write_hf(cfg_json: str, seed: int) -> str:
     import tempfile
 
     import torch
     import transformers
 
+    cfg = json.loads(cfg_json)
     torch.manual_seed(seed)
     kwargs = {k: v for k, v in cfg.items() if k not in ("model_type", "architectures")}
     hf_cfg = transformers.AutoConfig.for_model(cfg["model_type"], **kwargs)
@@ -421,3 +466,119 @@ def matmul_peaks(n: int = 2048) -> dict[str, float]:
     except ImportError:
         pass
     return out
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what :mod:`platform` says."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment() -> dict[str, Any]:
+    """What a benchmark ran on: JAX's backend and device, library versions, the CPU model (and
+    its thread count) when JAX runs on the CPU, the device's memory limit where it reports one."""
+    import jax
+
+    dev = jax.local_devices()[0]
+    out: dict[str, Any] = {
+        "backend": jax.default_backend(),
+        "device": dev.device_kind,
+        "devices": jax.local_device_count(),
+        "jax": jax.__version__,
+    }
+    for lib in ("jaxlib", "flax", "torch", "transformers"):
+        try:
+            out[lib] = __import__(lib).__version__
+        except ImportError:
+            pass
+    if out["backend"] == "cpu":
+        out["cpu"] = f"{cpu_model()}, {os.cpu_count()} logical CPUs"
+    stats = dev.memory_stats()
+    if stats and "bytes_limit" in stats:
+        out["memory_limit_gib"] = stats["bytes_limit"] / 1024**3
+    return out
+
+
+def peak_bytes() -> int | None:
+    """The allocator's peak (``peak_bytes_in_use``) of this process on the first local device, or
+    None where the backend keeps no statistics (XLA CPU)."""
+    import jax
+
+    stats = jax.local_devices()[0].memory_stats()
+    return int(stats["peak_bytes_in_use"]) if stats and "peak_bytes_in_use" in stats else None
+
+
+def pick_experts(num_layers: int, num_experts: int, k: int, seed: int = 0) -> list[tuple[int, int]]:
+    """``k`` distinct (MoE layer, expert) pairs drawn uniformly (seeded), sorted."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    flat = rng.choice(num_layers * num_experts, k, replace=False)
+    return sorted((int(f) // num_experts, int(f) % num_experts) for f in flat)
+
+
+def random_params(model: Any, seed: int = 0, frozen_dtype: str | None = None, groups: tuple[str, ...] | None = None):
+    """Random params of ``model`` (its shapes and ``param_dtype``) made on the default device in one
+    compiled program, so a full-size model needs no checkpoint and no more memory than its weights
+    plus one layer: every stacked leaf (layers, or experts) is drawn one leading-axis slice at a
+    time. Norm scales 1, biases 0, dense kernels lecun-normal (as ``model.init``), everything else
+    (expert stacks, routers, embeddings, sinks) normal(0.02), HF's ``initializer_range``.
+
+    ``frozen_dtype`` (``int8`` / ``float8_e4m3fn``): the kernels :func:`~rise_jax.models.quantized.
+    is_quantizable` picks in ``groups`` (default: the default ``model.frozen_groups``) are held as
+    :class:`~rise_jax.models.quantized.QuantizedArray`, each slice quantized as it is drawn (as the
+    loader quantizes a checkpoint layer by layer), so the bf16 model never exists."""
+    import jax
+    import jax.numpy as jnp
+
+    from rise_jax.models.quantized import DEFAULT_GROUPS, QuantizedArray, is_quantizable
+
+    groups = DEFAULT_GROUPS if groups is None else groups
+    abstract = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 1), jnp.int32)))["params"]
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(abstract)
+    specs = []
+    for path, leaf in leaves:
+        keys = tuple(str(getattr(k, "key", k)) for k in path)
+        name = keys[-1]
+        kind = "ones" if name == "scale" else "zeros" if "bias" in name else "lecun" if name == "kernel" else "normal"
+        quant = frozen_dtype if frozen_dtype and is_quantizable(keys, groups) else None
+        specs.append((tuple(leaf.shape), jnp.dtype(leaf.dtype).name, kind, quant))
+    made = _random_leaves()(jax.random.key(seed, impl="rbg"), tuple(specs))
+    out = [QuantizedArray(*m, jnp.dtype(s[1])) if s[3] else m for m, s in zip(made, specs, strict=True)]
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+
+@functools.cache
+def _random_leaves():
+    """The jitted maker of :func:`random_params` (built on first use: this module imports no JAX at
+    import time, so ``set_threads`` can still set XLA's flags; cached so a process compiles each
+    model's once). Keys are ``rbg`` (XLA's RngBitGenerator): far less to compile than threefry's
+    rounds for every leaf, and the values need no reproducibility across backends."""
+    import jax
+    import jax.numpy as jnp
+
+    from rise_jax.models.quantized import quantize
+
+    def one(key, shape, dtype, kind, quant):
+        if kind in ("ones", "zeros"):
+            return (jnp.ones if kind == "ones" else jnp.zeros)(shape, dtype)
+        std = 1.0 / max(1, shape[-2]) ** 0.5 if kind == "lecun" and len(shape) >= 2 else 0.02
+        w = jax.random.normal(key, shape, jnp.float32) * std
+        return quantize(w, quant) if quant else w.astype(dtype)
+
+    def leaf(key, shape, dtype, kind, quant):
+        if len(shape) >= 3:  # a stack: one slice at a time bounds the working set
+            return jax.lax.map(lambda k: one(k, shape[1:], dtype, kind, quant), jax.random.split(key, shape[0]))
+        return one(key, shape, dtype, kind, quant)
+
+    @functools.partial(jax.jit, static_argnums=(1,))
+    def make(key, specs):
+        return [leaf(k, *spec) for k, spec in zip(jax.random.split(key, len(specs)), specs, strict=True)]
+
+    return make

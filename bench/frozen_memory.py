@@ -33,6 +33,7 @@ from common import (  # noqa: E402
     LLAMA4_SCOUT,
     PHI35_MOE,
     QWEN3_30B_A3B,
+    pick_experts,
     set_threads,
 )
 
@@ -84,9 +85,7 @@ def measure(name: str, hf: dict, k: int, formats: list[str], groups: tuple[str, 
     from rise_jax.training.step import make_optimizer, make_steps
 
     cfg = rise_jax.config_from_hf_dict(hf)
-    rng = np.random.default_rng(0)
-    flat = rng.choice(cfg.num_moe_layers * cfg.num_experts, k, replace=False)
-    experts = sorted((int(f) // cfg.num_experts, int(f) % cfg.num_experts) for f in flat)
+    experts = pick_experts(cfg.num_moe_layers, cfg.num_experts, k)
     slots = {run: jnp.asarray(s) for run, s in partition.expert_slots(cfg, experts).items()}
     masters = {
         run: {

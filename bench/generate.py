@@ -121,6 +121,22 @@ def mgsm_prompts(path: str, languages: list[str], max_samples: int, vocab: int) 
     return out
 
 
+def static_batches(model, params, prompts: list[list[int]], new: int, stops: list[int], batch: int = 8):
+    """Each prompt's new tokens from static batches of ``batch`` rows sorted by length (today's
+    ``generate_text``: a batch decodes until its last row stops), in the prompts' order."""
+    from rise_jax.evaluation.generate import generate, left_pad
+
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    out: dict[int, list[int]] = {}
+    for start in range(0, len(order), batch):
+        chunk = order[start : start + batch]
+        rows = [prompts[i] for i in chunk] + [prompts[chunk[0]]] * (batch - len(chunk))
+        ids, mask = left_pad(rows, 0, 32)
+        got = generate(model, params, ids, mask, max_new_tokens=new, stop_ids=stops, pad_id=0)
+        out.update(zip(chunk, got, strict=False))
+    return [out[i] for i in range(len(prompts))]
+
+
 def vllm_comparison(args: argparse.Namespace) -> None:
     """vLLM's CPU build against our continuous and static batching on one exported model."""
     import json
@@ -129,7 +145,6 @@ def vllm_comparison(args: argparse.Namespace) -> None:
 
     import rise_jax
     from rise_jax.evaluation.continuous import cache_columns, default_slots, generate_continuous
-    from rise_jax.evaluation.generate import generate, left_pad
 
     python = os.environ.get("RISE_JAX_VLLM_PYTHON", "/tmp/rise_jax-vllm/bin/python")
     if not os.path.isfile(python):
@@ -177,16 +192,8 @@ def vllm_comparison(args: argparse.Namespace) -> None:
             model, params, prompts, max_new_tokens=new, stop_ids=stops, pad_id=0, slots=slots, refill=refill
         )
 
-    def ours_static(batch=8):
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-        out: dict[int, list[int]] = {}
-        for start in range(0, len(order), batch):
-            chunk = order[start : start + batch]
-            rows = [prompts[i] for i in chunk] + [prompts[chunk[0]]] * (batch - len(chunk))
-            ids, mask = left_pad(rows, 0, 32)
-            got = generate(model, params, ids, mask, max_new_tokens=new, stop_ids=stops, pad_id=0)
-            out.update(zip(chunk, got, strict=False))
-        return [out[i] for i in range(len(prompts))]
+    def ours_static():
+        return static_batches(model, params, prompts, new, stops)
 
     timed: dict[str, tuple[float, list[list[int]]]] = {}
     auto = default_slots(model, cache_columns(lengths[-1], new, 32)[1])
@@ -239,36 +246,20 @@ def vllm_comparison(args: argparse.Namespace) -> None:
     print(f"vLLM vs {first}: token agreement {np.mean(agree):.3f} (positions equal / longer answer)")
 
 
-def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "--vllm-worker":
-        vllm_worker(*sys.argv[2:5])
-        return
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--gpu", action="store_true", help="HF on CUDA and JAX on its GPU backend")
-    ap.add_argument("--vllm", action="store_true", help="vLLM's CPU build vs our continuous / static batching")
-    ap.add_argument("--mgsm", default=os.path.join(ROOT, "..", "shared", "data", "mgsm"), help="--vllm: MGSM TSVs")
-    ap.add_argument("--languages", default="en,bn", help="--vllm: MGSM languages")
-    ap.add_argument("--max-samples", type=int, default=0, help="--vllm: problems per language (0 = all)")
-    ap.add_argument("--max-new", type=int, default=256, help="--vllm: new tokens at most")
-    ap.add_argument("--stop-mod", type=int, default=64, help="--vllm: ids divisible by this are stop tokens")
-    ap.add_argument("--slots", default="8,0", help="--vllm: our decode slots to time (comma list; 0 = default_slots)")
-    ap.add_argument("--refill", default="0", help="--vllm: refill thresholds to time (comma list; 0 = default)")
-    ap.add_argument("--vllm-eager", action="store_true", help="--vllm: vLLM without torch.compile")
-    args = ap.parse_args()
-    if args.vllm:
-        vllm_comparison(args)
-        return
-    dev = use_gpu(args.gpu)
-    batch, prompt, new = (2, 32, 8) if args.quick else (8, 128, 64)
-
+def decode_vs_hf(
+    batch: int, prompt: int, new: int, repeats: int, gpu: bool = False, cfg: dict | None = None
+) -> dict[str, dict[str, float]]:
+    """Greedy decoding of ours against HF ``generate`` (both settings) on ``cfg`` (default the
+    mid-size Qwen3-MoE): ``batch`` random prompts of ``prompt`` tokens, ``new`` new tokens each, no
+    stop token. Prints the table; returns per implementation new tokens/s end to end, prefill
+    seconds, ms per decode step and the ratios against HF's best, and the token agreement."""
+    dev = use_gpu(gpu)
     import torch
 
     import rise_jax
     from rise_jax.evaluation.generate import generate
 
-    cfg = dict(MID_QWEN)
+    cfg = dict(MID_QWEN if cfg is None else cfg)
     tmp = write_hf_qwen(cfg)
     ids = np.random.RandomState(0).randint(1, cfg["vocab_size"], (batch, prompt)).astype(np.int32)
     mask = np.ones_like(ids)
@@ -296,8 +287,8 @@ def main() -> None:
             return out
 
         outputs[name] = hf_run()[:, prompt:].cpu().numpy()
-        results[name] = median_time(hf_run, repeats=args.repeats, warmup=0)
-        prefill[name] = median_time(lambda: hf_run(1), repeats=args.repeats, warmup=0)
+        results[name] = median_time(hf_run, repeats=repeats, warmup=0)
+        prefill[name] = median_time(lambda: hf_run(1), repeats=repeats, warmup=0)
         del m
 
     model, params = rise_jax.load_model(tmp, dtype="float32", progress=False)
@@ -309,8 +300,8 @@ def main() -> None:
     outputs["rise_jax"] = np.asarray(ours())
     ours(1)
     print(f"(rise_jax first calls incl. compile: {time.perf_counter() - t0:.1f} s)")
-    results["rise_jax (dispatch auto)"] = median_time(ours, repeats=args.repeats, warmup=0)
-    prefill["rise_jax (dispatch auto)"] = median_time(lambda: ours(1), repeats=args.repeats, warmup=0)
+    results["rise_jax (dispatch auto)"] = median_time(ours, repeats=repeats, warmup=0)
+    prefill["rise_jax (dispatch auto)"] = median_time(lambda: ours(1), repeats=repeats, warmup=0)
 
     agree = {k: float(np.mean(v == outputs["rise_jax"])) for k, v in outputs.items() if k != "rise_jax"}
     best_hf = min(v for k, v in results.items() if k.startswith("hf"))
@@ -320,7 +311,7 @@ def main() -> None:
     best_pre = min(v for k, v in prefill.items() if k.startswith("hf"))
     print(
         f"\nmid-size Qwen3-MoE greedy decoding: batch {batch}, {prompt}-token prompts, {new} new tokens, fp32, "
-        + device_label(args.gpu)
+        + device_label(gpu)
     )
     print(
         f"{'implementation':34s} {'new tok/s':>10s} {'vs best HF':>10s} {'prefill s':>10s} {'vs HF':>6s}"
@@ -332,6 +323,43 @@ def main() -> None:
             f" {1e3 * step[name]:8.1f} {batch / step[name]:12.1f} {best_step / step[name]:5.2f}x"
         )
     print("token agreement with rise_jax: " + ", ".join(f"{k} {v:.3f}" for k, v in agree.items()))
+
+    table = {
+        name: {
+            "new_tok_s": batch * new / t,
+            "vs_best_hf": best_hf / t,
+            "prefill_s": prefill[name],
+            "ms_per_step": 1e3 * step[name],
+            "decode_vs_hf": best_step / step[name],
+        }
+        for name, t in results.items()
+    }
+    return {"rows": table, "agreement": agree}
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--vllm-worker":
+        vllm_worker(*sys.argv[2:5])
+        return
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--gpu", action="store_true", help="HF on CUDA and JAX on its GPU backend")
+    ap.add_argument("--vllm", action="store_true", help="vLLM's CPU build vs our continuous / static batching")
+    ap.add_argument("--mgsm", default=os.path.join(ROOT, "..", "shared", "data", "mgsm"), help="--vllm: MGSM TSVs")
+    ap.add_argument("--languages", default="en,bn", help="--vllm: MGSM languages")
+    ap.add_argument("--max-samples", type=int, default=0, help="--vllm: problems per language (0 = all)")
+    ap.add_argument("--max-new", type=int, default=256, help="--vllm: new tokens at most")
+    ap.add_argument("--stop-mod", type=int, default=64, help="--vllm: ids divisible by this are stop tokens")
+    ap.add_argument("--slots", default="8,0", help="--vllm: our decode slots to time (comma list; 0 = default_slots)")
+    ap.add_argument("--refill", default="0", help="--vllm: refill thresholds to time (comma list; 0 = default)")
+    ap.add_argument("--vllm-eager", action="store_true", help="--vllm: vLLM without torch.compile")
+    args = ap.parse_args()
+    if args.vllm:
+        vllm_comparison(args)
+        return
+    batch, prompt, new = (2, 32, 8) if args.quick else (8, 128, 64)
+    decode_vs_hf(batch, prompt, new, args.repeats, args.gpu)
 
 
 if __name__ == "__main__":

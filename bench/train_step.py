@@ -35,6 +35,7 @@ from common import (  # noqa: E402
     device_label,
     load_hf,
     median_time,
+    pick_experts,
     set_threads,
     torch_sync,
     use_gpu,
@@ -61,13 +62,18 @@ MEMORY_MODELS = {
 DISPATCH = os.environ.get("RISE_BENCH_DISPATCH", "grouped_scan")
 
 
-def pick_experts(num_layers: int, num_experts: int, k: int, seed: int = 0) -> list[tuple[int, int]]:
-    rng = np.random.default_rng(seed)
-    flat = rng.choice(num_layers * num_experts, k, replace=False)
-    return sorted((int(f) // num_experts, int(f) % num_experts) for f in flat)
-
-
-def bench_step(batch: int, seq: int, k: int, repeats: int, gpu: bool = False, dispatch: str = "auto") -> None:
+def bench_step(
+    batch: int,
+    seq: int,
+    k: int,
+    repeats: int,
+    gpu: bool = False,
+    dispatch: str = "auto",
+    cfg: dict | None = None,
+    remats: tuple[bool, ...] = (False, True),
+) -> dict[str, float]:
+    """Seconds per training step of HF torch (both settings) and ours (each of ``remats``) on
+    ``cfg`` (default the mid-size Qwen3-MoE), printed as a table and returned by implementation."""
     import torch
 
     import rise_jax
@@ -75,7 +81,7 @@ def bench_step(batch: int, seq: int, k: int, repeats: int, gpu: bool = False, di
     from rise_jax.training.step import make_optimizer, make_steps
 
     dev = use_gpu(gpu)
-    cfg = dict(MID_QWEN)
+    cfg = dict(MID_QWEN if cfg is None else cfg)
     tmp = write_hf_qwen(cfg)
     experts = pick_experts(cfg["num_hidden_layers"], cfg["num_experts"], k)
     ids = np.random.RandomState(0).randint(0, cfg["vocab_size"], (batch, seq))
@@ -111,7 +117,7 @@ def bench_step(batch: int, seq: int, k: int, repeats: int, gpu: bool = False, di
         results[name] = median_time(hf_step, repeats=repeats)
         del hf, opt
 
-    for remat in (False, True):
+    for remat in remats:
         model, base = rise_jax.load_model(tmp, dtype="float32", remat=remat, dispatch=dispatch, progress=False)
         trainable = FullExperts.init(base, model.cfg, experts)
         tx, _ = make_optimizer(2e-5, 1000)
@@ -137,6 +143,7 @@ def bench_step(batch: int, seq: int, k: int, repeats: int, gpu: bool = False, di
     print(f"{'implementation':32s} {'s/step':>8s} {'tokens/s':>9s} {'vs best HF':>10s}")
     for name, t in results.items():
         print(f"{name:32s} {t:8.3f} {batch * seq / t:9.0f} {best / t:9.2f}x")
+    return results
 
 
 PAPER_TABLE12_GB = {8: 64.7, 128: 72.0}  # RISE paper Table 12 (one H200), the endpoints quoted in the issue
@@ -333,6 +340,31 @@ def lora_memory_full_size(batch: int, seq: int, k: int, ranks: list[int], model_
         )
 
 
+def time_steps(model, base, trainable, ids, repeats: int) -> dict[str, float]:
+    """Run RISE training steps (``grad_step`` + ``apply_step``, AdamW) of ``trainable`` on the
+    frozen ``base`` and the batch ``ids``: the first step's loss and gradient norm, its seconds
+    (compile included), the median seconds of ``repeats`` more, and the trainable state's size."""
+    from rise_jax.training.step import make_optimizer, make_steps, tree_bytes
+
+    tx, _ = make_optimizer(2e-5, 1000)
+    grad_step, apply_step, _ = make_steps(model, tx)
+    weights, opt = trainable.weights, tx.init(trainable.weights)
+    mask = jnp.ones_like(ids)
+    state_bytes = {"trainable_gib": tree_bytes(weights) / GIB, "adam_gib": tree_bytes(opt) / GIB}
+
+    def step():
+        nonlocal weights, opt
+        loss, _, g = grad_step(trainable.replace(weights=weights), base, ids, mask, mask, jax.random.PRNGKey(0))
+        weights, opt, gn = apply_step(weights, opt, g, jnp.float32(1.0))
+        return float(loss), float(gn)
+
+    t0 = time.perf_counter()
+    loss, gn = step()
+    first = time.perf_counter() - t0
+    t = median_time(step, repeats=repeats, warmup=0)
+    return {"loss": loss, "grad_norm": gn, "first_step_s": first, "step_s": t, **state_bytes}
+
+
 def peak_full_size(batch: int, seq: int, k: int, repeats: int) -> None:
     """Real device memory of one RISE step on Qwen3-30B-A3B: random bf16 weights built on the GPU,
     K fp32 master experts, AdamW; the allocator's peak after init and after the steps."""
@@ -354,38 +386,23 @@ def peak_full_size(batch: int, seq: int, k: int, repeats: int) -> None:
     )
     experts = pick_experts(cfg.num_moe_layers, cfg.num_experts, k)
     trainable = FullExperts.init(base, cfg, experts)
-    weights = trainable.weights
-    tx, _ = make_optimizer(2e-5, 1000)
-    opt = tx.init(weights)
-    grad_step, apply_step, _ = make_steps(model, tx)
     ids = jnp.asarray(np.random.RandomState(0).randint(0, cfg.vocab_size, (batch, seq)), jnp.int32)
     mask = jnp.ones_like(ids)
-    lowered = grad_step.lower(trainable, base, ids, mask, mask, jax.random.PRNGKey(0))
-    mem = lowered.compile().memory_analysis()
-
-    def step():
-        nonlocal weights, opt
-        loss, _, g = grad_step(trainable.replace(weights=weights), base, ids, mask, mask, jax.random.PRNGKey(0))
-        weights, opt, gn = apply_step(weights, opt, g, jnp.float32(1.0))
-        return float(loss), float(gn)
-
-    t0 = time.perf_counter()
-    loss, gn = step()
-    first = time.perf_counter() - t0
-    t = median_time(step, repeats=repeats, warmup=0)
+    grad_step = make_steps(model, make_optimizer(2e-5, 1000)[0])[0]
+    mem = grad_step.lower(trainable, base, ids, mask, mask, jax.random.PRNGKey(0)).compile().memory_analysis()
+    r = time_steps(model, base, trainable, ids, repeats)
     stats = dev.memory_stats()
     print(f"RISE step, K = {k}, batch {batch} x {seq}, bf16 compute, fp32 masters + AdamW, remat, dispatch auto:")
     print(
-        f"  loss {loss:.3f}, grad norm {gn:.3g}; first step incl. compile {first:.0f} s, then {t:.3f} s/step "
-        f"({batch * seq / t:.0f} tokens/s)"
+        f"  loss {r['loss']:.3f}, grad norm {r['grad_norm']:.3g}; first step incl. compile {r['first_step_s']:.0f} s, "
+        f"then {r['step_s']:.3f} s/step ({batch * seq / r['step_s']:.0f} tokens/s)"
     )
     print(
         f"  XLA GPU memory analysis of grad_step: temporaries {mem.temp_size_in_bytes / GIB:.2f} GiB, "
         f"arguments {mem.argument_size_in_bytes / GIB:.2f} GiB"
     )
     print(
-        f"  weights {tree_bytes(base) / GIB:.2f} GiB, masters {tree_bytes(weights) / GIB:.2f} GiB, "
-        f"Adam {tree_bytes(opt) / GIB:.2f} GiB"
+        f"  weights {tree_bytes(base) / GIB:.2f} GiB, masters {r['trainable_gib']:.2f} GiB, Adam {r['adam_gib']:.2f} GiB"
     )
     print(
         f"  REAL PEAK (allocator peak_bytes_in_use): {stats['peak_bytes_in_use'] / GIB:.2f} GiB "

@@ -128,6 +128,37 @@ def test_eval_errors_are_clear(setup, tmp_path):
     c.eval.tasks.perplexity.window = "sliding"
     with pytest.raises(EvalError, match=r"eval.tasks.perplexity.window = 'sliding'; choose one of truncate, rolling"):
         launch.run(c, str(tmp_path / "e"))
+    c = config(ckpt, tmp)
+    c.stages = "eval"
+    c.eval.decode_slots = -2
+    with pytest.raises(EvalError, match=r"config.eval.decode_slots = -2: must be a whole number >= 1, or 0"):
+        launch.run(c, str(tmp_path / "f"))
+
+
+def test_decode_slots_reach_the_generator_and_stay_out_of_the_result_key(setup, tmp_path, monkeypatch):
+    import rise_jax.evaluation.tasks as tasks_module
+    import rise_jax.stages.evaluate as eval_stage
+    from rise_jax.content_hash import json_sha256
+    from rise_jax.workdir import Workdir
+
+    ckpt, tmp, wd = setup
+    c = config(ckpt, tmp)
+    c.stages, c.eval.variants, c.eval.run, c.eval.languages = "eval", "base", "mgsm", "en"
+    c.eval.decode_slots = 3
+    key = json_sha256(eval_stage.result_inputs(c, Workdir(wd), "base", "mgsm", "en"))
+    c.eval.decode_slots = 0
+    assert json_sha256(eval_stage.result_inputs(c, Workdir(wd), "base", "mgsm", "en")) == key
+    seen = []
+
+    def generator(model, params, tokenizer, prompts, *, slots, **kw):  # no decoding: the value is the point
+        seen.append(slots)
+        return [""] * len(prompts)
+
+    monkeypatch.setattr(tasks_module, "generate_text_continuous", generator)
+    for slots, sub in ((3, "a"), (0, "b")):
+        c.eval.decode_slots = slots
+        launch.run(c, str(tmp_path / sub))
+    assert seen == [3, None]  # 0: the memory-bounded default (continuous.default_slots)
 
 
 def test_steering_a_languages_experts_found_by_frequency_difference(setup, tmp_path):

@@ -130,6 +130,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.eval.languages = "bn,en"  # default for tasks without their own list
     c.eval.max_samples = 0  # per task and language; 0 = all (a task's own max_samples wins)
     c.eval.batch_size = 8
+    c.eval.decode_slots = 0  # generation's continuous-batching slots; 0 = what a 2 GiB KV cache holds (<= 16)
     c.eval.progress = True
     c.eval.steer = ml_collections.ConfigDict()
     # Which experts the `steered` variant touches: experts | language | task_experts (per-layer task

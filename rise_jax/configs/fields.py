@@ -136,6 +136,7 @@ FIELD_DOCS: dict[str, str] = {
     "eval.languages": "default languages of tasks without their own list",
     "eval.max_samples": "items per task and language; 0 = all (a task's own max_samples wins)",
     "eval.batch_size": "sequences per log-likelihood batch (generation decodes in continuous-batching slots: evaluation/continuous.py)",
+    "eval.decode_slots": "generation's continuous-batching decode slots; 0 = as many as a 2 GiB KV cache holds, at most 16 (greedy results do not depend on it)",
     "eval.progress": "show a progress bar",
     "eval.general": "tasks shown in Table 4's layout (general ability: before -> after, delta)",
     "eval.steer.source": "steered experts: experts | language | task_experts | multilingual | random",

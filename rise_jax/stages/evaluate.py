@@ -247,12 +247,29 @@ def validate(config: ml_collections.ConfigDict) -> None:
             spec = SourceSpec(task.source, task.path, split=task.get("split", "test"))
             check_source(spec, languages, where, pending=demo)
     positive_ints(config, "eval.batch_size")
+    slots = e.decode_slots
+    if slots is not None and (isinstance(slots, bool) or not isinstance(slots, int) or slots < 0):
+        raise EvalError(
+            f"config.eval.decode_slots = {slots!r}: must be a whole number >= 1, or 0 for the default "
+            "(as many slots as a 2 GiB KV cache holds, at most 16)"
+        )
     if "steered" in comma_list(e.variants):
         _validate_steer(config)
 
 
-# Fields of config.eval that choose what is evaluated or how it is shown, not what a result is.
-_NOT_RESULT_INPUTS = {"variants", "baseline", "run", "languages", "progress", "steer", "tasks", "general"}
+# Fields of config.eval that choose what is evaluated, how it is shown or how fast it runs, not what
+# a result is (``decode_slots``: greedy decoding gives the same tokens with any number of slots).
+_NOT_RESULT_INPUTS = {
+    "variants",
+    "baseline",
+    "run",
+    "languages",
+    "progress",
+    "steer",
+    "tasks",
+    "general",
+    "decode_slots",
+}
 
 
 def variant_inputs(name: str, config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
@@ -376,6 +393,7 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
                             edit,
                             batch_size=e.batch_size,
                             progress=e.progress,
+                            decode_slots=e.decode_slots or None,
                         )
                     outcome = run_task(evaluator, task, lang, task.get("max_samples", 0) or e.max_samples)
                     scores = dict(outcome.scores)
