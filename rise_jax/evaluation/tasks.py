@@ -43,6 +43,7 @@ from rise_jax.evaluation.metrics import (
     mgsm_correct,
     triviaqa_scores,
 )
+from rise_jax.evaluation.multilingual_mc import fewshot_context
 from rise_jax.models.lm_loss import token_log_probs
 from rise_jax.models.routers import RouterEdit
 from rise_jax.models.transformer import MoEModel
@@ -369,17 +370,44 @@ def eval_perplexity(ev: Evaluator, task: Any, language: str, max_samples: int) -
 # --- multiple choice ------------------------------------------------------------------------------
 
 
-def task_items(task: Any, language: str) -> list[dict[str, Any]]:
-    """The items of a ``multiple_choice`` / ``open_qa`` task for ``language``: ``task.path`` with
-    ``{lang}`` filled, read in ``task.format`` (ours, ``jsonl``, or a published one: MMLU, ARC,
-    HellaSwag, TriviaQA — :mod:`rise_jax.evaluation.formats`); ``task.subjects`` filters MMLU."""
-    path = task.path.format(lang=get_language(language).code)
-    if not os.path.exists(path):
-        raise EvalError(f"task {task.kind}: no data for language {language}: {path} missing")
+def task_path(path: str, language: str) -> str:
+    """A task's data path for ``language``: ``{lang}`` (our code, ISO 639-1 where there is one),
+    ``{flores}`` (FLoRes-200 code) and ``{name}`` (English name, INCLUDE's subset names) filled."""
+    lang = get_language(language)
     try:
-        return read_items(task.kind, task.get("format", "jsonl"), path, task.get("subjects", ""))
-    except FormatError as err:
-        raise EvalError(f"task {task.kind}: {err}") from err
+        return path.format(lang=lang.code, flores=lang.flores or lang.code, name=lang.name)
+    except (KeyError, IndexError) as err:
+        raise EvalError(f"{path}: unknown placeholder {err} (use {{lang}}, {{flores}} or {{name}})") from None
+
+
+def task_items(task: Any, language: str) -> list[dict[str, Any]]:
+    """The items of a ``multiple_choice`` / ``open_qa`` task for ``language``: ``task.path``
+    (:func:`task_path`) read in ``task.format`` (ours, ``jsonl``, or a published one: MMLU, ARC,
+    HellaSwag, TriviaQA, Global-MMLU, INCLUDE, Global-PIQA, XCOPA, XNLI, XStoryCloze —
+    :mod:`rise_jax.evaluation.formats`); ``task.subjects`` keeps a format's subsets. With
+    ``task.shots`` > 0 each context gets that many exemplars from ``task.fewshot_path`` (same
+    format, same subject) as lm-eval's ``first_n`` sampler puts them
+    (:func:`~rise_jax.evaluation.multilingual_mc.fewshot_context`)."""
+    fmt, subjects = task.get("format", "jsonl"), task.get("subjects", "")
+
+    def read(path_spec: str, what: str) -> list[dict[str, Any]]:
+        path = task_path(path_spec, language)
+        if not os.path.exists(path):
+            raise EvalError(f"task {task.kind}: no {what} for language {language}: {path} missing")
+        try:
+            return read_items(task.kind, fmt, path, subjects, language)
+        except FormatError as err:
+            raise EvalError(f"task {task.kind}: {err}") from err
+
+    items = read(task.path, "data")
+    shots = int(task.get("shots", 0) or 0)
+    if shots > 0:
+        exemplars = read(task.get("fewshot_path", ""), "few-shot file (fewshot_path)")
+        try:
+            items = [{**i, "question": fewshot_context(i, exemplars, shots)} for i in items]
+        except FormatError as err:
+            raise EvalError(f"task {task.kind}: {err}") from err
+    return items
 
 
 def choice_loglikelihoods(ev: Evaluator, contexts: list[str], choices: list[list[str]]) -> list[np.ndarray]:
@@ -397,15 +425,19 @@ def choice_loglikelihoods(ev: Evaluator, contexts: list[str], choices: list[list
 
 def _choice_accuracy(ev: Evaluator, contexts: list[str], choices: list[list[str]], answers: list[int]) -> dict:
     """Pick the choice with the highest log-likelihood after its context (``accuracy``, lm-eval
-    ``acc``) and after dividing by the choice's length in characters (``accuracy_norm``, ``acc_norm``)."""
-    correct = correct_norm = 0
+    ``acc``), after dividing by the choice's length in characters (``accuracy_norm``,
+    ``acc_norm``) and in UTF-8 bytes (``accuracy_bytes``, ``acc_bytes``)."""
+    correct = correct_norm = correct_bytes = 0
     for scores, options, answer in zip(choice_loglikelihoods(ev, contexts, choices), choices, answers, strict=True):
         lengths = np.asarray([float(len(str(o))) for o in options])
+        n_bytes = np.asarray([float(len(str(o).encode("utf-8"))) for o in options])
         correct += int(np.argmax(scores)) == int(answer)
         correct_norm += int(np.argmax(scores / lengths)) == int(answer)
+        correct_bytes += int(np.argmax(scores / n_bytes)) == int(answer)
     return {
         "accuracy": 100.0 * correct / len(answers),
         "accuracy_norm": 100.0 * correct_norm / len(answers),
+        "accuracy_bytes": 100.0 * correct_bytes / len(answers),
         "n": len(answers),
         "skipped": 0,
         "truncated": 0,
