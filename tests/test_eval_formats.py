@@ -1,5 +1,6 @@
 """Readers of the general-ability benchmarks' published formats (RISE Table 4: TriviaQA, MMLU,
-ARC-Challenge, HellaSwag), TriviaQA's official metric, and the converter CLI. Every file is
+ARC-Challenge, HellaSwag) and of the multilingual multiple-choice ones (Global-MMLU, INCLUDE,
+Global-PIQA, XCOPA, XNLI, XStoryCloze), TriviaQA's official metric, and the converter CLI. Every file is
 written here small, in the dataset's published layout."""
 
 import csv
@@ -9,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from rise_jax.evaluation import formats
+from rise_jax.evaluation import formats, multilingual_mc
 from rise_jax.evaluation.formats import FormatError, read_arc, read_hellaswag, read_items, read_mmlu, read_triviaqa
 from rise_jax.evaluation.metrics import normalize_triviaqa, triviaqa_scores
 
@@ -256,10 +257,13 @@ def test_formats_are_chosen_by_name_and_misuse_is_named(tmp_path):
     path = _write_jsonl(tmp_path / "ours.jsonl", [{"question": "q", "choices": ["a", "b"], "answer": 1}])
     assert read_items("multiple_choice", "jsonl", path)[0]["answer"] == 1
     with pytest.raises(
-        FormatError, match=r"unknown multiple_choice format 'csv'; choose one of jsonl, mmlu, arc, hellaswag"
+        FormatError,
+        match=r"unknown multiple_choice format 'csv'; choose one of jsonl, mmlu, arc, hellaswag, global_mmlu",
     ):
         read_items("multiple_choice", "csv", path)
-    with pytest.raises(FormatError, match=r"subjects='medical' applies only to format mmlu, not 'arc'"):
+    with pytest.raises(
+        FormatError, match=r"subjects='medical' applies only to formats mmlu, global_mmlu, include, not 'arc'"
+    ):
         read_items("multiple_choice", "arc", path, "medical")
     (tmp_path / "broken.jsonl").write_text('{"question": "q"}\nnot json\n')
     with pytest.raises(FormatError, match=r"broken.jsonl: line 2: not JSON"):
@@ -283,3 +287,198 @@ def test_the_converter_cli_writes_our_jsonl(tmp_path, capsys):
     path.write_text(json.dumps({"Data": TRIVIA}))
     formats.main(["--format=triviaqa", f"--input={path}", f"--output={tmp_path / 'tq.jsonl'}"])
     assert read_items("open_qa", "jsonl", str(tmp_path / "tq.jsonl")) == read_triviaqa(str(path))
+
+
+# --- multilingual multiple choice (lm-eval's prompts; agreement in test_lm_eval_agreement.py) -----
+
+GM_ROW = dict(
+    sample_id="anatomy/test/0",
+    subject="anatomy",
+    subject_category="Medical",
+    cultural_sensitivity_label="CA",
+    question=" Où est le cœur ? ",
+    option_a="poitrine",
+    option_b="tête",
+    option_c="jambe",
+    option_d="bras",
+    answer="A",
+)
+
+
+def _parquet(path, rows):
+    pq.write_table(pa.Table.from_pylist(rows), str(path))
+    return str(path)
+
+
+def test_global_mmlu_parquet_rows_subsets_and_a_bad_row(tmp_path):
+    rows = [
+        GM_ROW,
+        {
+            **GM_ROW,
+            "sample_id": "world_religions/test/3",
+            "subject": "world_religions",
+            "subject_category": "Humanities",
+            "cultural_sensitivity_label": "CS",
+            "answer": "D",
+        },
+    ]
+    path = _parquet(tmp_path / "fr_test.parquet", rows)
+    items = read_items("multiple_choice", "global_mmlu", path, language="fr")
+    assert items[0]["question"] == "Où est le cœur ?\nA. poitrine\nB. tête\nC. jambe\nD. bras\nAnswer:"
+    assert items[0]["choices"] == ["A", "B", "C", "D"] and [i["answer"] for i in items] == [0, 3]
+    assert [i["id"] for i in read_items("multiple_choice", "global_mmlu", path, "CS", "fr")] == [
+        "world_religions/test/3"
+    ]
+    assert len(read_items("multiple_choice", "global_mmlu", path, "Medical,world_religions", "fr")) == 2
+    with pytest.raises(
+        FormatError, match=r"no items with subject / subject_category / cultural_sensitivity_label STEM"
+    ):
+        read_items("multiple_choice", "global_mmlu", path, "STEM", "fr")
+    bad = _write_jsonl(tmp_path / "bad.jsonl", [GM_ROW, {**GM_ROW, "answer": "E"}])
+    with pytest.raises(FormatError, match=r"bad.jsonl: line 2: not a Global-MMLU item .*answer 'E' is not one of A-D"):
+        read_items("multiple_choice", "global_mmlu", bad, language="fr")
+
+
+def test_include_rows_keep_their_language_and_domain_with_lm_evals_folded_prompt(tmp_path):
+    row = dict(
+        language="German",
+        domain="STEM",
+        question="2+2?",
+        option_a="3",
+        option_b="4",
+        option_c="5",
+        option_d="6",
+        answer=1,
+    )
+    path = _parquet(
+        tmp_path / "include.parquet", [row, {**row, "language": "Greek"}, {**row, "domain": "Driving License"}]
+    )
+    items = read_items("multiple_choice", "include", path, language="de")
+    assert len(items) == 2 and items[0]["answer"] == 1
+    assert items[0]["question"] == (
+        "The following is multiple-choice question about STEM.2+2?\nA. 3\nB. 4\nC. 5\n D. 6\nAnswer:"
+    )
+    assert items[0]["description"] == "The following is multiple-choice question about STEM."
+    assert [i["subject"] for i in read_items("multiple_choice", "include", path, "Driving License", "de")] == [
+        "Driving License"
+    ]
+
+
+def test_global_piqa_non_parallel_and_parallel_rows(tmp_path):
+    path = _write_jsonl(
+        tmp_path / "piqa.jsonl",
+        [
+            dict(prompt="To boil water,", solution0="use a pot.", solution1="use a sieve.", label=0),
+            dict(prompt="P", solution0="a", solution1="b", solution2="c", solution3="d", label=3),
+        ],
+    )
+    items = read_items("multiple_choice", "global_piqa", path, language="en")
+    assert items[0]["question"] == "To boil water," and items[0]["choices"] == ["use a pot.", "use a sieve."]
+    assert items[1]["choices"] == ["a", "b", "c", "d"] and items[1]["answer"] == 3
+
+
+def test_xcopa_published_jsonl_and_the_prompt_words_are_lm_evals(tmp_path):
+    import importlib.util
+    import os
+
+    import lm_eval
+
+    path = _write_jsonl(
+        tmp_path / "test.sw.jsonl",
+        [
+            dict(
+                premise="Mvua ilinyesha.",
+                choice1="Barabara ililowa.",
+                choice2="Jua.",
+                question="effect",
+                label=0,
+                idx=7,
+                changed=False,
+            )
+        ],
+    )
+    item = read_items("multiple_choice", "xcopa", path, language="swh")[0]
+    assert item["question"] == "Mvua ilinyesha kwa hiyo" and item["choices"] == ["barabara ililowa.", "jua."]
+    assert item["id"] == "7"
+    with pytest.raises(FormatError, match=r"XCOPA has no prompt words for language 'de'; it has et, ht"):
+        read_items("multiple_choice", "xcopa", path, language="de")
+    # The connector and label words are lm-eval's, language by language.
+    tasks = os.path.join(os.path.dirname(lm_eval.__file__), "tasks")
+    for name in ("xcopa", "xnli"):
+        spec = importlib.util.spec_from_file_location(f"lm_eval_{name}_utils", os.path.join(tasks, name, "utils.py"))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        if name == "xcopa":
+            for code, (cause, effect) in multilingual_mc.XCOPA_CONNECTORS.items():
+                doc = dict(premise="P.", question="cause")
+                assert getattr(module, f"doc_to_text_{code}")(doc) == f"P {cause}"
+                assert getattr(module, f"doc_to_text_{code}")({**doc, "question": "effect"}) == f"P {effect}"
+        else:
+            words = {
+                k: (v["QUESTION_WORD"], v["ENTAILMENT_LABEL"], v["NEUTRAL_LABEL"], v["CONTRADICTION_LABEL"])
+                for k, v in module.LANGUAGES.items()
+            }
+            assert words == multilingual_mc.XNLI_WORDS
+
+
+def test_xnli_published_tsv_and_hub_rows_give_the_same_items(tmp_path):
+    header = ["language", "gold_label", "sentence1_binary_parse", "sentence1", "sentence2", "pairID"]
+    tsv = tmp_path / "xnli.test.tsv"
+    tsv.write_text(
+        "\t".join(header)
+        + "\n"
+        + "\t".join(["de", "contradiction", "( x )", 'Der "Hund" bellt.', "Es ist still.", "1"])
+        + "\n"
+        + "\t".join(["fr", "neutral", "( y )", "Le chien.", "Un chat.", "1"])
+        + "\n",
+        encoding="utf-8",
+    )
+    from_tsv = read_items("multiple_choice", "xnli", str(tsv), language="de")
+    rows = _write_jsonl(tmp_path / "de.jsonl", [dict(premise='Der "Hund" bellt.', hypothesis="Es ist still.", label=2)])
+    from_rows = read_items("multiple_choice", "xnli", rows, language="German")
+    assert len(from_tsv) == 1 and [i["choices"] for i in from_tsv] == [i["choices"] for i in from_rows]
+    assert from_tsv[0]["question"] == "" and from_tsv[0]["answer"] == 2
+    assert from_tsv[0]["choices"][0] == 'Der "Hund" bellt., richtig? Ja, Es ist still.'
+    tsv.write_text(tsv.read_text(encoding="utf-8").replace("contradiction", "maybe"), encoding="utf-8")
+    with pytest.raises(FormatError, match=r"xnli.test.tsv: line 2: not an XNLI item of language de .*'maybe'"):
+        read_items("multiple_choice", "xnli", str(tsv), language="de")
+
+
+def test_xstorycloze_published_tsv_and_hub_rows_give_the_same_items(tmp_path):
+    header = [
+        "InputStoryid",
+        *(f"InputSentence{k}" for k in range(1, 5)),
+        "RandomFifthSentenceQuiz1",
+        "RandomFifthSentenceQuiz2",
+        "AnswerRightEnding",
+    ]
+    values = ["s1", "Tom was hungry.", "He cooked.", "It burned.", "He sighed.", "He ordered pizza.", "He flew.", "1"]
+    tsv = tmp_path / "spring2016.val.en.tsv.split_20_80_eval.tsv"
+    tsv.write_text("\t".join(header) + "\n" + "\t".join(values) + "\n", encoding="utf-8")
+    hub = dict(
+        story_id="s1",
+        **{f"input_sentence_{k}": values[k] for k in range(1, 5)},
+        sentence_quiz1=values[5],
+        sentence_quiz2=values[6],
+        answer_right_ending=1,
+    )
+    from_tsv = read_items("multiple_choice", "xstorycloze", str(tsv), language="en")
+    assert from_tsv == read_items(
+        "multiple_choice", "xstorycloze", _parquet(tmp_path / "en.parquet", [hub]), language="en"
+    )
+    assert from_tsv[0]["question"] == "Tom was hungry. He cooked. It burned. He sighed."
+    assert from_tsv[0]["answer"] == 0
+    tsv.write_text("\t".join(header) + "\n" + "\t".join(values[:-1]) + "\n", encoding="utf-8")
+    with pytest.raises(FormatError, match=r"split_20_80_eval.tsv: line 2: 7 columns, the header has 8"):
+        read_items("multiple_choice", "xstorycloze", str(tsv), language="en")
+
+
+def test_the_converter_cli_converts_a_multilingual_format_for_its_language(tmp_path, capsys):
+    path = _write_jsonl(tmp_path / "xnli_sw.jsonl", [dict(premise="A.", hypothesis="B.", label=1)])
+    out = tmp_path / "xnli_sw_ours.jsonl"
+    formats.main(["--format=xnli", f"--input={path}", f"--output={out}", "--language=sw"])
+    assert read_items("multiple_choice", "jsonl", str(out)) == read_items(
+        "multiple_choice", "xnli", path, language="sw"
+    )
+    with pytest.raises(FormatError, match=r"format 'xnli' needs the language"):
+        read_items("multiple_choice", "xnli", path)

@@ -1,7 +1,10 @@
 """Agreement with lm-evaluation-harness: on an exported tiny model, lm-eval's HF backend and our
 evaluator give the same per-item log-likelihoods, acc and acc_norm on a local multiple-choice task
-(written in lm-eval's YAML + JSONL form) and the same rolling log-likelihoods, word/byte
-perplexity and bits per byte on a local ``loglikelihood_rolling`` task.
+(written in lm-eval's YAML + JSONL form), on lm-eval's own multilingual tasks (``global_mmlu``
+one-shot, ``include``, ``global_piqa``, ``xcopa``, ``xnli``, ``xstorycloze``: their task YAMLs
+included as they ship, only the dataset pointed at small local files of HF rows) and the same
+rolling log-likelihoods, word/byte perplexity and bits per byte on a local
+``loglikelihood_rolling`` task.
 
 Both families: Qwen3's tokenizer adds no BOS (lm-eval predicts a document's first token after
 EOS), Phi-3.5's adds one (after BOS). lm-eval is a test dependency (requirements-test.txt).
@@ -73,6 +76,189 @@ metric_list:
 """
 
 
+_GM = dict(subject="anatomy", subject_category="STEM", cultural_sensitivity_label="CA")
+# lm-eval task YAML (under lm_eval/tasks) -> (its splits' HF rows, our format, language, shots).
+ML_TASKS = {
+    "global_mmlu": (
+        "global_mmlu/full/de/global_mmlu_full_de_anatomy.yaml",
+        {
+            "test": [
+                dict(
+                    _GM,
+                    sample_id="anatomy/test/0",
+                    question=" Wo liegt das Herz? ",
+                    option_a="Brust",
+                    option_b="Kopf",
+                    option_c="Bein",
+                    option_d="Arm",
+                    answer="A",
+                ),
+                dict(
+                    _GM,
+                    sample_id="anatomy/test/1",
+                    question="Wie viele Knochen?",
+                    option_a="12",
+                    option_b="206",
+                    option_c="3",
+                    option_d="1000",
+                    answer="B",
+                ),
+            ],
+            "dev": [  # few-shot: the first exemplar of the item's own subject (astronomy is skipped)
+                dict(
+                    _GM,
+                    subject="astronomy",
+                    sample_id="astronomy/dev/0",
+                    question="Stern?",
+                    option_a="a",
+                    option_b="b",
+                    option_c="c",
+                    option_d="d",
+                    answer="D",
+                ),
+                dict(
+                    _GM,
+                    sample_id="anatomy/dev/0",
+                    question="Auge?",
+                    option_a="sehen",
+                    option_b="hören",
+                    option_c="gehen",
+                    option_d="essen",
+                    answer="A",
+                ),
+            ],
+        },
+        "global_mmlu",
+        "de",
+        1,
+    ),
+    "include": (
+        "include/default/German/include_base_44_german_driving_license.yaml",
+        {
+            "test": [
+                dict(
+                    language="German",
+                    country="Germany",
+                    domain="Driving License",
+                    subject="Verkehr",
+                    regional_feature="region explicit",
+                    level="",
+                    question="Was bedeutet Rot?",
+                    option_a="Halt",
+                    option_b="Fahren",
+                    option_c="Hupen",
+                    option_d="Wenden",
+                    answer=0,
+                )
+            ]
+        },
+        "include",
+        "de",
+        0,
+    ),
+    "global_piqa": (
+        "global_piqa/nonparallel_cloze/ben_beng.yaml",
+        {
+            "test": [
+                dict(prompt="জল গরম করতে,", solution0="চুলায় পাত্র রাখুন।", solution1="ফ্রিজে রাখুন।", label=0),
+                dict(prompt="To dry a shirt,", solution0="put it in water.", solution1="hang it in the sun.", label=1),
+            ]
+        },
+        "global_piqa",
+        "bn",
+        0,
+    ),
+    "xcopa": (
+        "xcopa/default_sw.yaml",
+        {
+            "test": [
+                dict(
+                    premise="Mtu alienda dukani.",
+                    choice1="Alihitaji mkate.",
+                    choice2="Duka lilifungwa.",
+                    question="cause",
+                    label=0,
+                    idx=1,
+                    changed=False,
+                ),
+                dict(
+                    premise="Mvua ilinyesha.",
+                    choice1="Barabara ililowa.",
+                    choice2="Jua liliwaka.",
+                    question="effect",
+                    label=0,
+                    idx=2,
+                    changed=False,
+                ),
+            ]
+        },
+        "xcopa",
+        "sw",
+        0,
+    ),
+    "xnli": (
+        "xnli/xnli_sw.yaml",
+        {
+            "validation": [
+                dict(premise="Mbwa anabweka.", hypothesis="Mnyama anapiga kelele.", label=0),
+                dict(premise="Ni usiku.", hypothesis="Jua linawaka sana.", label=2),
+            ]
+        },
+        "xnli",
+        "sw",
+        0,
+    ),
+    "xstorycloze": (
+        "xstorycloze/default_en.yaml",
+        {
+            "eval": [
+                dict(
+                    story_id="s1",
+                    input_sentence_1="Tom was hungry.",
+                    input_sentence_2="He opened the fridge.",
+                    input_sentence_3="It was empty.",
+                    input_sentence_4="He went to the store.",
+                    sentence_quiz1="He bought food.",
+                    sentence_quiz2="He flew to the moon.",
+                    answer_right_ending=1,
+                )
+            ]
+        },
+        "xstorycloze",
+        "en",
+        0,
+    ),
+}
+ALSO_SPLIT = {"xcopa": "validation", "xnli": "train", "xstorycloze": "train"}
+ML_YAML = """include: {base}
+task: rise_agree_{name}
+dataset_path: json
+dataset_name: null
+dataset_kwargs:
+  data_files:
+{files}
+num_fewshot: {shots}
+metric_list:
+  - metric: acc
+  - metric: acc_norm
+  - metric: acc_bytes
+"""
+
+
+def _ml_tasks(tmp, tasks):
+    """lm-eval's YAML of each multilingual task, included as it ships, pointed at local rows."""
+    base = os.path.join(os.path.dirname(lm_eval.__file__), "tasks")
+    for name, (yaml, splits, _, _, shots) in ML_TASKS.items():
+        paths = {split: _jsonl(tmp / f"{name}_{split}.jsonl", rows) for split, rows in splits.items()}
+        if name in ALSO_SPLIT:  # a split the YAML names but the test never reads
+            paths[ALSO_SPLIT[name]] = next(iter(paths.values()))
+        files = "\n".join(f"    {split}: {path}" for split, path in paths.items())
+        (tasks / f"{name}.yaml").write_text(
+            ML_YAML.format(base=os.path.join(base, yaml), name=name, files=files, shots=shots)
+        )
+    return [f"rise_agree_{name}" for name in ML_TASKS]
+
+
 def _jsonl(path, rows):
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     return str(path)
@@ -98,17 +284,19 @@ def agreement(request, tmp_path_factory):
     (tasks / "rolling.yaml").write_text(
         ROLLING_YAML.format(data=_jsonl(tmp / "docs.jsonl", [{"text": d} for d in DOCS]))
     )
+    ml_tasks = _ml_tasks(tmp, tasks)
     out = {"samples": {}, "results": {}}
-    for task, max_length in (("rise_agree_mc", 2048), ("rise_agree_rolling", MAX_LENGTH)):
+    for names, max_length in ((["rise_agree_mc", *ml_tasks], 2048), (["rise_agree_rolling"], MAX_LENGTH)):
         res = lm_eval.simple_evaluate(
             model="hf",
             model_args=f"pretrained={export},dtype=float32,device=cpu,max_length={max_length}",
-            tasks=[task],
+            tasks=names,
             task_manager=TaskManager(include_path=str(tasks)),
             batch_size=4,
             log_samples=True,
         )
-        out["samples"][task], out["results"][task] = res["samples"][task], res["results"][task]
+        for task in names:
+            out["samples"][task], out["results"][task] = res["samples"][task], res["results"][task]
     model, params = api.load_model(export, dtype="float32")
     tokenizer = load_tokenizer(export)
     ev = Evaluator(model, params, tokenizer, [tokenizer.eos_token_id], batch_size=3, progress=False)
@@ -132,6 +320,38 @@ def test_multiple_choice_log_likelihoods_acc_and_acc_norm_equal_lm_evals(agreeme
     metrics = out["results"]["rise_agree_mc"]
     assert scores["accuracy"] == pytest.approx(100 * metrics["acc,none"])
     assert scores["accuracy_norm"] == pytest.approx(100 * metrics["acc_norm,none"])
+
+
+def test_multilingual_tasks_log_likelihoods_and_accuracies_equal_lm_evals(agreement, monkeypatch):
+    """Our readers of the HF rows build lm-eval's contexts and choices (few-shot, descriptions,
+    XNLI's empty context included): the same log-likelihood per choice, recorded as our task
+    scores them, and the same acc / acc_norm / acc_bytes."""
+    from ml_collections import ConfigDict
+
+    from rise_jax.evaluation import tasks
+
+    ev, out, tmp = agreement
+    scored = []
+    monkeypatch.setattr(
+        tasks, "choice_loglikelihoods", lambda *a: scored.append(choice_loglikelihoods(*a)) or scored[-1]
+    )
+    for name, (_, splits, fmt, language, shots) in ML_TASKS.items():
+        test_split = next(iter(splits))
+        task = ConfigDict(dict(kind="multiple_choice", format=fmt, path=str(tmp / f"{name}_{test_split}.jsonl")))
+        if shots:
+            task.shots, task.fewshot_path = shots, str(tmp / f"{name}_dev.jsonl")
+        scores = eval_multiple_choice(ev, task, language, 0).scores
+        theirs = [[float(r[0]) for r in s["filtered_resps"]] for s in _by_doc(out["samples"][f"rise_agree_{name}"])]
+        ours = scored[-1]
+        assert [len(t) for t in theirs] == [len(o) for o in ours], name
+        np.testing.assert_allclose(np.concatenate(ours), np.concatenate(theirs), rtol=0, atol=1e-4, err_msg=name)
+        metrics = out["results"][f"rise_agree_{name}"]
+        for ours_key, theirs_key in (
+            ("accuracy", "acc"),
+            ("accuracy_norm", "acc_norm"),
+            ("accuracy_bytes", "acc_bytes"),
+        ):
+            assert scores[ours_key] == pytest.approx(100 * metrics[f"{theirs_key},none"]), (name, ours_key)
 
 
 def test_rolling_log_likelihoods_and_perplexities_equal_lm_evals(agreement, tmp_path):

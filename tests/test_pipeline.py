@@ -64,9 +64,19 @@ def test_demo_pipeline_writes_every_artefact_and_the_report(demo_run):
     ppl = {v: {lang: s["perplexity"] for lang, s in r["perplexity"].items()} for v, r in res.items()}
     assert set(ppl["base"]) == {"en", "es", "ru", "zh", "bn", "sw"}
     assert ppl["trained"]["bn"] < ppl["base"]["bn"]  # fine-tuning the bn subnetwork helps bn
+    # A multilingual MC task (Global-PIQA rows) and translation both ways on the corpus languages.
+    assert set(res["base"]["global_piqa"]) == {"en", "es", "ru", "zh", "bn", "sw"}
+    assert res["base"]["global_piqa"]["en"]["n"] == 16
+    for name in ("flores_en_xx", "flores_xx_en"):
+        assert set(res["base"][name]) == {"es", "zh", "bn", "sw"}
+        scores = res["base"][name]["bn"]
+        assert scores["n"] == 4 and scores["chrf_signature"].startswith("nrefs:1|") and "bleu_signature" in scores
+        assert os.path.isfile(os.path.join(wd, "eval", "generations", "base", name, "bn.jsonl"))
     report = open(os.path.join(wd, "report.md")).read()
     for heading in ("## Model and data", "## Routing overlap", "## Selected subnetwork", "## Training", "## Results"):
         assert heading in report
+    for task in ("global_piqa", "flores_en_xx", "flores_xx_en"):
+        assert task in report, task
     # The report's numbers are the run's own.
     assert f"{ppl['base']['bn']:.3f} → {ppl['trained']['bn']:.3f}" in report
     assert f"{sel['interference']['en']:.3f}" in report

@@ -2,6 +2,7 @@
 
 import ml_collections
 
+from rise_jax.evaluation.translation import DEFAULT_TEMPLATE as DEFAULT_TRANSLATION_TEMPLATE
 from rise_jax.training.options import config_defaults as train_option_defaults
 
 
@@ -202,4 +203,43 @@ def get_base_config() -> ml_collections.ConfigDict:
         )
     # Belebele (facebook/belebele): the directory of its per-language <flores>.jsonl files.
     c.eval.tasks.belebele = ml_collections.ConfigDict(dict(kind="belebele", path="", languages="", max_samples=0))
+    # Multilingual multiple choice, contexts as lm-eval 0.4.13 builds them
+    # (rise_jax/evaluation/multilingual_mc.py): path = one language's file of the published
+    # rows, with {lang} (ISO code), {flores} or {name} (English name; INCLUDE's subsets).
+    # subjects: Global-MMLU's subjects, categories (STEM, Medical...) or CS / CA; INCLUDE's domains.
+    # xnli: the published xnli.test.tsv (every language in one file) or facebook/xnli rows.
+    for name in ("global_mmlu", "include", "global_piqa", "xcopa", "xnli", "xstorycloze"):
+        c.eval.tasks[name] = ml_collections.ConfigDict(
+            dict(
+                kind="multiple_choice",
+                format=name,
+                path="",
+                subjects="",
+                shots=0,  # exemplars of the item's subject from fewshot_path (lm-eval's first_n)
+                fewshot_path="",
+                languages="",
+                max_samples=0,
+            )
+        )
+    # FLORES-200 translation, both directions with English (rise_jax/evaluation/translation.py):
+    # the prompt is stated here; the first line of the output is scored by sacrebleu's chrF++ and
+    # BLEU, their signatures in the results.
+    for name, direction in (("flores_en_xx", "en-xx"), ("flores_xx_en", "xx-en")):
+        c.eval.tasks[name] = ml_collections.ConfigDict(
+            dict(
+                kind="translation",
+                direction=direction,
+                source="flores",  # any parallel source whose sentence ids align (flores, ntrex)
+                path="",
+                split="test",
+                shots=0,  # pairs from fewshot_split before the sentence
+                fewshot_split="dev",
+                languages="",
+                template="chat",
+                prompt_template=DEFAULT_TRANSLATION_TEMPLATE,
+                bleu_tokenize="",  # empty = sacrebleu's default for the target language (13a, zh...)
+                max_new_tokens=128,
+                max_samples=0,
+            )
+        )
     return c

@@ -90,11 +90,25 @@ def get_config(arg: str = ""):
     c.eval.steer.layers = "3-4"
     c.eval.steer.mode = "soft"
     c.eval.steer.strength = 0.5
-    c.eval.run = "perplexity"
+    c.eval.run = "perplexity,global_piqa,flores_en_xx,flores_xx_en"
     c.eval.languages = "en,es,ru,zh,bn,sw"
     c.eval.tasks.perplexity.source = "plain_text"
     c.eval.tasks.perplexity.path = CORPUS + "/test"
     c.eval.tasks.perplexity.max_length = 64
+    # A multilingual multiple-choice task in a published format: the corpus' cloze items as
+    # Global-PIQA rows (rise_jax/demo/corpus.py: cloze_rows), scored as lm-eval scores global_piqa.
+    c.eval.tasks.global_piqa.path = CORPUS + "/global_piqa/{lang}.jsonl"
+    c.eval.tasks.global_piqa.max_samples = 16 if test else 0
+    # Translation both ways with English on the parallel test split (line i of every file is one
+    # sentence), with the prompt of configs/base.py; chrF++ / BLEU from sacrebleu.
+    for name in ("flores_en_xx", "flores_xx_en"):
+        task = c.eval.tasks[name]
+        task.source = "plain_text"
+        task.path = CORPUS + "/test"
+        task.languages = "es,zh,bn,sw"
+        task.template = "raw"  # the demo model has no chat template
+        task.max_new_tokens = 24
+        task.max_samples = 4 if test else 32
     c.eval.progress = False
 
     c.correlate.tasks = "perplexity"  # per-language perplexity vs mean middle-layer divergence

@@ -14,6 +14,7 @@ Swahili low-resource — the situation RISE is designed for.
 
 Files (``write_corpus``): ``<dir>/{train,dev,test}/<lang>.txt`` one sentence a line, and
 ``<dir>/pretrain.txt`` (the shuffled pretraining mix, one sentence a line), and
+``<dir>/global_piqa/<lang>.jsonl`` (:func:`cloze_rows`, the test split as Global-PIQA rows), and
 ``<dir>/task/en.txt``: the demo's *task* corpus for the companion study's task-expert analysis
 (:func:`task_lines`: English sums written in words, "three plus four makes seven.", all 81 with
 both terms in one..nine). The sums are not in the pretraining mix: they stand for a task domain
@@ -23,6 +24,7 @@ toy model's routing does with them is reported as measured.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 
@@ -166,6 +168,20 @@ def task_lines() -> list[str]:
     return [f"{w[a].capitalize()} plus {w[b]} makes {w[a + b]}." for a in range(1, 10) for b in range(1, 10)]
 
 
+def cloze_rows(lang: str, combos: list[tuple[int, int, int]]) -> list[dict[str, object]]:
+    """The demo's Global-PIQA-style cloze items (the published rows: ``prompt``, ``solution0``,
+    ``solution1``, ``label``): after a sentence's subject, its real continuation against the same
+    words (characters, for Chinese) in reverse order — a model that learned the language's word
+    order prefers the first."""
+    rows = []
+    for i, (s, v, p) in enumerate(combos):
+        subject = SUBJECTS[lang][s]
+        rest = sentence(lang, s, v, p)[len(subject) :].strip()
+        scrambled = rest[::-1] if lang == "zh" else " ".join(rest.split(" ")[::-1])
+        rows.append({"example_id": str(i), "prompt": subject, "solution0": rest, "solution1": scrambled, "label": 0})
+    return rows
+
+
 def write_corpus(directory: str, seed: int = 0) -> str:
     """Write every split and the pretraining mix under ``directory`` (atomically); returns it."""
     parts = splits(seed)
@@ -178,6 +194,10 @@ def write_corpus(directory: str, seed: int = 0) -> str:
                 lines = lines[pretrain_count(lang, len(combos)) :]
             write_text_atomic(os.path.join(directory, split, f"{lang}.txt"), "\n".join(lines) + "\n")
             counts.setdefault(split, {})[lang] = len(lines)
+    for lang in LANGUAGES:
+        rows = cloze_rows(lang, parts["test"])
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        write_text_atomic(os.path.join(directory, "global_piqa", f"{lang}.jsonl"), text)
     mix = pretrain_lines(seed)
     write_text_atomic(os.path.join(directory, "pretrain.txt"), "\n".join(mix) + "\n")
     write_text_atomic(os.path.join(directory, "task", "en.txt"), "\n".join(task_lines()) + "\n")

@@ -22,23 +22,26 @@ returning the items of our task formats:
     "Answer": {"Value", "Aliases", ...}}]}``) or ``trivia_qa`` rows (``question``, ``question_id``,
     ``answer: {value, aliases}``) as JSONL/Parquet; the answers are the value and its aliases.
 
-``jsonl`` is our own format, read as is. :data:`MMLU_MEDICAL` is the medical subset the
+The multilingual multiple-choice benchmarks (Global-MMLU, INCLUDE, Global-PIQA, XCOPA, XNLI,
+XStoryCloze) are read by :mod:`rise_jax.evaluation.multilingual_mc` and registered here too; they
+need the language (``--language``). ``jsonl`` is our own format, read as is. :data:`MMLU_MEDICAL` is the medical subset the
 companion study evaluates (the six clinical MMLU subjects of MultiMedQA).
 
 ``python -m rise_jax.evaluation.formats --format=arc --input=ARC-Challenge-Test.jsonl
---output=arc.jsonl`` writes the converted items (e.g. for another evaluator).
+--output=arc.jsonl`` writes the converted items (e.g. for another evaluator); ``--format=xnli
+--language=sw --input=xnli.test.tsv`` one language of a multilingual file.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import os
 import re
 from collections.abc import Callable
 from typing import Any
 
-from rise_jax.errors import RiseError
+from rise_jax.evaluation import multilingual_mc
+from rise_jax.evaluation.rows import FormatError, convert_rows
 
 MMLU_MEDICAL = (
     "anatomy",
@@ -49,59 +52,6 @@ MMLU_MEDICAL = (
     "professional_medicine",
 )
 LETTERS = ("A", "B", "C", "D")
-
-
-class FormatError(RiseError, ValueError):
-    """A file that is not in the format it was read as (the message names the file and row)."""
-
-
-def _rows(path: str) -> list[tuple[str, dict[str, Any]]]:
-    """``(where, row)`` of a JSONL, JSON list or Parquet file; ``where`` names file and line/row."""
-    if not os.path.isfile(path):
-        raise FormatError(f"{path}: missing")
-    if path.endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        return [(f"{path}: row {i}", row) for i, row in enumerate(pq.read_table(path).to_pylist())]
-    with open(path, encoding="utf-8") as fh:
-        text = fh.read()
-    if path.endswith(".json"):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise FormatError(f"{path}: not JSON ({err})") from err
-        if isinstance(data, dict) and isinstance(data.get("Data"), list):  # official TriviaQA
-            data = data["Data"]
-        if not isinstance(data, list):
-            raise FormatError(f"{path}: expected a list of rows (or TriviaQA's {{'Data': [...]}})")
-        return [(f"{path}: row {i}", row) for i, row in enumerate(data)]
-    rows = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append((f"{path}: line {n}", json.loads(line)))
-            except json.JSONDecodeError as err:
-                raise FormatError(f"{path}: line {n}: not JSON ({err})") from err
-    return rows
-
-
-def convert_rows(
-    path: str, what: str, convert: Callable[[dict[str, Any], int], dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """``convert(row, index)`` of every row of a JSONL / JSON / Parquet file (the one reader of
-    row files for every task); a row it cannot read is an error naming the file, the line or row
-    and ``what`` it should be (e.g. "an ARC item"); a file without rows is an error too."""
-    items = []
-    for i, (where, row) in enumerate(_rows(path)):
-        try:
-            if not isinstance(row, dict):
-                raise TypeError(f"expected an object, got {type(row).__name__}")
-            items.append(convert(row, i))
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
-            raise FormatError(f"{where}: not {what} ({type(err).__name__}: {err})") from err
-    if not items:
-        raise FormatError(f"{path}: empty dataset (no {what} rows)")
-    return items
 
 
 # --- MMLU -----------------------------------------------------------------------------------------
@@ -283,17 +233,27 @@ MC_FORMATS: dict[str, Callable[..., list[dict[str, Any]]]] = {
     "mmlu": read_mmlu,
     "arc": read_arc,
     "hellaswag": read_hellaswag,
+    **multilingual_mc.READERS,
 }
 QA_FORMATS: dict[str, Callable[..., list[dict[str, Any]]]] = {"jsonl": read_jsonl_qa, "triviaqa": read_triviaqa}
+# What ``subjects`` filters in the formats that have subsets.
+SUBSETS = {"mmlu": "subject (or 'medical')", **multilingual_mc.SUBSETS}
 
 
-def read_items(kind: str, fmt: str, path: str, subjects: str = "") -> list[dict[str, Any]]:
-    """Items of a ``multiple_choice`` or ``open_qa`` task read from ``path`` in format ``fmt``."""
+def read_items(kind: str, fmt: str, path: str, subjects: str = "", language: str = "") -> list[dict[str, Any]]:
+    """Items of a ``multiple_choice`` or ``open_qa`` task read from ``path`` in format ``fmt``;
+    ``language`` is the language asked for (the multilingual formats' prompt words, and the rows
+    of a file that holds several languages); ``subjects`` keeps a format's subsets
+    (:data:`SUBSETS`)."""
     table = MC_FORMATS if kind == "multiple_choice" else QA_FORMATS
     if fmt not in table:
         raise FormatError(f"unknown {kind} format {fmt!r}; choose one of {', '.join(table)}")
-    if subjects and fmt != "mmlu":
-        raise FormatError(f"subjects={subjects!r} applies only to format mmlu, not {fmt!r}")
+    if subjects and fmt not in SUBSETS:
+        raise FormatError(f"subjects={subjects!r} applies only to formats {', '.join(SUBSETS)}, not {fmt!r}")
+    if fmt in multilingual_mc.READERS:
+        if not language:
+            raise FormatError(f"format {fmt!r} needs the language of {path}")
+        return multilingual_mc.READERS[fmt](path, language, subjects)
     return read_mmlu(path, subjects) if fmt == "mmlu" else table[fmt](path)
 
 
@@ -307,10 +267,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--format", required=True, choices=sorted({*MC_FORMATS, *QA_FORMATS} - {"jsonl"}))
     parser.add_argument("--input", required=True, help="the published file (or MMLU's directory of CSVs)")
     parser.add_argument("--output", required=True, help="JSONL to write")
-    parser.add_argument("--subjects", default="", help="MMLU only: comma list or 'medical'")
+    parser.add_argument(
+        "--subjects", default="", help="the subsets to keep: " + "; ".join(f"{k}: {v}" for k, v in SUBSETS.items())
+    )
+    parser.add_argument(
+        "--language", default="", help="the file's language (needed by " + ", ".join(multilingual_mc.READERS) + ")"
+    )
     args = parser.parse_args(argv)
     kind = "open_qa" if args.format in QA_FORMATS else "multiple_choice"
-    items = read_items(kind, args.format, args.input, args.subjects)
+    items = read_items(kind, args.format, args.input, args.subjects, args.language)
     write_jsonl_atomic(args.output, items)
     print(f"{args.output}: {len(items)} {kind} items")
 

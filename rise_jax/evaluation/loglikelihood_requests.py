@@ -4,7 +4,7 @@ that our multiple-choice and perplexity numbers are the field's numbers on the s
 * :func:`encode_pair` — a (context, continuation) request: trailing spaces of the context move
   to the continuation, the whole string is encoded once and the continuation is what follows the
   context's own encoding (``TemplateLM._encode_pair``; with BPE a joint encoding can differ from
-  encoding the two parts apart).
+  encoding the two parts apart); an empty context is the prefix token below.
 * :func:`rolling_windows` — a document's rolling log-likelihood (``loglikelihood_rolling``): every
   token is predicted once, the first after a prefix token (BOS, else EOS: ``HFLM.prefix_token_id``),
   in windows of at most ``max_length`` input tokens, each later window conditioned on as many
@@ -26,9 +26,14 @@ def encode(tokenizer, text: str) -> list[int]:
 
 
 def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
-    """(context tokens, continuation tokens) of a non-empty context, as lm-eval splits them."""
+    """(context tokens, continuation tokens) as lm-eval splits them. An empty context (XNLI's
+    prompts) is the prefix token (BOS, else EOS) before the continuation encoded without special
+    tokens — or the continuation's own first token when it already is that token
+    (``TemplateLM.loglikelihood``)."""
     if not context:
-        raise ValueError("a log-likelihood request needs a non-empty context")
+        cont = list(tokenizer(continuation, add_special_tokens=False)["input_ids"])
+        prefix = prefix_token(tokenizer)
+        return ([prefix], cont) if not cont or cont[0] != prefix else (cont[:1], cont[1:])
     n_spaces = len(context) - len(context.rstrip())
     if n_spaces:
         context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation

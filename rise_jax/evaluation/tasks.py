@@ -1,8 +1,9 @@
 """Per-language evaluation tasks: MGSM, SQuAD-format QA (TyDiQA-GoldP, XQuAD), open QA
-(TriviaQA), perplexity, multiple-choice log-likelihood (ours, MMLU, ARC, HellaSwag) and
-Belebele. Each returns a :class:`TaskResult`: the scores ``{metric: value, n, skipped,
-truncated}`` of one language and, for the generative tasks (MGSM, QA, open QA), one record per
-example — what the model was given, what it wrote, the reference and the score (the eval stage
+(TriviaQA), perplexity, multiple-choice log-likelihood (ours, MMLU, ARC, HellaSwag, the
+multilingual Global-MMLU, INCLUDE, Global-PIQA, XCOPA, XNLI, XStoryCloze), Belebele and
+translation (FLORES-200 both ways, chrF++ / BLEU). Each returns a :class:`TaskResult`: the
+scores ``{metric: value, n, skipped, truncated}`` of one language and, for the generative tasks
+(MGSM, QA, open QA, translation), one record per example — what the model was given, what it wrote, the reference and the score (the eval stage
 saves them as ``eval/generations/<variant>/<task>/<lang>.jsonl``).
 
 Task configs (``ml_collections`` or dicts) carry ``kind`` plus the fields read below; the eval
@@ -32,6 +33,7 @@ from rise_jax.data.languages import get_language
 from rise_jax.data.sources import Example, SourceError, SourceSpec, load_examples
 from rise_jax.distributed import is_writer, put_batch, to_host
 from rise_jax.errors import RiseError
+from rise_jax.evaluation import translation as tr
 from rise_jax.evaluation.continuous import generate_text_continuous
 from rise_jax.evaluation.formats import FormatError, convert_rows, read_items
 from rise_jax.evaluation.loglikelihood_requests import encode, pair_sequence, prefix_token, rolling_windows
@@ -43,6 +45,7 @@ from rise_jax.evaluation.metrics import (
     mgsm_correct,
     triviaqa_scores,
 )
+from rise_jax.evaluation.multilingual_mc import fewshot_context
 from rise_jax.models.lm_loss import token_log_probs
 from rise_jax.models.routers import RouterEdit
 from rise_jax.models.transformer import MoEModel
@@ -369,17 +372,44 @@ def eval_perplexity(ev: Evaluator, task: Any, language: str, max_samples: int) -
 # --- multiple choice ------------------------------------------------------------------------------
 
 
-def task_items(task: Any, language: str) -> list[dict[str, Any]]:
-    """The items of a ``multiple_choice`` / ``open_qa`` task for ``language``: ``task.path`` with
-    ``{lang}`` filled, read in ``task.format`` (ours, ``jsonl``, or a published one: MMLU, ARC,
-    HellaSwag, TriviaQA — :mod:`rise_jax.evaluation.formats`); ``task.subjects`` filters MMLU."""
-    path = task.path.format(lang=get_language(language).code)
-    if not os.path.exists(path):
-        raise EvalError(f"task {task.kind}: no data for language {language}: {path} missing")
+def task_path(path: str, language: str) -> str:
+    """A task's data path for ``language``: ``{lang}`` (our code, ISO 639-1 where there is one),
+    ``{flores}`` (FLoRes-200 code) and ``{name}`` (English name, INCLUDE's subset names) filled."""
+    lang = get_language(language)
     try:
-        return read_items(task.kind, task.get("format", "jsonl"), path, task.get("subjects", ""))
-    except FormatError as err:
-        raise EvalError(f"task {task.kind}: {err}") from err
+        return path.format(lang=lang.code, flores=lang.flores or lang.code, name=lang.name)
+    except (KeyError, IndexError) as err:
+        raise EvalError(f"{path}: unknown placeholder {err} (use {{lang}}, {{flores}} or {{name}})") from None
+
+
+def task_items(task: Any, language: str) -> list[dict[str, Any]]:
+    """The items of a ``multiple_choice`` / ``open_qa`` task for ``language``: ``task.path``
+    (:func:`task_path`) read in ``task.format`` (ours, ``jsonl``, or a published one: MMLU, ARC,
+    HellaSwag, TriviaQA, Global-MMLU, INCLUDE, Global-PIQA, XCOPA, XNLI, XStoryCloze —
+    :mod:`rise_jax.evaluation.formats`); ``task.subjects`` keeps a format's subsets. With
+    ``task.shots`` > 0 each context gets that many exemplars from ``task.fewshot_path`` (same
+    format, same subject) as lm-eval's ``first_n`` sampler puts them
+    (:func:`~rise_jax.evaluation.multilingual_mc.fewshot_context`)."""
+    fmt, subjects = task.get("format", "jsonl"), task.get("subjects", "")
+
+    def read(path_spec: str, what: str) -> list[dict[str, Any]]:
+        path = task_path(path_spec, language)
+        if not os.path.exists(path):
+            raise EvalError(f"task {task.kind}: no {what} for language {language}: {path} missing")
+        try:
+            return read_items(task.kind, fmt, path, subjects, language)
+        except FormatError as err:
+            raise EvalError(f"task {task.kind}: {err}") from err
+
+    items = read(task.path, "data")
+    shots = int(task.get("shots", 0) or 0)
+    if shots > 0:
+        exemplars = read(task.get("fewshot_path", ""), "few-shot file (fewshot_path)")
+        try:
+            items = [{**i, "question": fewshot_context(i, exemplars, shots)} for i in items]
+        except FormatError as err:
+            raise EvalError(f"task {task.kind}: {err}") from err
+    return items
 
 
 def choice_loglikelihoods(ev: Evaluator, contexts: list[str], choices: list[list[str]]) -> list[np.ndarray]:
@@ -397,15 +427,19 @@ def choice_loglikelihoods(ev: Evaluator, contexts: list[str], choices: list[list
 
 def _choice_accuracy(ev: Evaluator, contexts: list[str], choices: list[list[str]], answers: list[int]) -> dict:
     """Pick the choice with the highest log-likelihood after its context (``accuracy``, lm-eval
-    ``acc``) and after dividing by the choice's length in characters (``accuracy_norm``, ``acc_norm``)."""
-    correct = correct_norm = 0
+    ``acc``), after dividing by the choice's length in characters (``accuracy_norm``,
+    ``acc_norm``) and in UTF-8 bytes (``accuracy_bytes``, ``acc_bytes``)."""
+    correct = correct_norm = correct_bytes = 0
     for scores, options, answer in zip(choice_loglikelihoods(ev, contexts, choices), choices, answers, strict=True):
         lengths = np.asarray([float(len(str(o))) for o in options])
+        n_bytes = np.asarray([float(len(str(o).encode("utf-8"))) for o in options])
         correct += int(np.argmax(scores)) == int(answer)
         correct_norm += int(np.argmax(scores / lengths)) == int(answer)
+        correct_bytes += int(np.argmax(scores / n_bytes)) == int(answer)
     return {
         "accuracy": 100.0 * correct / len(answers),
         "accuracy_norm": 100.0 * correct_norm / len(answers),
+        "accuracy_bytes": 100.0 * correct_bytes / len(answers),
         "n": len(answers),
         "skipped": 0,
         "truncated": 0,
@@ -490,6 +524,65 @@ def eval_belebele(ev: Evaluator, task: Any, language: str, max_samples: int) -> 
     return TaskResult(_choice_accuracy(ev, [belebele_prompt(i) for i in items], letters, [i["answer"] for i in items]))
 
 
+# --- translation ----------------------------------------------------------------------------------
+
+
+def eval_translation(ev: Evaluator, task: Any, language: str, max_samples: int) -> TaskResult:
+    """Translation between English and ``language`` (``task.direction``: ``en-xx`` or ``xx-en``)
+    over a parallel source (``task.source``, default ``flores``: sentences paired by id; split
+    ``task.split``): each source sentence put in ``task.prompt_template`` (placeholders
+    ``{source}``, ``{source_language}``, ``{target_language}``; the languages' English names),
+    after ``task.shots`` pairs of ``task.fewshot_split``; the first line of the greedy output is
+    the translation, scored by corpus chrF++ and BLEU with their sacrebleu signatures
+    (:mod:`~rise_jax.evaluation.translation`); each saved generation has its sentence chrF++."""
+    direction = task.get("direction", "en-xx")
+    if direction not in tr.DIRECTIONS:
+        raise EvalError(f"task translation: direction {direction!r}; choose one of {', '.join(tr.DIRECTIONS)}")
+    if language == "en":
+        raise EvalError("task translation: English is the pivot of both directions; evaluate another language")
+    source_lang, target_lang = ("en", language) if direction == "en-xx" else (language, "en")
+
+    def pairs(split: str) -> list[tuple[str, str, str]]:
+        spec = SourceSpec(task.get("source", "flores"), task.path, split=split)
+        source = {e.id: e.text for e in _load(spec, source_lang, "translation")}
+        out = [(e.id, source[e.id], e.text) for e in _load(spec, target_lang, "translation") if e.id in source]
+        if not out:
+            raise EvalError(
+                f"task translation: no sentence ids shared by {source_lang} and {target_lang} in {spec.path}"
+            )
+        return out
+
+    items = pairs(task.get("split", "test"))
+    items = items[:max_samples] if max_samples else items
+    shots = int(task.get("shots", 0) or 0)
+    exemplars = [(s, t) for _, s, t in pairs(task.fewshot_split)[:shots]] if shots else []
+    names = get_language(source_lang).name, get_language(target_lang).name
+    template = task.get("prompt_template") or tr.DEFAULT_TEMPLATE
+    try:
+        prompts = [ev.render(tr.translation_prompt(template, s, *names, exemplars), task.template) for _, s, _ in items]
+    except tr.TranslationError as err:
+        raise EvalError(f"task translation: {err}") from err
+    outputs = ev.generate(prompts, task.max_new_tokens, f"translation/{direction}/{language}")
+    predictions = [tr.first_line(o) for o in outputs]
+    references = [t for _, _, t in items]
+    try:
+        scores = tr.corpus_scores(predictions, references, target_lang, task.get("bleu_tokenize", ""))
+    except tr.TranslationError as err:
+        raise EvalError(f"task translation: {err}") from err
+    records = tuple(
+        {
+            "id": i,
+            "prompt": p,
+            "output": o,
+            "prediction": h,
+            "reference": r,
+            "score": {"chrf": tr.sentence_chrf(h, r)},
+        }
+        for (i, _, r), p, o, h in zip(items, prompts, outputs, predictions, strict=True)
+    )
+    return TaskResult({**scores, "n": len(items), "skipped": 0, "truncated": 0}, records)
+
+
 @dataclasses.dataclass(frozen=True)
 class TaskKind:
     """One task kind (``eval.tasks.<name>.kind``). ``run(ev, task, language, max_samples)`` scores
@@ -514,6 +607,12 @@ def _check_perplexity(task: Any, where: str) -> None:
         raise EvalError(f"{where}.window = {window!r}; choose one of {', '.join(PERPLEXITY_WINDOWS)}")
 
 
+def _check_translation(task: Any, where: str) -> None:
+    direction = task.get("direction", "en-xx")
+    if direction not in tr.DIRECTIONS:
+        raise EvalError(f"{where}.direction = {direction!r}; choose one of {', '.join(tr.DIRECTIONS)}")
+
+
 TASK_KINDS: dict[str, TaskKind] = {
     k.name: k
     for k in (
@@ -523,6 +622,7 @@ TASK_KINDS: dict[str, TaskKind] = {
         TaskKind("perplexity", eval_perplexity, "perplexity", validate=_check_perplexity),
         TaskKind("multiple_choice", eval_multiple_choice, "accuracy", general=("accuracy", "accuracy_norm")),
         TaskKind("belebele", eval_belebele, "accuracy"),
+        TaskKind("translation", eval_translation, "chrf", general=("chrf", "bleu"), validate=_check_translation),
     )
 }
 

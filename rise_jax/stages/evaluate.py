@@ -321,7 +321,11 @@ def result_inputs(
         task = e.tasks[task_name].to_dict()
         task["max_samples"] = task.get("max_samples", 0) or e.max_samples
         task.pop("languages", None)
-        parts[("task", task_name)] = {"task": task, "task_data": files_identity(str(task.get("path", "")), wd)}
+        parts[("task", task_name)] = {
+            "task": task,
+            "task_data": files_identity(str(task.get("path", "")), wd),
+            **({"fewshot_data": files_identity(str(task["fewshot_path"]), wd)} if task.get("fewshot_path") else {}),
+        }
     return {
         **parts[("model",)],
         "variant": variant,
