@@ -369,7 +369,7 @@ def torch_sync(device: str) -> None:
 def device_label(gpu: bool) -> str:
     """What the run timed on: the GPU's name, or the CPU thread count."""
     if not gpu:
-        return "CPU, 2 threads"
+        return f"CPU, 2 threads: {cpu_line()}"
     import jax
     import torch
 
@@ -480,6 +480,33 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# The vector / matrix extensions that decide a CPU's matmul peak (x86 and Arm flag names).
+VECTOR_FLAGS = (
+    "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16",
+    "amx_tile", "amx_bf16", "amx_int8", "asimd", "sve", "sve2",
+)  # fmt: skip
+
+
+def vector_extensions() -> list[str]:
+    """Which of :data:`VECTOR_FLAGS` the CPU reports (``/proc/cpuinfo`` flags / Features)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith(("flags", "Features")):
+                    have = set(line.split(":", 1)[1].split())
+                    return [f for f in VECTOR_FLAGS if f in have]
+    except OSError:
+        pass
+    return []
+
+
+def cpu_line() -> str:
+    """The CPU model, its vector extensions and the logical CPU count: what CPU timings depend on
+    (torch's MKL and XLA reach different matmul peaks per extension, bench/RESULTS.md)."""
+    ext = ", ".join(vector_extensions()) or "extensions unknown"
+    return f"{cpu_model()} [{ext}], {os.cpu_count()} logical CPUs"
+
+
 def environment() -> dict[str, Any]:
     """What a benchmark ran on: JAX's backend and device, library versions, the CPU model (and
     its thread count) when JAX runs on the CPU, the device's memory limit where it reports one."""
@@ -498,7 +525,7 @@ def environment() -> dict[str, Any]:
         except ImportError:
             pass
     if out["backend"] == "cpu":
-        out["cpu"] = f"{cpu_model()}, {os.cpu_count()} logical CPUs"
+        out["cpu"] = cpu_line()
     stats = dev.memory_stats()
     if stats and "bytes_limit" in stats:
         out["memory_limit_gib"] = stats["bytes_limit"] / 1024**3

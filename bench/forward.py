@@ -24,6 +24,7 @@ from common import (  # noqa: E402
     FULL_CONFIGS,
     HF_SETTINGS,
     MID_CONFIGS,
+    cpu_line,
     forward_flops,
     load_hf,
     matmul_peaks,
@@ -83,6 +84,7 @@ def bench_mid(family: str, batch: int, seq: int, repeats: int, with_ragged: bool
     print(
         f"\nmid-size {family} forward, batch {batch} x {seq} tokens, fp32, 2 threads, {flops / 1e9:.1f} GFLOP/forward"
     )
+    print(f"CPU: {cpu_line()}")
     print(f"{'implementation':34s} {'tokens/s':>10s} {'vs best HF':>10s} {'GFLOP/s':>8s}")
     for name, t in results.items():
         print(f"{name:34s} {tokens / t:10.0f} {best_hf / t:9.2f}x {flops / t / 1e9:8.1f}")

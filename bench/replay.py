@@ -17,7 +17,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import HF_SETTINGS, MID_QWEN, load_hf, set_threads, write_hf_qwen  # noqa: E402
+from common import HF_SETTINGS, MID_QWEN, cpu_line, load_hf, set_threads, write_hf_qwen  # noqa: E402
 
 set_threads(2)
 
@@ -93,6 +93,7 @@ def main() -> None:
     print(
         f"\nreplay: {len(langs)} languages x {args.samples} FLoRes sentences, {n_tokens} tokens, batch {args.batch_size}"
     )
+    print(f"CPU: {cpu_line()}")
     print(f"{'implementation':32s} {'tokens/s':>10s} {'vs best HF':>10s}")
     for name, t in results.items():
         print(f"{name:32s} {n_tokens / t:10.0f} {best_hf / t:9.2f}x")
