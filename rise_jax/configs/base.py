@@ -242,4 +242,36 @@ def get_base_config() -> ml_collections.ConfigDict:
                 max_samples=0,
             )
         )
+    # PolyMath (rise_jax/evaluation/polymath.py): path = a language's directory of the level files
+    # (Qwen/PolyMath <lang>/{low,medium,high,top}.parquet, or the GitHub data/<lang>/*.jsonl), {lang}.
+    # Scored by the first \boxed{} of the output; primary metric the difficulty-weighted accuracy.
+    c.eval.tasks.polymath = ml_collections.ConfigDict(
+        dict(
+            kind="polymath",
+            format="polymath",
+            path="",
+            subjects="",  # levels to keep (low, medium, high, top); empty = all four
+            languages="",
+            template="chat",
+            prompt_template="",  # with {question} and {instruction}; empty = "{question}\n\n{instruction}"
+            max_new_tokens=2048,
+            max_samples=0,  # per level
+        )
+    )
+    # MMLU-ProX as lm-eval 0.4.13's mmlu_prox (rise_jax/evaluation/mmlu_prox.py): path = one
+    # language's test rows of li-lab/MMLU-ProX (or -Lite), fewshot_path its validation rows.
+    c.eval.tasks.mmlu_prox = ml_collections.ConfigDict(
+        dict(
+            kind="mmlu_prox",
+            format="mmlu_prox",
+            path="",
+            fewshot_path="",
+            subjects="",  # categories to keep (biology, ..., computer_science, ...); empty = all 14
+            shots=5,
+            languages="",
+            template="raw",  # lm-eval's default: no chat template
+            max_new_tokens=2048,
+            max_samples=0,
+        )
+    )
     return c

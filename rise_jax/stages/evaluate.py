@@ -7,7 +7,7 @@ merged in-process); ``pruned`` (base with the selection's experts pruned from th
 Artefacts: ``eval/results.json`` (``{"config", "results": {variant: {task: {lang: {metric: value,
 "n", "skipped", "truncated", "generations"}}}}}``, rewritten atomically after every language so an
 interrupted run resumes where it stopped), ``eval/generations/<variant>/<task>/<lang>.jsonl`` for
-the generative tasks (MGSM, QA, open QA; written before the language is marked done; one example a line:
+the generative tasks (MGSM, QA, open QA, translation, PolyMath, MMLU-ProX; written before the language is marked done; one example a line:
 ``id``, ``prompt`` (null when skipped as too long), ``output`` (the model's text), ``prediction``
 (what was scored), ``reference``, ``score``; the results' ``generations`` names the file relative
 to the workdir) and ``eval/table.md`` (one table per task: rows = variants,
