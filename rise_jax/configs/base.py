@@ -93,6 +93,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.correlate = ml_collections.ConfigDict()
     c.correlate.tasks = ""  # eval task names; empty = every task in eval/results.json
     c.correlate.variant = "base"
+    # Tasks whose primary metrics are averaged per language into one more row, "mean" (over the
+    # languages all of them scored); "all" = every task correlated; empty = none.
+    c.correlate.mean = ""
     c.correlate.layers = ""  # MoE layers, e.g. "8-35"; empty = the middle zone
 
     c.select = ml_collections.ConfigDict()
