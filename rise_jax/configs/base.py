@@ -131,7 +131,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.eval.variants = "base,trained"  # base | trained | pruned | trained_pruned | steered
     c.eval.baseline = "base"  # the row deltas are taken against
     c.eval.run = "mgsm,tydiqa,perplexity"  # names of entries in eval.tasks
-    c.eval.languages = "bn,en"  # default for tasks without their own list
+    # Default for tasks without their own list; "replay" (here or in a task's languages) = the
+    # replayed languages (data.languages) the task's dataset has (rise_jax/evaluation/coverage.py).
+    c.eval.languages = "bn,en"
     c.eval.max_samples = 0  # per task and language; 0 = all (a task's own max_samples wins)
     c.eval.batch_size = 8
     c.eval.decode_slots = 0  # generation's continuous-batching slots; 0 = what a 2 GiB KV cache holds (<= 16)

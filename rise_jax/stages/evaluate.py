@@ -30,6 +30,7 @@ from rise_jax.content_hash import json_sha256, paths_sha256, tree_sha256
 from rise_jax.data.languages import language_field, parse_languages
 from rise_jax.data.sources import SOURCE_KINDS, SourceSpec, check_source
 from rise_jax.distributed import on_writer
+from rise_jax.evaluation import coverage
 from rise_jax.evaluation import interventions as iv
 from rise_jax.evaluation.generate import stop_token_ids
 from rise_jax.evaluation.tasks import TASK_KINDS, EvalError, Evaluator, get_task_kind, run_task
@@ -214,6 +215,28 @@ def _validate_steer(config: ml_collections.ConfigDict) -> None:
         )
 
 
+def task_languages(config: ml_collections.ConfigDict, name: str) -> list[str]:
+    """The languages eval task ``name`` runs on: its own ``languages``, else ``eval.languages``;
+    ``"replay"`` (in either) = the replayed languages (``data.languages``) its dataset has
+    (:func:`~rise_jax.evaluation.coverage.shared_languages`)."""
+    e, task, where = config.eval, config.eval.tasks[name], f"config.eval.tasks.{name}"
+    spec, field = (
+        (task.languages, f"{where}.languages") if task.get("languages") else (e.languages, "config.eval.languages")
+    )
+    if not comma_list(spec):
+        raise EvalError(f"{where}.languages and config.eval.languages are both empty: name the languages to evaluate")
+    if str(spec).strip() != coverage.REPLAY:
+        return parse_languages(spec, field, allow_empty=False)
+    replay = parse_languages(config.data.languages, "config.data.languages")
+    shared = coverage.shared_languages(task, replay)
+    if not shared:
+        raise EvalError(
+            f"{field} = 'replay': the dataset of eval task {name} has none of the replayed languages "
+            f"({', '.join(replay)}); it has {', '.join(coverage.published_languages(task) or ())}"
+        )
+    return shared
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
     e = config.eval
     unknown = [v for v in comma_list(e.variants) if v not in VARIANTS]
@@ -233,14 +256,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         kind = get_task_kind(task.kind, f"eval.tasks.{name}")
         if kind.validate is not None:
             kind.validate(task, f"eval.tasks.{name}")
-        if task.get("languages"):
-            languages = parse_languages(task.languages, f"{where}.languages", allow_empty=False)
-        elif comma_list(e.languages):
-            languages = parse_languages(e.languages, "config.eval.languages", allow_empty=False)
-        else:
-            raise EvalError(
-                f"{where}.languages and config.eval.languages are both empty: name the languages to evaluate"
-            )
+        languages = task_languages(config, name)
         if task.kind == "perplexity" and "source" in task:
             if task.source not in SOURCE_KINDS:
                 raise EvalError(f"{where}.source = {task.source!r}; choose one of {', '.join(SOURCE_KINDS)}")
@@ -371,7 +387,7 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
         for name in task_names:
             task = e.tasks[name]
             metric = TASK_KINDS[task.kind].primary
-            for lang in parse_languages(task.languages or e.languages):
+            for lang in task_languages(config, name):
                 digest = json_sha256(result_inputs(config, wd, variant, name, lang, parts))
                 scores_file, generations_file = _stored(wd, digest)
                 # The writer looks (in a multi-process job every process must take the same branch).
