@@ -667,14 +667,17 @@ def eval_mmlu_prox(ev: Evaluator, task: Any, language: str, max_samples: int) ->
 class TaskKind:
     """One task kind (``eval.tasks.<name>.kind``). ``run(ev, task, language, max_samples)`` scores
     one language; ``primary``: the metric tables, logs and correlations use; ``general``: the
-    columns of the general-ability table (default: ``primary``); ``validate(task, where)``: cheap
-    checks of its own config fields (``where`` = ``eval.tasks.<name>``), before any stage runs."""
+    columns of the general-ability table (default: ``primary``); ``details``: further metrics
+    ``eval/table.md`` shows per language, a table each, under the primary one; ``validate(task,
+    where)``: cheap checks of its own config fields (``where`` = ``eval.tasks.<name>``), before
+    any stage runs."""
 
     name: str
     run: Callable[[Evaluator, Any, str, int], TaskResult]
     primary: str
     general: tuple[str, ...] = ()
     validate: Callable[[Any, str], None] | None = None
+    details: tuple[str, ...] = ()
 
     @property
     def general_metrics(self) -> tuple[str, ...]:
@@ -702,8 +705,21 @@ TASK_KINDS: dict[str, TaskKind] = {
         TaskKind("perplexity", eval_perplexity, "perplexity", validate=_check_perplexity),
         TaskKind("multiple_choice", eval_multiple_choice, "accuracy", general=("accuracy", "accuracy_norm")),
         TaskKind("belebele", eval_belebele, "accuracy"),
-        TaskKind("translation", eval_translation, "chrf", general=("chrf", "bleu"), validate=_check_translation),
-        TaskKind("polymath", eval_polymath, "dw_accuracy", general=("dw_accuracy", "accuracy")),
+        TaskKind(
+            "translation",
+            eval_translation,
+            "chrf",
+            general=("chrf", "bleu"),
+            validate=_check_translation,
+            details=("bleu",),
+        ),
+        TaskKind(
+            "polymath",
+            eval_polymath,
+            "dw_accuracy",
+            general=("dw_accuracy", "accuracy"),
+            details=tuple(f"accuracy_{level}" for level in pm.LEVELS),
+        ),
         TaskKind("mmlu_prox", eval_mmlu_prox, "exact_match"),
     )
 }

@@ -11,8 +11,10 @@ the generative tasks (MGSM, QA, open QA, translation, PolyMath, MMLU-ProX; writt
 ``id``, ``prompt`` (null when skipped as too long), ``output`` (the model's text), ``prediction``
 (what was scored), ``reference``, ``score``; the results' ``generations`` names the file relative
 to the workdir) and ``eval/table.md`` (one table per task: rows = variants,
-columns = languages + Avg, plus deltas against ``config.eval.baseline``; first, when
-``config.eval.general`` names tasks, the paper's Table 4 layout: a column per task and metric).
+columns = languages + Avg, plus deltas against ``config.eval.baseline``, then a table per further
+metric of its kind — PolyMath's levels, translation's BLEU; before them, with several tasks, every
+task on one table, task × language × variant; first, when ``config.eval.general`` names tasks,
+the paper's Table 4 layout: a column per task and metric).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from rise_jax.io_utils import (
     write_jsonl_atomic,
     write_text_atomic,
 )
-from rise_jax.reporting.tables import results_table, variants_table
+from rise_jax.reporting.tables import results_table, tasks_table, variants_table
 from rise_jax.selection.artefact import load_selection
 from rise_jax.stages.build import build_model
 from rise_jax.stages.common import check_model_inputs, checkpoint_identity, files_identity, tokenizer_for
@@ -436,16 +438,30 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
 
 
 def results_markdown(results: dict[str, Any], e: ml_collections.ConfigDict) -> str:
-    """One table per task (its primary metric), with skipped/truncated counts when any."""
+    """With several tasks, first all of them on one table (task × language × variant, each its
+    primary metric); then one table per task (its primary metric, then its kind's ``details``
+    metrics), with skipped/truncated counts when any."""
     parts = []
     task_names = [n for n in e.tasks.keys() if any(n in r for r in results.values())]
+    primary = {}
+    for name in task_names:
+        metric = TASK_KINDS[e.tasks[name].kind].primary
+        primary[name] = {
+            v: {lang: s[metric] for lang, s in r[name].items() if metric in s} for v, r in results.items() if name in r
+        }
+    if len(task_names) > 1:
+        labels = {f"{n} {TASK_KINDS[e.tasks[n].kind].primary}": primary[n] for n in task_names}
+        parts.append("### Every task by language (primary metrics)\n\n" + tasks_table(labels, e.baseline))
     for name in task_names:
         kind = e.tasks[name].kind
         metric = TASK_KINDS[kind].primary
         per_variant = {v: r[name] for v, r in results.items() if name in r}
-        languages = list(next(iter(per_variant.values())))
+        languages = list(dict.fromkeys(lang for langs in per_variant.values() for lang in langs))
         title = f"### {name}: {metric}" if kind == name else f"### {name} ({kind}): {metric}"
         parts.append(f"{title}\n\n" + results_table(per_variant, metric, languages, e.baseline))
+        for extra in TASK_KINDS[kind].details:
+            if any(extra in s for langs in per_variant.values() for s in langs.values()):
+                parts.append(f"#### {name}: {extra}\n\n" + results_table(per_variant, extra, languages, e.baseline))
         notes = [
             f"{v}/{lang}: {s['skipped']} skipped, {s['truncated']} truncated"
             for v, langs in per_variant.items()
