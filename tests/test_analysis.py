@@ -179,7 +179,22 @@ def test_performance_alignment_equals_scipy_and_the_stage_writes_table_and_plot(
     np.testing.assert_allclose(out["pearson_r"], r["pearson_r"])
     assert os.path.getsize(wd / "analysis" / "correlation_belebele.png") > 1000
     assert "| belebele | accuracy | base | 1–2 | 4 |" in open(wd / "analysis" / "correlation.md").read()
-    c.correlate.variant = "steered"
+    # The mean of several tasks (a config choice), over the languages all of them scored.
+    results["base"]["xnli"] = {lang: {"accuracy": 60.0 - 10 * i, "n": 5} for i, lang in enumerate(("sw", "bn", "zh"))}
+    (wd / "eval" / "results.json").write_text(json.dumps({"config": {}, "results": results}))
+    c.correlate.tasks, c.correlate.mean = "belebele,xnli", "all"
+    launch.run(c, str(wd))
+    mean = json.load(open(wd / "analysis" / "correlation.json"))["mean"]
+    assert mean["tasks"] == ["belebele", "xnli"] and mean["languages"] == ["bn", "sw", "zh"]
+    assert mean["metric"] == "mean(belebele accuracy, xnli accuracy)"
+    expected = {"bn": (40 + 50) / 2, "sw": (30 + 60) / 2, "zh": (55 + 40) / 2}
+    assert {p["language"]: p["score"] for p in mean["points"]} == expected
+    np.testing.assert_allclose(mean["pearson_r"], analysis.performance_alignment(expected, div, [1, 2])["pearson_r"])
+    assert "| mean | mean(belebele accuracy, xnli accuracy) | base |" in open(wd / "analysis" / "correlation.md").read()
+    c.correlate.mean = "belebele,karaoke"
+    with pytest.raises(Exception, match=r"config.correlate: unknown eval task\(s\) \['karaoke'\]"):
+        launch.run(c, str(wd))
+    c.correlate.mean, c.correlate.variant = "", "steered"
     with pytest.raises(Exception, match="no results for variant 'steered'"):
         launch.run(c, str(wd))
 

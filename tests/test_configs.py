@@ -214,3 +214,40 @@ def test_sweeps_plot_each_tasks_metric_over_numeric_and_categorical_points(tmp_p
     mixed = _summary([{"select.k": 8}, {"select.k": 8, "select.alpha": 1.0}], [9.0, 9.5])
     assert _axis(mixed)[1:] == ("point", None)
     assert sweep_plots(_summary([{"select.k": 8}], [None]), str(tmp_path / "none")) == []  # no eval: no plot
+
+
+def test_multilingual_presets_validate_and_run_each_task_on_the_replayed_languages_it_has():
+    """configs/multilingual.py (``study``, ``broad``) and bandarkar.py (the study preset): every
+    task's languages are the replay set's that its dataset publishes, resolved by the eval stage
+    (so narrowing ``data.languages`` narrows them), and the whole config validates."""
+    from fixture_data import FLORES, MGSM
+
+    from rise_jax import launch
+    from rise_jax.configs import bandarkar, multilingual
+    from rise_jax.evaluation import coverage, mmlu_prox, multilingual_mc, polymath
+    from rise_jax.stages.evaluate import task_languages
+
+    broad = multilingual.get_config("broad")
+    langs = {name: task_languages(broad, name) for name in broad.eval.run.split(",")}
+    replay = broad.data.languages.split(",")
+    assert langs["xcopa"] == [x for x in replay if x in multilingual_mc.XCOPA_CONNECTORS]
+    assert langs["polymath"] == [x for x in replay if x in polymath.LANGUAGES]
+    assert langs["mmlu_prox"] == [x for x in replay if x in mmlu_prox.LANGUAGES]
+    assert "en" not in langs["include"] and "en" not in langs["flores_en_xx"] and langs["belebele"] == replay
+    assert (broad.correlate.tasks, broad.correlate.mean) == ("", "global_mmlu,mmlu_prox,include")
+    assert set(multilingual.BROAD_LANGUAGES) >= {"sw", "bn", "te", "th", "zh", "ar"}
+    for config in (broad, multilingual.get_config("study"), bandarkar.get_config("qwen3")):
+        config.model.checkpoint = "Qwen/Qwen3-30B-A3B"  # a hub id: nothing local to read
+        config.data.path = config.task_experts.data.path = FLORES
+        config.task_experts.data.path = config.eval.tasks.mgsm.path = MGSM
+        config.data.languages = "en,bn,sw,de,zh"  # the fixture's FLoRes languages
+        assert launch.validate_only(config)
+        for name in config.eval.run.split(","):
+            assert config.eval.tasks[name].languages == coverage.REPLAY
+            assert set(task_languages(config, name)) <= {"en", "bn", "sw", "de", "zh"}, name
+    assert task_languages(broad, "xstorycloze") == ["en", "sw", "zh"]
+    broad.data.languages = "en,fi"
+    with pytest.raises(Exception, match="eval task xcopa has none of the replayed languages .en, fi.; it has et,"):
+        launch.validate_only(broad)
+    with pytest.raises(ValueError, match="choose one of study, broad"):
+        multilingual.get_config("wide")

@@ -262,7 +262,8 @@ def test_formats_are_chosen_by_name_and_misuse_is_named(tmp_path):
     ):
         read_items("multiple_choice", "csv", path)
     with pytest.raises(
-        FormatError, match=r"subjects='medical' applies only to formats mmlu, global_mmlu, include, not 'arc'"
+        FormatError,
+        match=r"subjects='medical' applies only to formats mmlu, global_mmlu, include, polymath, mmlu_prox, not 'arc'",
     ):
         read_items("multiple_choice", "arc", path, "medical")
     (tmp_path / "broken.jsonl").write_text('{"question": "q"}\nnot json\n')

@@ -10,6 +10,7 @@ from hf_reference import make_hf_model, save_hf_model
 from rise_jax import launch
 from rise_jax.configs import base  # noqa: E402
 from rise_jax.evaluation.interventions import InterventionError
+from rise_jax.evaluation.polymath import LEVELS
 from rise_jax.evaluation.tasks import EvalError
 
 MC_ITEMS = [
@@ -462,3 +463,38 @@ def test_general_tasks_from_published_files_make_the_papers_table4(setup, tmp_pa
     c.eval.general = "mmlu_medicl"
     with pytest.raises(EvalError, match=r"config.eval.general: unknown task\(s\) \['mmlu_medicl'\]"):
         launch.run(c, wd)
+
+
+def test_table_md_puts_every_task_on_one_table_then_each_tasks_further_metrics():
+    """Without a model: results of PolyMath, translation and XNLI on different languages give
+    one task × language × variant table (primary metrics, Δ rows over shared languages), then
+    each task's table and its kind's further metrics (PolyMath's levels, translation's BLEU)."""
+    from rise_jax.configs import base
+    from rise_jax.stages.evaluate import results_markdown
+
+    e = base.get_base_config().eval
+
+    def scores(value, **extra):
+        return {"n": 4, "skipped": 0, "truncated": 0, **extra, "_": value}
+
+    results = {
+        variant: {
+            "polymath": {
+                lang: scores(0, dw_accuracy=10.0 + d, accuracy=20.0, **{f"accuracy_{lv}": 5.0 + d for lv in LEVELS})
+                for lang in ("sw", "zh")
+            },
+            "flores_en_xx": {"sw": scores(0, chrf=30.0 + d, bleu=8.0 + d)},
+            "xnli": {"sw": scores(0, accuracy=40.0 + d), "ar": scores(0, accuracy=35.0)},
+        }
+        for variant, d in (("base", 0.0), ("trained", 1.5))
+    }
+    table = results_markdown(results, e)
+    lines = table.splitlines()
+    assert lines[0] == "### Every task by language (primary metrics)"
+    assert lines[2] == "| task | setting | sw | zh | ar | mean |"
+    assert "| polymath dw_accuracy | Δ trained | +1.50 | +1.50 | – | +1.50 |" in lines
+    assert "| flores_en_xx chrf | base | 30.00 | – | – | 30.00 |" in lines
+    assert "| xnli accuracy | Δ trained | +1.50 | – | +0.00 | +0.75 |" in lines
+    for heading in ("### polymath: dw_accuracy", "#### polymath: accuracy_top", "#### flores_en_xx: bleu"):
+        assert heading in lines, heading
+    assert "#### xnli" not in table  # multiple choice has no further metrics here

@@ -62,7 +62,10 @@ def test_a_registered_task_kind_is_validated_by_its_own_check_and_listed_in_erro
     config.eval.tasks.echo.flavour = "plain"
     evaluate.validate(config)
     config.eval.tasks.echo.kind = "karaoke"
-    with pytest.raises(EvalError, match=r"eval.tasks.echo.kind = 'karaoke'; choose one of .*belebele, translation, echo"):
+    with pytest.raises(
+        EvalError,
+        match=r"eval.tasks.echo.kind = 'karaoke'; choose one of .*belebele, translation, polymath, mmlu_prox, echo",
+    ):
         evaluate.validate(config)
 
 

@@ -22,6 +22,7 @@ and a missing one is an error naming it.
 """
 
 from rise_jax.configs.base import get_base_config
+from rise_jax.configs.multilingual import apply_preset
 
 MGSM_LANGUAGES = "en,bn,de,es,fr,ja,ru,sw,te,th,zh"  # MGSM's languages; all are in FLoRes and Belebele
 
@@ -54,8 +55,7 @@ def get_config(arg: str = "qwen3"):
     c.task_experts.language = "en"
     c.task_experts.taus = "0.1,0.2,0.3,0.4,0.5"
 
-    c.eval.run = "mgsm,belebele"
-    c.eval.languages = MGSM_LANGUAGES
+    apply_preset(c, "study")  # MGSM and Belebele on the replayed languages each has; correlate Belebele
     c.eval.variants = "base,steered"
     c.eval.tasks.mgsm.path = "data/mgsm"
     c.eval.tasks.belebele.path = "data/belebele"  # facebook/belebele: <flores>.jsonl per language
@@ -67,7 +67,6 @@ def get_config(arg: str = "qwen3"):
     c.eval.steer.strength = preset["strength"]
     c.eval.steer.tau = preset["tau"]
 
-    c.correlate.tasks = "belebele"
     c.correlate.variant = "base"
     c.correlate.layers = preset["layers"]
     return c

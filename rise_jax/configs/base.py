@@ -93,6 +93,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.correlate = ml_collections.ConfigDict()
     c.correlate.tasks = ""  # eval task names; empty = every task in eval/results.json
     c.correlate.variant = "base"
+    # Tasks whose primary metrics are averaged per language into one more row, "mean" (over the
+    # languages all of them scored); "all" = every task correlated; empty = none.
+    c.correlate.mean = ""
     c.correlate.layers = ""  # MoE layers, e.g. "8-35"; empty = the middle zone
 
     c.select = ml_collections.ConfigDict()
@@ -128,7 +131,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.eval.variants = "base,trained"  # base | trained | pruned | trained_pruned | steered
     c.eval.baseline = "base"  # the row deltas are taken against
     c.eval.run = "mgsm,tydiqa,perplexity"  # names of entries in eval.tasks
-    c.eval.languages = "bn,en"  # default for tasks without their own list
+    # Default for tasks without their own list; "replay" (here or in a task's languages) = the
+    # replayed languages (data.languages) the task's dataset has (rise_jax/evaluation/coverage.py).
+    c.eval.languages = "bn,en"
     c.eval.max_samples = 0  # per task and language; 0 = all (a task's own max_samples wins)
     c.eval.batch_size = 8
     c.eval.decode_slots = 0  # generation's continuous-batching slots; 0 = what a 2 GiB KV cache holds (<= 16)
@@ -242,4 +247,36 @@ def get_base_config() -> ml_collections.ConfigDict:
                 max_samples=0,
             )
         )
+    # PolyMath (rise_jax/evaluation/polymath.py): path = a language's directory of the level files
+    # (Qwen/PolyMath <lang>/{low,medium,high,top}.parquet, or the GitHub data/<lang>/*.jsonl), {lang}.
+    # Scored by the first \boxed{} of the output; primary metric the difficulty-weighted accuracy.
+    c.eval.tasks.polymath = ml_collections.ConfigDict(
+        dict(
+            kind="polymath",
+            format="polymath",
+            path="",
+            subjects="",  # levels to keep (low, medium, high, top); empty = all four
+            languages="",
+            template="chat",
+            prompt_template="",  # with {question} and {instruction}; empty = "{question}\n\n{instruction}"
+            max_new_tokens=2048,
+            max_samples=0,  # per level
+        )
+    )
+    # MMLU-ProX as lm-eval 0.4.13's mmlu_prox (rise_jax/evaluation/mmlu_prox.py): path = one
+    # language's test rows of li-lab/MMLU-ProX (or -Lite), fewshot_path its validation rows.
+    c.eval.tasks.mmlu_prox = ml_collections.ConfigDict(
+        dict(
+            kind="mmlu_prox",
+            format="mmlu_prox",
+            path="",
+            fewshot_path="",
+            subjects="",  # categories to keep (biology, ..., computer_science, ...); empty = all 14
+            shots=5,
+            languages="",
+            template="raw",  # lm-eval's default: no chat template
+            max_new_tokens=2048,
+            max_samples=0,
+        )
+    )
     return c

@@ -29,22 +29,26 @@ SOURCE_FIELDS = {
 
 # Fields of an eval.tasks entry (which ones a task has depends on its kind).
 TASK_FIELDS = {
-    "kind": "task kind: mgsm | qa | perplexity | open_qa | multiple_choice | belebele",
-    "path": "data file or directory of the task ({lang}/{tydiqa} placeholders where relevant)",
-    "languages": "comma list of languages; empty = eval.languages",
-    "shots": "MGSM: few-shot exemplars in the prompt (0-8)",
+    "kind": "task kind: mgsm | qa | perplexity | open_qa | multiple_choice | belebele | translation | polymath | mmlu_prox",
+    "path": "data file or directory of the task ({lang}/{flores}/{name}/{tydiqa} placeholders where relevant)",
+    "languages": 'comma list of languages; "replay" = the replayed ones the dataset has; empty = eval.languages',
+    "shots": "few-shot exemplars in the prompt (MGSM 0-8; multiple choice / MMLU-ProX: from fewshot_path; translation: from fewshot_split)",
     "template": "chat (the tokenizer's chat template) | raw prompt",
     "max_new_tokens": "generation length limit",
-    "max_samples": "items per language; 0 = eval.max_samples",
-    "prompt_template": "prompt with {context}/{question} (qa) or {question} (open_qa); empty = built-in",
+    "max_samples": "items per language (PolyMath: per level); 0 = eval.max_samples",
+    "prompt_template": "prompt with {context}/{question} (qa), {question} (open_qa), {source}/{source_language}/{target_language} (translation), {question}/{instruction} (polymath); empty = built-in",
     "max_prompt_length": "tokens; longer prompts are skipped or truncated (counted)",
     "long_prompts": "what happens to prompts over max_prompt_length: skip | truncate",
-    "source": "perplexity: text source kind (as data.source)",
-    "split": "perplexity: dataset split",
+    "source": "perplexity / translation: text source kind (as data.source)",
+    "split": "perplexity / translation: dataset split",
     "max_length": "perplexity: tokens per window",
     "window": "perplexity: truncate (cut at max_length) | rolling (lm-eval's loglikelihood_rolling)",
-    "format": "published format read as is: jsonl | mmlu | arc | hellaswag | triviaqa",
-    "subjects": 'mmlu: subject filter, e.g. "medical" (the six clinical subjects); empty = all',
+    "format": "published format read as is (evaluation/formats.py): jsonl | mmlu | arc | hellaswag | triviaqa | global_mmlu | include | global_piqa | xcopa | xnli | xstorycloze | polymath | mmlu_prox",
+    "subjects": 'subsets kept: mmlu subjects ("medical": the six clinical ones), Global-MMLU subjects / categories / CS / CA, INCLUDE domains, PolyMath levels, MMLU-ProX categories; empty = all',
+    "fewshot_path": "the few-shot exemplars' file (same format; Global-MMLU's dev split, MMLU-ProX's validation split)",
+    "direction": "translation: en-xx | xx-en",
+    "fewshot_split": "translation: the split the few-shot pairs come from",
+    "bleu_tokenize": "translation: sacrebleu's BLEU tokenizer; empty = its default for the target language",
 }
 
 FIELD_DOCS: dict[str, str] = {
@@ -86,6 +90,7 @@ FIELD_DOCS: dict[str, str] = {
     "correlate.tasks": "eval tasks correlated with divergence; empty = every task in eval/results.json",
     "correlate.variant": "the eval variant whose scores are correlated",
     "correlate.layers": 'MoE layers whose divergence is averaged, e.g. "8-35"; empty = the middle zone',
+    "correlate.mean": 'tasks whose primary metrics are averaged per language into a "mean" row; "all" = every task correlated; empty = none',
     # select
     "select.method": "selection method: rise | random | topk | esft_gate | esft_token | esft_json",
     "select.target": "target language of the subnetwork",
@@ -133,7 +138,7 @@ FIELD_DOCS: dict[str, str] = {
     "eval.variants": "comma list: base | trained | pruned | trained_pruned | steered",
     "eval.baseline": "the variant the delta rows are taken against",
     "eval.run": "comma list of eval.tasks entries to run",
-    "eval.languages": "default languages of tasks without their own list",
+    "eval.languages": 'default languages of tasks without their own list; "replay" = the replayed ones each dataset has',
     "eval.max_samples": "items per task and language; 0 = all (a task's own max_samples wins)",
     "eval.batch_size": "sequences per log-likelihood batch (generation decodes in continuous-batching slots: evaluation/continuous.py)",
     "eval.decode_slots": "generation's continuous-batching decode slots; 0 = as many as a 2 GiB KV cache holds, at most 16 (greedy results do not depend on it)",

@@ -139,6 +139,11 @@ def get_language(code: str) -> Language:
     return Language(canonical, name, f"{iso3}_{script}" if script else None, iso3, None, False, "low", iso3, script)
 
 
+def mgsm_languages() -> tuple[str, ...]:
+    """The codes of the languages MGSM publishes (the table's ``mgsm`` column)."""
+    return tuple(row[0] for row in _TABLE if row[5])
+
+
 def resource_groups(codes: list[str], low_resource: str | list[str] | tuple[str, ...] = "") -> dict[str, str]:
     """``{code: "high" | "low"}``: the languages named in ``low_resource`` (``config.analyze.low_resource``,
     any codes or names) are low and the others high; when it is empty, each language's group in

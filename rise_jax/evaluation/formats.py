@@ -24,7 +24,9 @@ returning the items of our task formats:
 
 The multilingual multiple-choice benchmarks (Global-MMLU, INCLUDE, Global-PIQA, XCOPA, XNLI,
 XStoryCloze) are read by :mod:`rise_jax.evaluation.multilingual_mc` and registered here too; they
-need the language (``--language``). ``jsonl`` is our own format, read as is. :data:`MMLU_MEDICAL` is the medical subset the
+need the language (``--language``). So are the two generation benchmarks with a task kind of
+their own: PolyMath (:mod:`rise_jax.evaluation.polymath`, a language's directory of level files)
+and MMLU-ProX (:mod:`rise_jax.evaluation.mmlu_prox`, needs the language). ``jsonl`` is our own format, read as is. :data:`MMLU_MEDICAL` is the medical subset the
 companion study evaluates (the six clinical MMLU subjects of MultiMedQA).
 
 ``python -m rise_jax.evaluation.formats --format=arc --input=ARC-Challenge-Test.jsonl
@@ -40,7 +42,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from rise_jax.evaluation import multilingual_mc
+from rise_jax.evaluation import mmlu_prox, multilingual_mc, polymath
 from rise_jax.evaluation.rows import FormatError, convert_rows
 
 MMLU_MEDICAL = (
@@ -236,24 +238,40 @@ MC_FORMATS: dict[str, Callable[..., list[dict[str, Any]]]] = {
     **multilingual_mc.READERS,
 }
 QA_FORMATS: dict[str, Callable[..., list[dict[str, Any]]]] = {"jsonl": read_jsonl_qa, "triviaqa": read_triviaqa}
+# The generation tasks with a format of their own: task kind -> {format: reader(path, language, subjects)}.
+KIND_FORMATS: dict[str, dict[str, Callable[..., list[dict[str, Any]]]]] = {
+    "multiple_choice": MC_FORMATS,
+    "open_qa": QA_FORMATS,
+    "polymath": {"polymath": polymath.read_polymath},
+    "mmlu_prox": {"mmlu_prox": mmlu_prox.read_mmlu_prox},
+}
+# The readers that need the file's language (prompt words, or a file of several languages).
+NEEDS_LANGUAGE = (*multilingual_mc.READERS, "mmlu_prox")
 # What ``subjects`` filters in the formats that have subsets.
-SUBSETS = {"mmlu": "subject (or 'medical')", **multilingual_mc.SUBSETS}
+SUBSETS = {
+    "mmlu": "subject (or 'medical')",
+    **multilingual_mc.SUBSETS,
+    "polymath": "difficulty level (low, medium, high, top)",
+    "mmlu_prox": "category (biology, ..., computer_science, ...)",
+}
 
 
 def read_items(kind: str, fmt: str, path: str, subjects: str = "", language: str = "") -> list[dict[str, Any]]:
-    """Items of a ``multiple_choice`` or ``open_qa`` task read from ``path`` in format ``fmt``;
-    ``language`` is the language asked for (the multilingual formats' prompt words, and the rows
-    of a file that holds several languages); ``subjects`` keeps a format's subsets
-    (:data:`SUBSETS`)."""
-    table = MC_FORMATS if kind == "multiple_choice" else QA_FORMATS
+    """Items of a task of ``kind`` (:data:`KIND_FORMATS`: ``multiple_choice``, ``open_qa``,
+    ``polymath``, ``mmlu_prox``) read from ``path`` in format ``fmt``; ``language`` is the
+    language asked for (the multilingual formats' prompt words, and the rows of a file that holds
+    several languages); ``subjects`` keeps a format's subsets (:data:`SUBSETS`)."""
+    if kind not in KIND_FORMATS:
+        raise FormatError(f"task kind {kind!r} reads no published format; those that do: {', '.join(KIND_FORMATS)}")
+    table = KIND_FORMATS[kind]
     if fmt not in table:
         raise FormatError(f"unknown {kind} format {fmt!r}; choose one of {', '.join(table)}")
     if subjects and fmt not in SUBSETS:
         raise FormatError(f"subjects={subjects!r} applies only to formats {', '.join(SUBSETS)}, not {fmt!r}")
-    if fmt in multilingual_mc.READERS:
-        if not language:
-            raise FormatError(f"format {fmt!r} needs the language of {path}")
-        return multilingual_mc.READERS[fmt](path, language, subjects)
+    if fmt in NEEDS_LANGUAGE and not language:
+        raise FormatError(f"format {fmt!r} needs the language of {path}")
+    if fmt in multilingual_mc.READERS or kind in ("polymath", "mmlu_prox"):
+        return table[fmt](path, language, subjects)
     return read_mmlu(path, subjects) if fmt == "mmlu" else table[fmt](path)
 
 
@@ -264,17 +282,18 @@ def main(argv: list[str] | None = None) -> None:
     from rise_jax.io_utils import write_jsonl_atomic
 
     parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--format", required=True, choices=sorted({*MC_FORMATS, *QA_FORMATS} - {"jsonl"}))
+    kinds = {fmt: kind for kind, table in KIND_FORMATS.items() for fmt in table if fmt != "jsonl"}
+    parser.add_argument("--format", required=True, choices=sorted(kinds))
     parser.add_argument("--input", required=True, help="the published file (or MMLU's directory of CSVs)")
     parser.add_argument("--output", required=True, help="JSONL to write")
     parser.add_argument(
         "--subjects", default="", help="the subsets to keep: " + "; ".join(f"{k}: {v}" for k, v in SUBSETS.items())
     )
     parser.add_argument(
-        "--language", default="", help="the file's language (needed by " + ", ".join(multilingual_mc.READERS) + ")"
+        "--language", default="", help="the file's language (needed by " + ", ".join(NEEDS_LANGUAGE) + ")"
     )
     args = parser.parse_args(argv)
-    kind = "open_qa" if args.format in QA_FORMATS else "multiple_choice"
+    kind = kinds[args.format]
     items = read_items(kind, args.format, args.input, args.subjects, args.language)
     write_jsonl_atomic(args.output, items)
     print(f"{args.output}: {len(items)} {kind} items")

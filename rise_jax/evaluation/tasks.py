@@ -1,10 +1,12 @@
 """Per-language evaluation tasks: MGSM, SQuAD-format QA (TyDiQA-GoldP, XQuAD), open QA
 (TriviaQA), perplexity, multiple-choice log-likelihood (ours, MMLU, ARC, HellaSwag, the
-multilingual Global-MMLU, INCLUDE, Global-PIQA, XCOPA, XNLI, XStoryCloze), Belebele and
-translation (FLORES-200 both ways, chrF++ / BLEU). Each returns a :class:`TaskResult`: the
+multilingual Global-MMLU, INCLUDE, Global-PIQA, XCOPA, XNLI, XStoryCloze), Belebele,
+translation (FLORES-200 both ways, chrF++ / BLEU), PolyMath (difficulty-weighted accuracy) and
+MMLU-ProX (lm-eval's chain-of-thought generation task). Each returns a :class:`TaskResult`: the
 scores ``{metric: value, n, skipped, truncated}`` of one language and, for the generative tasks
-(MGSM, QA, open QA, translation), one record per example — what the model was given, what it wrote, the reference and the score (the eval stage
-saves them as ``eval/generations/<variant>/<task>/<lang>.jsonl``).
+(MGSM, QA, open QA, translation, PolyMath, MMLU-ProX), one record per example — what the model
+was given, what it wrote, the reference and the score (the eval stage saves them as
+``eval/generations/<variant>/<task>/<lang>.jsonl``).
 
 Task configs (``ml_collections`` or dicts) carry ``kind`` plus the fields read below; the eval
 stage documents them with the defaults in ``configs/base.py``. :data:`TASK_KINDS` registers each
@@ -33,6 +35,8 @@ from rise_jax.data.languages import get_language
 from rise_jax.data.sources import Example, SourceError, SourceSpec, load_examples
 from rise_jax.distributed import is_writer, put_batch, to_host
 from rise_jax.errors import RiseError
+from rise_jax.evaluation import mmlu_prox as mp
+from rise_jax.evaluation import polymath as pm
 from rise_jax.evaluation import translation as tr
 from rise_jax.evaluation.continuous import generate_text_continuous
 from rise_jax.evaluation.formats import FormatError, convert_rows, read_items
@@ -382,6 +386,19 @@ def task_path(path: str, language: str) -> str:
         raise EvalError(f"{path}: unknown placeholder {err} (use {{lang}}, {{flores}} or {{name}})") from None
 
 
+def read_task_file(task: Any, language: str, path_spec: str, what: str) -> list[dict[str, Any]]:
+    """The items of the file ``path_spec`` names for ``language`` (:func:`task_path`), read in
+    ``task.format`` with ``task.subjects``; a missing file or a bad row is an :class:`EvalError`
+    naming the task and the file."""
+    path = task_path(path_spec, language)
+    if not os.path.exists(path):
+        raise EvalError(f"task {task.kind}: no {what} for language {language}: {path} missing")
+    try:
+        return read_items(task.kind, task.get("format", "jsonl"), path, task.get("subjects", ""), language)
+    except FormatError as err:
+        raise EvalError(f"task {task.kind}: {err}") from err
+
+
 def task_items(task: Any, language: str) -> list[dict[str, Any]]:
     """The items of a ``multiple_choice`` / ``open_qa`` task for ``language``: ``task.path``
     (:func:`task_path`) read in ``task.format`` (ours, ``jsonl``, or a published one: MMLU, ARC,
@@ -390,21 +407,10 @@ def task_items(task: Any, language: str) -> list[dict[str, Any]]:
     ``task.shots`` > 0 each context gets that many exemplars from ``task.fewshot_path`` (same
     format, same subject) as lm-eval's ``first_n`` sampler puts them
     (:func:`~rise_jax.evaluation.multilingual_mc.fewshot_context`)."""
-    fmt, subjects = task.get("format", "jsonl"), task.get("subjects", "")
-
-    def read(path_spec: str, what: str) -> list[dict[str, Any]]:
-        path = task_path(path_spec, language)
-        if not os.path.exists(path):
-            raise EvalError(f"task {task.kind}: no {what} for language {language}: {path} missing")
-        try:
-            return read_items(task.kind, fmt, path, subjects, language)
-        except FormatError as err:
-            raise EvalError(f"task {task.kind}: {err}") from err
-
-    items = read(task.path, "data")
+    items = read_task_file(task, language, task.path, "data")
     shots = int(task.get("shots", 0) or 0)
     if shots > 0:
-        exemplars = read(task.get("fewshot_path", ""), "few-shot file (fewshot_path)")
+        exemplars = read_task_file(task, language, task.get("fewshot_path", ""), "few-shot file (fewshot_path)")
         try:
             items = [{**i, "question": fewshot_context(i, exemplars, shots)} for i in items]
         except FormatError as err:
@@ -583,18 +589,95 @@ def eval_translation(ev: Evaluator, task: Any, language: str, max_samples: int) 
     return TaskResult({**scores, "n": len(items), "skipped": 0, "truncated": 0}, records)
 
 
+# --- PolyMath -------------------------------------------------------------------------------------
+
+
+def eval_polymath(ev: Evaluator, task: Any, language: str, max_samples: int) -> TaskResult:
+    """PolyMath (:mod:`~rise_jax.evaluation.polymath`): each problem with the language's answer
+    instruction (``task.prompt_template``, default ``{question}\\n\\n{instruction}``), greedy
+    output, the first ``\\boxed{}`` compared with the answer; per-level accuracy, overall
+    accuracy and the difficulty-weighted ``dw_accuracy``. ``max_samples`` counts per level."""
+    items = read_task_file(task, language, task.path, "data")
+    if max_samples:  # the first max_samples of every level
+        rank: dict[str, int] = {}
+        kept = []
+        for item in items:
+            rank[item["level"]] = rank.get(item["level"], 0) + 1
+            if rank[item["level"]] <= max_samples:
+                kept.append(item)
+        items = kept
+    template = task.get("prompt_template") or pm.DEFAULT_TEMPLATE
+    try:
+        prompts = [ev.render(pm.polymath_prompt(i["question"], language, template), task.template) for i in items]
+    except FormatError as err:
+        raise EvalError(f"task polymath: {err}") from err
+    outputs = ev.generate(prompts, task.max_new_tokens, f"polymath/{language}")
+    predictions = [pm.extract_boxed(o) for o in outputs]
+    correct = [pm.answers_equal(p, i["answer"]) for p, i in zip(predictions, items, strict=True)]
+    records = tuple(
+        {
+            "id": i["id"],
+            "prompt": p,
+            "output": o,
+            "prediction": pred,
+            "reference": i["answer"],
+            "score": {"correct": c, "level": i["level"]},
+        }
+        for i, p, o, pred, c in zip(items, prompts, outputs, predictions, correct, strict=True)
+    )
+    scores = pm.level_scores([i["level"] for i in items], correct)
+    return TaskResult({**scores, "n": len(items), "skipped": 0, "truncated": 0}, records)
+
+
+# --- MMLU-ProX ------------------------------------------------------------------------------------
+
+
+def eval_mmlu_prox(ev: Evaluator, task: Any, language: str, max_samples: int) -> TaskResult:
+    """MMLU-ProX as lm-eval's ``mmlu_prox`` (:mod:`~rise_jax.evaluation.mmlu_prox`): the
+    description, ``task.shots`` chain-of-thought exemplars of the item's category from
+    ``task.fewshot_path`` (the validation split) and the item; greedy output cut at the stop
+    strings, the answer letter by the language's regex, ``exact_match`` in percent."""
+    items = read_task_file(task, language, task.path, "data")
+    items = items[:max_samples] if max_samples else items
+    shots = int(task.get("shots", mp.DEFAULT_SHOTS) or 0)
+    exemplars = read_task_file(task, language, task.fewshot_path, "few-shot file (fewshot_path)") if shots else []
+    try:
+        prompts = [ev.render(mp.prompt(i, exemplars, shots), task.template) for i in items]
+    except FormatError as err:
+        raise EvalError(f"task mmlu_prox: {err}") from err
+    outputs = [mp.cut_at_stops(o, language) for o in ev.generate(prompts, task.max_new_tokens, f"mmlu_prox/{language}")]
+    predictions = [mp.extract_answer(o, language) for o in outputs]
+    correct = [mp.exact_match(p, i["answer"]) for p, i in zip(predictions, items, strict=True)]
+    records = tuple(
+        {
+            "id": i["id"],
+            "prompt": p,
+            "output": o,
+            "prediction": pred,
+            "reference": i["answer"],
+            "score": {"correct": c, "subject": i["subject"]},
+        }
+        for i, p, o, pred, c in zip(items, prompts, outputs, predictions, correct, strict=True)
+    )
+    scores = {"exact_match": 100.0 * sum(correct) / len(items), "n": len(items), "skipped": 0, "truncated": 0}
+    return TaskResult(scores, records)
+
+
 @dataclasses.dataclass(frozen=True)
 class TaskKind:
     """One task kind (``eval.tasks.<name>.kind``). ``run(ev, task, language, max_samples)`` scores
     one language; ``primary``: the metric tables, logs and correlations use; ``general``: the
-    columns of the general-ability table (default: ``primary``); ``validate(task, where)``: cheap
-    checks of its own config fields (``where`` = ``eval.tasks.<name>``), before any stage runs."""
+    columns of the general-ability table (default: ``primary``); ``details``: further metrics
+    ``eval/table.md`` shows per language, a table each, under the primary one; ``validate(task,
+    where)``: cheap checks of its own config fields (``where`` = ``eval.tasks.<name>``), before
+    any stage runs."""
 
     name: str
     run: Callable[[Evaluator, Any, str, int], TaskResult]
     primary: str
     general: tuple[str, ...] = ()
     validate: Callable[[Any, str], None] | None = None
+    details: tuple[str, ...] = ()
 
     @property
     def general_metrics(self) -> tuple[str, ...]:
@@ -622,7 +705,22 @@ TASK_KINDS: dict[str, TaskKind] = {
         TaskKind("perplexity", eval_perplexity, "perplexity", validate=_check_perplexity),
         TaskKind("multiple_choice", eval_multiple_choice, "accuracy", general=("accuracy", "accuracy_norm")),
         TaskKind("belebele", eval_belebele, "accuracy"),
-        TaskKind("translation", eval_translation, "chrf", general=("chrf", "bleu"), validate=_check_translation),
+        TaskKind(
+            "translation",
+            eval_translation,
+            "chrf",
+            general=("chrf", "bleu"),
+            validate=_check_translation,
+            details=("bleu",),
+        ),
+        TaskKind(
+            "polymath",
+            eval_polymath,
+            "dw_accuracy",
+            general=("dw_accuracy", "accuracy"),
+            details=tuple(f"accuracy_{level}" for level in pm.LEVELS),
+        ),
+        TaskKind("mmlu_prox", eval_mmlu_prox, "exact_match"),
     )
 }
 

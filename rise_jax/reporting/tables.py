@@ -79,3 +79,43 @@ def variants_table(rows: dict[str, list[float | None]], columns: Sequence[str], 
         ]
         lines.append("| " + " | ".join([f"Δ {v}", *(_fmt(x, signed=True, decimals=d) for x in row)]) + " |")
     return "\n".join(lines) + "\n"
+
+
+def tasks_table(per_task: dict[str, dict[str, dict[str, float]]], baseline: str | None = "base") -> str:
+    """Every task on one table, task × language × variant: ``per_task[task][variant][language]``
+    (a task's primary metric) -> rows ``task | variant`` then ``task | Δ variant`` against
+    ``baseline``; columns the union of the tasks' languages (first seen first) and ``mean`` (over
+    the languages the row has: tasks cover different languages; a Δ row's over the languages both
+    rows have); ``–`` where a task has none."""
+    languages = list(dict.fromkeys(lang for variants in per_task.values() for v in variants.values() for lang in v))
+
+    def cells(values: dict[str, float]) -> list[float | None]:
+        present = [values[lang] for lang in languages if lang in values]
+        return [values.get(lang) for lang in languages] + [sum(present) / len(present) if present else None]
+
+    rows, deltas = [], []
+    for task, variants in per_task.items():
+        for variant, values in variants.items():
+            rows.append((task, variant, cells(values)))
+        if baseline in variants:  # Δ over the languages both rows have (the mean too)
+            for variant, values in variants.items():
+                if variant != baseline:
+                    shared = [lang for lang in values if lang in variants[baseline]]
+                    after, before = ({lang: x[lang] for lang in shared} for x in (values, variants[baseline]))
+                    deltas.append((task, variant, cells(after), cells(before)))
+    pairs = [(a, b) for _, _, after, before in deltas for a, b in zip(after, before, strict=True) if None not in (a, b)]
+    shown, d = delta_and_decimals(pairs)
+    shown_deltas = iter(shown)
+    header = ["task", "setting", *languages, "mean"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for task in per_task:
+        lines += [
+            "| " + " | ".join([t, v, *(_fmt(x, decimals=d) for x in vals)]) + " |" for t, v, vals in rows if t == task
+        ]
+        for t, v, after, before in deltas:
+            if t == task:
+                diffs = [None if None in (a, b) else next(shown_deltas) for a, b in zip(after, before, strict=True)]
+                lines.append(
+                    "| " + " | ".join([t, f"Δ {v}", *(_fmt(x, signed=True, decimals=d) for x in diffs)]) + " |"
+                )
+    return "\n".join(lines) + "\n"

@@ -6,10 +6,14 @@ all tasks in ``eval/results.json``) and one variant (``correlate.variant``, defa
 each language's primary metric is paired with its mean divergence
 (:func:`~rise_jax.routing.analysis.entropy_normalised_jsd`, ``analysis.json``'s ``divergence``)
 over ``correlate.layers`` (MoE layers as ``"8-35"``; default: the middle zone), and Pearson r and
-Spearman ρ are computed with their p-values (``scipy.stats``).
+Spearman ρ are computed with their p-values (``scipy.stats``), over every language that has both a
+score and a divergence curve. ``correlate.mean`` names tasks (``all``: every task correlated)
+whose primary metrics are averaged per language into one more row, ``mean``, over the languages
+every one of them scored (a knowledge score made of several benchmarks, as a point per language).
 
 Artefacts: ``analysis/correlation.json`` ({task: {metric, variant, languages, layers, points
-[{language, divergence, score}], pearson_r, pearson_p, spearman_rho, spearman_p, n, note}};
+[{language, divergence, score}], pearson_r, pearson_p, spearman_rho, spearman_p, n, note}}, the
+``mean`` row with its ``tasks`` too);
 the four statistics are null, with a ``note``, when every language has the same score),
 ``analysis/correlation.md`` (one row per task) and ``analysis/correlation_<task>.png`` (labelled
 scatter plot). Needs parallel text in the replay (divergence) and at least three non-English
@@ -40,10 +44,35 @@ class CorrelationError(RiseError, ValueError):
     """Missing or insufficient inputs for the performance-alignment correlation."""
 
 
+MEAN = "mean"  # the row of correlate.mean
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
     c = config.correlate
     if c.layers:
         int_ranges(c.layers)
+    named = [n for n in comma_list(c.tasks) + comma_list(c.get("mean", "")) if n != "all"]
+    unknown = [n for n in named if n not in config.eval.tasks]
+    if unknown:
+        raise CorrelationError(
+            f"config.correlate: unknown eval task(s) {unknown} in tasks / mean; choose from {', '.join(config.eval.tasks)}"
+        )
+    if "all" in comma_list(c.get("mean", "")) and len(comma_list(c.mean)) > 1:
+        raise CorrelationError(f"config.correlate.mean = {c.mean!r}: 'all' or task names, not both")
+
+
+def _primary(config: ml_collections.ConfigDict, task: str) -> str:
+    """The primary metric of an eval task (its kind's, :data:`~rise_jax.evaluation.tasks.TASK_KINDS`)."""
+    kind = config.eval.tasks[task].kind if task in config.eval.tasks else task
+    return TASK_KINDS[kind].primary if kind in TASK_KINDS else "accuracy"
+
+
+def mean_scores(scored: dict[str, Any], metrics: dict[str, str]) -> dict[str, float]:
+    """Per language, the mean of the tasks' metrics (``metrics``: task -> metric), over the
+    languages every task scored."""
+    per_task = [{lang: s[m] for lang, s in scored[t].items() if m in s} for t, m in metrics.items()]
+    shared = [lang for lang in per_task[0] if all(lang in p for p in per_task[1:])]
+    return {lang: sum(float(p[lang]) for p in per_task) / len(per_task) for lang in shared}
 
 
 def correlation_markdown(result: dict[str, Any]) -> str:
@@ -95,18 +124,28 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
         )
     scored = results[c.variant]
     tasks = comma_list(c.tasks) or list(scored)
-    out: dict[str, Any] = {}
     for task in tasks:
         if task not in scored:
             raise CorrelationError(f"{wd.eval_results}: no {c.variant} results for task {task!r}")
-        kind = config.eval.tasks[task].kind if task in config.eval.tasks else task
-        metric = TASK_KINDS[kind].primary if kind in TASK_KINDS else "accuracy"
-        per_lang = {lang: s[metric] for lang, s in scored[task].items() if metric in s}
+    rows: dict[str, tuple[str, dict[str, float], dict[str, Any]]] = {}  # name -> (metric, scores, extra)
+    for task in tasks:
+        metric = _primary(config, task)
+        rows[task] = (metric, {lang: s[metric] for lang, s in scored[task].items() if metric in s}, {})
+    averaged = tasks if comma_list(c.get("mean", "")) == ["all"] else comma_list(c.get("mean", ""))
+    if averaged:
+        missing = [t for t in averaged if t not in scored]
+        if missing:
+            raise CorrelationError(f"{wd.eval_results}: no {c.variant} results for task(s) {missing} of correlate.mean")
+        metrics = {t: _primary(config, t) for t in averaged}
+        label = "mean(" + ", ".join(f"{t} {m}" for t, m in metrics.items()) + ")"
+        rows[MEAN] = (label, mean_scores(scored, metrics), {"tasks": list(averaged)})
+    out: dict[str, Any] = {}
+    for task, (metric, per_lang, extra) in rows.items():
         try:
             r = performance_alignment(per_lang, divergence, layers)
         except ValueError as err:
             raise CorrelationError(f"task {task}: {err}") from err
-        out[task] = {"metric": metric, "variant": c.variant, **r}
+        out[task] = {"metric": metric, "variant": c.variant, **extra, **r}
         plots.scatter(
             [p["divergence"] for p in r["points"]],
             [p["score"] for p in r["points"]],

@@ -7,12 +7,14 @@ merged in-process); ``pruned`` (base with the selection's experts pruned from th
 Artefacts: ``eval/results.json`` (``{"config", "results": {variant: {task: {lang: {metric: value,
 "n", "skipped", "truncated", "generations"}}}}}``, rewritten atomically after every language so an
 interrupted run resumes where it stopped), ``eval/generations/<variant>/<task>/<lang>.jsonl`` for
-the generative tasks (MGSM, QA, open QA; written before the language is marked done; one example a line:
+the generative tasks (MGSM, QA, open QA, translation, PolyMath, MMLU-ProX; written before the language is marked done; one example a line:
 ``id``, ``prompt`` (null when skipped as too long), ``output`` (the model's text), ``prediction``
 (what was scored), ``reference``, ``score``; the results' ``generations`` names the file relative
 to the workdir) and ``eval/table.md`` (one table per task: rows = variants,
-columns = languages + Avg, plus deltas against ``config.eval.baseline``; first, when
-``config.eval.general`` names tasks, the paper's Table 4 layout: a column per task and metric).
+columns = languages + Avg, plus deltas against ``config.eval.baseline``, then a table per further
+metric of its kind — PolyMath's levels, translation's BLEU; before them, with several tasks, every
+task on one table, task × language × variant; first, when ``config.eval.general`` names tasks,
+the paper's Table 4 layout: a column per task and metric).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from rise_jax.content_hash import json_sha256, paths_sha256, tree_sha256
 from rise_jax.data.languages import language_field, parse_languages
 from rise_jax.data.sources import SOURCE_KINDS, SourceSpec, check_source
 from rise_jax.distributed import on_writer
+from rise_jax.evaluation import coverage
 from rise_jax.evaluation import interventions as iv
 from rise_jax.evaluation.generate import stop_token_ids
 from rise_jax.evaluation.tasks import TASK_KINDS, EvalError, Evaluator, get_task_kind, run_task
@@ -41,7 +44,7 @@ from rise_jax.io_utils import (
     write_jsonl_atomic,
     write_text_atomic,
 )
-from rise_jax.reporting.tables import results_table, variants_table
+from rise_jax.reporting.tables import results_table, tasks_table, variants_table
 from rise_jax.selection.artefact import load_selection
 from rise_jax.stages.build import build_model
 from rise_jax.stages.common import check_model_inputs, checkpoint_identity, files_identity, tokenizer_for
@@ -214,6 +217,28 @@ def _validate_steer(config: ml_collections.ConfigDict) -> None:
         )
 
 
+def task_languages(config: ml_collections.ConfigDict, name: str) -> list[str]:
+    """The languages eval task ``name`` runs on: its own ``languages``, else ``eval.languages``;
+    ``"replay"`` (in either) = the replayed languages (``data.languages``) its dataset has
+    (:func:`~rise_jax.evaluation.coverage.shared_languages`)."""
+    e, task, where = config.eval, config.eval.tasks[name], f"config.eval.tasks.{name}"
+    spec, field = (
+        (task.languages, f"{where}.languages") if task.get("languages") else (e.languages, "config.eval.languages")
+    )
+    if not comma_list(spec):
+        raise EvalError(f"{where}.languages and config.eval.languages are both empty: name the languages to evaluate")
+    if str(spec).strip() != coverage.REPLAY:
+        return parse_languages(spec, field, allow_empty=False)
+    replay = parse_languages(config.data.languages, "config.data.languages")
+    shared = coverage.shared_languages(task, replay)
+    if not shared:
+        raise EvalError(
+            f"{field} = 'replay': the dataset of eval task {name} has none of the replayed languages "
+            f"({', '.join(replay)}); it has {', '.join(coverage.published_languages(task) or ())}"
+        )
+    return shared
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
     e = config.eval
     unknown = [v for v in comma_list(e.variants) if v not in VARIANTS]
@@ -233,14 +258,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         kind = get_task_kind(task.kind, f"eval.tasks.{name}")
         if kind.validate is not None:
             kind.validate(task, f"eval.tasks.{name}")
-        if task.get("languages"):
-            languages = parse_languages(task.languages, f"{where}.languages", allow_empty=False)
-        elif comma_list(e.languages):
-            languages = parse_languages(e.languages, "config.eval.languages", allow_empty=False)
-        else:
-            raise EvalError(
-                f"{where}.languages and config.eval.languages are both empty: name the languages to evaluate"
-            )
+        languages = task_languages(config, name)
         if task.kind == "perplexity" and "source" in task:
             if task.source not in SOURCE_KINDS:
                 raise EvalError(f"{where}.source = {task.source!r}; choose one of {', '.join(SOURCE_KINDS)}")
@@ -371,7 +389,7 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
         for name in task_names:
             task = e.tasks[name]
             metric = TASK_KINDS[task.kind].primary
-            for lang in parse_languages(task.languages or e.languages):
+            for lang in task_languages(config, name):
                 digest = json_sha256(result_inputs(config, wd, variant, name, lang, parts))
                 scores_file, generations_file = _stored(wd, digest)
                 # The writer looks (in a multi-process job every process must take the same branch).
@@ -420,16 +438,30 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
 
 
 def results_markdown(results: dict[str, Any], e: ml_collections.ConfigDict) -> str:
-    """One table per task (its primary metric), with skipped/truncated counts when any."""
+    """With several tasks, first all of them on one table (task × language × variant, each its
+    primary metric); then one table per task (its primary metric, then its kind's ``details``
+    metrics), with skipped/truncated counts when any."""
     parts = []
     task_names = [n for n in e.tasks.keys() if any(n in r for r in results.values())]
+    primary = {}
+    for name in task_names:
+        metric = TASK_KINDS[e.tasks[name].kind].primary
+        primary[name] = {
+            v: {lang: s[metric] for lang, s in r[name].items() if metric in s} for v, r in results.items() if name in r
+        }
+    if len(task_names) > 1:
+        labels = {f"{n} {TASK_KINDS[e.tasks[n].kind].primary}": primary[n] for n in task_names}
+        parts.append("### Every task by language (primary metrics)\n\n" + tasks_table(labels, e.baseline))
     for name in task_names:
         kind = e.tasks[name].kind
         metric = TASK_KINDS[kind].primary
         per_variant = {v: r[name] for v, r in results.items() if name in r}
-        languages = list(next(iter(per_variant.values())))
+        languages = list(dict.fromkeys(lang for langs in per_variant.values() for lang in langs))
         title = f"### {name}: {metric}" if kind == name else f"### {name} ({kind}): {metric}"
         parts.append(f"{title}\n\n" + results_table(per_variant, metric, languages, e.baseline))
+        for extra in TASK_KINDS[kind].details:
+            if any(extra in s for langs in per_variant.values() for s in langs.values()):
+                parts.append(f"#### {name}: {extra}\n\n" + results_table(per_variant, extra, languages, e.baseline))
         notes = [
             f"{v}/{lang}: {s['skipped']} skipped, {s['truncated']} truncated"
             for v, langs in per_variant.items()
