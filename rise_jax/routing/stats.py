@@ -16,7 +16,10 @@ frequency ``a[λ,l,i] = (1/T_λ) Σ_t 1[i ∈ TopK(t,l)]`` needs the counts and 
 * optionally per sequence the mean router distribution ``[N, L, E]`` (routing divergence on
   parallel text, Bandarkar et al.).
 
-Padding never counts; the LM head is not computed. Device accumulators are flushed to host
+Padding never counts; the LM head is not computed. Rows may be packed (``replay(pack=True)``,
+``stats.pack``: several sequences a row, told apart by segment ids; positions restart and attention
+never crosses a sequence): every token counts once and the sequence-level statistics are taken per
+segment, so the result equals the unpacked replay (up to float summation order). Device accumulators are flushed to host
 int64/float64 every ``flush_every`` batches so counts stay exact on any corpus size.
 
 Artefact (directory ``routing_stats/``), readable without rise_jax:
