@@ -355,3 +355,24 @@ def test_a_packed_step_equals_the_unpacked_step_on_the_same_sequences(loaded):
     for a, b in zip(jax.tree_util.tree_leaves(grads_a), jax.tree_util.tree_leaves(grads_b), strict=True):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-5)
     assert max(float(jnp.abs(g).max()) for g in jax.tree_util.tree_leaves(grads_a)) > 1e-3  # not vacuous
+
+
+def test_packed_training_runs_through_the_loop_with_a_packed_held_out_loss(tmp_path, loaded):
+    """train.pack: the loop steps over packed rows (fewer micro-steps than sequences), and the
+    held-out loss (packed too) equals the per-token mean of the unpacked evaluation."""
+    from rise_jax.training.data import MicroBatches
+
+    model, params = loaded
+    data, held = token_set(128, n=8, seed=5, lo=3, hi=12), token_set(128, n=3, seed=6, lo=3, hi=12)
+    opts = TrainOptions(epochs=1, batch_size=2, grad_accum=1, lr=1e-3, bucket_multiple=16, pack=True, progress=False)
+    res = train(model, params, FullExperts.init(params, model.cfg, SELECTED), data, held, opts, str(tmp_path))
+    rows = MicroBatches.of(data, 2, 16, 0, pack=True).units
+    assert res["status"] == "completed" and rows < 8 and res["micro_steps"] == -(-rows // 2)
+    unpacked = loop_lib._held_out_loss(
+        make_steps(model, make_optimizer(1e-3, 1)[0])[2],
+        res["trainable"],
+        params,
+        held,
+        dataclasses.replace(opts, pack=False),
+    )
+    np.testing.assert_allclose(res["held_out_loss"], unpacked, rtol=1e-5)
