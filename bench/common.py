@@ -8,6 +8,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -609,3 +610,33 @@ def _random_leaves():
         return [leaf(k, *spec) for k, spec in zip(jax.random.split(key, len(specs)), specs, strict=True)]
 
     return make
+
+
+TEST_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "data")
+# Real text for the packing benchmarks (tests/data: in every checkout): FLoRes sentences, and
+# XQuAD question + context (TyDiQA-GoldP's SQuAD format, as the RISE reference code replays QA text).
+REAL_TEXTS = {
+    "flores": dict(kind="flores", path="flores200", split="dev"),
+    "qa": dict(kind="squad", path="xquad/xquad.{lang}.json", text_fields="question,context"),
+}
+
+
+def real_text_sequences(kind: str, languages: list[str], max_length: int, vocab: int) -> list[Any]:
+    """Token sequences of real text (``REAL_TEXTS[kind]`` of ``languages`` from tests/data, the
+    Qwen3 tokenizer, cut at ``max_length``): their lengths are what the packing benchmarks need,
+    so the ids are folded into the benchmark model's ``vocab`` (``id % vocab``)."""
+    sys.path.insert(0, os.path.dirname(TEST_DATA))
+    from fixture_data import QWEN_TOKENIZER  # the tokenizer.json unpacked from its .xz
+
+    import rise_jax
+    from rise_jax.data.batching import tokenize_examples
+    from rise_jax.data.sources import SourceSpec, load_examples
+
+    src = dict(REAL_TEXTS[kind])
+    src["path"] = os.path.join(TEST_DATA, src["path"])
+    spec = SourceSpec(**src)
+    tok = rise_jax.load_tokenizer(QWEN_TOKENIZER)
+    out = []
+    for lang in languages:
+        out += [s % vocab for s in tokenize_examples(lang, load_examples(spec, lang), tok, max_length).sequences]
+    return out

@@ -7,6 +7,8 @@ full-size Qwen3-30B-A3B RISE training step from abstract shapes.
     python bench/train_step.py --method lora --skip-memory   # LoRA baseline vs HF + peft, RISE+LoRA
                                         # (--method rise_lora: the same table; --lora-dropout P: both
                                         # sides drop the dense adapters' input)
+    python bench/train_step.py --packing [--k 16]   # packed vs unpacked micro-batches on real text
+                                        # lengths: useful tokens/s of one epoch each
     python bench/train_step.py --gpu    # HF on CUDA, JAX on its GPU backend (fp32, no TF32), plus the
                                         # real peak memory of a full-size Qwen3-30B-A3B step (random bf16 weights)
 
@@ -36,6 +38,7 @@ from common import (  # noqa: E402
     load_hf,
     median_time,
     pick_experts,
+    real_text_sequences,
     set_threads,
     torch_sync,
     use_gpu,
@@ -220,6 +223,63 @@ def bench_lora_step(
     print(f"{'implementation':34s} {'s/step':>8s} {'tokens/s':>9s} {'vs best peft':>12s}")
     for name, t in results.items():
         print(f"{name:34s} {t:8.3f} {batch * seq / t:9.0f} {best / t:11.2f}x")
+
+
+def bench_packing(batch: int, k: int, dispatch: str = "auto") -> None:
+    """One epoch of RISE training steps (grad + AdamW update, mid-size Qwen3 model, fp32) over real
+    text lengths, micro-batches of ``batch`` sequences a row (``train.pack`` False) or ``batch``
+    packed rows (True); every shape compiled before the clock starts. Useful = non-padding tokens."""
+    import rise_jax
+    from rise_jax.training.data import MicroBatches, TrainingSet
+    from rise_jax.training.methods import FullExperts
+    from rise_jax.training.step import make_optimizer, make_steps
+
+    tmp = write_hf_qwen(MID_QWEN)
+    model, base = rise_jax.load_model(tmp, dtype="float32", dispatch=dispatch, progress=False)
+    trainable = FullExperts.init(
+        base, model.cfg, pick_experts(MID_QWEN["num_hidden_layers"], MID_QWEN["num_experts"], k)
+    )
+    tx, _ = make_optimizer(2e-5, 1000)
+    grad_step, apply_step, _ = make_steps(model, tx)
+    texts = {
+        "FLoRes sentences (en, zh, sw, bn dev)": ("flores", ["en", "zh", "sw", "bn"]),
+        "XQuAD question + context (en)": ("qa", ["en"]),
+    }
+    print(f"training step, packed vs unpacked: MID_QWEN (fp32), K = {k}, batch {batch}, one epoch, CPU 2 threads")
+    print(
+        f"{'text':40s} {'seqs':>5s} {'tokens':>7s} {'steps':>9s} {'padding':>15s} {'useful tok/s':>15s} {'ratio':>6s}"
+    )
+    for label, (kind, langs) in texts.items():
+        seqs = real_text_sequences(kind, langs, 512, MID_QWEN["vocab_size"])
+        data = TrainingSet(seqs, [np.ones(len(x), np.int32) for x in seqs], 0)
+        useful = sum(len(x) for x in seqs)
+        rate, pad, steps = {}, {}, {}
+        for pack in (False, True):
+            mb = MicroBatches.of(data, batch, 32, 0, pack)
+            batches = [mb.batch(index) for index in mb.epoch(seed=0, epoch=0)]
+            state = {"w": trainable.weights, "o": tx.init(trainable.weights)}
+
+            def step(ids, att, loss, state=state):
+                t = trainable.replace(weights=state["w"])
+                _, _, g = grad_step(t, base, ids, att, loss, jax.random.PRNGKey(0))
+                state["w"], state["o"], gn = apply_step(state["w"], state["o"], g, jnp.float32(1.0))
+                return gn
+
+            shapes = {b[0].shape: b for b in batches}
+            for b in shapes.values():  # compile every shape first
+                step(*b).block_until_ready()
+            t0 = time.perf_counter()
+            for b in batches:
+                gn = step(*b)
+            gn.block_until_ready()
+            rate[pack] = useful / (time.perf_counter() - t0)
+            pad[pack] = 1 - useful / sum(b[0].size for b in batches)
+            steps[pack] = len(batches)
+        print(
+            f"{label:40s} {len(seqs):5d} {useful:7d} {steps[False]:4d}->{steps[True]:<4d} "
+            f"{pad[False]:6.1%}->{pad[True]:<6.1%} {rate[False]:6.0f}->{rate[True]:<6.0f} "
+            f"{rate[True] / rate[False]:5.2f}x"
+        )
 
 
 def memory_full_size(batch: int, seq: int, ks: list[int], model_name: str = "qwen3") -> None:
@@ -426,7 +486,12 @@ def main() -> None:
         "--method", default="experts", choices=("experts", "lora", "rise_lora"), help="lora, rise_lora: the LoRA table"
     )
     ap.add_argument("--lora-dropout", type=float, default=0.0, help="dropout on the dense adapters' input (lora)")
+    ap.add_argument("--packing", action="store_true", help="packed vs unpacked micro-batches on real text lengths")
+    ap.add_argument("--batch", type=int, default=8, help="--packing: sequences (unpacked) or rows (packed) a step")
     args = ap.parse_args()
+    if args.packing:
+        bench_packing(args.batch, args.k, args.dispatch)
+        return
     if not args.skip_step and args.method in ("lora", "rise_lora"):
         bench_lora_step(4, 512, args.k, 8, args.repeats, gpu=args.gpu, dropout=args.lora_dropout)
     elif not args.skip_step:

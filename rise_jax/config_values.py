@@ -49,3 +49,11 @@ def positive_ints(config: Any, *fields: str) -> None:
         value = get_field(config, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise SettingError(f"config.{name} = {value!r}: must be a whole number >= 1")
+
+
+def booleans(config: Any, *fields: str) -> None:
+    """Every named field is True or False (not 0/1, not a string such as ``"false"``)."""
+    for name in fields:
+        value = get_field(config, name)
+        if not isinstance(value, bool):
+            raise SettingError(f"config.{name} = {value!r}: must be True or False")

@@ -54,8 +54,10 @@ from rise_jax.workdir import Workdir
 from rise_jax.workdir_lock import hold_workdir
 
 ORDER = tuple(REGISTRY)
-# Fields that change how a stage reports or how long it runs, not what it computes.
-_IGNORED = {"progress", "max_steps"}
+# Fields that change how a stage reports, how long it runs or how it lays out its batches, not what
+# it computes: a field name anywhere, or a dotted path (stats.pack: packed and unpacked replays
+# give the same statistics; train.pack changes the batch composition and stays in).
+_IGNORED = {"progress", "max_steps", "stats.pack"}
 
 
 class PipelineError(RiseError, RuntimeError):
@@ -73,11 +75,15 @@ def parse_stages(stages: str | list | tuple) -> list[str]:
     return sorted(set(names), key=ORDER.index)
 
 
-def _clean(obj: Any) -> Any:
+def _clean(obj: Any, path: str = "") -> Any:
     if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in sorted(obj.items()) if k not in _IGNORED}
+        return {
+            k: _clean(v, f"{path}{k}.")
+            for k, v in sorted(obj.items())
+            if k not in _IGNORED and f"{path}{k}" not in _IGNORED
+        }
     if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
+        return [_clean(v, path) for v in obj]
     return obj
 
 
@@ -109,7 +115,7 @@ def relevant_config(config: ml_collections.ConfigDict, stage: str, wd: Workdir |
             src = src.get(key, {}) if isinstance(src, dict) else {}
             dst = dst.setdefault(key, {})
         if isinstance(src, dict) and leaf in src and leaf not in dst:
-            dst[leaf] = _clean(src[leaf])
+            dst[leaf] = _clean(src[leaf], f"{dep}.")
     inputs = {}
     for s in _upto(stage):
         if REGISTRY[s].inputs is not None:

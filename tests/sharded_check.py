@@ -1,5 +1,6 @@
 """Run under XLA_FLAGS=--xla_force_host_platform_device_count=8 (tests/test_sharding.py does):
-single-device vs 8-device results of replay, one training step and greedy generation, and the
+single-device vs 8-device results of replay (packed rows), one training step (packed rows) and
+greedy generation, and the
 per-device share of the sharded parameters. Prints one JSON object.
 
 ``placement``: ``ep`` (expert-parallel dispatch, experts over 8 devices, batch replicated),
@@ -88,7 +89,10 @@ def main(path: str, dispatch: str = "auto", placement: str = "ep") -> None:
     experts_sel = [(0, 1), (0, 5), (1, 2), (1, 3), (2, 0), (2, 4), (2, 6), (2, 7)]
     tx, _ = make_optimizer(1e-3, 10)
     ids = jnp.asarray(rng.randint(1, 128, (4, 16)), jnp.int32)
-    mask = jnp.ones_like(ids)
+    # Packed rows (segment ids 1, 2, 3; no target at a segment's first token), split over data.
+    segments = np.repeat([[1] * 6 + [2] * 7 + [3] * 3], 4, axis=0)
+    starts = np.concatenate([np.ones((4, 1), bool), segments[:, 1:] != segments[:, :-1]], axis=1)
+    mask, loss_mask = jnp.asarray(segments, jnp.int32), jnp.asarray(~starts, jnp.int32)
     results = []
     batch = NamedSharding(mesh, PartitionSpec(DATA))  # split over data (2 x 4 mesh), else replicated
     out["batch_shards"] = mesh.shape[DATA]
@@ -100,8 +104,8 @@ def main(path: str, dispatch: str = "auto", placement: str = "ep") -> None:
         if params is sharded:
             weights = jax.device_put(weights, trainable_shardings(weights, mesh))
         opt_state = tx.init(weights)
-        i, msk = (ids, mask) if params is single else jax.device_put((ids, mask), batch)
-        loss, _, grads = grad_step(initial.replace(weights=weights), params, i, msk, msk, jax.random.PRNGKey(0))
+        i, msk, lmsk = (ids, mask, loss_mask) if params is single else jax.device_put((ids, mask, loss_mask), batch)
+        loss, _, grads = grad_step(initial.replace(weights=weights), params, i, msk, lmsk, jax.random.PRNGKey(0))
         # Adam's first update is about lr * sign(grad): compare the gradients themselves too.
         g = _by_expert(jax.tree_util.tree_map(np.asarray, grads), slots)
         new, opt_state, _ = apply_step(weights, opt_state, grads, 1)

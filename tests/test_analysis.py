@@ -129,8 +129,12 @@ def test_inter_token_consistency_and_sequence_entropy_by_hand():
             sel[0, b, t, chosen] = 1
     mask = np.array([[1, 1, 1], [1, 1, 0]], np.int32)
     sel *= mask[None, :, :, None]
-    got = np.asarray(_pairwise_consistency(jnp.asarray(sel), jnp.asarray(mask), 2))
-    np.testing.assert_allclose(got, [[1 / 3, 1 / 3]], rtol=1e-6)
+    got = np.asarray(_pairwise_consistency(jnp.asarray(sel), jnp.asarray(mask), 2))  # [L, B, 1 segment]
+    np.testing.assert_allclose(got[..., 0], [[1 / 3, 1 / 3]], rtol=1e-6)
+    # The same two sequences packed into one row (segments 1 and 2): pairs never cross them.
+    packed = np.concatenate([sel[:, 0], sel[:, 1, :2]], axis=1)[:, None]  # [L, 1, 5, E]
+    got = np.asarray(_pairwise_consistency(jnp.asarray(packed), jnp.asarray([[1, 1, 1, 2, 2]]), 2, 2))
+    np.testing.assert_allclose(got, [[[1 / 3, 1 / 3]]], rtol=1e-6)
 
 
 def test_performance_alignment_equals_scipy_and_the_stage_writes_table_and_plot(tmp_path):

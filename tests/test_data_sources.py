@@ -8,7 +8,7 @@ import pytest
 from fixture_data import FLORES, MGSM, NTREX, QWEN_TOKENIZER, TYDIQA, XQUAD
 
 import rise_jax
-from rise_jax.data.batching import bucketed_batches, render, tokenize_examples
+from rise_jax.data.batching import bucketed_batches, pack_rows, packed_batches, render, tokenize_examples
 from rise_jax.data.languages import get_language, parse_languages
 from rise_jax.data.sources import (
     Example,
@@ -119,6 +119,30 @@ def test_bucketed_batches_cover_every_sequence_once_with_static_batch_size():
             seen.append(int(i))
             assert mask[row].sum() == len(seqs[i]) and (ids[row, : len(seqs[i])] == seqs[i]).all()
     assert sorted(seen) == list(range(5))
+
+
+def test_packed_batches_hold_every_sequence_once_in_contiguous_numbered_segments():
+    lengths = (5, 40, 3, 33, 17, 7, 1, 12, 30)
+    seqs = [np.arange(1, n + 1, dtype=np.int32) + 100 * i for i, n in enumerate(lengths)]
+    rows = pack_rows(lengths, 48)
+    assert sorted(i for r in rows for i in r) == list(range(len(lengths)))
+    assert all(sum(lengths[i] for i in r) <= 48 for r in rows) and len(rows) == 4  # 148 tokens: 4 rows
+    seen = []
+    for ids, seg, index in packed_batches(seqs, batch_size=3, bucket_multiple=16):
+        assert ids.shape == seg.shape == (3, 48) and index.shape == (3, 4)  # R = 40 -> 48; G = 3 -> 4
+        for row in range(3):
+            at = 0
+            for g, i in enumerate(index[row]):
+                if i < 0:
+                    continue
+                n = lengths[i]
+                assert (seg[row, at : at + n] == g + 1).all() and (ids[row, at : at + n] == seqs[i]).all()
+                seen.append(int(i))
+                at += n
+            assert not seg[row, at:].any()  # then padding
+    assert sorted(seen) == list(range(len(lengths)))
+    with pytest.raises(ValueError, match="sequence 1 has 40 tokens: cannot pack into rows of 32"):
+        pack_rows(lengths, 32)
 
 
 # --- Any language: identity from langcodes, datasets that find the language themselves ---------

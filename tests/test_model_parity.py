@@ -334,3 +334,34 @@ def _qwen_dict():
     from hf_reference import QWEN_BASE
 
     return {"model_type": "qwen3_moe", **QWEN_BASE}
+
+
+@pytest.mark.parametrize("family", ["gpt_oss", "deepseek_v3"])
+def test_packed_rows_equal_hf_on_each_sequence_alone(tmp_path, family):
+    """The packing convention: three sequences in one row (segment ids 1, 2, 3, then padding),
+    positions restarting per segment; every token's logits and experts equal HF's run on its
+    sequence alone (sinks + per-layer sliding windows: GPT-OSS; MLA + sigmoid router: DeepSeek-V3)."""
+    from rise_jax.models.layers import segment_positions
+
+    hf = make_hf_model(family, seed=4)
+    path = save_hf_model(hf, str(tmp_path / "ckpt"))
+    hf = load_hf_model(path)
+    model, params = rise_jax.load_model(path, dtype="float32", dispatch="dense", progress=False)
+    rng = np.random.RandomState(0)
+    seqs = [rng.randint(1, model.cfg.vocab_size, n) for n in (9, 5, 7)]
+    ids, seg = np.zeros((1, 24), np.int32), np.zeros((1, 24), np.int32)
+    at = 0
+    for g, s in enumerate(seqs):
+        ids[0, at : at + len(s)], seg[0, at : at + len(s)] = s, g + 1
+        at += len(s)
+    seg_j = jnp.asarray(seg)
+    out = rise_jax.forward(model, params, jnp.asarray(ids), seg_j, segment_positions(seg_j), return_routing=True)
+    at = 0
+    for s in seqs:
+        ref_logits, ref_router = hf_forward(hf, s[None].astype(np.int64), np.ones((1, len(s)), np.int64))
+        got = np.asarray(out.logits)[0, at : at + len(s)]
+        np.testing.assert_allclose(got, ref_logits[0], atol=1e-4)
+        np.testing.assert_allclose(
+            np.asarray(out.routing.router_logits)[:, 0, at : at + len(s)], ref_router[:, 0], atol=1e-5
+        )
+        at += len(s)

@@ -184,6 +184,11 @@ def test_fingerprints_depend_on_earlier_stages_not_later_ones():
     assert [s for s in STAGES if before[s] != after[s]] == ["select", "train", "export", "eval", "report"]
     c.eval.progress = True  # display only: never invalidates
     assert fingerprint(relevant_config(c, "eval")) == after["eval"]
+    c.stats.pack = not c.stats.pack  # packed and unpacked replays give the same statistics
+    assert {s: fingerprint(relevant_config(c, s)) for s in STAGES} == after
+    c.train.pack = not c.train.pack  # another batch composition: another loss curve
+    packed = {s: fingerprint(relevant_config(c, s)) for s in STAGES}
+    assert [s for s in STAGES if packed[s] != after[s]] == ["train", "export", "eval", "report"]
     assert changed_keys({"a": {"b": 1, "c": 2}}, {"a": {"b": 1, "c": 3}}) == ["a.c"]
 
 

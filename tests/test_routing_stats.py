@@ -154,3 +154,24 @@ def test_sequence_entropy_and_consistency_equal_a_per_sequence_recount_at_any_ba
             np.testing.assert_allclose(stats.sequence_entropy()[i], np.mean(ents, 0), rtol=1e-5)
             np.testing.assert_allclose(stats.consistency()[i], np.mean(cons, 0), rtol=1e-5)
             assert stats.sequences[i] == len(corpus.sequences) and stats.consistency_sequences[i] == len(cons)
+
+
+def test_packed_replay_statistics_equal_the_unpacked_replay(qwen_dir):
+    """Several sequences a row (segment ids): same token counts and frequencies, the same
+    per-sequence distributions, entropies and consistencies as one sequence a row."""
+    from rise_jax.data.batching import packed_batches
+
+    model, params = rise_jax.load_model(qwen_dir, dtype="float32", progress=False)
+    corpora = corpora_for(model.cfg.vocab_size, seed=6)
+    corpora[0].sequences[2] = corpora[0].sequences[2][:1]  # a one-token segment has no pairs
+    rows = [b for b in packed_batches(corpora[0].sequences, 2, 16)]
+    assert max(int(seg.max()) for _, seg, _ in rows) >= 3  # rows really hold several sequences
+    kw = dict(batch_size=2, bucket_multiple=16, seq_probs_languages=["en", "bn", "sw"], progress=False)
+    a, b = replay(model, params, corpora, pack=False, **kw), replay(model, params, corpora, pack=True, **kw)
+    for key in ("counts", "tokens", "sequences", "consistency_sequences"):
+        np.testing.assert_array_equal(getattr(b, key), getattr(a, key), err_msg=key)
+    np.testing.assert_array_equal(b.frequencies(), a.frequencies())
+    for key in ("weight_mass", "prob_mass", "entropy_sum", "seq_entropy_sum", "consistency_sum"):
+        np.testing.assert_allclose(getattr(b, key), getattr(a, key), rtol=1e-5, err_msg=key)
+    for lang in ("en", "bn", "sw"):
+        np.testing.assert_allclose(b.seq_probs[lang], a.seq_probs[lang], atol=1e-6)

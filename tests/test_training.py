@@ -164,19 +164,19 @@ def test_interrupted_and_resumed_training_equals_uninterrupted(tmp_path, loaded,
     assert [r["step"] for r in rows if "loss" in r] == [r["step"] for r in want if "loss" in r]
 
     # SIGTERM during a step: the step finishes, a checkpoint is written, a rerun completes identically.
-    real_pad = loop_lib.pad_batch
+    real_batch = loop_lib.MicroBatches.batch
     calls = {"n": 0}
 
-    def pad_and_signal(*args, **kwargs):
+    def batch_and_signal(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 4:
             os.kill(os.getpid(), signal.SIGTERM)
-        return real_pad(*args, **kwargs)
+        return real_batch(*args, **kwargs)
 
-    monkeypatch.setattr(loop_lib, "pad_batch", pad_and_signal)
+    monkeypatch.setattr(loop_lib.MicroBatches, "batch", batch_and_signal)
     interrupted = _run(model, params, tmp_path, "c")
     assert interrupted["status"].startswith("interrupted by signal") and interrupted["steps_done"] == 4
-    monkeypatch.setattr(loop_lib, "pad_batch", real_pad)
+    monkeypatch.setattr(loop_lib.MicroBatches, "batch", real_batch)
     again = _run(model, params, tmp_path, "c")
     for a, b in zip(
         jax.tree_util.tree_leaves(full["trainable"]), jax.tree_util.tree_leaves(again["trainable"]), strict=True
@@ -309,3 +309,70 @@ def test_owner_grouped_rows_put_each_expert_copy_in_its_owner_block_and_merge_th
             np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     with pytest.raises(ValueError, match="must divide the 8 experts, got 3"):
         FullExperts.init(params, cfg, SELECTED, expert_shards=3)
+
+
+def test_a_packed_step_equals_the_unpacked_step_on_the_same_sequences(loaded):
+    """Seven sequences (partial loss masks, as completion-only training makes) in one micro-batch:
+    packed into rows (segment ids, positions restarting) or one a row. Every token's log-prob, the
+    step's mean loss, its target count and the gradients of the selected experts agree (1e-5)."""
+    from rise_jax.models.layers import segment_positions
+    from rise_jax.models.lm_loss import token_log_probs
+    from rise_jax.training.data import MicroBatches
+
+    model, params = loaded
+    data = token_set(128, n=7, seed=3, lo=2, hi=26)
+    rng = np.random.RandomState(1)
+    for m in data.loss_masks[::2]:
+        m[: rng.randint(1, len(m))] = 0  # a prompt whose tokens are context only
+    trainable = FullExperts.init(params, model.cfg, SELECTED)
+    grad_step, _, _ = make_steps(model, make_optimizer(1e-3, 10)[0])
+    plain = MicroBatches.of(data, 7, 8, 0, pack=False)
+    packed = MicroBatches.of(data, 7, 8, 0, pack=True)
+    assert packed.units < 7  # rows really hold several sequences
+    forward = jax.jit(
+        lambda ids, seg: token_log_probs(model.apply({"params": params}, ids, seg, segment_positions(seg)).logits, ids)
+    )
+    results, logps = [], []
+    for batches in (plain, packed):  # both [7, 32]: one compilation each for the forward and the step
+        ids, att, loss_mask = batches.batch(range(batches.units))
+        logp = np.asarray(forward(jnp.asarray(ids), jnp.asarray(att)))
+        targets = {}  # (sequence, position) -> log p of every counted target
+        rows = [[i] for i in range(7)] if batches.rows is None else batches.rows
+        for r, row in enumerate(rows):
+            at = 0
+            for i in row:
+                for t in range(1, len(data.ids[i])):
+                    if loss_mask[r, at + t]:
+                        targets[(i, t)] = logp[r, at + t - 1]
+                at += len(data.ids[i])
+        logps.append(targets)
+        results.append(grad_step(trainable, params, ids, att, loss_mask, jax.random.PRNGKey(0)))
+    assert sorted(logps[0]) == sorted(logps[1]) and len(logps[0]) == sum(int(m[1:].sum()) for m in data.loss_masks)
+    np.testing.assert_allclose([logps[1][k] for k in logps[0]], list(logps[0].values()), atol=1e-5)
+    (loss_a, count_a, grads_a), (loss_b, count_b, grads_b) = results
+    assert float(count_a) == float(count_b) == len(logps[0])
+    np.testing.assert_allclose(float(loss_b), float(loss_a), atol=1e-5)
+    for a, b in zip(jax.tree_util.tree_leaves(grads_a), jax.tree_util.tree_leaves(grads_b), strict=True):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-5)
+    assert max(float(jnp.abs(g).max()) for g in jax.tree_util.tree_leaves(grads_a)) > 1e-3  # not vacuous
+
+
+def test_packed_training_runs_through_the_loop_with_a_packed_held_out_loss(tmp_path, loaded):
+    """train.pack: the loop steps over packed rows (fewer micro-steps than sequences), and the
+    held-out loss (packed too) equals the per-token mean of the unpacked evaluation."""
+    from rise_jax.training.data import MicroBatches
+
+    model, params = loaded
+    data, held = token_set(128, n=8, seed=5, lo=3, hi=12), token_set(128, n=3, seed=6, lo=3, hi=12)
+    opts = TrainOptions(epochs=1, batch_size=2, grad_accum=1, lr=1e-3, bucket_multiple=16, pack=True, progress=False)
+    res = train(model, params, FullExperts.init(params, model.cfg, SELECTED), data, held, opts, str(tmp_path))
+    rows = MicroBatches.of(data, 2, 16, 0, pack=True).units
+    assert res["status"] == "completed" and rows < 8 and res["micro_steps"] == -(-rows // 2)
+    unpacked = loop_lib._held_out_loss(
+        make_steps(model, make_optimizer(1e-3, 1)[0])[2],
+        res["trainable"],
+        params,
+        held,
+        dataclasses.replace(opts, pack=False),
+    )
+    np.testing.assert_allclose(res["held_out_loss"], unpacked, rtol=1e-5)

@@ -71,6 +71,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.stats = ml_collections.ConfigDict()
     c.stats.batch_size = 8
     c.stats.bucket_multiple = 32  # pad lengths to a multiple of this (few compiled shapes)
+    # Several sequences a row (segment ids, rise_jax/data/batching.py packed_batches): padding-free
+    # and equal to the unpacked replay, so on by default and not part of the stage's fingerprint.
+    c.stats.pack = True
     c.stats.divergence = True  # keep per-sequence router distributions on parallel sources
 
     c.analyze = ml_collections.ConfigDict()

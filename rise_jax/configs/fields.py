@@ -77,6 +77,7 @@ FIELD_DOCS: dict[str, str] = {
     # stats
     "stats.batch_size": "sequences per replay batch",
     "stats.bucket_multiple": "pad lengths to a multiple of this (few compiled shapes)",
+    "stats.pack": "several sequences a row (segment ids), batch_size rows a batch: padding-free, same statistics",
     "stats.divergence": "keep per-sequence router distributions on parallel sources (for divergence)",
     # analyze
     "analyze.reference": "the language others are compared with",
@@ -119,6 +120,8 @@ FIELD_DOCS: dict[str, str] = {
     "train.save_every": "micro-steps between checkpoints (0 = only at the end / on signal)",
     "train.log_every": "micro-steps between metric records",
     "train.bucket_multiple": "pad lengths to a multiple of this (few compiled shapes)",
+    "train.pack": "several sequences a row (segment ids), batch_size rows a micro-batch: padding-free, "
+    "same per-token losses, another batch composition",
     "train.max_steps": "stop (with a checkpoint) after this many micro-steps; 0 = run to the end",
     "train.extra_lr": "peak lr of the extra_trainable groups; 0 = lr",
     "train.extra_trainable": 'comma list of regexes over parameter paths trained too, e.g. "moe/router"',

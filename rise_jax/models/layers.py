@@ -231,16 +231,37 @@ def attention_visibility(
 ) -> Array:
     """bool ``[B, 1, 1, T, S]``: True where key ``j`` is visible to query ``i``.
 
-    Visible means causal by index (``j <= i + q_offset``), a real key token (``attention_mask``
-    ``[B, S]`` is 1) and, with a sliding window, ``j > i + q_offset - window`` (HF masking_utils).
+    ``attention_mask`` ``[B, S]`` holds *segment ids* (the packing convention): 0 = padding,
+    1, 2, ... = the sequences packed into the row, each contiguous; an ordinary 0/1 mask is the
+    one-segment case. Query ``i`` sits at column ``i + q_offset`` (its segment is
+    ``attention_mask[:, i + q_offset]``; with a KV cache the mask covers all ``S`` slots). Visible
+    means causal by index (``j <= i + q_offset``), the same segment as the query and a real key
+    (segment > 0), and, with a sliding window, ``j > i + q_offset - window`` (HF masking_utils).
+    Queries at padding see nothing (their outputs are never read). A new layer rule (a chunk, a
+    window kind) is one more optional argument here, ANDed in.
     """
     q_idx = jnp.arange(q_len)[:, None] + q_offset
     kv_idx = jnp.arange(kv_len)[None, :]
     visible = kv_idx <= q_idx
     if sliding_window is not None:
         visible = visible & (kv_idx > q_idx - sliding_window)
-    visible = visible[None] & attention_mask[:, None, :].astype(bool)
-    return visible[:, None, None, :, :]
+    segments = attention_mask.astype(jnp.int32)
+    q_segments = jax.lax.dynamic_slice_in_dim(segments, q_offset, q_len, axis=1)  # [B, T]
+    same = (q_segments[:, :, None] == segments[:, None, :]) & (segments[:, None, :] > 0)
+    return (visible[None] & same)[:, None, None, :, :]
+
+
+def segment_positions(segments: Array) -> Array:
+    """int32 ``[B, T]`` rope positions of a packed row: each token's index within its segment
+    (restarting at 0 at every segment start, the packing convention), for segment ids ``[B, T]``
+    as :func:`attention_visibility` reads them. A right-padded 0/1 mask gives ``0..T-1`` on its
+    real tokens, HF forward's convention; padding gets 0 (so ``max(positions)``, which longrope's
+    scale reads, is the longest real sequence's)."""
+    t = segments.shape[1]
+    idx = jnp.arange(t, dtype=jnp.int32)[None, :]
+    prev = jnp.concatenate([jnp.full_like(segments[:, :1], -1), segments[:, :-1]], axis=1)
+    starts = jnp.where(segments != prev, idx, 0)
+    return jnp.where(segments > 0, idx - jax.lax.cummax(starts, axis=1), 0).astype(jnp.int32)
 
 
 def dot_product_attention(

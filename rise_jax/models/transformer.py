@@ -491,9 +491,12 @@ class ModelOutput(NamedTuple):
 class MoEModel(nn.Module):
     """Causal LM over ``input_ids`` ``[B, T]`` with optional routing output.
 
-    ``attention_mask`` ``[B, T]`` (1 = real token, default all ones); ``positions`` ``[B, T]``
+    ``attention_mask`` ``[B, T]`` (1 = real token, default all ones; or the segment ids of packed
+    rows, 0 = padding, 1, 2, ... = each packed sequence: attention never crosses a segment, see
+    :func:`~rise_jax.models.layers.attention_visibility`); ``positions`` ``[B, T]``
     default ``0..T-1`` for every row (HF forward's convention; pass ``cumsum(mask) - 1`` to match
-    HF ``generate`` with left padding). ``trainable_experts`` (a :class:`Trainable`: a training
+    HF ``generate`` with left padding, and :func:`~rise_jax.models.layers.segment_positions` for
+    packed rows). ``trainable_experts`` (a :class:`Trainable`: a training
     method of :mod:`rise_jax.training.methods`) overrides the selected experts with trainable ones.
     ``kv_cache`` (:func:`init_kv_cache`) switches to incremental decoding; ``router_edit``
     (:class:`~rise_jax.models.routers.RouterEdit`) prunes or steers experts; ``last_token_logits``

@@ -16,7 +16,10 @@ frequency ``a[λ,l,i] = (1/T_λ) Σ_t 1[i ∈ TopK(t,l)]`` needs the counts and 
 * optionally per sequence the mean router distribution ``[N, L, E]`` (routing divergence on
   parallel text, Bandarkar et al.).
 
-Padding never counts; the LM head is not computed. Device accumulators are flushed to host
+Padding never counts; the LM head is not computed. Rows may be packed (``replay(pack=True)``,
+``stats.pack``: several sequences a row, told apart by segment ids; positions restart and attention
+never crosses a sequence): every token counts once and the sequence-level statistics are taken per
+segment, so the result equals the unpacked replay (up to float summation order). Device accumulators are flushed to host
 int64/float64 every ``flush_every`` batches so counts stay exact on any corpus size.
 
 Artefact (directory ``routing_stats/``), readable without rise_jax:
@@ -39,7 +42,7 @@ import dataclasses
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import jax
@@ -47,11 +50,12 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from rise_jax.data.batching import TokenizedCorpus, bucketed_batches
+from rise_jax.data.batching import TokenizedCorpus, bucketed_batches, pack_rows, packed_batches, row_length
 from rise_jax.distributed import is_writer, put_batch, to_host
 from rise_jax.errors import RiseError
 from rise_jax.io_utils import publish, read_json_object, write_json_atomic
 from rise_jax.models.config import ModelConfig
+from rise_jax.models.layers import segment_positions
 from rise_jax.models.transformer import MoEModel
 
 KEY_DOCS = {
@@ -260,59 +264,88 @@ def _zero_acc(cfg: ModelConfig) -> dict[str, jax.Array]:
     }
 
 
-def _pairwise_consistency(selected: jax.Array, mask: jax.Array, k: int) -> jax.Array:
-    """``[L, B]`` mean top-k Jaccard over pairs of distinct real tokens of each sequence (0 for
-    sequences with fewer than two). ``selected`` float ``[L, B, T, E]`` (1 where chosen, masked)."""
+def _segment_onehot(segments: jax.Array, num_segments: int) -> jax.Array:
+    """float ``[B, T, G]``: 1 where token ``t`` of row ``b`` is in segment ``g + 1``."""
+    return (segments[..., None] == jnp.arange(1, num_segments + 1, dtype=segments.dtype)).astype(jnp.float32)
 
-    def one_layer(sel):  # [B, T, E] -> [B]; one layer at a time keeps the [B, T, T] overlap small
+
+def _pairwise_consistency(selected: jax.Array, segments: jax.Array, k: int, num_segments: int = 1) -> jax.Array:
+    """``[L, B, G]`` mean top-k Jaccard over pairs of distinct real tokens of each sequence
+    (segment ``g + 1`` of row ``b``; 0 for sequences with fewer than two tokens). ``selected``
+    float ``[L, B, T, E]`` (1 where chosen, masked); ``segments`` ``[B, T]`` segment ids (a 0/1
+    mask: one sequence a row). Pairs never cross a segment."""
+    same = (segments[:, :, None] == segments[:, None, :]) & (segments[:, :, None] > 0)
+    pair = same.astype(jnp.float32) * (1.0 - jnp.eye(segments.shape[1], dtype=jnp.float32))
+    onehot = _segment_onehot(segments, num_segments)
+    n = jnp.sum(onehot, axis=1)  # [B, G]
+
+    def one_layer(sel):  # [B, T, E] -> [B, G]; one layer at a time keeps the [B, T, T] overlap small
         inter = jnp.einsum("bte,bue->btu", sel, sel)
         jac = inter / jnp.maximum(2 * k - inter, 1.0)
-        m = mask.astype(jnp.float32)
-        pair = m[:, :, None] * m[:, None, :] * (1.0 - jnp.eye(m.shape[1], dtype=jnp.float32))
-        n = jnp.sum(m, axis=1)
-        return jnp.sum(jac * pair, axis=(1, 2)) / jnp.maximum(n * (n - 1), 1.0)
+        per_token = jnp.sum(jac * pair, axis=2)  # [B, T]
+        return jnp.einsum("bt,btg->bg", per_token, onehot) / jnp.maximum(n * (n - 1), 1.0)
 
     return jax.lax.map(one_layer, selected)
 
 
 def make_replay_step(model: MoEModel, with_seq_probs: bool):
-    """``step(acc, params, ids, mask) -> (acc, seq_probs [B, L, E] | None)``, jit-compiled,
-    accumulator donated."""
+    """``step(acc, params, ids, segments, num_segments) -> (acc, seq_probs [B, G, L, E] | None)``,
+    jit-compiled, accumulator donated. ``segments`` ``[B, T]``: segment ids of packed rows (the
+    packing convention; a 0/1 mask is one sequence a row), ``num_segments`` (static) ``G``: the
+    most segments a row holds. Every statistic counts each real token once; the sequence-level
+    ones (entropy of the mean distribution, consistency, ``seq_probs``) are per segment, with
+    positions restarting at every segment, so a packed replay equals an unpacked one."""
     e, k = model.cfg.num_experts, model.cfg.top_k
 
-    def step(acc, params, ids, mask):
-        out = model.apply({"params": params}, ids, mask, return_routing=True, skip_lm_head=True)
+    def step(acc, params, ids, segments, num_segments):
+        positions = segment_positions(segments)
+        out = model.apply({"params": params}, ids, segments, positions, return_routing=True, skip_lm_head=True)
         r = out.routing
-        m = mask.astype(jnp.float32)[None, :, :, None]  # [1, B, T, 1]
+        real = segments > 0
+        m = real.astype(jnp.float32)[None, :, :, None]  # [1, B, T, 1]
         onehot = jax.nn.one_hot(r.topk_indices, e, dtype=jnp.float32)  # [L, B, T, k, E]
         selected = jnp.sum(onehot, axis=-2) * m  # [L, B, T, E]
         weights = jnp.einsum("lbtke,lbtk->lbte", onehot, r.topk_weights) * m
         logp = jax.nn.log_softmax(r.router_logits, axis=-1)
         probs = jnp.exp(logp) * m
         entropy = -jnp.sum(jnp.exp(logp) * logp, axis=-1) * m[..., 0]
-        lengths_raw = jnp.sum(mask, axis=1)  # [B]; bucketed batches pad with empty rows
-        seq_mean = jnp.sum(probs, axis=2) / jnp.maximum(lengths_raw, 1)[None, :, None].astype(jnp.float32)
-        seq_entropy = -jnp.sum(jnp.where(seq_mean > 0, seq_mean * jnp.log(seq_mean), 0.0), axis=-1)  # [L, B]
-        real_seq = (lengths_raw > 0).astype(jnp.float32)
-        pairs_seq = (lengths_raw > 1).astype(jnp.float32)
-        consistency = _pairwise_consistency(selected, mask, k)  # [L, B]
+        in_segment = _segment_onehot(segments, num_segments)  # [B, T, G]
+        lengths = jnp.sum(in_segment, axis=1)  # [B, G]; empty segments (and rows) count nothing
+        seq_mean = jnp.einsum("lbte,btg->lbge", probs, in_segment) / jnp.maximum(lengths, 1)[None, :, :, None]
+        seq_entropy = -jnp.sum(jnp.where(seq_mean > 0, seq_mean * jnp.log(seq_mean), 0.0), axis=-1)  # [L, B, G]
+        real_seq = (lengths > 0).astype(jnp.float32)
+        pairs_seq = (lengths > 1).astype(jnp.float32)
+        consistency = _pairwise_consistency(selected, segments, k, num_segments)  # [L, B, G]
         new = {
-            "seq_entropy_sum": acc["seq_entropy_sum"] + jnp.sum(seq_entropy * real_seq, axis=1),
+            "seq_entropy_sum": acc["seq_entropy_sum"] + jnp.sum(seq_entropy * real_seq, axis=(1, 2)),
             "sequences": acc["sequences"] + jnp.sum(real_seq).astype(jnp.int32),
-            "consistency_sum": acc["consistency_sum"] + jnp.sum(consistency * pairs_seq, axis=1),
+            "consistency_sum": acc["consistency_sum"] + jnp.sum(consistency * pairs_seq, axis=(1, 2)),
             "consistency_sequences": acc["consistency_sequences"] + jnp.sum(pairs_seq).astype(jnp.int32),
             "counts": acc["counts"] + jnp.sum(selected, axis=(1, 2)).astype(jnp.int32),
-            "tokens": acc["tokens"] + jnp.sum(mask).astype(jnp.int32),
+            "tokens": acc["tokens"] + jnp.sum(real).astype(jnp.int32),
             "weight_mass": acc["weight_mass"] + jnp.sum(weights, axis=(1, 2)),
             "prob_mass": acc["prob_mass"] + jnp.sum(probs, axis=(1, 2)),
             "entropy_sum": acc["entropy_sum"] + jnp.sum(entropy, axis=(1, 2)),
         }
         seq = None
         if with_seq_probs:
-            seq = jnp.transpose(seq_mean, (1, 0, 2))
+            seq = jnp.transpose(seq_mean, (1, 2, 0, 3))
         return new, seq
 
-    return jax.jit(step, donate_argnums=0)
+    return jax.jit(step, donate_argnums=0, static_argnames="num_segments")
+
+
+def replay_batches(
+    sequences: Sequence[np.ndarray], batch_size: int, bucket_multiple: int, pad_id: int, pack: bool
+) -> tuple[int, Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    """(number of batches, the batches ``(ids [B, T], segments [B, T], index [B, G])``): packed
+    rows (:func:`~rise_jax.data.batching.packed_batches`) or one sequence a row, length-bucketed
+    (:func:`~rise_jax.data.batching.bucketed_batches`, ``G = 1``)."""
+    if pack:
+        rows = pack_rows([len(s) for s in sequences], row_length([len(s) for s in sequences], bucket_multiple))
+        return -(-len(rows) // batch_size), packed_batches(sequences, batch_size, bucket_multiple, pad_id)
+    plain = bucketed_batches(sequences, batch_size, bucket_multiple, pad_id)
+    return -(-len(sequences) // batch_size), ((ids, mask, index[:, None]) for ids, mask, index in plain)
 
 
 def replay(
@@ -326,18 +359,25 @@ def replay(
     pad_id: int = 0,
     progress: bool = True,
     model_info: dict[str, Any] | None = None,
+    pack: bool = True,
 ) -> RoutingStats:
-    """Replay every corpus and return the statistics (languages in the order given)."""
+    """Replay every corpus and return the statistics (languages in the order given). ``pack``:
+    several sequences a row (:func:`~rise_jax.data.batching.packed_batches`, ``batch_size`` rows a
+    batch), padding-free and equal to the unpacked replay up to float summation order; else one
+    sequence a row (``batch_size`` sequences a batch)."""
     cfg = model.cfg
     steps = {flag: make_replay_step(model, flag) for flag in (False, True)}
     rows: dict[str, list[np.ndarray]] = {k: [] for k in _zero_acc(cfg)}
     seq_probs, seq_ids, info = {}, {}, {}
-    total_batches = sum(-(-len(c.sequences) // batch_size) for c in corpora)
-    bar = tqdm(total=total_batches, desc="routing replay", unit="batch", disable=not (progress and is_writer()))
     for corpus in corpora:
-        lang = corpus.language
         if not corpus.sequences:
-            raise StatsError(f"language {lang}: no sequences to replay")
+            raise StatsError(f"language {corpus.language}: no sequences to replay")
+    plans = [replay_batches(c.sequences, batch_size, bucket_multiple, pad_id, pack) for c in corpora]
+    bar = tqdm(
+        total=sum(n for n, _ in plans), desc="routing replay", unit="batch", disable=not (progress and is_writer())
+    )
+    for corpus, (_, batches) in zip(corpora, plans, strict=True):
+        lang = corpus.language
         want_seq = lang in seq_probs_languages
         host = {
             k: np.zeros(v.shape, np.int64 if v.dtype == jnp.int32 else np.float64) for k, v in _zero_acc(cfg).items()
@@ -346,14 +386,13 @@ def replay(
         per_seq = np.zeros((len(corpus.sequences), cfg.num_moe_layers, cfg.num_experts), np.float32)
         t0, n_tok = time.perf_counter(), 0
         bar.set_description(f"routing replay [{lang}]")
-        for b, (ids, mask, index) in enumerate(bucketed_batches(corpus.sequences, batch_size, bucket_multiple, pad_id)):
-            acc, seq = steps[want_seq](acc, params, *put_batch(params, ids, mask))
+        for b, (ids, segments, index) in enumerate(batches):
+            acc, seq = steps[want_seq](acc, params, *put_batch(params, ids, segments), num_segments=index.shape[1])
             if want_seq:
-                seq = to_host(seq)
-                for row, i in enumerate(index):
-                    if i >= 0:
-                        per_seq[i] = seq[row]
-            n_tok += int(mask.sum())
+                seq = to_host(seq)  # [B, G, L, E]
+                where = np.nonzero(index >= 0)  # (row, segment) of every sequence in the batch
+                per_seq[index[where]] = seq[where]
+            n_tok += int(np.count_nonzero(segments))
             if (b + 1) % flush_every == 0:
                 for k, v in to_host(acc).items():
                     host[k] += v

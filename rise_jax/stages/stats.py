@@ -8,7 +8,7 @@ import os
 import ml_collections
 from absl import logging
 
-from rise_jax.config_values import comma_list, positive_ints
+from rise_jax.config_values import booleans, comma_list, positive_ints
 from rise_jax.data.batching import tokenize_examples
 from rise_jax.data.languages import get_language, parse_languages
 from rise_jax.data.sources import SourceSpec, blank_lines_skipped, check_source, load_examples
@@ -31,6 +31,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     languages = parse_languages(config.data.languages, "config.data.languages", allow_empty=False)
     spec = SourceSpec.from_config(config.data)
     positive_ints(config, "stats.batch_size", "stats.bucket_multiple", "data.max_length")
+    booleans(config, "stats.pack")
     check_model_inputs(config)
     parallel = spec.kind in PARALLEL_SOURCES or config.data.get("parallel", False)
     check_source(spec, languages, "config.data", parallel=parallel, pending=config.model.get("demo", False))
@@ -57,6 +58,7 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> str:
         corpora,
         batch_size=config.stats.batch_size,
         bucket_multiple=config.stats.bucket_multiple,
+        pack=config.stats.pack,
         seq_probs_languages=languages if divergence else (),
         pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
         model_info={
@@ -88,7 +90,7 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> str:
     return out
 
 
-# (mesh: placement only, results are equal)
+# (mesh: placement only, and stats.pack: padding-free rows, results are equal; pipeline._IGNORED)
 STAGE = Stage(
     "stats",
     ("model", "demo", "data", "stats"),

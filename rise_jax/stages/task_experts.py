@@ -23,7 +23,7 @@ from typing import Any
 import ml_collections
 from absl import logging
 
-from rise_jax.config_values import comma_list, positive_ints
+from rise_jax.config_values import booleans, comma_list, positive_ints
 from rise_jax.data.batching import tokenize_examples
 from rise_jax.data.languages import get_language, language_field
 from rise_jax.data.sources import SourceSpec, check_source, load_examples
@@ -66,6 +66,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise TaskExpertsError("config.task_experts.data.path is empty: give the task corpus (e.g. MGSM's directory)")
     spec = SourceSpec.from_config(config.task_experts.data)
     positive_ints(config, "task_experts.data.max_length", "stats.batch_size")
+    booleans(config, "stats.pack")
     replayed_reference(config, TaskExpertsError, "task experts are measured against its routing statistics")
     check_model_inputs(config)
     check_source(spec, [language], "config.task_experts.data", pending=config.model.get("demo", False))
@@ -105,6 +106,7 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
         [corpus],
         batch_size=config.stats.batch_size,
         bucket_multiple=config.stats.bucket_multiple,
+        pack=config.stats.pack,
         pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
         model_info={"checkpoint": os.path.abspath(path)},
     )

@@ -9,7 +9,7 @@ import ml_collections
 from absl import logging
 
 from rise_jax.checkpoints.hf_load import read_hf_config
-from rise_jax.config_values import positive_ints
+from rise_jax.config_values import booleans, positive_ints
 from rise_jax.data.languages import get_language, language_field
 from rise_jax.data.sources import SourceSpec, check_source, load_examples
 from rise_jax.distributed import multi_process, to_host
@@ -42,6 +42,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     else:  # the selection's target (config.select.target made it)
         language = language_field(config.select.target, "config.select.target")
     positive_ints(config, "train.epochs", "train.batch_size", "train.grad_accum", "train.data.max_length")
+    booleans(config, "train.pack")
     for name, value, ok, rule in (
         ("lr", t.lr, t.lr >= 0, ">= 0"),
         ("warmup_ratio", t.warmup_ratio, 0 <= t.warmup_ratio <= 1, "in [0, 1]"),

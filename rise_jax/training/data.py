@@ -1,4 +1,5 @@
-"""Training sequences: tokens plus a loss mask (whole text, or completion only)."""
+"""Training sequences: tokens plus a loss mask (whole text, or completion only), and how they
+become micro-batches (one sequence a row, or packed: several a row, told apart by segment ids)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from rise_jax.data.batching import render
+from rise_jax.data.batching import pack_rows, render, row_length
 from rise_jax.data.sources import Example
 from rise_jax.errors import RiseError
 
@@ -107,7 +108,68 @@ def pad_batch(
     return ids, att, loss
 
 
-def iterate(data: TrainingSet, batch_size: int, multiple: int, pad_id: int) -> Iterator[tuple[np.ndarray, ...]]:
-    """Unshuffled batches (held-out evaluation)."""
-    for start in range(0, len(data.ids), batch_size):
-        yield pad_batch(data, range(start, min(start + batch_size, len(data.ids))), batch_size, multiple, pad_id)
+@dataclasses.dataclass(frozen=True)
+class MicroBatches:
+    """A training set's micro-batches ``(ids, attention mask, loss mask)`` ``[batch_size, T]``.
+
+    Unpacked (``rows`` None): a unit is one sequence; a micro-batch is ``batch_size`` of them,
+    right-padded to the longest rounded up to ``multiple`` (:func:`pad_batch`).
+
+    Packed: the sequences are packed once (:func:`~rise_jax.data.batching.pack_rows`, best-fit
+    decreasing) into rows of ``length`` tokens (the longest sequence rounded up to ``multiple``:
+    one compiled shape); a unit is one row, a micro-batch ``batch_size`` rows, so it holds as many
+    sequences as fit (a different batch composition from the unpacked run, hence another loss
+    curve). The attention mask holds segment ids (the packing convention: attention never crosses
+    a sequence, positions restart) and the loss mask is 0 on every segment's first token, so each
+    target is predicted within its own sequence and counted once: the per-token losses equal the
+    unpacked ones, and the step's mean over the micro-batch's targets is the same normalisation.
+
+    Each epoch shuffles the units (:func:`epoch_batches`: seeded by seed and epoch)."""
+
+    data: TrainingSet
+    batch_size: int
+    multiple: int = 32
+    pad_id: int = 0
+    rows: tuple[tuple[int, ...], ...] | None = None
+    length: int = 0
+
+    @classmethod
+    def of(cls, data: TrainingSet, batch_size: int, multiple: int, pad_id: int, pack: bool) -> MicroBatches:
+        if not pack:
+            return cls(data, batch_size, multiple, pad_id)
+        length = row_length([len(s) for s in data.ids], multiple)
+        rows = tuple(tuple(r) for r in pack_rows([len(s) for s in data.ids], length))
+        return cls(data, batch_size, multiple, pad_id, rows, length)
+
+    @property
+    def units(self) -> int:
+        """Sequences (unpacked) or packed rows: what an epoch shuffles."""
+        return len(self.data.ids) if self.rows is None else len(self.rows)
+
+    def per_epoch(self) -> int:
+        return -(-self.units // self.batch_size)
+
+    def epoch(self, seed: int, epoch: int) -> list[np.ndarray]:
+        """The epoch's micro-batches of unit indices."""
+        return epoch_batches(self.units, self.batch_size, seed, epoch)
+
+    def batch(self, index: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ids, attention mask or segment ids, loss mask) of the units ``index``."""
+        if self.rows is None:
+            return pad_batch(self.data, index, self.batch_size, self.multiple, self.pad_id)
+        ids = np.full((self.batch_size, self.length), self.pad_id, np.int32)
+        seg = np.zeros((self.batch_size, self.length), np.int32)
+        loss = np.zeros((self.batch_size, self.length), np.int32)
+        for r, unit in enumerate(index):
+            at = 0
+            for g, i in enumerate(self.rows[unit]):
+                n = len(self.data.ids[i])
+                ids[r, at : at + n], seg[r, at : at + n] = self.data.ids[i], g + 1
+                loss[r, at + 1 : at + n] = self.data.loss_masks[i][1:]  # a first token is never a target
+                at += n
+        return ids, seg, loss
+
+    def in_order(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Unshuffled micro-batches (held-out evaluation)."""
+        for start in range(0, self.units, self.batch_size):
+            yield self.batch(range(start, min(start + self.batch_size, self.units)))

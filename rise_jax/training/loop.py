@@ -54,7 +54,7 @@ from rise_jax.training.artefacts import (
     restore_training_state,
     save_training_state,
 )
-from rise_jax.training.data import TrainingSet, epoch_batches, iterate, pad_batch
+from rise_jax.training.data import MicroBatches, TrainingSet
 from rise_jax.training.methods.base import TrainingMethod
 from rise_jax.training.options import TrainOptions
 from rise_jax.training.step import make_steps
@@ -93,7 +93,9 @@ class TrainState(NamedTuple):
 
 def _held_out_loss(eval_step, trainable: TrainingMethod, base, held: TrainingSet, opts: TrainOptions) -> float:
     total, count = 0.0, 0.0
-    for ids, att, loss in iterate(held, opts.batch_size, opts.bucket_multiple, opts.pad_id):
+    for ids, att, loss in MicroBatches.of(
+        held, opts.batch_size, opts.bucket_multiple, opts.pad_id, opts.pack
+    ).in_order():
         s, c = eval_step(trainable, base, *put_batch(base, ids, att, loss))
         total, count = total + float(s), count + float(c)
     return total / max(count, 1.0)
@@ -200,10 +202,10 @@ def train(
     ``<out_dir>/checkpoints`` when it holds a checkpoint."""
     os.makedirs(out_dir, exist_ok=True)
     weights = trainable.weights
-    n = len(train_set.ids)
-    if n == 0:
+    if not train_set.ids:
         raise TrainingError("no training sequences")
-    per_epoch = math.ceil(n / opts.batch_size)
+    batches = MicroBatches.of(train_set, opts.batch_size, opts.bucket_multiple, opts.pad_id, opts.pack)
+    per_epoch = batches.per_epoch()
     total_micro = opts.epochs * per_epoch
     opt_per_epoch = math.ceil(per_epoch / opts.grad_accum)
     total_opt = opts.epochs * opt_per_epoch
@@ -269,10 +271,8 @@ def train(
                 for m in range(start, end):
                     epoch, b = divmod(m, per_epoch)
                     if epoch not in epoch_cache:
-                        epoch_cache = {epoch: epoch_batches(n, opts.batch_size, opts.seed, epoch)}
-                    ids, att, loss_mask = pad_batch(
-                        train_set, epoch_cache[epoch][b], opts.batch_size, opts.bucket_multiple, opts.pad_id
-                    )
+                        epoch_cache = {epoch: batches.epoch(opts.seed, epoch)}
+                    ids, att, loss_mask = batches.batch(epoch_cache[epoch][b])
                     rng = jax.random.fold_in(base_key, m)
                     loss_a, count, grads = grad_step(
                         trainable.replace(weights=weights),
@@ -302,7 +302,7 @@ def train(
                     last_loss = loss
                     done = steps_done = m + 1
                     opt_step = epoch * opt_per_epoch + math.ceil((b + 1) / opts.grad_accum) if at_opt_step else None
-                    tokens_seen += int(att.sum())
+                    tokens_seen += int(np.count_nonzero(att))  # real tokens (att: segment ids when packed)
                     tps = tokens_seen / max(time.perf_counter() - t0, 1e-9)
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.4f}", tokens_per_s=f"{tps:.0f}")

@@ -26,6 +26,11 @@ class TrainOptions:
     save_every: int = 100  # micro-steps between checkpoints (0 = only at the end / on signal)
     log_every: int = 1  # micro-steps between metric records
     bucket_multiple: int = 32
+    # Several sequences a row (segment ids; training/data.py MicroBatches): padding-free, each
+    # micro-batch `batch_size` rows of the longest sequence's bucket. Per-token losses equal the
+    # unpacked ones, but a micro-batch then holds more sequences (another batch composition, so
+    # another loss curve than the paper's batch 2 x accumulation 8): off by default.
+    pack: bool = False
     pad_id: int = 0
     max_steps: int = 0  # stop (with a checkpoint) after this many micro-steps; 0 = run to the end
     extra_lr: float = 0.0  # peak lr of the path-rule groups (when the trainable tree has any); 0 = lr

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from rise_jax.models.layers import segment_positions
 from rise_jax.models.lm_loss import lm_loss_sums
 from rise_jax.models.transformer import MoEModel
 from rise_jax.training.methods.base import TrainingMethod
@@ -57,7 +58,9 @@ def make_steps(model: MoEModel, tx: optax.GradientTransformation):
     """(grad_step, apply_step, eval_step), jit-compiled.
 
     ``trainable`` is a training method (:mod:`rise_jax.training.methods`): the steps differentiate
-    its ``weights`` only. ``grad_step(trainable, base_params, ids, mask, loss_mask, rng)`` ->
+    its ``weights`` only. ``mask`` is an attention mask or, for packed rows, segment ids (the packing
+    convention; positions restart per segment) with ``loss_mask`` 0 on each segment's first token
+    (:class:`~rise_jax.training.data.MicroBatches`). ``grad_step(trainable, base_params, ids, mask, loss_mask, rng)`` ->
     (mean loss, target count, grads of ``trainable.weights``); ``apply_step(weights, opt_state,
     grad_sum, n)`` applies the mean of ``n`` accumulated micro-batch gradients and consumes
     (donates) ``opt_state`` and ``grad_sum``: do not reuse them after the call. Base params are an
@@ -67,7 +70,8 @@ def make_steps(model: MoEModel, tx: optax.GradientTransformation):
 
     def apply(trainable: TrainingMethod, base, ids, mask, **kw):
         params = trainable.model_params(base)  # e.g. path-rule groups overlaid, dense adapters placed
-        return model.apply({"params": params}, ids, mask, trainable_experts=trainable, **kw)
+        positions = segment_positions(mask)  # restart at every packed sequence (0..n-1 unpacked)
+        return model.apply({"params": params}, ids, mask, positions, trainable_experts=trainable, **kw)
 
     def nll_sums(weights, trainable, base, ids, mask, loss_mask, rng):
         out = apply(trainable.replace(weights=weights), base, ids, mask, rngs=step_rngs(rng))
