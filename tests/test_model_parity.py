@@ -336,11 +336,14 @@ def _qwen_dict():
     return {"model_type": "qwen3_moe", **QWEN_BASE}
 
 
-@pytest.mark.parametrize("family", ["gpt_oss", "deepseek_v3"])
+@pytest.mark.parametrize("family", ["gpt_oss", "deepseek_v3", "llama4_text", "gemma4_text"])
 def test_packed_rows_equal_hf_on_each_sequence_alone(tmp_path, family):
     """The packing convention: three sequences in one row (segment ids 1, 2, 3, then padding),
     positions restarting per segment; every token's logits and experts equal HF's run on its
-    sequence alone (sinks + per-layer sliding windows: GPT-OSS; MLA + sigmoid router: DeepSeek-V3)."""
+    sequence alone (sinks + per-layer sliding windows: GPT-OSS; MLA + sigmoid router: DeepSeek-V3;
+    chunked attention and the NoPE temperature by position: Llama-4; sliding and full runs of their
+    own shapes: Gemma-4, whose HF router output is its probabilities, so logits only there;
+    Qwen3-Next's linear attention: tests/test_qwen3_next.py)."""
     from rise_jax.models.layers import segment_positions
 
     hf = make_hf_model(family, seed=4)
@@ -361,7 +364,8 @@ def test_packed_rows_equal_hf_on_each_sequence_alone(tmp_path, family):
         ref_logits, ref_router = hf_forward(hf, s[None].astype(np.int64), np.ones((1, len(s)), np.int64))
         got = np.asarray(out.logits)[0, at : at + len(s)]
         np.testing.assert_allclose(got, ref_logits[0], atol=1e-4)
-        np.testing.assert_allclose(
-            np.asarray(out.routing.router_logits)[:, 0, at : at + len(s)], ref_router[:, 0], atol=1e-5
-        )
+        if family != "gemma4_text":
+            np.testing.assert_allclose(
+                np.asarray(out.routing.router_logits)[:, 0, at : at + len(s)], ref_router[:, 0], atol=1e-5
+            )
         at += len(s)
