@@ -31,7 +31,7 @@ ALLOWED = {
     "api": {"models", "checkpoints", "sharding"},  # load_model(mesh=...) places by sharding.py's rules
     "sharding": {"models"},
     "hlo_collectives": set(),
-    "configs": {"selection", "training"},
+    "configs": {"selection", "training", "evaluation", "data"},
     "stages": {
         "models",
         "checkpoints",
