@@ -2,18 +2,24 @@
 ``experts+routers``): the term against NumPy on captured routing, its gradient against finite
 differences, zero on identical text, exact isolation of every method on two families, the export."""
 
+import json
 import logging
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from fixture_data import FLORES, TINY_VOCAB
 from hf_reference import hf_forward, load_hf_model, make_hf_model, padded_batch, save_hf_model
+from tiny_pipeline import tiny_config
 
 import rise_jax
+from rise_jax.configs.sweeps import get_sweep
 from rise_jax.models.layout import moe_layer_location
 from rise_jax.routing.analysis import entropy_normalised_jsd
+from rise_jax.sweep import run_sweep
 from rise_jax.training.alignment import Alignment, resolve_layers
 from rise_jax.training.artefacts import load_trained_experts, save_trained_experts
 from rise_jax.training.methods import ExpertsRouters, FullExperts, Routers
@@ -216,3 +222,49 @@ def test_trained_routers_round_trip_merge_into_the_hf_export_and_peft_says_why_n
     with caplog.at_level(logging.INFO):
         assert back.write_exports(model.cfg, {"peft": str(tmp_path / "peft")}, {}, qwen_dir) == []
     assert "PEFT LoRA adapter cannot express" in caplog.text and not (tmp_path / "peft").exists()
+
+
+def test_the_routing_alignment_preset_runs_end_to_end_and_reports_the_comparison(tmp_path):
+    """The sweep ``routing_alignment`` (RISE with steering, RISE + align, routers + align) through the
+    sweep's entry on the tiny pipeline: every point trains what it says (the routers point only the
+    middle layer's router), the divergence task scores base / trained / steered, and sweep.md ends
+    with the comparison table and its two plots."""
+    checkpoint = save_hf_model(make_hf_model("qwen3_moe", seed=4, vocab_size=TINY_VOCAB), str(tmp_path / "ckpt"))
+    c = tiny_config(checkpoint)
+    c.stages = "stats,analyze,select,train,eval"
+    c.train.data.max_samples = 6
+    c.train.held_out = 0.0
+    c.eval.run = "perplexity,routing_divergence"
+    c.eval.languages = "bn,sw"
+    c.eval.max_samples = 3
+    c.eval.progress = False
+    c.eval.steer.source, c.eval.steer.language, c.eval.steer.tau = "language", "en", 0.05
+    for task in ("perplexity", "routing_divergence"):
+        c.eval.tasks[task].path, c.eval.tasks[task].split, c.eval.tasks[task].max_length = FLORES, "dev", 24
+    c.eval.tasks.routing_divergence.languages = "bn"
+    summary = run_sweep(c, get_sweep("routing_alignment"), str(tmp_path / "sweep"))
+
+    trained = [json.load(open(os.path.join(p["workdir"], "train", "summary.json"))) for p in summary]
+    assert [t["method"] for t in trained] == ["experts", "experts", "routers"]
+    assert (
+        "alignment" not in trained[0]
+        and trained[1]["alignment"]["layers"] == [1] == trained[2]["router_layers"]["layers"]
+    )
+    rows = json.load(open(tmp_path / "sweep" / "alignment.json"))
+    assert [r["name"] for r in rows] == [
+        "RISE (experts)",
+        "steering at inference",
+        "RISE (experts) + align",
+        "routers + align",
+    ]
+    for r in rows:
+        assert (
+            r["task"] == "perplexity"
+            and r["others"] is not None
+            and r["gain"] == pytest.approx(r["after"] - r["before"])
+        )
+        assert r["div_before"] == rows[0]["div_before"] > 0 and r["div_after"] > 0
+    assert rows[3]["div_after"] != rows[3]["div_before"]  # a trained router moves the routing
+    text = (tmp_path / "sweep" / "sweep.md").read_text()
+    assert "## Routing alignment vs RISE on bn" in text and "| routers + align |" in text
+    assert all((tmp_path / "sweep" / f"alignment_{n}.png").is_file() for n in ("gain", "divergence"))

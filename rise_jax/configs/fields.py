@@ -29,7 +29,7 @@ SOURCE_FIELDS = {
 
 # Fields of an eval.tasks entry (which ones a task has depends on its kind).
 TASK_FIELDS = {
-    "kind": "task kind: mgsm | qa | perplexity | open_qa | multiple_choice | belebele",
+    "kind": "task kind: mgsm | qa | perplexity | open_qa | multiple_choice | belebele | translation | routing_divergence",
     "path": "data file or directory of the task ({lang}/{tydiqa} placeholders where relevant)",
     "languages": "comma list of languages; empty = eval.languages",
     "shots": "MGSM: few-shot exemplars in the prompt (0-8)",
@@ -39,11 +39,13 @@ TASK_FIELDS = {
     "prompt_template": "prompt with {context}/{question} (qa) or {question} (open_qa); empty = built-in",
     "max_prompt_length": "tokens; longer prompts are skipped or truncated (counted)",
     "long_prompts": "what happens to prompts over max_prompt_length: skip | truncate",
-    "source": "perplexity: text source kind (as data.source)",
-    "split": "perplexity: dataset split",
-    "max_length": "perplexity: tokens per window",
+    "source": "perplexity, translation, routing_divergence: text source kind (as data.source)",
+    "split": "perplexity, translation, routing_divergence: dataset split",
+    "max_length": "perplexity: tokens per window; routing_divergence: tokens per sentence",
     "window": "perplexity: truncate (cut at max_length) | rolling (lm-eval's loglikelihood_rolling)",
     "format": "published format read as is: jsonl | mmlu | arc | hellaswag | triviaqa",
+    "reference": "routing_divergence: the language the divergence is measured from (en)",
+    "layers": 'routing_divergence: MoE layers averaged, "3-5"; empty = the middle zone',
     "subjects": 'mmlu: subject filter, e.g. "medical" (the six clinical subjects); empty = all',
 }
 
@@ -122,7 +124,7 @@ FIELD_DOCS: dict[str, str] = {
     "train.align_divergence": "alignment divergence: kl (KL(English || target)) | js (entropy-normalised JS)",
     "train.align_layers": 'MoE layers whose routing is aligned, "3-5" or "2,7"; empty = the middle zone',
     "train.align_reference": "the language routing is aligned to (its parallel text from train.data)",
-    "train.router_layers": 'method=routers / experts+routers: MoE layers whose routers train; empty = align_layers',
+    "train.router_layers": "method=routers / experts+routers: MoE layers whose routers train; empty = align_layers",
     "train.lora_rank": "LoRA rank r",
     "train.lora_alpha": "LoRA alpha (scale alpha / r)",
     "train.lora_dropout": "method=lora: dropout on the dense adapters' input, in training only",

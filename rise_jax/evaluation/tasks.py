@@ -33,6 +33,7 @@ from rise_jax.data.languages import get_language
 from rise_jax.data.sources import Example, SourceError, SourceSpec, load_examples
 from rise_jax.distributed import is_writer, put_batch, to_host
 from rise_jax.errors import RiseError
+from rise_jax.evaluation import routing_alignment as ra
 from rise_jax.evaluation import translation as tr
 from rise_jax.evaluation.continuous import generate_text_continuous
 from rise_jax.evaluation.formats import FormatError, convert_rows, read_items
@@ -583,6 +584,11 @@ def eval_translation(ev: Evaluator, task: Any, language: str, max_samples: int) 
     return TaskResult({**scores, "n": len(items), "skipped": 0, "truncated": 0}, records)
 
 
+def eval_routing_divergence(ev: Evaluator, task: Any, language: str, max_samples: int) -> TaskResult:
+    """Middle-layer routing divergence from English on parallel text (:mod:`.routing_alignment`)."""
+    return TaskResult(ra.divergence_scores(ev, task, language, max_samples))
+
+
 @dataclasses.dataclass(frozen=True)
 class TaskKind:
     """One task kind (``eval.tasks.<name>.kind``). ``run(ev, task, language, max_samples)`` scores
@@ -623,6 +629,7 @@ TASK_KINDS: dict[str, TaskKind] = {
         TaskKind("multiple_choice", eval_multiple_choice, "accuracy", general=("accuracy", "accuracy_norm")),
         TaskKind("belebele", eval_belebele, "accuracy"),
         TaskKind("translation", eval_translation, "chrf", general=("chrf", "bleu"), validate=_check_translation),
+        TaskKind("routing_divergence", eval_routing_divergence, "divergence", validate=ra.check_task),
     )
 }
 
