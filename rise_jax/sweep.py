@@ -6,7 +6,10 @@ swept selection settings, so they are computed once (first point) and hard-linke
 points' workdirs with their pipeline records; every point's own stages then skip them. Results:
 ``DIR/sweep.json`` (points, overrides, workdirs, eval results), ``DIR/sweep.md`` (one row per point,
 then the plots) and ``DIR/sweep_<task>_<metric>.png`` (each task's first metric over the points,
-one series per variant and language: the paper's Fig. 3-4 for the α, ρ, K and zone sweeps).
+one series per variant and language: the paper's Fig. 3-4 for the α, ρ, K and zone sweeps). When
+the points were evaluated with the ``routing_divergence`` task (sweep ``routing_alignment``),
+``sweep.md`` ends with the routing-alignment comparison (:mod:`rise_jax.reporting.alignment`:
+``alignment.json``, ``alignment_gain.png``, ``alignment_divergence.png``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from absl import app, flags, logging
 from rise_jax.io_utils import ensure_writable_dir, write_json_atomic, write_text_atomic
 from rise_jax.launch import parse_flags, run, run_or_exit
 from rise_jax.messages import show_messages, verbose_flag
+from rise_jax.reporting import alignment
 from rise_jax.reporting.plots import sweep_plot
 from rise_jax.stages import REGISTRY
 from rise_jax.workdir import Workdir
@@ -93,7 +97,14 @@ def run_sweep(config: ml_collections.ConfigDict, points: list[dict[str, Any]], w
         summary.append({"overrides": overrides, "workdir": point_dir, "results": results})
         write_json_atomic(os.path.join(workdir, "sweep.json"), summary)
     plots = sweep_plots(summary, workdir)
-    write_text_atomic(os.path.join(workdir, "sweep.md"), sweep_markdown(summary, plots))
+    text = sweep_markdown(summary, plots)
+    target = config.train.get("language", "") or config.select.target
+    rows = alignment.comparison_rows(summary, target)
+    if any(r["div_after"] is not None for r in rows):  # the routing-alignment comparison (sweep routing_alignment)
+        write_json_atomic(os.path.join(workdir, "alignment.json"), rows)
+        section = alignment.comparison_markdown(rows, target, alignment.comparison_plots(rows, target, workdir))
+        text += "\n" + section
+    write_text_atomic(os.path.join(workdir, "sweep.md"), text)
     return summary
 
 

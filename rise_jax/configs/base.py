@@ -282,4 +282,20 @@ def get_base_config() -> ml_collections.ConfigDict:
             max_samples=0,
         )
     )
+    # Routing divergence from English on parallel text, on each variant's own weights and router
+    # edits (rise_jax/evaluation/routing_alignment.py): the companion study's middle-layer measure
+    # before (base) and after (trained, steered). Lower = closer to English.
+    c.eval.tasks.routing_divergence = ml_collections.ConfigDict(
+        dict(
+            kind="routing_divergence",
+            source="flores",  # any parallel source whose sentence ids align (flores, ntrex, plain_text)
+            path="",
+            split="dev",
+            reference="en",
+            layers="",  # MoE layers averaged ("3-5"); empty = the middle zone
+            max_length=512,
+            languages="",
+            max_samples=0,
+        )
+    )
     return c

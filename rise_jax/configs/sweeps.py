@@ -23,6 +23,16 @@ SWEEPS = {
     # RISE+LoRA ranks (alpha = rank: scale 1), next to full fine-tuning of the same experts.
     "lora_rank": [{"train.method": "experts"}]
     + [{"train.method": "rise_lora", "train.lora_rank": r, "train.lora_alpha": float(r)} for r in (4, 8, 16, 64)],
+    # Does aligning the router add to RISE, replace it, or hurt it? On one target language: RISE
+    # (its eval also scores steering at inference, the companion study's router edit of eval.steer),
+    # RISE + the routing-alignment term, the middle-zone routers + the term. Add routing_divergence
+    # to eval.run for the divergence before / after; sweep.md then ends with the comparison
+    # (rise_jax/reporting/alignment.py).
+    "routing_alignment": [
+        {"train.method": "experts", "train.align_weight": 0.0, "eval.variants": "base,trained,steered"},
+        {"train.method": "experts", "train.align_weight": 1.0, "eval.variants": "base,trained"},
+        {"train.method": "routers", "train.align_weight": 1.0, "eval.variants": "base,trained"},
+    ],
 }
 
 

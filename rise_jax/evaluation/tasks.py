@@ -37,6 +37,7 @@ from rise_jax.distributed import is_writer, put_batch, to_host
 from rise_jax.errors import RiseError
 from rise_jax.evaluation import mmlu_prox as mp
 from rise_jax.evaluation import polymath as pm
+from rise_jax.evaluation import routing_alignment as ra
 from rise_jax.evaluation import translation as tr
 from rise_jax.evaluation.continuous import generate_text_continuous
 from rise_jax.evaluation.formats import FormatError, convert_rows, read_items
@@ -663,6 +664,11 @@ def eval_mmlu_prox(ev: Evaluator, task: Any, language: str, max_samples: int) ->
     return TaskResult(scores, records)
 
 
+def eval_routing_divergence(ev: Evaluator, task: Any, language: str, max_samples: int) -> TaskResult:
+    """Middle-layer routing divergence from English on parallel text (:mod:`.routing_alignment`)."""
+    return TaskResult(ra.divergence_scores(ev, task, language, max_samples))
+
+
 @dataclasses.dataclass(frozen=True)
 class TaskKind:
     """One task kind (``eval.tasks.<name>.kind``). ``run(ev, task, language, max_samples)`` scores
@@ -721,6 +727,7 @@ TASK_KINDS: dict[str, TaskKind] = {
             details=tuple(f"accuracy_{level}" for level in pm.LEVELS),
         ),
         TaskKind("mmlu_prox", eval_mmlu_prox, "exact_match"),
+        TaskKind("routing_divergence", eval_routing_divergence, "divergence", validate=ra.check_task),
     )
 }
 

@@ -1,4 +1,6 @@
-"""Stage ``train``: fine-tune only the selected experts on target-language text -> ``train/``."""
+"""Stage ``train``: fine-tune what ``train.method`` trains (the selected experts, adapters,
+routers) on target-language text, with the routing-alignment term when ``train.align_weight`` > 0
+-> ``train/``."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from rise_jax.selection.artefact import load_selection
 from rise_jax.stages.build import build_model, model_settings
 from rise_jax.stages.common import check_model_inputs, checkpoint_path, files_identity, tokenizer_for
 from rise_jax.stages.registry import Stage
+from rise_jax.training.alignment import Alignment, pair_examples, resolve_layers
 from rise_jax.training.artefacts import EXPERTS, TRAIN_STATE_DIRS, TRAIN_STATE_FILES, save_trained_experts
 from rise_jax.training.data import build_training_set
 from rise_jax.training.loop import train
@@ -52,8 +55,32 @@ def validate(config: ml_collections.ConfigDict) -> None:
             raise SettingError(f"config.train.{name} = {value!r}: must be {rule}")
     opts = TrainOptions.from_config(t)
     get_method(opts.method).validate(opts, model_settings(config).frozen_dtype)
+    if opts.align_weight < 0:
+        raise SettingError(f"config.train.align_weight = {opts.align_weight!r}: must be >= 0")
+    if opts.align_weight > 0 and opts.pack:
+        raise SettingError(
+            "config.train.align_weight > 0 with config.train.pack = True: the routing-alignment term pairs "
+            "each row with its one translation, so packed rows are not supported; set train.pack = False"
+        )
+    Alignment(1.0, opts.align_divergence, (0,))  # the divergence's name
+    languages = [language]
+    if opts.align_weight > 0:
+        languages.append(language_field(opts.align_reference, "config.train.align_reference"))
     check_model_inputs(config)
-    check_source(spec, [language], "config.train.data", pending=config.model.get("demo", False))
+    check_source(spec, languages, "config.train.data", pending=config.model.get("demo", False))
+
+
+def alignment_settings(config: ml_collections.ConfigDict, cfg) -> tuple[Alignment | None, tuple[int, ...]]:
+    """(the alignment term or None, the MoE layers whose routers train) from ``config.train``:
+    ``align_layers`` empty = the middle zone of ``config.select.zone_ratios``; ``router_layers``
+    empty = the alignment layers."""
+    t, ratios = config.train, tuple(config.select.zone_ratios)
+    layers = resolve_layers(t.align_layers, cfg.num_moe_layers, ratios)
+    routers = layers
+    if str(t.router_layers).strip():
+        routers = resolve_layers(t.router_layers, cfg.num_moe_layers, ratios, "config.train.router_layers")
+    align = Alignment(float(t.align_weight), t.align_divergence, layers) if t.align_weight > 0 else None
+    return align, routers
 
 
 def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict:
@@ -67,8 +94,15 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict:
     d = t.data
     spec = SourceSpec.from_config(d)
     examples = load_examples(spec, language)
+    align, router_layers = alignment_settings(config, cfg)
+    references = None
+    if align is not None:  # each sequence with its parallel reference-language text
+        reference = get_language(opts.align_reference).code
+        examples, references = pair_examples(examples, load_examples(spec, reference), language, reference)
     tokenizer = tokenizer_for(config, path)
-    data = build_training_set(examples, tokenizer, d.max_length, d.template, t.completion_only, d.max_samples or None)
+    data = build_training_set(
+        examples, tokenizer, d.max_length, d.template, t.completion_only, d.max_samples or None, references
+    )
     train_set, held = data.split(t.held_out, t.seed)
     built = build_model(config, training=True)
     model, base = built.model, built.params
@@ -79,6 +113,7 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict:
         path,
         built.settings.frozen_dtype is not None,  # quantized frozen experts: train from the originals
         built.expert_shards,  # trainable rows grouped by owner device
+        router_layers,
     )
     trainable = get_method(opts.method).create(setup, opts)
     mesh = built.placement.get("mesh")
@@ -101,7 +136,12 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict:
         f"{len(held.ids)} held out"
     )
     opts = dataclasses.replace(opts, pad_id=pad_id)
-    result = train(model, base, trainable, train_set, held if held.ids else None, opts, out)
+    if align is not None:
+        logging.info(
+            f"routing alignment: + {align.weight} x {align.divergence} to {opts.align_reference} at MoE layers "
+            f"{list(align.layers)} ({len(train_set.ids)} parallel pairs)"
+        )
+    result = train(model, base, trainable, train_set, held if held.ids else None, opts, out, align)
     summary = {k: v for k, v in result.items() if k != "trainable"}
     summary.update(
         language=language,
@@ -113,6 +153,13 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict:
         truncated=data.truncated,
         source=dataclasses.asdict(spec),
     )
+    if align is not None:
+        summary["alignment"] = {
+            "weight": align.weight,
+            "divergence": align.divergence,
+            "layers": list(align.layers),
+            "reference": opts.align_reference,
+        }
     summary.update(trainable.summary(opts))  # the method's settings, for the report and whoever reads the run
     if result["status"] == "completed":
         save_trained_experts(out, result["trainable"])

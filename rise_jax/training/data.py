@@ -1,4 +1,5 @@
-"""Training sequences: tokens plus a loss mask (whole text, or completion only), and how they
+"""Training sequences: tokens plus a loss mask (whole text, or completion only), and for the
+routing-alignment objective each sequence's parallel reference-language text (``refs``); how they
 become micro-batches (one sequence a row, or packed: several a row, told apart by segment ids)."""
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class TrainingSet:
     ids: list[np.ndarray]
     loss_masks: list[np.ndarray]
     truncated: int
+    refs: list[np.ndarray] | None = None  # per sequence, its translation's tokens (routing alignment)
 
     @property
     def num_tokens(self) -> int:
@@ -34,7 +36,11 @@ class TrainingSet:
         if k >= n:
             raise TrainingDataError(f"held-out fraction {held_out} leaves no training sequences out of {n}")
         perm = np.random.default_rng(seed).permutation(n)
-        pick = lambda idx: TrainingSet([self.ids[i] for i in idx], [self.loss_masks[i] for i in idx], 0)  # noqa: E731
+
+        def pick(idx) -> TrainingSet:
+            refs = None if self.refs is None else [self.refs[i] for i in idx]
+            return TrainingSet([self.ids[i] for i in idx], [self.loss_masks[i] for i in idx], 0, refs)
+
         train, held = pick(sorted(perm[k:])), pick(sorted(perm[:k]))
         train.truncated = self.truncated
         return train, held
@@ -47,15 +53,20 @@ def build_training_set(
     template: str = "raw",
     completion_only: bool = False,
     max_samples: int | None = None,
+    references: Sequence[Example] | None = None,
 ) -> TrainingSet:
     """Tokenise; sequences longer than ``max_length`` are cut (counted). With ``completion_only``
-    the loss covers the answer tokens only (the prompt is context)."""
+    the loss covers the answer tokens only (the prompt is context). ``references`` (one per
+    example, e.g. its English translation) are tokenised the same way into ``refs``, kept in step
+    with the sequences they belong to."""
     chosen = list(examples[:max_samples] if max_samples else examples)
     if not chosen:
         raise TrainingDataError("no training examples")
-    ids_out, masks, truncated = [], [], 0
+    if references is not None and len(references) < len(chosen):
+        raise TrainingDataError(f"{len(chosen)} training examples but {len(references)} references")
+    ids_out, masks, refs, truncated = [], [], [], 0
     special = template == "raw"
-    for ex in chosen:
+    for n_ex, ex in enumerate(chosen):
         if completion_only:
             if ex.prompt is None or ex.answer is None:
                 raise TrainingDataError(
@@ -82,9 +93,12 @@ def build_training_set(
             continue
         ids_out.append(np.asarray(ids, np.int32))
         masks.append(mask)
+        if references is not None:
+            ref = tokenizer(render(references[n_ex], tokenizer, template), add_special_tokens=special)["input_ids"]
+            refs.append(np.asarray(ref[:max_length], np.int32))
     if not ids_out:
         raise TrainingDataError("no usable training sequences (all empty, or answers truncated away)")
-    return TrainingSet(ids_out, masks, truncated)
+    return TrainingSet(ids_out, masks, truncated, refs if references is not None else None)
 
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
@@ -106,6 +120,21 @@ def pad_batch(
         n = len(data.ids[i])
         ids[row, :n], att[row, :n], loss[row, :n] = data.ids[i], 1, data.loss_masks[i]
     return ids, att, loss
+
+
+def pad_references(
+    data: TrainingSet, index: Sequence[int], batch_size: int, multiple: int = 32, pad_id: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, attention mask) ``[batch_size, T]`` of the ``refs`` of the sequences ``index`` (row for
+    row as :func:`pad_batch`), right-padded; empty rows to fill."""
+    longest = max(max(len(data.refs[i]) for i in index), 1)
+    t = -(-longest // multiple) * multiple
+    ids = np.full((batch_size, t), pad_id, np.int32)
+    att = np.zeros((batch_size, t), np.int32)
+    for row, i in enumerate(index):
+        n = len(data.refs[i])
+        ids[row, :n], att[row, :n] = data.refs[i], 1
+    return ids, att
 
 
 @dataclasses.dataclass(frozen=True)

@@ -45,6 +45,7 @@ from rise_jax.distributed import is_writer, put_batch, replicate_local
 from rise_jax.errors import RiseError
 from rise_jax.io_utils import write_text_atomic
 from rise_jax.models.transformer import MoEModel
+from rise_jax.training.alignment import Alignment
 from rise_jax.training.artefacts import (
     CHECKPOINTS,
     METRICS,
@@ -54,7 +55,7 @@ from rise_jax.training.artefacts import (
     restore_training_state,
     save_training_state,
 )
-from rise_jax.training.data import MicroBatches, TrainingSet
+from rise_jax.training.data import MicroBatches, TrainingSet, pad_references
 from rise_jax.training.methods.base import TrainingMethod
 from rise_jax.training.options import TrainOptions
 from rise_jax.training.step import make_steps
@@ -196,10 +197,15 @@ def train(
     held_set: TrainingSet | None,
     opts: TrainOptions,
     out_dir: str,
+    align: Alignment | None = None,
 ) -> dict[str, Any]:
     """Train ``trainable``'s weights (a training method, :mod:`rise_jax.training.methods`);
     returns a summary (also the trained method under ``"trainable"``). Resumes from
-    ``<out_dir>/checkpoints`` when it holds a checkpoint."""
+    ``<out_dir>/checkpoints`` when it holds a checkpoint. ``align``: add the routing-alignment
+    term (:mod:`rise_jax.training.alignment`) over ``train_set.refs``; the logged ``loss`` is then
+    the whole objective, the held-out loss the NLL alone."""
+    if align is not None and train_set.refs is None:
+        raise TrainingError("routing alignment needs the training set's parallel reference text (refs)")
     os.makedirs(out_dir, exist_ok=True)
     weights = trainable.weights
     if not train_set.ids:
@@ -210,7 +216,7 @@ def train(
     opt_per_epoch = math.ceil(per_epoch / opts.grad_accum)
     total_opt = opts.epochs * opt_per_epoch
     tx, schedule = trainable.optimizer(opts, total_opt)
-    grad_step, apply_step, eval_step = make_steps(model, tx)
+    grad_step, apply_step, eval_step = make_steps(model, tx, align)
     state = TrainState(0, weights, replicate_local(tx.init(weights), weights), None, 0)
 
     ckpt_dir = os.path.join(out_dir, CHECKPOINTS)
@@ -274,11 +280,20 @@ def train(
                         epoch_cache = {epoch: batches.epoch(opts.seed, epoch)}
                     ids, att, loss_mask = batches.batch(epoch_cache[epoch][b])
                     rng = jax.random.fold_in(base_key, m)
+                    ref = None
+                    if align is not None:  # each row's translation, row for row
+                        ref = put_batch(
+                            base_params,
+                            *pad_references(
+                                train_set, epoch_cache[epoch][b], opts.batch_size, opts.bucket_multiple, opts.pad_id
+                            ),
+                        )
                     loss_a, count, grads = grad_step(
                         trainable.replace(weights=weights),
                         base_params,
                         *put_batch(base_params, ids, att, loss_mask),
                         rng,
+                        ref,
                     )
                     loss = float(loss_a)
                     if not math.isfinite(loss):

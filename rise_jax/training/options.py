@@ -51,6 +51,16 @@ class TrainOptions:
     lora_dropout: float = 0.0
     lora_targets: str = r"attn/(q|k|v|o)_proj/kernel$"  # method=lora: regexes over parameter paths
     lora_all_experts: bool = False  # method=lora: adapters on every expert of every MoE layer too
+    # Routing alignment (rise_jax/training/alignment.py): loss = NLL + align_weight * A, A the
+    # divergence ("kl": KL(English || target), or "js": the analysis's entropy-normalised JS) of the
+    # token-mean routing distributions of parallel pairs at align_layers (MoE layers, "3-5";
+    # empty = the middle zone), English = align_reference. 0 = off.
+    align_weight: float = 0.0
+    align_divergence: str = "kl"
+    align_layers: str = ""
+    align_reference: str = "en"
+    # method=routers / experts+routers: the MoE layers whose routers train ("3-5"); empty = align_layers.
+    router_layers: str = ""
     progress: bool = True
 
     @classmethod

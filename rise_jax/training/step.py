@@ -1,5 +1,6 @@
 """Optimiser and the jit-compiled train / held-out steps over the trainable experts only (the LM
-loss itself is :mod:`rise_jax.models.lm_loss`)."""
+loss itself is :mod:`rise_jax.models.lm_loss`; the routing-alignment term, when configured,
+:mod:`rise_jax.training.alignment`)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import optax
 from rise_jax.models.layers import segment_positions
 from rise_jax.models.lm_loss import lm_loss_sums
 from rise_jax.models.transformer import MoEModel
+from rise_jax.training.alignment import Alignment
 from rise_jax.training.methods.base import TrainingMethod
 
 
@@ -54,7 +56,7 @@ def make_optimizer(
     return optax.chain(*parts), schedule
 
 
-def make_steps(model: MoEModel, tx: optax.GradientTransformation):
+def make_steps(model: MoEModel, tx: optax.GradientTransformation, align: Alignment | None = None):
     """(grad_step, apply_step, eval_step), jit-compiled.
 
     ``trainable`` is a training method (:mod:`rise_jax.training.methods`): the steps differentiate
@@ -66,6 +68,11 @@ def make_steps(model: MoEModel, tx: optax.GradientTransformation):
     (donates) ``opt_state`` and ``grad_sum``: do not reuse them after the call. Base params are an
     input of every step and an output of none: the optimiser never sees them.
     ``eval_step(trainable, base, ids, mask, loss_mask)`` -> (NLL sum, target count).
+
+    With ``align``, ``grad_step(..., rng, ref)`` also takes ``ref`` = (ids, mask) of each row's
+    parallel reference-language text and its loss is the objective ``NLL + weight · A``
+    (:mod:`rise_jax.training.alignment`); without ``ref`` it is the NLL alone. ``eval_step``
+    stays the NLL (held-out losses compare across objectives).
     """
 
     def apply(trainable: TrainingMethod, base, ids, mask, **kw):
@@ -81,7 +88,28 @@ def make_steps(model: MoEModel, tx: optax.GradientTransformation):
         total, count = nll_sums(*args)
         return total / jnp.maximum(count, 1.0), count
 
-    def grad_step(trainable, base, ids, mask, loss_mask, rng):
+    def aligned_loss(weights, trainable, base, ids, mask, loss_mask, rng, ref):
+        """``NLL + weight · A``: the reference side runs first, its distributions held constant."""
+        ref_ids, ref_mask = ref
+        ref_out = apply(trainable, base, ref_ids, ref_mask, rngs=step_rngs(jax.random.fold_in(rng, 2)),
+                        return_routing=True, skip_lm_head=True)  # fmt: skip
+        reference = jax.lax.stop_gradient(align.distributions(ref_out.routing.router_logits, ref_mask))
+        out = apply(trainable.replace(weights=weights), base, ids, mask, rngs=step_rngs(rng), return_routing=True)
+        total, count = lm_loss_sums(out.logits, ids, loss_mask)
+        term = align.term(out.routing.router_logits, mask, reference, ref_mask)
+        return total / jnp.maximum(count, 1.0) + align.weight * term, count
+
+    def grad_step(trainable, base, ids, mask, loss_mask, rng, ref=None):
+        if ref is not None and align is not None:
+            if _data_groups(model, ids) > 1:
+                raise ValueError(
+                    "routing alignment (config.train.align_weight > 0) with the batch split over the mesh's "
+                    "data axis is not supported: use mesh.data = 1"
+                )
+            (loss, count), grads = jax.value_and_grad(aligned_loss, has_aux=True)(
+                trainable.weights, trainable, base, ids, mask, loss_mask, rng, ref
+            )
+            return loss, count, grads
         if _data_groups(model, ids) > 1:
             return _data_parallel_grad_step(trainable, base, ids, mask, loss_mask, rng)
         (loss, count), grads = jax.value_and_grad(loss_fn, has_aux=True)(

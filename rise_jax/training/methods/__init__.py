@@ -16,8 +16,11 @@ from rise_jax.training.methods.base import MethodSetup, TrainingMethod
 from rise_jax.training.methods.experts import FullExperts
 from rise_jax.training.methods.lora import DenseLoRA
 from rise_jax.training.methods.rise_lora import ExpertLoRA
+from rise_jax.training.methods.routers import ExpertsRouters, Routers
 
-METHODS: dict[str, type[TrainingMethod]] = {cls.name: cls for cls in (FullExperts, ExpertLoRA, DenseLoRA)}
+METHODS: dict[str, type[TrainingMethod]] = {
+    cls.name: cls for cls in (FullExperts, ExpertLoRA, DenseLoRA, Routers, ExpertsRouters)
+}
 
 
 def get_method(name: str) -> type[TrainingMethod]:
@@ -39,8 +42,10 @@ __all__ = [
     "METHODS",
     "DenseLoRA",
     "ExpertLoRA",
+    "ExpertsRouters",
     "FullExperts",
     "MethodSetup",
+    "Routers",
     "TrainingMethod",
     "from_checkpoint",
     "get_method",

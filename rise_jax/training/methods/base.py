@@ -35,6 +35,7 @@ class MethodSetup:
     checkpoint: str = ""  # the source checkpoint directory
     frozen_quantized: bool = False  # base weights stored int8 / fp8: experts train from the originals
     expert_shards: int = 1  # devices owning the experts (trainable rows grouped by owner)
+    router_layers: tuple[int, ...] = ()  # MoE layers whose routers train (train.method=routers, experts+routers)
 
 
 class TrainingMethod(struct.PyTreeNode, metaclass=abc.ABCMeta):

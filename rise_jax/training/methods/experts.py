@@ -17,7 +17,7 @@ AdamW (peak ``train.extra_lr``) through ``optax.partition``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -49,6 +49,7 @@ class FullExperts(TrainingMethod):
     """The selected experts' full weights (and any path-rule groups) train."""
 
     name = "experts"
+    reserved: ClassVar[tuple[str, ...]] = (EXTRA,)  # keys of weights / slots that are not runs
 
     @classmethod
     def validate(cls, opts: TrainOptions, frozen_dtype: str | None) -> None:
@@ -106,12 +107,16 @@ class FullExperts(TrainingMethod):
         return cls.init(setup.params, setup.cfg, setup.experts, patterns, originals, setup.expert_shards)
 
     def describe(self, opts: TrainOptions) -> str:
-        k = sum(int((np.asarray(t) >= 0).sum()) for t in self.slots.values())
+        k = sum(int((np.asarray(t) >= 0).sum()) for t in self.tables().values())
         return f"{k} experts"
 
     def runs(self) -> dict[str, dict[str, Any]]:
-        """The per-run expert entries of ``weights`` (the path-rule groups left out)."""
-        return {run: w for run, w in self.weights.items() if run != EXTRA}
+        """The per-run expert entries of ``weights`` (the path-rule groups, routers ... left out)."""
+        return {run: w for run, w in self.weights.items() if run not in self.reserved}
+
+    def tables(self) -> dict[str, Any]:
+        """The per-run slot tables of the trainable experts."""
+        return {run: t for run, t in self.slots.items() if run not in self.reserved}
 
     def model_params(self, base: dict[str, Any]) -> dict[str, Any]:
         return overlay(base, self.weights.get(EXTRA))
@@ -125,7 +130,7 @@ class FullExperts(TrainingMethod):
     def expert_tables(self) -> dict[str, tuple[np.ndarray, int]]:
         return {
             run: (np.asarray(t), jax.tree_util.tree_leaves(self.weights[run])[0].shape[0])
-            for run, t in self.slots.items()
+            for run, t in self.tables().items()
         }
 
     def optimizer(self, opts: TrainOptions, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
