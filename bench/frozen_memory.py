@@ -33,6 +33,8 @@ from common import (  # noqa: E402
     LLAMA4_SCOUT,
     PHI35_MOE,
     QWEN3_30B_A3B,
+    QWEN3_NEXT_80B_A3B,
+    QWEN35_35B_A3B,
     pick_experts,
     set_threads,
 )
@@ -53,6 +55,8 @@ MODELS = {
     "glm45_air": ("GLM-4.5-Air", GLM45_AIR, 128),  # configs/glm45_air.py
     "llama4_scout": ("Llama-4-Scout-17B-16E", LLAMA4_SCOUT, 16),  # configs/llama4_scout.py
     "gemma4_26b_a4b": ("Gemma-4-26B-A4B", GEMMA4_26B_A4B, 84),  # configs/gemma4_26b_a4b.py
+    "qwen3_next_80b_a3b": ("Qwen3-Next-80B-A3B", QWEN3_NEXT_80B_A3B, 512),  # configs/qwen3_next_80b_a3b.py
+    "qwen35_35b_a3b": ("Qwen3.5-35B-A3B", QWEN35_35B_A3B, 224),  # configs/qwen35_35b_a3b.py
 }
 
 

@@ -32,6 +32,8 @@ from common import (  # noqa: E402
     LLAMA4_SCOUT,
     MID_QWEN,
     QWEN3_30B_A3B,
+    QWEN3_NEXT_80B_A3B,
+    QWEN35_35B_A3B,
     device_label,
     load_hf,
     median_time,
@@ -58,6 +60,8 @@ MEMORY_MODELS = {
     "glm45_air": ("GLM-4.5-Air", GLM45_AIR),
     "llama4_scout": ("Llama-4-Scout-17B-16E", LLAMA4_SCOUT),
     "gemma4_26b_a4b": ("Gemma-4-26B-A4B", GEMMA4_26B_A4B),
+    "qwen3_next_80b_a3b": ("Qwen3-Next-80B-A3B", QWEN3_NEXT_80B_A3B),
+    "qwen35_35b_a3b": ("Qwen3.5-35B-A3B", QWEN35_35B_A3B),
 }
 DISPATCH = os.environ.get("RISE_BENCH_DISPATCH", "grouped_scan")
 
