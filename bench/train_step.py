@@ -2,7 +2,7 @@
 full-size Qwen3-30B-A3B RISE training step from abstract shapes.
 
     python bench/train_step.py [--k 16] [--repeats 5] [--memory-ks 8,16,32,64,128] [--lora-ranks 8,16,64] [--skip-step]
-    python bench/train_step.py --skip-step --memory-model deepseek_v2_lite|glm45_air [--lora-k 48]
+    python bench/train_step.py --skip-step --memory-model deepseek_v2_lite|glm45_air|... [--lora-k 48]
                                         # the full-size memory tables of another model (default qwen3)
     python bench/train_step.py --method lora --skip-memory   # LoRA baseline vs HF + peft, RISE+LoRA
                                         # (--method rise_lora: the same table; --lora-dropout P: both
