@@ -217,6 +217,8 @@ def test_cache_steps_equal_the_full_forward_and_decoding_equals_hf_generate(fami
             eos_token_id=None,
         )
     assert ours == hf[:, ids.shape[1] :].tolist()
+    if family_ckpt != "ckpt":  # the slot placement below reads the cache only, not the layout
+        return
     # Continuous batching places each prefill's states into its slot: the same tokens.
     from rise_jax.evaluation.continuous import generate_continuous
 
