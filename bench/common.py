@@ -140,6 +140,41 @@ DEEPSEEK_V2_LITE: dict[str, Any] = _hub_config("deepseek_v2_lite")
 GLM45_AIR: dict[str, Any] = _hub_config("glm45_air")
 # Gemma-4-26B-A4B's text model: the text_config of the published (multimodal) config.json.
 GEMMA4_26B_A4B: dict[str, Any] = _hub_config("gemma4_26b_a4b")["text_config"]
+# Qwen3-Next-80B-A3B (qwen3_next) and Qwen3.5-35B-A3B (the multimodal qwen3_5_moe config: its
+# text_config is the model we load).
+QWEN3_NEXT_80B_A3B: dict[str, Any] = _hub_config("qwen3_next_80b_a3b")
+QWEN35_35B_A3B: dict[str, Any] = _hub_config("qwen3_5_35b_a3b")
+
+# Mid-size qwen3_next (bench/forward.py --family qwen3_next): Qwen3-Next-80B-A3B's blocks at
+# MID_QWEN's widths (H 512, 64 experts top-8, I 256, vocab 4096), 4 layers = the 3 Gated DeltaNet
+# + 1 gated softmax-attention pattern once; linear attention 4 key heads / 8 value heads of 64
+# (the hub's 1 : 2 ratio), softmax attention 8 / 2 heads of 64 with partial rotary 0.25, a shared
+# expert of 256 behind its sigmoid gate.
+MID_QWEN3_NEXT: dict[str, Any] = {
+    "model_type": "qwen3_next",
+    "vocab_size": 4096,
+    "hidden_size": 512,
+    "intermediate_size": 1024,
+    "moe_intermediate_size": 256,
+    "shared_expert_intermediate_size": 256,
+    "num_hidden_layers": 4,
+    "full_attention_interval": 4,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 2,
+    "head_dim": 64,
+    "partial_rotary_factor": 0.25,
+    "linear_num_key_heads": 4,
+    "linear_num_value_heads": 8,
+    "linear_key_head_dim": 64,
+    "linear_value_head_dim": 64,
+    "linear_conv_kernel_dim": 4,
+    "num_experts": 64,
+    "num_experts_per_tok": 8,
+    "norm_topk_prob": True,
+    "rope_theta": 10000000.0,
+    "max_position_embeddings": 4096,
+    "tie_word_embeddings": False,
+}
 
 # Mid-size gemma4_text (bench/forward.py --family gemma4_text): Gemma-4-26B-A4B's blocks at
 # MID_QWEN's widths (H 512, 64 experts, I 256, vocab 4096), 6 layers = the 5:1 sliding / full
@@ -315,6 +350,7 @@ MID_CONFIGS = {
     "glm4_moe": MID_GLM4_MOE,
     "llama4_text": MID_LLAMA4_TEXT,
     "gemma4_text": MID_GEMMA4_TEXT,
+    "qwen3_next": MID_QWEN3_NEXT,
 }
 FULL_CONFIGS = {"qwen3_moe": ("Qwen3-30B-A3B", QWEN3_30B_A3B), "gpt_oss": ("GPT-OSS-20B", GPT_OSS_20B)}
 FULL_CONFIGS["olmoe"] = ("OLMoE-1B-7B", OLMOE_1B_7B)
@@ -322,6 +358,7 @@ FULL_CONFIGS["deepseek_v2"] = ("DeepSeek-V2-Lite", DEEPSEEK_V2_LITE)
 FULL_CONFIGS["glm4_moe"] = ("GLM-4.5-Air", GLM45_AIR)
 FULL_CONFIGS["llama4_text"] = ("Llama-4-Scout-17B-16E", LLAMA4_SCOUT)
 FULL_CONFIGS["gemma4_text"] = ("Gemma-4-26B-A4B", GEMMA4_26B_A4B)
+FULL_CONFIGS["qwen3_next"] = ("Qwen3-Next-80B-A3B", QWEN3_NEXT_80B_A3B)
 
 
 # The two HF settings every benchmark compares against: (label, attn_implementation, experts_implementation).
@@ -415,7 +452,10 @@ def median_time(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> flo
 
 def forward_flops(cfg: dict[str, Any], batch: int, seq: int) -> float:
     """Model FLOPs of one forward (multiply-add = 2), full T x T attention as computed (any family's
-    HF config dict; read through rise_jax's parser, so key spellings do not matter)."""
+    HF config dict; read through rise_jax's parser, so key spellings do not matter). Gated DeltaNet
+    layers count their projections, the convolution and the recurrence per token (three
+    ``Dk x Dv`` products per value head: ``Sᵀk``, the rank-1 update, ``Sᵀq``), not the chunked
+    form's extra intra-chunk work."""
     import rise_jax
 
     m = rise_jax.config_from_hf_dict(cfg)
@@ -436,14 +476,23 @@ def forward_flops(cfg: dict[str, Any], batch: int, seq: int) -> float:
         attn += 2 * seq * n * (dn + dr + dv)  # scores + weighted values
     else:
         qd, kvd = n * m.head_dim, m.num_kv_heads * m.head_dim
-        attn = 2 * h * (2 * qd + 2 * kvd)  # q, k, v, o projections
+        attn = 2 * h * ((3 if m.attn_output_gate else 2) * qd + 2 * kvd)  # q (+ its gate), k, v, o
         attn += 2 * 2 * seq * qd  # scores + weighted values
+    n_linear = sum(m.is_linear_layer)
+    if n_linear:  # Gated DeltaNet: its projections + the delta rule (S^T q, S^T k, the k u^T update)
+        lin = m.linear
+        proj = 2 * h * (lin.conv_dim + lin.value_dim + 2 * lin.num_v_heads) + 2 * lin.value_dim * h
+        rule = 3 * 2 * lin.num_v_heads * lin.k_head_dim * lin.v_head_dim
+        linear = proj + rule + 2 * lin.conv_kernel * lin.conv_dim
+        attn_total = (n_layers - n_linear) * attn + n_linear * linear
+    else:
+        attn_total = n_layers * attn
     moe = 2 * h * m.num_experts  # router
     moe += 2 * 3 * h * m.moe_intermediate_size * m.top_k  # routed experts
     moe += 2 * 3 * h * m.shared_expert_size  # shared experts (Qwen2-MoE, DeepSeek, GLM-4.5)
     dense = 2 * 3 * h * m.intermediate_size  # dense layers (mlp_only / first_k_dense_replace)
     n_moe = m.num_moe_layers
-    per_seq_tok = n_layers * attn + n_moe * moe + (n_layers - n_moe) * dense
+    per_seq_tok = attn_total + n_moe * moe + (n_layers - n_moe) * dense
     return batch * seq * (per_seq_tok + 2 * h * m.vocab_size)
 
 

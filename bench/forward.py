@@ -4,12 +4,14 @@
     python bench/forward.py --quick    # smaller batch, no ragged_dot timing (CI smoke)
     python bench/forward.py --family gpt_oss|olmoe   # the companion study's other families
     python bench/forward.py --family deepseek_v2|glm4_moe   # DeepSeek-style (MLA / sigmoid router)
+    python bench/forward.py --family llama4_text|gemma4_text|qwen3_next   # issue 39's families
 
 Prints tokens/s of each implementation, ratios against HF torch's fastest in the same run (the
 HF settings the family's modeling code supports; GPT-OSS has no sdpa), our achieved model
 GFLOP/s against XLA's measured fp32 matmul peak, and the compile time and XLA memory analysis of
 the family's full-size forward (Qwen3-30B-A3B, GPT-OSS-20B, OLMoE-1B-7B, DeepSeek-V2-Lite,
-GLM-4.5-Air) lowered from abstract shapes (no weights). ``--skip-full-size`` leaves that out.
+GLM-4.5-Air, Llama-4-Scout, Gemma-4-26B-A4B, Qwen3-Next-80B-A3B: ``FULL_CONFIGS``) lowered from
+abstract shapes (no weights). ``--skip-full-size`` leaves that out.
 """
 
 from __future__ import annotations

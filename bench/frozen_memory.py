@@ -2,10 +2,11 @@
 abstract shapes: no weight is allocated, XLA's memory analysis of the compiled programs.
 
     python bench/frozen_memory.py [--formats bfloat16,int8,float8_e4m3fn] [--groups experts,mlp,lm_head]
-                                  [--models qwen3,phi35,deepseek_v2_lite,glm45_air]
+                                  [--models qwen3,phi35,deepseek_v2_lite,glm45_air,...]
 
-Per model (Qwen3-30B-A3B with K = 128 trainable experts, Phi-3.5-MoE with K = 16, DeepSeek-V2-Lite
-with K = 48 and GLM-4.5-Air with K = 128, their configs' budgets) and format:
+Per model (``MODELS``: Qwen3-30B-A3B with K = 128 trainable experts, Phi-3.5-MoE with K = 16,
+DeepSeek-V2-Lite with K = 48, GLM-4.5-Air with K = 128, Llama-4-Scout, Gemma-4-26B-A4B,
+Qwen3-Next-80B-A3B and Qwen3.5-35B-A3B, each with its config's budget) and format:
 
 * weights: the frozen model as stored (int8 / fp8 kernels + fp32 per-channel scales; norms,
   routers, embeddings and biases in bf16);
@@ -14,7 +15,8 @@ with K = 48 and GLM-4.5-Air with K = 128, their configs' budgets) and format:
   GPU (XLA CPU runs bf16 dots in fp32);
 * replay: weights + temporaries of the routing forward (batch 8 x 512, no LM head);
 * generation: weights + a bf16 KV cache for 8 x 2048 positions (the shapes ``init_kv_cache``
-  allocates: for MLA the ``kv_lora_rank`` latent and the rotated key per token and layer) + the
+  allocates: for MLA the ``kv_lora_rank`` latent and the rotated key per token and layer; for
+  Gated DeltaNet layers the fixed-size recurrent and convolution states) + the
   temporaries of a prefill forward (8 x 512 with logits).
 """
 
@@ -33,6 +35,8 @@ from common import (  # noqa: E402
     LLAMA4_SCOUT,
     PHI35_MOE,
     QWEN3_30B_A3B,
+    QWEN3_NEXT_80B_A3B,
+    QWEN35_35B_A3B,
     pick_experts,
     set_threads,
 )
@@ -53,6 +57,8 @@ MODELS = {
     "glm45_air": ("GLM-4.5-Air", GLM45_AIR, 128),  # configs/glm45_air.py
     "llama4_scout": ("Llama-4-Scout-17B-16E", LLAMA4_SCOUT, 16),  # configs/llama4_scout.py
     "gemma4_26b_a4b": ("Gemma-4-26B-A4B", GEMMA4_26B_A4B, 84),  # configs/gemma4_26b_a4b.py
+    "qwen3_next_80b_a3b": ("Qwen3-Next-80B-A3B", QWEN3_NEXT_80B_A3B, 512),  # configs/qwen3_next_80b_a3b.py
+    "qwen35_35b_a3b": ("Qwen3.5-35B-A3B", QWEN35_35B_A3B, 224),  # configs/qwen35_35b_a3b.py
 }
 
 

@@ -2,7 +2,7 @@
 full-size Qwen3-30B-A3B RISE training step from abstract shapes.
 
     python bench/train_step.py [--k 16] [--repeats 5] [--memory-ks 8,16,32,64,128] [--lora-ranks 8,16,64] [--skip-step]
-    python bench/train_step.py --skip-step --memory-model deepseek_v2_lite|glm45_air [--lora-k 48]
+    python bench/train_step.py --skip-step --memory-model deepseek_v2_lite|glm45_air|... [--lora-k 48]
                                         # the full-size memory tables of another model (default qwen3)
     python bench/train_step.py --method lora --skip-memory   # LoRA baseline vs HF + peft, RISE+LoRA
                                         # (--method rise_lora: the same table; --lora-dropout P: both
@@ -34,6 +34,8 @@ from common import (  # noqa: E402
     LLAMA4_SCOUT,
     MID_QWEN,
     QWEN3_30B_A3B,
+    QWEN3_NEXT_80B_A3B,
+    QWEN35_35B_A3B,
     device_label,
     load_hf,
     median_time,
@@ -61,6 +63,8 @@ MEMORY_MODELS = {
     "glm45_air": ("GLM-4.5-Air", GLM45_AIR),
     "llama4_scout": ("Llama-4-Scout-17B-16E", LLAMA4_SCOUT),
     "gemma4_26b_a4b": ("Gemma-4-26B-A4B", GEMMA4_26B_A4B),
+    "qwen3_next_80b_a3b": ("Qwen3-Next-80B-A3B", QWEN3_NEXT_80B_A3B),
+    "qwen35_35b_a3b": ("Qwen3.5-35B-A3B", QWEN35_35B_A3B),
 }
 DISPATCH = os.environ.get("RISE_BENCH_DISPATCH", "grouped_scan")
 

@@ -180,6 +180,8 @@ def test_the_published_multimodal_checkpoint_loads_its_text_model_and_round_trip
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert json.load(open(os.path.join(out, "config.json")))["architectures"] == ["Gemma4ForConditionalGeneration"]
+    with pytest.raises(ValueError, match=r"'gemma4' model .* would lack the vision / audio towers"):
+        rise_jax.export_model(model, params, str(tmp_path / "gen"), progress=False)
 
 
 def test_kv_cache_decoding_equals_hf_generate_past_the_sliding_window(ckpt):

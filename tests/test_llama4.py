@@ -238,7 +238,7 @@ def test_one_training_step_matches_torch_with_only_the_selected_experts_trainabl
 def test_multimodal_checkpoint_text_model_loads_and_exports_with_its_vision_tower(tmp_path):
     """llama4 (Llama4ForConditionalGeneration, the published Scout's class): the text model is read
     from text_config and the language_model. tensors; the export from the source copies the
-    vision tower and the config, so every tensor comes back bitwise."""
+    vision tower and the config, so every tensor comes back bitwise; one without it is refused."""
     src = save_hf_model(make_hf_model("llama4", seed=3), str(tmp_path / "src"))
     model, params = rise_jax.load_model(src, dtype="float32", progress=False)
     assert model.cfg.model_type == "llama4" and model.cfg.num_moe_layers == 4
@@ -251,6 +251,14 @@ def test_multimodal_checkpoint_text_model_loads_and_exports_with_its_vision_towe
     assert sorted(a) == sorted(b) and any(k.startswith("vision_model.") for k in a)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert json.load(open(os.path.join(out, "config.json")))["architectures"] == ["Llama4ForConditionalGeneration"]
+    # Without the source the multimodal checkpoint cannot be whole: refused, naming what it lacks.
+    with pytest.raises(
+        ValueError,
+        match=r"'llama4' model \(Llama4ForConditionalGeneration\) without its source.*"
+        r"vision_model\.\* and multi_modal_projector\.\* tensors.*pass source_dir=",
+    ):
+        rise_jax.export_model(model, params, str(tmp_path / "gen"), progress=False)
+    assert not os.path.exists(tmp_path / "gen")
 
 
 def test_published_scout_config_parses_as_transformers_reads_it():

@@ -210,17 +210,29 @@ def _train_on_int8(path, dispatch):
     assert rise_jax.forward(model, merged, ids).logits.shape == (2, 12, model.cfg.vocab_size)
 
 
+# The tiny checkpoints the 8-device check adds beside qwen3_moe, each with experts divisible by 8:
+# deepseek_v3 (MLA's latent cache, the biased group-limited sigmoid router, a shared expert, a
+# leading dense layer), llama4_text (top-1 sigmoid on the expert input, dense layers, chunked /
+# NoPE attention; 8 experts instead of the tiny config's 6), gemma4_text (sliding / full runs of
+# other shapes, the dense MLP beside the experts) and qwen3_next (Gated DeltaNet runs, whose
+# decoding state is convolution history + recurrent state, and a gated shared expert).
+SHARDED_INT8 = {"deepseek_v3": {}, "llama4_text": {"num_local_experts": 8}, "gemma4_text": {}, "qwen3_next": {}}
+
+
 def test_an_int8_model_shards_its_quantized_experts_and_gives_the_single_device_logits(qwen_dir, tmp_path):
-    """qwen3_moe, and deepseek_v3 (MLA's latent cache, the biased group-limited sigmoid router, a
-    shared expert, a leading dense layer): expert-parallel over 8 devices on an int8 base."""
-    deepseek = save_hf_model(make_hf_model("deepseek_v3", seed=4), str(tmp_path / "deepseek_v3"))
+    """Expert-parallel over 8 devices on an int8 base, one subprocess for every family of
+    ``SHARDED_INT8``: logits and greedy decoding equal to one device."""
+    others = [
+        save_hf_model(make_hf_model(family, seed=4, **overrides), str(tmp_path / family))
+        for family, overrides in SHARDED_INT8.items()
+    ]
     env = {
         **os.environ,
         "XLA_FLAGS": os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8",
         "JAX_PLATFORMS": "cpu",
     }
     r = subprocess.run(
-        [sys.executable, os.path.join(HERE, "quantized_sharded_check.py"), qwen_dir, deepseek],
+        [sys.executable, os.path.join(HERE, "quantized_sharded_check.py"), qwen_dir, *others],
         capture_output=True,
         text=True,
         env=env,
@@ -228,7 +240,7 @@ def test_an_int8_model_shards_its_quantized_experts_and_gives_the_single_device_
     )
     assert r.returncode == 0, r.stderr[-3000:]
     lines = [line for line in r.stdout.strip().splitlines() if line.startswith("ok ")]
-    assert [line.split(":")[0] for line in lines] == ["ok qwen3_moe", "ok deepseek_v3"], r.stdout
+    assert [line.split(":")[0] for line in lines] == [f"ok {f}" for f in ("qwen3_moe", *SHARDED_INT8)], r.stdout
 
 
 def test_frozen_dtype_errors_are_clear(monkeypatch):

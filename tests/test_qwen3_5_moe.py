@@ -1,6 +1,7 @@
 """Qwen3.5-MoE (``qwen3_5_moe_text`` and the published ``qwen3_5_moe`` checkpoint class with its
-vision tower): Qwen3-Next's blocks (tests/test_qwen3_next.py covers decoding, the chunked scan,
-packing, training and adapters on them) in Qwen3.5's layout. Here: forward parity of both classes
+vision tower): Qwen3-Next's blocks (tests/test_qwen3_next.py covers the chunked scan, packing and
+adapters on them, and runs decoding against HF ``generate`` and one training step against torch on
+a ``qwen3_5_moe_text`` checkpoint too) in Qwen3.5's layout. Here: forward parity of both classes
 with left and right padding, the multimodal checkpoint's round trip (vision tower and MTP head
 skipped at load, carried over bitwise at export), and the published hub config."""
 
@@ -96,6 +97,8 @@ def test_multimodal_round_trip_is_bit_identical_with_the_vision_tower_and_mtp_ca
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert json.load(open(os.path.join(out, "config.json")))["architectures"] == ["Qwen3_5MoeForConditionalGeneration"]
+    with pytest.raises(ValueError, match=r"'qwen3_5_moe' model .* would lack the vision tower"):
+        rise_jax.export_model(model, params, str(tmp_path / "gen"), progress=False)
 
 
 def test_qwen3_5_35b_hub_config_parses_as_transformers_reads_it():

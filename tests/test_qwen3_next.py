@@ -4,7 +4,8 @@ causal-conv1d kernels here): forward parity with left and right padding, the chu
 the token-by-token recurrence, packed rows, decoding with the cache against HF ``generate``
 across more than one 64-token chunk, the HF -> ours -> HF round trip, one training step against
 torch, adapters on the linear-attention projections, and the published hub config. One tiny
-checkpoint is built once for the module."""
+checkpoint is built once for the module; decoding and the training step also run on a tiny
+Qwen3.5-MoE text model (the same blocks in Qwen3.5's layout, tests/test_qwen3_5_moe.py)."""
 
 import copy
 import json
@@ -60,6 +61,18 @@ def ckpt(tmp_path_factory):
     with torch.no_grad():  # a -0.0 the round trip must keep
         hf.model.layers[0].linear_attn.out_proj.weight.view(-1)[0] = -0.0
     return save_hf_model(hf, str(tmp_path_factory.mktemp("qwen3_next") / "ckpt"))
+
+
+@pytest.fixture(scope="module")
+def qwen3_5_ckpt(tmp_path_factory):
+    """Qwen3.5-MoE's text model (``qwen3_5_moe_text``): the same blocks in Qwen3.5's layout (four
+    linear-attention input projections, every layer MoE, the router always renormalised)."""
+    hf = make_hf_model("qwen3_5_moe_text", seed=32, vocab_size=TINY_VOCAB)
+    return save_hf_model(hf, str(tmp_path_factory.mktemp("qwen3_5_moe_text") / "ckpt"))
+
+
+# Decoding and the training step run on both hybrid families (the module fixture's name).
+BOTH_FAMILIES = pytest.mark.parametrize("family_ckpt", ["ckpt", "qwen3_5_ckpt"])
 
 
 def _hf_experts(hf, router_logits, moe_layers):
@@ -168,10 +181,12 @@ def test_packed_rows_and_padding_equal_each_segment_alone():
     np.testing.assert_allclose(np.asarray(cont)[0], np.asarray(cont)[1], atol=1e-5)
 
 
-def test_cache_steps_equal_the_full_forward_and_decoding_equals_hf_generate(ckpt):
+@BOTH_FAMILIES
+def test_cache_steps_equal_the_full_forward_and_decoding_equals_hf_generate(family_ckpt, request):
     """Prefill (chunked), a 5-token continuation from the cache (chunked, state carried in), then
     single tokens (the recurrent update); then greedy decoding against HF ``generate`` over 76
-    tokens, more than one 64-token chunk."""
+    tokens, more than one 64-token chunk. Qwen3-Next and Qwen3.5."""
+    ckpt = request.getfixturevalue(family_ckpt)
     model, params = rise_jax.load_model(ckpt, dtype="float32", dispatch="dense", progress=False)
     cfg = model.cfg
     cache = init_kv_cache(cfg, 3, 24, jnp.float32)
@@ -202,6 +217,8 @@ def test_cache_steps_equal_the_full_forward_and_decoding_equals_hf_generate(ckpt
             eos_token_id=None,
         )
     assert ours == hf[:, ids.shape[1] :].tolist()
+    if family_ckpt != "ckpt":  # the slot placement below reads the cache only, not the layout
+        return
     # Continuous batching places each prefill's states into its slot: the same tokens.
     from rise_jax.evaluation.continuous import generate_continuous
 
@@ -249,11 +266,18 @@ def test_hf_to_ours_to_hf_is_bit_identical_with_the_mtp_head_skipped_and_carried
 SELECTED = [(0, 1), (0, 4), (3, 3), (3, 6)]  # (MoE layer, expert): a linear and the softmax layer
 
 
-def test_one_training_step_matches_torch_with_only_the_selected_experts_trainable(ckpt):
+@BOTH_FAMILIES
+def test_one_training_step_matches_torch_with_only_the_selected_experts_trainable(family_ckpt, request):
+    """Qwen3-Next and Qwen3.5: gradients, the AdamW update and the untouched rest against torch.
+    Gradients agree to 2e-5 of each tensor's largest entry: fp32 round-off. On the Qwen3.5 model's
+    last-layer expert 3 (few tokens, largest gradient 2.4e-4) ours and HF's fp32 gradients are
+    5.9e-6 and 4.1e-6 away from HF's float64 gradients (its delta rule in fp32), in opposite
+    directions, and 1.2e-5 from each other; everywhere else they agree to 6e-6."""
     from rise_jax.models.layout import moe_layer_location
     from rise_jax.training.methods import FullExperts
     from rise_jax.training.step import make_optimizer, make_steps
 
+    ckpt = request.getfixturevalue(family_ckpt)
     hf = load_hf_model(ckpt)
     model, params = rise_jax.load_model(ckpt, dtype="float32", dispatch="grouped_scan", progress=False)
     cfg = model.cfg
@@ -295,7 +319,7 @@ def test_one_training_step_matches_torch_with_only_the_selected_experts_trainabl
         rows[lyr, e] = (run, li, int(np.asarray(initial.slots[run])[li, e]))
         for name, g in hf_grads[lyr, e].items():
             ours = np.asarray(grads[run][name][rows[lyr, e][2]])
-            assert np.abs(ours - g).max() <= 1e-5 * np.abs(g).max(), (lyr, e, name)
+            assert np.abs(ours - g).max() <= 2e-5 * np.abs(g).max(), (lyr, e, name)
     weights, _, _ = apply_step(initial.weights, tx.init(initial.weights), grads, jnp.float32(1.0))
     merged = initial.replace(weights=weights).merge(params)
     for (lyr, e), (run, li, _) in rows.items():

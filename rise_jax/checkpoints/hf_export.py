@@ -149,8 +149,18 @@ def export_hf_checkpoint(
     generated from ``cfg``; either way ``architectures`` names the hub class (what vLLM looks up,
     see :class:`~rise_jax.models.families.Family`) and ``auto_map`` is dropped. ``dtype``: cast tensors (default:
     keep the params' dtype). ``source_dir``: the checkpoint the params came from; its tensors the
-    model does not hold (:func:`carried_tensors`) are copied into the export unchanged.
+    model does not hold (:func:`carried_tensors`) are copied into the export unchanged. A family
+    whose checkpoint class holds more than the model (``Family.needs_source``: a multimodal class's
+    towers) is refused without ``source_dir``: the result would not be that class's checkpoint.
     """
+    family = get_family(cfg.model_type)
+    if source_dir is None and family.needs_source:
+        raise ValueError(
+            f"export of a {cfg.model_type!r} model ({family.hub_architecture}) without its source checkpoint: "
+            f"it would lack {family.needs_source}, which rise_jax does not hold; pass "
+            f"source_dir=<the checkpoint the model was loaded from> (rise_jax.export_model(..., source_dir=...); "
+            f"the export stage does) so they are copied over unchanged"
+        )
     out_dir = os.path.abspath(out_dir)
     if os.path.exists(out_dir) and not overwrite:
         raise FileExistsError(f"{out_dir}: already exists (pass overwrite=True to replace it)")
@@ -204,7 +214,7 @@ def export_hf_checkpoint(
         config = dict(hf_config) if hf_config is not None else config_to_hf_dict(cfg)
         dtype_name = _DTYPE_NAMES.get(str(out_dtype), "float32")
         config["dtype"] = dtype_name
-        config["architectures"] = [get_family(cfg.model_type).hub_architecture]
+        config["architectures"] = [family.hub_architecture]
         # Experts are written dequantised (GPT-OSS's MXFP4 hub experts included), so the source's
         # quantization_config no longer describes the tensors.
         config.pop("quantization_config", None)

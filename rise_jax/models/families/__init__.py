@@ -63,13 +63,20 @@ class HFNames:
 
 @dataclasses.dataclass(frozen=True)
 class Family:
-    """What one HF ``model_type`` contributes (see the module docstring)."""
+    """What one HF ``model_type`` contributes (see the module docstring).
+
+    ``needs_source``: for a checkpoint class that holds more than the text model (a multimodal
+    one), what an export written from the :class:`ModelConfig` alone would lack (the towers'
+    tensors and their config); non-empty makes such an export refuse and ask for the source
+    checkpoint, whose config and skipped tensors it then copies (``export_model(source_dir=...)``).
+    """
 
     model_type: str
     hub_architecture: str  # ``architectures[0]`` of its hub checkpoints (what vLLM dispatches on)
     parse: Callable[[Mapping[str, Any], str], ModelConfig]
     to_hf: Callable[[ModelConfig, str], dict[str, Any]]
     names: HFNames = HFNames()
+    needs_source: str = ""
 
 
 def _registry() -> dict[str, Family]:

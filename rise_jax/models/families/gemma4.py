@@ -6,7 +6,8 @@ supported. The towers and their embedders (``model.vision_tower.*``, ``model.emb
 ``model.audio_tower.*``, ``model.embed_audio.*``) are skipped when loading and carried over
 unchanged when exporting from the source checkpoint, so the exported checkpoint is whole. A
 config written from our :class:`ModelConfig` alone has no ``vision_config`` (transformers then
-builds its default towers, with random weights): export from the source checkpoint.
+builds its default towers, with random weights), so an export without the source checkpoint is
+refused (``Family.needs_source``); a ``gemma4_text`` model exports without one.
 """
 
 from __future__ import annotations
@@ -49,4 +50,6 @@ FAMILY = Family(
     parse,
     to_hf,
     dataclasses.replace(text.FAMILY.names, text_prefix="model.language_model.", skipped=(TOWERS,)),
+    needs_source="the vision / audio towers (vision_config, audio_config and the model.vision_tower.*, "
+    "model.embed_vision.*, model.audio_tower.*, model.embed_audio.* tensors)",
 )

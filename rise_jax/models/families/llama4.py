@@ -3,9 +3,12 @@ Llama-4-Scout / Maverick): the text model of :mod:`.llama4_text` read from ``tex
 the ``language_model.`` tensors. The vision tower (``vision_model.``, ``multi_modal_projector.``)
 is not read; an export from the source checkpoint copies it unchanged with the source
 ``config.json``, so the result is the same multimodal checkpoint with the text model's weights
-replaced. A ``config.json`` generated without a source holds the ``text_config`` alone and the
-export no vision tower: transformers' ``AutoModelForCausalLM`` loads it (as Llama4ForCausalLM),
-the multimodal class would not find its vision weights.
+replaced. Without the source an export is refused (``Family.needs_source``): the
+Llama4ForConditionalGeneration checkpoint it names would have no ``vision_config`` (transformers
+would build its default tower with random weights) and no ``vision_model.*`` /
+``multi_modal_projector.*`` tensors, so it would not be the published class's checkpoint, and
+vLLM would dispatch on that class. A text-only model (``llama4_text``, Llama4ForCausalLM) exports
+without a source.
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ def parse(d: Mapping[str, Any], source: str) -> ModelConfig:
 
 
 def to_hf(cfg: ModelConfig, dtype: str) -> dict[str, Any]:
+    """The text part of the multimodal ``config.json``: ``model_type`` ``llama4`` and the text
+    model as ``text_config``, no ``vision_config`` (what the text model's config says; an export
+    writes the source's whole config instead and refuses without one)."""
     return {"text_config": text_to_hf(cfg, dtype), "model_type": "llama4", "dtype": dtype}
 
 
@@ -36,4 +42,5 @@ FAMILY = Family(
     parse,
     to_hf,
     dataclasses.replace(NAMES, prefix="language_model.", skipped=(r"vision_model\.", r"multi_modal_projector\.")),
+    needs_source="the vision tower (vision_config, vision_model.* and multi_modal_projector.* tensors)",
 )

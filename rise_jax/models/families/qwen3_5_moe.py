@@ -5,7 +5,8 @@ and ``model.language_model.*``); images are not supported. The vision tower (``m
 and the multi-token-prediction head (``mtp.*``) are skipped when loading and carried over
 unchanged when exporting from the source checkpoint, so the exported checkpoint is whole. A
 config written from our :class:`ModelConfig` alone has no ``vision_config`` (transformers then
-builds its default vision tower, with random weights): export from the source checkpoint.
+builds its default vision tower, with random weights), so an export without the source
+checkpoint is refused (``Family.needs_source``); a ``qwen3_5_moe_text`` model exports without one.
 """
 
 from __future__ import annotations
@@ -47,4 +48,5 @@ FAMILY = Family(
     parse,
     to_hf,
     dataclasses.replace(text.NAMES, text_prefix="model.language_model."),
+    needs_source="the vision tower (vision_config and the model.visual.* tensors)",
 )
