@@ -64,7 +64,7 @@ def test_a_registered_task_kind_is_validated_by_its_own_check_and_listed_in_erro
     config.eval.tasks.echo.kind = "karaoke"
     with pytest.raises(
         EvalError,
-        match=r"eval.tasks.echo.kind = 'karaoke'; choose one of .*belebele, translation, polymath, mmlu_prox, echo",
+        match=r"eval.tasks.echo.kind = 'karaoke'; choose one of .*belebele, translation, polymath, mmlu_prox, routing_divergence, echo",
     ):
         evaluate.validate(config)
 

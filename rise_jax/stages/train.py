@@ -75,9 +75,14 @@ def alignment_settings(config: ml_collections.ConfigDict, cfg) -> tuple[Alignmen
     ``align_layers`` empty = the middle zone of ``config.select.zone_ratios``; ``router_layers``
     empty = the alignment layers."""
     t, ratios = config.train, tuple(config.select.zone_ratios)
-    layers = resolve_layers(t.align_layers, cfg.num_moe_layers, ratios)
-    routers = layers
-    if str(t.router_layers).strip():
+    trains_routers = get_method(t.method).trains_routers
+    layers: tuple[int, ...] = ()
+    # The alignment layers are resolved only where they are used (a middle zone may be empty on a
+    # small model that neither aligns nor trains routers).
+    if t.align_weight > 0 or (trains_routers and not str(t.router_layers).strip()):
+        layers = resolve_layers(t.align_layers, cfg.num_moe_layers, ratios)
+    routers: tuple[int, ...] = layers if trains_routers else ()
+    if trains_routers and str(t.router_layers).strip():
         routers = resolve_layers(t.router_layers, cfg.num_moe_layers, ratios, "config.train.router_layers")
     align = Alignment(float(t.align_weight), t.align_divergence, layers) if t.align_weight > 0 else None
     return align, routers

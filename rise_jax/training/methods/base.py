@@ -47,6 +47,7 @@ class TrainingMethod(struct.PyTreeNode, metaclass=abc.ABCMeta):
     slots: dict[str, Any]
 
     name: ClassVar[str] = ""
+    trains_routers: ClassVar[bool] = False  # reads MethodSetup.router_layers (train.router_layers)
 
     # --- creation and configuration ----------------------------------------------------------
 

@@ -107,6 +107,7 @@ class Routers(TrainingMethod):
     """The routers of the chosen MoE layers train; every other weight (experts included) is frozen."""
 
     name = "routers"
+    trains_routers = True
 
     @classmethod
     def validate(cls, opts: TrainOptions, frozen_dtype: str | None) -> None:
@@ -160,6 +161,7 @@ class ExpertsRouters(FullExperts):
     both get the ``train.lr`` AdamW (path-rule groups keep ``train.extra_lr``)."""
 
     name = "experts+routers"
+    trains_routers = True
     reserved = (EXTRA, ROUTERS)
 
     @classmethod
