@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -384,3 +385,16 @@ def hf_forward(model, ids: np.ndarray, mask: np.ndarray, positions: np.ndarray |
     b, t = ids.shape
     router = np.stack([r.float().reshape(b, t, -1).numpy() for r in out.router_logits])
     return out.logits.float().numpy(), router
+
+
+def safetensors_bits(path: str) -> dict[str, torch.Tensor]:
+    """Every tensor of a checkpoint directory's safetensors files, fp32 ones viewed as int32 so
+    ``torch.equal`` compares bits (-0.0 and NaN payloads included): the round-trip tests' view."""
+    from safetensors.torch import load_file
+
+    out = {}
+    for f in sorted(os.listdir(path)):
+        if f.endswith(".safetensors"):
+            for k, v in load_file(os.path.join(path, f)).items():
+                out[k] = v.view(torch.int32) if v.dtype == torch.float32 else v
+    return out

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from fixture_data import TEST_DATA, TINY_VOCAB
-from hf_reference import hf_forward, load_hf_model, make_hf_model, padded_batch, save_hf_model, yarn
+from hf_reference import hf_forward, load_hf_model, make_hf_model, padded_batch, safetensors_bits, save_hf_model, yarn
 
 import rise_jax
 from rise_jax.evaluation.generate import generate
@@ -46,23 +46,12 @@ def ckpt(request, tmp_path_factory):
     return family, save_hf_model(hf, str(tmp_path_factory.mktemp(family) / "ckpt"))
 
 
-def _bits(path):
-    from safetensors.torch import load_file
-
-    out = {}
-    for f in sorted(os.listdir(path)):
-        if f.endswith(".safetensors"):
-            for k, v in load_file(os.path.join(path, f)).items():
-                out[k] = v.view(torch.int32) if v.dtype == torch.float32 else v
-    return out
-
-
 def test_hf_to_ours_to_hf_is_bit_identical(ckpt, tmp_path):
     family, src = ckpt
     model, params = rise_jax.load_model(src, dtype="float32", progress=False)
     assert model.cfg.model_type == family
     out = rise_jax.export_model(model, params, str(tmp_path / "out"), source_dir=src, progress=False)
-    a, b = _bits(src), _bits(out)
+    a, b = safetensors_bits(src), safetensors_bits(out)
     assert sorted(a) == sorted(b)
     for k in a:
         assert torch.equal(a[k], b[k]), k  # int32 bit patterns of the fp32 tensors (-0.0 included)
@@ -80,7 +69,7 @@ def test_glm4_moe_lite_round_trip_and_generated_config_load_in_transformers(tmp_
     model, params = rise_jax.load_model(src, dtype="float32", progress=False)
     assert model.cfg.moe_layer_ids == (1, 3)
     out = rise_jax.export_model(model, params, str(tmp_path / "out"), source_dir=src, progress=False)
-    a, b = _bits(src), _bits(out)
+    a, b = safetensors_bits(src), safetensors_bits(out)
     assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a)
     gen = rise_jax.export_model(model, params, str(tmp_path / "gen"), progress=False)
     ids, mask = padded_batch(128, [9, 6], 9, [False, True], seed=1)

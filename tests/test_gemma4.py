@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from fixture_data import TEST_DATA, TINY_VOCAB
-from hf_reference import hf_forward, load_hf_model, make_hf_model, padded_batch, save_hf_model
+from hf_reference import hf_forward, load_hf_model, make_hf_model, padded_batch, safetensors_bits, save_hf_model
 
 import rise_jax
 from rise_jax.evaluation.generate import generate
@@ -135,21 +135,10 @@ def ckpt(tmp_path_factory):
     return save_hf_model(hf, str(tmp_path_factory.mktemp("gemma4") / "ckpt"))
 
 
-def _bits(path):
-    from safetensors.torch import load_file
-
-    out = {}
-    for f in sorted(os.listdir(path)):
-        if f.endswith(".safetensors"):
-            for k, v in load_file(os.path.join(path, f)).items():
-                out[k] = v.view(torch.int32) if v.dtype == torch.float32 else v
-    return out
-
-
 def test_hf_to_ours_to_hf_is_bit_identical_and_the_written_config_loads(ckpt, tmp_path):
     model, params = rise_jax.load_model(ckpt, dtype="float32", progress=False)
     out = rise_jax.export_model(model, params, str(tmp_path / "out"), source_dir=ckpt, progress=False)
-    a, b = _bits(ckpt), _bits(out)
+    a, b = safetensors_bits(ckpt), safetensors_bits(out)
     assert sorted(a) == sorted(b)  # layer_scalar, router scales, the dense MLP beside the experts
     for k in a:
         assert torch.equal(a[k], b[k]), k
@@ -175,7 +164,7 @@ def test_the_published_multimodal_checkpoint_loads_its_text_model_and_round_trip
     ours = np.asarray(rise_jax.forward(model, params, jnp.asarray(ids), jnp.asarray(mask)).logits)
     assert np.abs(ours - ref)[mask.astype(bool)].max() < 1e-4
     out = rise_jax.export_model(model, params, str(tmp_path / "out"), source_dir=src, progress=False)
-    a, b = _bits(src), _bits(out)
+    a, b = safetensors_bits(src), safetensors_bits(out)
     assert sorted(a) == sorted(b) and any(k.startswith("model.vision_tower.") for k in b)
     for k in a:
         assert torch.equal(a[k], b[k]), k

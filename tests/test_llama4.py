@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from fixture_data import TEST_DATA, TINY_VOCAB
-from hf_reference import hf_forward, load_hf_model, make_hf_model, padded_batch, save_hf_model
+from hf_reference import hf_forward, load_hf_model, make_hf_model, padded_batch, safetensors_bits, save_hf_model
 
 import rise_jax
 from rise_jax.evaluation.generate import generate
@@ -118,22 +118,11 @@ def test_bf16_mean_token_kl_against_hf_bf16_is_small(ckpt):
     assert float(kl[mask.astype(bool)].mean()) <= 1e-3
 
 
-def _bits(path):
-    from safetensors.torch import load_file
-
-    out = {}
-    for f in sorted(os.listdir(path)):
-        if f.endswith(".safetensors"):
-            for k, v in load_file(os.path.join(path, f)).items():
-                out[k] = v.view(torch.int32) if v.dtype == torch.float32 else v
-    return out
-
-
 def test_hf_to_ours_to_hf_is_bit_identical(ckpt, tmp_path):
     model, params = rise_jax.load_model(ckpt, dtype="float32", progress=False)
     assert model.cfg.model_type == "llama4_text" and model.cfg.nope_layers == (False, False, False, True)
     out = rise_jax.export_model(model, params, str(tmp_path / "out"), source_dir=ckpt, progress=False)
-    a, b = _bits(ckpt), _bits(out)
+    a, b = safetensors_bits(ckpt), safetensors_bits(out)
     assert sorted(a) == sorted(b)
     for k in a:
         assert torch.equal(a[k], b[k]), k
@@ -247,7 +236,7 @@ def test_multimodal_checkpoint_text_model_loads_and_exports_with_its_vision_towe
     ours = np.asarray(rise_jax.forward(model, params, jnp.asarray(ids), jnp.asarray(mask)).logits)
     assert np.abs(ours - ref)[mask.astype(bool)].max() < 1e-4
     out = rise_jax.export_model(model, params, str(tmp_path / "out"), source_dir=src, progress=False)
-    a, b = _bits(src), _bits(out)
+    a, b = safetensors_bits(src), safetensors_bits(out)
     assert sorted(a) == sorted(b) and any(k.startswith("vision_model.") for k in a)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert json.load(open(os.path.join(out, "config.json")))["architectures"] == ["Llama4ForConditionalGeneration"]

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from fixture_data import TEST_DATA
-from hf_reference import hf_forward, load_hf_model, make_hf_model, padded_batch, save_hf_model
+from hf_reference import hf_forward, load_hf_model, make_hf_model, padded_batch, safetensors_bits, save_hf_model
 
 import rise_jax
 
@@ -72,17 +72,6 @@ def test_fp32_logits_and_expert_sets_match_hf_with_left_and_right_padding(tmp_pa
     np.testing.assert_array_equal(ours[:, real], _hf_experts(hf, ref_router)[:, real])
 
 
-def _bits(path):
-    from safetensors.torch import load_file
-
-    out = {}
-    for f in sorted(os.listdir(path)):
-        if f.endswith(".safetensors"):
-            for k, v in load_file(os.path.join(path, f)).items():
-                out[k] = v.view(torch.int32) if v.dtype == torch.float32 else v
-    return out
-
-
 def test_multimodal_round_trip_is_bit_identical_with_the_vision_tower_and_mtp_carried(tmp_path):
     from safetensors.torch import load_file, save_file
 
@@ -92,7 +81,7 @@ def test_multimodal_round_trip_is_bit_identical_with_the_vision_tower_and_mtp_ca
     model, params = rise_jax.load_model(src, dtype="float32", progress=False)
     assert model.cfg.model_type == "qwen3_5_moe" and "visual" not in json.dumps(list(params))
     out = rise_jax.export_model(model, params, str(tmp_path / "out"), source_dir=src, progress=False)
-    a, b = _bits(src), _bits(out)
+    a, b = safetensors_bits(src), safetensors_bits(out)
     assert sorted(a) == sorted(b) and any(k.startswith("model.visual.") for k in b)
     for k in a:
         assert torch.equal(a[k], b[k]), k

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 from fixture_data import TEST_DATA, TINY_VOCAB
-from hf_reference import hf_forward, load_hf_model, make_hf_model, padded_batch, save_hf_model
+from hf_reference import hf_forward, load_hf_model, make_hf_model, padded_batch, safetensors_bits, save_hf_model
 
 import rise_jax
 from rise_jax.evaluation.generate import generate
@@ -229,17 +229,6 @@ def test_cache_steps_equal_the_full_forward_and_decoding_equals_hf_generate(fami
     assert both == ours
 
 
-def _bits(path):
-    from safetensors.torch import load_file
-
-    out = {}
-    for f in sorted(os.listdir(path)):
-        if f.endswith(".safetensors"):
-            for k, v in load_file(os.path.join(path, f)).items():
-                out[k] = v.view(torch.int32) if v.dtype == torch.float32 else v
-    return out
-
-
 def test_hf_to_ours_to_hf_is_bit_identical_with_the_mtp_head_skipped_and_carried(ckpt, tmp_path):
     from safetensors.torch import load_file, save_file
 
@@ -252,7 +241,7 @@ def test_hf_to_ours_to_hf_is_bit_identical_with_the_mtp_head_skipped_and_carried
     model, params = rise_jax.load_model(src, dtype="float32", progress=False)
     assert model.cfg.model_type == "qwen3_next"
     out = rise_jax.export_model(model, params, str(tmp_path / "out"), source_dir=src, progress=False)
-    a, b = _bits(src), _bits(out)  # the MTP head is not part of the model: carried over unchanged
+    a, b = safetensors_bits(src), safetensors_bits(out)  # the MTP head is not part of the model: carried over unchanged
     assert "mtp.fc.weight" in b and sorted(a) == sorted(b)
     for k in a:
         assert torch.equal(a[k], b[k]), k  # int32 bit patterns of the fp32 tensors (-0.0 included)
