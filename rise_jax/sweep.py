@@ -14,7 +14,6 @@ the points were evaluated with the ``routing_divergence`` task (sweep ``routing_
 
 from __future__ import annotations
 
-import copy
 import importlib.util
 import json
 import os
@@ -30,6 +29,7 @@ from rise_jax.messages import show_messages, verbose_flag
 from rise_jax.reporting import alignment
 from rise_jax.reporting.plots import sweep_plot
 from rise_jax.stages import REGISTRY
+from rise_jax.sweep_points import apply_overrides, label, point_value, result_columns, sweep_markdown  # noqa: F401 (apply_overrides, label: the sweep API)
 from rise_jax.workdir import Workdir
 
 FLAGS = flags.FLAGS
@@ -43,27 +43,6 @@ def load_sweep(path: str, name: str) -> list[dict[str, Any]]:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.get_sweep(name)
-
-
-def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any]) -> ml_collections.ConfigDict:
-    """A copy of ``config`` with dotted-key overrides; an unknown key is an error naming it."""
-    out = copy.deepcopy(config)
-    for key, value in overrides.items():
-        *parents, leaf = key.split(".")
-        node = out
-        for p in parents:
-            if p not in node:
-                raise KeyError(f"sweep override {key!r}: no config section {p!r}")
-            node = node[p]
-        if leaf not in node:
-            raise KeyError(f"sweep override {key!r}: no config field {leaf!r}")
-        node[leaf] = value
-    return out
-
-
-def label(overrides: dict[str, Any]) -> str:
-    text = "_".join(f"{k.split('.')[-1]}={v}" for k, v in overrides.items())
-    return "".join(ch if ch.isalnum() or ch in "=._-" else "-" for ch in text)[:80]
 
 
 def share_stages(src: str, dst: str) -> None:
@@ -108,24 +87,6 @@ def run_sweep(config: ml_collections.ConfigDict, points: list[dict[str, Any]], w
     return summary
 
 
-def _columns(summary: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
-    """(variant, task, language, metric) of every result, each task's first metric only."""
-    columns: list[tuple[str, str, str, str]] = []
-    for point in summary:
-        for variant, tasks in (point["results"] or {}).items():
-            for task, langs in tasks.items():
-                for lang, scores in langs.items():
-                    metric = next(k for k in scores if k not in ("n", "skipped", "truncated"))
-                    if (variant, task, lang, metric) not in columns:
-                        columns.append((variant, task, lang, metric))
-    return columns
-
-
-def _value(point: dict[str, Any], column: tuple[str, str, str, str]) -> float | None:
-    v, t, lang, m = column
-    return (point["results"] or {}).get(v, {}).get(t, {}).get(lang, {}).get(m)
-
-
 def _axis(summary: list[dict[str, Any]]) -> tuple[list[str], str, list[float] | None]:
     """(point labels, x label, numeric x or None). Numeric when every point overrides the same
     one key with a number (α, K); otherwise the labels are the overridden values (ρ, zones)."""
@@ -146,14 +107,14 @@ def _axis(summary: list[dict[str, Any]]) -> tuple[list[str], str, list[float] | 
 def sweep_plots(summary: list[dict[str, Any]], workdir: str) -> list[str]:
     """``sweep_<task>_<metric>.png`` per task with results: its first metric at every point, one
     series per variant and language. Returns the file names."""
-    columns = _columns(summary)
+    columns = result_columns(summary)
     if not columns:
         return []
     points, xlabel, x = _axis(summary)
     files = []
     for task, metric in dict.fromkeys((t, m) for _, t, _, m in columns):
         series = {
-            f"{v}/{lang}": [_value(p, (v, t, lang, m)) for p in summary]
+            f"{v}/{lang}": [point_value(p, (v, t, lang, m)) for p in summary]
             for v, t, lang, m in columns
             if (t, m) == (task, metric)
         }
@@ -161,22 +122,6 @@ def sweep_plots(summary: list[dict[str, Any]], workdir: str) -> list[str]:
         sweep_plot(points, series, os.path.join(workdir, name), f"{task}: {metric} over the sweep", xlabel, metric, x)
         files.append(name)
     return files
-
-
-def sweep_markdown(summary: list[dict[str, Any]], plots: list[str] = ()) -> str:
-    """One row per point: the overrides, then each variant/task/language's first metric; then the plots."""
-    columns = _columns(summary)
-    head = ["point"] + [f"{v}/{t}/{lang} {m}" for v, t, lang, m in columns]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for point in summary:
-        cells = [label(point["overrides"])]
-        for column in columns:
-            value = _value(point, column)
-            cells.append("–" if value is None else f"{value:.2f}")
-        lines.append("| " + " | ".join(cells) + " |")
-    if plots:
-        lines += ["", *(f"![{name[:-4]}]({name})" for name in plots)]
-    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str]) -> None:

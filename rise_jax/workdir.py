@@ -23,6 +23,8 @@ the module that writes it)::
       export/peft/                export (train.method=lora): the adapters in PEFT's format
       eval/                       eval: results.json, table.md,
                                   generations/<variant>/<task>/<lang>.jsonl (generative tasks)
+      arms/                       arms: arms.json, arms.md, alignment.json + PNGs; one
+                                  workdir per arm trained here (<index>_<label>/)
       report.md  report.html  report_*.png     report
 """
 
@@ -91,5 +93,10 @@ class Workdir:
         """The saved generations of one generative eval task (JSONL, one example a line)."""
         return os.path.join(self.eval_generations, variant, task, f"{language}.jsonl")
 
+    # arms
+    arms = _at("arms")
+    arms_summary = _at("arms", "arms.json")
+    arms_table = _at("arms", "arms.md")
+    arms_alignment = _at("arms", "alignment.json")
     report = _at("report.md")
     report_html = _at("report.html")

@@ -282,3 +282,22 @@ def test_the_routing_alignment_preset_runs_end_to_end_and_reports_the_comparison
     text = (tmp_path / "sweep" / "sweep.md").read_text()
     assert "## Routing alignment vs RISE on bn" in text and "| routers + align |" in text
     assert all((tmp_path / "sweep" / f"alignment_{n}.png").is_file() for n in ("gain", "divergence"))
+
+
+def test_the_arms_stage_finds_this_run_among_the_points_and_names_a_bad_sweep_or_task():
+    from rise_jax.configs import demo
+    from rise_jax.stages.arms import ArmsError, is_this_run, validate
+
+    c = demo.get_config("test")
+    assert [is_this_run(c, p) for p in get_sweep("routing_alignment")] == [True, False, False]
+    c.eval.variants = "base,trained"  # the RISE point also scores steering: no longer this run
+    assert not is_this_run(c, get_sweep("routing_alignment")[0])
+    for field, value, message in (
+        ("sweep", "", r"config.arms.sweep is empty"),
+        ("sweep", "nope", r"config.arms.sweep: unknown sweep 'nope'"),
+        ("eval_run", "perplexity,mgsm", r"config.arms.eval_run = 'perplexity,mgsm': \['mgsm'\] not in config.eval.run"),
+    ):
+        bad = demo.get_config("test")
+        bad.arms[field] = value
+        with pytest.raises(ArmsError, match=message):
+            validate(bad)

@@ -16,6 +16,7 @@ BASE = {
     "content_hash",
     "workdir_lock",
     "distributed",
+    "sweep_points",
 }  # import nothing but each other
 ALLOWED = {
     "models": {"errors"},
@@ -44,6 +45,7 @@ ALLOWED = {
         "reporting",
         "api",
         "sharding",
+        "configs",  # the arms stage runs a sweep of configs/sweeps.py
     },
     "pipeline": {"stages"},
     # stages.build: model settings; --list names the configs and the registries of methods and tasks

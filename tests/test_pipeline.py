@@ -12,7 +12,7 @@ from rise_jax import launch
 from rise_jax.configs import demo  # noqa: E402
 from rise_jax.pipeline import changed_keys, fingerprint, parse_stages, relevant_config
 
-STAGES = ["stats", "analyze", "task_experts", "select", "train", "export", "eval", "correlate", "report"]
+STAGES = ["stats", "analyze", "task_experts", "select", "train", "export", "eval", "arms", "correlate", "report"]
 
 
 @pytest.fixture(scope="module")
@@ -132,6 +132,7 @@ def test_second_run_skips_every_stage_and_changed_training_reruns_only_train_onw
         "train": "ran",
         "export": "ran",
         "eval": "ran",
+        "arms": "ran",
         "correlate": "skipped",
         "report": "ran",
     }
@@ -155,10 +156,44 @@ def test_second_run_skips_every_stage_and_changed_training_reruns_only_train_onw
     outcome = launch.run(c, wd)
     assert outcome == {
         **{s: "skipped" for s in STAGES},
-        **{s: "restored" for s in ("train", "export", "eval", "report")},
+        **{s: "restored" for s in ("train", "export", "eval", "arms", "report")},
     }
     assert os.stat(os.path.join(wd, "train", "summary.json")).st_mtime_ns != made
     assert json.load(open(os.path.join(wd, "eval", "results.json")))["results"] == demo_first_results
+
+
+def test_the_demo_report_compares_rise_with_routing_alignment_and_steering(demo_run):
+    """The arms stage (sweep routing_alignment): the demo run is the RISE arm (steering
+    included), RISE + alignment and routers + alignment train beside it from the same selection;
+    the report's table is the artefact's, and the alignment term moved bn's routing toward English."""
+    wd, _ = demo_run
+    res = json.load(open(os.path.join(wd, "eval", "results.json")))["results"]
+    summary = json.load(open(os.path.join(wd, "arms", "arms.json")))
+    assert [p["workdir"] == wd for p in summary] == [True, False, False]
+    trained = [json.load(open(os.path.join(p["workdir"], "train", "summary.json"))) for p in summary[1:]]
+    assert [t["method"] for t in trained] == ["experts", "routers"]
+    for p in summary[1:]:  # the same selection, this run's baseline
+        assert json.load(open(os.path.join(p["workdir"], "train", "selection.json"))) == json.load(
+            open(os.path.join(wd, "selection.json"))
+        )
+        assert p["results"]["base"]["perplexity"] == res["base"]["perplexity"]
+    rows = json.load(open(os.path.join(wd, "arms", "alignment.json")))
+    assert [r["name"] for r in rows] == [
+        "RISE (experts)",
+        "steering at inference",
+        "RISE (experts) + align",
+        "routers + align",
+    ]
+    before = res["base"]["routing_divergence"]["bn"]["divergence"]
+    assert all(r["div_before"] == before for r in rows)
+    assert rows[0]["div_after"] == res["trained"]["routing_divergence"]["bn"]["divergence"]
+    assert rows[2]["div_after"] < rows[0]["div_after"] and rows[3]["div_after"] < before  # aligned
+    assert rows[0]["gain"] < 0 and rows[2]["gain"] < 0  # perplexity: lower is better
+    report = open(os.path.join(wd, "report.md")).read()
+    assert "### Routing alignment vs RISE on bn" in report
+    for r in rows:
+        assert f"| {r['name']} | {r['before']:.4f} | {r['after']:.4f} | {r['gain']:+.4f} |" in report
+    assert "](arms/alignment_divergence.png)" in report
 
 
 def test_changing_one_eval_task_recomputes_only_that_task(demo_run, capsys):
@@ -188,14 +223,14 @@ def test_fingerprints_depend_on_earlier_stages_not_later_ones():
     c.select.k = 8
     after = {s: fingerprint(relevant_config(c, s)) for s in STAGES}
     # correlate is identified by the content it reads (wd=None here: its config alone), not chained
-    assert [s for s in STAGES if before[s] != after[s]] == ["select", "train", "export", "eval", "report"]
+    assert [s for s in STAGES if before[s] != after[s]] == ["select", "train", "export", "eval", "arms", "report"]
     c.eval.progress = True  # display only: never invalidates
     assert fingerprint(relevant_config(c, "eval")) == after["eval"]
     c.stats.pack = not c.stats.pack  # packed and unpacked replays give the same statistics
     assert {s: fingerprint(relevant_config(c, s)) for s in STAGES} == after
     c.train.pack = not c.train.pack  # another batch composition: another loss curve
     packed = {s: fingerprint(relevant_config(c, s)) for s in STAGES}
-    assert [s for s in STAGES if packed[s] != after[s]] == ["train", "export", "eval", "report"]
+    assert [s for s in STAGES if packed[s] != after[s]] == ["train", "export", "eval", "arms", "report"]
     assert changed_keys({"a": {"b": 1, "c": 2}}, {"a": {"b": 1, "c": 3}}) == ["a.c"]
 
 
@@ -204,7 +239,7 @@ def test_eval_steering_by_task_experts_reruns_when_the_task_expert_config_change
     before = {s: fingerprint(relevant_config(c, s)) for s in STAGES}
     c.task_experts.taus = "0.05,0.5"
     after = {s: fingerprint(relevant_config(c, s)) for s in STAGES}
-    assert [s for s in STAGES if before[s] != after[s]] == ["task_experts", "eval", "report"]
+    assert [s for s in STAGES if before[s] != after[s]] == ["task_experts", "eval", "arms", "report"]
 
 
 def test_stage_list_is_validated_and_put_in_pipeline_order():

@@ -3,7 +3,8 @@ vision tower): Qwen3-Next's blocks (tests/test_qwen3_next.py covers the chunked 
 adapters on them, and runs decoding against HF ``generate`` and one training step against torch on
 a ``qwen3_5_moe_text`` checkpoint too) in Qwen3.5's layout. Here: forward parity of both classes
 with left and right padding, the multimodal checkpoint's round trip (vision tower and MTP head
-skipped at load, carried over bitwise at export), and the published hub config."""
+skipped at load, carried over bitwise at export), the whole CLI pipeline on the multimodal
+checkpoint, and the published hub config."""
 
 import copy
 import json
@@ -88,6 +89,37 @@ def test_multimodal_round_trip_is_bit_identical_with_the_vision_tower_and_mtp_ca
     assert json.load(open(os.path.join(out, "config.json")))["architectures"] == ["Qwen3_5MoeForConditionalGeneration"]
     with pytest.raises(ValueError, match=r"'qwen3_5_moe' model .* would lack the vision tower"):
         rise_jax.export_model(model, params, str(tmp_path / "gen"), progress=False)
+
+
+def test_the_whole_pipeline_runs_on_the_multimodal_checkpoint_and_its_export_loads_in_transformers(tmp_path):
+    """The published class through the CLI (replay, selection, RISE training, export, eval): the
+    export merges the trained experts into the source's tensors, carries the vision tower, and
+    transformers' Qwen3_5MoeForConditionalGeneration gives our logits on it."""
+    from fixture_data import TINY_VOCAB
+    from hf_reference import QWEN3_5_MOE_BASE
+    from tiny_pipeline import family_pipeline_config
+
+    from rise_jax import launch
+
+    text = {**QWEN3_5_MOE_BASE["text_config"], "vocab_size": TINY_VOCAB}
+    src = save_hf_model(make_hf_model("qwen3_5_moe", seed=5, text_config=text), str(tmp_path / "ckpt"))
+    wd = str(tmp_path / "wd")
+    launch.run(family_pipeline_config(src), wd)
+    assert json.load(open(os.path.join(wd, "routing_stats", "summary.json")))["model"]["model_type"] == "qwen3_5_moe"
+    results = json.dumps(json.load(open(os.path.join(wd, "eval", "results.json"))))
+    assert "trained" in results and "pruned" in results
+    exported = os.path.join(wd, "export", "hf")
+    a, b = safetensors_bits(src), safetensors_bits(exported)
+    assert sorted(a) == sorted(b)
+    moved = {k for k in a if not torch.equal(a[k], b[k])}
+    assert moved and all(".mlp.experts." in k for k in moved), sorted(moved)[:4]
+    assert any(k.startswith("model.visual.") for k in b)
+    model, params = rise_jax.load_model(exported, dtype="float32", progress=False)
+    ids, mask = padded_batch(TINY_VOCAB, [10, 7], 10, [False, True], seed=1)
+    pos = np.broadcast_to(np.arange(10), ids.shape).copy()
+    ref, _ = hf_forward(load_hf_model(exported), ids, mask, positions=pos)
+    ours = np.asarray(rise_jax.forward(model, params, jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(pos)).logits)
+    assert np.abs(ours - ref)[mask.astype(bool)].max() < 1e-4
 
 
 def test_qwen3_5_35b_hub_config_parses_as_transformers_reads_it():

@@ -101,6 +101,14 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.correlate.mean = ""
     c.correlate.layers = ""  # MoE layers, e.g. "8-35"; empty = the middle zone
 
+    # Other ways of adapting the model, trained and evaluated beside this run (stage `arms`,
+    # after eval; not in the default stages): the points of a sweep of configs/sweeps.py, e.g.
+    # routing_alignment (RISE vs RISE + alignment vs routers + alignment vs steering). The report
+    # sets them side by side.
+    c.arms = ml_collections.ConfigDict()
+    c.arms.sweep = ""  # a sweep name (rise_jax/configs/sweeps.py)
+    c.arms.eval_run = ""  # the arms' eval tasks (each also in eval.run); empty = eval.run
+
     c.select = ml_collections.ConfigDict()
     c.select.method = "rise"  # rise | random | topk | esft_gate | esft_token | esft_json
     c.select.target = "bn"

@@ -6,11 +6,12 @@ The project's own six-language parallel corpus (rise_jax/demo/corpus.py: en es r
 bn sw low-resource) trains a byte-level BPE tokenizer and an 8-layer x 16-expert Qwen3-MoE in JAX;
 it is saved as an ordinary HF checkpoint in <workdir>/demo/checkpoint and then goes through
 stats -> analyze -> task_experts -> select (RISE, target Bengali) -> train -> export -> eval ->
-correlate -> report exactly as a real checkpoint does. The companion study's parts run too:
+arms -> correlate -> report exactly as a real checkpoint does. The companion study's parts run too:
 divergence from English by zone, routing entropy and consistency, task vs multilingual experts
 on the corpus' task set (English sums in words, `<corpus>/task/en.txt`), one `steered` variant
 (the task experts of the middle zone promoted) and the correlation of per-language perplexity
-with middle-layer divergence. `configs/demo.py:test` is a smaller, faster variant for the test
+with middle-layer divergence; and the routing-alignment comparison (stage arms: RISE,
+RISE + the alignment term, the routers + the term, steering). `configs/demo.py:test` is a smaller, faster variant for the test
 suite.
 """
 
@@ -28,7 +29,7 @@ def get_config(arg: str = ""):
     test = size == "test"
     c = get_base_config()
     c.seed = 0
-    c.stages = "stats,analyze,task_experts,select,train,export,eval,correlate,report"
+    c.stages = "stats,analyze,task_experts,select,train,export,eval,arms,correlate,report"
     c.model.demo = True
     c.model.checkpoint = "{workdir}/demo/checkpoint"
     c.model.dtype = "float32"
@@ -90,7 +91,7 @@ def get_config(arg: str = ""):
     c.eval.steer.layers = "3-4"
     c.eval.steer.mode = "soft"
     c.eval.steer.strength = 0.5
-    c.eval.run = "perplexity,global_piqa,flores_en_xx,flores_xx_en"
+    c.eval.run = "perplexity,global_piqa,flores_en_xx,flores_xx_en,routing_divergence"
     c.eval.languages = "en,es,ru,zh,bn,sw"
     c.eval.tasks.perplexity.source = "plain_text"
     c.eval.tasks.perplexity.path = CORPUS + "/test"
@@ -109,7 +110,20 @@ def get_config(arg: str = ""):
         task.template = "raw"  # the demo model has no chat template
         task.max_new_tokens = 24
         task.max_samples = 4 if test else 32
+    # Bengali's middle-layer routing divergence from English on the parallel test split, for
+    # every variant: how far training and steering moved its routing.
+    c.eval.tasks.routing_divergence.source = "plain_text"
+    c.eval.tasks.routing_divergence.path = CORPUS + "/test"
+    c.eval.tasks.routing_divergence.languages = "bn"
+    c.eval.tasks.routing_divergence.max_length = 64
     c.eval.progress = False
+
+    # Does aligning the router add to RISE, replace it, or hurt it? The sweep routing_alignment's
+    # arms beside this run (which is its RISE arm, steering included): RISE + the alignment term,
+    # and the middle-zone routers + the term, trained on the same selection and data
+    # (stage arms, rise_jax/stages/arms.py); the report's comparison table.
+    c.arms.sweep = "routing_alignment"
+    c.arms.eval_run = "perplexity,routing_divergence"
 
     c.correlate.tasks = "perplexity"  # per-language perplexity vs mean middle-layer divergence
     return c

@@ -94,6 +94,8 @@ FIELD_DOCS: dict[str, str] = {
     "correlate.variant": "the eval variant whose scores are correlated",
     "correlate.layers": 'MoE layers whose divergence is averaged, e.g. "8-35"; empty = the middle zone',
     "correlate.mean": 'tasks whose primary metrics are averaged per language into a "mean" row; "all" = every task correlated; empty = none',
+    "arms.sweep": "a sweep of configs/sweeps.py whose points train and evaluate beside this run (stage arms), e.g. routing_alignment",
+    "arms.eval_run": "the arms' eval tasks, each also in eval.run (the baseline is this run's); empty = eval.run",
     # select
     "select.method": "selection method: rise | random | topk | esft_gate | esft_token | esft_json",
     "select.target": "target language of the subnetwork",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from rise_jax.stages import (
     analyze,
+    arms,
     correlate,
     evaluate,
     export,
@@ -28,6 +29,7 @@ REGISTRY: dict[str, Stage] = {
         train.STAGE,
         export.STAGE,
         evaluate.STAGE,
+        arms.STAGE,
         correlate.STAGE,
         report.STAGE,
     )

@@ -12,8 +12,9 @@ zone, routing entropy and consistency by zone, task vs multilingual experts over
 ``steered`` variant against the baseline, and performance against middle-layer divergence;
 the selected subnetwork by zone; interference mass per language; training; per-language results
 before and after with deltas (``eval/table.md``) and a bar chart (``report_results.png``); the first
-saved generations of each generative task and language, every variant side by side; what was
-skipped or truncated; the wall time of each stage (``## Stage wall times``, from the pipeline
+saved generations of each generative task and language, every variant side by side; the arms of
+the ``arms`` stage (``arms/arms.json``) with the routing-alignment comparison
+(``arms/alignment.json`` and its two plots) when it ran; what was skipped or truncated; the wall time of each stage (``## Stage wall times``, from the pipeline
 records ``.rise/<stage>.json``: ``stage``, ``status``, ``seconds``, ``finished``). The routing
 overlap section adds every language's activation heatmap on one colour scale
 (``report_activation.png``, from ``routing_stats/``) and the training section the loss curves of
@@ -36,13 +37,15 @@ from typing import Any
 import ml_collections
 from absl import logging
 
+from rise_jax.config_values import comma_list
 from rise_jax.evaluation.tasks import TASK_KINDS
 from rise_jax.io_utils import write_text_atomic
+from rise_jax.reporting import alignment, plots
 from rise_jax.reporting import html as html_report
-from rise_jax.reporting import plots
 from rise_jax.reporting.tables import delta_and_decimals
 from rise_jax.routing.stats import RoutingStats
 from rise_jax.stages.registry import Stage
+from rise_jax.sweep_points import sweep_markdown
 from rise_jax.training.artefacts import METRICS
 from rise_jax.workdir import Workdir
 
@@ -612,6 +615,7 @@ def _document(config: ml_collections.ConfigDict, wd: Workdir) -> tuple[list[str]
     parts.append(_training_curves(wd) if train else "")
     parts += _results_section(wd, config, results, sel)
     parts += _generations_section(wd, results)
+    parts += _arms_section(wd, config)
     notes = []
     for lang, info in ((stats or {}).get("languages") or {}).items():
         if info.get("truncated"):
@@ -630,6 +634,32 @@ def _document(config: ml_collections.ConfigDict, wd: Workdir) -> tuple[list[str]
     parts += _timing_section(wd, pre)
     # A figure after a table needs a blank line between them to stay out of the table.
     return title, headline, [("\n" + p if p.startswith("![") else p) for p in parts if p]
+
+
+def _arms_section(wd: Workdir, config: ml_collections.ConfigDict) -> list[str]:
+    """The ``arms`` stage's arms (``arms/arms.json``) and, when they were scored with the
+    routing divergence, the routing-alignment comparison (``arms/alignment.json``)."""
+    summary = _load(wd.arms_summary)
+    if summary is None:
+        asked = "arms" in comma_list(config.stages)
+        return ["## Compared ways of adapting the model\n", "The arms stage has not run.\n"] if asked else []
+    out = [
+        f"## Compared ways of adapting the model (sweep `{config.arms.sweep}`)\n",
+        "Each arm is this run's config with the sweep point's overrides, trained from the same "
+        "selection and scored against this run's baseline; every score of every arm is in "
+        "`arms/arms.md`.\n",
+    ]
+    rows = _load(wd.arms_alignment)
+    if not rows:
+        return [*out, sweep_markdown(summary)]
+    target = config.train.get("language", "") or config.select.target
+    plots = [
+        os.path.relpath(p, wd.root)
+        for p in (wd.path("arms", n) for n in ("alignment_gain.png", "alignment_divergence.png"))
+        if os.path.isfile(p)
+    ]
+    out.append(alignment.comparison_markdown(rows, target, plots).replace("## ", "### ", 1))
+    return out
 
 
 def render_html(wd: Workdir, title: list[str], headline: list[str], sections: list[str]) -> str:
@@ -653,7 +683,7 @@ STAGE = Stage(
     "report",
     (),
     run,
-    reads=("stats", "analyze", "task_experts", "select", "train", "eval", "correlate"),
+    reads=("stats", "analyze", "task_experts", "select", "train", "eval", "arms", "correlate"),
     outputs=lambda wd: (wd.report, wd.report_html),
     # its figures go with report.md when a result is kept and restored (rise_jax.pipeline)
     kept=lambda wd: tuple(
