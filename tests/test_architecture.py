@@ -28,6 +28,7 @@ ALLOWED = {
     "evaluation": {"models", "data"},
     "reporting": set(),
     "demo": {"models", "checkpoints", "data"},
+    "testbed": {"models", "checkpoints", "training", "demo"},  # pretraining: the demo's corpus, orbax state
     "api": {"models", "checkpoints", "sharding"},  # load_model(mesh=...) places by sharding.py's rules
     "sharding": {"models"},
     "hlo_collectives": set(),
@@ -44,6 +45,7 @@ ALLOWED = {
         "reporting",
         "api",
         "sharding",
+        "testbed",
     },
     "pipeline": {"stages"},
     # stages.build: model settings; --list names the configs and the registries of methods and tasks
@@ -52,7 +54,6 @@ ALLOWED = {
         "stages",
         "api",
         "models",
-        "demo",
         "sharding",
         "configs",
         "selection",
@@ -61,6 +62,7 @@ ALLOWED = {
     },
     "compare": {"launch", "evaluation", "reporting"},
     "sweep": {"launch", "stages", "reporting"},
+    "study": {"launch", "sweep", "reporting", "testbed"},
     "__init__": {"api", "models", "tokenizer"},
 }
 

@@ -9,6 +9,7 @@ from rise_jax.stages import (
     evaluate,
     export,
     inspect_model,
+    pretrain,
     report,
     select,
     stats,
@@ -20,6 +21,7 @@ from rise_jax.stages.registry import Stage
 REGISTRY: dict[str, Stage] = {
     s.name: s
     for s in (
+        pretrain.STAGE,
         inspect_model.STAGE,
         stats.STAGE,
         analyze.STAGE,
