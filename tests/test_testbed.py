@@ -1,7 +1,10 @@
 """The controlled testbed: cipher languages, the pretraining mix, the router losses, the
 ``pretrain`` stage (resume) and a tiny study through the CLI."""
 
+import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -105,3 +108,65 @@ def test_the_router_losses_equal_hf_load_balancing_and_the_st_moe_z_loss_formula
     assert float(load_balancing_loss(flat, jnp.asarray(mask))) == pytest.approx(k, rel=1e-6)
     z = np.mean([np.log(np.exp(logits[layer, b, t]).sum()) ** 2 for layer, b, t in rows])
     assert float(router_z_loss(routing, jnp.asarray(mask))) == pytest.approx(z, rel=1e-5)
+
+
+def _tiny(stages="pretrain"):
+    from rise_jax.configs import testbed
+
+    c = testbed.get_config("test")
+    c.stages, c.pretrain.progress = stages, False
+    return c
+
+
+def test_the_pretrain_stage_resumes_after_an_interruption_exactly_as_an_uninterrupted_run(tmp_path):
+    from safetensors.numpy import load_file
+
+    from rise_jax import launch
+    from rise_jax.pipeline import PipelineError
+
+    whole, cut = str(tmp_path / "whole"), str(tmp_path / "cut")
+    assert launch.run(_tiny(), whole) == {"pretrain": "ran"}
+    c = _tiny()
+    c.pretrain.max_steps = 4  # a run stopped after 4 of 6 steps (its state is saved at step 3 and 4)
+    with pytest.raises(PipelineError, match=r"stage pretrain did not complete \(stopped at step 4 of 6"):
+        launch.run(c, cut)
+    assert os.path.isdir(os.path.join(cut, "pretrain", "steps", "3"))
+    assert not os.path.exists(os.path.join(cut, "pretrain", "checkpoint"))
+    assert launch.run(_tiny(), cut) == {"pretrain": "ran"}  # resumes from step 4
+    for rel in ("checkpoint", "steps/3", "steps/6"):
+        a, b = (load_file(os.path.join(d, "pretrain", rel, "model.safetensors")) for d in (whole, cut))
+        assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a), rel
+    pre = json.load(open(os.path.join(cut, "pretrain", "checkpoint", "pretrain.json")))
+    assert [e["step"] for e in pre["loss_curve"]] == [1, 3, 6]
+    assert (
+        json.load(open(os.path.join(whole, "pretrain", "checkpoint", "pretrain.json")))["loss_curve"]
+        == pre["loss_curve"]
+    )
+    assert launch.run(_tiny(), cut) == {"pretrain": "skipped"}
+
+
+def test_a_tiny_study_runs_end_to_end_through_the_cli(tmp_path):
+    """``python -m rise_jax.study`` on the tiny testbed: pretraining, then stats, analyze and select
+    on each saved checkpoint, and the study's report with the ground truth."""
+    r = subprocess.run(
+        [sys.executable, "-m", "rise_jax.study", "--config=configs/testbed.py:test", f"--workdir={tmp_path}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": ROOT},
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    study = json.load(open(tmp_path / "study.json"))
+    (point,) = study
+    assert sorted(point["steps"], key=int) == ["3", "6"]
+    for step in ("3", "6"):
+        wd = os.path.join(point["workdir"], "at_step", step)
+        assert json.load(open(os.path.join(wd, ".rise", "analyze.json")))["status"] == "done"
+        assert json.load(open(os.path.join(wd, "selection.json")))["target_language"] == "qac"
+    assert point["truth"]["qab"]["vocabulary_overlap"]["qaa"] == 0.0 and point["truth"]["qac"]["shared"] == 0.5
+    measured = point["steps"]["6"]
+    a = json.load(open(os.path.join(point["workdir"], "at_step", "6", "analysis", "analysis.json")))
+    assert measured["overlap"]["qac"] == a["global_jaccard"][0][2]
+    text = open(tmp_path / "study.md").read()
+    assert "| qac | 0.0476 | 0.333 |" in text and "- qac: overlap with qaa " in text
+    assert "the overlap tracks **" in text and os.path.isfile(tmp_path / "study_overlap.png")

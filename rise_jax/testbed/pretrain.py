@@ -21,6 +21,7 @@ holds ``config.json``, ``model.safetensors``, ``tokenizer.json``, ``tokenizer_co
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -241,6 +242,27 @@ def _loss_fn(params, model: MoEModel, ids, mask, balance_weight: float, z_weight
     return lm + balance_weight * balance + z_weight * z, (lm, balance, z)
 
 
+@functools.lru_cache(maxsize=4)
+def _trainer(hf_json: str, lr: float, steps: int, balance_weight: float, z_weight: float):
+    """The model config, a compiled init, the optimiser and the compiled training step of one
+    setting, made once per process (a resumed or repeated run in the same process, as in the
+    tests and the study, compiles nothing again)."""
+    cfg = config_from_hf_dict(json.loads(hf_json), source="config.pretrain")
+    model = MoEModel(cfg, RuntimeOptions())
+    schedule = optax.warmup_cosine_decay_schedule(0.0, lr, max(1, steps // 20), steps, lr / 10)
+    tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=0.01))
+
+    @jax.jit
+    def step_fn(params, opt_state, ids, mask):
+        grad_fn = jax.value_and_grad(_loss_fn, has_aux=True)
+        (_, aux), grads = grad_fn(params, model, ids, mask, balance_weight, z_weight)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, aux
+
+    # one compiled init (op by op, the initialisers alone would compile a hundred small programs)
+    return cfg, jax.jit(model.init), tx, step_fn
+
+
 def write_corpus(opts: PretrainOptions, directory: str) -> PretrainCorpus:
     if opts.corpus == "cipher":
         return write_cipher_corpus(
@@ -294,12 +316,10 @@ def pretrain(wd: Workdir, opts: PretrainOptions, progress: bool = True, max_step
     encoded = [_encode(wd.pretrain_tokenizer, corpus.streams[n], opts.max_length) for n in names]
     streams = row_streams(corpus.weights, opts.steps * opts.batch_size)
     hf_config = opts.hf_config(vocab_size)
-    cfg = config_from_hf_dict(hf_config, source="config.pretrain")
-    model = MoEModel(cfg, RuntimeOptions())
-    params = model.init(jax.random.PRNGKey(opts.seed), jnp.zeros((1, 1), jnp.int32))["params"]
-    end = max(1, opts.steps // 20)
-    schedule = optax.warmup_cosine_decay_schedule(0.0, opts.lr, end, opts.steps, opts.lr / 10)
-    tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=0.01))
+    cfg, init, tx, step_fn = _trainer(
+        json.dumps(hf_config), opts.lr, opts.steps, opts.balance_weight, opts.z_loss_weight
+    )
+    params = init(jax.random.PRNGKey(opts.seed), jnp.zeros((1, 1), jnp.int32))["params"]
     state = PretrainState(np.asarray(0, np.int32), params, tx.init(params))
     manager = open_checkpoints(wd.pretrain_state)
     try:
@@ -309,13 +329,6 @@ def pretrain(wd: Workdir, opts: PretrainOptions, progress: bool = True, max_step
             logging.info(f"pretraining resumes at step {int(state.step)} ({wd.pretrain_state})")
         start = int(state.step)
         curve = [e for e in _read_curve(wd) if e["step"] < start]
-
-        @jax.jit
-        def step_fn(params, opt_state, ids, mask):
-            grad_fn = jax.value_and_grad(_loss_fn, has_aux=True)
-            (_, aux), grads = grad_fn(params, model, ids, mask, opts.balance_weight, opts.z_loss_weight)
-            updates, opt_state = tx.update(grads, opt_state, params)
-            return optax.apply_updates(params, updates), opt_state, aux
 
         params, opt_state = state.weights, state.opt_state
         stop = opts.steps if max_steps is None else min(opts.steps, start + max_steps)
