@@ -2,7 +2,7 @@
 
 ``python -m rise_jax.launch --config=... --print_config`` prints each field of the resolved config
 with its value and this line; ``tests/test_cli.py`` checks that every field of
-:func:`rise_jax.configs.base.get_base_config` (and of the demo's ``demo`` section) has one. The
+:func:`rise_jax.configs.base.get_base_config` and of the demo's config has one. The
 defaults themselves live in ``base.py`` (and ``rise_jax/training/options.py`` for ``train.*``);
 a new field gets its line here. A path segment ``*`` matches any one name (``eval.tasks.*.path``).
 """
