@@ -182,7 +182,8 @@ def run_study(config: ml_collections.ConfigDict, points: list[dict[str, Any]], w
         result = run_point(apply_overrides(config, overrides), point_dir)
         summary.append({"overrides": overrides, "workdir": point_dir, **result})
         write_json_atomic(os.path.join(workdir, "study.json"), _jsonable(summary))
-    write_text_atomic(os.path.join(workdir, "study.md"), study_markdown(config, summary, study_plots(summary, workdir)))
+    figures = study_plots(summary, workdir, float(config.study.overlap_level))
+    write_text_atomic(os.path.join(workdir, "study.md"), study_markdown(config, summary, figures))
     return summary
 
 
@@ -194,23 +195,39 @@ def _name(point: dict[str, Any]) -> str:
     return label(point["overrides"]) or "config"
 
 
-def study_plots(summary: list[dict[str, Any]], workdir: str) -> list[str]:
-    """The study's figures (module docstring); returns their file names."""
+def study_plots(summary: list[dict[str, Any]], workdir: str, level: float | None = None) -> list[str]:
+    """The study's figures (module docstring): one panel per point; returns their file names."""
     files = []
-    for key, name, ylabel in (
-        ("overlap", "study_overlap.png", "global top-N Jaccard with the reference"),
-        ("u_depth", "study_u_depth.png", "min(shallow, deep) − middle divergence"),
-        ("interference", "study_interference.png", "ρ: use of the target's RISE experts"),
+    for key, name, title, ylabel, line in (
+        ("overlap", "study_overlap.png", "Routing overlap with the reference", "global top-N Jaccard", level),
+        (
+            "u_depth",
+            "study_u_depth.png",
+            "Middle-layer dip of the divergence (> 0: U-shaped)",
+            "min(shallow, deep) − middle",
+            0.0,
+        ),
+        (
+            "interference",
+            "study_interference.png",
+            "Use of RISE's experts for the target",
+            "ρ (activations per token)",
+            None,
+        ),
     ):
-        series = {}
+        panels = {}
         for point in summary:
+            series = {}
             for lang in next(iter(point["steps"].values())).get(key, {}):
                 values = [(s, m.get(key, {}).get(lang)) for s, m in sorted(point["steps"].items())]
                 values = [(s, v) for s, v in values if v is not None]
                 if values:
-                    series[f"{_name(point)} {lang}" if len(summary) > 1 else lang] = values
-        if series:
-            plots.loss_curves(series, os.path.join(workdir, name), ylabel, "pretraining step", ylabel.split(":")[0])
+                    series[lang] = values
+            if series:
+                panels[_name(point)] = series
+        if panels:
+            path = os.path.join(workdir, name)
+            plots.panel_curves(panels, path, title, "pretraining step", ylabel, line, log_x=True)
             files.append(name)
     for i, point in enumerate(summary):
         last = point["steps"][max(point["steps"])]
@@ -285,7 +302,10 @@ def study_markdown(config: ml_collections.ConfigDict, summary: list[dict[str, An
         if v["tracks"]:
             t = v["tracks"]
             effects = ", ".join(f"{f} {_fmt(e)}" for f, e in t["effects"].items())
-            lines.append(f"- At step {last} the overlap tracks **{t['verdict']}** (effects on the Jaccard: {effects}).")
+            lines.append(
+                f"- At step {last} the overlap tracks **{t['verdict']}** (effect of each factor: the mean Jaccard "
+                f"of the languages at its highest value minus at its lowest: {effects})."
+            )
         lines.append("")
     lines += [f"![{f[:-4]}]({f})" for f in figures]
     return "\n".join(lines) + "\n"
