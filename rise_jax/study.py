@@ -20,7 +20,9 @@ share and vocabulary overlap with the reference) the study says, at the last ste
 whether the overlap follows resource share or vocabulary overlap (:func:`tracks`), and at which
 step each low-resource language's overlap first falls below ``config.study.overlap_level``.
 Results: ``DIR/study.json``, ``DIR/study.md`` and the figures ``study_overlap.png``,
-``study_u_depth.png``, ``study_interference.png``, ``study_divergence_<point>.png``.
+``study_u_depth.png``, ``study_interference.png`` (over steps, a panel per point),
+``study_factor_overlap.png`` (the last step's overlap over the points) and
+``study_divergence_<point>.png`` (the divergence by layer at the last step).
 """
 
 from __future__ import annotations
@@ -229,6 +231,15 @@ def study_plots(summary: list[dict[str, Any]], workdir: str, level: float | None
             path = os.path.join(workdir, name)
             plots.panel_curves(panels, path, title, "pretraining step", ylabel, line, log_x=True)
             files.append(name)
+    if len(summary) > 1:  # over the controlled factor: each language's overlap at each point's last step
+        langs = list(dict.fromkeys(lang for p in summary for lang in p["steps"][max(p["steps"])]["overlap"]))
+        series = {lang: [p["steps"][max(p["steps"])]["overlap"].get(lang) for p in summary] for lang in langs}
+        name = "study_factor_overlap.png"
+        title = "Routing overlap with the reference at the last step, per sweep point"
+        plots.sweep_plot(
+            [_name(p) for p in summary], series, os.path.join(workdir, name), title, "point", "global top-N Jaccard"
+        )
+        files.append(name)
     for i, point in enumerate(summary):
         last = point["steps"][max(point["steps"])]
         curves = last["divergence"]
