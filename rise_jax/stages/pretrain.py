@@ -19,19 +19,29 @@ from typing import Any
 
 import ml_collections
 
+from rise_jax.errors import SettingError
 from rise_jax.stages.registry import Stage
 from rise_jax.testbed.pretrain import PretrainOptions, pretrain
 from rise_jax.workdir import Workdir
 
 
+def _max_steps(config: ml_collections.ConfigDict) -> int | None:
+    """``config.pretrain.max_steps`` (None for 0: no limit), checked."""
+    value = config.pretrain.get("max_steps", 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise SettingError(f"config.pretrain.max_steps = {value!r}: must be a whole number >= 0 (0 = no limit)")
+    return value or None
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
     PretrainOptions.from_config(config.pretrain)
+    _max_steps(config)
 
 
 def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
     opts = PretrainOptions.from_config(config.pretrain)
-    max_steps = int(config.pretrain.get("max_steps", 0) or 0) or None
-    return pretrain(wd, opts, progress=bool(config.get("progress", True)), max_steps=max_steps)
+    progress = bool(config.pretrain.get("progress", True))
+    return pretrain(wd, opts, progress=progress, max_steps=_max_steps(config))
 
 
 # Unchained: later stages know the model by the checkpoint's content (Stage.inputs), so a run on
