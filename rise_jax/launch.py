@@ -24,13 +24,11 @@ from typing import Any
 import ml_collections
 from absl import app, flags
 
-from rise_jax.distributed import agree, exit_now, initialize, multi_process, on_writer, where
+from rise_jax.distributed import agree, exit_now, initialize, multi_process, where
 from rise_jax.errors import USER_ERRORS, RiseError
 from rise_jax.io_utils import ensure_writable_dir
 from rise_jax.messages import quiet_library_warnings, show_messages, verbose_flag
 from rise_jax.pipeline import parse_stages, run_pipeline, validate_stages
-from rise_jax.workdir import Workdir
-from rise_jax.workdir_lock import hold_workdir
 
 FLAGS = flags.FLAGS
 _CONFIG = None  # set in main() by config_flags
@@ -311,14 +309,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     from rise_jax.stages.build import model_settings
 
     model_settings(config)  # dtype, frozen storage, dispatch: resolved as every stage builds the model
-    if not config.model.get("demo", False) and not config.model.checkpoint:
+    if not config.model.checkpoint:
         raise ValueError("config.model.checkpoint is empty: give an HF checkpoint directory or hub id")
     validate_stages(config)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, str]:
-    """Validate ``config``, build the demo model when asked, then run the pipeline (its messages
-    on stdout, :mod:`rise_jax.messages`)."""
+    """Validate ``config``, then run the pipeline (its messages on stdout, :mod:`rise_jax.messages`)."""
     show_messages(library_info=verbose_flag())
     if not str(workdir or "").strip():
         raise ValueError("the workdir is empty: name a directory for the run's artefacts (--workdir=DIR)")
@@ -326,13 +323,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, str]:
     ensure_writable_dir(workdir)
     config = resolve_placeholders(config, workdir)
     agree(lambda: validate_config(config), "validation")  # every process checks before any works
-    with hold_workdir(workdir):  # one run per workdir, the demo build included (rise_jax.workdir_lock)
-        if config.model.get("demo", False):
-            from rise_jax.demo.pretrain import PretrainOptions, build_demo
-
-            options = PretrainOptions(**config.demo.to_dict())
-            config.model.checkpoint = on_writer(lambda: build_demo(Workdir(workdir), options)[1], "the demo build")
-        return run_pipeline(config, workdir)
+    return run_pipeline(config, workdir)  # holds the workdir's lock (rise_jax.workdir_lock)
 
 
 def _check_creatable(workdir: str) -> None:

@@ -1,9 +1,11 @@
 """Run a sweep: ``python -m rise_jax.sweep --config=configs/<x>.py[:arg] --sweep=alpha --workdir=DIR``.
 
 Each point of the sweep (``configs/sweeps.py``: a list of ``{"dotted.key": value}`` overrides) runs
-the pipeline in ``DIR/<index>_<label>``. The routing statistics and analysis depend on none of the
-swept selection settings, so they are computed once (first point) and hard-linked into the other
-points' workdirs with their pipeline records; every point's own stages then skip them. Results:
+the pipeline in ``DIR/<index>_<label>``. The pretrained model (the demo's) and the routing
+statistics and analysis depend on none of the swept selection settings, so they are computed once
+(first point) and hard-linked into the other points' workdirs with their pipeline records; every
+point's own stages then skip them (a point whose settings differ for one of them redoes it: its
+fingerprint differs). Results:
 ``DIR/sweep.json`` (points, overrides, workdirs, eval results), ``DIR/sweep.md`` (one row per point,
 then the plots) and ``DIR/sweep_<task>_<metric>.png`` (each task's first metric over the points,
 one series per variant and language: the paper's Fig. 3-4 for the α, ρ, K and zone sweeps). When
@@ -33,7 +35,7 @@ from rise_jax.sweep_points import apply_overrides, label, point_value, result_co
 from rise_jax.workdir import Workdir
 
 FLAGS = flags.FLAGS
-SHARED_STAGES = ("stats", "analyze")  # depend on no swept (selection, training, eval) setting
+SHARED_STAGES = ("pretrain", "stats", "analyze")  # depend on no swept (selection, training, eval) setting
 
 
 def load_sweep(path: str, name: str) -> list[dict[str, Any]]:
@@ -47,7 +49,8 @@ def load_sweep(path: str, name: str) -> list[dict[str, Any]]:
 
 def share_stages(src: str, dst: str) -> None:
     """Hard-link the shared stages' artefact directories (those holding ``Stage.outputs``: the
-    statistics and the analysis with its figures) and records from ``src`` into ``dst``."""
+    pretrained model with its corpus and state, the statistics, the analysis with its figures) and
+    records from ``src`` into ``dst``."""
     a, b = Workdir(src), Workdir(dst)
     for stage in SHARED_STAGES:
         dirs = sorted({os.path.dirname(p) for p in REGISTRY[stage].outputs(a)})

@@ -134,9 +134,9 @@ def check_fits_model(tokenizer_dir: str, checkpoint_dir: str, where: str = "conf
 
 def check_config_tokenizer(model: Any) -> None:
     """``config.model``'s tokenizer (``model.tokenizer``, else the checkpoint's own) loads and
-    fits the checkpoint's vocabulary (:func:`check_fits_model`); skipped for the demo (built after
-    validation) and for a checkpoint that is not a local directory (a hub id, fetched later)."""
-    if model.get("demo", False) or not os.path.isdir(model.checkpoint or ""):
+    fits the checkpoint's vocabulary (:func:`check_fits_model`); skipped for a checkpoint that is not
+    a local directory (a hub id, fetched later)."""
+    if not os.path.isdir(model.checkpoint or ""):
         return
     own = model.get("tokenizer") or ""
     if own and not os.path.isdir(own):

@@ -10,7 +10,9 @@ the module that writes it)::
       .rise/kept/<stage>/<fp>/    earlier results of a stage, restored when their config comes back
       .rise/results/eval/         every eval result (<sha256 of its inputs>.json, .jsonl generations)
       inspect.json  params/       inspect: model description, optional orbax params
-      demo/corpus/ demo/checkpoint/   the embedded demo's corpus and pretrained HF checkpoint
+      pretrain/                   pretrain (rise_jax.testbed.pretrain): corpus/ (the text the later stages
+                                  read), tokenizer/, state/ (orbax, resumable), loss_curve.json,
+                                  steps/<step>/ and checkpoint/ (HF checkpoints: chosen steps, the last)
       routing_stats/              stats: stats.npz + summary.json (rise_jax.routing.stats)
       analysis/                   analyze: analysis.json, table2.md, PNGs;
                                   correlate: correlation.json, correlation.md, correlation_<task>.png;
@@ -56,10 +58,19 @@ class Workdir:
     # inspect
     inspect = _at("inspect.json")
     params = _at("params")
-    # the embedded demo
-    demo = _at("demo")
-    demo_corpus = _at("demo", "corpus")
-    demo_checkpoint = _at("demo", "checkpoint")
+    # pretrain (the demo's model and the testbed's)
+    pretrain = _at("pretrain")
+    pretrain_corpus = _at("pretrain", "corpus")
+    pretrain_tokenizer = _at("pretrain", "tokenizer")
+    pretrain_state = _at("pretrain", "state")
+    pretrain_curve = _at("pretrain", "loss_curve.json")
+    pretrain_steps = _at("pretrain", "steps")
+    pretrain_checkpoint = _at("pretrain", "checkpoint")
+
+    def pretrain_step(self, step: int) -> str:
+        """The HF checkpoint that ``pretrain`` saved at ``step``."""
+        return os.path.join(self.pretrain_steps, str(step))
+
     # stats / analyze / select
     stats = _at("routing_stats")
     stats_arrays = _at("routing_stats", "stats.npz")

@@ -7,8 +7,7 @@ which no longer holds the lock (killed, or crashed) is taken over with a message
 was. The file is never deleted (deleting a locked file lets two processes lock two different
 files); it is emptied on release.
 
-Re-entrant within one process (the launcher holds it around the demo build and the pipeline, which
-takes it again), and in a multi-process job only process 0 takes it, once for the whole job.
+Re-entrant within one process (a caller may hold it around the pipeline, which takes it again), and in a multi-process job only process 0 takes it, once for the whole job.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ ALLOWED = {
     "evaluation": {"models", "data"},
     "reporting": set(),
     "demo": {"models", "checkpoints", "data"},
+    "testbed": {"models", "checkpoints", "training", "demo"},  # pretraining: the demo's corpus, orbax state
     "api": {"models", "checkpoints", "sharding"},  # load_model(mesh=...) places by sharding.py's rules
     "sharding": {"models"},
     "hlo_collectives": set(),
@@ -46,6 +47,7 @@ ALLOWED = {
         "api",
         "sharding",
         "configs",  # the arms stage runs a sweep of configs/sweeps.py
+        "testbed",
     },
     "pipeline": {"stages"},
     # stages.build: model settings; --list names the configs and the registries of methods and tasks
@@ -54,7 +56,6 @@ ALLOWED = {
         "stages",
         "api",
         "models",
-        "demo",
         "sharding",
         "configs",
         "selection",
@@ -63,6 +64,7 @@ ALLOWED = {
     },
     "compare": {"launch", "evaluation", "reporting"},
     "sweep": {"launch", "stages", "reporting"},
+    "study": {"launch", "sweep", "reporting", "testbed"},
     "__init__": {"api", "models", "tokenizer"},
 }
 

@@ -90,7 +90,7 @@ def test_print_config_shows_every_resolved_field_with_value_and_meaning(capsys, 
     assert len(rows) == len(list(_fields(demo.get_config("test"))))
     assert all("  # " in r and "(no description)" not in r for r in rows)
     assert any(r.startswith("select.k = 7 ") and "number of experts selected" in r for r in rows)
-    assert any(r.startswith(f"data.path = '{workdir}/demo/corpus/dev'") for r in rows)  # {workdir} filled
+    assert any(r.startswith(f"data.path = '{workdir}/pretrain/corpus/dev'") for r in rows)  # {workdir} filled
     assert not workdir.exists()
 
 

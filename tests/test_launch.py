@@ -94,7 +94,7 @@ def test_full_size_zones_and_parameter_counts_from_config_only():
         (["--config.stages=inspect,nosuch"], "unknown stage(s) ['nosuch']"),
         (["--config.model.nosuchkey=1"], "nosuchkey"),
         (
-            ["--config.model.demo=False", "--config.model.checkpoint=/does/not/exist"],
+            ["--config.stages=stats", "--config.model.checkpoint=/does/not/exist"],
             "/does/not/exist: checkpoint directory does not exist",
         ),
         (["--config.model.dtype=int8"], "unknown dtype 'int8'"),
@@ -103,7 +103,7 @@ def test_full_size_zones_and_parameter_counts_from_config_only():
         (["--config.train.lr=fast"], "lr"),
         (["--config.select.method=magic"], "unknown selection method 'magic' (config.select.method)"),
         (["--config.eval.variants=base,tuned"], "config.eval.variants: unknown ['tuned']"),
-        (["--config.model.demo=False", "--config.model.checkpoint="], "config.model.checkpoint is empty"),
+        (["--config.model.checkpoint="], "config.model.checkpoint is empty"),
     ],
 )
 def test_config_errors_are_clear(tmp_path, capsys, args, message):

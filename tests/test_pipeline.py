@@ -12,7 +12,19 @@ from rise_jax import launch
 from rise_jax.configs import demo  # noqa: E402
 from rise_jax.pipeline import changed_keys, fingerprint, parse_stages, relevant_config
 
-STAGES = ["stats", "analyze", "task_experts", "select", "train", "export", "eval", "arms", "correlate", "report"]
+STAGES = [
+    "pretrain",
+    "stats",
+    "analyze",
+    "task_experts",
+    "select",
+    "train",
+    "export",
+    "eval",
+    "arms",
+    "correlate",
+    "report",
+]
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +46,7 @@ def demo_first_results(demo_run):
 def test_demo_pipeline_writes_every_artefact_and_the_report(demo_run):
     wd, outcome = demo_run
     assert outcome == {s: "ran" for s in STAGES}
-    ckpt = os.path.join(wd, "demo", "checkpoint")
+    ckpt = os.path.join(wd, "pretrain", "checkpoint")
     for f in ("config.json", "model.safetensors", "tokenizer.json", "pretrain.json"):
         assert os.path.isfile(os.path.join(ckpt, f)), f
     pre = json.load(open(os.path.join(ckpt, "pretrain.json")))
@@ -125,6 +137,7 @@ def test_second_run_skips_every_stage_and_changed_training_reruns_only_train_onw
     c.train.lr = 1e-3
     outcome = launch.run(c, wd)
     assert outcome == {
+        "pretrain": "skipped",
         "stats": "skipped",
         "analyze": "skipped",
         "task_experts": "skipped",
@@ -264,10 +277,10 @@ def test_demo_corpus_is_parallel_skewed_and_deterministic(tmp_path):
 
 
 def _on_demo_checkpoint(wd):
-    """The demo's test config on the model the demo run pretrained (no rebuild)."""
+    """The demo's test config on the model the demo run pretrained (no pretraining)."""
     c = demo.get_config("test")
-    c.model.demo = False
-    c.model.checkpoint = os.path.join(wd, "demo", "checkpoint")
+    c.stages = c.stages.replace("pretrain,", "")
+    c.model.checkpoint = os.path.join(wd, "pretrain", "checkpoint")
     for spec in (c.data, c.train.data, *c.eval.tasks.values()):
         if isinstance(spec.get("path"), str):
             spec.path = spec.path.replace("{workdir}", wd)
@@ -290,22 +303,6 @@ def test_sweep_points_share_the_replay_and_write_a_summary(demo_run, tmp_path):
     assert os.path.isfile(tmp_path / "sweep.json") and os.path.isfile(tmp_path / "sweep.md")
 
 
-def test_a_demo_model_is_rebuilt_when_its_options_change_and_reused_when_not(tmp_path):
-    import dataclasses
-
-    from rise_jax.demo.pretrain import PretrainOptions, pretrain
-
-    tiny = PretrainOptions(vocab_size=300, hidden_size=16, num_layers=2, num_experts=4, top_k=2, steps=2, batch_size=4)
-    out = str(tmp_path / "checkpoint")
-    pretrain(out, tiny, progress=False)
-    made = os.path.getmtime(os.path.join(out, "pretrain.json"))
-    pretrain(out, tiny, progress=False)  # same options: kept
-    assert os.path.getmtime(os.path.join(out, "pretrain.json")) == made
-    pretrain(out, dataclasses.replace(tiny, steps=3), progress=False)  # other options: rebuilt
-    assert json.load(open(os.path.join(out, "pretrain.json")))["options"]["steps"] == 3
-    assert sorted(os.listdir(tmp_path)) == ["checkpoint"]  # no temp directory left behind
-
-
 def test_fingerprints_cover_the_checkpoint_and_data_files_not_just_their_paths(tmp_path):
     """Same paths, other contents: the checkpoint's config.json / weight / tokenizer files and the
     text files are part of every fingerprint from the stage that reads them onward."""
@@ -324,10 +321,10 @@ def test_fingerprints_cover_the_checkpoint_and_data_files_not_just_their_paths(t
     (ckpt / "model.safetensors").write_bytes(bytes(32))  # other weights at the same path
     after_ckpt = {s: fingerprint(relevant_config(c, s)) for s in STAGES}
     # correlate is identified by the content of the scores and curves it reads (none here)
-    assert all(before[s] != after_ckpt[s] for s in STAGES if s != "correlate")
+    assert all(before[s] != after_ckpt[s] for s in STAGES if s not in ("pretrain", "correlate"))
     (data / "en.txt").write_text("hello again\n")
     after_data = {s: fingerprint(relevant_config(c, s)) for s in STAGES}
-    assert all(after_ckpt[s] != after_data[s] for s in STAGES if s != "correlate")
+    assert all(after_ckpt[s] != after_data[s] for s in STAGES if s not in ("pretrain", "correlate"))
     # by content, not size; the tokenizer files count; a workdir inside the data directory does not
     wd = Workdir(str(data / "run"))
     fp = lambda: fingerprint(relevant_config(c, "stats", wd))  # noqa: E731

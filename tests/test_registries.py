@@ -54,7 +54,7 @@ def test_a_registered_task_kind_is_validated_by_its_own_check_and_listed_in_erro
     kind = tasks.TaskKind("echo", lambda ev, task, lang, n: tasks.TaskResult({"score": 1.0}), "score", validate=check)
     monkeypatch.setitem(tasks.TASK_KINDS, "echo", kind)
     config = base.get_base_config()
-    config.model.demo = True  # no checkpoint to check: the task kind's own check is what is tested
+    config.stages = "pretrain,eval"  # the run makes its checkpoint: the task kind's own check is what is tested
     config.eval.tasks.echo = ml_collections.ConfigDict({"kind": "echo", "flavour": "spicy", "path": ""})
     config.eval.run = "echo"
     with pytest.raises(EvalError, match=r"eval.tasks.echo.flavour must be plain"):

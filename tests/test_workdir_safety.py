@@ -45,7 +45,7 @@ def test_a_second_launch_on_a_busy_workdir_is_refused_in_one_line_naming_the_hol
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: workdir ")
         assert f"in use by process {holder.pid} on host " in err[0]
-        assert not os.path.exists(os.path.join(wd, "demo"))  # nothing of the refused run was made
+        assert not os.path.exists(os.path.join(wd, "pretrain"))  # nothing of the refused run was made
     finally:
         holder.kill()
         holder.wait()

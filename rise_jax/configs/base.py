@@ -40,8 +40,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.keep_results = 1
 
     c.model = ml_collections.ConfigDict()
-    c.model.checkpoint = ""  # HF checkpoint directory or hub id
-    c.model.demo = False  # build and use the small demo checkpoint instead
+    c.model.checkpoint = ""  # HF checkpoint directory or hub id ("{workdir}/pretrain/checkpoint": pretrained here)
     c.model.dtype = "bfloat16"  # parameter dtype: bfloat16 | float32
     # Frozen weights stored as int8 | float8_e4m3fn, per output channel, dequantised where used;
     # "" = as loaded (model.dtype). Export always merges into the source checkpoint's own weights.
@@ -58,6 +57,36 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.mesh.data = 1
     c.mesh.model = 0
     c.mesh.expert_parallel = True
+
+    # Pretraining a small MoE here (stage `pretrain`, first; not in the default stages): the demo's
+    # model and the controlled testbed's (rise_jax/testbed/pretrain.py, PretrainOptions).
+    c.pretrain = ml_collections.ConfigDict()
+    c.pretrain.corpus = "demo"  # demo (six real languages) | cipher (synthetic languages of one base corpus)
+    c.pretrain.languages = ""  # cipher: language codes, e.g. "qaa,qab,qac" (ISO 639 private use)
+    c.pretrain.shared = ""  # cipher: share of the base vocabulary each keeps, e.g. "1,0,0.5" (1 = the base)
+    c.pretrain.mix = ""  # cipher: mix weight of each in the pretraining batches, e.g. "100,10,1"
+    c.pretrain.vocab_size = 768  # demo: BPE vocabulary size (a cipher corpus: one token per word)
+    c.pretrain.hidden_size = 64
+    c.pretrain.num_layers = 8
+    c.pretrain.num_experts = 16
+    c.pretrain.top_k = 4
+    c.pretrain.moe_intermediate_size = 48
+    c.pretrain.steps = 300
+    c.pretrain.batch_size = 32
+    c.pretrain.max_length = 40
+    c.pretrain.lr = 3e-3
+    c.pretrain.balance_weight = 0.0025  # Switch load-balancing loss weight (HF router_aux_loss_coef)
+    c.pretrain.z_loss_weight = 0.0  # ST-MoE router z-loss weight
+    c.pretrain.save_steps = ""  # steps whose HF checkpoints are kept in pretrain/steps/<step>
+    c.pretrain.save_every = 100  # resumable state every this many steps
+    c.pretrain.seed = 0
+    c.pretrain.max_steps = 0  # stop after this many steps in one run (0 = none; a rerun resumes)
+    c.pretrain.progress = True
+
+    # The testbed study over the pretrained checkpoints (python -m rise_jax.study, rise_jax/study.py).
+    c.study = ml_collections.ConfigDict()
+    c.study.stages = "stats,analyze,select"  # run on every checkpoint pretrain saved
+    c.study.overlap_level = 0.5  # report the first step a low-resource language's overlap is below it
 
     c.inspect = ml_collections.ConfigDict()
     c.inspect.load_weights = True  # load (and so validate) every tensor

@@ -4,7 +4,8 @@
 
 The project's own six-language parallel corpus (rise_jax/demo/corpus.py: en es ru zh high-resource,
 bn sw low-resource) trains a byte-level BPE tokenizer and an 8-layer x 16-expert Qwen3-MoE in JAX;
-it is saved as an ordinary HF checkpoint in <workdir>/demo/checkpoint and then goes through
+this is the pipeline's first stage, `pretrain` (fingerprinted and resumable like every stage), which
+saves it as an ordinary HF checkpoint in <workdir>/pretrain/checkpoint; it then goes through
 stats -> analyze -> task_experts -> select (RISE, target Bengali) -> train -> export -> eval ->
 arms -> correlate -> report exactly as a real checkpoint does. The companion study's parts run too:
 divergence from English by zone, routing entropy and consistency, task vs multilingual experts
@@ -15,11 +16,9 @@ RISE + the alignment term, the routers + the term, steering). `configs/demo.py:t
 suite.
 """
 
-import ml_collections
-
 from rise_jax.configs.base import get_base_config
 
-CORPUS = "{workdir}/demo/corpus"
+CORPUS = "{workdir}/pretrain/corpus"
 
 
 def get_config(arg: str = ""):
@@ -29,23 +28,23 @@ def get_config(arg: str = ""):
     test = size == "test"
     c = get_base_config()
     c.seed = 0
-    c.stages = "stats,analyze,task_experts,select,train,export,eval,arms,correlate,report"
-    c.model.demo = True
-    c.model.checkpoint = "{workdir}/demo/checkpoint"
+    c.stages = "pretrain,stats,analyze,task_experts,select,train,export,eval,arms,correlate,report"
+    c.model.checkpoint = "{workdir}/pretrain/checkpoint"
     c.model.dtype = "float32"
 
-    # Pretraining of the demo model (rise_jax/demo/pretrain.py, PretrainOptions).
-    c.demo = ml_collections.ConfigDict()
-    c.demo.num_layers = 8
-    c.demo.num_experts = 16
-    c.demo.top_k = 4
-    c.demo.hidden_size = 64
-    c.demo.moe_intermediate_size = 48
-    c.demo.vocab_size = 768
-    c.demo.steps = 120 if test else 300
-    c.demo.batch_size = 32
-    c.demo.lr = 3e-3
-    c.demo.seed = 0
+    # Pretraining of the demo model (stage pretrain: rise_jax/testbed/pretrain.py, PretrainOptions).
+    c.pretrain.corpus = "demo"
+    c.pretrain.num_layers = 8
+    c.pretrain.num_experts = 16
+    c.pretrain.top_k = 4
+    c.pretrain.hidden_size = 64
+    c.pretrain.moe_intermediate_size = 48
+    c.pretrain.vocab_size = 768
+    c.pretrain.steps = 120 if test else 300
+    c.pretrain.batch_size = 32
+    c.pretrain.lr = 3e-3
+    c.pretrain.balance_weight = 0.0025  # HF's load-balancing form (= top_k at uniform routing)
+    c.pretrain.seed = 0
 
     c.data.source = "plain_text"
     c.data.path = CORPUS + "/dev"

@@ -2,7 +2,7 @@
 
 ``python -m rise_jax.launch --config=... --print_config`` prints each field of the resolved config
 with its value and this line; ``tests/test_cli.py`` checks that every field of
-:func:`rise_jax.configs.base.get_base_config` (and of the demo's ``demo`` section) has one. The
+:func:`rise_jax.configs.base.get_base_config` and of the demo's config has one. The
 defaults themselves live in ``base.py`` (and ``rise_jax/training/options.py`` for ``train.*``);
 a new field gets its line here. A path segment ``*`` matches any one name (``eval.tasks.*.path``).
 """
@@ -60,7 +60,6 @@ FIELD_DOCS: dict[str, str] = {
     "keep_results": "earlier results per stage kept under .rise/kept/ (restored when their config returns)",
     # model
     "model.checkpoint": "HF checkpoint directory or hub id",
-    "model.demo": "build and use the small demo checkpoint instead of model.checkpoint",
     "model.dtype": "parameter dtype: bfloat16 | float32",
     "model.frozen_dtype": 'frozen weights stored as int8 | float8_e4m3fn (per output channel); "" = as loaded',
     "model.frozen_groups": 'which frozen kernels are quantized: experts, mlp, lm_head (add "attention" for q/k/v/o)',
@@ -163,17 +162,31 @@ FIELD_DOCS: dict[str, str] = {
     "eval.steer.layers": 'MoE layers steered, "0-11" or "4,5"; empty = all',
     "eval.steer.mode": "soft: z += strength * std(z) | hard: z = max(z) + eps | deactivate: z = min(z) - eps",
     "eval.steer.strength": "lambda of soft steering",
-    # demo (configs/demo.py: rise_jax/demo/pretrain.py's PretrainOptions)
-    "demo.num_layers": "demo model: decoder layers",
-    "demo.num_experts": "demo model: experts per MoE layer",
-    "demo.top_k": "demo model: experts per token",
-    "demo.hidden_size": "demo model: hidden size",
-    "demo.moe_intermediate_size": "demo model: expert MLP width",
-    "demo.vocab_size": "demo model: BPE vocabulary size",
-    "demo.steps": "demo model: pretraining steps",
-    "demo.batch_size": "demo model: pretraining batch size",
-    "demo.lr": "demo model: pretraining learning rate",
-    "demo.seed": "demo model: pretraining seed",
+    # pretrain (stage pretrain: rise_jax/testbed/pretrain.py's PretrainOptions)
+    "pretrain.corpus": "demo (six real languages) | cipher (synthetic languages of one base corpus)",
+    "pretrain.languages": 'cipher: language codes, e.g. "qaa,qab,qac" (ISO 639 private use)',
+    "pretrain.shared": 'cipher: share of the base vocabulary each language keeps, e.g. "1,0,0.5" (1 = the base)',
+    "pretrain.mix": 'cipher: mix weight of each language in the pretraining batches, e.g. "100,10,1"',
+    "pretrain.vocab_size": "demo corpus: BPE vocabulary size (a cipher corpus has one token per word)",
+    "pretrain.hidden_size": "pretrained model: hidden size",
+    "pretrain.num_layers": "pretrained model: decoder layers",
+    "pretrain.num_experts": "pretrained model: experts per MoE layer",
+    "pretrain.top_k": "pretrained model: experts per token",
+    "pretrain.moe_intermediate_size": "pretrained model: expert MLP width",
+    "pretrain.steps": "pretraining steps",
+    "pretrain.batch_size": "pretraining batch size (sentences)",
+    "pretrain.max_length": "pretraining: tokens per sentence (longer ones are cut)",
+    "pretrain.lr": "pretraining peak learning rate (warmup, cosine decay)",
+    "pretrain.balance_weight": "Switch load-balancing loss weight (HF router_aux_loss_coef)",
+    "pretrain.z_loss_weight": "ST-MoE router z-loss weight",
+    "pretrain.save_steps": "steps whose HF checkpoints are kept in pretrain/steps/<step>",
+    "pretrain.save_every": "pretraining: resumable state saved every this many steps",
+    "pretrain.seed": "pretraining seed (initialisation, batches, ciphers)",
+    "pretrain.max_steps": "stop pretraining after this many steps in one run (0 = none); a rerun resumes",
+    "pretrain.progress": "show a progress bar",
+    # study (python -m rise_jax.study: rise_jax/study.py)
+    "study.stages": "stages the study runs on every checkpoint the pretrain stage saved",
+    "study.overlap_level": "the study reports the first step a low-resource language's overlap with the reference is below it",
 }
 for _prefix, _what in (("data", "replay"), ("train.data", "training"), ("task_experts.data", "task corpus")):
     FIELD_DOCS.update({f"{_prefix}.{k}": f"{_what} text: {v}" for k, v in SOURCE_FIELDS.items()})

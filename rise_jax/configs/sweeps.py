@@ -33,6 +33,13 @@ SWEEPS = {
         {"train.method": "experts", "train.align_weight": 1.0, "eval.variants": "base,trained"},
         {"train.method": "routers", "train.align_weight": 1.0, "eval.variants": "base,trained"},
     ],
+    # The controlled testbed (configs/testbed.py, python -m rise_jax.study): one pretraining per
+    # point, the study stages on each saved checkpoint. Imbalance: the low-resource ciphers (qac,
+    # qae) at 1x, 1/10 and 1/100 of the others' mix weight.
+    "testbed_imbalance": [{"pretrain.mix": m} for m in ("100,100,100,100,100", "100,100,10,100,10", "100,100,1,100,1")],
+    "testbed_experts": [{"pretrain.num_experts": e} for e in (8, 16, 32)],
+    "testbed_top_k": [{"pretrain.top_k": k} for k in (1, 2, 4)],
+    "testbed_balance": [{"pretrain.balance_weight": w} for w in (0.0, 0.0025, 0.025)],
 }
 
 

@@ -276,3 +276,37 @@ def sweep_plot(
     ax.set_title(title)
     ax.legend(fontsize=7)
     return _save(fig, path)
+
+
+def panel_curves(
+    panels: dict[str, dict[str, Sequence[tuple[float, float]]]],
+    path: str,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    level: float | None = None,
+    log_x: bool = False,
+) -> str:
+    """One panel per group (a sweep point), one line per series of ``(x, y)`` points in it (a
+    language: the same colour in every panel), shared axes; ``level``: a dashed horizontal line."""
+    names = list(dict.fromkeys(n for series in panels.values() for n in series))
+    colours = {n: plt.cm.tab10(i % 10) for i, n in enumerate(names)}
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels) + 1.2, 3.4), sharey=True, squeeze=False)
+    for ax, (panel, series) in zip(axes[0], panels.items(), strict=True):
+        for name, points in series.items():
+            xs, ys = zip(*points, strict=True) if points else ((), ())
+            ax.plot(xs, ys, marker="o", ms=3, lw=1.4, color=colours[name], label=name)
+        if level is not None:
+            ax.axhline(level, color="grey", lw=1, ls="--")
+        if log_x:
+            ax.set_xscale("log", base=2)
+            ticks = sorted({x for points in series.values() for x, _ in points})
+            ax.set_xticks(ticks, [f"{x:g}" for x in ticks])
+            ax.minorticks_off()
+        ax.set_title(panel, fontsize=9)
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(ylabel)
+    _legend_outside(axes[0][-1], fontsize=8)
+    fig.suptitle(title)
+    return _save(fig, path)

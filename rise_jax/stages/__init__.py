@@ -10,6 +10,7 @@ from rise_jax.stages import (
     evaluate,
     export,
     inspect_model,
+    pretrain,
     report,
     select,
     stats,
@@ -21,6 +22,7 @@ from rise_jax.stages.registry import Stage
 REGISTRY: dict[str, Stage] = {
     s.name: s
     for s in (
+        pretrain.STAGE,
         inspect_model.STAGE,
         stats.STAGE,
         analyze.STAGE,

@@ -9,6 +9,7 @@ import os
 import ml_collections
 
 from rise_jax.checkpoints.resolve import resolve_checkpoint
+from rise_jax.config_values import comma_list
 from rise_jax.content_hash import file_sha256, tree_sha256
 from rise_jax.errors import SettingError
 from rise_jax.workdir import Workdir
@@ -17,7 +18,7 @@ from rise_jax.zones import DEFAULT_RATIOS, check_ratios
 
 def checkpoint_path(config: ml_collections.ConfigDict) -> str:
     """The model checkpoint directory: ``config.model.checkpoint`` (directory or hub id; for the
-    demo, the pretrained model that :func:`rise_jax.launch.run` builds in the workdir)."""
+    demo and the testbed, a checkpoint the ``pretrain`` stage wrote in the workdir)."""
     return resolve_checkpoint(config.model.checkpoint)
 
 
@@ -43,7 +44,7 @@ def checkpoint_identity(config: ml_collections.ConfigDict, wd: Workdir | None = 
     made from other weights or another tokenizer at the same path are recognised as stale. Each
     file is hashed once (:mod:`rise_jax.content_hash` remembers it until the file changes). A hub id
     (not a local directory) is identified by the id."""
-    del wd  # the checkpoint may live in the workdir (the demo's): its own files are its identity
+    del wd  # the checkpoint may live in the workdir (pretrain's): its own files are its identity
     path = config.model.checkpoint
     if not os.path.isdir(path):
         return {"checkpoint": path}
@@ -69,18 +70,25 @@ def files_identity(path: str, wd: Workdir | None = None) -> str | None:
     return tree_sha256(path, skip=(wd.root,) if wd is not None else ())
 
 
+def checkpoint_pending(config: ml_collections.ConfigDict) -> bool:
+    """Whether this run pretrains its model (``pretrain`` in ``config.stages``): the checkpoint and
+    the corpus it names are then written by that stage, after validation, and are not looked for."""
+    return "pretrain" in comma_list(config.stages)
+
+
 def check_model_inputs(config: ml_collections.ConfigDict, tokenizer: bool = True) -> None:
     """The checks every stage that builds the model makes in ``validate``: the mesh against the
-    visible devices, the checkpoint (before its data: a wrong path is the first thing to say; the
-    demo's is built after validation) and, with ``tokenizer``, that the tokenizer loads and fits
-    the checkpoint's vocabulary."""
+    visible devices, the checkpoint (before its data: a wrong path is the first thing to say; one
+    the ``pretrain`` stage of this run writes is not there yet: :func:`checkpoint_pending`) and,
+    with ``tokenizer``, that the tokenizer loads and fits the checkpoint's vocabulary."""
     from rise_jax.checkpoints.resolve import check_checkpoint
     from rise_jax.sharding import check_mesh
     from rise_jax.tokenizer import check_config_tokenizer
 
     check_mesh(config.mesh.data, config.mesh.model, config.mesh.expert_parallel)
-    if not config.model.get("demo", False):
-        check_checkpoint(config.model.checkpoint)
+    if checkpoint_pending(config):
+        return
+    check_checkpoint(config.model.checkpoint)
     if tokenizer:
         check_config_tokenizer(config.model)
 

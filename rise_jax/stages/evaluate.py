@@ -47,7 +47,13 @@ from rise_jax.io_utils import (
 from rise_jax.reporting.tables import results_table, tasks_table, variants_table
 from rise_jax.selection.artefact import load_selection
 from rise_jax.stages.build import build_model
-from rise_jax.stages.common import check_model_inputs, checkpoint_identity, files_identity, tokenizer_for
+from rise_jax.stages.common import (
+    check_model_inputs,
+    checkpoint_identity,
+    checkpoint_pending,
+    files_identity,
+    tokenizer_for,
+)
 from rise_jax.stages.registry import Stage
 from rise_jax.training.artefacts import EXPERTS, apply_trained_experts
 from rise_jax.workdir import Workdir
@@ -194,7 +200,7 @@ def _validate_steer(config: ml_collections.ConfigDict) -> None:
                 "add it to config.task_experts.taus"
             )
     checkpoint = config.model.checkpoint
-    if config.model.get("demo", False) or not os.path.isfile(os.path.join(checkpoint or "", "config.json")):
+    if checkpoint_pending(config) or not os.path.isfile(os.path.join(checkpoint or "", "config.json")):
         return
     cfg, _ = read_hf_config(checkpoint)
     for field, values, size, what in (
@@ -251,7 +257,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise EvalError(f"config.eval.general: unknown task(s) {unknown_general}; choose from {', '.join(e.tasks)}")
     if e.baseline not in VARIANTS:
         raise EvalError(f"config.eval.baseline = {e.baseline!r}; choose from {', '.join(VARIANTS)}")
-    demo = config.model.get("demo", False)
+    pending = checkpoint_pending(config)
     check_model_inputs(config)
     for name in _names(e.run, "eval task(s)", list(e.tasks.keys())):
         task, where = e.tasks[name], f"config.eval.tasks.{name}"
@@ -263,7 +269,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
             if task.source not in SOURCE_KINDS:
                 raise EvalError(f"{where}.source = {task.source!r}; choose one of {', '.join(SOURCE_KINDS)}")
             spec = SourceSpec(task.source, task.path, split=task.get("split", "test"))
-            check_source(spec, languages, where, pending=demo)
+            check_source(spec, languages, where, pending=pending)
     positive_ints(config, "eval.batch_size")
     slots = e.decode_slots
     if slots is not None and (isinstance(slots, bool) or not isinstance(slots, int) or slots < 0):
@@ -329,7 +335,7 @@ def result_inputs(
     if ("model",) not in parts:
         identity = checkpoint_identity(config)  # by content where local: a moved checkpoint is the same model
         parts[("model",)] = {
-            "model": {k: v for k, v in config.model.to_dict().items() if k not in ("checkpoint", "demo")},
+            "model": {k: v for k, v in config.model.to_dict().items() if k != "checkpoint"},
             "checkpoint": {k: v for k, v in identity.items() if k != "checkpoint"} or identity,
             "eval": {k: v for k, v in e.to_dict().items() if k not in _NOT_RESULT_INPUTS},
         }

@@ -4,9 +4,9 @@
 language, else ``config.train.language`` / ``config.select.target``), each eval task's primary
 metric on it before → after (``eval.baseline`` → ``trained``, Δ from the unrounded values), the
 largest change on any other language, and the selection (method, K / number of experts, layers
-by zone) and training method. Then the sections: model and data (with the demo's pretraining loss
-curve, ``report_pretraining.png``, from ``demo/checkpoint/pretrain.json``'s ``loss_curve``, when
-present); routing overlap (heatmap, layer-wise similarity by zone, Table 2);
+by zone) and training method. Then the sections: model and data (with the pretraining loss
+curve, ``report_pretraining.png``, from the checkpoint's ``pretrain.json`` (a model the ``pretrain``
+stage made), when present); routing overlap (heatmap, layer-wise similarity by zone, Table 2);
 the companion study (Bandarkar et al.) when its artefacts exist: divergence from the reference by
 zone, routing entropy and consistency by zone, task vs multilingual experts over τ, the
 ``steered`` variant against the baseline, and performance against middle-layer divergence;
@@ -205,15 +205,12 @@ def _started(record: dict) -> tuple[float, str]:
     return (finished - float(record.get("seconds") or 0.0), record["stage"])
 
 
-def _timing_section(wd: Workdir, pre: dict | None) -> list[str]:
+def _timing_section(wd: Workdir) -> list[str]:
     records = _stage_records(wd)
     if not records:
         return []
     out = ["## Stage wall times\n", "| stage | status | seconds | finished |", "|---|---|---:|---|"]
     total = 0.0
-    if pre and pre.get("seconds") is not None:
-        out.append(f"| demo pretraining | done | {pre['seconds']:.1f} | – |")
-        total += pre["seconds"]
     for r in records:
         secs = r.get("seconds")
         total += secs or 0.0
@@ -261,8 +258,10 @@ def _pretraining_curve(wd: Workdir, pre: dict | None) -> str:
     if all("balance_loss" in c for c in curve):
         series["load-balance loss"] = [(c["step"], c["balance_loss"]) for c in curve]
     path = wd.path("report_pretraining.png")
-    plots.loss_curves(series, path, "Demo model pretraining", "step", "loss")
-    return _img(wd, path, "demo pretraining loss")
+    if all("z_loss" in c for c in curve) and any(c["z_loss"] for c in curve):
+        series["router z-loss"] = [(c["step"], c["z_loss"]) for c in curve]
+    plots.loss_curves(series, path, "Pretraining (stage pretrain)", "step", "loss")
+    return _img(wd, path, "pretraining loss")
 
 
 def _activation_figure(wd: Workdir) -> str:
@@ -282,8 +281,8 @@ def _activation_figure(wd: Workdir) -> str:
 
 
 def _pretraining(config: ml_collections.ConfigDict) -> dict | None:
-    """The demo model's ``pretrain.json`` (None for a real checkpoint)."""
-    return _load(os.path.join(config.model.checkpoint, "pretrain.json")) if config.model.get("demo") else None
+    """The ``pretrain.json`` of a checkpoint the ``pretrain`` stage made (None for any other)."""
+    return _load(os.path.join(config.model.checkpoint, "pretrain.json"))
 
 
 def _model_section(config: ml_collections.ConfigDict, stats: dict | None, groups: dict[str, str]) -> list[str]:
@@ -296,10 +295,12 @@ def _model_section(config: ml_collections.ConfigDict, stats: dict | None, groups
     pre = _pretraining(config)
     if pre:
         curve = pre["loss_curve"]
+        opts = pre["options"]
+        corpus = "the project's six-language corpus" if opts["corpus"] == "demo" else "cipher languages"
         out.append(
-            f"Demo model pretrained here from scratch: {pre['sentences']} sentences ({pre['tokens']} tokens) of the "
-            f"project's corpus, {pre['options']['steps']} steps, LM loss {curve[0]['lm_loss']:.3f} → "
-            f"{curve[-1]['lm_loss']:.3f}, {pre['seconds']:.0f} s.\n"
+            f"Model pretrained here from scratch (stage `pretrain`): {sum(pre['streams'].values())} sentences "
+            f"({pre['tokens']} tokens) of {corpus}, step {pre['step']} of {opts['steps']}, LM loss "
+            f"{curve[0]['lm_loss']:.3f} → {curve[-1]['lm_loss']:.3f}.\n"
         )
     langs = (stats or {}).get("languages", {})
     if langs:
@@ -631,7 +632,7 @@ def _document(config: ml_collections.ConfigDict, wd: Workdir) -> tuple[list[str]
                     notes.append(f"eval {variant}/{task}/{lang}: {s['skipped']} skipped, {s['truncated']} truncated")
     parts.append("## Skipped or truncated\n")
     parts.append("\n".join(f"- {n}" for n in notes) + "\n" if notes else "Nothing was skipped or truncated.\n")
-    parts += _timing_section(wd, pre)
+    parts += _timing_section(wd)
     # A figure after a table needs a blank line between them to stay out of the table.
     return title, headline, [("\n" + p if p.startswith("![") else p) for p in parts if p]
 

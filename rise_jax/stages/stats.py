@@ -18,6 +18,7 @@ from rise_jax.stages.common import (
     check_model_inputs,
     checkpoint_identity,
     checkpoint_path,
+    checkpoint_pending,
     files_identity,
     tokenizer_for,
 )
@@ -34,7 +35,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     booleans(config, "stats.pack")
     check_model_inputs(config)
     parallel = spec.kind in PARALLEL_SOURCES or config.data.get("parallel", False)
-    check_source(spec, languages, "config.data", parallel=parallel, pending=config.model.get("demo", False))
+    check_source(spec, languages, "config.data", parallel=parallel, pending=checkpoint_pending(config))
 
 
 def run(config: ml_collections.ConfigDict, wd: Workdir) -> str:
@@ -93,7 +94,7 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> str:
 # (mesh: placement only, and stats.pack: padding-free rows, results are equal; pipeline._IGNORED)
 STAGE = Stage(
     "stats",
-    ("model", "demo", "data", "stats"),
+    ("model", "data", "stats"),
     run,
     validate=validate,
     outputs=lambda wd: (wd.stats_arrays, wd.stats_summary),

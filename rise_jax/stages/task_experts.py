@@ -36,6 +36,7 @@ from rise_jax.stages.build import build_model
 from rise_jax.stages.common import (
     check_model_inputs,
     checkpoint_identity,
+    checkpoint_pending,
     files_identity,
     replayed_reference,
     tokenizer_for,
@@ -69,7 +70,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     booleans(config, "stats.pack")
     replayed_reference(config, TaskExpertsError, "task experts are measured against its routing statistics")
     check_model_inputs(config)
-    check_source(spec, [language], "config.task_experts.data", pending=config.model.get("demo", False))
+    check_source(spec, [language], "config.task_experts.data", pending=checkpoint_pending(config))
 
 
 def table_markdown(result: dict[str, Any]) -> str:
@@ -138,7 +139,7 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
 # Stages that read it (eval's steering, the report) include its config in theirs (pipeline._upto).
 STAGE = Stage(
     "task_experts",
-    ("model", "demo", "data", "stats", "task_experts", "analyze.reference"),
+    ("model", "data", "stats", "task_experts", "analyze.reference"),
     run,
     validate=validate,
     reads=("stats",),

@@ -19,7 +19,13 @@ from rise_jax.errors import SettingError
 from rise_jax.io_utils import copy_atomic, ensure_writable_dir, write_json_atomic
 from rise_jax.selection.artefact import load_selection
 from rise_jax.stages.build import build_model, model_settings
-from rise_jax.stages.common import check_model_inputs, checkpoint_path, files_identity, tokenizer_for
+from rise_jax.stages.common import (
+    check_model_inputs,
+    checkpoint_path,
+    checkpoint_pending,
+    files_identity,
+    tokenizer_for,
+)
 from rise_jax.stages.registry import Stage
 from rise_jax.training.alignment import Alignment, pair_examples, resolve_layers
 from rise_jax.training.artefacts import EXPERTS, TRAIN_STATE_DIRS, TRAIN_STATE_FILES, save_trained_experts
@@ -67,7 +73,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if opts.align_weight > 0:
         languages.append(language_field(opts.align_reference, "config.train.align_reference"))
     check_model_inputs(config)
-    check_source(spec, languages, "config.train.data", pending=config.model.get("demo", False))
+    check_source(spec, languages, "config.train.data", pending=checkpoint_pending(config))
 
 
 def alignment_settings(config: ml_collections.ConfigDict, cfg) -> tuple[Alignment | None, tuple[int, ...]]:
