@@ -54,32 +54,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from hf_reference import make_hf_model, save_hf_model  # noqa: E402
 
-# The modules that take longest (seconds of test time on 2 idle cores, 2026-12-07), run first: the
-# workers of a parallel run (--dist loadfile: a module on one worker) take modules in collection
-# order, so the long ones start early and the run ends with short ones on both workers instead of
-# one worker finishing a long module alone. Any module not named keeps its place after these.
-SLOW_MODULES_FIRST = (
-    "test_pipeline.py",  # 388: the demo at test size, then the tests on its workdir
-    "test_lora.py",  # 107
-    "test_multiprocess.py",  # 93
-    "test_qwen3_next.py",  # 87
-    "test_families.py",  # 73
-    "test_quantized.py",  # 72
-    "test_sharding.py",  # 60
-    "test_model_parity.py",  # 55
-    "test_fault_injection.py",  # 55
-    "test_alignment.py",  # 53
-    "test_deepseek_style.py",  # 52
-    "test_lm_eval_agreement.py",  # 51
-    "test_vllm_export.py",  # 49
-)
-
-
-def pytest_collection_modifyitems(config, items):
-    """Long modules first (:data:`SLOW_MODULES_FIRST`); the order within a module is unchanged."""
-    rank = {name: i for i, name in enumerate(SLOW_MODULES_FIRST)}
-    items.sort(key=lambda item: rank.get(os.path.basename(str(item.fspath)), len(rank)))
-
 
 def pytest_unconfigure(config):
     """Remove the run's compilation cache and hash memo (only the process that made them)."""

@@ -35,6 +35,7 @@ from absl import logging
 
 from rise_jax.config_values import comma_list
 from rise_jax.configs.sweeps import get_sweep
+from rise_jax.distributed import on_writer
 from rise_jax.errors import RiseError
 from rise_jax.io_utils import ensure_writable_dir, read_json_object, write_json_atomic, write_text_atomic
 from rise_jax.reporting import alignment
@@ -140,16 +141,16 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
             continue
         arm_wd = Workdir(os.path.join(wd.arms, f"{i:02d}_{label(overrides)}"))
         ensure_writable_dir(arm_wd.root)
-        _link_shared(wd, arm_wd)
+        on_writer(lambda arm_wd=arm_wd: _link_shared(wd, arm_wd), "the arm's links to this run's artefacts")
         logging.info(f"arm {i + 1}/{len(points)}: {overrides} -> {arm_wd.root}")
         arm = _arm_config(config, overrides)
         outcome = _stage("train").run(arm, arm_wd)
         if isinstance(outcome, dict) and outcome.get("status", "completed") != "completed":
             return outcome  # stopped (a signal): the next run resumes this arm's training
-        _stage("eval").run(arm, arm_wd)
+        scored = _stage("eval").run(arm, arm_wd)  # what eval/results.json holds (every process has it)
         tasks = comma_list(arm.eval.run)
         results = {baseline: {t: own[baseline][t] for t in tasks if t in own.get(baseline, {})}}
-        results.update(_results(arm_wd.eval_results))
+        results.update(scored)
         summary.append({"overrides": overrides, "workdir": arm_wd.root, "results": results})
         write_json_atomic(wd.arms_summary, summary)  # the arms so far
     write_json_atomic(wd.arms_summary, summary)
