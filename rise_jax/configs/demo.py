@@ -32,19 +32,11 @@ def get_config(arg: str = ""):
     c.model.checkpoint = "{workdir}/pretrain/checkpoint"
     c.model.dtype = "float32"
 
-    # Pretraining of the demo model (stage pretrain: rise_jax/testbed/pretrain.py, PretrainOptions).
-    c.pretrain.corpus = "demo"
-    c.pretrain.num_layers = 8
-    c.pretrain.num_experts = 16
-    c.pretrain.top_k = 4
-    c.pretrain.hidden_size = 64
-    c.pretrain.moe_intermediate_size = 48
-    c.pretrain.vocab_size = 768
-    c.pretrain.steps = 120 if test else 300
-    c.pretrain.batch_size = 32
-    c.pretrain.lr = 3e-3
-    c.pretrain.balance_weight = 0.0025  # HF's load-balancing form (= top_k at uniform routing)
-    c.pretrain.seed = 0
+    # Pretraining of the demo model (stage pretrain: rise_jax/testbed/pretrain.py, PretrainOptions):
+    # configs/base.py's pretrain section is the demo's model and schedule (the demo corpus, 8 layers
+    # x 16 experts top-4, 300 steps); the test size pretrains for fewer steps.
+    if test:
+        c.pretrain.steps = 120
 
     c.data.source = "plain_text"
     c.data.path = CORPUS + "/dev"

@@ -593,6 +593,29 @@ def eval_translation(ev: Evaluator, task: Any, language: str, max_samples: int) 
 # --- PolyMath -------------------------------------------------------------------------------------
 
 
+def _answer_records(
+    items: list[dict[str, Any]],
+    prompts: list[str],
+    outputs: list[str],
+    predictions: list[Any],
+    correct: list[bool],
+    detail: str,
+) -> tuple[dict[str, Any], ...]:
+    """The saved generations of a task scored against one ``answer`` per item: each record's score
+    is whether it was right and the item's ``detail`` field (PolyMath's level, MMLU-ProX's subject)."""
+    return tuple(
+        {
+            "id": i["id"],
+            "prompt": p,
+            "output": o,
+            "prediction": pred,
+            "reference": i["answer"],
+            "score": {"correct": c, detail: i[detail]},
+        }
+        for i, p, o, pred, c in zip(items, prompts, outputs, predictions, correct, strict=True)
+    )
+
+
 def eval_polymath(ev: Evaluator, task: Any, language: str, max_samples: int) -> TaskResult:
     """PolyMath (:mod:`~rise_jax.evaluation.polymath`): each problem with the language's answer
     instruction (``task.prompt_template``, default ``{question}\\n\\n{instruction}``), greedy
@@ -615,17 +638,7 @@ def eval_polymath(ev: Evaluator, task: Any, language: str, max_samples: int) -> 
     outputs = ev.generate(prompts, task.max_new_tokens, f"polymath/{language}")
     predictions = [pm.extract_boxed(o) for o in outputs]
     correct = [pm.answers_equal(p, i["answer"]) for p, i in zip(predictions, items, strict=True)]
-    records = tuple(
-        {
-            "id": i["id"],
-            "prompt": p,
-            "output": o,
-            "prediction": pred,
-            "reference": i["answer"],
-            "score": {"correct": c, "level": i["level"]},
-        }
-        for i, p, o, pred, c in zip(items, prompts, outputs, predictions, correct, strict=True)
-    )
+    records = _answer_records(items, prompts, outputs, predictions, correct, "level")
     scores = pm.level_scores([i["level"] for i in items], correct)
     return TaskResult({**scores, "n": len(items), "skipped": 0, "truncated": 0}, records)
 
@@ -649,17 +662,7 @@ def eval_mmlu_prox(ev: Evaluator, task: Any, language: str, max_samples: int) ->
     outputs = [mp.cut_at_stops(o, language) for o in ev.generate(prompts, task.max_new_tokens, f"mmlu_prox/{language}")]
     predictions = [mp.extract_answer(o, language) for o in outputs]
     correct = [mp.exact_match(p, i["answer"]) for p, i in zip(predictions, items, strict=True)]
-    records = tuple(
-        {
-            "id": i["id"],
-            "prompt": p,
-            "output": o,
-            "prediction": pred,
-            "reference": i["answer"],
-            "score": {"correct": c, "subject": i["subject"]},
-        }
-        for i, p, o, pred, c in zip(items, prompts, outputs, predictions, correct, strict=True)
-    )
+    records = _answer_records(items, prompts, outputs, predictions, correct, "subject")
     scores = {"exact_match": 100.0 * sum(correct) / len(items), "n": len(items), "skipped": 0, "truncated": 0}
     return TaskResult(scores, records)
 
