@@ -14,8 +14,8 @@ the selected subnetwork by zone; interference mass per language; training; per-l
 before and after with deltas (``eval/table.md``) and a bar chart (``report_results.png``); the first
 saved generations of each generative task and language, every variant side by side; the arms of
 the ``arms`` stage (``arms/arms.json``) with the routing-alignment comparison
-(``arms/alignment.json`` and its two plots) when it ran; what was skipped or truncated; the wall time of each stage (``## Stage wall times``, from the pipeline
-records ``.rise/<stage>.json``: ``stage``, ``status``, ``seconds``, ``finished``). The routing
+(``arms/alignment.json`` and its two plots) when it ran; what was skipped or truncated; the wall
+time of each stage (``## Stage wall times``, from the pipeline records ``.rise/<stage>.json``: ``stage``, ``status``, ``seconds``, ``finished``). The routing
 overlap section adds every language's activation heatmap on one colour scale
 (``report_activation.png``, from ``routing_stats/``) and the training section the loss curves of
 ``train/metrics.jsonl`` (``report_training.png``: ``loss`` and ``held_out_loss`` by step). Every
