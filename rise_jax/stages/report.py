@@ -15,8 +15,8 @@ before and after with deltas (``eval/table.md``) and a bar chart (``report_resul
 saved generations of each generative task and language, every variant side by side; the arms of
 the ``arms`` stage (``arms/arms.json``) with the routing-alignment comparison
 (``arms/alignment.json`` and its two plots) when it ran; what was skipped or truncated; the wall
-time of each stage (``## Stage wall times``, from the pipeline records ``.rise/<stage>.json``: ``stage``, ``status``, ``seconds``, ``finished``). The routing
-overlap section adds every language's activation heatmap on one colour scale
+time of each stage (``## Stage wall times``, from the pipeline records ``.rise/<stage>.json``:
+``stage``, ``status``, ``seconds``, ``finished``). The routing overlap section adds every language's activation heatmap on one colour scale
 (``report_activation.png``, from ``routing_stats/``) and the training section the loss curves of
 ``train/metrics.jsonl`` (``report_training.png``: ``loss`` and ``held_out_loss`` by step). Every
 number is read from this run's artefacts; sections whose stage did not run say so instead of
