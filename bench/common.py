@@ -518,6 +518,28 @@ def matmul_peaks(n: int = 2048) -> dict[str, float]:
     return out
 
 
+def read_bandwidth(mib: int = 512) -> dict[str, float]:
+    """GB/s at which this machine reads memory: the sum of a ``mib``-MiB fp32 array (far larger
+    than any cache) in XLA (its threads) and in torch; the decode roofline's denominator."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    n = mib * 1024 * 1024 // 4
+    a = jnp.ones((n,), jnp.float32)
+    f = jax.jit(jnp.sum)
+    f(a).block_until_ready()
+    out = {"xla": 4 * n / median_time(lambda: f(a).block_until_ready(), repeats=7) / 1e9}
+    try:
+        import torch
+
+        ta = torch.from_numpy(np.ones(n, np.float32))
+        out["torch"] = 4 * n / median_time(lambda: ta.sum(), repeats=7) / 1e9
+    except ImportError:
+        pass
+    return out
+
+
 def cpu_model() -> str:
     """The CPU's model name (``/proc/cpuinfo``), else what :mod:`platform` says."""
     try:

@@ -73,7 +73,7 @@ def bench_mid(family: str, batch: int, seq: int, repeats: int, with_ragged: bool
         model, params = rise_jax.load_model(tmp, dtype="float32", dispatch=impl, progress=False)
 
         def fn(model=model, params=params):
-            return rise_jax.forward(model, params, j_ids, j_mask).logits.block_until_ready()
+            return rise_jax.forward(model, params, j_ids, j_mask, inference=True).logits.block_until_ready()
 
         t0 = time.perf_counter()
         fn()

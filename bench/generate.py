@@ -11,7 +11,9 @@ Both decode greedily with a KV cache, no stop token (every row generates all new
 work is identical; the script checks the generated tokens agree. Prints new tokens/s of each
 and the ratio against HF's fastest setting in the same run (medians of ``--repeats`` runs), end to
 end (prefill included, as ``generate`` is called) and split into prefill (+ first token) and the
-per-step decode time after it.
+per-step decode time after it. On the CPU it then prints the decode roofline: the bytes a step
+must read at the least (the weights it uses, each used expert once, the KV cache so far) over the
+machine's read bandwidth (``common.read_bandwidth``), and each implementation's share of it.
 
 ``--vllm``: the mid-size model is exported by rise_jax (``export_model``) and both engines read
 that export. Prompts are the MGSM questions of ``--languages`` in Qwen3's chat template (the
@@ -31,6 +33,7 @@ import functools
 import os
 import sys
 import time
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
@@ -39,6 +42,7 @@ from common import (  # noqa: E402
     device_label,
     load_hf,
     median_time,
+    read_bandwidth,
     set_threads,
     torch_sync,
     use_gpu,
@@ -246,13 +250,60 @@ def vllm_comparison(args: argparse.Namespace) -> None:
     print(f"vLLM vs {first}: token agreement {np.mean(agree):.3f} (positions equal / longer answer)")
 
 
+def decode_step_bytes(model, params, ids: np.ndarray, mask: np.ndarray, new_tokens: np.ndarray) -> dict[str, float]:
+    """The bytes one greedy decode step must read at the least, averaged over steps 1..new-1 of
+    a run that produced ``new_tokens`` ``[B, new]`` from the prompts ``ids``: every weight but the
+    experts and the embedding table; the embedding rows of the batch's tokens; in each MoE layer
+    the experts the batch's tokens use, each once (from the routing of those tokens, replayed in
+    one forward); and the keys and values cached so far (fp32 K and V of every layer)."""
+    import jax
+    import jax.numpy as jnp
+
+    import rise_jax
+
+    cfg = model.cfg
+    b, p = ids.shape
+    fed = np.concatenate([ids, new_tokens[:, :-1]], axis=1)  # step s feeds new token s-1
+    m = np.concatenate([mask, np.ones((b, new_tokens.shape[1] - 1), mask.dtype)], axis=1)
+    pos = np.maximum(np.cumsum(m, axis=1) - 1, 0)
+    out = rise_jax.forward(
+        model, params, jnp.asarray(fed), jnp.asarray(m), jnp.asarray(pos), return_routing=True, skip_lm_head=True,
+        inference=True,
+    )  # fmt: skip
+    idx = np.asarray(out.routing.topk_indices)[:, :, p:]  # [L, B, steps, k]: the decode steps' tokens
+    used = np.mean(
+        [sum(len(np.unique(idx[layer, :, s])) for layer in range(idx.shape[0])) for s in range(idx.shape[2])]
+    )
+    expert_bytes = other = 0
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        keys = [getattr(k, "key", "") for k in path]
+        if "experts" in keys:
+            expert_bytes += leaf.nbytes / (leaf.shape[0] * leaf.shape[1])  # one [layer, expert]'s share
+        elif "embed_tokens" not in keys:
+            other += leaf.nbytes
+    expert_bytes /= len([r for r in params if "moe" in params[r]])  # summed over runs: one layer's expert
+    other += b * cfg.hidden_size * 4
+    steps = np.arange(1, new_tokens.shape[1])
+    kv = cfg.num_layers * 2 * b * cfg.num_kv_heads * cfg.head_dim * 4 * float(np.mean(p + steps))
+    return {"experts": used * expert_bytes, "other_weights": float(other), "kv_cache": kv,
+            "experts_used_per_step": float(used)}  # fmt: skip
+
+
 def decode_vs_hf(
-    batch: int, prompt: int, new: int, repeats: int, gpu: bool = False, cfg: dict | None = None
-) -> dict[str, dict[str, float]]:
+    batch: int,
+    prompt: int,
+    new: int,
+    repeats: int,
+    gpu: bool = False,
+    cfg: dict | None = None,
+    roofline: bool = True,
+) -> dict[str, Any]:
     """Greedy decoding of ours against HF ``generate`` (both settings) on ``cfg`` (default the
     mid-size Qwen3-MoE): ``batch`` random prompts of ``prompt`` tokens, ``new`` new tokens each, no
     stop token. Prints the table; returns per implementation new tokens/s end to end, prefill
-    seconds, ms per decode step and the ratios against HF's best, and the token agreement."""
+    seconds, ms per decode step and the ratios against HF's best, and the token agreement. On the
+    CPU with ``roofline``, also the bytes a step must read (:func:`decode_step_bytes`), the
+    machine's read bandwidth and each implementation's share of that floor."""
     dev = use_gpu(gpu)
     import torch
 
@@ -323,6 +374,24 @@ def decode_vs_hf(
             f" {1e3 * step[name]:8.1f} {batch / step[name]:12.1f} {best_step / step[name]:5.2f}x"
         )
     print("token agreement with rise_jax: " + ", ".join(f"{k} {v:.3f}" for k, v in agree.items()))
+    roof = None
+    if roofline and not gpu:  # the read-bandwidth roofline of a decode step on this CPU
+        need = decode_step_bytes(model, params, ids, mask, outputs["rise_jax"])
+        bw = read_bandwidth()
+        total = need["experts"] + need["other_weights"] + need["kv_cache"]
+        floor_ms = 1e3 * total / (max(bw.values()) * 1e9)
+        print(
+            f"decode roofline: {total / 1e6:.1f} MB read per step (experts {need['experts'] / 1e6:.1f} MB: "
+            f"{need['experts_used_per_step']:.1f} expert-layers used of {model.cfg.num_moe_layers * model.cfg.num_experts}; "
+            f"other weights {need['other_weights'] / 1e6:.1f} MB; KV cache {need['kv_cache'] / 1e6:.1f} MB) at "
+            + ", ".join(f"{k} {v:.1f}" for k, v in bw.items())
+            + f" GB/s read bandwidth = {floor_ms:.1f} ms per step at best"
+        )
+        for name in results:
+            print(
+                f"  {name:34s} {1e3 * step[name]:6.1f} ms/step = {floor_ms / (1e3 * step[name]):5.1%} of the roofline"
+            )
+        roof = {"bytes_per_step": need, "read_gb_s": bw, "floor_ms": floor_ms}
 
     table = {
         name: {
@@ -331,10 +400,11 @@ def decode_vs_hf(
             "prefill_s": prefill[name],
             "ms_per_step": 1e3 * step[name],
             "decode_vs_hf": best_step / step[name],
+            **({} if roof is None else {"roofline_share": roof["floor_ms"] / (1e3 * step[name])}),
         }
         for name, t in results.items()
     }
-    return {"rows": table, "agreement": agree}
+    return {"rows": table, "agreement": agree, "roofline": roof}
 
 
 def main() -> None:

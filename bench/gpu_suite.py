@@ -303,7 +303,9 @@ def part_decode_vs_hf(ctx: PartContext) -> None:
     import generate as generate_bench
 
     batch, prompt, new = ctx.sizes.decode
-    out = generate_bench.decode_vs_hf(batch, prompt, new, ctx.sizes.repeats, gpu=ctx.gpu, cfg=ctx.sizes.mid)
+    out = generate_bench.decode_vs_hf(
+        batch, prompt, new, ctx.sizes.repeats, gpu=ctx.gpu, cfg=ctx.sizes.mid, roofline=False
+    )
     ctx.note(setting=f"batch {batch}, {prompt}-token prompts, {new} new tokens, fp32", agreement=out["agreement"])
     for name, row in out["rows"].items():
         ctx.row(implementation=name, **row)

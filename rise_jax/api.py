@@ -117,17 +117,22 @@ def forward(
     return_routing: bool = False,
     skip_lm_head: bool = False,
     router_edit: RouterEdit | None = None,
+    inference: bool = False,
 ) -> ModelOutput:
     """Jit-compiled forward pass. With ``return_routing`` the output carries a
     :class:`~rise_jax.models.routers.RoutingInfo`; without it no routing array is materialised.
     ``router_edit`` prunes or steers experts (:mod:`rise_jax.evaluation.interventions`). Token
     ids outside the model's vocabulary are an :class:`~rise_jax.errors.InputError` (checked on
-    the host before the call; not inside a caller's ``jit``)."""
+    the host before the call; not inside a caller's ``jit``). ``inference=True`` is faster (the
+    experts are read in place, :class:`~rise_jax.models.transformer.MoEModel`) for a call that is
+    never differentiated: through it the expert weights get no gradient."""
     check_token_ids(input_ids, model.cfg.vocab_size)
-    return _forward(model, params, input_ids, attention_mask, positions, return_routing, skip_lm_head, router_edit)
+    return _forward(
+        model, params, input_ids, attention_mask, positions, return_routing, skip_lm_head, router_edit, inference
+    )
 
 
-@functools.partial(jax.jit, static_argnames=("model", "return_routing", "skip_lm_head"))
+@functools.partial(jax.jit, static_argnames=("model", "return_routing", "skip_lm_head", "inference"))
 def _forward(
     model: MoEModel,
     params: dict[str, Any],
@@ -137,6 +142,7 @@ def _forward(
     return_routing: bool,
     skip_lm_head: bool,
     router_edit: RouterEdit | None,
+    inference: bool,
 ) -> ModelOutput:
     return model.apply(
         {"params": params},
@@ -146,6 +152,7 @@ def _forward(
         return_routing=return_routing,
         skip_lm_head=skip_lm_head,
         router_edit=router_edit,
+        inference=inference,
     )
 
 

@@ -40,6 +40,37 @@ def test_grouped_dispatch_equals_dense_reference_in_value_and_gradient(impl, ske
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+@pytest.mark.parametrize("window", [8, 16])
+def test_the_walk_takes_whole_big_windows_then_the_tail_in_windows_exactly(window):
+    """``grouped_expert_mlp`` walks each group in whole windows of ``BIG_WINDOWS x window`` rows,
+    then the tail in ``window``-row windows: groups of 0, 1, exactly one big window, several big
+    windows plus a tail, and a tail only give each row its expert's MLP, in value and gradient."""
+    from rise_jax.models.expert_mlp import SILU, expert_mlp
+    from rise_jax.models.grouped_matmul import BIG_WINDOWS, grouped_expert_mlp
+
+    big = BIG_WINDOWS * window
+    sizes = np.asarray([0, 2 * big + 5, 3, big, 1, window + 1], np.int32)
+    x, wg, wu, wd, *_ = _problem(n=int(sizes.sum()), e=len(sizes), seed=3)
+    row_expert = jnp.asarray(np.repeat(np.arange(len(sizes)), sizes))
+
+    def ours(x, wg, wu, wd):
+        return grouped_expert_mlp(x, StackedExperts(wg, wu, wd), jnp.asarray(sizes), window=window)
+
+    def reference(x, wg, wu, wd):  # each row through its own expert's weights
+        ws = StackedExperts(wg, wu, wd).take(row_expert, x.dtype)
+        return expert_mlp(x[:, None, :], ws, SILU)[:, 0, :]
+
+    for fn in (ours, reference):
+        assert fn(x, wg, wu, wd).shape == x.shape
+    np.testing.assert_allclose(ours(x, wg, wu, wd), reference(x, wg, wu, wd), atol=1e-5)
+    grads = [
+        jax.grad(lambda *a, f=f: jnp.sum(jnp.sin(f(*a))), argnums=(0, 1, 2, 3))(x, wg, wu, wd)
+        for f in (ours, reference)
+    ]
+    for a, b in zip(*grads, strict=True):  # weight gradients sum ~100 rows: relative round-off
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
 def test_loop_over_experts_reference_agrees_with_dense():
     """An independent per-token, per-slot numpy loop (MaxText-style reference)."""
     x, wg, wu, wd, idx, w = (np.asarray(a) for a in _problem(n=9))

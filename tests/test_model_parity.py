@@ -369,3 +369,44 @@ def test_packed_rows_equal_hf_on_each_sequence_alone(tmp_path, family):
                 np.asarray(out.routing.router_logits)[:, 0, at : at + len(s)], ref_router[:, 0], atol=1e-5
             )
         at += len(s)
+
+
+@pytest.mark.parametrize("family", ["qwen3_moe", "gpt_oss", "gemma4_text"])
+def test_an_inference_forward_reads_experts_in_place_and_still_equals_hf(tmp_path, family):
+    """``inference=True`` (replay, evaluation): each used expert is read straight from the run's
+    stacked ``[L, E, ...]`` parameters instead of from the per-layer ``[E, ...]`` copy ``nn.scan``
+    makes. Same logits as HF and same experts per token as the plain forward (left and right
+    padding); the compiled program holds no ``[E, H, I]`` array, the plain one does; and the expert
+    weights get no gradient through it (the promise a caller makes), while the router does."""
+    path = save_hf_model(make_hf_model(family, seed=5), str(tmp_path / "ckpt"))
+    hf = load_hf_model(path)
+    model, params = rise_jax.load_model(path, dtype="float32", dispatch="grouped_scan", progress=False)
+    cfg = model.cfg
+    ids, mask = padded_batch(cfg.vocab_size, [14, 9, 5], 14, [False, True, True], seed=6)
+    ref_logits, _ = hf_forward(hf, ids, mask)
+    j_ids, j_mask = jnp.asarray(ids), jnp.asarray(mask)
+    plain = rise_jax.forward(model, params, j_ids, j_mask, return_routing=True)
+    fast = rise_jax.forward(model, params, j_ids, j_mask, return_routing=True, inference=True)
+    real = mask.astype(bool)
+    assert np.abs(np.asarray(fast.logits) - ref_logits)[real].max() < 1e-4
+    np.testing.assert_allclose(np.asarray(fast.logits), np.asarray(plain.logits), atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(fast.routing.topk_indices), np.asarray(plain.routing.topk_indices))
+
+    layer_slice = f"f32[{cfg.num_experts},{cfg.hidden_size},{cfg.moe_intermediate_size}]"
+
+    def program(inference):
+        fn = jax.jit(lambda p: model.apply({"params": p}, j_ids, j_mask, inference=inference).logits)
+        return fn.lower(params).compile().as_text()
+
+    assert layer_slice in program(False) and layer_slice not in program(True)
+
+    def loss(p, inference):
+        return jnp.sum(model.apply({"params": p}, j_ids, j_mask, inference=inference).logits ** 2)
+
+    grads = jax.grad(loss)(params, True)
+    run = next(name for name in grads if "moe" in grads[name])
+    assert not any(np.any(np.asarray(g)) for g in jax.tree_util.tree_leaves(grads[run]["moe"]["experts"]))
+    router = {k: v for k, v in grads[run]["moe"].items() if k != "experts"}  # the router's own weights
+    assert any(np.any(np.asarray(g)) for g in jax.tree_util.tree_leaves(router))
+    plain_grads = jax.grad(loss)(params, False)  # a plain forward trains every expert (pretraining)
+    assert np.any(np.asarray(plain_grads[run]["moe"]["experts"]["gate_proj"]))

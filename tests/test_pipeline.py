@@ -3,6 +3,8 @@
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import ml_collections
 import numpy as np
@@ -11,6 +13,8 @@ import pytest
 from rise_jax import launch
 from rise_jax.configs import demo  # noqa: E402
 from rise_jax.pipeline import changed_keys, fingerprint, parse_stages, relevant_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 STAGES = [
     "pretrain",
@@ -28,9 +32,18 @@ STAGES = [
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
+def demo_run(tmp_path_factory, full_opt_env):
+    """The test-size demo (README command 1's config) in a fresh workdir: its first stage,
+    pretraining, through the CLI in a process of its own built by XLA's default compiler (it is
+    the one stage that runs long rather than compiles much), then the whole pipeline here, where
+    pretraining is up to date. Returns (workdir, {stage: outcome}) with the CLI's pretrain outcome."""
     wd = str(tmp_path_factory.mktemp("demo"))
+    cli = [sys.executable, "-m", "rise_jax.launch", "--config=configs/demo.py:test", f"--workdir={wd}"]
+    pre = subprocess.run([*cli, "--config.stages=pretrain"], cwd=ROOT, env=full_opt_env, capture_output=True, text=True)
+    assert pre.returncode == 0 and "[1/1 pretrain] done" in pre.stdout + pre.stderr, pre.stderr[-3000:]
     outcome = launch.run(demo.get_config("test"), wd)
+    assert outcome["pretrain"] == "skipped"  # the CLI's run, up to date
+    outcome["pretrain"] = "ran"
     # later tests rerun stages in this workdir (a changed train.lr): keep the first run's results
     shutil.copy(os.path.join(wd, "eval", "results.json"), wd + "_first_results.json")
     return wd, outcome

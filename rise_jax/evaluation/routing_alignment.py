@@ -69,7 +69,9 @@ def check_task(task: Any, where: str) -> None:
 @functools.partial(jax.jit, static_argnames=("model",))
 def _distributions(model, params, ids, mask, router_edit) -> jax.Array:
     """``[B, L, E]``: each row's token-mean routing distribution (router edits applied)."""
-    out = model.apply({"params": params}, ids, mask, return_routing=True, skip_lm_head=True, router_edit=router_edit)
+    out = model.apply(
+        {"params": params}, ids, mask, return_routing=True, skip_lm_head=True, router_edit=router_edit, inference=True
+    )
     return jnp.transpose(sequence_mean_probs(out.routing.router_logits, mask), (1, 0, 2))
 
 

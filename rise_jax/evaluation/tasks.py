@@ -138,7 +138,7 @@ class Evaluator:
 @functools.partial(jax.jit, static_argnames=("model",))
 def _logprob_sums(model, params, ids, mask, target_mask, router_edit) -> jax.Array:
     """Per-row sum of ``log p(ids[t] | ids[<t])`` over positions where ``target_mask`` is 1."""
-    logits = model.apply({"params": params}, ids, mask, router_edit=router_edit).logits
+    logits = model.apply({"params": params}, ids, mask, router_edit=router_edit, inference=True).logits
     return jnp.sum(token_log_probs(logits, ids) * target_mask[:, 1:], axis=-1)
 
 

@@ -317,8 +317,9 @@ class StackLayerExperts(_Stored):
     """Layer ``layer`` of the un-sliced stacked ``[L, E, ...]`` parameters, forward only.
 
     Inside a scan over layers, ``nn.scan`` would hand each layer a copy of its ``[E, ...]`` slice;
-    in decoding (few tokens, few experts used) that copy costs more than the experts' work, so
-    this source indexes ``[layer, expert]`` straight out of the stack, casting per expert."""
+    in a forward that is never differentiated (decoding, replay, evaluation) that copy is wasted
+    work, so this source indexes ``[layer, expert]`` straight out of the stack, casting per
+    expert. Its weights are gradient-stopped: nothing trains through it."""
 
     layer: Array  # int32 scalar
     bias: tuple[Array, Array, Array] | None = None  # [L, E, ...] like the weights
@@ -329,13 +330,14 @@ class StackLayerExperts(_Stored):
         return self.gate.shape[1]
 
     def take(self, experts: Array, dtype: Any) -> ExpertTensors:
-        return ExpertTensors(*(None if w is None else w[self.layer, experts].astype(dtype) for w in self._tensors()))
+        ws = ExpertTensors(*(None if w is None else w[self.layer, experts] for w in self._tensors()))
+        return _stopped(ws, dtype)
 
     def expert_specs(self, axis: str) -> StackLayerExperts:
         return _specs(self, 1, axis).replace(layer=PartitionSpec())
 
     def take_all(self, dtype: Any) -> ExpertTensors:
-        return ExpertTensors(*(None if w is None else w[self.layer].astype(dtype) for w in self._tensors()))
+        return _stopped(ExpertTensors(*(None if w is None else w[self.layer] for w in self._tensors())), dtype)
 
     def trainable(self) -> Array:
         return jnp.zeros((self.num_experts,), bool)

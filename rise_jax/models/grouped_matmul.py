@@ -3,9 +3,11 @@
 Rows come sorted by expert: the first ``sizes[0]`` rows use expert 0, the next ``sizes[1]`` expert
 1, and so on. XLA's CPU backend emulates ``ragged_dot`` with a dense masked computation over all
 groups (G times the FLOPs; see ``bench/forward.py``). Here a ``scan`` over experts reads each
-expert's weights once, and an inner ``while_loop`` walks its rows in fixed windows of ``W`` rows,
-each window through all three matmuls of the MLP; the last, partial window of a group is masked on
-write. Work is ``sum_g ceil(size_g / W)`` windows, exact and dropless.
+expert's weights once, and inner ``while_loop``s walk its rows in windows, each window through all
+three matmuls of the MLP: first whole windows of ``BIG_WINDOWS x W`` rows (XLA's CPU dot runs
+expert-sized matmuls of 256 rows at about twice the FLOP rate of 64-row ones: bench/RESULTS.md),
+then the rest in windows of ``W`` rows, the last, partial one masked on write. Exact and dropless;
+the padding is under ``W`` rows per group.
 
 ``while_loop`` has no reverse-mode rule, so the VJP is written out (``jax.custom_vjp``): the input
 gradients walk the experts the same way, and ``d W[g] = x_g^T d out_g`` accumulates per group
@@ -61,6 +63,9 @@ def _rhs_grad(lhs: Array, dout: Array, sizes: Array, win: int, rhs_dtype, need: 
     return grad
 
 
+BIG_WINDOWS = 4  # whole windows of 4 x W rows first (measured: 2 and 8 slower on the mid-size forward)
+
+
 def _mlp_walk(
     xs: Array,
     take,
@@ -83,6 +88,9 @@ def _mlp_walk(
     if keep_hidden:
         bufs0 += [jnp.zeros((m + win, hid), xs.dtype), jnp.zeros((m + win, hid), xs.dtype)]
 
+    big = win * BIG_WINDOWS
+    use_big = BIG_WINDOWS > 1 and win >= 8 and big <= m
+
     def per_group(bufs: list[Array], inp):
         g, start, size = inp
 
@@ -90,23 +98,34 @@ def _mlp_walk(
             # Experts without rows are skipped entirely, weights included: in decoding most are empty.
             w = take(g)
 
-            def body(carry):
-                j, bufs = carry
-                r0 = start + j * win
-                rows = jax.lax.dynamic_slice_in_dim(xp, r0, win, axis=0)
+            def window(bufs: list[Array], r0, live_rows, width: int, full: bool) -> list[Array]:
+                rows = jax.lax.dynamic_slice_in_dim(xp, r0, width, axis=0)
                 pre_g, pre_u = linear(rows, w.gate, w.gate_bias), linear(rows, w.up, w.up_bias)
                 y = linear(act(pre_g, pre_u), w.down, w.down_bias).astype(xs.dtype)
-                live = (jnp.arange(win) < size - j * win)[:, None]
                 new = [y, pre_g.astype(xs.dtype), pre_u.astype(xs.dtype)][: len(bufs)]
-                bufs = [
-                    jax.lax.dynamic_update_slice_in_dim(
-                        b, jnp.where(live, v, jax.lax.dynamic_slice_in_dim(b, r0, win, axis=0)), r0, axis=0
-                    )
-                    for b, v in zip(bufs, new, strict=True)
-                ]
-                return j + 1, bufs
+                if not full:
+                    live = (jnp.arange(width) < live_rows)[:, None]
+                    new = [
+                        jnp.where(live, v, jax.lax.dynamic_slice_in_dim(b, r0, width, axis=0))
+                        for b, v in zip(bufs, new, strict=True)
+                    ]
+                return [jax.lax.dynamic_update_slice_in_dim(b, v, r0, axis=0) for b, v in zip(bufs, new, strict=True)]
 
-            return jax.lax.while_loop(lambda c: c[0] * win < size, body, (jnp.int32(0), bufs))[1]
+            done = jnp.int32(0)
+            if use_big:  # whole windows of `big` rows first: larger matmuls, no padding
+                n_big = size // big
+                bufs = jax.lax.while_loop(
+                    lambda c: c[0] < n_big,
+                    lambda c: (c[0] + 1, window(c[1], start + c[0] * big, big, big, True)),
+                    (jnp.int32(0), bufs),
+                )[1]
+                done = n_big * big
+            rest = size - done
+            return jax.lax.while_loop(
+                lambda c: c[0] * win < rest,
+                lambda c: (c[0] + 1, window(c[1], start + done + c[0] * win, rest - c[0] * win, win, False)),
+                (jnp.int32(0), bufs),
+            )[1]
 
         return jax.lax.cond(size > 0, walk, lambda b: b, bufs), None
 

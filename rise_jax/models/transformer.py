@@ -500,24 +500,29 @@ class MoEModel(nn.Module):
     method of :mod:`rise_jax.training.methods`) overrides the selected experts with trainable ones.
     ``kv_cache`` (:func:`init_kv_cache`) switches to incremental decoding; ``router_edit``
     (:class:`~rise_jax.models.routers.RouterEdit`) prunes or steers experts; ``last_token_logits``
-    computes logits (and returns ``hidden``) for the last position only.
+    computes logits (and returns ``hidden``) for the last position only. ``inference`` promises
+    that the call is never differentiated (replay, evaluation): the MoE layers then read each used
+    expert straight from the stacked parameters, as decoding does (see
+    :meth:`_reads_used_experts_only`), and the expert weights get no gradient.
     """
 
     cfg: ModelConfig
     opts: RuntimeOptions = RuntimeOptions()
 
-    def _reads_used_experts_only(self, run: LayerRun, kv_cache: Any, slots: Any) -> bool:
+    def _reads_used_experts_only(self, run: LayerRun, kv_cache: Any, slots: Any, inference: bool) -> bool:
         """Whether this run's MoE layers read their experts from the un-sliced stacked params.
 
-        ``nn.scan`` hands each layer a copy of its ``[E, ...]`` expert slice; with the
-        ``grouped_scan`` or ``blocked`` dispatch and a KV cache (decoding: few tokens, few experts
-        used) that copy costs more than the experts' work, so the layers index ``[layer, expert]``
-        directly.
-        Forward only: not with trainable experts, and not at init (no params to read yet).
+        ``nn.scan`` hands each layer a copy of its ``[E, ...]`` expert slice, which the
+        ``grouped_scan`` and ``blocked`` dispatches then read expert by expert: in decoding (few
+        tokens, few experts used) that copy costs more than the experts' work, and in a whole
+        forward it is 12-15 % of the time on CPU (bench/RESULTS.md, issue 38 part 4). So a call
+        that is never differentiated (decoding with a KV cache, or ``inference``) indexes
+        ``[layer, expert]`` directly. Not with trainable experts, not in a plain differentiated
+        forward (pretraining: every expert needs its gradient), and not at init (no params yet).
         """
         return (
             run.is_moe
-            and kv_cache is not None
+            and (kv_cache is not None or inference)
             and slots is None
             and not self.is_initializing()
             and self.opts.impl in ("grouped_scan", "blocked")
@@ -536,6 +541,7 @@ class MoEModel(nn.Module):
         kv_cache: KVCache | None = None,
         router_edit: routers.RouterEdit | None = None,
         last_token_logits: bool = False,
+        inference: bool = False,
     ) -> ModelOutput:
         cfg, opts = self.cfg, self.opts
         dropout = 0.0 if trainable_experts is None else trainable_experts.adapter_dropout
@@ -604,7 +610,7 @@ class MoEModel(nn.Module):
             if router_edit is not None and run.is_moe:
                 edit = router_edit.rows(run.moe_start, run.moe_start + run.length)
             stacked = None
-            if self._reads_used_experts_only(run, kv_cache, slots):
+            if self._reads_used_experts_only(run, kv_cache, slots, inference):
                 stacked = self.variables["params"][run.name]["moe"]["experts"]
             shared = LayerShared(
                 cos,

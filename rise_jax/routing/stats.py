@@ -299,7 +299,9 @@ def make_replay_step(model: MoEModel, with_seq_probs: bool):
 
     def step(acc, params, ids, segments, num_segments):
         positions = segment_positions(segments)
-        out = model.apply({"params": params}, ids, segments, positions, return_routing=True, skip_lm_head=True)
+        out = model.apply(
+            {"params": params}, ids, segments, positions, return_routing=True, skip_lm_head=True, inference=True
+        )
         r = out.routing
         real = segments > 0
         m = real.astype(jnp.float32)[None, :, :, None]  # [1, B, T, 1]
