@@ -37,6 +37,44 @@ def _pad_rows(x: Array, win: int) -> Array:
     return jnp.concatenate([x, jnp.zeros((win, *x.shape[1:]), x.dtype)], axis=0)
 
 
+BIG_WINDOWS = 4  # whole windows of 4 x W rows first (measured: 2 and 8 slower on the mid-size forward)
+
+
+def _walk_windows(carry: Any, start: Array, size: Array, win: int, num_rows: int, window) -> Any:
+    """One group's rows ``[start, start + size)`` through ``window(carry, r0, live, width, full)``:
+    whole windows of ``BIG_WINDOWS x win`` rows first (when ``win >= 8`` and such a window fits
+    in the ``num_rows`` rows; ``full`` True, every row live), then windows of ``win`` rows, the
+    last partial (``live`` rows of ``width`` are the group's; ``full`` False)."""
+    big = win * BIG_WINDOWS
+    done = jnp.int32(0)
+    if BIG_WINDOWS > 1 and win >= 8 and big <= num_rows:
+        n_big = size // big
+        carry = jax.lax.while_loop(
+            lambda c: c[0] < n_big,
+            lambda c: (c[0] + 1, window(c[1], start + c[0] * big, big, big, True)),
+            (jnp.int32(0), carry),
+        )[1]
+        done = n_big * big
+    rest = size - done
+    return jax.lax.while_loop(
+        lambda c: c[0] * win < rest,
+        lambda c: (c[0] + 1, window(c[1], start + done + c[0] * win, rest - c[0] * win, win, False)),
+        (jnp.int32(0), carry),
+    )[1]
+
+
+def _write_rows(bufs: list[Array], new: list[Array], r0, live, width: int, full: bool) -> list[Array]:
+    """``new`` into rows ``[r0, r0 + width)`` of ``bufs``; a partial window keeps the rows past
+    its ``live`` ones (they belong to the next group)."""
+    if not full:
+        keep = (jnp.arange(width) < live)[:, None]
+        new = [
+            jnp.where(keep, v, jax.lax.dynamic_slice_in_dim(b, r0, width, axis=0))
+            for b, v in zip(bufs, new, strict=True)
+        ]
+    return [jax.lax.dynamic_update_slice_in_dim(b, v, r0, axis=0) for b, v in zip(bufs, new, strict=True)]
+
+
 def _rhs_grad(lhs: Array, dout: Array, sizes: Array, win: int, rhs_dtype, need: Array | None = None) -> Array:
     """``d rhs[g] = lhs_g^T dout_g``; groups with ``need[g]`` False get zeros without the walk."""
     lhs_p, dout_p = _pad_rows(lhs, win), _pad_rows(dout, win)
@@ -45,25 +83,23 @@ def _rhs_grad(lhs: Array, dout: Array, sizes: Array, win: int, rhs_dtype, need: 
     if need is not None:
         sizes = jnp.where(need, sizes, 0)  # a skipped group's walk does no window
 
+    m = lhs.shape[0]
+
     def per_group(_, inp):
         start, size = inp
 
-        def body(carry):
-            j, acc = carry
-            r0 = start + j * win
-            live = (jnp.arange(win) < size - j * win)[:, None]
-            rows = jnp.where(live, jax.lax.dynamic_slice_in_dim(lhs_p, r0, win, axis=0), 0)
-            dy = jax.lax.dynamic_slice_in_dim(dout_p, r0, win, axis=0)
-            return j + 1, acc + (rows.T @ dy).astype(jnp.float32)
+        def window(acc, r0, live, width, full):
+            rows = jax.lax.dynamic_slice_in_dim(lhs_p, r0, width, axis=0)
+            if not full:
+                rows = jnp.where((jnp.arange(width) < live)[:, None], rows, 0)
+            dy = jax.lax.dynamic_slice_in_dim(dout_p, r0, width, axis=0)
+            return acc + (rows.T @ dy).astype(jnp.float32)
 
-        _, acc = jax.lax.while_loop(lambda c: c[0] * win < size, body, (jnp.int32(0), jnp.zeros((k, n), jnp.float32)))
+        acc = _walk_windows(jnp.zeros((k, n), jnp.float32), start, size, win, m, window)
         return None, acc.astype(rhs_dtype)
 
     _, grad = jax.lax.scan(per_group, None, (starts, sizes.astype(jnp.int32)))
     return grad
-
-
-BIG_WINDOWS = 4  # whole windows of 4 x W rows first (measured: 2 and 8 slower on the mid-size forward)
 
 
 def _mlp_walk(
@@ -88,9 +124,6 @@ def _mlp_walk(
     if keep_hidden:
         bufs0 += [jnp.zeros((m + win, hid), xs.dtype), jnp.zeros((m + win, hid), xs.dtype)]
 
-    big = win * BIG_WINDOWS
-    use_big = BIG_WINDOWS > 1 and win >= 8 and big <= m
-
     def per_group(bufs: list[Array], inp):
         g, start, size = inp
 
@@ -98,34 +131,14 @@ def _mlp_walk(
             # Experts without rows are skipped entirely, weights included: in decoding most are empty.
             w = take(g)
 
-            def window(bufs: list[Array], r0, live_rows, width: int, full: bool) -> list[Array]:
+            def window(bufs: list[Array], r0, live, width: int, full: bool) -> list[Array]:
                 rows = jax.lax.dynamic_slice_in_dim(xp, r0, width, axis=0)
                 pre_g, pre_u = linear(rows, w.gate, w.gate_bias), linear(rows, w.up, w.up_bias)
                 y = linear(act(pre_g, pre_u), w.down, w.down_bias).astype(xs.dtype)
                 new = [y, pre_g.astype(xs.dtype), pre_u.astype(xs.dtype)][: len(bufs)]
-                if not full:
-                    live = (jnp.arange(width) < live_rows)[:, None]
-                    new = [
-                        jnp.where(live, v, jax.lax.dynamic_slice_in_dim(b, r0, width, axis=0))
-                        for b, v in zip(bufs, new, strict=True)
-                    ]
-                return [jax.lax.dynamic_update_slice_in_dim(b, v, r0, axis=0) for b, v in zip(bufs, new, strict=True)]
+                return _write_rows(bufs, new, r0, live, width, full)
 
-            done = jnp.int32(0)
-            if use_big:  # whole windows of `big` rows first: larger matmuls, no padding
-                n_big = size // big
-                bufs = jax.lax.while_loop(
-                    lambda c: c[0] < n_big,
-                    lambda c: (c[0] + 1, window(c[1], start + c[0] * big, big, big, True)),
-                    (jnp.int32(0), bufs),
-                )[1]
-                done = n_big * big
-            rest = size - done
-            return jax.lax.while_loop(
-                lambda c: c[0] * win < rest,
-                lambda c: (c[0] + 1, window(c[1], start + done + c[0] * win, rest - c[0] * win, win, False)),
-                (jnp.int32(0), bufs),
-            )[1]
+            return _walk_windows(bufs, start, size, win, m, window)
 
         return jax.lax.cond(size > 0, walk, lambda b: b, bufs), None
 
@@ -161,23 +174,14 @@ def _input_grads_walk(dy: Array, g: Array, u: Array, take, act: GatedActivation,
         def walk(bufs):
             w = take(e)
 
-            def body(carry):
-                j, bufs = carry
-                r0 = start + j * win
-                rows = [jax.lax.dynamic_slice_in_dim(a, r0, win, axis=0) for a in (dyp, gp, up)]
+            def window(bufs, r0, live, width, full):
+                rows = [jax.lax.dynamic_slice_in_dim(a, r0, width, axis=0) for a in (dyp, gp, up)]
                 dh = rows[0] @ jnp.swapaxes(w.down, 0, 1)
                 dg, du = (d.astype(dy.dtype) for d in act.vjp(rows[1], rows[2], dh))
                 dx = (dg @ jnp.swapaxes(w.gate, 0, 1) + du @ jnp.swapaxes(w.up, 0, 1)).astype(dy.dtype)
-                live = (jnp.arange(win) < size - j * win)[:, None]
-                bufs = [
-                    jax.lax.dynamic_update_slice_in_dim(
-                        b, jnp.where(live, v, jax.lax.dynamic_slice_in_dim(b, r0, win, axis=0)), r0, axis=0
-                    )
-                    for b, v in zip(bufs, (dx, dg, du), strict=True)
-                ]
-                return j + 1, bufs
+                return _write_rows(bufs, [dx, dg, du], r0, live, width, full)
 
-            return jax.lax.while_loop(lambda c: c[0] * win < size, body, (jnp.int32(0), bufs))[1]
+            return _walk_windows(bufs, start, size, win, m, window)
 
         return jax.lax.cond(size > 0, walk, lambda b: b, bufs), None
 
