@@ -81,10 +81,8 @@ def run_sweep(config: ml_collections.ConfigDict, points: list[dict[str, Any]], w
     plots = sweep_plots(summary, workdir)
     text = sweep_markdown(summary, plots)
     target = config.train.get("language", "") or config.select.target
-    rows = alignment.comparison_rows(summary, target)
-    if any(r["div_after"] is not None for r in rows):  # the routing-alignment comparison (sweep routing_alignment)
-        write_json_atomic(os.path.join(workdir, "alignment.json"), rows)
-        section = alignment.comparison_markdown(rows, target, alignment.comparison_plots(rows, target, workdir))
+    section = alignment.write_comparison(summary, target, workdir)  # the sweep routing_alignment's
+    if section:
         text += "\n" + section
     write_text_atomic(os.path.join(workdir, "sweep.md"), text)
     return summary

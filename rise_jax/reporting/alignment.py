@@ -15,7 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from rise_jax.io_utils import write_json_atomic
 from rise_jax.reporting.plots import sweep_plot
+
+PLOTS = ("alignment_gain.png", "alignment_divergence.png")  # what comparison_plots writes, in order
 
 DIVERGENCE_TASK = "routing_divergence"
 AFTER = {"trained": "", "steered": "steering at inference"}  # variant -> row name ("" = the point's method)
@@ -116,13 +119,22 @@ def comparison_plots(rows: Sequence[dict[str, Any]], target: str, directory: str
     if any(r.get("gain") is not None for r in rows):
         metric = next(r["metric"] for r in rows if "metric" in r)
         series = {f"Δ {target}": [r.get("gain") for r in rows], "Δ others (mean)": [r.get("others") for r in rows]}
-        sweep_plot(
-            names, series, os.path.join(directory, "alignment_gain.png"), f"change in {metric}", "method", metric
-        )
-        files.append("alignment_gain.png")
+        sweep_plot(names, series, os.path.join(directory, PLOTS[0]), f"change in {metric}", "method", metric)
+        files.append(PLOTS[0])
     if any(r["div_after"] is not None for r in rows):
         series = {"before": [r["div_before"] for r in rows], "after": [r["div_after"] for r in rows]}
         title = f"{target}: middle-layer routing divergence from English"
-        sweep_plot(names, series, os.path.join(directory, "alignment_divergence.png"), title, "method", "D_H-JS")
-        files.append("alignment_divergence.png")
+        sweep_plot(names, series, os.path.join(directory, PLOTS[1]), title, "method", "D_H-JS")
+        files.append(PLOTS[1])
     return files
+
+
+def write_comparison(summary: Sequence[dict[str, Any]], target: str, directory: str) -> str:
+    """When the points were scored with the ``routing_divergence`` task: ``alignment.json`` (the
+    :func:`comparison_rows`) and the two plots in ``directory``, and the comparison's Markdown
+    section, returned; otherwise nothing is written and the section is empty."""
+    rows = comparison_rows(summary, target)
+    if not any(r["div_after"] is not None for r in rows):
+        return ""
+    write_json_atomic(os.path.join(directory, "alignment.json"), rows)
+    return comparison_markdown(rows, target, comparison_plots(rows, target, directory))

@@ -33,10 +33,10 @@ from typing import Any
 import ml_collections
 from absl import logging
 
-from rise_jax.config_values import comma_list
+from rise_jax.config_values import comma_list, get_field
 from rise_jax.configs.sweeps import get_sweep
 from rise_jax.distributed import on_writer
-from rise_jax.errors import RiseError
+from rise_jax.errors import RiseError, SettingError
 from rise_jax.io_utils import ensure_writable_dir, read_json_object, write_json_atomic, write_text_atomic
 from rise_jax.reporting import alignment
 from rise_jax.stages.registry import Stage
@@ -73,15 +73,14 @@ def is_this_run(config: ml_collections.ConfigDict, overrides: dict[str, Any]) ->
     """The point asks for nothing this run did not do: every override but ``eval.variants`` equals
     this run's value, and its variants are among this run's."""
     for key, value in overrides.items():
-        node: Any = config
-        for part in key.split("."):
-            node = node[part] if part in node else None
-            if node is None:
-                return False
+        try:
+            ours = get_field(config, key)
+        except SettingError:
+            return False
         if key == VARIANTS_KEY:
             if not set(comma_list(value)) <= set(comma_list(config.eval.variants)):
                 return False
-        elif node != value:
+        elif ours != value:
             return False
     return True
 
@@ -156,11 +155,9 @@ def run(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
     write_json_atomic(wd.arms_summary, summary)
     text = sweep_markdown(summary)
     target = config.train.get("language", "") or config.select.target
-    rows = alignment.comparison_rows(summary, target)
-    if any(r["div_after"] is not None for r in rows):
-        write_json_atomic(wd.arms_alignment, rows)
-        plots = alignment.comparison_plots(rows, target, wd.arms)
-        text += "\n" + alignment.comparison_markdown(rows, target, plots)
+    section = alignment.write_comparison(summary, target, wd.arms)  # arms/alignment.json + plots
+    if section:
+        text += "\n" + section
     write_text_atomic(wd.arms_table, text)
     logging.info(f"arms ({config.arms.sweep}, {len(points)} arms) -> {wd.arms_table}")
     return {"status": "completed"}

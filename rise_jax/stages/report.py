@@ -654,11 +654,7 @@ def _arms_section(wd: Workdir, config: ml_collections.ConfigDict) -> list[str]:
     if not rows:
         return [*out, sweep_markdown(summary)]
     target = config.train.get("language", "") or config.select.target
-    plots = [
-        os.path.relpath(p, wd.root)
-        for p in (wd.path("arms", n) for n in ("alignment_gain.png", "alignment_divergence.png"))
-        if os.path.isfile(p)
-    ]
+    plots = [os.path.relpath(p, wd.root) for p in (wd.path("arms", n) for n in alignment.PLOTS) if os.path.isfile(p)]
     out.append(alignment.comparison_markdown(rows, target, plots).replace("## ", "### ", 1))
     return out
 
