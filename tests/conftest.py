@@ -31,15 +31,19 @@ else:
 # Qwen3-MoE: logits 1.5e-7, routing weights 1.2e-7, gradients 7.6e-6 of 80 apart from the default
 # build), far inside every tolerance against HF, and the suite's bitwise comparisons are between
 # programs built alike (subprocesses inherit the flag). RISE_JAX_TEST_FULL_OPT=1 keeps XLA's default.
+# Tests that run their programs many times compile at -O1 instead (marker `runs_long`,
+# tests/compile_level.py).
 #
 # XLA's CPU loop emitters instead of its MLIR fusion emitters (--xla_cpu_use_fusion_emitters=false)
 # for the same reason: a tiny model's backend compilation takes about a third of the time (a CLI
 # pipeline test: 15.2 s -> 4.6 s of compilation; a tiny Mixtral's gradient: 2.0 s -> 1.0 s), the
 # fused computations are the same, and only the generated loops differ.
-_FAST_COMPILE = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from compile_level import FAST_COMPILE, optimized, runs_long_env  # noqa: E402
+
 if not os.environ.get("RISE_JAX_TEST_FULL_OPT"):
     _flags = os.environ.get("XLA_FLAGS", "")
-    os.environ["XLA_FLAGS"] = " ".join([_flags, *(f for f in _FAST_COMPILE if f.split("=")[0] not in _flags)]).strip()
+    os.environ["XLA_FLAGS"] = " ".join([_flags, *(f for f in FAST_COMPILE if f.split("=")[0] not in _flags)]).strip()
 
 # The file-hash memo (rise_jax.content_hash) of the run: the user's own ~/.cache is left alone.
 if "RISE_JAX_CACHE" not in os.environ:
@@ -49,9 +53,6 @@ else:
     _OWN_MEMO = None
 
 import pytest  # noqa: E402
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
 from hf_reference import make_hf_model, save_hf_model  # noqa: E402
 
 
@@ -63,13 +64,29 @@ def pytest_unconfigure(config):
         shutil.rmtree(_OWN_MEMO, ignore_errors=True)
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "runs_long: runs its programs many times (training loops): compiled at XLA's -O1, not the suite's -O0 "
+        "(tests/compile_level.py)",
+    )
+
+
+@pytest.fixture(autouse=True)
+def _runs_long_compiles_at_o1(request):
+    """A test marked ``runs_long`` compiles at -O1 in this process (its subprocesses: ``runs_long_env``)."""
+    if request.node.get_closest_marker("runs_long") is None:
+        yield
+        return
+    with optimized():
+        yield
+
+
 @pytest.fixture(scope="session")
-def full_opt_env():
-    """The environment of a subprocess that runs long rather than compiles much (the demo's
-    pretraining: 120 steps of one program): XLA's default build, without the suite's fast-compile
-    flags (measured on the test-size demo's pretrain stage: 81 s with them, 34 s without)."""
-    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if f not in _FAST_COMPILE]
-    return {**os.environ, "XLA_FLAGS": " ".join(flags)}
+def long_run_env():
+    """The environment of a subprocess that runs long (training loops): XLA's -O1 instead of the
+    suite's -O0 (tests/compile_level.py)."""
+    return runs_long_env()
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ import sys
 import ml_collections
 import numpy as np
 import pytest
+from compile_level import optimized
 
 from rise_jax import launch
 from rise_jax.configs import demo  # noqa: E402
@@ -32,16 +33,18 @@ STAGES = [
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory, full_opt_env):
+def demo_run(tmp_path_factory, long_run_env):
     """The test-size demo (README command 1's config) in a fresh workdir: its first stage,
-    pretraining, through the CLI in a process of its own built by XLA's default compiler (it is
-    the one stage that runs long rather than compiles much), then the whole pipeline here, where
-    pretraining is up to date. Returns (workdir, {stage: outcome}) with the CLI's pretrain outcome."""
+    pretraining, through the CLI in a process of its own, then the whole pipeline here, where
+    pretraining is up to date; both compile at XLA's -O1 (the demo runs its training and decoding
+    programs many times: tests/compile_level.py). Returns (workdir, {stage: outcome}) with the
+    CLI's pretrain outcome."""
     wd = str(tmp_path_factory.mktemp("demo"))
     cli = [sys.executable, "-m", "rise_jax.launch", "--config=configs/demo.py:test", f"--workdir={wd}"]
-    pre = subprocess.run([*cli, "--config.stages=pretrain"], cwd=ROOT, env=full_opt_env, capture_output=True, text=True)
+    pre = subprocess.run([*cli, "--config.stages=pretrain"], cwd=ROOT, env=long_run_env, capture_output=True, text=True)
     assert pre.returncode == 0 and "[1/1 pretrain] done" in pre.stdout + pre.stderr, pre.stderr[-3000:]
-    outcome = launch.run(demo.get_config("test"), wd)
+    with optimized():
+        outcome = launch.run(demo.get_config("test"), wd)
     assert outcome["pretrain"] == "skipped"  # the CLI's run, up to date
     outcome["pretrain"] = "ran"
     # later tests rerun stages in this workdir (a changed train.lr): keep the first run's results
@@ -140,6 +143,7 @@ def test_the_demo_report_shows_the_companion_study_with_the_runs_own_numbers(dem
     assert f"| perplexity | perplexity | base | {middle[0]}–{middle[1]} | 5 |" in report
 
 
+@pytest.mark.runs_long
 def test_second_run_skips_every_stage_and_changed_training_reruns_only_train_onwards(
     demo_run, demo_first_results, capsys
 ):
@@ -365,6 +369,7 @@ def test_the_analysis_and_report_state_routing_isolation_by_resource_group(demo_
 # --- frozen weights in int8 / fp8 on a real (pretrained) model ---------------------------------
 
 
+@pytest.mark.runs_long
 def test_an_int8_demo_model_keeps_perplexity_within_1pct_and_routes_99pct_of_tokens_alike(demo_run):
     """The demo's pretrained model (float32) against its int8-frozen copy (default groups: experts,
     MLP, LM head): perplexity per language on the demo's test text, and per layer the share of
@@ -422,6 +427,7 @@ def test_an_int8_demo_model_keeps_perplexity_within_1pct_and_routes_99pct_of_tok
     assert np.mean(1 - agree["int8 + attention"]) <= 1.5 * np.mean(1 - agree["bf16"]), agree
 
 
+@pytest.mark.runs_long
 def test_rise_on_an_int8_base_gains_as_much_and_exports_the_source_weights(demo_run, demo_first_results, tmp_path):
     """RISE on Bengali with every frozen weight in int8: the perplexity gain is within 5 % of the
     full-precision run's, the statistics record the frozen dtype, and the export merges the trained
