@@ -39,7 +39,7 @@ else:
 # pipeline test: 15.2 s -> 4.6 s of compilation; a tiny Mixtral's gradient: 2.0 s -> 1.0 s), the
 # fused computations are the same, and only the generated loops differ.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compile_level import FAST_COMPILE, optimized, runs_long_env  # noqa: E402
+from compile_level import FAST_COMPILE, optimized  # noqa: E402
 
 if not os.environ.get("RISE_JAX_TEST_FULL_OPT"):
     _flags = os.environ.get("XLA_FLAGS", "")
@@ -84,19 +84,13 @@ def pytest_configure(config):
 
 @pytest.fixture(autouse=True)
 def _runs_long_compiles_at_o1(request):
-    """A test marked ``runs_long`` compiles at -O1 in this process (its subprocesses: ``runs_long_env``)."""
+    """A test marked ``runs_long`` compiles at -O1 in this process (its subprocesses: pass them
+    ``compile_level.runs_long_env()``)."""
     if request.node.get_closest_marker("runs_long") is None:
         yield
         return
     with optimized():
         yield
-
-
-@pytest.fixture(scope="session")
-def long_run_env():
-    """The environment of a subprocess that runs long (training loops): XLA's -O1 instead of the
-    suite's -O0 (tests/compile_level.py)."""
-    return runs_long_env()
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import sys
 import ml_collections
 import numpy as np
 import pytest
-from compile_level import optimized
+from compile_level import optimized, runs_long_env
 
 from rise_jax import launch
 from rise_jax.configs import demo  # noqa: E402
@@ -33,7 +33,7 @@ STAGES = [
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory, long_run_env):
+def demo_run(tmp_path_factory):
     """The test-size demo (README command 1's config) in a fresh workdir: its first stage,
     pretraining, through the CLI in a process of its own, then the whole pipeline here, where
     pretraining is up to date; both compile at XLA's -O1 (the demo runs its training and decoding
@@ -41,7 +41,9 @@ def demo_run(tmp_path_factory, long_run_env):
     CLI's pretrain outcome."""
     wd = str(tmp_path_factory.mktemp("demo"))
     cli = [sys.executable, "-m", "rise_jax.launch", "--config=configs/demo.py:test", f"--workdir={wd}"]
-    pre = subprocess.run([*cli, "--config.stages=pretrain"], cwd=ROOT, env=long_run_env, capture_output=True, text=True)
+    pre = subprocess.run(
+        [*cli, "--config.stages=pretrain"], cwd=ROOT, env=runs_long_env(), capture_output=True, text=True
+    )
     assert pre.returncode == 0 and "[1/1 pretrain] done" in pre.stdout + pre.stderr, pre.stderr[-3000:]
     with optimized():
         outcome = launch.run(demo.get_config("test"), wd)
